@@ -1,0 +1,3 @@
+"""faxbridge: email and folders to cloud fax."""
+
+__version__ = "0.1.0"

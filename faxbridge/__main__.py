@@ -1,0 +1,5 @@
+import sys
+
+from faxbridge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,467 @@
+"""The configuration: one TOML file (contract section 2) → frozen dataclasses. Every error names its key.
+
+``load(path, environ)`` reads the file, overlays the environment, checks everything and raises one
+:class:`~faxbridge.errors.ConfigError` listing *all* problems, one ``"full.key: what"`` line each
+(``smtp.listn: unknown key``, ``provider.openfax.api_key: missing``). A TOML syntax error or a file
+that cannot be read is a single line naming the file (tomllib's message carries line and column).
+
+Rules beyond the contract's table, decided here:
+
+- Relative paths (and ``*_file`` paths, also from the environment) are taken against the config
+  file's folder, or ``base_dir`` (default: the working folder) when there is no file; ``~`` expands.
+- Secrets (``account_id``, ``api_key``, ``api_secret``, ``callback_token``, ``username``,
+  ``password``, ``token``) may come from ``KEY_file = "/path"`` (the file's text, trailing newlines
+  stripped) or from the environment. Precedence: env ``FAXBRIDGE_X`` / ``FAXBRIDGE_X_FILE`` beats
+  ``KEY_file`` beats ``KEY``. Giving both ``KEY`` and ``KEY_file`` (or both env forms) is an error.
+  Secret values never appear in messages, ``repr()`` or :func:`summary`.
+- Every other scalar or list key may be overridden by ``FAXBRIDGE_<KEY>`` with dots as underscores,
+  upper-cased (``FAXBRIDGE_SMTP_LISTEN``, ``FAXBRIDGE_PROVIDER_POLL_INTERVAL``). The string is read as
+  the key's type: booleans ``true/false/1/0/yes/no/on/off``, numbers, durations and sizes as in the
+  file, lists comma-separated (empty: an empty list). ``[[watch]]`` entries cannot be set this way.
+- ``FAXBRIDGE_CONFIG`` names the file (the CLI's business) and is ignored here. Any other
+  ``FAXBRIDGE_*`` variable that matches no key is a problem (``env FAXBRIDGE_SMTP_LISTN: unknown
+  setting``): a misspelt override must not be silently dropped.
+- A ``[[watch]]`` entry takes the contract's default for each key it leaves out; two entries may not
+  share a ``path``, and ``results``/``done``/``failed`` may not be the watched folder itself.
+- ``provider.kind = "openfax"`` needs ``account_id`` and ``api_key``; ``"phaxio"`` needs ``api_key``
+  and ``api_secret``, and ``callback_token`` while ``webhook.enabled`` (else no callback could be
+  verified; with webhooks off, polling alone finishes jobs and the token may be empty).
+- ``smtp.tls_cert``/``tls_key`` (both or neither), and ``users_file`` (required by ``require_auth``)
+  must exist when SMTP is enabled, so ``check-config`` catches a wrong path before the daemon starts.
+- ``numbers.blocked_prefixes`` are digits; a leading ``+`` is dropped. Country codes are upper-cased.
+- Extension keys: ``provider.reconcile_grace``, ``provider.openfax.confirm_postbacks`` and ``[log]``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from faxbridge.config_parse import (
+    Collected,
+    HostPort,
+    Schema,
+    apply_env,
+    blocked_prefix,
+    boolean,
+    check_url,
+    convert_all,
+    country,
+    domain,
+    duration,
+    fax_header,
+    flat_specs,
+    hostport,
+    integer,
+    mail_address,
+    network,
+    number,
+    path,
+    regex,
+    region,
+    sender,
+    size,
+    string,
+    strings,
+    url_path,
+    url_token,
+    walk,
+)
+from faxbridge.errors import ConfigError
+
+__all__ = [
+    "Config", "ConfigError", "HostPort", "LimitsConfig", "LogConfig", "NotifyConfig", "NumbersConfig",
+    "OpenfaxConfig", "PhaxioConfig", "ProviderConfig", "SimulatorConfig", "SmtpConfig", "WatchConfig",
+    "WebhookConfig", "defaults", "load", "summary",
+]
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    enabled: bool
+    listen: HostPort
+    domains: tuple[str, ...]
+    allowed_senders: tuple[str, ...]
+    allowed_clients: tuple[Network, ...]
+    max_message_size: int
+    require_auth: bool
+    users_file: Path | None
+    tls_cert: Path | None
+    tls_key: Path | None
+    cover_page: str
+
+
+@dataclass(frozen=True, slots=True)
+class WatchConfig:
+    path: Path
+    results: Path
+    done: Path
+    failed: Path
+    pattern: re.Pattern[str]
+    settle: float
+    poll: bool
+    recursive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NumbersConfig:
+    default_country: str
+    strict: bool
+    allowed_countries: tuple[str, ...]
+    blocked_prefixes: tuple[str, ...]
+    max_pages: int
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    per_sender_per_hour: int
+    max_in_flight: int
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyConfig:
+    smarthost: HostPort | None
+    starttls: bool
+    username: str
+    password: str = field(repr=False)
+    from_address: str
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    enabled: bool
+    listen: HostPort
+    public_url: str
+    token: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenfaxConfig:
+    base_url: str
+    send_path: str
+    balance_path: str
+    report_path: str
+    account_id: str
+    api_key: str = field(repr=False)
+    to_header: str
+    from_header: str
+    priority: str
+    confirm_postbacks: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class PhaxioConfig:
+    base_url: str
+    api_key: str = field(repr=False)
+    api_secret: str = field(repr=False)
+    callback_token: str = field(repr=False)
+    header_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorConfig:
+    speed: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    kind: str
+    poll_interval: float
+    submit_retries: int
+    retry_initial: float
+    retry_max: float
+    request_timeout: float
+    reconcile_grace: float
+    openfax: OpenfaxConfig
+    phaxio: PhaxioConfig
+    simulator: SimulatorConfig
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "auto"
+    show_numbers: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    state_dir: Path
+    shutdown_grace: float
+    smtp: SmtpConfig
+    watch: tuple[WatchConfig, ...]
+    numbers: NumbersConfig
+    limits: LimitsConfig
+    notify: NotifyConfig
+    webhook: WebhookConfig
+    provider: ProviderConfig
+    log: LogConfig
+    source: Path | None
+
+
+# --- the schema (contract section 2) ---------------------------------------------------------------------
+
+DEFAULT_PATTERN = r"^(?P<number>\+?[0-9(][0-9().\- ]{6,}[0-9])(?:[_ ].*)?\.(?i:pdf|tiff?|png|jpe?g|txt)$"
+
+WATCH_SCHEMA: Schema = {
+    "path": path("var/outbox"),
+    "results": path("var/results"),
+    "done": path("var/done"),
+    "failed": path("var/failed"),
+    "pattern": regex(DEFAULT_PATTERN, group="number"),
+    "settle": duration("2s"),
+    "poll": boolean(False),
+    "recursive": boolean(False),
+}
+
+SCHEMA: Schema = {
+    "state_dir": path("var"),
+    "shutdown_grace": duration("30s"),
+    "smtp": {
+        "enabled": boolean(True),
+        "listen": hostport("127.0.0.1:2525"),
+        "domains": strings(["fax.local"], item=domain),
+        "allowed_senders": strings([], item=sender),
+        "allowed_clients": strings(["127.0.0.0/8", "::1/128"], item=network),
+        "max_message_size": size("25MB"),
+        "require_auth": boolean(False),
+        "users_file": path("", optional=True),
+        "tls_cert": path("", optional=True),
+        "tls_key": path("", optional=True),
+        "cover_page": string("if-body", choices=("never", "if-body", "always")),
+    },
+    "numbers": {
+        "default_country": string("US", check=region),
+        "strict": boolean(False),
+        "allowed_countries": strings(["US", "CA"], item=country),
+        "blocked_prefixes": strings(["1900", "1976"], item=blocked_prefix),
+        "max_pages": integer(200, minimum=1),
+    },
+    "limits": {
+        "per_sender_per_hour": integer(60),
+        "max_in_flight": integer(50, minimum=1),
+    },
+    "notify": {
+        "smarthost": hostport("", optional=True),
+        "starttls": boolean(False),
+        "username": string("", secret=True),
+        "password": string("", secret=True),
+        "from_address": string("faxbridge@fax.local", check=mail_address),
+    },
+    "webhook": {
+        "enabled": boolean(True),
+        "listen": hostport("127.0.0.1:8025"),
+        "public_url": string("http://127.0.0.1:8025", check=check_url),
+        "token": string("", secret=True, check=url_token),
+    },
+    "provider": {
+        "kind": string("simulator", choices=("simulator", "openfax", "phaxio")),
+        "poll_interval": duration("30s", positive=True),
+        "submit_retries": integer(5),
+        "retry_initial": duration("2s", positive=True),
+        "retry_max": duration("5m", positive=True),
+        "request_timeout": duration("60s", positive=True),
+        "reconcile_grace": duration("60s"),
+        "openfax": {
+            "base_url": string("https://api.openfax.com", check=check_url),
+            "send_path": string("/faxSendSubmit.php", check=url_path),
+            "balance_path": string("/getAvailableCredit.php", check=url_path),
+            "report_path": string("/outboundDetailsbyDate.php", check=url_path),
+            "account_id": string("", secret=True),
+            "api_key": string("", secret=True),
+            "to_header": string("", check=fax_header),
+            "from_header": string("", check=fax_header),
+            "priority": string("Normal", choices=("Normal", "Low")),
+            "confirm_postbacks": boolean(True),
+        },
+        "phaxio": {
+            "base_url": string("https://api.phaxio.com/v2", check=check_url),
+            "api_key": string("", secret=True),
+            "api_secret": string("", secret=True),
+            "callback_token": string("", secret=True),
+            "header_text": string(""),
+        },
+        "simulator": {
+            "speed": number(10.0, positive=True),
+        },
+    },
+    "log": {
+        "level": string("info", choices=("debug", "info", "warning", "error", "critical")),
+        "format": string("auto", choices=("auto", "json", "console")),
+        "show_numbers": boolean(False),
+    },
+}
+
+SPECS = flat_specs(SCHEMA)
+WATCH_SPECS = flat_specs(WATCH_SCHEMA)
+SECRET_KEYS = tuple(key for key, spec in SPECS.items() if spec.secret)
+_REQUIRED = {
+    "openfax": ("provider.openfax.account_id", "provider.openfax.api_key"),
+    "phaxio": ("provider.phaxio.api_key", "provider.phaxio.api_secret"),
+}
+
+
+# --- loading -------------------------------------------------------------------------------------------
+
+
+def load(path: Path | None, environ: Mapping[str, str], *, base_dir: Path | None = None) -> Config:
+    """Read ``path`` (None: the built-in defaults, relative to ``base_dir`` or the working folder)."""
+    if path is None:
+        base, data, source = (base_dir or Path.cwd()).absolute(), {}, None
+    else:
+        source = path.absolute()
+        base = source.parent
+        try:
+            with source.open("rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from exc
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
+    out = Collected(problems=[], raw={}, origin={})
+    walk({k: v for k, v in data.items() if k != "watch"}, SCHEMA, "", base, out)
+    apply_env(environ, SPECS, base, out, ignore=frozenset({"FAXBRIDGE_CONFIG"}),
+              file_only={"FAXBRIDGE_WATCH_": "unknown setting ([[watch]] folders are set in the file only)"})
+    values = convert_all(SPECS, base, out)
+    watches = _watches(data.get("watch") if path is not None else [{}], base, out.problems)
+    _cross_check(values, out.problems)
+    if out.problems:
+        raise ConfigError(out.problems)
+    return _build(values, tuple(watches), source)
+
+
+def defaults(base_dir: Path) -> Config:
+    """The built-in configuration (no file, no environment), with relative paths under ``base_dir``."""
+    return load(None, {}, base_dir=base_dir)
+
+
+def _watches(entries: Any, base: Path, problems: list[str]) -> list[WatchConfig]:
+    if entries is None:
+        return []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        problems.append("watch: expected [[watch]] tables (an array of tables)")
+        return []
+    watches: list[WatchConfig] = []
+    seen: dict[Path, str] = {}
+    for i, entry in enumerate(entries):
+        prefix = f"watch[{i}]"
+        out = Collected(problems=problems, raw={}, origin={})
+        walk(entry, WATCH_SCHEMA, prefix, base, out)
+        values = convert_all({f"{prefix}.{k}": s for k, s in WATCH_SPECS.items()}, base, out)
+        if len(values) < len(WATCH_SPECS):
+            continue                    # a key failed; already reported
+        watch = WatchConfig(**{k.removeprefix(prefix + "."): v for k, v in values.items()})
+        for name in ("results", "done", "failed"):
+            if getattr(watch, name) == watch.path:
+                problems.append(f"{prefix}.{name}: must not be the watched folder itself ({watch.path})")
+        if watch.path in seen:
+            problems.append(f"{prefix}.path: the same folder as {seen[watch.path]}.path ({watch.path})")
+        seen.setdefault(watch.path, prefix)
+        watches.append(watch)
+    return watches
+
+
+def _cross_check(v: Mapping[str, Any], problems: list[str]) -> None:
+    """Checks between keys. A key that failed on its own is absent from ``v`` and skipped here."""
+    cert, key = v.get("smtp.tls_cert"), v.get("smtp.tls_key")
+    if cert is not None and key is None and "smtp.tls_key" in v:
+        problems.append("smtp.tls_key: required when smtp.tls_cert is set")
+    if key is not None and cert is None and "smtp.tls_cert" in v:
+        problems.append("smtp.tls_cert: required when smtp.tls_key is set")
+    if v.get("smtp.require_auth") and "smtp.users_file" in v and v["smtp.users_file"] is None:
+        problems.append("smtp.users_file: required when smtp.require_auth is true")
+    if v.get("smtp.enabled"):
+        for name in ("users_file", "tls_cert", "tls_key"):
+            file = v.get(f"smtp.{name}")
+            if file is not None and not file.is_file():
+                problems.append(f"smtp.{name}: {file}: no such file")
+    initial, most = v.get("provider.retry_initial"), v.get("provider.retry_max")
+    if initial is not None and most is not None and most < initial:
+        problems.append("provider.retry_max: must not be shorter than provider.retry_initial")
+    kind = v.get("provider.kind")
+    required = list(_REQUIRED.get(kind or "", ()))
+    if kind == "phaxio" and v.get("webhook.enabled"):
+        required.append("provider.phaxio.callback_token")
+    for name in required:
+        if v.get(name, "x") == "":
+            why = " (needed to verify callbacks while webhook.enabled is true)" if "callback" in name else ""
+            problems.append(f"{name}: missing{why}")
+
+
+_T = TypeVar("_T")
+
+
+def _section(cls: type[_T], v: Mapping[str, Any], prefix: str, **given: Any) -> _T:
+    kwargs = {f.name: v[f"{prefix}.{f.name}"] for f in fields(cls) if f.name not in given}  # type: ignore[arg-type]
+    return cls(**kwargs, **given)
+
+
+def _build(v: Mapping[str, Any], watches: tuple[WatchConfig, ...], source: Path | None) -> Config:
+    provider = _section(
+        ProviderConfig, v, "provider",
+        openfax=_section(OpenfaxConfig, v, "provider.openfax"),
+        phaxio=_section(PhaxioConfig, v, "provider.phaxio"),
+        simulator=_section(SimulatorConfig, v, "provider.simulator"),
+    )
+    return Config(
+        state_dir=v["state_dir"], shutdown_grace=v["shutdown_grace"],
+        smtp=_section(SmtpConfig, v, "smtp"), watch=watches,
+        numbers=_section(NumbersConfig, v, "numbers"), limits=_section(LimitsConfig, v, "limits"),
+        notify=_section(NotifyConfig, v, "notify"), webhook=_section(WebhookConfig, v, "webhook"),
+        provider=provider, log=_section(LogConfig, v, "log"), source=source,
+    )
+
+
+# --- summary -------------------------------------------------------------------------------------------
+
+
+def _no_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def _secret_state(cfg: Config, key: str) -> str:
+    obj: Any = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return f"{key} {'set' if obj else 'not set'}"
+
+
+def summary(cfg: Config) -> list[str]:
+    """Lines for ``faxbridge check-config``: what the daemon would do. No secret values, ever."""
+    p = cfg.provider
+    url = {"openfax": p.openfax.base_url, "phaxio": p.phaxio.base_url}.get(p.kind)
+    lines = [
+        f"config file: {cfg.source if cfg.source else 'none (built-in defaults)'}",
+        f"state dir: {cfg.state_dir}",
+        f"provider: {p.kind}" + (f" at {_no_userinfo(url)}" if url else f" (speed {p.simulator.speed:g})"),
+    ]
+    if cfg.smtp.enabled:
+        auth = ", AUTH required" if cfg.smtp.require_auth else ""
+        tls = ", STARTTLS" if cfg.smtp.tls_cert else ""
+        lines.append(f"smtp: {cfg.smtp.listen} for {', '.join(cfg.smtp.domains) or 'no domain'}{tls}{auth}")
+    else:
+        lines.append("smtp: disabled")
+    lines += [f"watch: {w.path} (results in {w.results})" for w in cfg.watch] or ["watch: no folder"]
+    if cfg.webhook.enabled:
+        lines.append(f"webhook: {cfg.webhook.listen}, reached at {_no_userinfo(cfg.webhook.public_url)}")
+    else:
+        lines.append("webhook: disabled (polling alone finishes jobs)")
+    smarthost = cfg.notify.smarthost
+    lines.append(f"reply mail: through {smarthost}" if smarthost else "reply mail: off (no notify.smarthost)")
+    shown = [k for k in SECRET_KEYS if k.startswith(f"provider.{p.kind}.")]
+    shown += ["webhook.token"] if cfg.webhook.enabled else []
+    shown += ["notify.username", "notify.password"] if smarthost else []
+    if shown:
+        lines.append("secrets: " + ", ".join(_secret_state(cfg, key) for key in shown))
+    return lines

@@ -1,0 +1,128 @@
+"""The one exception tree of faxbridge.
+
+::
+
+    FaxbridgeError
+    ├── ConfigError                  the configuration is wrong; .problems lists "key: what" lines
+    ├── InputError                   what a user handed us cannot be faxed (a rejection, with .reason)
+    │   ├── DocumentError            unreadable, encrypted, unsupported, zero or too many pages
+    │   └── NumberError              unreadable number, or one the number policy forbids
+    ├── StoreError                   the job store failed (disk full, database locked, corrupt)
+    │   ├── StoreBusy                transient: try again (SMTP answers 451 4.3.0)
+    │   └── JobNotFound              no job with that id
+    ├── ProviderError                a fax provider call failed; .reason is words for a person
+    │   ├── TransientProviderError   connect error, timeout, 5xx, 429: retry with backoff
+    │   │                            (.retry_after from Retry-After; .maybe_sent when the request
+    │   │                            may have reached the provider, e.g. a read timeout: the
+    │   │                            submission must be reconciled before it is sent again)
+    │   └── PermanentProviderError   retrying cannot help; the job is final with .reason
+    │       ├── RefusedError         the provider refused this fax (number, document, field)
+    │       └── AccountError         bad credentials, account inactive, no credit: the operator
+    │                                must act (.kind: "auth" | "inactive" | "credit")
+    └── UsageError                   a command-line usage mistake (exit code 2)
+
+Foreign exceptions (httpx, sqlite3, pypdf, Pillow) are translated into this tree at one
+chokepoint per boundary, chained with ``from``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class FaxbridgeError(Exception):
+    """Base of every error faxbridge raises on purpose."""
+
+
+class ConfigError(FaxbridgeError):
+    """The configuration is wrong. Each problem is one line that names its key."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class InputError(FaxbridgeError):
+    """Input that cannot be faxed. ``reason`` is the sentence a person reads."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class DocumentError(InputError):
+    """A document cannot be turned into fax pages (corrupt, encrypted, unsupported, pages)."""
+
+    def __init__(self, reason: str, *, name: str | None = None, too_many_pages: bool = False) -> None:
+        self.name = name
+        self.too_many_pages = too_many_pages
+        super().__init__(reason)
+
+
+class NumberError(InputError):
+    """A destination number is unreadable (``policy=False``) or forbidden by policy (``policy=True``)."""
+
+    def __init__(self, reason: str, *, policy: bool = False) -> None:
+        self.policy = policy
+        super().__init__(reason)
+
+
+class StoreError(FaxbridgeError):
+    """The job store failed."""
+
+
+class StoreBusy(StoreError):
+    """Transient store trouble (locked database, full disk): the caller should try again later."""
+
+
+class JobNotFound(StoreError):
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job with id {job_id}")
+
+
+class ProviderError(FaxbridgeError):
+    """A provider call failed. ``reason`` is words for a person, never a secret."""
+
+    def __init__(self, reason: str, *, provider: str = "", code: str | None = None) -> None:
+        self.reason = reason
+        self.provider = provider
+        self.code = code
+        super().__init__(reason)
+
+
+class TransientProviderError(ProviderError):
+    """Worth retrying later: connect error, timeout, 5xx, 429."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        provider: str = "",
+        code: str | None = None,
+        retry_after: float | None = None,
+        maybe_sent: bool = False,
+    ) -> None:
+        self.retry_after = retry_after
+        self.maybe_sent = maybe_sent
+        super().__init__(reason, provider=provider, code=code)
+
+
+class PermanentProviderError(ProviderError):
+    """Retrying the same request cannot help."""
+
+
+class RefusedError(PermanentProviderError):
+    """The provider refused this fax: its number, its document or one of its fields."""
+
+
+class AccountError(PermanentProviderError):
+    """The account cannot send: bad credentials, inactive account or no credit."""
+
+    def __init__(self, reason: str, *, provider: str = "", code: str | None = None, kind: str = "auth") -> None:
+        self.kind = kind
+        super().__init__(reason, provider=provider, code=code)
+
+
+class UsageError(FaxbridgeError):
+    """A command-line usage mistake."""

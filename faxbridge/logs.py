@@ -1,0 +1,89 @@
+"""structlog set-up: JSON lines on stderr (a console renderer on a terminal).
+
+Secrets never reach a log line: values of keys that name a secret are masked, and
+registered secret strings are replaced wherever they appear (URLs, paths, messages).
+Phone numbers are shown as their last 4 digits unless ``show_numbers``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import structlog
+
+SECRET_KEYS = re.compile(r"(api_?key|secret|password|passwd|token|signature|authorization|credential)",
+                         re.IGNORECASE)
+NUMBER_KEYS = frozenset({"to", "number", "to_number", "fax_number", "recipient"})
+MASK = "***"
+
+
+class _Masker:
+    def __init__(self) -> None:
+        self.secrets: set[str] = set()
+        self.show_numbers = False
+
+    def __call__(self, logger: Any, name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        for key, value in list(event.items()):
+            if key != "event" and SECRET_KEYS.search(key) and value not in (None, "", False):
+                event[key] = MASK
+            elif key in NUMBER_KEYS and isinstance(value, str) and not self.show_numbers:
+                event[key] = mask_number(value)
+            elif isinstance(value, str) and self.secrets:
+                event[key] = self.scrub(value)
+        return event
+
+    def scrub(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return text
+
+
+_masker = _Masker()
+
+
+def mask_number(number: str) -> str:
+    digits = re.sub(r"\D", "", number)
+    return "…" + digits[-4:] if len(digits) > 4 else number
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    """Strings (API keys, passwords, tokens) that must never appear in a log line."""
+    _masker.secrets.update(v for v in values if v and len(v) >= 4)
+
+
+def scrub(text: str) -> str:
+    return _masker.scrub(text)
+
+
+def setup(level: str = "info", fmt: str = "auto", show_numbers: bool = False) -> None:
+    _masker.show_numbers = show_numbers
+    console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+    renderer: Any = structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            _masker,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    # Libraries that log through stdlib logging (uvicorn, aiosmtpd) go through structlog too.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        processor=renderer,
+        foreign_pre_chain=[structlog.processors.add_log_level,
+                           structlog.processors.TimeStamper(fmt="iso", utc=True), _masker],
+    ))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)

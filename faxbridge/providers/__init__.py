@@ -1,0 +1,1 @@
+"""Provider adapters: Openfax and Phaxio over httpx."""

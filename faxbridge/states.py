@@ -1,0 +1,332 @@
+"""The job state machine: ``decide(job, outcome, now, policy) -> Transition | Ignore``.
+
+Pure: values in, values out. Every change of a job's state goes through here, and the
+store applies the returned transition in one transaction (with an event row, and an
+outbox row when the job becomes final).
+
+States (contract section 7)::
+
+    received ──▶ queued ──claim──▶ submitting ──accepted──▶ submitted ──final status──▶ delivered
+                   ▲  ▲               │  │  │                    │                        failed
+                   │  └─transient─────┘  │  └─unknown outcome──▶ submitting (hold)        canceled
+                   │     (backoff)       │        │ reconcile: found ──▶ submitted
+                   │                     │        └ no record after grace ──▶ queued (resend)
+                   │                     └─refused / account──▶ rejected / failed
+                   └──────────── retry (operator) ◀── failed, canceled
+
+A ``submitting`` job is never sent again blindly: after a crash or a timeout it is held
+and checked against the provider's records first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from faxbridge.models import FaxOutcome, Job, JobState, StatusUpdate
+
+
+@dataclass(frozen=True)
+class Policy:
+    submit_retries: int = 5
+    retry_initial: float = 2.0
+    retry_max: float = 300.0
+    reconcile_grace: float = 60.0
+    max_recoveries: int = 5
+
+
+# ---- outcomes: what happened to a job -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The documents of a received job are ready."""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """The dispatcher is about to call the provider."""
+
+
+@dataclass(frozen=True)
+class Accepted:
+    provider_id: str
+    callback_url: str | None = None
+
+
+@dataclass(frozen=True)
+class SubmitFailed:
+    kind: str                      # "transient" | "refused" | "account"
+    reason: str
+    retry_after: float | None = None
+    maybe_sent: bool = False
+
+
+@dataclass(frozen=True)
+class Status:
+    update: StatusUpdate
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """A restart found the job mid-work (its worker died)."""
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    provider_id: str | None        # None: the provider has no record of it (yet)
+
+
+@dataclass(frozen=True)
+class CancelRequested:
+    by: str = "the operator"
+
+
+@dataclass(frozen=True)
+class CancelFailed:
+    """The provider could not cancel the fax; it goes on."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class RetryRequested:
+    by: str = "the operator"
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """Intake refused the job after it was stored (e.g. its document turned out unreadable)."""
+
+    reason: str
+
+
+Outcome = (
+    Prepared | Claimed | Accepted | SubmitFailed | Status | Recovered | Reconciled
+    | CancelRequested | CancelFailed | RetryRequested | Rejected
+)
+
+
+# ---- results ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Transition:
+    state: JobState
+    event: str                                   # stable event name, e.g. "job.submitted"
+    reason: str | None = None
+    changes: dict[str, Any] = field(default_factory=dict)   # other job fields to set
+
+    @property
+    def final(self) -> bool:
+        return self.state.final
+
+
+@dataclass(frozen=True)
+class Ignore:
+    """Nothing changes. ``refused`` is True when a person asked for something impossible."""
+
+    why: str
+    refused: bool = False
+
+
+Decision = Transition | Ignore
+
+
+# ---- helpers ---------------------------------------------------------------------------
+
+
+def backoff(policy: Policy, tries: int, job_id: str, retry_after: float | None = None) -> float:
+    """Capped exponential backoff with deterministic jitter (50-100% of the step).
+
+    The jitter comes from the job id and the try number, so decide stays pure and jobs that
+    failed together spread out. A provider's Retry-After is honoured (never retried sooner).
+    """
+    step = min(policy.retry_max, policy.retry_initial * float(2 ** max(0, tries - 1)))
+    digest = hashlib.sha256(f"{job_id}:{tries}".encode()).digest()
+    jitter = 0.5 + (int.from_bytes(digest[:4], "big") / 0xFFFFFFFF) * 0.5
+    delay: float = step * jitter
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+def _at(now: datetime, seconds: float) -> datetime:
+    return now + timedelta(seconds=seconds)
+
+
+def _final_from_status(job: Job, u: StatusUpdate, now: datetime) -> Transition:
+    state = {
+        FaxOutcome.DELIVERED: JobState.DELIVERED,
+        FaxOutcome.FAILED: JobState.FAILED,
+        FaxOutcome.CANCELED: JobState.CANCELED,
+    }[u.outcome]
+    changes: dict[str, Any] = {"finished_at": now, "hold": None, "next_attempt_at": None}
+    if u.provider_id and not job.provider_id:
+        changes["provider_id"] = u.provider_id
+    for name in ("pages", "attempts", "duration_s", "cost", "status_code"):
+        value = getattr(u, name)
+        if value is not None:
+            changes[name] = value
+    reason = u.reason if state is not JobState.DELIVERED else None
+    if state is JobState.CANCELED and not reason:
+        reason = "canceled at the provider"
+    if state is JobState.FAILED and not reason:
+        reason = "the provider reported the fax as failed without a reason"
+    return Transition(state, f"job.{state.value}", reason, changes)
+
+
+# ---- decide ----------------------------------------------------------------------------
+
+
+def decide(job: Job, outcome: Outcome, now: datetime, policy: Policy) -> Decision:
+    s = job.state
+    match outcome:
+        case Prepared():
+            if s is JobState.RECEIVED:
+                return Transition(JobState.QUEUED, "job.queued", None, {"next_attempt_at": now})
+            return Ignore(f"job is {s.value}, not received")
+
+        case Rejected(reason=reason):
+            if s in (JobState.RECEIVED, JobState.QUEUED):
+                return Transition(JobState.REJECTED, "job.rejected", reason, {"finished_at": now})
+            return Ignore(f"job is {s.value}")
+
+        case Claimed():
+            if s is JobState.QUEUED:
+                return Transition(
+                    JobState.SUBMITTING, "job.submitting", None,
+                    {"submit_started_at": now, "next_attempt_at": None, "hold": None},
+                )
+            return Ignore(f"job is {s.value}, not queued")
+
+        case Accepted(provider_id=pid, callback_url=cb):
+            if s is JobState.SUBMITTING:
+                return Transition(
+                    JobState.SUBMITTED, "job.submitted", None,
+                    {"provider_id": pid, "callback_url": cb, "submitted_at": now, "hold": None,
+                     "next_attempt_at": None},
+                )
+            return Ignore(f"job is {s.value}, not submitting")
+
+        case SubmitFailed(kind=kind, reason=reason, retry_after=retry_after, maybe_sent=maybe_sent):
+            if s is not JobState.SUBMITTING:
+                return Ignore(f"job is {s.value}, not submitting")
+            if kind == "refused":
+                return Transition(JobState.REJECTED, "job.rejected", reason,
+                                  {"finished_at": now, "hold": None})
+            if kind == "account":
+                return Transition(JobState.FAILED, "job.failed", reason, {"finished_at": now, "hold": None})
+            tries = job.submit_tries + 1
+            if maybe_sent:
+                # The request may have reached the provider: find out before sending again.
+                return Transition(
+                    JobState.SUBMITTING, "job.outcome_unknown",
+                    f"outcome unknown ({reason}); checking with the provider before resending",
+                    {"submit_tries": tries, "hold": "reconcile",
+                     "next_attempt_at": _at(now, min(backoff(policy, tries, job.id, retry_after),
+                                                     policy.reconcile_grace))},
+                )
+            if tries > policy.submit_retries:
+                return Transition(
+                    JobState.FAILED, "job.failed",
+                    f"gave up after {tries} tries: {reason}", {"submit_tries": tries, "finished_at": now},
+                )
+            return Transition(
+                JobState.QUEUED, "job.retry_scheduled", reason,
+                {"submit_tries": tries,
+                 "next_attempt_at": _at(now, backoff(policy, tries, job.id, retry_after))},
+            )
+
+        case Recovered():
+            if s is not JobState.SUBMITTING:
+                return Ignore(f"job is {s.value}: nothing to recover")
+            return Transition(
+                JobState.SUBMITTING, "job.outcome_unknown",
+                "outcome unknown after a restart; checking with the provider before resending",
+                {"recoveries": job.recoveries + 1, "hold": "reconcile", "next_attempt_at": now},
+            )
+
+        case Reconciled(provider_id=pid):
+            if s is not JobState.SUBMITTING or job.hold != "reconcile":
+                return Ignore(f"job is {s.value}, not awaiting reconciliation")
+            if pid is not None:
+                return Transition(
+                    JobState.SUBMITTED, "job.reconciled", None,
+                    {"provider_id": pid, "submitted_at": now, "hold": None, "next_attempt_at": None},
+                )
+            started = job.submit_started_at or job.updated_at
+            if (now - started).total_seconds() < policy.reconcile_grace:
+                return Transition(
+                    JobState.SUBMITTING, "job.reconcile_pending", job.reason,
+                    {"next_attempt_at": _at(now, min(policy.reconcile_grace / 4, 30.0))},
+                )
+            if job.recoveries > policy.max_recoveries:
+                return Transition(
+                    JobState.FAILED, "job.quarantined",
+                    f"quarantined: faxbridge stopped {job.recoveries} times while sending this job; "
+                    "check the logs, then `faxbridge retry` it",
+                    {"finished_at": now, "hold": None},
+                )
+            if job.submit_tries > policy.submit_retries:
+                return Transition(
+                    JobState.FAILED, "job.failed",
+                    f"gave up after {job.submit_tries} tries: the provider never confirmed the fax",
+                    {"finished_at": now, "hold": None},
+                )
+            return Transition(
+                JobState.QUEUED, "job.resend",
+                "the provider has no record of the earlier attempt; sending again",
+                {"hold": None, "next_attempt_at": now},
+            )
+
+        case Status(update=u):
+            if s.final:
+                return Ignore(f"job is already {s.value}")
+            if s not in (JobState.SUBMITTED, JobState.SUBMITTING):
+                return Ignore(f"job is {s.value}: not at the provider")
+            if u.outcome.final:
+                return _final_from_status(job, u, now)
+            changes: dict[str, Any] = {}
+            if s is JobState.SUBMITTING and u.provider_id and job.hold == "reconcile":
+                return Transition(
+                    JobState.SUBMITTED, "job.reconciled", None,
+                    {"provider_id": u.provider_id, "submitted_at": now, "hold": None,
+                     "next_attempt_at": None},
+                )
+            if u.attempts is not None and u.attempts != job.attempts:
+                changes["attempts"] = u.attempts
+            if u.outcome is FaxOutcome.ATTENTION and u.reason and u.reason != job.reason:
+                return Transition(s, "job.attention", u.reason, changes)
+            if changes:
+                return Transition(s, "job.progress", job.reason, changes)
+            return Ignore("no news")
+
+        case CancelRequested(by=by):
+            if s.final:
+                return Ignore(f"job is already {s.value}", refused=True)
+            if s in (JobState.RECEIVED, JobState.QUEUED):
+                return Transition(JobState.CANCELED, "job.canceled", f"canceled by {by}",
+                                  {"finished_at": now, "next_attempt_at": None})
+            if job.cancel_requested:
+                return Ignore("cancel already requested")
+            return Transition(s, "job.cancel_requested", job.reason, {"cancel_requested": True})
+
+        case CancelFailed(reason=reason):
+            if s.final or not job.cancel_requested:
+                return Ignore("no cancel pending")
+            return Transition(s, "job.cancel_failed", f"cannot cancel: {reason}", {"cancel_requested": False})
+
+        case RetryRequested(by=by):
+            if s not in (JobState.FAILED, JobState.CANCELED):
+                return Ignore(f"only failed or canceled jobs can be retried; this one is {s.value}",
+                              refused=True)
+            return Transition(
+                JobState.QUEUED, "job.retry", f"sent again by {by}",
+                {"submit_tries": 0, "provider_id": None, "callback_url": None, "hold": None,
+                 "finished_at": None, "next_attempt_at": now, "recoveries": 0, "status_code": None,
+                 "cancel_requested": False, "submitted_at": None, "submit_started_at": None},
+            )
+    raise AssertionError(f"unknown outcome {outcome!r}")  # pragma: no cover

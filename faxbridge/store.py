@@ -1,0 +1,539 @@
+"""The job store: SQLite (WAL) in ``state_dir`` plus a document spool. The only SQL.
+
+- ``jobs``: one row per job; ``version`` makes every change optimistic (apply fails with
+  :class:`Conflict` if someone changed the job meanwhile, e.g. the CLI cancelling it).
+- ``events``: one row per state change: the history ``faxbridge job ID`` prints.
+- ``outbox``: notifications (reply mail, result file) written in the same transaction as
+  the final state; delivered at least once by the notifiers, marked delivered after.
+- ``kv``: small durable settings (provider poll cursors, the generated webhook token).
+- leases (``lease_owner``/``lease_until``) so no job is worked twice.
+Schema migrations run by ``PRAGMA user_version``. Documents live in ``spool/<job id>/``;
+intake writes them into a staging folder first, and :meth:`Store.enqueue` moves them into
+place (rename + fsync) before the job row is committed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from ulid import ULID
+
+from faxbridge.errors import JobNotFound, StoreBusy, StoreError
+from faxbridge.models import (
+    FaxOptions,
+    Job,
+    JobEvent,
+    JobState,
+    NewJob,
+    Paper,
+    PreparedDocument,
+    Source,
+)
+from faxbridge.states import Transition
+
+DOC_NAME = "fax.pdf"
+
+MIGRATIONS: list[str] = [
+    # 1: the first schema
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        to_number TEXT NOT NULL,
+        state TEXT NOT NULL,
+        reason TEXT,
+        pages INTEGER NOT NULL,
+        paper TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        provider TEXT NOT NULL,
+        provider_id TEXT,
+        status_code INTEGER,
+        duration_s REAL,
+        cost REAL,
+        sender TEXT,
+        subject TEXT,
+        document TEXT NOT NULL,
+        options TEXT NOT NULL,
+        meta TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        finished_at TEXT,
+        doc_sha256 TEXT NOT NULL,
+        submit_tries INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT,
+        submit_started_at TEXT,
+        submitted_at TEXT,
+        hold TEXT,
+        callback_url TEXT,
+        recoveries INTEGER NOT NULL DEFAULT 0,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        version INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_until TEXT
+    );
+    CREATE INDEX jobs_state_due ON jobs(state, next_attempt_at);
+    CREATE INDEX jobs_provider_id ON jobs(provider, provider_id);
+    CREATE INDEX jobs_created ON jobs(created_at);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        job_id TEXT NOT NULL REFERENCES jobs(id),
+        at TEXT NOT NULL,
+        state TEXT NOT NULL,
+        event TEXT NOT NULL,
+        reason TEXT,
+        detail TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_job ON events(job_id, id);
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        job_id TEXT NOT NULL REFERENCES jobs(id),
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at TEXT NOT NULL,
+        delivered_at TEXT,
+        last_error TEXT
+    );
+    CREATE INDEX outbox_due ON outbox(delivered_at, next_at);
+    CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+]
+
+# Which notifications a final job owes, by its source (delivered by later parts).
+OUTBOX_KINDS: dict[Source, tuple[str, ...]] = {
+    Source.SMTP: ("mail",),
+    Source.FOLDER: ("sidecar",),
+    Source.CLI: (),
+}
+
+_JOB_FIELDS = {
+    "reason", "pages", "paper", "attempts", "provider_id", "status_code", "duration_s", "cost",
+    "finished_at", "submit_tries", "next_attempt_at", "submit_started_at", "submitted_at", "hold",
+    "callback_url", "recoveries", "cancel_requested",
+}
+
+
+class Conflict(StoreError):
+    """The job changed since it was read; read it again and decide again."""
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    job_id: str
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+def ts(dt: datetime | None) -> str | None:
+    """Sortable UTC text with microseconds: 2026-11-22T10:00:00.000000Z."""
+    if dt is None:
+        return None
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _dt(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def new_job_id() -> str:
+    return str(ULID())
+
+
+@contextmanager
+def _translate() -> Iterator[None]:
+    """sqlite3 errors → StoreBusy (try again later) or StoreError, at this one boundary."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        msg = str(exc).lower()
+        if "locked" in msg or "busy" in msg or "full" in msg or "disk i/o" in msg:
+            raise StoreBusy(f"job store busy: {exc}") from exc
+        raise StoreError(f"job store error: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"job store error: {exc}") from exc
+    except OSError as exc:
+        raise StoreBusy(f"job store: {exc.strerror or exc}") from exc
+
+
+class Store:
+    def __init__(self, state_dir: Path, provider: str, *, readonly: bool = False) -> None:
+        self.state_dir = state_dir
+        self.provider = provider
+        self.spool = state_dir / "spool"
+        self.staging = self.spool / ".staging"
+        with _translate():
+            if not readonly:
+                self.staging.mkdir(parents=True, exist_ok=True)
+            self.db_path = state_dir / "faxbridge.db"
+            self._db = sqlite3.connect(self.db_path, isolation_level=None, timeout=10.0)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                # re-check under the write lock: another process may have migrated meanwhile
+                if int(self._db.execute("PRAGMA user_version").fetchone()[0]) >= number:
+                    self._db.execute("COMMIT")
+                    continue
+                for statement in script.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {number}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with _translate():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # ---- spool ---------------------------------------------------------------------------
+
+    def stage(self, job_id: str) -> Path:
+        """A fresh staging folder for a job's documents (moved into the spool by enqueue)."""
+        path = self.staging / job_id
+        with _translate():
+            path.mkdir(parents=True, exist_ok=False)
+        return path
+
+    def document_path(self, job_id: str) -> Path:
+        return self.spool / job_id / DOC_NAME
+
+    def discard_stage(self, job_id: str) -> None:
+        shutil.rmtree(self.staging / job_id, ignore_errors=True)
+
+    # ---- writes ---------------------------------------------------------------------------
+
+    def enqueue(self, job_id: str, new: NewJob, doc: PreparedDocument, now: datetime,
+                *, state: JobState = JobState.QUEUED, reason: str | None = None) -> Job:
+        """Commit a job whose document is staged at ``stage(job_id)/fax.pdf``.
+
+        The document is moved into the spool and fsynced before the row is committed, so a
+        committed job always has its document on disk.
+        """
+        staged = self.staging / job_id
+        final_dir = self.spool / job_id
+        with _translate():
+            if doc.path != staged / DOC_NAME:
+                raise StoreError(f"document for {job_id} is not staged at {staged / DOC_NAME}")
+            os.replace(staged, final_dir)
+            _fsync_dir(self.spool)
+            _fsync_dir(self.staging)
+        try:
+            with self._write() as db:
+                db.execute(
+                    """INSERT INTO jobs (id, source, to_number, state, reason, pages, paper, provider,
+                       sender, subject, document, options, meta, created_at, updated_at, doc_sha256,
+                       next_attempt_at, finished_at)
+                       VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+                    (job_id, new.source.value, new.to, state.value, reason, doc.pages, doc.paper.value,
+                     self.provider, new.sender, new.subject, new.document,
+                     json.dumps(new.options.to_json()), json.dumps(dict(new.meta)), ts(now), ts(now),
+                     doc.sha256, ts(now) if state is JobState.QUEUED else None,
+                     ts(now) if state.final else None),
+                )
+                self._event(db, job_id, now, state, f"job.{state.value}", reason,
+                            {"source": new.source.value, "pages": doc.pages})
+                if state.final:
+                    self._outbox(db, job_id, now)
+        except BaseException:
+            shutil.rmtree(final_dir, ignore_errors=True)
+            raise
+        return self.get(job_id)
+
+    def apply(self, job: Job, t: Transition, now: datetime, detail: dict[str, Any] | None = None) -> Job:
+        """Apply a transition decided on ``job`` (optimistic: Conflict if the job changed)."""
+        unknown = set(t.changes) - _JOB_FIELDS
+        if unknown:
+            raise StoreError(f"cannot change {sorted(unknown)}")
+        cols = ["state = ?", "reason = ?", "updated_at = ?", "version = version + 1"]
+        vals: list[Any] = [t.state.value, t.reason, ts(now)]
+        for key, value in t.changes.items():
+            cols.append(f"{key} = ?")
+            if isinstance(value, datetime):
+                value = ts(value)
+            elif isinstance(value, bool):
+                value = int(value)
+            elif isinstance(value, Paper):
+                value = value.value
+            vals.append(value)
+        with self._write() as db:
+            cur = db.execute(
+                f"UPDATE jobs SET {', '.join(cols)} WHERE id = ? AND version = ?",
+                [*vals, job.id, job.version],
+            )
+            if cur.rowcount != 1:
+                raise Conflict(f"job {job.id} changed meanwhile")
+            self._event(db, job.id, now, t.state, t.event, t.reason, detail or {})
+            if t.final and not job.final:
+                self._outbox(db, job.id, now)
+        return self.get(job.id)
+
+    def _event(self, db: sqlite3.Connection, job_id: str, now: datetime, state: JobState, event: str,
+               reason: str | None, detail: dict[str, Any]) -> None:
+        db.execute(
+            "INSERT INTO events (job_id, at, state, event, reason, detail) VALUES (?,?,?,?,?,?)",
+            (job_id, ts(now), state.value, event, reason, json.dumps(detail, default=str)),
+        )
+
+    def _outbox(self, db: sqlite3.Connection, job_id: str, now: datetime) -> None:
+        row = db.execute("SELECT source FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        for kind in OUTBOX_KINDS[Source(row["source"])]:
+            db.execute(
+                "INSERT INTO outbox (job_id, kind, payload, created_at, next_at) VALUES (?,?,?,?,?)",
+                (job_id, kind, "{}", ts(now), ts(now)),
+            )
+
+    # ---- claims and leases ----------------------------------------------------------------
+
+    def claim_due(self, owner: str, now: datetime, limit: int, lease_s: float, *,
+                  reconcile: bool = False) -> list[Job]:
+        """Lease up to ``limit`` due jobs: queued ones, or (``reconcile``) held submissions."""
+        if limit <= 0:
+            return []
+        until = ts(now + timedelta(seconds=lease_s))
+        where = "state = 'submitting' AND hold = 'reconcile'" if reconcile else "state = 'queued'"
+        with self._write() as db:
+            rows = db.execute(
+                f"""SELECT id FROM jobs
+                   WHERE {where}
+                     AND next_attempt_at <= ?
+                     AND (lease_until IS NULL OR lease_until < ?)
+                   ORDER BY next_attempt_at LIMIT ?""",
+                (ts(now), ts(now), limit),
+            ).fetchall()
+            ids = [r["id"] for r in rows]
+            db.executemany(
+                "UPDATE jobs SET lease_owner = ?, lease_until = ? WHERE id = ?",
+                [(owner, until, i) for i in ids],
+            )
+        return [self.get(i) for i in ids]
+
+    def release(self, job_id: str, owner: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",
+                (job_id, owner),
+            )
+
+    def defer(self, job_id: str, until: datetime) -> None:
+        """Push a due job's next attempt later without changing its state (no event)."""
+        with self._write() as db:
+            db.execute("UPDATE jobs SET next_attempt_at = ? WHERE id = ?", (ts(until), job_id))
+
+    def recover(self) -> list[Job]:
+        """At start-up (we hold the daemon lock): drop every lease; return jobs caught mid-submission."""
+        with self._write() as db:
+            db.execute("UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL")
+        rows = self._db.execute(
+            "SELECT * FROM jobs WHERE state = 'submitting' AND (hold IS NULL OR hold != 'reconcile')"
+        ).fetchall()
+        return [self._job(r) for r in rows]
+
+    def clean_spool(self) -> int:
+        """Remove staging leftovers and spool folders that belong to no job. Returns the count."""
+        removed = 0
+        for entry in list(self.staging.iterdir()):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed += 1
+        known = {r[0] for r in self._db.execute("SELECT id FROM jobs")}
+        for entry in list(self.spool.iterdir()):
+            if entry.name != ".staging" and entry.name not in known:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+        return removed
+
+    # ---- reads ----------------------------------------------------------------------------
+
+    def _job(self, r: sqlite3.Row) -> Job:
+        return Job(
+            id=r["id"], source=Source(r["source"]), to=r["to_number"], state=JobState(r["state"]),
+            reason=r["reason"], pages=r["pages"], paper=Paper(r["paper"]), attempts=r["attempts"],
+            provider=r["provider"], provider_id=r["provider_id"], status_code=r["status_code"],
+            duration_s=r["duration_s"], cost=r["cost"], sender=r["sender"], subject=r["subject"],
+            document=r["document"], options=FaxOptions.from_json(json.loads(r["options"])),
+            meta=json.loads(r["meta"]), created_at=_dt(r["created_at"]) or datetime.now(UTC),
+            updated_at=_dt(r["updated_at"]) or datetime.now(UTC), finished_at=_dt(r["finished_at"]),
+            doc_sha256=r["doc_sha256"], submit_tries=r["submit_tries"],
+            next_attempt_at=_dt(r["next_attempt_at"]), submit_started_at=_dt(r["submit_started_at"]),
+            submitted_at=_dt(r["submitted_at"]), hold=r["hold"], callback_url=r["callback_url"],
+            recoveries=r["recoveries"], cancel_requested=bool(r["cancel_requested"]), version=r["version"],
+        )
+
+    def get(self, job_id: str) -> Job:
+        with _translate():
+            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None and 4 <= len(job_id) < 26:
+                rows = self._db.execute(
+                    "SELECT * FROM jobs WHERE id LIKE ? LIMIT 2", (job_id.upper() + "%",)
+                ).fetchall()
+                row = rows[0] if len(rows) == 1 else None
+        if row is None:
+            raise JobNotFound(job_id)
+        return self._job(row)
+
+    def jobs(self, state: JobState | None = None, limit: int | None = None) -> list[Job]:
+        sql = "SELECT * FROM jobs"
+        args: list[Any] = []
+        if state is not None:
+            sql += " WHERE state = ?"
+            args.append(state.value)
+        sql += " ORDER BY created_at DESC, id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        with _translate():
+            return [self._job(r) for r in self._db.execute(sql, args)]
+
+    def events(self, job_id: str) -> list[JobEvent]:
+        with _translate():
+            rows = self._db.execute(
+                "SELECT * FROM events WHERE job_id = ? ORDER BY id", (job_id,)
+            ).fetchall()
+        return [
+            JobEvent(at=_dt(r["at"]) or datetime.now(UTC), state=JobState(r["state"]), event=r["event"],
+                     reason=r["reason"], detail=json.loads(r["detail"]))
+            for r in rows
+        ]
+
+    def in_flight(self) -> int:
+        with _translate():
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE state IN ('submitting', 'submitted')"
+            ).fetchone()
+        return int(row[0])
+
+    def counts(self) -> dict[str, int]:
+        with _translate():
+            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def submitted(self, provider: str | None = None) -> list[Job]:
+        """Jobs the provider accepted and we wait on."""
+        with _translate():
+            rows = self._db.execute(
+                "SELECT * FROM jobs WHERE state = 'submitted' AND provider = ? ORDER BY submitted_at",
+                (provider or self.provider,),
+            ).fetchall()
+        return [self._job(r) for r in rows]
+
+    def cancel_requested(self) -> list[Job]:
+        with _translate():
+            rows = self._db.execute(
+                "SELECT * FROM jobs WHERE cancel_requested = 1 AND state = 'submitted'"
+            ).fetchall()
+        return [self._job(r) for r in rows]
+
+    def by_provider_id(self, provider_id: str, provider: str | None = None) -> Job | None:
+        with _translate():
+            row = self._db.execute(
+                "SELECT * FROM jobs WHERE provider = ? AND provider_id = ? ORDER BY created_at DESC LIMIT 1",
+                (provider or self.provider, provider_id),
+            ).fetchone()
+        return self._job(row) if row else None
+
+    def known_provider_ids(self, provider: str | None = None) -> frozenset[str]:
+        with _translate():
+            rows = self._db.execute(
+                "SELECT provider_id FROM jobs WHERE provider = ? AND provider_id IS NOT NULL",
+                (provider or self.provider,),
+            ).fetchall()
+        return frozenset(r[0] for r in rows)
+
+    def next_due(self) -> datetime | None:
+        """When the next queued job or reconciliation is due (for the dispatcher's sleep)."""
+        with _translate():
+            row = self._db.execute(
+                """SELECT MIN(next_attempt_at) FROM jobs
+                   WHERE state = 'queued' OR (state = 'submitting' AND hold = 'reconcile')"""
+            ).fetchone()
+        return _dt(row[0])
+
+    # ---- outbox ---------------------------------------------------------------------------
+
+    def outbox_due(self, now: datetime, kinds: Sequence[str], limit: int = 100) -> list[OutboxItem]:
+        marks = ",".join("?" for _ in kinds)
+        with _translate():
+            rows = self._db.execute(
+                f"""SELECT * FROM outbox WHERE delivered_at IS NULL AND next_at <= ? AND kind IN ({marks})
+                    ORDER BY id LIMIT ?""",
+                (ts(now), *kinds, limit),
+            ).fetchall()
+        return [OutboxItem(r["id"], r["job_id"], r["kind"], json.loads(r["payload"]), r["attempts"])
+                for r in rows]
+
+    def outbox_delivered(self, item_id: int, now: datetime) -> None:
+        with self._write() as db:
+            db.execute("UPDATE outbox SET delivered_at = ? WHERE id = ?", (ts(now), item_id))
+
+    def outbox_failed(self, item_id: int, error: str, next_at: datetime) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_at = ? WHERE id = ?",
+                (error, ts(next_at), item_id),
+            )
+
+    def outbox_backlog(self) -> int:
+        with _translate():
+            return int(self._db.execute(
+                "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0])
+
+    # ---- kv -------------------------------------------------------------------------------
+
+    def kv_get(self, key: str) -> str | None:
+        with _translate():
+            row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def kv_set(self, key: str, value: str) -> None:
+        with self._write() as db:
+            db.execute("INSERT INTO kv (key, value) VALUES (?, ?) "
+                       "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+    def integrity_check(self) -> str:
+        return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])

@@ -1,0 +1,49 @@
+"""Read a job, decide, apply, log: the one path every state change takes.
+
+``advance`` retries on :class:`faxbridge.store.Conflict` (someone changed the job
+between our read and our write, e.g. the CLI cancelling it), re-deciding on fresh data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from faxbridge.clock import Clock
+from faxbridge.models import Job
+from faxbridge.states import Decision, Ignore, Outcome, Policy, Transition, decide
+from faxbridge.store import Conflict, Store
+
+log = structlog.get_logger("faxbridge.job")
+
+
+def log_transition(job: Job, t: Transition) -> None:
+    """One log line per state change, with a stable event name."""
+    log.info(
+        t.event,
+        job_id=job.id,
+        source=job.source.value,
+        provider=job.provider,
+        provider_id=job.provider_id,
+        state=t.state.value,
+        reason=t.reason,
+        to=job.to,
+    )
+
+
+def advance(store: Store, job_id: str, outcome: Outcome, clock: Clock, policy: Policy,
+            detail: dict[str, Any] | None = None) -> tuple[Job, Decision]:
+    """Apply ``outcome`` to the job; returns the job as it is now and what was decided."""
+    for _ in range(5):
+        job = store.get(job_id)
+        decision = decide(job, outcome, clock.now(), policy)
+        if isinstance(decision, Ignore):
+            return job, decision
+        try:
+            job = store.apply(job, decision, clock.now(), detail)
+        except Conflict:
+            continue
+        log_transition(job, decision)
+        return job, decision
+    raise Conflict(f"job {job_id} kept changing; gave up applying {type(outcome).__name__}")

@@ -1,0 +1,199 @@
+"""The state table: every (state, outcome) pair that changes something, and those that must not."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from faxbridge.models import FaxOptions, FaxOutcome, Job, JobState, Paper, Source, StatusUpdate
+from faxbridge.states import (
+    Accepted,
+    CancelFailed,
+    CancelRequested,
+    Claimed,
+    Ignore,
+    Outcome,
+    Policy,
+    Prepared,
+    Reconciled,
+    Recovered,
+    Rejected,
+    RetryRequested,
+    Status,
+    SubmitFailed,
+    Transition,
+    backoff,
+    decide,
+)
+
+NOW = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
+POLICY = Policy(submit_retries=3, retry_initial=2.0, retry_max=60.0, reconcile_grace=60.0, max_recoveries=2)
+S = JobState
+
+
+def job(state: JobState, **kw: Any) -> Job:
+    base = Job(
+        id="01JTESTJOB0000000000000000", source=Source.CLI, to="+15555551212", state=state, reason=None,
+        pages=2, paper=Paper.LETTER, attempts=0, provider="simulator", provider_id=None, status_code=None,
+        duration_s=None, cost=None, sender=None, subject=None, document="a.pdf", options=FaxOptions(),
+        meta={}, created_at=NOW - timedelta(minutes=5), updated_at=NOW - timedelta(minutes=1),
+        finished_at=None, doc_sha256="x",
+    )
+    return replace(base, **kw)
+
+
+def update(outcome: FaxOutcome, **kw: Any) -> Status:
+    return Status(StatusUpdate(provider="simulator", provider_id="42", outcome=outcome, **kw))
+
+
+HELD = {"hold": "reconcile", "submit_started_at": NOW - timedelta(minutes=2)}
+HELD_FRESH = {"hold": "reconcile", "submit_started_at": NOW - timedelta(seconds=5)}
+
+# (id, job, outcome, expected state, expected event, reason contains, changes that must be set)
+CHANGES: list[tuple[str, Job, Outcome, JobState, str, str | None, dict[str, Any]]] = [
+    ("received+prepared", job(S.RECEIVED), Prepared(), S.QUEUED, "job.queued", None, {"next_attempt_at": NOW}),
+    ("received+rejected", job(S.RECEIVED), Rejected("bad pdf"), S.REJECTED, "job.rejected", "bad pdf", {}),
+    ("queued+rejected", job(S.QUEUED), Rejected("bad pdf"), S.REJECTED, "job.rejected", "bad pdf", {}),
+    ("queued+claimed", job(S.QUEUED), Claimed(), S.SUBMITTING, "job.submitting", None,
+     {"submit_started_at": NOW}),
+    ("submitting+accepted", job(S.SUBMITTING), Accepted("42", "http://cb"), S.SUBMITTED, "job.submitted", None,
+     {"provider_id": "42", "callback_url": "http://cb"}),
+    ("submitting+transient", job(S.SUBMITTING), SubmitFailed("transient", "HTTP 503"), S.QUEUED,
+     "job.retry_scheduled", "HTTP 503", {"submit_tries": 1}),
+    ("submitting+transient-last", job(S.SUBMITTING, submit_tries=3), SubmitFailed("transient", "HTTP 503"),
+     S.FAILED, "job.failed", "gave up after 4 tries: HTTP 503", {"submit_tries": 4}),
+    ("submitting+maybe-sent", job(S.SUBMITTING), SubmitFailed("transient", "timeout", maybe_sent=True),
+     S.SUBMITTING, "job.outcome_unknown", "outcome unknown", {"hold": "reconcile", "submit_tries": 1}),
+    ("submitting+refused", job(S.SUBMITTING), SubmitFailed("refused", "Bad number"), S.REJECTED,
+     "job.rejected", "Bad number", {}),
+    ("submitting+account", job(S.SUBMITTING), SubmitFailed("account", "bad credentials"), S.FAILED,
+     "job.failed", "bad credentials", {}),
+    ("submitting+recovered", job(S.SUBMITTING), Recovered(), S.SUBMITTING, "job.outcome_unknown",
+     "after a restart", {"hold": "reconcile", "recoveries": 1}),
+    ("held+found", job(S.SUBMITTING, **HELD), Reconciled("77"), S.SUBMITTED, "job.reconciled", None,
+     {"provider_id": "77", "hold": None}),
+    ("held+none-in-grace", job(S.SUBMITTING, **HELD_FRESH), Reconciled(None), S.SUBMITTING,
+     "job.reconcile_pending", None, {}),
+    ("held+none-after-grace", job(S.SUBMITTING, **HELD), Reconciled(None), S.QUEUED, "job.resend",
+     "no record", {"hold": None, "next_attempt_at": NOW}),
+    ("held+none-too-many-tries", job(S.SUBMITTING, submit_tries=4, **HELD), Reconciled(None), S.FAILED,
+     "job.failed", "never confirmed", {}),
+    ("held+none-poison", job(S.SUBMITTING, recoveries=3, **HELD), Reconciled(None), S.FAILED,
+     "job.quarantined", "quarantined", {}),
+    ("held+status-pending", job(S.SUBMITTING, **HELD), update(FaxOutcome.PENDING), S.SUBMITTED,
+     "job.reconciled", None, {"provider_id": "42"}),
+    ("held+status-final", job(S.SUBMITTING, **HELD), update(FaxOutcome.DELIVERED, pages=2, attempts=1),
+     S.DELIVERED, "job.delivered", None, {"provider_id": "42"}),
+    ("submitted+delivered", job(S.SUBMITTED, provider_id="42"),
+     update(FaxOutcome.DELIVERED, pages=2, attempts=2, duration_s=48.0, cost=0.14, status_code=0),
+     S.DELIVERED, "job.delivered", None, {"pages": 2, "attempts": 2, "duration_s": 48.0, "cost": 0.14}),
+    ("submitted+failed", job(S.SUBMITTED, provider_id="42"),
+     update(FaxOutcome.FAILED, reason="No Answer: there was no answer on all 3 attempts", attempts=3),
+     S.FAILED, "job.failed", "No Answer", {"attempts": 3}),
+    ("submitted+failed-no-reason", job(S.SUBMITTED, provider_id="42"), update(FaxOutcome.FAILED), S.FAILED,
+     "job.failed", "without a reason", {}),
+    ("submitted+canceled", job(S.SUBMITTED, provider_id="42"), update(FaxOutcome.CANCELED), S.CANCELED,
+     "job.canceled", "canceled", {}),
+    ("submitted+progress", job(S.SUBMITTED, provider_id="42", attempts=1), update(FaxOutcome.PENDING, attempts=2),
+     S.SUBMITTED, "job.progress", None, {"attempts": 2}),
+    ("submitted+attention", job(S.SUBMITTED, provider_id="42"),
+     update(FaxOutcome.ATTENTION, reason="Credit hold: add credit"), S.SUBMITTED, "job.attention",
+     "Credit hold", {}),
+    ("queued+cancel", job(S.QUEUED), CancelRequested(), S.CANCELED, "job.canceled", "canceled by the operator", {}),
+    ("received+cancel", job(S.RECEIVED), CancelRequested(), S.CANCELED, "job.canceled", "canceled", {}),
+    ("submitted+cancel", job(S.SUBMITTED, provider_id="42"), CancelRequested(), S.SUBMITTED,
+     "job.cancel_requested", None, {"cancel_requested": True}),
+    ("submitting+cancel", job(S.SUBMITTING), CancelRequested(), S.SUBMITTING, "job.cancel_requested", None,
+     {"cancel_requested": True}),
+    ("cancel-failed", job(S.SUBMITTED, provider_id="42", cancel_requested=True), CancelFailed("no cancel API"),
+     S.SUBMITTED, "job.cancel_failed", "no cancel API", {"cancel_requested": False}),
+    ("failed+retry", job(S.FAILED, provider_id="42", submit_tries=2), RetryRequested(), S.QUEUED, "job.retry",
+     "sent again", {"provider_id": None, "submit_tries": 0, "next_attempt_at": NOW}),
+    ("canceled+retry", job(S.CANCELED), RetryRequested(), S.QUEUED, "job.retry", "sent again", {}),
+]
+
+IGNORED: list[tuple[str, Job, Outcome, bool]] = [
+    ("delivered+status", job(S.DELIVERED, provider_id="42"), update(FaxOutcome.FAILED), False),
+    ("failed+status-dup", job(S.FAILED, provider_id="42"), update(FaxOutcome.FAILED), False),
+    ("submitted+no-news", job(S.SUBMITTED, provider_id="42"), update(FaxOutcome.PENDING), False),
+    ("queued+status", job(S.QUEUED), update(FaxOutcome.DELIVERED), False),
+    ("submitted+claimed", job(S.SUBMITTED), Claimed(), False),
+    ("queued+accepted", job(S.QUEUED), Accepted("1"), False),
+    ("delivered+submit-failed", job(S.DELIVERED), SubmitFailed("transient", "x"), False),
+    ("queued+recovered", job(S.QUEUED), Recovered(), False),
+    ("submitted+recovered", job(S.SUBMITTED), Recovered(), False),
+    ("not-held+reconciled", job(S.SUBMITTING), Reconciled("1"), False),
+    ("queued+prepared", job(S.QUEUED), Prepared(), False),
+    ("submitted+rejected", job(S.SUBMITTED), Rejected("x"), False),
+    ("delivered+cancel", job(S.DELIVERED), CancelRequested(), True),
+    ("submitted+cancel-twice", job(S.SUBMITTED, cancel_requested=True), CancelRequested(), False),
+    ("cancel-failed-none-pending", job(S.SUBMITTED), CancelFailed("x"), False),
+    ("delivered+retry", job(S.DELIVERED), RetryRequested(), True),
+    ("rejected+retry", job(S.REJECTED), RetryRequested(), True),
+    ("queued+retry", job(S.QUEUED), RetryRequested(), True),
+]
+
+
+@pytest.mark.parametrize(("j", "outcome", "state", "event", "reason", "changes"),
+                         [c[1:] for c in CHANGES], ids=[c[0] for c in CHANGES])
+def test_transitions(j: Job, outcome: Outcome, state: JobState, event: str, reason: str | None,
+                     changes: dict[str, Any]) -> None:
+    t = decide(j, outcome, NOW, POLICY)
+    assert isinstance(t, Transition), t
+    assert (t.state, t.event) == (state, event)
+    if reason is None:
+        assert t.reason is None or state is j.state  # progress keeps the old reason
+    else:
+        assert t.reason is not None and reason in t.reason
+    for key, value in changes.items():
+        assert t.changes[key] == value, key
+    if state.final:
+        assert t.changes["finished_at"] == NOW
+        assert t.final
+
+
+@pytest.mark.parametrize(("j", "outcome", "refused"), [c[1:] for c in IGNORED], ids=[c[0] for c in IGNORED])
+def test_ignored(j: Job, outcome: Outcome, refused: bool) -> None:
+    d = decide(j, outcome, NOW, POLICY)
+    assert isinstance(d, Ignore)
+    assert d.refused is refused
+
+
+def test_every_state_and_outcome_is_decided_without_error() -> None:
+    outcomes: list[Outcome] = [
+        Prepared(), Rejected("r"), Claimed(), Accepted("1"), SubmitFailed("transient", "t"),
+        SubmitFailed("transient", "t", maybe_sent=True), SubmitFailed("refused", "r"),
+        SubmitFailed("account", "a"), Recovered(), Reconciled(None), Reconciled("1"),
+        *(update(o) for o in FaxOutcome), CancelRequested(), CancelFailed("c"), RetryRequested(),
+    ]
+    for state in JobState:
+        for outcome in outcomes:
+            d = decide(job(state, **HELD), outcome, NOW, POLICY)
+            if state.final and isinstance(d, Transition):
+                # the only way out of a final state is an operator's retry
+                assert isinstance(outcome, RetryRequested), (state, outcome)
+
+
+def test_transient_retry_is_delayed_by_backoff() -> None:
+    t = decide(job(S.SUBMITTING, submit_tries=2), SubmitFailed("transient", "503"), NOW, POLICY)
+    assert isinstance(t, Transition)
+    delay = (t.changes["next_attempt_at"] - NOW).total_seconds()
+    assert 4.0 <= delay <= 8.0  # third try: step 8 s, jittered to 50-100 %
+
+
+def test_retry_after_is_honoured() -> None:
+    t = decide(job(S.SUBMITTING), SubmitFailed("transient", "429", retry_after=30.0), NOW, POLICY)
+    assert isinstance(t, Transition)
+    assert (t.changes["next_attempt_at"] - NOW).total_seconds() == 30.0
+
+
+@pytest.mark.parametrize("tries", range(1, 12))
+def test_backoff_is_capped_and_jittered(tries: int) -> None:
+    step = min(POLICY.retry_max, POLICY.retry_initial * 2 ** (tries - 1))
+    values = {backoff(POLICY, tries, f"job{i}") for i in range(20)}
+    assert all(step / 2 <= v <= step for v in values)
+    assert len(values) > 1  # jobs that fail together spread out
+    assert backoff(POLICY, tries, "same") == backoff(POLICY, tries, "same")  # pure

@@ -1,0 +1,180 @@
+"""The job store on a real SQLite file: migrations, enqueue, apply, outbox, leases, recovery."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from faxbridge.errors import JobNotFound, StoreError
+from faxbridge.models import FaxOutcome, JobState, NewJob, Paper, PreparedDocument, Source, StatusUpdate
+from faxbridge.states import Accepted, Claimed, Policy, Status, Transition, decide
+from faxbridge.store import DOC_NAME, MIGRATIONS, Conflict, Store, new_job_id
+
+NOW = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
+POLICY = Policy()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "var", "simulator")
+    yield s  # type: ignore[misc]
+    s.close()
+
+
+def stage_doc(store: Store, job_id: str, content: bytes = b"%PDF-1.4 test") -> PreparedDocument:
+    path = store.stage(job_id) / DOC_NAME
+    path.write_bytes(content)
+    return PreparedDocument(path=path, pages=2, paper=Paper.A4, sha256=hashlib.sha256(content).hexdigest(),
+                            size=len(content))
+
+
+def enqueue(store: Store, source: Source = Source.CLI, to: str = "+15555551212") -> str:
+    job_id = new_job_id()
+    store.enqueue(job_id, NewJob(source=source, to=to, document="a.pdf", sender="alice@example.com"),
+                  stage_doc(store, job_id), NOW)
+    return job_id
+
+
+def step(store: Store, job_id: str, outcome: object, now: datetime = NOW) -> None:
+    job = store.get(job_id)
+    t = decide(job, outcome, now, POLICY)  # type: ignore[arg-type]
+    assert isinstance(t, Transition)
+    store.apply(job, t, now)
+
+
+def test_schema_is_migrated_and_wal(store: Store) -> None:
+    assert store.schema_version == len(MIGRATIONS)
+    db = sqlite3.connect(store.db_path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")} >= {
+        "jobs", "events", "outbox", "kv"}
+
+
+def test_reopening_does_not_migrate_again(tmp_path: Path) -> None:
+    Store(tmp_path, "simulator").close()
+    s = Store(tmp_path, "simulator")
+    assert s.schema_version == len(MIGRATIONS)
+    s.close()
+
+
+def test_enqueue_moves_document_into_spool_and_records_an_event(store: Store) -> None:
+    job_id = enqueue(store)
+    job = store.get(job_id)
+    assert job.state is JobState.QUEUED and job.pages == 2 and job.paper is Paper.A4
+    assert store.document_path(job_id).read_bytes() == b"%PDF-1.4 test"
+    assert not (store.staging / job_id).exists()
+    assert [e.event for e in store.events(job_id)] == ["job.queued"]
+
+
+def test_enqueue_refuses_an_unstaged_document(store: Store, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "x.pdf"
+    elsewhere.write_bytes(b"%PDF")
+    doc = PreparedDocument(path=elsewhere, pages=1, paper=Paper.LETTER, sha256="x", size=4)
+    with pytest.raises(StoreError):
+        store.enqueue(new_job_id(), NewJob(source=Source.CLI, to="+1", document="x"), doc, NOW)
+    assert store.jobs() == []
+
+
+def test_get_by_unique_prefix_and_unknown(store: Store) -> None:
+    job_id = enqueue(store)
+    assert store.get(job_id[:20].lower()).id == job_id
+    with pytest.raises(JobNotFound):
+        store.get("01ZZZZZZZZZZZZZZZZZZZZZZZZ")
+
+
+def test_apply_is_optimistic(store: Store) -> None:
+    job_id = enqueue(store)
+    stale = store.get(job_id)
+    step(store, job_id, Claimed())
+    t = decide(stale, Claimed(), NOW, POLICY)
+    assert isinstance(t, Transition)
+    with pytest.raises(Conflict):
+        store.apply(stale, t, NOW)
+    assert [e.event for e in store.events(job_id)] == ["job.queued", "job.submitting"]
+
+
+@pytest.mark.parametrize(("source", "kinds"), [(Source.SMTP, ["mail"]), (Source.FOLDER, ["sidecar"]),
+                                                (Source.CLI, [])])
+def test_final_state_writes_the_outbox_in_the_same_transaction(store: Store, source: Source,
+                                                                kinds: list[str]) -> None:
+    job_id = enqueue(store, source)
+    step(store, job_id, Claimed())
+    step(store, job_id, Accepted("42"))
+    assert store.outbox_due(NOW, ["mail", "sidecar"]) == []
+    final = Status(StatusUpdate("simulator", "42", FaxOutcome.DELIVERED, pages=2, attempts=1))
+    step(store, job_id, final)
+    due = store.outbox_due(NOW + timedelta(seconds=1), ["mail", "sidecar"])
+    assert [i.kind for i in due] == kinds
+    assert all(i.job_id == job_id for i in due)
+    # a duplicate final status changes nothing and writes no second notification
+    assert not isinstance(decide(store.get(job_id), final, NOW, POLICY), Transition)
+    for item in due:
+        store.outbox_delivered(item.id, NOW)
+    assert store.outbox_due(NOW + timedelta(seconds=1), ["mail", "sidecar"]) == []
+    assert store.outbox_backlog() == 0
+
+
+def test_outbox_failure_backs_off(store: Store) -> None:
+    job_id = enqueue(store, Source.SMTP)
+    step(store, job_id, Claimed())
+    step(store, job_id, Accepted("42"))
+    step(store, job_id, Status(StatusUpdate("simulator", "42", FaxOutcome.FAILED, reason="Busy")))
+    [item] = store.outbox_due(NOW, ["mail"])
+    store.outbox_failed(item.id, "smarthost down", NOW + timedelta(minutes=1))
+    assert store.outbox_due(NOW + timedelta(seconds=30), ["mail"]) == []
+    [again] = store.outbox_due(NOW + timedelta(minutes=2), ["mail"])
+    assert again.attempts == 1
+
+
+def test_a_leased_job_is_not_claimed_twice(tmp_path: Path) -> None:
+    a = Store(tmp_path, "simulator")
+    b = Store(tmp_path, "simulator")  # a second connection, as another process would have
+    ids = {enqueue(a) for _ in range(5)}
+    first = a.claim_due("a", NOW, 3, 60)
+    second = b.claim_due("b", NOW, 10, 60)
+    assert len(first) == 3 and len(second) == 2
+    assert {j.id for j in first} | {j.id for j in second} == ids
+    assert not {j.id for j in first} & {j.id for j in second}
+    assert b.claim_due("b", NOW, 10, 60) == []
+    # an expired lease can be taken over
+    assert len(b.claim_due("b", NOW + timedelta(seconds=61), 10, 60)) == 5
+    a.close()
+    b.close()
+
+
+def test_claim_respects_next_attempt_and_limit(store: Store) -> None:
+    enqueue(store)
+    assert store.claim_due("x", NOW - timedelta(seconds=1), 10, 60) == []
+    assert store.claim_due("x", NOW, 0, 60) == []
+    assert len(store.claim_due("x", NOW, 10, 60)) == 1
+
+
+def test_recover_returns_jobs_caught_mid_submission_and_drops_leases(store: Store) -> None:
+    mid = enqueue(store)
+    step(store, mid, Claimed())
+    queued = enqueue(store)
+    store.claim_due("dead-owner", NOW, 10, 600)
+    assert [j.id for j in store.recover()] == [mid]
+    assert [j.id for j in store.claim_due("new-owner", NOW, 10, 600)] == [queued]
+
+
+def test_clean_spool_removes_orphans_only(store: Store) -> None:
+    job_id = enqueue(store)
+    store.stage("01ORPHANSTAGE0000000000000")
+    (store.spool / "01ORPHANSPOOL0000000000000").mkdir()
+    assert store.clean_spool() == 2
+    assert store.document_path(job_id).exists()
+
+
+def test_kv_and_counts(store: Store) -> None:
+    assert store.kv_get("cursor") is None
+    store.kv_set("cursor", "1")
+    store.kv_set("cursor", "2")
+    assert store.kv_get("cursor") == "2"
+    enqueue(store)
+    assert store.counts() == {"queued": 1}
+    assert store.integrity_check() == "ok"
