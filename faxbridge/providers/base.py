@@ -7,10 +7,15 @@ takes values (``SubmitRequest``, ``PendingFax``) and returns values (``SubmitRec
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import email.utils
+import secrets
 import time
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
 
 import httpx
 
@@ -123,3 +128,145 @@ def raise_for_transient_status(provider: str, response: httpx.Response) -> None:
             retry_after=retry_after_seconds(response.headers.get("Retry-After")),
             maybe_sent=status == 500,
         )
+
+
+# --- shared helpers for the adapters ------------------------------------------------------------
+
+_CHUNK = 3 * 256 * 1024  # a multiple of 3, so each chunk base64-encodes on its own without padding
+
+
+@dataclass(frozen=True)
+class FilePart:
+    """A multipart part whose body is read from a file while the request is sent.
+
+    ``filename=None`` makes a plain form field (PHP puts it in ``$_POST``, not ``$_FILES``);
+    ``base64=True`` sends the file base64-encoded (Openfax ``PDF_encode``), encoded chunk by
+    chunk so a 40 MB PDF is never held in memory, let alone twice.
+    """
+
+    name: str
+    path: Path
+    filename: str | None = None
+    content_type: str | None = None
+    base64: bool = False
+
+
+def _quote(value: str) -> str:
+    # Content-Disposition parameters: keep them on one line and inside their quotes.
+    return "".join("_" if ch in '"\\\r\n' else ch for ch in value)
+
+
+class MultipartBody:
+    """A ``multipart/form-data`` body with a known length, streamed from disk.
+
+    Plain fields come first, in order, then the file parts. httpx sends it with an explicit
+    Content-Length (no chunked transfer encoding, which old PHP front ends dislike).
+    """
+
+    def __init__(self, fields: Sequence[tuple[str, str]], files: Sequence[FilePart] = ()) -> None:
+        self.boundary = secrets.token_hex(16)
+        self._fields = list(fields)
+        self._files = list(files)
+        self._sizes = [part.path.stat().st_size for part in self._files]
+
+    @property
+    def content_type(self) -> str:
+        return f"multipart/form-data; boundary={self.boundary}"
+
+    def _field_head(self, name: str) -> bytes:
+        return (
+            f'--{self.boundary}\r\nContent-Disposition: form-data; name="{_quote(name)}"\r\n\r\n'
+        ).encode()
+
+    def _file_head(self, part: FilePart) -> bytes:
+        disposition = f'form-data; name="{_quote(part.name)}"'
+        if part.filename is not None:
+            disposition += f'; filename="{_quote(part.filename)}"'
+        head = f"--{self.boundary}\r\nContent-Disposition: {disposition}\r\n"
+        if part.content_type:
+            head += f"Content-Type: {part.content_type}\r\n"
+        return (head + "\r\n").encode()
+
+    def _tail(self) -> bytes:
+        return f"--{self.boundary}--\r\n".encode()
+
+    def __len__(self) -> int:
+        total = len(self._tail())
+        for name, value in self._fields:
+            total += len(self._field_head(name)) + len(value.encode()) + 2
+        for part, size in zip(self._files, self._sizes, strict=True):
+            body = 4 * ((size + 2) // 3) if part.base64 else size
+            total += len(self._file_head(part)) + body + 2
+        return total
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Content-Type": self.content_type, "Content-Length": str(len(self))}
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for name, value in self._fields:
+            yield self._field_head(name) + value.encode() + b"\r\n"
+        for part, size in zip(self._files, self._sizes, strict=True):
+            yield self._file_head(part)
+            with part.path.open("rb") as fh:
+                left = size
+                while left > 0:
+                    chunk = await asyncio.to_thread(fh.read, min(_CHUNK, left))
+                    if not chunk:
+                        raise OSError(f"{part.path.name} shrank while it was being sent")
+                    left -= len(chunk)
+                    yield base64.b64encode(chunk) if part.base64 else chunk
+            yield b"\r\n"
+        yield self._tail()
+
+
+def json_or_none(response: httpx.Response) -> Any:
+    """The reply's JSON, or None when it is not JSON (an HTML error page, an empty body)."""
+    try:
+        return response.json()
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def as_int(value: object) -> int | None:
+    """An int from a JSON number or a numeric string ("3", "3.0"); None otherwise."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value)
+    if isinstance(value, str) and value.strip():
+        try:
+            return int(float(value.strip()))
+        except ValueError:
+            return None
+    return None
+
+
+def as_float(value: object) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and value.strip():
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def redact(text: str, secrets_: Sequence[str]) -> str:
+    """Remove any secret that a provider echoed back from text we put in an error or a log."""
+    for secret in secrets_:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+def words(text: object, limit: int = 200) -> str:
+    """A provider's message, made safe to show: one line, printable, bounded."""
+    s = " ".join(str(text).split())
+    s = "".join(ch for ch in s if ch.isprintable())
+    return s if len(s) <= limit else s[: limit - 1] + "…"

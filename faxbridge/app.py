@@ -1,0 +1,186 @@
+"""Composition root: build the daemon from the configuration, run it, stop it in order.
+
+Holds no job logic. Start order: take the state-dir lock, open the store, recover jobs a
+crash left mid-work, start the provider (and the built-in simulator when
+``provider.kind = "simulator"``), then the dispatcher and tracker loops. Stop order
+(SIGTERM/SIGINT): stop taking new work, let calls in progress finish for up to
+``shutdown_grace``, close the provider, the simulator and the store, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import structlog
+
+from faxbridge.clock import Clock, SystemClock
+from faxbridge.config import Config
+from faxbridge.dispatcher import Dispatcher
+from faxbridge.errors import FaxbridgeError
+from faxbridge.logs import register_secrets
+from faxbridge.providers.base import Provider
+from faxbridge.providers.openfax import OpenfaxProvider
+from faxbridge.providers.phaxio import PhaxioProvider
+from faxbridge.simulator import Simulator, SimulatorServer, credentials
+from faxbridge.states import Policy, Recovered
+from faxbridge.store import Store, new_job_id
+from faxbridge.tracker import Tracker
+from faxbridge.workflow import advance
+
+log = structlog.get_logger("faxbridge.app")
+
+
+class AlreadyRunning(FaxbridgeError):
+    pass
+
+
+def policy_of(cfg: Config) -> Policy:
+    p = cfg.provider
+    return Policy(submit_retries=p.submit_retries, retry_initial=p.retry_initial, retry_max=p.retry_max,
+                  reconcile_grace=p.reconcile_grace)
+
+
+def provider_name(cfg: Config) -> str:
+    """The name jobs record: the simulator speaks Phaxio's protocol but jobs say "simulator"."""
+    return cfg.provider.kind
+
+
+def secrets_of(cfg: Config) -> list[str]:
+    p = cfg.provider
+    return [p.openfax.api_key, p.phaxio.api_key, p.phaxio.api_secret, p.phaxio.callback_token,
+            cfg.notify.password, cfg.webhook.token]
+
+
+def build_provider(cfg: Config, client: httpx.AsyncClient, simulator_url: str | None = None) -> Provider:
+    p = cfg.provider
+    if p.kind == "openfax":
+        o = p.openfax
+        return OpenfaxProvider(client, base_url=o.base_url, send_path=o.send_path,
+                               balance_path=o.balance_path, report_path=o.report_path,
+                               account_id=o.account_id, api_key=o.api_key, to_header=o.to_header,
+                               from_header=o.from_header, priority=o.priority)
+    if p.kind == "phaxio":
+        return PhaxioProvider(client, base_url=p.phaxio.base_url, api_key=p.phaxio.api_key,
+                              api_secret=p.phaxio.api_secret, header_text=p.phaxio.header_text)
+    if p.kind == "simulator":
+        if simulator_url is None:
+            raise FaxbridgeError("the built-in simulator is not running")
+        # The default path runs the real Phaxio adapter over real HTTP.
+        phaxio = PhaxioProvider(client, base_url=simulator_url + "/v2.1", api_key=credentials.PHAXIO_API_KEY,
+                                api_secret=credentials.PHAXIO_API_SECRET, header_text=p.phaxio.header_text)
+        phaxio.name = "simulator"
+        return phaxio
+    raise FaxbridgeError(f"provider.kind: unknown provider {p.kind!r}")
+
+
+@dataclass
+class ProviderHandle:
+    provider: Provider
+    client: httpx.AsyncClient
+    simulator: Simulator | None = None
+    server: SimulatorServer | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@asynccontextmanager
+async def open_provider(cfg: Config) -> AsyncIterator[ProviderHandle]:
+    """The configured provider with its HTTP client (and the built-in simulator, if chosen)."""
+    simulator = server = None
+    url = None
+    if cfg.provider.kind == "simulator":
+        simulator = Simulator(speed=cfg.provider.simulator.speed)
+        server = SimulatorServer(simulator, host="127.0.0.1", port=0)
+        url = await server.start()
+        log.info("simulator.started", url=url, speed=cfg.provider.simulator.speed)
+    client = httpx.AsyncClient(timeout=httpx.Timeout(cfg.provider.request_timeout))
+    try:
+        yield ProviderHandle(build_provider(cfg, client, url), client, simulator, server)
+    finally:
+        await client.aclose()
+        if server is not None:
+            await server.stop()
+
+
+def lock_state_dir(state_dir: Path) -> IO[str]:
+    """Hold an exclusive lock on the state dir for the daemon's life: one daemon per store."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(state_dir / "faxbridge.lock", "a+")  # noqa: SIM115 - held open on purpose
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        handle.close()
+        raise AlreadyRunning(f"another faxbridge daemon is running on {state_dir}") from exc
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+class Daemon:
+    def __init__(self, cfg: Config, clock: Clock | None = None) -> None:
+        self.cfg = cfg
+        self.clock = clock or SystemClock()
+        self.policy = policy_of(cfg)
+        self.owner = f"{os.getpid()}-{new_job_id()[-8:]}"
+        self.ready = asyncio.Event()
+        self.store: Store | None = None
+        self.handle: ProviderHandle | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.tracker: Tracker | None = None
+
+    def recover(self, store: Store) -> None:
+        removed = store.clean_spool()
+        if removed:
+            log.info("store.spool_cleaned", removed=removed)
+        for job in store.recover():
+            advance(store, job.id, Recovered(), self.clock, self.policy)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        cfg = self.cfg
+        register_secrets(secrets_of(cfg))
+        lock = lock_state_dir(cfg.state_dir)
+        store = self.store = Store(cfg.state_dir, provider_name(cfg))
+        try:
+            self.recover(store)
+            async with open_provider(cfg) as handle:
+                self.handle = handle
+                self.dispatcher = Dispatcher(store, handle.provider, self.clock, self.policy,
+                                             max_in_flight=cfg.limits.max_in_flight, owner=self.owner)
+                self.tracker = Tracker(store, handle.provider, self.clock, self.policy,
+                                       interval=cfg.provider.poll_interval)
+                work_stop = asyncio.Event()
+                tasks = [
+                    asyncio.create_task(self.dispatcher.run(work_stop), name="dispatcher"),
+                    asyncio.create_task(self.tracker.run(work_stop), name="tracker"),
+                ]
+                self.ready.set()
+                log.info("daemon.ready", state_dir=str(cfg.state_dir), provider=cfg.provider.kind,
+                         jobs=store.counts(), pid=os.getpid())
+                stopped = asyncio.ensure_future(stop.wait())
+                await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+                log.info("daemon.stopping", grace_s=cfg.shutdown_grace, in_progress=self.dispatcher.busy)
+                work_stop.set()
+                drained = await self.dispatcher.drain(cfg.shutdown_grace)
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                stopped.cancel()
+                for task in tasks:
+                    if not task.cancelled() and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+                log.info("daemon.stopped", drained=drained)
+        finally:
+            store.close()
+            lock.close()

@@ -1,0 +1,262 @@
+"""The ``faxbridge`` command: one function per command.
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage, configuration or input error. Errors are
+one readable line on stderr (``faxbridge: error: ...``); ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from faxbridge import __version__, config, logs
+from faxbridge.app import Daemon, open_provider, policy_of, provider_name
+from faxbridge.clock import SystemClock
+from faxbridge.config import Config
+from faxbridge.errors import (
+    ConfigError,
+    FaxbridgeError,
+    InputError,
+    JobNotFound,
+    ProviderError,
+    UsageError,
+)
+from faxbridge.intake import accept, destination
+from faxbridge.jobview import JOBS_HEADER, job_line, job_object, job_text
+from faxbridge.models import FaxOptions, InputFile, JobState, NewJob, Resolution, Source
+from faxbridge.states import CancelRequested, Ignore, Outcome, RetryRequested
+from faxbridge.store import Store
+from faxbridge.workflow import advance
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="faxbridge", description="Email and folders to cloud fax.")
+    p.add_argument("--version", action="version", version=f"faxbridge {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def cmd(name: str, help_: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help_, description=help_)
+        c.add_argument("-c", "--config", type=Path, help="config file (default: $FAXBRIDGE_CONFIG, "
+                       "else the built-in defaults)")
+        c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        return c
+
+    cmd("run", "run the daemon in the foreground")
+    cmd("check-config", "validate the configuration and print a summary")
+    s = cmd("send", "queue one fax from the shell; prints the job id")
+    s.add_argument("--to", required=True, help="destination fax number")
+    s.add_argument("--header", help="fax header text")
+    s.add_argument("--fine", action="store_true", help="fine resolution (204x196 dpi)")
+    s.add_argument("files", nargs="+", type=Path, metavar="FILE", help="PDF, image or text files, in order")
+    j = cmd("jobs", "list jobs, newest first")
+    j.add_argument("--state", choices=[s.value for s in JobState])
+    j.add_argument("--limit", type=int, default=None, help="at most this many")
+    j.add_argument("--json", action="store_true", help="one job object per line")
+    one = cmd("job", "one job with its history")
+    one.add_argument("id")
+    one.add_argument("--json", action="store_true")
+    cmd("cancel", "cancel a job that is not final yet").add_argument("id")
+    cmd("retry", "send a failed or canceled job again").add_argument("id")
+    cmd("balance", "the provider account balance")
+    sim = sub.add_parser("simulate", help="run a standalone simulated fax network",
+                         description="A simulated fax network speaking the Openfax and Phaxio wire protocols.")
+    sim.add_argument("--listen", default="127.0.0.1:8090", help="HOST:PORT (default 127.0.0.1:8090)")
+    sim.add_argument("--speed", type=float, default=10.0, help="time compression (1.0 = real time)")
+    sim.add_argument("--openfax-postback", metavar="URL", help="where to post Openfax postbacks")
+    sim.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return p
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = args.config or (Path(os.environ["FAXBRIDGE_CONFIG"]) if os.environ.get("FAXBRIDGE_CONFIG") else None)
+    return config.load(path, os.environ)
+
+
+def _store(cfg: Config) -> Store:
+    return Store(cfg.state_dir, provider_name(cfg))
+
+
+# ---- commands --------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    logs.setup(cfg.log.level, cfg.log.format, cfg.log.show_numbers)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Daemon(cfg).run(stop)
+
+    asyncio.run(main())
+    return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    print("configuration OK")
+    for line in config.summary(cfg):
+        print(f"  {line}")
+    return EXIT_OK
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    for f in args.files:
+        if not f.is_file():
+            raise UsageError(f"{f}: no such file")
+    number = destination(args.to, cfg.numbers)
+    if args.header is not None and len(args.header) > 50:
+        raise UsageError("--header: at most 50 characters")
+    options = FaxOptions(header=args.header, resolution=Resolution.FINE if args.fine else Resolution.STANDARD)
+    files = [InputFile(name=f.name, path=f) for f in args.files]
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = None
+    new = NewJob(source=Source.CLI, to=number.e164, document=", ".join(f.name for f in files),
+                 options=options, sender=user)
+    store = _store(cfg)
+    try:
+        job = accept(store, SystemClock(), new, files, max_pages=cfg.numbers.max_pages)
+    finally:
+        store.close()
+    print(job.id)
+    return EXIT_OK
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    store = _store(_load(args))
+    try:
+        jobs = store.jobs(JobState(args.state) if args.state else None, args.limit)
+    finally:
+        store.close()
+    if args.json:
+        for job in jobs:
+            print(json.dumps(job_object(job)))
+    else:
+        print(JOBS_HEADER)
+        for job in jobs:
+            print(job_line(job))
+    return EXIT_OK
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    store = _store(_load(args))
+    try:
+        job = store.get(args.id)
+        events = store.events(job.id)
+    finally:
+        store.close()
+    print(json.dumps(job_object(job, events)) if args.json else job_text(job, events))
+    return EXIT_OK
+
+
+def _operator(args: argparse.Namespace, outcome: Outcome, done: str) -> int:
+    cfg = _load(args)
+    store = _store(cfg)
+    try:
+        job = store.get(args.id)
+        job, decision = advance(store, job.id, outcome, SystemClock(), policy_of(cfg))
+    finally:
+        store.close()
+    if isinstance(decision, Ignore):
+        print(f"faxbridge: job {job.id}: {decision.why}", file=sys.stderr)
+        return EXIT_FAIL if decision.refused else EXIT_OK
+    if job.cancel_requested and not job.final:
+        done = "cancel requested; the daemon asks the provider to stop it"
+    print(f"job {job.id}: {done} (state {job.state.value})")
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    return _operator(args, CancelRequested("faxbridge cancel"), "canceled")
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    return _operator(args, RetryRequested("faxbridge retry"), "queued again")
+
+
+def cmd_balance(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+
+    async def main() -> float:
+        async with open_provider(cfg) as handle:
+            return (await handle.provider.balance()).amount
+
+    print(f"balance: {asyncio.run(main()):.2f}")
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from faxbridge.config_parse import parse_hostport
+    from faxbridge.simulator import serve_forever
+
+    try:
+        hp = parse_hostport(args.listen)
+    except ValueError as exc:
+        raise UsageError(f"--listen: {exc}") from exc
+    if args.speed <= 0:
+        raise UsageError("--speed: must be greater than 0")
+    logs.setup()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve_forever(hp.host, hp.port, args.speed, args.openfax_postback, stop)
+
+    asyncio.run(main())
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run, "check-config": cmd_check_config, "send": cmd_send, "jobs": cmd_jobs, "job": cmd_job,
+    "cancel": cmd_cancel, "retry": cmd_retry, "balance": cmd_balance, "simulate": cmd_simulate,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    parser = _parser()
+    logs.setup(level="warning")  # commands other than run log only trouble, on stderr
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(logs.scrub(problem), file=sys.stderr)
+        return EXIT_USAGE
+    except (UsageError, InputError) as exc:
+        print(f"faxbridge: error: {logs.scrub(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except (JobNotFound, ProviderError, FaxbridgeError, OSError) as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"faxbridge: error: {logs.scrub(str(exc))}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,209 @@
+"""The submit loop: claim due jobs, call the provider, record what happened.
+
+- At most ``max_in_flight`` jobs are submitting or submitted at once.
+- A job is committed as ``submitting`` *before* the provider call, so a crash during the
+  call leaves a trace; the next start holds it for reconciliation instead of resending.
+- Transient errors go back to ``queued`` with capped, jittered backoff (``states.backoff``);
+  an error after which the request may have reached the provider (a read timeout) holds the
+  job, and :meth:`Dispatcher._reconcile` asks the provider for its record before anything
+  is sent again.
+- ``run_until_idle`` drains the due work and returns: tests call it instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Callable
+from datetime import timedelta
+
+import structlog
+
+from faxbridge.clock import Clock
+from faxbridge.errors import (
+    AccountError,
+    ProviderError,
+    StoreError,
+    TransientProviderError,
+)
+from faxbridge.models import Job, JobState, SubmissionLookup, SubmitRequest
+from faxbridge.providers.base import Provider
+from faxbridge.states import (
+    Accepted,
+    Claimed,
+    Ignore,
+    Policy,
+    Reconciled,
+    SubmitFailed,
+)
+from faxbridge.store import Store
+from faxbridge.workflow import advance
+
+log = structlog.get_logger("faxbridge.dispatcher")
+
+LEASE_S = 600.0          # longer than any provider call (request_timeout is capped below it)
+IDLE_POLL_S = 1.0        # jobs enqueued by another process (faxbridge send) are seen this fast
+
+
+def pdf_filename(document: str) -> str:
+    """A safe ASCII file name ending in .pdf for the provider's multipart part."""
+    stem = document.rsplit("/", 1)[-1].rsplit(".", 1)[0] if document else "fax"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "fax"
+    return stem[:60] + ".pdf"
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        provider: Provider,
+        clock: Clock,
+        policy: Policy,
+        *,
+        max_in_flight: int,
+        owner: str,
+        callback_url: Callable[[Job], str | None] = lambda job: None,
+    ) -> None:
+        self.store = store
+        self.provider = provider
+        self.clock = clock
+        self.policy = policy
+        self.max_in_flight = max_in_flight
+        self.owner = owner
+        self.callback_url = callback_url
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._working: set[str] = set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def busy(self) -> int:
+        return len(self._tasks)
+
+    # ---- one round ------------------------------------------------------------------------
+
+    def step(self) -> int:
+        """Start work on every due job there is room for. Returns how many were started."""
+        now = self.clock.now()
+        started = 0
+        for job in self.store.claim_due(self.owner, now, 100, LEASE_S, reconcile=True):
+            started += self._start(job)
+        room = self.max_in_flight - self.store.in_flight()
+        for job in self.store.claim_due(self.owner, now, room, LEASE_S):
+            started += self._start(job)
+        return started
+
+    def _start(self, job: Job) -> int:
+        if job.id in self._working:
+            return 0
+        self._working.add(job.id)
+        task = asyncio.create_task(self._work(job), name=f"job-{job.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return 1
+
+    async def _work(self, job: Job) -> None:
+        try:
+            if job.state is JobState.SUBMITTING:
+                await self._reconcile(job)
+            else:
+                await self._submit(job)
+        except StoreError as exc:
+            # The job stays as the store has it; its lease runs out and it is picked up again.
+            log.error("dispatcher.store_error", job_id=job.id, error=str(exc))
+        finally:
+            self._working.discard(job.id)
+            with contextlib.suppress(StoreError):
+                self.store.release(job.id, self.owner)
+            self._wake.set()
+
+    async def _submit(self, job: Job) -> None:
+        job, decision = advance(self.store, job.id, Claimed(), self.clock, self.policy)
+        if isinstance(decision, Ignore):
+            return
+        req = SubmitRequest(
+            job_id=job.id,
+            to=job.to,
+            pdf=self.store.document_path(job.id),
+            filename=pdf_filename(job.document),
+            pages=job.pages,
+            paper=job.paper,
+            options=job.options,
+            callback_url=self.callback_url(job),
+        )
+        try:
+            receipt = await self.provider.submit(req)
+        except TransientProviderError as exc:
+            outcome = SubmitFailed("transient", exc.reason, exc.retry_after, exc.maybe_sent)
+            log.warning("provider.submit_transient", job_id=job.id, provider=self.provider.name,
+                        error=exc.reason, code=exc.code, maybe_sent=exc.maybe_sent)
+        except AccountError as exc:
+            outcome = SubmitFailed("account", exc.reason)
+            log.error("provider.account_problem", job_id=job.id, provider=self.provider.name,
+                      kind=exc.kind, error=exc.reason)
+        except ProviderError as exc:
+            outcome = SubmitFailed("refused", exc.reason)
+        else:
+            advance(self.store, job.id, Accepted(receipt.provider_id, receipt.callback_url),
+                    self.clock, self.policy, {"provider_id": receipt.provider_id})
+            return
+        advance(self.store, job.id, outcome, self.clock, self.policy)
+
+    async def _reconcile(self, job: Job) -> None:
+        lookup = SubmissionLookup(
+            job_id=job.id,
+            to=job.to,
+            pages=job.pages,
+            since=job.submit_started_at or job.created_at,
+            known_ids=self.store.known_provider_ids(),
+        )
+        try:
+            provider_id = await self.provider.find_submission(lookup)
+        except ProviderError as exc:
+            log.warning("provider.reconcile_failed", job_id=job.id, error=exc.reason)
+            self.store.defer(job.id, self.clock.now() + timedelta(seconds=self.policy.retry_initial * 5))
+            return
+        log.info("provider.reconcile_result", job_id=job.id, found=provider_id is not None,
+                 provider_id=provider_id)
+        advance(self.store, job.id, Reconciled(provider_id), self.clock, self.policy)
+
+    # ---- loops ----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.step()
+            except StoreError as exc:
+                log.error("dispatcher.store_error", error=str(exc))
+            self._wake.clear()
+            timeout = IDLE_POLL_S
+            due = self.store.next_due()
+            if due is not None:
+                timeout = min(timeout, max(0.0, (due - self.clock.now()).total_seconds()))
+            waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+            await asyncio.wait(waiters, timeout=max(timeout, 0.01), return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for calls in progress; True when none is left."""
+        if not self._tasks:
+            return True
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        return not pending
+
+    async def run_until_idle(self, max_rounds: int = 10_000) -> None:
+        """Submit everything due now, and wait for it; returns when nothing is due or running."""
+        for _ in range(max_rounds):
+            started = self.step()
+            if self._tasks:
+                await asyncio.wait(set(self._tasks))
+            elif not started:
+                return

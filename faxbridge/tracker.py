@@ -1,0 +1,113 @@
+"""Following submitted faxes to their end: status updates in, state changes out.
+
+Polling is the safety net that runs even when webhooks work: every ``poll_interval`` the
+provider is asked about the faxes we wait on (in batches: the cost grows with the
+provider's news, not with the number of jobs in flight). Webhooks (a later part) call
+:meth:`Tracker.apply` with the same :class:`StatusUpdate` values. Whichever arrives first
+finalizes the job; the state machine ignores the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from faxbridge.clock import Clock
+from faxbridge.errors import JobNotFound, PermanentProviderError, ProviderError, StoreError
+from faxbridge.models import Job, PendingFax, StatusUpdate
+from faxbridge.providers.base import Provider
+from faxbridge.states import CancelFailed, Decision, Ignore, Policy, Status
+from faxbridge.store import Store
+from faxbridge.workflow import advance
+
+log = structlog.get_logger("faxbridge.tracker")
+
+
+class Tracker:
+    def __init__(self, store: Store, provider: Provider, clock: Clock, policy: Policy, *,
+                 interval: float) -> None:
+        self.store = store
+        self.provider = provider
+        self.clock = clock
+        self.policy = policy
+        self.interval = interval
+        self._wake = asyncio.Event()
+        self._cancel_sent: set[str] = set()
+        self.cycles = 0
+        self.requests = 0
+
+    @property
+    def cursor_key(self) -> str:
+        return f"poll_cursor:{self.provider.name}"
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def apply(self, update: StatusUpdate) -> tuple[Job, Decision] | None:
+        """Apply one status update (from a poll or a webhook). None when it matches no job."""
+        job = self.store.by_provider_id(update.provider_id)
+        if job is None and update.job_id:
+            try:
+                job = self.store.get(update.job_id)
+            except JobNotFound:
+                job = None
+        if job is None:
+            log.info("tracker.unknown_fax", provider=update.provider, provider_id=update.provider_id)
+            return None
+        return advance(self.store, job.id, Status(update), self.clock, self.policy,
+                       {"provider_status": update.raw_status} if update.raw_status else None)
+
+    async def poll_once(self) -> int:
+        """One poll cycle. Returns the number of jobs whose state changed."""
+        await self._send_cancels()
+        jobs = self.store.submitted()
+        if not jobs:
+            return 0
+        pending = [
+            PendingFax(job_id=j.id, provider_id=j.provider_id or "", to=j.to, pages=j.pages,
+                       submitted_at=j.submitted_at or j.created_at)
+            for j in jobs
+        ]
+        result = await self.provider.poll(pending, self.store.kv_get(self.cursor_key))
+        self.cycles += 1
+        self.requests += result.requests
+        changed = 0
+        for update in result.updates:
+            applied = self.apply(update)
+            if applied is not None and not isinstance(applied[1], Ignore):
+                changed += 1
+        if result.cursor is not None:
+            self.store.kv_set(self.cursor_key, result.cursor)
+        log.debug("tracker.poll", pending=len(pending), updates=len(result.updates), changed=changed,
+                  requests=result.requests)
+        return changed
+
+    async def _send_cancels(self) -> None:
+        for job in self.store.cancel_requested():
+            if not job.provider_id or job.provider_id in self._cancel_sent:
+                continue
+            try:
+                await self.provider.cancel(job.provider_id)
+            except PermanentProviderError as exc:
+                advance(self.store, job.id, CancelFailed(exc.reason), self.clock, self.policy)
+                continue
+            except ProviderError as exc:
+                log.warning("provider.cancel_failed", job_id=job.id, error=exc.reason)
+                continue
+            self._cancel_sent.add(job.provider_id)
+            log.info("provider.cancel_sent", job_id=job.id, provider_id=job.provider_id)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.poll_once()
+            except ProviderError as exc:
+                log.warning("tracker.poll_failed", provider=self.provider.name, error=exc.reason)
+            except StoreError as exc:
+                log.error("tracker.store_error", error=str(exc))
+            self._wake.clear()
+            waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+            await asyncio.wait(waiters, timeout=self.interval, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()

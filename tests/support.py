@@ -1,0 +1,204 @@
+"""Helpers the tests share: documents made on the spot, config files, a daemon in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from fpdf import FPDF
+
+SIZES = {"letter": (215.9, 279.4), "legal": (215.9, 355.6), "a4": (210.0, 297.0)}
+
+
+def make_pdf(path: Path, pages: int = 1, size: str = "letter", text: str = "faxbridge test page") -> Path:
+    doc = FPDF(unit="mm", format=SIZES[size])
+    doc.set_font("helvetica", size=14)
+    for n in range(pages):
+        doc.add_page()
+        doc.cell(text=f"{text} {n + 1}/{pages}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc.output(str(path))
+    return path
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))
+
+
+def write_config(path: Path, settings: Mapping[str, Any]) -> Path:
+    """A TOML file from a nested dict; ``watch`` may be a list of tables."""
+    lines: list[str] = []
+    tables: list[tuple[str, Mapping[str, Any]]] = []
+    arrays: list[tuple[str, Mapping[str, Any]]] = []
+
+    def walk(prefix: str, table: Mapping[str, Any]) -> None:
+        for key, value in table.items():
+            if isinstance(value, Mapping):
+                tables.append((f"{prefix}{key}", value))
+            elif isinstance(value, list) and value and isinstance(value[0], Mapping):
+                arrays.extend((f"{prefix}{key}", v) for v in value)
+
+    scalars = {k: v for k, v in settings.items()
+               if not isinstance(v, Mapping) and not (isinstance(v, list) and v and isinstance(v[0], Mapping))}
+    lines += [f"{k} = {_toml_value(v)}" for k, v in scalars.items()]
+    walk("", settings)
+    i = 0
+    while i < len(tables):
+        name, table = tables[i]
+        lines.append(f"\n[{name}]")
+        for k, v in table.items():
+            if not isinstance(v, Mapping):
+                lines.append(f"{k} = {_toml_value(v)}")
+        walk(name + ".", table)
+        i += 1
+    for name, table in arrays:
+        lines.append(f"\n[[{name}]]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def base_settings(tmp: Path, **provider: Any) -> dict[str, Any]:
+    """A config for tests: everything on loopback, fast polling, no listeners we do not test."""
+    return {
+        "state_dir": str(tmp / "var"),
+        "shutdown_grace": "10s",
+        "smtp": {"enabled": False},
+        "webhook": {"enabled": False},
+        "provider": {"kind": "simulator", "poll_interval": "100ms", "retry_initial": "100ms",
+                     "retry_max": "1s", "request_timeout": "5s", "reconcile_grace": "1s",
+                     "simulator": {"speed": 2000.0}, **provider},
+    }
+
+
+class DaemonProcess:
+    """``faxbridge run`` in a subprocess, its stderr (JSON lines) collected in a file."""
+
+    def __init__(self, config: Path, log_path: Path, env: Mapping[str, str] | None = None) -> None:
+        self.config = config
+        self.log_path = log_path
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> DaemonProcess:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "faxbridge", "run", "-c", str(self.config)],
+            stdout=self._log, stderr=self._log, env=self.env,
+        )
+        return self
+
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                out.append({"event": "<not json>", "line": line})
+        return out
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(e.get("event") == "daemon.ready" for e in self.events()):
+                return
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}: {self.log_path.read_text()}")
+            time.sleep(0.05)
+        raise AssertionError(f"daemon not ready after {timeout}s: {self.log_path.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        finally:
+            self._log.close()
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+def cli(*args: str, config: Path | None = None, env: Mapping[str, str] | None = None,
+        timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run the real ``faxbridge`` command in a subprocess."""
+    argv = [sys.executable, "-m", "faxbridge", *args]
+    if config is not None:
+        argv[4:4] = ["-c", str(config)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, check=False)
+
+
+class SimProcess:
+    """``faxbridge simulate`` in a subprocess; faults and sends through its /_sim control surface."""
+
+    def __init__(self, port: int, log_path: Path, speed: float = 2000.0) -> None:
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self.speed = speed
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> SimProcess:
+        import httpx
+
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "faxbridge", "simulate", "--listen", f"127.0.0.1:{self.port}",
+             "--speed", str(self.speed)],
+            stdout=self._log, stderr=self._log,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(self.base + "/_sim/state", timeout=1).raise_for_status()
+                return self
+            except httpx.HTTPError:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"simulator exited: {self.log_path.read_text()}") from None
+                time.sleep(0.05)
+        raise AssertionError("simulator did not start")
+
+    def sends(self) -> list[dict[str, Any]]:
+        import httpx
+
+        data: list[dict[str, Any]] = httpx.get(self.base + "/_sim/sends", timeout=5).json()
+        return data
+
+    def fault(self, **fault: Any) -> None:
+        import httpx
+
+        httpx.post(self.base + "/_sim/faults", json=fault, timeout=5).raise_for_status()
+
+    def phaxio_settings(self) -> dict[str, Any]:
+        from faxbridge.simulator import credentials
+
+        return {"kind": "phaxio", "phaxio": {"base_url": self.base + "/v2.1",
+                                             "api_key": credentials.PHAXIO_API_KEY,
+                                             "api_secret": credentials.PHAXIO_API_SECRET}}
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()

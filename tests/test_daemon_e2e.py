@@ -1,0 +1,151 @@
+"""End to end: the real `faxbridge` command and daemon in subprocesses, the simulator as the provider.
+
+- every outcome digit of contract section 6 through `faxbridge send` and the running daemon;
+- restarts: SIGTERM and SIGKILL with jobs queued and in flight: none lost, none sent twice.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import free_port, wait_until
+from tests.support import DaemonProcess, SimProcess, base_settings, cli, make_pdf, write_config
+
+
+def jobs(config: Path) -> list[dict[str, Any]]:
+    r = cli("jobs", "--json", config=config)
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines()]
+
+
+def send(config: Path, to: str, *files: Path) -> str:
+    r = cli("send", "--to", to, *map(str, files), config=config)
+    assert r.returncode == 0, r.stderr
+    job_id = r.stdout.strip()
+    assert len(job_id) == 26, r.stdout
+    return job_id
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[SimProcess]:
+    s = SimProcess(free_port(), tmp_path / "sim.log").start()
+    yield s
+    s.stop()
+
+
+def test_outcome_digits_through_cli_and_daemon(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "faxbridge.toml", base_settings(tmp_path))
+    doc = make_pdf(tmp_path / "letter.pdf", pages=2)
+    expected = {
+        "15555551211": ("delivered", 1, None),
+        "15555551216": ("delivered", 2, None),
+        "15555551217": ("failed", 3, "No Answer"),
+        "15555551218": ("failed", 1, "fax machine"),
+        "15555551219": ("failed", 3, "Busy"),
+    }
+    ids = {send(config, number, doc): number for number in expected}
+    daemon = DaemonProcess(config, tmp_path / "daemon.log").start()
+    try:
+        daemon.wait_ready()
+        wait_until(lambda: all(j["final"] for j in jobs(config)), timeout=60, interval=0.2, what="all final")
+    finally:
+        assert daemon.stop() == 0
+    by_id = {j["id"]: j for j in jobs(config)}
+    for job_id, number in ids.items():
+        state, attempts, reason = expected[number]
+        job = by_id[job_id]
+        assert job["to"] == "+" + number
+        assert (job["state"], job["attempts"], job["pages"], job["source"]) == (state, attempts, 2, "cli"), job
+        assert job["provider"] == "simulator" and job["provider_id"]
+        if reason:
+            assert reason.lower() in job["reason"].lower(), job
+        else:
+            assert job["reason"] is None
+    r = cli("job", next(iter(ids)), "--json", config=config)
+    detail = json.loads(r.stdout)
+    assert [e["state"] for e in detail["events"]][:3] == ["queued", "submitting", "submitted"]
+    assert all(json.loads(line) for line in daemon.log_path.read_text().splitlines())
+
+
+def _restart_config(tmp_path: Path, sim: SimProcess, **provider: Any) -> Path:
+    settings = base_settings(tmp_path)
+    settings["provider"].update(sim.phaxio_settings(), **provider)
+    return write_config(tmp_path / "faxbridge.toml", settings)
+
+
+def test_sigterm_with_jobs_queued_and_in_flight(tmp_path: Path, sim: SimProcess) -> None:
+    config = _restart_config(tmp_path, sim, max_in_flight=3) if False else _restart_config(tmp_path, sim)
+    doc = make_pdf(tmp_path / "a.pdf")
+    ids = [send(config, f"+1555555121{n % 6}", doc) for n in range(12)]
+    daemon = DaemonProcess(config, tmp_path / "d1.log").start()
+    daemon.wait_ready()
+    wait_until(lambda: len(sim.sends()) >= 3, timeout=30, what="some sends")
+    assert daemon.stop(signal.SIGTERM) == 0
+    assert any(e.get("event") == "daemon.stopped" for e in daemon.events())
+    daemon = DaemonProcess(config, tmp_path / "d2.log").start()
+    try:
+        daemon.wait_ready()
+        wait_until(lambda: all(j["final"] for j in jobs(config)), timeout=60, interval=0.2, what="all final")
+    finally:
+        assert daemon.stop() == 0
+    states = {j["id"]: j["state"] for j in jobs(config)}
+    assert set(states) == set(ids)
+    assert set(states.values()) == {"delivered"}
+    counts = Counter(s["job_tag"] for s in sim.sends())
+    assert {i: counts[i] for i in ids} == {i: 1 for i in ids}
+
+
+def test_sigkill_mid_submission_is_reconciled_not_resent(tmp_path: Path, sim: SimProcess) -> None:
+    config = _restart_config(tmp_path, sim, request_timeout="20s")
+    doc = make_pdf(tmp_path / "a.pdf")
+    # the provider accepts the first three faxes and then hangs before answering: the daemon is
+    # killed while it waits, so it never learns their ids
+    sim.fault(kind="accept_then_hang", seconds=30.0, count=3)
+    ids = [send(config, "+15555551212", doc) for _ in range(6)]
+    daemon = DaemonProcess(config, tmp_path / "d1.log").start()
+    daemon.wait_ready()
+    wait_until(lambda: len(sim.sends()) >= 3, timeout=30, what="three accepted sends")
+    daemon.kill()
+    held = [j for j in jobs(config) if j["state"] == "submitting"]
+    assert len(held) >= 3
+    r = cli("job", held[0]["id"], config=config)
+    assert "submitting" in r.stdout
+    daemon = DaemonProcess(config, tmp_path / "d2.log").start()
+    try:
+        daemon.wait_ready()
+        wait_until(lambda: all(j["final"] for j in jobs(config)), timeout=60, interval=0.2, what="all final")
+    finally:
+        assert daemon.stop() == 0
+    assert {j["state"] for j in jobs(config)} == {"delivered"}
+    counts = Counter(s["job_tag"] for s in sim.sends())
+    assert {i: counts[i] for i in ids} == {i: 1 for i in ids}
+    events = [e.get("event") for e in daemon.events()]
+    assert events.count("job.reconciled") >= 3
+
+
+def test_sigkill_with_the_queue_full_loses_nothing(tmp_path: Path, sim: SimProcess) -> None:
+    config = _restart_config(tmp_path, sim)
+    doc = make_pdf(tmp_path / "a.pdf")
+    ids = [send(config, "+15555551213", doc) for _ in range(20)]
+    for round_ in range(3):
+        daemon = DaemonProcess(config, tmp_path / f"k{round_}.log").start()
+        daemon.wait_ready()
+        wait_until(lambda r=round_: len(sim.sends()) >= 4 * (r + 1) or all(j["final"] for j in jobs(config)),
+                   timeout=30, what="progress")
+        daemon.kill()
+    daemon = DaemonProcess(config, tmp_path / "final.log").start()
+    try:
+        daemon.wait_ready()
+        wait_until(lambda: all(j["final"] for j in jobs(config)), timeout=60, interval=0.2, what="all final")
+    finally:
+        assert daemon.stop() == 0
+    assert {j["state"] for j in jobs(config)} == {"delivered"}
+    counts = Counter(s["job_tag"] for s in sim.sends())
+    assert {i: counts[i] for i in ids} == {i: 1 for i in ids}

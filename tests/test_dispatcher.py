@@ -1,0 +1,236 @@
+"""Dispatcher and tracker against the real simulator over real HTTP, with a real SQLite store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from faxbridge.clock import SystemClock
+from faxbridge.dispatcher import Dispatcher
+from faxbridge.intake import accept
+from faxbridge.models import InputFile, JobState, NewJob, Source
+from faxbridge.providers.base import Provider
+from faxbridge.providers.openfax import OpenfaxProvider
+from faxbridge.providers.phaxio import PhaxioProvider
+from faxbridge.simulator import Fault, Simulator, SimulatorServer, credentials
+from faxbridge.states import Policy
+from faxbridge.store import Store
+from faxbridge.tracker import Tracker
+from tests.conftest import async_wait_until
+
+POLICY = Policy(submit_retries=4, retry_initial=0.05, retry_max=0.2, reconcile_grace=0.5)
+
+
+@dataclass
+class Env:
+    sim: Simulator
+    store: Store
+    provider: Provider
+    dispatcher: Dispatcher
+    tracker: Tracker
+    pdf: Path
+
+    def enqueue(self, to: str, pages_pdf: Path | None = None) -> str:
+        new = NewJob(source=Source.CLI, to=to, document="doc.pdf")
+        return accept(self.store, SystemClock(), new, [InputFile("doc.pdf", pages_pdf or self.pdf)],
+                      max_pages=200).id
+
+    async def finish(self, timeout: float = 60.0) -> None:
+        """Submit everything due and poll until every job is final."""
+        async def all_final() -> bool:
+            await self.dispatcher.run_until_idle()
+            await self.tracker.poll_once()
+            return all(j.final for j in self.store.jobs())
+
+        await async_wait_until(all_final, timeout=timeout, interval=0.05, what="every job final")
+
+    def sends(self, job_id: str) -> int:
+        if self.provider.name == "openfax":
+            job = self.store.get(job_id)
+            return sum(1 for s in self.sim.sends if s.provider == "openfax" and s.id == job.provider_id)
+        return sum(1 for s in self.sim.sends if s.job_tag == job_id)
+
+
+def _phaxio(client: httpx.AsyncClient, base: str) -> Provider:
+    return PhaxioProvider(client, base_url=base + "/v2.1", api_key=credentials.PHAXIO_API_KEY,
+                          api_secret=credentials.PHAXIO_API_SECRET)
+
+
+def _openfax(client: httpx.AsyncClient, base: str) -> Provider:
+    return OpenfaxProvider(client, base_url=base, send_path="/faxSendSubmit.php",
+                           balance_path="/getAvailableCredit.php", report_path="/outboundDetailsbyDate.php",
+                           account_id=credentials.OPENFAX_ACCOUNT_ID, api_key=credentials.OPENFAX_API_KEY,
+                           lookup_grace_s=1.0, lookup_grace_per_page_s=0.0)
+
+
+BUILDERS: dict[str, Callable[[httpx.AsyncClient, str], Provider]] = {"phaxio": _phaxio, "openfax": _openfax}
+
+
+@pytest.fixture(params=["phaxio", "openfax"])
+async def env(request: pytest.FixtureRequest, tmp_path: Path, pdf: Callable[..., Path]) -> AsyncIterator[Env]:
+    yield_env = await _make_env(request.param, tmp_path, pdf)
+    try:
+        yield yield_env
+    finally:
+        await _close_env(yield_env)
+
+
+async def _make_env(kind: str, tmp_path: Path, pdf: Callable[..., Path], *, timeout: float = 5.0,
+                    max_in_flight: int = 50, **policy: Any) -> Env:
+    sim = Simulator(speed=5000.0)
+    server = SimulatorServer(sim, host="127.0.0.1", port=0)
+    base = await server.start()
+    client = httpx.AsyncClient(timeout=timeout)
+    provider = BUILDERS[kind](client, base)
+    store = Store(tmp_path / "var", kind)
+    pol = Policy(**{**POLICY.__dict__, **policy})
+    d = Dispatcher(store, provider, SystemClock(), pol, max_in_flight=max_in_flight, owner="test")
+    t = Tracker(store, provider, SystemClock(), pol, interval=0.05)
+    e = Env(sim, store, provider, d, t, pdf("doc.pdf", pages=2))
+    e._closers = (server, client)  # type: ignore[attr-defined]
+    return e
+
+
+async def _close_env(e: Env) -> None:
+    server, client = e._closers  # type: ignore[attr-defined]
+    await client.aclose()
+    await server.stop()
+    e.store.close()
+
+
+EXPECTED = [
+    ("15555551210", JobState.DELIVERED, 1, None),
+    ("15555551213", JobState.DELIVERED, 1, None),
+    ("15555551215", JobState.DELIVERED, 1, None),
+    ("15555551216", JobState.DELIVERED, 2, None),
+    ("15555551217", JobState.FAILED, 3, "No Answer"),
+    ("15555551218", JobState.FAILED, 1, "fax machine"),
+    ("15555551219", JobState.FAILED, 3, "Busy"),
+]
+
+
+async def test_every_outcome_digit(env: Env) -> None:
+    ids = {env.enqueue("+" + number): (state, attempts, reason) for number, state, attempts, reason in EXPECTED}
+    await env.finish()
+    for job_id, (state, attempts, reason) in ids.items():
+        job = env.store.get(job_id)
+        assert job.state is state, (job.to, job.state, job.reason)
+        assert job.attempts == attempts, (job.to, job.attempts)
+        assert job.pages == 2
+        if reason is None:
+            assert job.reason is None
+        else:
+            assert job.reason is not None and reason.lower() in job.reason.lower(), job.reason
+        assert env.sends(job_id) == 1
+        events = [e.event for e in env.store.events(job_id)]
+        assert events[:3] == ["job.queued", "job.submitting", "job.submitted"]
+        assert events[-1] == f"job.{state.value}"
+
+
+async def test_max_in_flight_is_respected(tmp_path: Path, pdf: Callable[..., Path]) -> None:
+    e = await _make_env("phaxio", tmp_path, pdf, max_in_flight=3)
+    try:
+        ids = [e.enqueue("+15555551211") for _ in range(8)]
+        await e.dispatcher.run_until_idle()
+        assert e.store.in_flight() == 3
+        assert len(e.sim.sends) == 3
+        await e.finish()
+        assert all(e.store.get(i).state is JobState.DELIVERED for i in ids)
+        assert sorted(e.sends(i) for i in ids) == [1] * 8
+    finally:
+        await _close_env(e)
+
+
+async def test_transient_errors_are_retried_then_sent_once(env: Env) -> None:
+    env.sim.inject(Fault(kind="status", status=503, count=2))
+    env.sim.inject(Fault(kind="status", status=429, retry_after=0.2, count=1))
+    job_id = env.enqueue("+15555551212")
+    await env.finish()
+    job = env.store.get(job_id)
+    assert job.state is JobState.DELIVERED
+    assert job.submit_tries == 3
+    assert env.sends(job_id) == 1
+    events = [e.event for e in env.store.events(job_id)]
+    assert events.count("job.retry_scheduled") == 3
+
+
+async def test_too_many_transient_errors_fail_with_the_reason(env: Env) -> None:
+    env.sim.inject(Fault(kind="status", status=503, count=10))
+    job_id = env.enqueue("+15555551212")
+    await env.finish()
+    job = env.store.get(job_id)
+    assert job.state is JobState.FAILED
+    assert job.reason is not None and job.reason.startswith("gave up after 5 tries") and "503" in job.reason
+    assert env.sends(job_id) == 0
+
+
+async def test_timeout_after_accept_is_reconciled_not_resent(tmp_path: Path, pdf: Callable[..., Path]) -> None:
+    for kind in ("phaxio", "openfax"):
+        e = await _make_env(kind, tmp_path / kind, pdf, timeout=0.5)
+        try:
+            e.sim.inject(Fault(kind="accept_then_hang", seconds=3.0))
+            job_id = e.enqueue("+15555551211")
+            await e.finish()
+            job = e.store.get(job_id)
+            assert job.state is JobState.DELIVERED, job
+            assert len(e.sim.sends) == 1, kind
+            events = [ev.event for ev in e.store.events(job_id)]
+            assert "job.outcome_unknown" in events and "job.reconciled" in events, events
+            assert "job.resend" not in events
+        finally:
+            await _close_env(e)
+
+
+async def test_timeout_before_accept_is_resent_after_grace(env: Env) -> None:
+    env.sim.inject(Fault(kind="hang", seconds=3.0))
+    env.provider._client.timeout = httpx.Timeout(0.5)  # type: ignore[attr-defined]
+    job_id = env.enqueue("+15555551211")
+    await env.finish()
+    job = env.store.get(job_id)
+    assert job.state is JobState.DELIVERED
+    assert env.sends(job_id) == 1
+    events = [e.event for e in env.store.events(job_id)]
+    assert "job.outcome_unknown" in events and "job.resend" in events, events
+
+
+async def test_inactive_account_fails_at_once(tmp_path: Path, pdf: Callable[..., Path]) -> None:
+    sim = Simulator(speed=5000.0)
+    server = SimulatorServer(sim, host="127.0.0.1", port=0)
+    base = await server.start()
+    async with httpx.AsyncClient(timeout=5) as client:
+        providers: list[Provider] = [
+            PhaxioProvider(client, base_url=base + "/v2", api_key=credentials.PHAXIO_INACTIVE_KEY,
+                           api_secret=credentials.PHAXIO_API_SECRET),
+            OpenfaxProvider(client, base_url=base, send_path="/faxSendSubmit.php",
+                            balance_path="/getAvailableCredit.php", report_path="/outboundDetailsbyDate.php",
+                            account_id=credentials.OPENFAX_INACTIVE_ACCOUNT_ID, api_key=credentials.OPENFAX_API_KEY),
+        ]
+        for n, provider in enumerate(providers):
+            store = Store(tmp_path / f"var{n}", provider.name)
+            d = Dispatcher(store, provider, SystemClock(), POLICY, max_in_flight=5, owner="t")
+            new = NewJob(source=Source.CLI, to="+15555551212", document="doc.pdf")
+            job = accept(store, SystemClock(), new, [InputFile("doc.pdf", pdf())], max_pages=200)
+            await d.run_until_idle()
+            job = store.get(job.id)
+            assert job.state is JobState.FAILED, provider.name
+            assert job.reason and ("inactive" in job.reason.lower() or "fund" in job.reason.lower()
+                                   or "credit" in job.reason.lower()), job.reason
+            assert job.submit_tries == 0
+            store.close()
+    await server.stop()
+    assert sim.sends == []
+
+
+async def test_number_the_provider_refuses_is_rejected(env: Env) -> None:
+    # intake would refuse it; here it reaches the provider, as a number the provider's rules forbid
+    job_id = env.enqueue("+1900555121")
+    await env.finish()
+    job = env.store.get(job_id)
+    assert job.state is JobState.REJECTED, job
+    assert job.reason
+    assert env.sends(job_id) == 0
