@@ -10,7 +10,6 @@ crash left mid-work, start the provider (and the built-in simulator when
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import os
 from collections.abc import AsyncIterator
@@ -30,6 +29,7 @@ from faxbridge.logs import register_secrets
 from faxbridge.providers.base import Provider
 from faxbridge.providers.openfax import OpenfaxProvider
 from faxbridge.providers.phaxio import PhaxioProvider
+from faxbridge.runtime import Builder, Component, Runtime
 from faxbridge.simulator import Simulator, SimulatorServer, credentials
 from faxbridge.states import Policy, Recovered
 from faxbridge.store import Store, new_job_id
@@ -137,6 +137,7 @@ class Daemon:
         self.handle: ProviderHandle | None = None
         self.dispatcher: Dispatcher | None = None
         self.tracker: Tracker | None = None
+        self.runtime: Runtime | None = None
 
     def recover(self, store: Store) -> None:
         removed = store.clean_spool()
@@ -154,33 +155,54 @@ class Daemon:
             self.recover(store)
             async with open_provider(cfg) as handle:
                 self.handle = handle
-                self.dispatcher = Dispatcher(store, handle.provider, self.clock, self.policy,
-                                             max_in_flight=cfg.limits.max_in_flight, owner=self.owner)
-                self.tracker = Tracker(store, handle.provider, self.clock, self.policy,
-                                       interval=cfg.provider.poll_interval)
-                work_stop = asyncio.Event()
-                tasks = [
-                    asyncio.create_task(self.dispatcher.run(work_stop), name="dispatcher"),
-                    asyncio.create_task(self.tracker.run(work_stop), name="tracker"),
-                ]
-                self.ready.set()
-                log.info("daemon.ready", state_dir=str(cfg.state_dir), provider=cfg.provider.kind,
-                         jobs=store.counts(), pid=os.getpid())
-                stopped = asyncio.ensure_future(stop.wait())
-                await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
-                log.info("daemon.stopping", grace_s=cfg.shutdown_grace, in_progress=self.dispatcher.busy)
-                work_stop.set()
-                drained = await self.dispatcher.drain(cfg.shutdown_grace)
-                for task in tasks:
-                    task.cancel()
-                for task in tasks:
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-                stopped.cancel()
-                for task in tasks:
-                    if not task.cancelled() and task.exception() is not None:
-                        raise task.exception()  # type: ignore[misc]
-                log.info("daemon.stopped", drained=drained)
+                await self._serve(store, handle, stop)
         finally:
             store.close()
             lock.close()
+
+    async def _serve(self, store: Store, handle: ProviderHandle, stop: asyncio.Event) -> None:
+        cfg = self.cfg
+        dispatcher = self.dispatcher = Dispatcher(store, handle.provider, self.clock, self.policy,
+                                                  max_in_flight=cfg.limits.max_in_flight, owner=self.owner)
+        tracker = self.tracker = Tracker(store, handle.provider, self.clock, self.policy,
+                                         interval=cfg.provider.poll_interval)
+        runtime = self.runtime = Runtime(cfg, store, self.clock, self.policy, handle.provider, dispatcher,
+                                         tracker, handle.simulator, self.owner)
+        components = [c for c in (build(runtime) for build in COMPONENTS) if c is not None]
+        started: list[Component] = []
+        work_stop = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            for component in components:
+                await component.start()
+                started.append(component)
+                runtime.components.append(component)
+            tasks = [asyncio.create_task(dispatcher.run(work_stop), name="dispatcher"),
+                     asyncio.create_task(tracker.run(work_stop), name="tracker")]
+            self.ready.set()
+            log.info("daemon.ready", state_dir=str(cfg.state_dir), provider=cfg.provider.kind,
+                     components=[c.name for c in started], jobs=store.counts(), pid=os.getpid())
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+        finally:
+            # Stop order: listeners first, then let provider calls in progress finish, then the rest.
+            log.info("daemon.stopping", grace_s=cfg.shutdown_grace, in_progress=dispatcher.busy)
+            deadline = self.clock.monotonic() + cfg.shutdown_grace
+            for component in reversed(started):
+                await component.stop()
+            work_stop.set()
+            drained = await dispatcher.drain(cfg.shutdown_grace)
+            for component in reversed(started):
+                await component.close(max(0.0, deadline - self.clock.monotonic()))
+            for task in tasks:
+                task.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            log.info("daemon.stopped", drained=drained)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+
+
+# The daemon's pluggable parts, in start order (each returns None when disabled).
+COMPONENTS: list[Builder] = []

@@ -114,6 +114,13 @@ class Dispatcher:
         except StoreError as exc:
             # The job stays as the store has it; its lease runs out and it is picked up again.
             log.error("dispatcher.store_error", job_id=job.id, error=str(exc))
+        except Exception as exc:
+            # A bug of ours. If the provider call may have gone out, hold the job for
+            # reconciliation rather than leave it stuck or send it again.
+            log.exception("dispatcher.internal_error", job_id=job.id, error=repr(exc))
+            with contextlib.suppress(Exception):
+                advance(self.store, job.id, SubmitFailed("transient", f"internal error: {exc!r}", maybe_sent=True),
+                        self.clock, self.policy)
         finally:
             self._working.discard(job.id)
             with contextlib.suppress(StoreError):

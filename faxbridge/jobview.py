@@ -6,7 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from faxbridge.clock import iso
-from faxbridge.models import Job, JobEvent
+from faxbridge.models import Job, JobEvent, JobState
+
+SUBMITTING_WORDS = ("the provider call is under way; if faxbridge stopped during it, the next start checks "
+                    "the provider's records before anything is sent again")
 
 HOLD_WORDS = {
     "reconcile": "held: the outcome of the last submission is unknown; faxbridge is checking the "
@@ -36,7 +39,7 @@ def job_object(job: Job, events: Sequence[JobEvent] | None = None) -> dict[str, 
         "resolution": job.options.resolution.value,
         "header": job.options.header,
         "tags": dict(job.options.tags),
-        "hold": HOLD_WORDS.get(job.hold, job.hold) if job.hold else None,
+        "hold": _hold(job),
         "submit_tries": job.submit_tries,
         "next_attempt_at": iso(job.next_attempt_at) if not job.final else None,
         "created_at": iso(job.created_at),
@@ -46,6 +49,14 @@ def job_object(job: Job, events: Sequence[JobEvent] | None = None) -> dict[str, 
     if events is not None:
         obj["events"] = [event_object(e) for e in events]
     return obj
+
+
+def _hold(job: Job) -> str | None:
+    if job.hold:
+        return HOLD_WORDS.get(job.hold, job.hold)
+    if job.state is JobState.SUBMITTING:
+        return SUBMITTING_WORDS
+    return None
 
 
 def event_object(e: JobEvent) -> dict[str, Any]:

@@ -60,6 +60,24 @@ def scrub(text: str) -> str:
     return _masker.scrub(text)
 
 
+class _StderrLogger:
+    """Writes each line to whatever ``sys.stderr`` is at that moment (it may be replaced after setup)."""
+
+    def msg(self, message: str) -> None:
+        stream = sys.stderr
+        try:
+            stream.write(message + "\n")
+            stream.flush()
+        except (ValueError, OSError):
+            pass  # stderr closed or gone: a log line must never break the work
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+def _stderr_logger(*args: Any) -> _StderrLogger:
+    return _StderrLogger()
+
+
 def setup(level: str = "info", fmt: str = "auto", show_numbers: bool = False) -> None:
     _masker.show_numbers = show_numbers
     console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
@@ -74,7 +92,7 @@ def setup(level: str = "info", fmt: str = "auto", show_numbers: bool = False) ->
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
     # Libraries that log through stdlib logging (uvicorn, aiosmtpd) go through structlog too.

@@ -199,6 +199,7 @@ class NewJob:
     sender: str | None = None
     subject: str | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)   # source-specific: message id, reply address, file paths
+    dedup_key: str | None = None        # intake's key for spotting a resent input (SMTP: message id + rcpt + hash)
 
 
 @dataclass(frozen=True)

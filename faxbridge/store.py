@@ -107,6 +107,12 @@ MIGRATIONS: list[str] = [
     CREATE INDEX outbox_due ON outbox(delivered_at, next_at);
     CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 2: duplicate detection for intake (SMTP retries), per-sender rate limits
+    """
+    ALTER TABLE jobs ADD COLUMN dedup_key TEXT;
+    CREATE INDEX jobs_dedup ON jobs(dedup_key, created_at);
+    CREATE INDEX jobs_sender ON jobs(sender, created_at);
+    """,
 ]
 
 # Which notifications a final job owes, by its source (delivered by later parts).
@@ -269,13 +275,13 @@ class Store:
                 db.execute(
                     """INSERT INTO jobs (id, source, to_number, state, reason, pages, paper, provider,
                        sender, subject, document, options, meta, created_at, updated_at, doc_sha256,
-                       next_attempt_at, finished_at)
-                       VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+                       next_attempt_at, finished_at, dedup_key)
+                       VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
                     (job_id, new.source.value, new.to, state.value, reason, doc.pages, doc.paper.value,
                      self.provider, new.sender, new.subject, new.document,
                      json.dumps(new.options.to_json()), json.dumps(dict(new.meta)), ts(now), ts(now),
                      doc.sha256, ts(now) if state is JobState.QUEUED else None,
-                     ts(now) if state.final else None),
+                     ts(now) if state.final else None, new.dedup_key),
                 )
                 self._event(db, job_id, now, state, f"job.{state.value}", reason,
                             {"source": new.source.value, "pages": doc.pages})
@@ -284,6 +290,23 @@ class Store:
         except BaseException:
             shutil.rmtree(final_dir, ignore_errors=True)
             raise
+        return self.get(job_id)
+
+    def reject(self, job_id: str, new: NewJob, reason: str, now: datetime) -> Job:
+        """Record input refused at intake (no document): a final ``rejected`` job, so its result
+        (reply mail, result file) is owed through the outbox like any other final job."""
+        with self._write() as db:
+            db.execute(
+                """INSERT INTO jobs (id, source, to_number, state, reason, pages, paper, provider, sender,
+                   subject, document, options, meta, created_at, updated_at, doc_sha256, finished_at,
+                   dedup_key)
+                   VALUES (?,?,?,?,?,0,?,?,?,?,?,?,?,?,?,'',?,?)""",
+                (job_id, new.source.value, new.to, JobState.REJECTED.value, reason, Paper.LETTER.value,
+                 self.provider, new.sender, new.subject, new.document, json.dumps(new.options.to_json()),
+                 json.dumps(dict(new.meta)), ts(now), ts(now), ts(now), new.dedup_key),
+            )
+            self._event(db, job_id, now, JobState.REJECTED, "job.rejected", reason, {"source": new.source.value})
+            self._outbox(db, job_id, now)
         return self.get(job_id)
 
     def apply(self, job: Job, t: Transition, now: datetime, detail: dict[str, Any] | None = None) -> Job:
@@ -441,6 +464,23 @@ class Store:
             for r in rows
         ]
 
+    def find_duplicate(self, dedup_key: str, since: datetime) -> Job | None:
+        """The newest job with this intake key created at or after ``since``."""
+        with _translate():
+            row = self._db.execute(
+                "SELECT * FROM jobs WHERE dedup_key = ? AND created_at >= ? ORDER BY created_at DESC LIMIT 1",
+                (dedup_key, ts(since)),
+            ).fetchone()
+        return self._job(row) if row else None
+
+    def count_by_sender(self, sender: str, since: datetime) -> int:
+        """Jobs this sender created at or after ``since`` (for per-sender rate limits)."""
+        with _translate():
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE sender = ? AND created_at >= ?", (sender, ts(since))
+            ).fetchone()
+        return int(row[0])
+
     def in_flight(self) -> int:
         with _translate():
             row = self._db.execute(
@@ -507,9 +547,11 @@ class Store:
         return [OutboxItem(r["id"], r["job_id"], r["kind"], json.loads(r["payload"]), r["attempts"])
                 for r in rows]
 
-    def outbox_delivered(self, item_id: int, now: datetime) -> None:
+    def outbox_delivered(self, item_id: int, now: datetime, error: str | None = None) -> None:
+        """Done with this notification: delivered, or (``error``) given up as undeliverable."""
         with self._write() as db:
-            db.execute("UPDATE outbox SET delivered_at = ? WHERE id = ?", (ts(now), item_id))
+            db.execute("UPDATE outbox SET delivered_at = ?, last_error = COALESCE(?, last_error) WHERE id = ?",
+                       (ts(now), error, item_id))
 
     def outbox_failed(self, item_id: int, error: str, next_at: datetime) -> None:
         with self._write() as db:

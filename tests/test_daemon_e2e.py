@@ -44,7 +44,7 @@ def test_outcome_digits_through_cli_and_daemon(tmp_path: Path) -> None:
     config = write_config(tmp_path / "faxbridge.toml", base_settings(tmp_path))
     doc = make_pdf(tmp_path / "letter.pdf", pages=2)
     expected = {
-        "15555551211": ("delivered", 1, None),
+        **{f"1555555121{d}": ("delivered", 1, None) for d in range(6)},
         "15555551216": ("delivered", 2, None),
         "15555551217": ("failed", 3, "No Answer"),
         "15555551218": ("failed", 1, "fax machine"),
@@ -68,6 +68,8 @@ def test_outcome_digits_through_cli_and_daemon(tmp_path: Path) -> None:
             assert reason.lower() in job["reason"].lower(), job
         else:
             assert job["reason"] is None
+            assert job["cost"] > 0 and job["duration_s"] is not None, job
+        assert job["finished_at"] >= job["created_at"]
     r = cli("job", next(iter(ids)), "--json", config=config)
     detail = json.loads(r.stdout)
     assert [e["state"] for e in detail["events"]][:3] == ["queued", "submitting", "submitted"]
@@ -81,7 +83,7 @@ def _restart_config(tmp_path: Path, sim: SimProcess, **provider: Any) -> Path:
 
 
 def test_sigterm_with_jobs_queued_and_in_flight(tmp_path: Path, sim: SimProcess) -> None:
-    config = _restart_config(tmp_path, sim, max_in_flight=3) if False else _restart_config(tmp_path, sim)
+    config = _restart_config(tmp_path, sim)
     doc = make_pdf(tmp_path / "a.pdf")
     ids = [send(config, f"+1555555121{n % 6}", doc) for n in range(12)]
     daemon = DaemonProcess(config, tmp_path / "d1.log").start()
@@ -116,7 +118,7 @@ def test_sigkill_mid_submission_is_reconciled_not_resent(tmp_path: Path, sim: Si
     held = [j for j in jobs(config) if j["state"] == "submitting"]
     assert len(held) >= 3
     r = cli("job", held[0]["id"], config=config)
-    assert "submitting" in r.stdout
+    assert "submitting" in r.stdout and "checks the provider's records before anything is sent again" in r.stdout
     daemon = DaemonProcess(config, tmp_path / "d2.log").start()
     try:
         daemon.wait_ready()
@@ -128,6 +130,8 @@ def test_sigkill_mid_submission_is_reconciled_not_resent(tmp_path: Path, sim: Si
     assert {i: counts[i] for i in ids} == {i: 1 for i in ids}
     events = [e.get("event") for e in daemon.events()]
     assert events.count("job.reconciled") >= 3
+    detail = json.loads(cli("job", held[0]["id"], "--json", config=config).stdout)
+    assert "job.outcome_unknown" in [e["event"] for e in detail["events"]]
 
 
 def test_sigkill_with_the_queue_full_loses_nothing(tmp_path: Path, sim: SimProcess) -> None:

@@ -234,3 +234,30 @@ async def test_number_the_provider_refuses_is_rejected(env: Env) -> None:
     assert job.state is JobState.REJECTED, job
     assert job.reason
     assert env.sends(job_id) == 0
+
+
+async def test_a_bug_during_submit_holds_the_job_for_reconciliation(tmp_path: Path,
+                                                                    pdf: Callable[..., Path]) -> None:
+    e = await _make_env("phaxio", tmp_path, pdf)
+    real_submit = e.provider.submit
+    calls = 0
+
+    async def buggy_submit(req: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await real_submit(req)  # the fax goes out...
+            raise RuntimeError("bug after the provider accepted it")  # ...and we crash before recording it
+        return await real_submit(req)
+
+    e.provider.submit = buggy_submit  # type: ignore[method-assign]
+    try:
+        job_id = e.enqueue("+15555551212")
+        await e.finish()
+        job = e.store.get(job_id)
+        assert job.state is JobState.DELIVERED
+        assert e.sends(job_id) == 1  # reconciled, not sent twice
+        events = [ev.event for ev in e.store.events(job_id)]
+        assert "job.outcome_unknown" in events and "job.reconciled" in events
+    finally:
+        await _close_env(e)

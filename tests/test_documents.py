@@ -20,7 +20,7 @@ from faxbridge.documents import _text, describe, inspect_pdf, prepare, sniff, te
 from faxbridge.errors import DocumentError
 from faxbridge.models import InputFile, Paper
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+SAMPLES = Path(__file__).resolve().parent / "samples"  # a copy of shared/samples, with SOURCES.md
 
 LETTER = (612.0, 792.0)
 LEGAL = (612.0, 1008.0)

@@ -178,3 +178,47 @@ def test_kv_and_counts(store: Store) -> None:
     enqueue(store)
     assert store.counts() == {"queued": 1}
     assert store.integrity_check() == "ok"
+
+
+def test_reject_records_a_final_job_that_owes_its_result(store: Store) -> None:
+    job_id = new_job_id()
+    new = NewJob(source=Source.FOLDER, to="", document="scan.pdf", meta={"path": "/in/scan.pdf"})
+    job = store.reject(job_id, new, "no number: name the file after the fax number", NOW)
+    assert job.state is JobState.REJECTED and job.final and job.pages == 0
+    assert job.reason == "no number: name the file after the fax number"
+    assert [i.kind for i in store.outbox_due(NOW, ["sidecar"])] == ["sidecar"]
+    assert [e.event for e in store.events(job_id)] == ["job.rejected"]
+
+
+def test_duplicates_and_sender_counts(store: Store) -> None:
+    def add(key: str | None, sender: str, at: datetime) -> str:
+        job_id = new_job_id()
+        store.enqueue(job_id, NewJob(source=Source.SMTP, to="+15555551212", document="a.pdf", sender=sender,
+                                     dedup_key=key), stage_doc(store, job_id), at)
+        return job_id
+
+    first = add("mid-1|+15555551212|abc", "alice@example.com", NOW - timedelta(hours=2))
+    add(None, "alice@example.com", NOW - timedelta(minutes=30))
+    add(None, "bob@example.com", NOW - timedelta(minutes=10))
+    dup = store.find_duplicate("mid-1|+15555551212|abc", NOW - timedelta(days=1))
+    assert dup is not None and dup.id == first
+    assert store.find_duplicate("mid-1|+15555551212|abc", NOW - timedelta(hours=1)) is None
+    assert store.find_duplicate("other", NOW - timedelta(days=1)) is None
+    assert store.count_by_sender("alice@example.com", NOW - timedelta(hours=1)) == 1
+    assert store.count_by_sender("alice@example.com", NOW - timedelta(hours=3)) == 2
+    assert store.count_by_sender("carol@example.com", NOW - timedelta(hours=3)) == 0
+
+
+def test_migration_from_version_1_keeps_jobs(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "faxbridge.db")
+    db.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+    db.execute("""INSERT INTO jobs (id, source, to_number, state, pages, paper, provider, document, options, meta,
+                  created_at, updated_at, doc_sha256) VALUES ('01OLD', 'cli', '+15555551212', 'queued', 1,
+                  'letter', 'simulator', 'a.pdf', '{}', '{}', '2026-11-22T10:00:00.000000Z',
+                  '2026-11-22T10:00:00.000000Z', 'x')""")
+    db.commit()
+    db.close()
+    s = Store(tmp_path, "simulator")
+    assert s.schema_version == len(MIGRATIONS)
+    assert s.get("01OLD").state is JobState.QUEUED
+    s.close()

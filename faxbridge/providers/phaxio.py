@@ -21,7 +21,7 @@ import hmac
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 import httpx
@@ -77,6 +77,27 @@ def _error_fields(src: Mapping[str, Any]) -> tuple[str | None, int | None, str |
     return (str(kind) if kind else None), error_id, (str(message) if message else None)
 
 
+def _duration(fax: Mapping[str, Any], recipient: Mapping[str, Any]) -> float | None:
+    """Phaxio reports no call duration: use the seconds from creation to completion instead."""
+    start = _timestamp(fax.get("created_at"))
+    end = _timestamp(fax.get("completed_at") or recipient.get("completed_at"))
+    if start is None or end is None or end < start:
+        return None
+    return round((end - start).total_seconds(), 1)
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):  # v1: unix seconds
+        return datetime.fromtimestamp(value, UTC)
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 def fax_update(fax: Mapping[str, Any]) -> StatusUpdate:
     """A Phaxio fax object (GET /faxes/{id}, a list row, a callback's ``fax``) → StatusUpdate."""
     recipient = _pick_recipient(fax)
@@ -99,7 +120,7 @@ def fax_update(fax: Mapping[str, Any]) -> StatusUpdate:
         status_code=error_id,
         pages=as_int(fax.get("num_pages")) or None,
         attempts=attempts,
-        duration_s=None,
+        duration_s=_duration(fax, recipient),
         cost=None if cents is None else round(cents / 100.0, 4),
         retryable=verdict.retryable,
         job_id=str(job) if job else None,

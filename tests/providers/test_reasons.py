@@ -133,3 +133,15 @@ def test_attempt_phrases() -> None:
 def test_condition_normalised(raw: str, key: str) -> None:
     assert condition(raw) == key
     assert key in OPENFAX_CONDITIONS
+
+
+def test_phaxio_duration_is_seconds_from_creation_to_completion() -> None:
+    from faxbridge.providers.phaxio import fax_update
+
+    fax = {"id": 7, "status": "success", "created_at": "2021-11-04T16:28:30.000-05:00",
+           "completed_at": "2021-11-04T16:29:18.000-05:00", "cost": 7,
+           "recipients": [{"phone_number": "+15558675309", "status": "success", "retry_count": 0}]}
+    update = fax_update(fax)
+    assert update.duration_s == 48.0 and update.cost == 0.07
+    assert fax_update({**fax, "completed_at": None}).duration_s is None
+    assert fax_update({**fax, "created_at": 1636061310, "completed_at": 1636061358}).duration_s == 48.0

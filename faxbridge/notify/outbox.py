@@ -1,0 +1,130 @@
+"""Delivering the outbox: one worker per kind of notification (reply mail, result file).
+
+Outbox rows are written in the same transaction as a job's final state. A worker takes
+due rows in order, calls its ``deliver`` function, and marks the row delivered only after
+``deliver`` returned: delivery is at least once, and a restart never repeats a notification
+that was marked. ``deliver`` raises :class:`NotifyRetry` for trouble that may pass (the
+smarthost is down: retried with capped backoff, forever; nothing is dropped) and
+:class:`NotifyGiveUp` for a notification that can never be delivered (logged, marked
+done with the error). A notifier failure never changes a job's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+
+import structlog
+
+from faxbridge.clock import Clock
+from faxbridge.errors import FaxbridgeError, JobNotFound, StoreError
+from faxbridge.models import Job, JobEvent
+from faxbridge.store import OutboxItem, Store
+
+log = structlog.get_logger("faxbridge.notify")
+
+
+class NotifyRetry(FaxbridgeError):
+    """Delivery failed for now; try again later."""
+
+
+class NotifyGiveUp(FaxbridgeError):
+    """Delivery can never succeed (e.g. the recipient address is refused for good)."""
+
+
+Deliver = Callable[[Job, Sequence[JobEvent], OutboxItem], Awaitable[None]]
+
+
+def retry_delay(attempts: int, initial: float, maximum: float) -> float:
+    return float(min(maximum, initial * (2 ** max(0, attempts))))
+
+
+class OutboxWorker:
+    """A :class:`faxbridge.runtime.Component` that delivers one kind of outbox row."""
+
+    def __init__(self, store: Store, clock: Clock, kind: str, deliver: Deliver, *, interval: float = 0.5,
+                 retry_initial: float = 5.0, retry_max: float = 600.0) -> None:
+        self.name = f"notify.{kind}"
+        self.store = store
+        self.clock = clock
+        self.kind = kind
+        self.deliver = deliver
+        self.interval = interval
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.delivered = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        """Deliver every due row of this kind. Returns how many were finished (delivered or given up)."""
+        done = 0
+        for item in self.store.outbox_due(self.clock.now(), [self.kind]):
+            if self._stop.is_set():
+                break
+            done += await self._one(item)
+        return done
+
+    async def _one(self, item: OutboxItem) -> int:
+        try:
+            job = self.store.get(item.job_id)
+            events = self.store.events(item.job_id)
+            await self.deliver(job, events, item)
+        except NotifyRetry as exc:
+            delay = retry_delay(item.attempts, self.retry_initial, self.retry_max)
+            log.warning("notify.retry", kind=self.kind, job_id=item.job_id, attempts=item.attempts + 1,
+                        retry_in_s=delay, error=str(exc))
+            self.store.outbox_failed(item.id, str(exc), self.clock.now() + timedelta(seconds=delay))
+            return 0
+        except (NotifyGiveUp, JobNotFound) as exc:
+            log.error("notify.undeliverable", kind=self.kind, job_id=item.job_id, error=str(exc))
+            self.store.outbox_delivered(item.id, self.clock.now(), error=f"undeliverable: {exc}")
+            return 1
+        self.store.outbox_delivered(item.id, self.clock.now())
+        self.delivered += 1
+        log.info("notify.delivered", kind=self.kind, job_id=item.job_id)
+        return 1
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            closing = self._closing
+            try:
+                await self.run_once()
+            except StoreError as exc:
+                log.error("notify.store_error", kind=self.kind, error=str(exc))
+            if closing:
+                return
+            self._wake.clear()
+            waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(self._stop.wait())]
+            await asyncio.wait(waiters, timeout=self.interval, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    def healthy(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def stop(self) -> None:
+        """Notifications of jobs finishing during the drain still go out: nothing to stop yet."""
+
+    async def close(self, timeout: float) -> None:
+        """One last round for what became final during the drain, then stop."""
+        if self._task is None:
+            return
+        self._closing = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout=max(timeout, 0.1))
+        except TimeoutError:
+            log.warning("notify.stopped_mid_delivery", kind=self.kind)
+            self._stop.set()
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -1,0 +1,180 @@
+"""The command line: exit codes, one-line errors, and each command against a real store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from faxbridge.cli import main
+from faxbridge.store import Store
+from tests.support import base_settings, cli, make_pdf, write_config
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    return write_config(tmp_path / "faxbridge.toml", base_settings(tmp_path))
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def send(capsys: pytest.CaptureFixture[str], config: Path, to: str, *files: Path) -> str:
+    code, out, err = run(capsys, "send", "-c", str(config), "--to", to, *map(str, files))
+    assert code == 0, err
+    return out.strip()
+
+
+def job(capsys: pytest.CaptureFixture[str], config: Path, job_id: str) -> dict[str, Any]:
+    code, out, err = run(capsys, "job", "-c", str(config), job_id, "--json")
+    assert code == 0, err
+    data: dict[str, Any] = json.loads(out)
+    return data
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("run", "check-config", "send", "jobs", "job", "cancel", "retry", "balance", "simulate"):
+        assert command in out
+
+
+@pytest.mark.parametrize("argv", [[], ["frobnicate"], ["send", "--to", "15555551212"], ["jobs", "--state", "lost"]],
+                         ids=["no-command", "unknown-command", "send-without-files", "bad-state"])
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert "Traceback" not in err
+
+
+def test_check_config_ok_prints_a_summary(capsys: pytest.CaptureFixture[str], config: Path) -> None:
+    code, out, _ = run(capsys, "check-config", "-c", str(config))
+    assert code == 0
+    assert "configuration OK" in out and "simulator" in out
+
+
+def test_check_config_names_each_bad_key(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('shutdown_grace = "soon"\n[provider]\nkind = "openfax"\n[smtp]\nlisn = "x"\n')
+    code, out, err = run(capsys, "check-config", "-c", str(bad))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert any(line.startswith("provider.openfax.api_key: missing") for line in lines), lines
+    assert any(line.startswith("shutdown_grace:") for line in lines)
+    assert any(line.startswith("smtp.lisn:") for line in lines)
+    assert "Traceback" not in err and out == ""
+
+
+def test_faxbridge_config_names_the_file(capsys: pytest.CaptureFixture[str], config: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAXBRIDGE_CONFIG", str(config))
+    code, out, _ = run(capsys, "check-config")
+    assert code == 0 and str(config) in out
+
+
+def test_send_prints_the_job_id_and_queues_it(capsys: pytest.CaptureFixture[str], config: Path,
+                                              tmp_path: Path) -> None:
+    doc = make_pdf(tmp_path / "letter.pdf", pages=3, size="legal")
+    note = tmp_path / "note.txt"
+    note.write_text("Please call back.\n")
+    job_id = send(capsys, config, "555-555-1212", doc, note)
+    data = job(capsys, config, job_id)
+    assert data["state"] == "queued" and data["to"] == "+15555551212" and data["source"] == "cli"
+    assert data["pages"] == 4 and data["document"] == "letter.pdf, note.txt"
+    assert [e["event"] for e in data["events"]] == ["job.queued"]
+    code, out, _ = run(capsys, "jobs", "-c", str(config), "--json")
+    assert code == 0 and [json.loads(line)["id"] for line in out.splitlines()] == [job_id]
+
+
+def test_send_fine_and_header(capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path) -> None:
+    job_id = send(capsys, config, "+15555551212", make_pdf(tmp_path / "a.pdf"))
+    fine = send(capsys, config, "+15555551212", "--fine", "--header", "ACME billing",  # type: ignore[arg-type]
+                make_pdf(tmp_path / "b.pdf"))
+    assert job(capsys, config, job_id)["resolution"] == "standard"
+    data = job(capsys, config, fine)
+    assert data["resolution"] == "fine" and data["header"] == "ACME billing"
+
+
+@pytest.mark.parametrize(("to", "words"), [
+    ("12", "this is not a usable fax number: it is too short"),
+    ("+442079460958", "calls to GB are not allowed (allowed: US, CA)"),
+    ("+19005551212", "numbers starting 1900 are blocked"),
+], ids=["unreadable", "country-not-allowed", "blocked-prefix"])
+def test_send_refuses_numbers_with_the_reason(capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path,
+                                              to: str, words: str) -> None:
+    code, out, err = run(capsys, "send", "-c", str(config), "--to", to, str(make_pdf(tmp_path / "a.pdf")))
+    assert code == 2 and out == ""
+    assert err == f"faxbridge: error: {words}\n"
+    assert _job_count(config) == 0
+
+
+def test_send_refuses_bad_documents_and_leaves_nothing(capsys: pytest.CaptureFixture[str], config: Path,
+                                                      tmp_path: Path) -> None:
+    truncated = tmp_path / "cut.pdf"
+    truncated.write_bytes(make_pdf(tmp_path / "whole.pdf", pages=3).read_bytes()[:-400])
+    docx = tmp_path / "memo.pdf"
+    docx.write_bytes(b"PK\x03\x04" + b"\0" * 200)
+    for bad, word in ((truncated, "cut.pdf"), (docx, "memo.pdf"), (tmp_path / "missing.pdf", "no such file")):
+        code, out, err = run(capsys, "send", "-c", str(config), "--to", "15555551212", str(bad))
+        assert code == 2 and out == "", err
+        assert word in err and "Traceback" not in err
+    assert _job_count(config) == 0
+    spool = tmp_path / "var" / "spool"
+    assert [p.name for p in spool.iterdir()] == [".staging"]
+    assert list((spool / ".staging").iterdir()) == []
+
+
+def _job_count(config: Path) -> int:
+    store = Store(config.parent / "var", "simulator")
+    try:
+        return len(store.jobs())
+    finally:
+        store.close()
+
+
+def test_cancel_and_retry(capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path) -> None:
+    job_id = send(capsys, config, "15555551212", make_pdf(tmp_path / "a.pdf"))
+    code, out, _ = run(capsys, "cancel", "-c", str(config), job_id)
+    assert code == 0 and "canceled" in out
+    data = job(capsys, config, job_id)
+    assert data["state"] == "canceled" and data["final"] and "faxbridge cancel" in data["reason"]
+    code, _, err = run(capsys, "cancel", "-c", str(config), job_id)
+    assert code == 1 and "already canceled" in err
+    code, out, _ = run(capsys, "retry", "-c", str(config), job_id)
+    assert code == 0 and "queued again" in out
+    assert job(capsys, config, job_id)["state"] == "queued"
+    code, _, err = run(capsys, "retry", "-c", str(config), job_id)
+    assert code == 1 and "only failed or canceled" in err
+
+
+def test_unknown_job_is_a_runtime_error(capsys: pytest.CaptureFixture[str], config: Path) -> None:
+    code, _, err = run(capsys, "job", "-c", str(config), "01ZZZZZZZZZZZZZZZZZZZZZZZZ")
+    assert code == 1 and err.strip() == "faxbridge: error: no job with id 01ZZZZZZZZZZZZZZZZZZZZZZZZ"
+
+
+def test_balance_against_the_built_in_simulator(capsys: pytest.CaptureFixture[str], config: Path) -> None:
+    code, out, err = run(capsys, "balance", "-c", str(config))
+    assert code == 0, err
+    assert out.strip() == "balance: 100.00"
+
+
+def test_job_text_shows_the_history(capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path) -> None:
+    job_id = send(capsys, config, "15555551212", make_pdf(tmp_path / "a.pdf"))
+    code, out, _ = run(capsys, "job", "-c", str(config), job_id[:12])
+    assert code == 0
+    assert f"job {job_id}" in out and "history:" in out and "job.queued" in out
+
+
+def test_real_process_exit_codes(tmp_path: Path) -> None:
+    """The installed entry point, as a shell sees it."""
+    r = cli("check-config", "-c", str(tmp_path / "nope.toml"))
+    assert r.returncode == 2 and "nope.toml" in r.stderr and "Traceback" not in r.stderr
+    r = cli("--version")
+    assert r.returncode == 0 and r.stdout.startswith("faxbridge ")
