@@ -30,6 +30,7 @@ from faxbridge.providers.base import Provider
 from faxbridge.providers.openfax import OpenfaxProvider
 from faxbridge.providers.phaxio import PhaxioProvider
 from faxbridge.runtime import Builder, Component, Runtime
+from faxbridge.sdnotify import Notifier
 from faxbridge.simulator import Simulator, SimulatorServer, credentials
 from faxbridge.states import Policy, Recovered
 from faxbridge.store import Store, new_job_id
@@ -138,6 +139,17 @@ class Daemon:
         self.dispatcher: Dispatcher | None = None
         self.tracker: Tracker | None = None
         self.runtime: Runtime | None = None
+        self.notifier = Notifier()
+
+    def healthy(self) -> bool:
+        """The store answers and every started component reports healthy."""
+        if self.store is None or self.runtime is None:
+            return False
+        try:
+            self.store.counts()
+        except FaxbridgeError:
+            return False
+        return all(c.healthy() for c in self.runtime.components)
 
     def recover(self, store: Store) -> None:
         removed = store.clean_spool()
@@ -178,8 +190,10 @@ class Daemon:
                 started.append(component)
                 runtime.components.append(component)
             tasks = [asyncio.create_task(dispatcher.run(work_stop), name="dispatcher"),
-                     asyncio.create_task(tracker.run(work_stop), name="tracker")]
+                     asyncio.create_task(tracker.run(work_stop), name="tracker"),
+                     asyncio.create_task(self.notifier.watchdog(self.healthy, work_stop), name="watchdog")]
             self.ready.set()
+            self.notifier.ready(f"serving: {', '.join(c.name for c in started) or 'queue only'}")
             log.info("daemon.ready", state_dir=str(cfg.state_dir), provider=cfg.provider.kind,
                      components=[c.name for c in started], jobs=store.counts(), pid=os.getpid())
             stopped = asyncio.ensure_future(stop.wait())
@@ -187,6 +201,7 @@ class Daemon:
             stopped.cancel()
         finally:
             # Stop order: listeners first, then let provider calls in progress finish, then the rest.
+            self.notifier.stopping()
             log.info("daemon.stopping", grace_s=cfg.shutdown_grace, in_progress=dispatcher.busy)
             deadline = self.clock.monotonic() + cfg.shutdown_grace
             for component in reversed(started):
