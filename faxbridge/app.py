@@ -184,14 +184,17 @@ class Daemon:
         started: list[Component] = []
         work_stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
+        background: list[asyncio.Task[None]] = []
         try:
             for component in components:
                 await component.start()
                 started.append(component)
                 runtime.components.append(component)
             tasks = [asyncio.create_task(dispatcher.run(work_stop), name="dispatcher"),
-                     asyncio.create_task(tracker.run(work_stop), name="tracker"),
-                     asyncio.create_task(self.notifier.watchdog(self.healthy, work_stop), name="watchdog")]
+                     asyncio.create_task(tracker.run(work_stop), name="tracker")]
+            # not among the tasks waited on below: without systemd it returns at once
+            background.append(asyncio.create_task(self.notifier.watchdog(self.healthy, work_stop),
+                                                  name="watchdog"))
             self.ready.set()
             self.notifier.ready(f"serving: {', '.join(c.name for c in started) or 'queue only'}")
             log.info("daemon.ready", state_dir=str(cfg.state_dir), provider=cfg.provider.kind,
@@ -210,9 +213,9 @@ class Daemon:
             drained = await dispatcher.drain(cfg.shutdown_grace)
             for component in reversed(started):
                 await component.close(max(0.0, deadline - self.clock.monotonic()))
-            for task in tasks:
+            for task in (*tasks, *background):
                 task.cancel()
-            results = await asyncio.gather(*tasks, return_exceptions=True)
+            results = await asyncio.gather(*tasks, *background, return_exceptions=True)
             log.info("daemon.stopped", drained=drained)
         for result in results:
             if isinstance(result, Exception):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
 import structlog
@@ -60,22 +60,46 @@ def scrub(text: str) -> str:
     return _masker.scrub(text)
 
 
-class _StderrLogger:
-    """Writes each line to whatever ``sys.stderr`` is at that moment (it may be replaced after setup)."""
+_taps: list[Callable[[str], None]] = []
 
+
+def add_tap(tap: Callable[[str], None]) -> Callable[[], None]:
+    """Also hand every rendered line to ``tap`` (tests check each line); returns the remover."""
+    _taps.append(tap)
+    return lambda: _taps.remove(tap)
+
+
+def _write(line: str) -> None:
+    """Write one line to whatever ``sys.stderr`` is at that moment (it may be replaced after setup)."""
+    for tap in list(_taps):
+        tap(line)
+    stream = sys.stderr
+    try:
+        stream.write(line + "\n")
+        stream.flush()
+    except (ValueError, OSError):
+        pass  # stderr closed or gone: a log line must never break the work
+
+
+class _StderrLogger:
     def msg(self, message: str) -> None:
-        stream = sys.stderr
-        try:
-            stream.write(message + "\n")
-            stream.flush()
-        except (ValueError, OSError):
-            pass  # stderr closed or gone: a log line must never break the work
+        _write(message)
 
     log = debug = info = warning = warn = error = critical = exception = fatal = msg
 
 
 def _stderr_logger(*args: Any) -> _StderrLogger:
     return _StderrLogger()
+
+
+class _StderrHandler(logging.Handler):
+    """stdlib logging (uvicorn, aiosmtpd, asyncio) rendered by structlog, written like our own lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _write(self.format(record))
+        except Exception:  # logging must never raise into the caller
+            self.handleError(record)
 
 
 def setup(level: str = "info", fmt: str = "auto", show_numbers: bool = False) -> None:
@@ -96,7 +120,7 @@ def setup(level: str = "info", fmt: str = "auto", show_numbers: bool = False) ->
         cache_logger_on_first_use=False,
     )
     # Libraries that log through stdlib logging (uvicorn, aiosmtpd) go through structlog too.
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         processor=renderer,
         foreign_pre_chain=[structlog.processors.add_log_level,

@@ -3,17 +3,53 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support import make_pdf, write_config
+from faxbridge import logs
+from tests.support import LOG_FILES, SECRETS, make_pdf, write_config
 
 __all__ = ["make_pdf", "write_config"]
+
+# Fields every log line carries, and those a state change adds (contract section 8; issue 6).
+LINE_FIELDS = {"event", "level", "timestamp"}
+STATE_FIELDS = {"job_id", "source", "provider", "provider_id", "state", "reason"}
+
+
+def check_log_line(line: str, where: str) -> list[str]:
+    """Problems with one log line: not JSON, missing fields, or a test secret in it."""
+    problems = [f"{where}: a test secret appears: {line[:200]}" for secret in SECRETS if secret in line]
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return [*problems, f"{where}: not JSON: {line[:200]}"]
+    if not isinstance(obj, dict) or not LINE_FIELDS <= obj.keys():
+        return [*problems, f"{where}: missing {sorted(LINE_FIELDS - set(obj))}: {line[:200]}"]
+    if str(obj["event"]).startswith("job.") and obj["event"] != "job.enqueued" and not STATE_FIELDS <= obj.keys():
+        problems.append(f"{where}: state change without {sorted(STATE_FIELDS - set(obj))}: {line[:200]}")
+    return problems
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_log_line_is_checked() -> Iterator[None]:
+    """Every line the suite logs, in this process and in the daemons it starts, is JSON with the agreed
+    fields, and none holds a test secret."""
+    lines: list[str] = []
+    remove = logs.add_tap(lines.append)
+    yield
+    remove()
+    problems = [p for line in lines for p in check_log_line(line, "in-process log")]
+    for path in LOG_FILES:
+        if path.exists():
+            for line in path.read_text(errors="replace").splitlines():
+                problems += check_log_line(line, path.name)
+    assert not problems, "\n".join(problems[:20])
 
 
 def free_port() -> int:

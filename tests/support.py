@@ -14,6 +14,28 @@ from typing import Any
 
 from fpdf import FPDF
 
+# Log files of the daemons and simulators the suite starts, and the secrets no log line may hold:
+# conftest.every_log_line_is_checked reads them at the end of the session.
+LOG_FILES: list[Path] = []
+SECRETS: set[str] = set()
+
+
+def secret(value: str) -> str:
+    """Register a test secret: the suite fails if it ever appears in a log line."""
+    SECRETS.add(value)
+    return value
+
+
+def _register_simulator_secrets() -> None:
+    from faxbridge.simulator import credentials
+
+    for value in (credentials.PHAXIO_API_KEY, credentials.PHAXIO_API_SECRET, credentials.PHAXIO_CALLBACK_TOKEN,
+                  credentials.OPENFAX_API_KEY):
+        secret(value)
+
+
+_register_simulator_secrets()
+
 SIZES = {"letter": (215.9, 279.4), "legal": (215.9, 355.6), "a4": (210.0, 297.0)}
 
 
@@ -94,6 +116,7 @@ class DaemonProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> DaemonProcess:
+        LOG_FILES.append(self.log_path)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "faxbridge", "run", "-c", str(self.config)],
@@ -158,6 +181,7 @@ class SimProcess:
     def start(self, timeout: float = 30.0) -> SimProcess:
         import httpx
 
+        LOG_FILES.append(self.log_path)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "faxbridge", "simulate", "--listen", f"127.0.0.1:{self.port}",
