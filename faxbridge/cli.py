@@ -17,6 +17,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import structlog
+
 from faxbridge import __version__, config, logs
 from faxbridge.app import Daemon, open_provider, policy_of, provider_name
 from faxbridge.clock import SystemClock
@@ -37,6 +39,7 @@ from faxbridge.store import Store
 from faxbridge.workflow import advance
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+log = structlog.get_logger("faxbridge.cli")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -238,8 +241,18 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    daemon = "run" in argv[:3]  # `faxbridge run`: every stderr line is JSON (contract section 8)
     parser = _parser()
     logs.setup(level="warning")  # commands other than run log only trouble, on stderr
+
+    def fail(lines: Sequence[str], code: int) -> int:
+        for line in lines:
+            if daemon:
+                log.error("daemon.failed", error=logs.scrub(line), exit_code=code)
+            else:
+                print(logs.scrub(line), file=sys.stderr)
+        return code
+
     try:
         args = parser.parse_args(argv)
         if args.command is None:
@@ -247,16 +260,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
         return COMMANDS[args.command](args)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(logs.scrub(problem), file=sys.stderr)
-        return EXIT_USAGE
+        return fail(exc.problems, EXIT_USAGE)
     except (UsageError, InputError) as exc:
-        print(f"faxbridge: error: {logs.scrub(str(exc))}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail([f"faxbridge: error: {exc}"], EXIT_USAGE)
     except (JobNotFound, ProviderError, FaxbridgeError, OSError) as exc:
         if debug:
             traceback.print_exc()
-        print(f"faxbridge: error: {logs.scrub(str(exc))}", file=sys.stderr)
-        return EXIT_FAIL
+        return fail([f"faxbridge: error: {exc}"], EXIT_FAIL)
     except KeyboardInterrupt:
         return 130

@@ -178,3 +178,28 @@ def test_real_process_exit_codes(tmp_path: Path) -> None:
     assert r.returncode == 2 and "nope.toml" in r.stderr and "Traceback" not in r.stderr
     r = cli("--version")
     assert r.returncode == 0 and r.stdout.startswith("faxbridge ")
+
+
+def test_run_reports_errors_as_json_lines(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[provider]\nkind = "openfax"\n')
+    r = cli("run", "-c", str(bad))
+    assert r.returncode == 2
+    lines = [json.loads(line) for line in r.stderr.splitlines()]
+    assert lines and all(x["event"] == "daemon.failed" for x in lines)
+    assert any(x["error"].startswith("provider.openfax.api_key: missing") for x in lines)
+
+
+def test_a_second_daemon_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
+    from tests.support import DaemonProcess
+
+    config = write_config(tmp_path / "faxbridge.toml", base_settings(tmp_path))
+    first = DaemonProcess(config, tmp_path / "first.log").start()
+    try:
+        first.wait_ready()
+        r = cli("run", "-c", str(config))
+        assert r.returncode == 1
+        [line] = [json.loads(x) for x in r.stderr.splitlines()]
+        assert line["event"] == "daemon.failed" and "another faxbridge daemon is running" in line["error"]
+    finally:
+        assert first.stop() == 0
