@@ -27,6 +27,7 @@ from faxbridge.errors import (
     StoreError,
     TransientProviderError,
 )
+from faxbridge.loops import nap
 from faxbridge.models import Job, JobState, SubmissionLookup, SubmitRequest
 from faxbridge.providers.base import Provider
 from faxbridge.states import (
@@ -190,10 +191,7 @@ class Dispatcher:
             due = self.store.next_due()
             if due is not None:
                 timeout = min(timeout, max(0.0, (due - self.clock.now()).total_seconds()))
-            waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
-            await asyncio.wait(waiters, timeout=max(timeout, 0.01), return_when=asyncio.FIRST_COMPLETED)
-            for w in waiters:
-                w.cancel()
+            await nap(max(timeout, 0.01), self._wake, stop)
 
     async def drain(self, timeout: float) -> bool:
         """Wait up to ``timeout`` for calls in progress; True when none is left."""

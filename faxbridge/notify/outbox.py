@@ -19,6 +19,7 @@ import structlog
 
 from faxbridge.clock import Clock
 from faxbridge.errors import FaxbridgeError, JobNotFound, StoreError
+from faxbridge.loops import nap
 from faxbridge.models import Job, JobEvent
 from faxbridge.store import OutboxItem, Store
 
@@ -101,10 +102,7 @@ class OutboxWorker:
             if closing:
                 return
             self._wake.clear()
-            waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(self._stop.wait())]
-            await asyncio.wait(waiters, timeout=self.interval, return_when=asyncio.FIRST_COMPLETED)
-            for w in waiters:
-                w.cancel()
+            await nap(self.interval, self._wake, self._stop)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=self.name)
