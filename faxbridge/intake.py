@@ -1,21 +1,23 @@
 """Accepting a document for faxing: number policy, fax-ready PDF, durable job.
 
-Every ingress (the CLI now; SMTP and folders later) ends here. The document is prepared
-into the store's staging folder and the job committed by :meth:`Store.enqueue`, which
-fsyncs before it commits: when ``accept`` returns, the job is durable.
+Every ingress (the CLI, SMTP, folders) ends here. The document is prepared into the store's
+staging folder and the job committed by :meth:`Store.enqueue`, which fsyncs before it
+commits: when ``accept`` returns, the job is durable. ``accept`` is ``stage_document`` (no
+database: may run in a worker thread) followed by ``commit`` (on the store's thread); the SMTP
+listener calls the halves itself, one job per recipient.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 
 import structlog
 
 from faxbridge.clock import Clock
 from faxbridge.config import NumbersConfig
 from faxbridge.documents import prepare
-from faxbridge.errors import FaxbridgeError
-from faxbridge.models import InputFile, Job, NewJob
+from faxbridge.models import InputFile, Job, NewJob, Paper, PreparedDocument
 from faxbridge.numbers import ParsedNumber, check_policy, parse
 from faxbridge.store import DOC_NAME, Store, new_job_id
 
@@ -32,13 +34,37 @@ def destination(text: str, policy: NumbersConfig) -> ParsedNumber:
 def accept(store: Store, clock: Clock, new: NewJob, files: Sequence[InputFile], *, max_pages: int) -> Job:
     """Prepare the documents and commit the job. Raises DocumentError / StoreError; leaves no trace then."""
     job_id = new_job_id()
+    doc = stage_document(store, job_id, files, max_pages=max_pages, paper=new.options.paper)
+    return commit(store, clock, job_id, new, doc)
+
+
+def stage_document(store: Store, job_id: str, files: Sequence[InputFile], *, max_pages: int,
+                   paper: Paper | None = None) -> PreparedDocument:
+    """The first half of :func:`accept`: the fax-ready PDF in the job's staging folder, fsynced.
+
+    Touches no database, so a caller may run it in a worker thread (the SMTP listener does, to keep
+    its event loop free while documents are converted). On failure the staging folder is removed.
+    """
     staged = store.stage(job_id)
     try:
-        doc = prepare(files, staged / DOC_NAME, max_pages=max_pages, paper=new.options.paper)
+        return prepare(files, staged / DOC_NAME, max_pages=max_pages, paper=paper)
+    except BaseException:
+        store.discard_stage(job_id)
+        raise
+
+
+def commit(store: Store, clock: Clock, job_id: str, new: NewJob, doc: PreparedDocument) -> Job:
+    """The second half of :func:`accept`: commit a staged document's job (on the store's thread)."""
+    try:
         job = store.enqueue(job_id, new, doc, clock.now())
-    except (FaxbridgeError, OSError):
+    except BaseException:
         store.discard_stage(job_id)
         raise
     log.info("job.enqueued", job_id=job.id, source=job.source.value, to=job.to, pages=job.pages,
              document=job.document)
     return job
+
+
+def find_duplicate(store: Store, clock: Clock, dedup_key: str, window: timedelta) -> Job | None:
+    """A job made from the same input within ``window`` (a resent mail), or None."""
+    return store.find_duplicate(dedup_key, clock.now() - window)

@@ -1,0 +1,355 @@
+"""The SMTP listener: aiosmtpd's protocol on the daemon's own event loop, policy in the dialogue.
+
+- :class:`FaxSMTP` is aiosmtpd's ``SMTP`` protocol with three changes: the size limit is answered
+  with the contract's 552 5.3.4 (at MAIL for a SIZE parameter, after DATA otherwise); the null
+  sender ``MAIL FROM:<>`` is accepted (RFC 5321 requires it; aiosmtpd refuses it); and DATA is
+  read in large chunks (``readuntil(b".\\r\\n")``) instead of line by line, which is what limits
+  aiosmtpd's throughput for mail with attachments. Lines are not limited to 1000 octets here:
+  clients that send longer lines are common, and nothing downstream needs the limit.
+- :class:`FaxHandler` holds the hooks: the client's address is checked at connect and answered
+  at MAIL (550 5.7.1), the sender at MAIL, each recipient at RCPT (``rcpt``), the message at
+  DATA (``smtp_data``). Reply strings live in ``rcpt`` and ``smtp_data``.
+- AUTH (PLAIN, LOGIN) is offered when ``users_file`` is set: over STARTTLS, or in plain text
+  from a loopback client only. ``require_auth`` makes MAIL wait for it (530 5.7.0).
+- :class:`SmtpListener` is the daemon component: ``start`` returns once bound, ``stop`` closes
+  the listening socket (new connections are refused; sessions in progress go on), ``close``
+  waits for messages being accepted and then drops the remaining sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import weakref
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
+
+from faxbridge.config import Config
+from faxbridge.errors import StoreError
+from faxbridge.ingress import rcpt as policy
+from faxbridge.ingress.smtp_auth import Authenticator, load_users
+from faxbridge.ingress.smtp_data import OUR_TROUBLE, MailIntake
+from faxbridge.runtime import Component, Runtime
+from faxbridge.store import Store
+
+log = structlog.get_logger("faxbridge.smtp")
+
+NULL_SENDER = "<>"
+_HOUR = timedelta(hours=1)
+DATA_CHUNK_LIMIT = 1 << 20     # StreamReader limit while reading DATA: up to 1 MiB per read
+
+
+class FaxEnvelope(Envelope):
+    def __init__(self) -> None:
+        super().__init__()
+        self.recipients: list[policy.Recipient] = []
+
+
+def _size_param(rest: str) -> int | None:
+    for word in rest.split()[1:]:
+        key, _, value = word.partition("=")
+        if key.upper() == "SIZE" and value.isdigit():
+            return int(value)
+    return None
+
+
+class FaxSMTP(SMTP):
+    """aiosmtpd's protocol with the size replies of the contract, the null sender, a fast DATA path."""
+
+    def __init__(self, handler: FaxHandler, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.fax_handler = handler
+        self.client_ok = False
+        self.loopback = False
+
+    def _create_envelope(self) -> FaxEnvelope:
+        return FaxEnvelope()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None
+        super().connection_made(transport)
+        if first and self.session is not None:
+            host = _host(self.session.peer)
+            self.client_ok = policy.client_allowed(host, self.fax_handler.cfg.smtp.allowed_clients)
+            self.loopback = policy.is_loopback(host)
+            # AUTH in plain text only from this machine; from anywhere else only after STARTTLS.
+            self._auth_require_tls = not self.loopback
+            if not self.client_ok:
+                log.info("smtp.client_refused", peer=host)
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        rest = self._strip_command_keyword("FROM:", arg) if arg else None
+        if rest is not None:
+            size = _size_param(rest)
+            if size is not None and self.data_size_limit and size > self.data_size_limit:
+                await self.push(policy.too_big(self.data_size_limit))
+                return
+            if rest.lstrip().startswith("<>"):
+                await self._null_mail(rest.lstrip()[2:])
+                return
+        await super().smtp_MAIL(arg)
+
+    async def _null_mail(self, params: str) -> None:
+        if await self.check_helo_needed() or await self.check_auth_needed("MAIL"):
+            return
+        assert self.envelope is not None and self.session is not None
+        if self.envelope.mail_from:
+            await self.push("503 Error: nested MAIL command")
+            return
+        options = params.upper().split()
+        status = await self._call_handler_hook("MAIL", NULL_SENDER, options)
+        if status is MISSING:
+            self.envelope.mail_from = NULL_SENDER
+            status = policy.SENDER_OK
+        await self.push(status)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        content, too_much = await self._read_data()
+        if too_much:
+            assert self.data_size_limit is not None
+            self.envelope = self._create_envelope()
+            await self.push(policy.too_big(self.data_size_limit))
+            return
+        self.envelope.content = self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self.envelope = self._create_envelope()
+        await self.push("250 OK" if status is MISSING else status)
+
+    async def _read_data(self) -> tuple[bytes, bool]:
+        """Everything up to the lone dot, un-dot-stuffed; and whether it passed the size limit."""
+        reader = self._reader
+        limit = self.data_size_limit or 0
+        chunks: list[bytes] = []
+        size = 0
+        too_much = False
+        tail = b"\r\n"                      # the DATA command line ended with CRLF
+        saved = reader._limit               # type: ignore[attr-defined]
+        reader._limit = max(saved, DATA_CHUNK_LIMIT)   # type: ignore[attr-defined]
+        try:
+            while True:
+                try:
+                    chunk = await reader.readuntil(b".\r\n")
+                    ends = (tail + chunk)[-5:-3] == b"\r\n"
+                except asyncio.LimitOverrunError as exc:
+                    chunk = await reader.read(exc.consumed)
+                    ends = False
+                if ends:
+                    chunk = chunk[:-3]
+                size += len(chunk)
+                if limit and size > limit:
+                    too_much = True
+                    chunks.clear()
+                elif chunk:
+                    chunks.append(chunk)
+                if ends:
+                    break
+                tail = (tail + chunk)[-2:]
+        finally:
+            reader._limit = saved           # type: ignore[attr-defined]
+        if too_much:
+            return b"", True
+        data = b"".join(chunks)
+        if data.startswith(b"."):
+            data = data[1:]
+        return data.replace(b"\r\n.", b"\r\n"), False
+
+
+def _host(peer: Any) -> str | None:
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return None
+
+
+class FaxHandler:
+    """aiosmtpd hooks: each returns the reply line the client hears."""
+
+    def __init__(self, cfg: Config, store: Store, intake: MailIntake, auth: Authenticator | None) -> None:
+        self.cfg = cfg
+        self.store = store          # the daemon's own connection: only for quick reads at RCPT
+        self.intake = intake
+        self.auth = auth
+        self.clock = intake.clock
+        self.busy = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    # aiosmtpd finds AUTH mechanisms by these names (excluded when there is no users_file).
+    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        assert self.auth is not None
+        return await self.auth.auth_PLAIN(server, args)
+
+    async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        assert self.auth is not None
+        return await self.auth.auth_LOGIN(server, args)
+
+    async def handle_EHLO(self, server: FaxSMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if self.auth is None:
+            responses = [r for r in responses if not r[4:].startswith("AUTH")]
+        return responses
+
+    async def handle_MAIL(self, server: FaxSMTP, session: Session, envelope: Envelope, address: str,
+                          options: list[str]) -> str:
+        if not server.client_ok:
+            return policy.CLIENT_DENIED
+        sender = "" if address == NULL_SENDER else address
+        if not policy.sender_allowed(sender, self.cfg.smtp.allowed_senders):
+            log.info("smtp.sender_refused", sender=sender, peer=_host(session.peer))
+            return policy.SENDER_DENIED
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return policy.SENDER_OK
+
+    async def handle_RCPT(self, server: FaxSMTP, session: Session, envelope: FaxEnvelope,
+                          address: str, options: list[str]) -> str:
+        if not server.client_ok:
+            return policy.CLIENT_DENIED
+        smtp = self.cfg.smtp
+        try:
+            rcpt = policy.recipient(address, smtp.domains, self.cfg.numbers)
+        except policy.Refused as exc:
+            log.info("smtp.rcpt_refused", to=address.rpartition("@")[0], reply=exc.reply)
+            return exc.reply
+        if any(r.number.e164 == rcpt.number.e164 for r in envelope.recipients):
+            return policy.OK                       # the same number twice: one fax
+        if len(envelope.recipients) >= policy.MAX_RCPTS_PER_MESSAGE:
+            return policy.MAX_RECIPIENTS.format(limit=policy.MAX_RCPTS_PER_MESSAGE)
+        limit = self.cfg.limits.per_sender_per_hour
+        sender = policy.normal_sender("" if envelope.mail_from == NULL_SENDER else envelope.mail_from or "")
+        if limit > 0:
+            try:
+                sent = self.store.count_by_sender(sender, self.clock.now() - _HOUR)
+            except StoreError as exc:
+                log.error("smtp.store_error", error=str(exc))
+                return OUR_TROUBLE
+            if policy.over_limit(sent, len(envelope.recipients), limit):
+                log.info("smtp.rate_limited", sender=sender, sent_last_hour=sent, limit=limit)
+                return policy.rate_limited(limit)
+        envelope.recipients.append(rcpt)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return policy.OK
+
+    async def handle_DATA(self, server: FaxSMTP, session: Session, envelope: FaxEnvelope) -> str:
+        raw = envelope.original_content or b""
+        sender = "" if envelope.mail_from == NULL_SENDER else envelope.mail_from or ""
+        extra = {"peer": _host(session.peer)}
+        login = getattr(session.auth_data, "login", None)
+        if session.authenticated and isinstance(login, bytes):
+            extra["auth_user"] = login.decode("utf-8", "replace")
+        self.busy += 1
+        self.idle.clear()
+        try:
+            return await self.intake.accept(sender, list(envelope.recipients), raw, extra)
+        finally:
+            self.busy -= 1
+            if not self.busy:
+                self.idle.set()
+
+    async def handle_exception(self, error: Exception) -> str:
+        # Anything unexpected while handling a command: the client keeps its mail and tries again.
+        log.error("smtp.error", error=f"{type(error).__name__}: {error}", exc_info=error)
+        return OUR_TROUBLE
+
+
+def tls_context(cfg: Config) -> ssl.SSLContext | None:
+    smtp = cfg.smtp
+    if smtp.tls_cert is None or smtp.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(smtp.tls_cert), str(smtp.tls_key))
+    return context
+
+
+class SmtpListener:
+    """The SMTP listener as a daemon component (see :class:`faxbridge.runtime.Component`)."""
+
+    name = "smtp"
+
+    def __init__(self, cfg: Config, store: Store, intake: MailIntake) -> None:
+        self.cfg = cfg
+        self.store = store
+        users = load_users(cfg.smtp.users_file) if cfg.smtp.users_file else None
+        self.handler = FaxHandler(cfg, store, intake, Authenticator(users) if users is not None else None)
+        self.tls = tls_context(cfg)
+        self.hostname = socket.gethostname()
+        self._server: asyncio.Server | None = None
+        self._sessions: weakref.WeakSet[FaxSMTP] = weakref.WeakSet()
+        self.address: tuple[str, int] | None = None
+
+    def _protocol(self) -> FaxSMTP:
+        smtp = self.cfg.smtp
+        proto = FaxSMTP(
+            self.handler, data_size_limit=smtp.max_message_size, enable_SMTPUTF8=True, hostname=self.hostname,
+            ident="faxbridge ESMTP", tls_context=self.tls, auth_required=smtp.require_auth,
+            auth_require_tls=True,
+            auth_exclude_mechanism=None if self.handler.auth else ["PLAIN", "LOGIN"],
+            loop=asyncio.get_running_loop(),
+        )
+        self._sessions.add(proto)
+        return proto
+
+    async def start(self) -> None:
+        # aiosmtpd logs every client line at INFO (AUTH lines carry credentials): keep it quiet.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
+        listen = self.cfg.smtp.listen
+        loop = asyncio.get_running_loop()
+        self.handler.intake.start()
+        try:
+            self._server = await loop.create_server(self._protocol, host=listen.host, port=listen.port)
+        except BaseException:
+            await self.handler.intake.close()
+            raise
+        sockname = self._server.sockets[0].getsockname()
+        self.address = (str(sockname[0]), int(sockname[1]))
+        log.info("smtp.listening", listen=f"{self.address[0]}:{self.address[1]}",
+                 domains=list(self.cfg.smtp.domains), tls=self.tls is not None,
+                 auth=self.handler.auth is not None, require_auth=self.cfg.smtp.require_auth)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            log.info("smtp.stopped_listening", in_progress=self.handler.busy)
+
+    async def close(self, timeout: float) -> None:
+        if self.handler.busy:
+            try:
+                await asyncio.wait_for(self.handler.idle.wait(), timeout=max(timeout, 0.1))
+            except TimeoutError:
+                log.warning("smtp.closed_mid_message", in_progress=self.handler.busy)
+        for proto in list(self._sessions):
+            if proto.transport is not None:
+                proto.transport.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        await self.handler.intake.close()
+
+    def healthy(self) -> bool:
+        return self._server is not None and self._server.is_serving()
+
+
+def build(runtime: Runtime) -> Component | None:
+    """The SMTP listener when ``smtp.enabled``."""
+    cfg = runtime.cfg
+    if not cfg.smtp.enabled:
+        return None
+    store = runtime.store
+    intake = MailIntake(cfg, lambda: Store(store.state_dir, store.provider), runtime.clock)
+    return SmtpListener(cfg, store, intake)

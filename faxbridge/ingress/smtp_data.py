@@ -1,0 +1,235 @@
+"""DATA: a received message → one durable job per fax recipient, and the SMTP reply.
+
+The I/O shell around the pure ``mime`` module and ``intake``:
+
+1. parse and pick the parts (worker thread); refusals give 554 5.6.1 naming the part, nothing to
+   fax 554 5.6.0;
+2. per recipient, the dedup key = sha256(Message-ID (or, without one, the whole message) +
+   recipient + hash of what would be faxed). A job with that key made within
+   :data:`DEDUP_WINDOW` means the message was sent before (a relay retrying after our 4xx, or a
+   confused client): no second fax, and the 250 reply names the job it duplicates. No second
+   reply mail either: the first job's reply is the one answer for that message;
+3. the fax-ready PDF per recipient (cover page with that recipient's number, then the
+   attachments) made in a worker thread; more than ``numbers.max_pages`` pages: 554 5.3.4;
+4. each job committed (fsynced); only when every recipient's job is committed is 250 answered.
+   All of this runs in worker threads with their own store connections (``workers``), so the
+   event loop keeps serving other sessions meanwhile. Our own trouble (database busy,
+   disk full, any OSError) answers 451 4.3.0: the client keeps the message and retries, and the
+   retry finds the jobs committed so far by their dedup keys.
+
+Window: 5 days, Postfix's default ``maximal_queue_lifetime``: a relay stops retrying by then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from faxbridge import intake
+from faxbridge.clock import Clock
+from faxbridge.config import Config
+from faxbridge.documents import text_to_pdf
+from faxbridge.errors import DocumentError, StoreError
+from faxbridge.ingress import mime
+from faxbridge.ingress.rcpt import Recipient, normal_sender
+from faxbridge.ingress.workers import StoreThreads
+from faxbridge.models import FaxOptions, InputFile, NewJob, PreparedDocument, Source
+from faxbridge.providers.openfax import HEADER_MAX as OPENFAX_HEADER_MAX
+from faxbridge.providers.phaxio import HEADER_MAX as PHAXIO_HEADER_MAX
+from faxbridge.store import Store, new_job_id
+
+log = structlog.get_logger("faxbridge.smtp")
+
+DEDUP_WINDOW = timedelta(days=5)
+
+UNREADABLE_MESSAGE = "554 5.6.0 The message could not be read as a mail message"
+NO_CONTENT = ("554 5.6.0 Nothing to fax: attach a PDF, TIFF, JPEG, PNG, GIF or text file, "
+              "or write the text in the mail body")
+OUR_TROUBLE = "451 4.3.0 Temporary trouble on the fax server: please try again later"
+
+
+def unreadable_part(why: str, more: int = 0) -> str:
+    extra = f" (and {more} more part{'s' if more > 1 else ''} that cannot be faxed)" if more else ""
+    return f"554 5.6.1 {_line(why)}{extra}"
+
+
+def too_many_pages(why: str) -> str:
+    return f"554 5.3.4 Too many pages: {_line(why)}"
+
+
+def queued(new_ids: Sequence[str], duplicates: Sequence[tuple[str, str]]) -> str:
+    """250 naming the jobs made, and the jobs an earlier copy of this message already made."""
+    words = []
+    if new_ids:
+        words.append(f"Queued as job{'s' if len(new_ids) > 1 else ''} {', '.join(new_ids)}")
+    if duplicates:
+        dup = ", ".join(sorted({job_id for _, job_id in duplicates}))
+        words.append(f"Duplicate of job {dup}: already received, not faxed again")
+    return "250 2.0.0 " + "; ".join(words)
+
+
+def _line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def header_policy(cfg: Config) -> tuple[int, bool]:
+    """The provider's header length, and whether the configuration fixes the header text.
+
+    Openfax takes the job's header as ``toHeader`` (``provider.openfax.to_header`` fixes it);
+    Phaxio and the simulator as ``header_text`` (``provider.phaxio.header_text`` fixes it).
+    """
+    p = cfg.provider
+    if p.kind == "openfax":
+        return OPENFAX_HEADER_MAX, bool(p.openfax.to_header)
+    return PHAXIO_HEADER_MAX, bool(p.phaxio.header_text)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    content: mime.MailContent
+    cover: bool
+    doc_hash: str
+    message_key: str
+
+
+def _plan(raw: bytes, cover_mode: str) -> _Plan | str:
+    """Parse and decide (pure work, in a worker thread). A reply string when the message is refused."""
+    try:
+        content = mime.extract(*mime.parse_fast(raw))
+    except (ValueError, TypeError, LookupError, IndexError, AttributeError, AssertionError) as exc:
+        log.warning("smtp.unparsable", error=f"{type(exc).__name__}: {exc}")
+        return UNREADABLE_MESSAGE
+    if content.refusals:
+        return unreadable_part(content.refusals[0].why, len(content.refusals) - 1)
+    cover = mime.wants_cover(cover_mode, content)
+    if not content.parts and not content.body.strip():
+        return NO_CONTENT
+    if not content.parts and not cover:
+        return NO_CONTENT
+    message_key = content.headers.message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
+    return _Plan(content, cover, mime.content_hash(content, cover), message_key)
+
+
+def dedup_key(message_key: str, to: str, doc_hash: str) -> str:
+    return hashlib.sha256(f"smtp\0{message_key}\0{to}\0{doc_hash}".encode()).hexdigest()
+
+
+def _write_parts(work: Path, content: mime.MailContent) -> list[InputFile]:
+    """Each part in a file named by its position: a part's own name never becomes a path."""
+    files = []
+    for index, part in enumerate(content.parts):
+        path = work / f"part-{index}.{part.kind}"
+        path.write_bytes(part.data)
+        files.append(InputFile(part.name, path))
+    return files
+
+
+class MailIntake:
+    """Turns one received message into jobs; ``accept`` returns the SMTP reply for DATA.
+
+    The work runs in :class:`StoreThreads` (each with its own store connection), so the event loop
+    keeps serving other sessions while documents are converted and fsynced.
+    """
+
+    def __init__(self, cfg: Config, open_store: Callable[[], Store], clock: Clock, *, threads: int = 4) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.header_limit, self.header_fixed = header_policy(cfg)
+        self.workers = StoreThreads(open_store, size=threads)
+
+    def start(self) -> None:
+        self.workers.start()
+
+    async def close(self) -> None:
+        await self.workers.close()
+
+    async def accept(self, sender: str, recipients: Sequence[Recipient], raw: bytes,
+                     extra_meta: dict[str, Any] | None = None) -> str:
+        extra = extra_meta or {}
+        return await self.workers.run(lambda store: self.accept_now(store, sender, recipients, raw, extra))
+
+    def accept_now(self, store: Store, sender: str, recipients: Sequence[Recipient], raw: bytes,
+                   extra_meta: dict[str, Any]) -> str:
+        """The whole DATA decision, blocking (in a worker thread, on that thread's store)."""
+        plan = _plan(raw, self.cfg.smtp.cover_page)
+        if isinstance(plan, str):
+            log.info("smtp.refused", stage="data", reply=plan, sender=sender)
+            return plan
+        try:
+            return self._jobs(store, sender, recipients, plan, extra_meta)
+        except DocumentError as exc:
+            reply = too_many_pages(exc.reason) if exc.too_many_pages else unreadable_part(exc.reason)
+            log.info("smtp.refused", stage="data", reply=reply, sender=sender)
+            return reply
+        except (StoreError, OSError) as exc:
+            log.error("smtp.intake_failed", error=f"{type(exc).__name__}: {exc}", sender=sender)
+            return OUR_TROUBLE
+
+    def _jobs(self, store: Store, sender: str, recipients: Sequence[Recipient], plan: _Plan,
+              extra_meta: dict[str, Any]) -> str:
+        fresh: list[tuple[Recipient, str]] = []
+        duplicates: list[tuple[Recipient, str]] = []
+        for rcpt in recipients:
+            key = dedup_key(plan.message_key, rcpt.number.e164, plan.doc_hash)
+            earlier = intake.find_duplicate(store, self.clock, key, DEDUP_WINDOW)
+            if earlier is not None:
+                duplicates.append((rcpt, earlier.id))
+                log.info("smtp.duplicate", job_id=earlier.id, to=rcpt.number.e164,
+                         message_id=plan.content.headers.message_id)
+            else:
+                fresh.append((rcpt, key))
+        made: list[str] = []
+        if fresh:
+            work = store.staging / f"mail-{new_job_id()}"
+            try:
+                work.mkdir(parents=True)
+                files = _write_parts(work, plan.content)
+                for rcpt, key in fresh:
+                    job_id = new_job_id()
+                    doc = self._stage(store, job_id, rcpt, plan, files, work)
+                    new = self._new_job(sender, rcpt, key, plan, extra_meta)
+                    made.append(intake.commit(store, self.clock, job_id, new, doc).id)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        reply = queued(made, [(r.address, job_id) for r, job_id in duplicates])
+        log.info("smtp.accepted", jobs=made, duplicates=[job_id for _, job_id in duplicates], sender=sender)
+        return reply
+
+    def _stage(self, store: Store, job_id: str, rcpt: Recipient, plan: _Plan, files: list[InputFile],
+               work: Path) -> PreparedDocument:
+        inputs = list(files)
+        if plan.cover:
+            cover = work / f"cover-{job_id}.pdf"
+            text_to_pdf(plan.content.body, cover, name="the cover page",
+                        heading=mime.cover_heading(plan.content, rcpt.number.e164))
+            inputs.insert(0, InputFile("the cover page", cover))
+        return intake.stage_document(store, job_id, inputs, max_pages=self.cfg.numbers.max_pages)
+
+    def _new_job(self, sender: str, rcpt: Recipient, key: str, plan: _Plan, extra_meta: dict[str, Any]) -> NewJob:
+        h = plan.content.headers
+        names = [p.name for p in plan.content.parts]
+        document = names[0] if names else "the mail text"
+        if len(names) > 1:
+            document += f" (+{len(names) - 1} more)"
+        header = None if self.header_fixed else mime.fax_header(h.subject, self.header_limit)
+        meta: dict[str, Any] = {
+            "message_id": h.message_id or None,
+            "from": h.from_ or None,
+            "reply_to": h.reply_to or None,
+            "recipient": rcpt.address,
+            "documents": names,
+            "cover_page": plan.cover,
+            "skipped": [{"name": s.name, "why": s.why} for s in plan.content.skipped],
+            "no_reply": mime.no_reply_reason(sender, h, self.cfg.smtp.domains),
+            **extra_meta,
+        }
+        return NewJob(source=Source.SMTP, to=rcpt.number.e164, document=document,
+                      options=FaxOptions(header=header), sender=normal_sender(sender) or None,
+                      subject=h.subject or None, meta=meta, dedup_key=key)

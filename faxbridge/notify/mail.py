@@ -1,0 +1,210 @@
+"""Reply mail for faxes sent by mail (contract section 5): composed purely, sent through the smarthost.
+
+- ``compose`` (pure) makes the reply for a final job: ``Subject`` holding the state and the number,
+  ``In-Reply-To``/``References`` the original Message-ID, ``X-Faxbridge-Job``,
+  ``X-Faxbridge-State``, and ``Auto-Submitted: auto-replied`` (RFC 3834) so that no auto-responder
+  answers it. The body says, in plain words, the number, pages, attempts, duration and cost, and on
+  failure the reason and what to do.
+- No reply at all (RFC 3834, so no mail loop can start) when intake found a reason not to answer
+  (``meta["no_reply"]``: a null sender, a bounce, ``MAILER-DAEMON``/``postmaster``, ``Return-Path:
+  <>``, ``Auto-Submitted``, ``Precedence: bulk``, a mailing list, a sender at one of our own fax
+  domains). That outbox row is marked done with a ``notify.mail_suppressed`` log line.
+- ``deliver`` is the :class:`~faxbridge.notify.outbox.OutboxWorker` function: smtplib in a worker
+  thread. Trouble that may pass (connection refused, timeouts, 4xx, a login refused while the
+  operator fixes it) raises ``NotifyRetry`` (retried with backoff, forever); the smarthost refusing
+  the recipient or the message with 5xx raises ``NotifyGiveUp``. The outbox marks a row delivered
+  only after the smarthost accepted it, so a restart never sends a reply twice, and a crash between
+  the final state and the reply sends it after the restart.
+- With no ``notify.smarthost`` reply mail is not sent (contract section 2): the worker still runs and
+  marks each "mail" row done with a ``notify.mail_not_sent`` log line, so nothing piles up and
+  setting a smarthost later does not flood old results.
+- A resent copy of a mail (a duplicate, see ``ingress.smtp_data``) makes no job and so no reply;
+  the first job's reply is the answer for both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import ssl
+from collections.abc import Sequence
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+import phonenumbers
+import structlog
+
+from faxbridge.clock import Clock
+from faxbridge.config import Config, NotifyConfig
+from faxbridge.models import Job, JobEvent, JobState
+from faxbridge.notify.outbox import Deliver, NotifyGiveUp, NotifyRetry, OutboxWorker
+from faxbridge.runtime import Component, Runtime
+from faxbridge.store import OutboxItem
+
+log = structlog.get_logger("faxbridge.notify.mail")
+
+SEND_TIMEOUT = 60.0
+
+HEADLINES = {
+    JobState.DELIVERED: "Your fax to {number} was delivered.",
+    JobState.FAILED: "Your fax to {number} could not be delivered.",
+    JobState.REJECTED: "Your fax to {number} was not sent: it was refused.",
+    JobState.CANCELED: "Your fax to {number} was canceled.",
+}
+
+ADVICE: tuple[tuple[str, str], ...] = (
+    ("busy", "The line was busy each time: try again later by sending the mail again."),
+    ("no answer", "Nobody answered: check that the number is a fax line, then try again later."),
+    ("not a fax", "Check the number: it answered, but not as a fax machine."),
+    ("bad number", "Check the number, and send the mail again to the right one."),
+    ("document conversion", "Save the document as a PDF and send the mail again."),
+    ("credit", "The fax service needs its operator: please tell your administrator."),
+    ("canceled", "Send the mail again if you still want it faxed."),
+)
+DEFAULT_ADVICE = {
+    JobState.FAILED: "If the number is right, try again later; if it keeps failing, tell your administrator.",
+    JobState.REJECTED: "Correct what the reason says and send the mail again.",
+    JobState.CANCELED: "Send the mail again if you still want it faxed.",
+}
+
+
+def subject(job: Job) -> str:
+    return f"Fax to {job.to} {job.state.value}"
+
+
+def pretty_number(e164: str) -> str:
+    try:
+        return phonenumbers.format_number(phonenumbers.parse(e164), phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+    except phonenumbers.NumberParseException:
+        return e164
+
+
+def advice(job: Job) -> str | None:
+    if job.state is JobState.DELIVERED:
+        return None
+    reason = (job.reason or "").lower()
+    for key, words in ADVICE:
+        if key in reason:
+            return words
+    return DEFAULT_ADVICE.get(job.state)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "not known"
+    s = round(seconds)
+    return f"{s // 60} min {s % 60} s" if s >= 60 else f"{s} s"
+
+
+def body(job: Job, events: Sequence[JobEvent] = ()) -> str:
+    number = pretty_number(job.to)
+    lines = [HEADLINES.get(job.state, "Your fax to {number} is " + job.state.value + ".").format(number=number), ""]
+    if job.reason and job.state is not JobState.DELIVERED:
+        lines += [f"Reason: {job.reason}"]
+        what = advice(job)
+        if what:
+            lines += [f"What to do: {what}"]
+        lines.append("")
+    rows = [
+        ("Number", number),
+        ("Pages", str(job.pages)),
+        ("Attempts", str(job.attempts)),
+        ("Duration", _duration(job.duration_s)),
+        ("Cost", "not known" if job.cost is None else f"{job.cost:.2f}"),
+        ("Document", job.document),
+        ("Subject", job.subject or "(none)"),
+        ("Job", job.id),
+    ]
+    lines += [f"{label + ':':<10}{value}" for label, value in rows]
+    skipped = job.meta.get("skipped") or []
+    if skipped:
+        lines += ["", "Not faxed from your mail:"]
+        lines += [f"  - {s.get('name')}: {s.get('why')}" for s in skipped if isinstance(s, dict)]
+    lines += ["", "This is an automatic reply from faxbridge; replies to it are not read."]
+    return "\n".join(lines) + "\n"
+
+
+def no_reply_reason(job: Job) -> str | None:
+    if not job.sender:
+        return "the envelope sender is empty (a bounce)"
+    reason = job.meta.get("no_reply")
+    return str(reason) if reason else None
+
+
+def compose(job: Job, events: Sequence[JobEvent], *, from_address: str, now: datetime) -> EmailMessage:
+    """The reply for a final job of source smtp (see the module docstring)."""
+    assert job.sender
+    msg = EmailMessage()
+    msg["From"] = f"faxbridge <{from_address}>"
+    msg["To"] = job.sender
+    msg["Subject"] = subject(job)
+    msg["Date"] = format_datetime(now)
+    msg["Message-ID"] = make_msgid("fax", domain=from_address.rpartition("@")[2] or None)
+    original = job.meta.get("message_id")
+    if original:
+        msg["In-Reply-To"] = str(original)
+        msg["References"] = str(original)
+    msg["Auto-Submitted"] = "auto-replied"
+    msg["X-Faxbridge-Job"] = job.id
+    msg["X-Faxbridge-State"] = job.state.value
+    msg.set_content(body(job, events))
+    return msg
+
+
+def _send(cfg: NotifyConfig, msg: EmailMessage, to: str) -> None:
+    """One reply through the smarthost (blocking: runs in a worker thread)."""
+    assert cfg.smarthost is not None
+    with smtplib.SMTP(cfg.smarthost.host, cfg.smarthost.port, timeout=SEND_TIMEOUT) as client:
+        client.ehlo()
+        if cfg.starttls:
+            client.starttls(context=ssl.create_default_context())
+            client.ehlo()
+        if cfg.username:
+            client.login(cfg.username, cfg.password)
+        client.send_message(msg, from_addr=cfg.from_address, to_addrs=[to])
+
+
+def _translate(exc: Exception) -> Exception:
+    """smtplib's errors → NotifyRetry (may pass) or NotifyGiveUp (5xx for this reply)."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in exc.recipients.values()]
+        if codes and all(500 <= code < 600 for code in codes):
+            return NotifyGiveUp(f"the smarthost refused the recipient ({codes[0]})")
+        return NotifyRetry(f"the smarthost deferred the recipient ({codes[0] if codes else '?'})")
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return NotifyRetry(f"the smarthost refused the login ({exc.smtp_code})")
+    if isinstance(exc, smtplib.SMTPResponseException) and 500 <= exc.smtp_code < 600 \
+            and isinstance(exc, smtplib.SMTPSenderRefused | smtplib.SMTPDataError):
+        return NotifyGiveUp(f"the smarthost refused the reply ({exc.smtp_code})")
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return NotifyRetry(f"the smarthost answered {exc.smtp_code}")
+    return NotifyRetry(f"the smarthost cannot be reached: {type(exc).__name__}: {exc}")
+
+
+def make_deliver(cfg: Config, clock: Clock) -> Deliver:
+    notify = cfg.notify
+
+    async def deliver(job: Job, events: Sequence[JobEvent], item: OutboxItem) -> None:
+        if notify.smarthost is None:
+            log.info("notify.mail_not_sent", job_id=job.id, why="notify.smarthost is empty")
+            return
+        why = no_reply_reason(job)
+        if why is not None:
+            log.info("notify.mail_suppressed", job_id=job.id, why=why)
+            return
+        assert job.sender is not None
+        msg = compose(job, events, from_address=notify.from_address, now=clock.now())
+        try:
+            await asyncio.to_thread(_send, notify, msg, job.sender)
+        except (smtplib.SMTPException, OSError) as exc:
+            raise _translate(exc) from exc
+        log.info("notify.mail_sent", job_id=job.id, state=job.state.value, to=job.to,
+                 smarthost=str(notify.smarthost))
+
+    return deliver
+
+
+def build(runtime: Runtime) -> Component | None:
+    """The reply-mail worker (always built: without a smarthost it marks rows done unsent)."""
+    return OutboxWorker(runtime.store, runtime.clock, "mail", make_deliver(runtime.cfg, runtime.clock))

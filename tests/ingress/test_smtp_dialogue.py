@@ -1,0 +1,210 @@
+"""The SMTP dialogue over real loopback: a real smtplib client, the real listener, a real store.
+
+Every refusal of contract section 3 with its exact code and text, the size limit, the null sender,
+the relay refusal, the hourly limit, several recipients, and the listener's life cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import socket
+from pathlib import Path
+
+from faxbridge.ingress import rcpt
+from faxbridge.ingress.smtp_data import NO_CONTENT
+from faxbridge.models import JobState
+from tests.ingress import mailkit
+from tests.ingress.mailkit import Answer, Dialogue, config_of, listening, smtp_settings
+
+
+def lines(answers: list[Answer]) -> list[str]:
+    return [a.line for a in answers]
+
+
+async def test_ehlo_advertises_size_8bitmime_smtputf8_and_no_auth_without_users(tmp_path: Path) -> None:
+    cfg = config_of(tmp_path, smtp_settings(tmp_path, max_message_size="2MB"))
+    async with listening(cfg) as bench:
+        def ehlo() -> tuple[int, bytes]:
+            with smtplib.SMTP(*bench.address, local_hostname="client.test") as client:
+                return client.ehlo()
+        code, text = await asyncio.to_thread(ehlo)
+    features = text.decode().splitlines()[1:]
+    assert code == 250
+    assert features == ["SIZE 2000000", "8BITMIME", "SMTPUTF8", "HELP"]
+
+
+async def test_rcpt_refusals_with_the_contract_codes(tmp_path: Path) -> None:
+    cfg = config_of(tmp_path, smtp_settings(tmp_path))
+    async with listening(cfg) as bench:
+        def dialogue() -> list[Answer]:
+            d = Dialogue(bench.address)
+            try:
+                return [d.mail("alice@example.com"), d.rcpt("15555551212@example.com"), d.rcpt("alice@fax.local"),
+                        d.rcpt("12@fax.local"), d.rcpt("+442079460958@fax.local"), d.rcpt("19005551212@fax.local"),
+                        d.rcpt("15555551212@fax.local"), d.data(mailkit.plain("one line"))]
+            finally:
+                d.close()
+        answers = await asyncio.to_thread(dialogue)
+        jobs = bench.store.jobs()
+    assert lines(answers)[:7] == [
+        "250 2.1.0 OK",
+        "550 5.7.1 Relaying denied: this server only accepts mail for fax numbers at fax.local",
+        "550 5.1.1 Bad fax number: this is not a fax number: use digits, with an optional leading + and the "
+        "separators - . ( ) or space",
+        "550 5.1.1 Bad fax number: this is not a usable fax number: it is too short",
+        "550 5.7.1 Fax number not allowed: calls to GB are not allowed (allowed: US, CA)",
+        "550 5.7.1 Fax number not allowed: numbers starting 1900 are blocked",
+        "250 2.1.5 OK",
+    ]
+    assert answers[7].line == f"250 2.0.0 Queued as job {jobs[0].id}"
+    assert [(j.to, j.state, j.pages, j.sender) for j in jobs] == [
+        ("+15555551212", JobState.QUEUED, 1, "alice@example.com")]
+
+
+async def test_not_an_open_relay_whatever_the_sender(tmp_path: Path) -> None:
+    cfg = config_of(tmp_path, smtp_settings(tmp_path, domains=["fax.example.com"]))
+    async with listening(cfg) as bench:
+        def relay() -> list[Answer]:
+            d = Dialogue(bench.address)
+            try:
+                return [d.mail("postmaster@fax.example.com"), d.rcpt("victim@gmail.com"),
+                        d.rcpt("15555551212@fax.local"), d.data(b"Subject: spam\r\n\r\nbuy\r\n")]
+            finally:
+                d.close()
+        answers = await asyncio.to_thread(relay)
+        assert bench.store.jobs() == []
+    refusal = "550 5.7.1 Relaying denied: this server only accepts mail for fax numbers at fax.example.com"
+    assert lines(answers) == ["250 2.1.0 OK", refusal, refusal, "503 Error: need RCPT command"]
+
+
+async def test_client_outside_allowed_clients_refused_at_mail(tmp_path: Path) -> None:
+    cfg = config_of(tmp_path, smtp_settings(tmp_path, allowed_clients=["10.0.0.0/8"]))
+    async with listening(cfg) as bench:
+        answers = await mailkit.asend(bench.address, "alice@example.com", ["15555551212@fax.local"],
+                                      mailkit.plain("x"))
+        assert bench.store.jobs() == []
+    assert lines(answers) == [rcpt.CLIENT_DENIED, "503 Error: need MAIL command", "503 Error: need RCPT command"]
+    assert rcpt.CLIENT_DENIED == "550 5.7.1 Client address not allowed to send faxes"
+
+
+async def test_allowed_senders_with_wildcards(tmp_path: Path) -> None:
+    cfg = config_of(tmp_path, smtp_settings(tmp_path, allowed_senders=["boss@example.org", "*@example.com"]))
+    async with listening(cfg) as bench:
+        def senders() -> list[Answer]:
+            d = Dialogue(bench.address)
+            try:
+                out = [d.mail("mallory@evil.example")]
+                d.client.rset()
+                out.append(d.mail("<>"))
+                d.client.rset()
+                out.append(d.mail("Bob@Example.com"))
+                d.client.rset()
+                out.append(d.mail("boss@example.org"))
+                return out
+            finally:
+                d.close()
+        answers = await asyncio.to_thread(senders)
+    assert lines(answers) == [rcpt.SENDER_DENIED, rcpt.SENDER_DENIED, "250 2.1.0 OK", "250 2.1.0 OK"]
+    assert rcpt.SENDER_DENIED == "550 5.7.1 Sender address not allowed to send faxes"
+
+
+async def test_hourly_limit_per_sender(tmp_path: Path) -> None:
+    cfg = config_of(tmp_path, {**smtp_settings(tmp_path), "limits": {"per_sender_per_hour": 2}})
+    async with listening(cfg) as bench:
+        first = await mailkit.asend(bench.address, "Alice@Example.com",
+                                    ["15555551212@fax.local", "15555551213@fax.local", "15555551214@fax.local"],
+                                    mailkit.plain("three numbers"))
+        second = await mailkit.asend(bench.address, "alice@example.com", ["15555551215@fax.local"],
+                                     mailkit.plain("again", message_id="<again@example.com>"))
+        other = await mailkit.asend(bench.address, "bob@example.com", ["15555551215@fax.local"],
+                                    mailkit.plain("bob", message_id="<bob@example.com>"))
+        jobs = bench.store.jobs()
+    limited = "451 4.7.1 Too many faxes from this sender in the last hour (limit 2): try again later"
+    assert lines(first)[:4] == ["250 2.1.0 OK", "250 2.1.5 OK", "250 2.1.5 OK", limited]
+    assert first[4].line.startswith("250 2.0.0 Queued as jobs ")
+    assert lines(second)[:2] == ["250 2.1.0 OK", limited]
+    assert other[-1].code == 250
+    assert sorted((j.sender, j.to) for j in jobs) == [
+        ("alice@example.com", "+15555551212"), ("alice@example.com", "+15555551213"),
+        ("bob@example.com", "+15555551215")]
+
+
+async def test_several_recipients_one_job_each(tmp_path: Path) -> None:
+    cfg = config_of(tmp_path, smtp_settings(tmp_path))
+    pdf = mailkit.pdf_bytes(tmp_path, pages=2)
+    async with listening(cfg) as bench:
+        answers = await mailkit.asend(
+            bench.address, "alice@example.com",
+            ["15555551212@fax.local", "+1-555-555-1213@fax.local", "1.555.555.1212@fax.local"],
+            mailkit.outlook(pdf))
+        jobs = sorted(bench.store.jobs(), key=lambda j: j.to)
+    assert lines(answers)[:4] == ["250 2.1.0 OK"] + ["250 2.1.5 OK"] * 3
+    assert answers[4].line == f"250 2.0.0 Queued as jobs {', '.join(sorted(j.id for j in jobs))}" or \
+        answers[4].line == f"250 2.0.0 Queued as jobs {', '.join(j.id for j in jobs)}"
+    assert [(j.to, j.pages, j.document, j.options.header) for j in jobs] == [
+        ("+15555551212", 3, "invoice.pdf", "Invoice 42"), ("+15555551213", 3, "invoice.pdf", "Invoice 42")]
+    assert jobs[0].meta["recipient"] == "15555551212@fax.local"
+
+
+async def test_size_limit_at_mail_and_after_data(tmp_path: Path) -> None:
+    cfg = config_of(tmp_path, smtp_settings(tmp_path, max_message_size="10KB"))
+    big = mailkit.plain("x" * 70 + "\r\n" + ("y" * 70 + "\r\n") * 200)
+    async with listening(cfg) as bench:
+        def dialogue() -> list[Answer]:
+            d = Dialogue(bench.address)
+            try:
+                out = [d.mail("alice@example.com", ["SIZE=20000"])]
+                out += [d.mail("alice@example.com", ["SIZE=5000"]), d.rcpt("15555551212@fax.local"), d.data(big)]
+                out += [d.mail("alice@example.com"), d.rcpt("15555551212@fax.local"), d.data(mailkit.plain("small"))]
+                return out
+            finally:
+                d.close()
+        answers = await asyncio.to_thread(dialogue)
+        jobs = bench.store.jobs()
+    too_big = "552 5.3.4 Message too big: the limit is 10000 bytes"
+    assert lines(answers)[:4] == [too_big, "250 2.1.0 OK", "250 2.1.5 OK", too_big]
+    assert answers[6].line == f"250 2.0.0 Queued as job {jobs[0].id}"
+    assert len(jobs) == 1
+
+
+async def test_null_sender_accepted_and_no_reply_owed(tmp_path: Path) -> None:
+    cfg = config_of(tmp_path, smtp_settings(tmp_path))
+    async with listening(cfg) as bench:
+        answers = await mailkit.asend(bench.address, "<>", ["15555551212@fax.local"], mailkit.plain("bounce text"))
+        jobs = bench.store.jobs()
+    assert answers[0].line == "250 2.1.0 OK" and answers[-1].code == 250
+    assert jobs[0].sender is None
+    assert jobs[0].meta["no_reply"] == "the envelope sender is empty (a bounce)"
+
+
+async def test_no_faxable_content(tmp_path: Path) -> None:
+    cfg = config_of(tmp_path, smtp_settings(tmp_path, cover_page="never"))
+    async with listening(cfg) as bench:
+        body_only = await mailkit.asend(bench.address, "alice@example.com", ["15555551212@fax.local"],
+                                        mailkit.plain("only text, no cover page wanted"))
+        empty = await mailkit.asend(bench.address, "alice@example.com", ["15555551212@fax.local"],
+                                    b"Subject: nothing\r\n\r\n")
+        assert bench.store.jobs() == []
+    assert body_only[-1].line == NO_CONTENT == ("554 5.6.0 Nothing to fax: attach a PDF, TIFF, JPEG, PNG, GIF or "
+                                                "text file, or write the text in the mail body")
+    assert empty[-1].line == NO_CONTENT
+
+
+async def test_stop_refuses_new_connections_and_healthy_follows(tmp_path: Path) -> None:
+    cfg = config_of(tmp_path, smtp_settings(tmp_path))
+    async with listening(cfg) as bench:
+        assert bench.listener.healthy()
+        await bench.listener.stop()
+        assert not bench.listener.healthy()
+
+        def connect() -> None:
+            with socket.create_connection(bench.address, timeout=5):
+                pass
+        try:
+            await asyncio.to_thread(connect)
+        except ConnectionRefusedError:
+            refused = True
+        else:
+            refused = False
+        assert refused
