@@ -1,0 +1,175 @@
+"""The processing area of a watched folder, and the careful file moves around it.
+
+Layout: ``<watch path>/.faxbridge/processing/<claim id>/<relative path>``. A claim is a folder named
+by a fresh ULID, holding the document (and its control files) under the path they had relative to
+the watched folder (``sub/letter.pdf`` with ``recursive``). It lives inside the watched folder so
+that claiming is a ``rename`` on the same filesystem (atomic: the writer, a user renaming the file
+and faxbridge cannot all win); ``.faxbridge`` starts with a dot, so the watcher never takes it for
+a new file. The job made from a claim carries ``dedup_key = "folder:<claim id>"``, which is how a
+restart tells a claim that already has its job from one that does not.
+
+Claiming order: the folder, then the control files, then the document, then an fsync of every
+folder touched (before the job is committed, so a crash can never leave both a committed job and
+the file back in the watched folder). What a crash can leave, and what start-up does with it:
+
+- an empty claim folder: removed;
+- control files without their document: given back to the watched folder (taken again later);
+- a document, no job: the job is made now (exactly once: the document is no longer in the
+  watched folder);
+- a document and its job: left for the result writer (``notify.sidecar``).
+
+Moving out (to ``done``/``failed``) never overwrites: ``os.link`` to the target name (fails if the
+name exists) then unlink, with a copy for another filesystem; a name that is taken gets a suffix
+before its extension (``letter-2.pdf``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path, PurePosixPath
+
+from faxbridge.ingress.control import is_control, numbered
+
+AREA = ".faxbridge"
+DEDUP_PREFIX = "folder:"
+
+
+def processing_dir(watch_path: Path) -> Path:
+    return watch_path / AREA / "processing"
+
+
+def dedup_key(claim_id: str) -> str:
+    return DEDUP_PREFIX + claim_id
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def claim_files(claim: Path) -> tuple[PurePosixPath | None, list[PurePosixPath]]:
+    """(document, control files) in a claim, as paths relative to the claim (and the watched folder)."""
+    document: PurePosixPath | None = None
+    controls: list[PurePosixPath] = []
+    for root, dirs, files in os.walk(claim, followlinks=False):
+        dirs.sort()
+        for name in sorted(files) + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            rel = PurePosixPath(Path(root, name).relative_to(claim).as_posix())
+            if is_control(name):
+                controls.append(rel)
+            elif document is None:
+                document = rel
+    return document, controls
+
+
+def claim(watch_path: Path, claim_id: str, document: PurePosixPath, controls: list[PurePosixPath]) -> bool:
+    """Rename the controls, then the document, into a new claim. False when the document vanished
+    meanwhile (renamed or removed by someone else): nothing is claimed then."""
+    area = processing_dir(watch_path)
+    target = area / claim_id
+    (target / document.parent).mkdir(parents=True)
+    taken: list[PurePosixPath] = []
+    for control in controls:
+        try:
+            os.rename(watch_path / control, target / control)
+            taken.append(control)
+        except FileNotFoundError:
+            continue
+    try:
+        os.rename(watch_path / document, target / document)
+    except FileNotFoundError:
+        give_back(watch_path, target)
+        return False
+    folder = target / document.parent
+    while True:
+        fsync_dir(folder)
+        if folder == target:
+            break
+        folder = folder.parent
+    fsync_dir(area)
+    fsync_dir((watch_path / document).parent)
+    return True
+
+
+def give_back(watch_path: Path, claim: Path) -> list[PurePosixPath]:
+    """Return what a claim holds to the watched folder (names that are taken stay) and drop the claim."""
+    returned: list[PurePosixPath] = []
+    document, controls = claim_files(claim)
+    for rel in [*controls, *([document] if document else [])]:
+        home = watch_path / rel
+        if os.path.lexists(home):
+            continue
+        home.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(claim / rel, home)
+        returned.append(rel)
+    if not any(p.is_file() or p.is_symlink() for p in claim.rglob("*")):
+        shutil.rmtree(claim, ignore_errors=True)
+    return returned
+
+
+def _copy_in(source: Path, folder: Path) -> Path:
+    """Copy to a temporary name in ``folder`` (fsynced): for a move to another filesystem.
+    A symbolic link is copied as a link, never followed."""
+    tmp = folder / f".{source.name[:200]}.{os.getpid()}.moving.tmp"
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    if source.is_symlink():
+        os.symlink(os.readlink(source), tmp)
+        return tmp
+    with source.open("rb") as src, tmp.open("wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+        dst.flush()
+        os.fsync(dst.fileno())
+    return tmp
+
+
+_NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK)
+
+
+def _place(source: Path, target: Path) -> bool:
+    """Give ``source`` the name ``target`` unless that name exists. False: the name is taken."""
+    try:
+        os.link(source, target, follow_symlinks=False)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+    # no hard links on this filesystem: rename, having just checked that the name is free
+    if os.path.lexists(target):
+        return False
+    os.rename(source, target)
+    return True
+
+
+def move_no_clobber(source: Path, folder: Path, name: str) -> Path:
+    """Move ``source`` into ``folder`` as ``name`` (or ``name-2``... when taken). Never overwrites."""
+    folder.mkdir(parents=True, exist_ok=True)
+    same_fs = os.lstat(source).st_dev == os.stat(folder).st_dev
+    moving = source if same_fs else _copy_in(source, folder)
+    for n in range(1, 10_000):
+        target = folder / numbered(name, n)
+        if not _place(moving, target):
+            continue
+        if os.path.lexists(moving):
+            os.unlink(moving)
+        if moving != source and os.path.lexists(source):
+            os.unlink(source)
+        fsync_dir(folder)
+        fsync_dir(source.parent)
+        return target
+    raise OSError(errno.EEXIST, f"no free name for {name} in {folder}")

@@ -1,0 +1,244 @@
+"""Folder intake, the pure part: which names count, control files, and where a file is faxed to.
+
+No I/O here: names and bytes in, values out (contract section 4).
+
+- Ignored names (never taken, never touched): temporary files (a name starting with ``.`` or ``~``,
+  ending with ``.tmp``, ``.part``, ``.crdownload``, ``.swp``) and the litter of desktop systems
+  (``.DS_Store``, ``Thumbs.db``, ``desktop.ini``, AppleDouble ``._*``). Folders starting with ``.``
+  are not entered (faxbridge keeps its processing area in ``.faxbridge``).
+- Control files: ``NAME.json`` (the contract's keys) and the legacy ``NAME.fax`` (``key=value``
+  lines: ``to=``, ``header=``, ``resolution=``; other keys that old systems write are ignored).
+  NAME is the document's name without its last extension (``letter.pdf`` → ``letter.json``). A
+  ``.json`` or ``.fax`` file is always a control file, never a document.
+- The destination, first match wins: the control file's ``to``; ``watch.pattern`` on the file's
+  name (group ``number``); with ``recursive``, the name of the subfolder the file sits in.
+- Result names: ``letter.pdf`` → ``letter.result.json``, made safe so that no name can leave the
+  results folder (separators and NUL replaced, ``.``/``..`` refused, length capped).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from faxbridge.errors import InputError
+from faxbridge.models import FaxOptions, Paper, Resolution
+
+TEMP_PREFIXES = (".", "~")
+TEMP_SUFFIXES = (".tmp", ".part", ".crdownload", ".swp")
+SYSTEM_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
+CONTROL_SUFFIXES = (".json", ".fax")      # in order of precedence
+RESULT_SUFFIX = ".result.json"
+MAX_HEADER = 50
+MAX_NAME_BYTES = 255
+
+_JSON_KEYS = ("to", "header", "resolution", "paper", "priority", "tags")
+_FAX_RESOLUTIONS = {"fine": Resolution.FINE, "high": Resolution.FINE, "standard": Resolution.STANDARD,
+                    "normal": Resolution.STANDARD, "low": Resolution.STANDARD}
+
+
+class ControlError(InputError):
+    """A control file that cannot be used; ``reason`` names the file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Control:
+    """What a control file asks for. ``to`` None: the file gives no number."""
+
+    to: str | None = None
+    header: str | None = None
+    resolution: Resolution = Resolution.STANDARD
+    paper: Paper | None = None
+    priority: str = "Normal"
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    def options(self) -> FaxOptions:
+        return FaxOptions(header=self.header, resolution=self.resolution, paper=self.paper,
+                          priority=self.priority, tags=dict(self.tags))
+
+
+# --- names --------------------------------------------------------------------------------------------
+
+
+def is_ignored(name: str) -> bool:
+    """A temporary or system file (or folder): never taken."""
+    lower = name.lower()
+    return (not name or name.startswith(TEMP_PREFIXES) or lower.endswith(TEMP_SUFFIXES)
+            or lower in SYSTEM_NAMES)
+
+
+def is_control(name: str) -> bool:
+    return name.lower().endswith(CONTROL_SUFFIXES)
+
+
+def stem(name: str) -> str:
+    """The name without its last extension: ``letter.pdf`` → ``letter``; ``letter`` → ``letter``."""
+    base, dot, _ext = name.rpartition(".")
+    return base if dot and base else name
+
+
+def control_names(document: str) -> tuple[str, ...]:
+    """The control files that may go with a document, in order of precedence."""
+    return tuple(stem(document) + suffix for suffix in CONTROL_SUFFIXES)
+
+
+def relevant(rel: PurePosixPath, recursive: bool) -> bool:
+    """Is this path (relative to the watched folder) one we look at at all?"""
+    parts = rel.parts
+    if not parts or any(is_ignored(p) for p in parts):
+        return False
+    return recursive or len(parts) == 1
+
+
+# --- control files ------------------------------------------------------------------------------------
+
+
+def _text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _choice(name: str, key: str, value: Any, choices: Mapping[str, Any]) -> Any:
+    if not isinstance(value, str) or value.strip().lower() not in choices:
+        allowed = " or ".join(f'"{c}"' for c in choices)
+        raise ControlError(f"{name}: {key} must be {allowed}, not {json.dumps(value)}")
+    return choices[value.strip().lower()]
+
+
+def _header(name: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ControlError(f"{name}: header must be a string")
+    if len(value) > MAX_HEADER:
+        raise ControlError(f"{name}: header has {len(value)} characters; at most {MAX_HEADER}")
+    return value
+
+
+def _to(name: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise ControlError(f"{name}: to must be a fax number in a string")
+    return value.strip() or None
+
+
+def _tags(name: str, value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ControlError(f"{name}: tags must be an object of names and values")
+    tags: dict[str, str] = {}
+    for key, item in value.items():
+        if isinstance(item, dict | list) or item is None:
+            raise ControlError(f"{name}: tags.{key} must be a string or a number")
+        tags[str(key)] = str(item).lower() if isinstance(item, bool) else str(item)
+    return tags
+
+
+def parse_json_control(name: str, data: bytes) -> Control:
+    """A ``NAME.json`` control file, or ControlError naming the file and the JSON error."""
+    try:
+        doc = json.loads(_text(data))
+    except json.JSONDecodeError as exc:
+        raise ControlError(f"{name} is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ControlError(f"{name} must hold a JSON object, like {{\"to\": \"+15555551212\"}}")
+    unknown = sorted(set(doc) - set(_JSON_KEYS))
+    if unknown:
+        raise ControlError(f"{name}: unknown key {', '.join(map(repr, unknown))} "
+                           f"(known: {', '.join(_JSON_KEYS)})")
+    resolutions = {r.value: r for r in Resolution}
+    papers = {p.value: p for p in Paper}
+    return Control(
+        to=_to(name, doc.get("to")),
+        header=_header(name, doc.get("header")),
+        resolution=_choice(name, "resolution", doc["resolution"], resolutions) if "resolution" in doc
+        else Resolution.STANDARD,
+        paper=_choice(name, "paper", doc["paper"], papers) if doc.get("paper") is not None else None,
+        priority=_choice(name, "priority", doc["priority"], {"normal": "Normal", "low": "Low"})
+        if "priority" in doc else "Normal",
+        tags=_tags(name, doc.get("tags")),
+    )
+
+
+def parse_fax_control(name: str, data: bytes) -> Control:
+    """A legacy ``NAME.fax`` file: ``key=value`` lines; blank lines and ``#``/``;`` comments skipped."""
+    values: dict[str, str] = {}
+    for number, line in enumerate(_text(data).splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        key, eq, value = line.partition("=")
+        if not eq:
+            raise ControlError(f"{name}: line {number} is not key=value: {line[:60]!r}")
+        values[key.strip().lower()] = value.strip()
+    resolution = Resolution.STANDARD
+    if values.get("resolution"):
+        resolution = _choice(name, "resolution", values["resolution"], _FAX_RESOLUTIONS)
+    return Control(to=values.get("to") or None, header=_header(name, values.get("header")),
+                   resolution=resolution)
+
+
+def parse_control(name: str, data: bytes) -> Control:
+    if name.lower().endswith(".json"):
+        return parse_json_control(name, data)
+    return parse_fax_control(name, data)
+
+
+# --- destination and result names -------------------------------------------------------------------
+
+
+def choose_number(rel: PurePosixPath, control: Control | None, pattern: re.Pattern[str],
+                  recursive: bool) -> tuple[str, str] | None:
+    """(number as written, where it came from) for a document at ``rel``, or None when nothing names one."""
+    if control is not None and control.to:
+        return control.to, "control file"
+    match = pattern.match(rel.name)
+    if match and match.group("number"):
+        return match.group("number"), "file name"
+    if recursive and len(rel.parts) > 1:
+        return rel.parts[-2], "folder name"
+    return None
+
+
+def no_number_reason(name: str) -> str:
+    return (f"no fax number for {name}: name the file after the number (15555551212.pdf or "
+            f"15555551212_letter.pdf), or put a {stem(name)}.json control file with \"to\" beside it")
+
+
+def safe_component(name: str, limit: int = MAX_NAME_BYTES) -> str:
+    """One path component made from any text: no separators, no NUL, not ``.``/``..``, ≤ limit bytes."""
+    clean = re.sub(r"[/\\\x00-\x1f]", "_", name).strip()
+    if clean in ("", ".", ".."):
+        clean = "_" + clean.replace(".", "_")
+    raw = clean.encode("utf-8")
+    if len(raw) > limit:
+        clean = raw[:limit].decode("utf-8", "ignore")
+    return clean
+
+
+def result_name(document: str, n: int = 1) -> str:
+    """``letter.pdf`` → ``letter.result.json`` (n > 1: ``letter-2.result.json``)."""
+    base = stem(safe_component(document)).lstrip(".") or "_"       # never a hidden file
+    base += f"-{n}" if n > 1 else ""
+    return safe_component(base, MAX_NAME_BYTES - len(RESULT_SUFFIX)) + RESULT_SUFFIX
+
+
+def numbered(name: str, n: int) -> str:
+    """``letter.pdf`` with n > 1 → ``letter-2.pdf``: a suffix before the extension."""
+    if n <= 1:
+        return safe_component(name)
+    base, dot, ext = name.rpartition(".")
+    if not dot or not base:
+        base, ext = name, ""
+    tail = f"-{n}" + (f".{ext}" if ext else "")
+    return safe_component(base, MAX_NAME_BYTES - len(tail.encode())) + tail

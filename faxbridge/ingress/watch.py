@@ -1,0 +1,214 @@
+"""The folder watcher component: watchdog observers bridged into the daemon's event loop.
+
+One observer per ``[[watch]]``: inotify, or watchdog's PollingObserver with ``poll = true`` (SMB and
+NFS shares, where inotify hears nothing). Observer threads only forward the paths they hear about
+into the event loop (``loop.call_soon_threadsafe``); the loop hands them, in rounds, to ONE worker
+thread that owns every :class:`~faxbridge.ingress.folder.FolderIntake` and its own store connection
+(SQLite connections belong to one thread), so stat calls, content checks, PDF copies and fsyncs
+never block the event loop. After a round that made jobs, the dispatcher and the result writer
+are woken.
+
+Start-up: the processing area is reconciled with the store (claims a crash left behind), the
+observers start, and then a sweep looks at every file already there, so nothing that arrived while
+the daemon was down, or during start-up, is missed. A sweep also runs every ``SWEEP_S`` seconds as a
+safety net for events the kernel dropped (inotify queue overflow).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import structlog
+from watchdog.events import (
+    DirModifiedEvent,
+    FileClosedNoWriteEvent,
+    FileOpenedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from faxbridge.config import WatchConfig
+from faxbridge.errors import StoreError
+from faxbridge.ingress.folder import FolderIntake, TickResult
+from faxbridge.runtime import Runtime
+from faxbridge.store import Store
+
+log = structlog.get_logger("faxbridge.watch")
+
+SWEEP_S = 60.0
+IDLE_S = 1.0
+DEBOUNCE_S = 0.05
+ERROR_PAUSE_S = 2.0
+_IGNORED_EVENTS = (DirModifiedEvent, FileOpenedEvent, FileClosedNoWriteEvent)
+
+
+class _Forward(FileSystemEventHandler):
+    """Runs in an observer thread: hands each path it hears about to the event loop."""
+
+    def __init__(self, watcher: FolderWatcher, index: int) -> None:
+        self.watcher = watcher
+        self.index = index
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if isinstance(event, _IGNORED_EVENTS):
+            return
+        paths = [os.fsdecode(event.src_path)]
+        if event.dest_path:
+            paths.append(os.fsdecode(event.dest_path))
+        with contextlib.suppress(RuntimeError):   # the loop is closing; the next start sweeps
+            self.watcher.loop.call_soon_threadsafe(self.watcher.note, self.index, paths)
+
+
+def make_observer(watch: WatchConfig) -> BaseObserver:
+    if watch.poll:
+        return PollingObserver(timeout=min(1.0, max(0.1, watch.settle / 2)))
+    return Observer()
+
+
+class FolderWatcher:
+    """A :class:`faxbridge.runtime.Component`: every ``[[watch]]`` folder of the configuration."""
+
+    name = "folder"
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.watches = runtime.cfg.watch
+        self.loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faxbridge-folder")
+        self._store: Store | None = None
+        self._intakes: list[FolderIntake] = []
+        self._changed: list[set[Path]] = [set() for _ in self.watches]
+        self._observers: list[BaseObserver] = []
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self.finished = 0
+
+    # ---- the worker thread --------------------------------------------------------------------
+
+    async def _in_worker(self, fn: Any, *args: Any) -> Any:
+        return await self.loop.run_in_executor(self._executor, fn, *args)
+
+    def _open(self) -> int:
+        store = self._store = Store(self.runtime.store.state_dir, self.runtime.store.provider)
+        finished = 0
+        for watch in self.watches:
+            intake = FolderIntake(watch, store, self.runtime.clock, self.runtime.cfg.numbers)
+            intake.prepare_folders()
+            finished += intake.reconcile()
+            self._intakes.append(intake)
+        return finished
+
+    def _sweep(self) -> int:
+        return sum(intake.sweep() for intake in self._intakes)
+
+    def _close_store(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    # ---- the loop ---------------------------------------------------------------------------
+
+    def note(self, index: int, paths: list[str]) -> None:
+        self._changed[index].update(Path(p) for p in paths)
+        self._wake.set()
+
+    def _woken(self) -> None:
+        for component in self.runtime.components:
+            if component.name == "notify.sidecar":
+                wake = getattr(component, "wake", None)
+                if wake is not None:
+                    wake()
+        self.runtime.dispatcher.wake()
+
+    async def start(self) -> None:
+        finished = await self._in_worker(self._open)
+        for index, watch in enumerate(self.watches):
+            observer = make_observer(watch)
+            observer.schedule(_Forward(self, index), str(watch.path), recursive=watch.recursive)
+            observer.daemon = True
+            observer.start()
+            self._observers.append(observer)
+        seen = await self._in_worker(self._sweep)
+        if finished:
+            self._woken()
+        log.info("folder.watching", folders=[str(w.path) for w in self.watches], files=seen,
+                 resumed=finished, poll=[w.poll for w in self.watches])
+        self._task = asyncio.create_task(self._run(), name="folder")
+
+    async def _round(self) -> TickResult:
+        finished, more, next_in = 0, False, None
+        for index, intake in enumerate(self._intakes):
+            changed, self._changed[index] = self._changed[index], set()
+            result: TickResult = await self._in_worker(intake.tick, changed)
+            finished += result.finished
+            more = more or result.more
+            if result.next_in is not None:
+                next_in = result.next_in if next_in is None else min(next_in, result.next_in)
+        if finished:
+            self.finished += finished
+            self._woken()
+        return TickResult(finished, more, next_in)
+
+    async def _run(self) -> None:
+        last_sweep = self.loop.time()
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                result = await self._round()
+                if self.loop.time() - last_sweep >= SWEEP_S:
+                    last_sweep = self.loop.time()
+                    await self._in_worker(self._sweep)
+            except (OSError, StoreError) as exc:
+                log.error("folder.round_failed", error=str(exc))
+                result = TickResult(0, False, ERROR_PAUSE_S)
+            if result.more or self._stopping:
+                continue
+            timeout = IDLE_S if result.next_in is None else min(IDLE_S, max(0.02, result.next_in))
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+                await asyncio.sleep(DEBOUNCE_S)   # let a burst of events gather into one round
+            except TimeoutError:
+                pass
+
+    def healthy(self) -> bool:
+        return (self._task is not None and not self._task.done()
+                and all(o.is_alive() for o in self._observers))
+
+    async def stop(self) -> None:
+        """Stop watching; a round under way finishes (its files are claimed and committed)."""
+        self._stopping = True
+        self._wake.set()
+        observers, self._observers = self._observers, []
+        for observer in observers:
+            observer.stop()
+        await asyncio.to_thread(_join, observers)
+
+    async def close(self, timeout: float) -> None:
+        self._stopping = True
+        if self._task is not None:
+            done, _ = await asyncio.wait([self._task], timeout=max(timeout, 1.0))
+            if not done:
+                log.warning("folder.stopped_mid_round")
+            elif not self._task.cancelled() and self._task.exception() is not None:
+                log.error("folder.loop_crashed", error=repr(self._task.exception()))
+        await self._in_worker(self._close_store)
+        self._executor.shutdown(wait=False)
+
+
+def _join(observers: list[BaseObserver]) -> None:
+    for observer in observers:
+        observer.join(5.0)
+
+
+def build(runtime: Runtime) -> FolderWatcher | None:
+    """The folder watcher, when the configuration has at least one ``[[watch]]``."""
+    return FolderWatcher(runtime) if runtime.cfg.watch else None

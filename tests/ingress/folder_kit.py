@@ -1,0 +1,73 @@
+"""Shared pieces for the folder intake tests: a real config, store and folder, with a fake clock."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from faxbridge.clock import FakeClock
+from faxbridge.config import Config, load
+from faxbridge.ingress import claims
+from faxbridge.ingress.folder import FolderIntake
+from faxbridge.models import Job
+from faxbridge.store import Store
+from tests.support import write_config
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def folder_config(tmp: Path, **watch: Any) -> Config:
+    settings: dict[str, Any] = {
+        "state_dir": str(tmp / "var"),
+        "smtp": {"enabled": False},
+        "webhook": {"enabled": False},
+        "watch": [{"path": str(tmp / "outbox"), "results": str(tmp / "results"), "done": str(tmp / "done"),
+                   "failed": str(tmp / "failed"), "settle": "2s", **watch}],
+    }
+    return load(write_config(tmp / "faxbridge.toml", settings), {})
+
+
+@dataclass
+class Folder:
+    cfg: Config
+    store: Store
+    clock: FakeClock
+    intake: FolderIntake
+
+    @property
+    def root(self) -> Path:
+        return self.cfg.watch[0].path
+
+    @property
+    def area(self) -> Path:
+        return claims.processing_dir(self.root)
+
+    def settle(self, seconds: float = 2.0) -> int:
+        """Let the fake clock run and tick; returns jobs made."""
+        self.clock.advance(seconds)
+        return self.intake.tick().finished
+
+    def jobs(self) -> list[Job]:
+        return self.store.jobs()
+
+    def claim_of(self, job: Job) -> Path:
+        return self.area / job.meta["claim"]
+
+
+def open_folder(tmp: Path, incomplete_after: float | None = None, **watch: Any) -> Iterator[Folder]:
+    cfg = folder_config(tmp, **watch)
+    store = Store(cfg.state_dir, "simulator")
+    clock = FakeClock()
+    intake = FolderIntake(cfg.watch[0], store, clock, cfg.numbers, incomplete_after=incomplete_after)
+    intake.prepare_folders()
+    try:
+        yield Folder(cfg, store, clock, intake)
+    finally:
+        store.close()
