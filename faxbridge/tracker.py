@@ -2,14 +2,24 @@
 
 Polling is the safety net that runs even when webhooks work: every ``poll_interval`` the
 provider is asked about the faxes we wait on (in batches: the cost grows with the
-provider's news, not with the number of jobs in flight). Webhooks (a later part) call
+provider's news, not with the number of jobs in flight). Webhooks (:mod:`faxbridge.web`) call
 :meth:`Tracker.apply` with the same :class:`StatusUpdate` values. Whichever arrives first
 finalizes the job; the state machine ignores the rest.
+
+Poll cycles never overlap (a lock): the cursor a cycle stores is always the newest.
+:meth:`Tracker.refresh` asks for a cycle from a webhook handler (an Openfax postback is only
+a hint, confirmed from the report): callers that arrive while a cycle runs share the next one,
+so a burst of postbacks costs one or two cycles, not one each.
+
+Each fax is handed to the provider with the time its submission *started*
+(``submit_started_at``): a fax found again by reconciliation was created at the provider then,
+not when we learned its id, and the provider's lists are filtered by creation time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import structlog
 
@@ -34,8 +44,13 @@ class Tracker:
         self.interval = interval
         self._wake = asyncio.Event()
         self._cancel_sent: set[str] = set()
+        self._lock = asyncio.Lock()
+        self._started = 0            # cycles started (for refresh's coalescing)
         self.cycles = 0
         self.requests = 0
+        self.last_requests = 0       # provider requests the last cycle cost
+        self.last_pending = 0        # faxes the last cycle asked about
+        self.last_cpu_s = 0.0        # process CPU seconds the last cycle used
 
     @property
     def cursor_key(self) -> str:
@@ -58,20 +73,37 @@ class Tracker:
         return advance(self.store, job.id, Status(update), self.clock, self.policy,
                        {"provider_status": update.raw_status} if update.raw_status else None)
 
+    async def refresh(self) -> None:
+        """Run a poll cycle that starts after this call (or share one that does)."""
+        wanted = self._started + 1
+        async with self._lock:
+            if self._started >= wanted:
+                return          # a cycle started after we asked, and has finished
+            await self._poll_locked()
+
     async def poll_once(self) -> int:
         """One poll cycle. Returns the number of jobs whose state changed."""
+        async with self._lock:
+            return await self._poll_locked()
+
+    async def _poll_locked(self) -> int:
+        self._started += 1
         await self._send_cancels()
         jobs = self.store.submitted()
         if not jobs:
+            self.last_pending = self.last_requests = 0
             return 0
         pending = [
             PendingFax(job_id=j.id, provider_id=j.provider_id or "", to=j.to, pages=j.pages,
-                       submitted_at=j.submitted_at or j.created_at)
+                       submitted_at=j.submit_started_at or j.submitted_at or j.created_at)
             for j in jobs
         ]
+        cpu = time.process_time()
         result = await self.provider.poll(pending, self.store.kv_get(self.cursor_key))
         self.cycles += 1
         self.requests += result.requests
+        self.last_requests = result.requests
+        self.last_pending = len(pending)
         changed = 0
         for update in result.updates:
             applied = self.apply(update)
@@ -79,6 +111,7 @@ class Tracker:
                 changed += 1
         if result.cursor is not None:
             self.store.kv_set(self.cursor_key, result.cursor)
+        self.last_cpu_s = time.process_time() - cpu
         log.debug("tracker.poll", pending=len(pending), updates=len(result.updates), changed=changed,
                   requests=result.requests)
         return changed

@@ -201,6 +201,10 @@ class PhaxioProvider:
         caller_id: str | None = None,
         test_fail: str | None = None,
         clock: Clock | None = None,
+        list_horizon_s: float = 3600.0,
+        single_budget: int = 3,
+        list_lag_s: float = 120.0,
+        recheck_s: float = 300.0,
     ) -> None:
         self._client = client
         self._base = base_url.rstrip("/")
@@ -212,6 +216,11 @@ class PhaxioProvider:
         self._caller_id = caller_id
         self._test_fail = test_fail
         self._clock = clock or SystemClock()
+        self._horizon = list_horizon_s
+        self._budget = single_budget
+        self._lag = list_lag_s
+        self._recheck = recheck_s
+        self._checked: dict[str, float] = {}   # provider id → when it was last asked for alone
 
     def _message(self, data: Any) -> str:
         message = data.get("message") if isinstance(data, Mapping) else None
@@ -340,20 +349,44 @@ class PhaxioProvider:
         return iso(pending_since - timedelta(minutes=1)) or ""
 
     async def poll(self, pending: Sequence[PendingFax], cursor: str | None) -> PollResult:
+        """The list endpoint for the bulk, ``GET /faxes/{id}`` for the few that are overdue.
+
+        The faxes created within ``list_horizon_s`` are read from ``GET /faxes`` (created_after the
+        oldest of them, 1,000 a page): 10,000 in flight cost 10 requests. Older ones (a fax found
+        again by reconciliation, one stuck at the provider) are asked for one by one, at most
+        ``single_budget`` a cycle and each at most every ``recheck_s``; when there are more of them
+        than that, the list window is widened to take them in too. A recent fax missing from the
+        list (list lag) is asked for alone once it is ``list_lag_s`` old.
+        """
         if not pending:
             return PollResult([], cursor, 0)
+        now = self._clock.now()
         by_id = {p.provider_id: p for p in pending}
+        old = [p for p in pending if (now - p.submitted_at).total_seconds() > self._horizon]
+        listed = [p for p in pending if p not in old] if len(old) <= self._budget else list(pending)
         counter = [0]
-        since = min(p.submitted_at for p in pending)
-        rows = await self._list({"direction": "sent", "created_after": self._after(since)}, counter)
         found: dict[str, StatusUpdate] = {}
-        for row in rows:
-            fax_id = str(as_int(row.get("id")))
-            if fax_id in by_id:
-                found[fax_id] = fax_update(row)
-        for fax_id in by_id.keys() - found.keys():  # not in the list (clock skew, list lag): ask once
+        if listed:
+            since = min(p.submitted_at for p in listed)
+            rows = await self._list({"direction": "sent", "created_after": self._after(since)}, counter)
+            for row in rows:
+                fax_id = str(as_int(row.get("id")))
+                if fax_id in by_id:
+                    found[fax_id] = fax_update(row)
+        stamp = now.timestamp()
+        overdue = [
+            p for p in pending
+            if p.provider_id not in found
+            and ((now - p.submitted_at).total_seconds() >= self._lag or p in old)
+            and stamp - self._checked.get(p.provider_id, float("-inf")) >= self._recheck
+        ]
+        overdue.sort(key=lambda p: (self._checked.get(p.provider_id, float("-inf")), p.submitted_at))
+        for p in overdue[: self._budget]:
             counter[0] += 1
-            found[fax_id] = await self.status(fax_id)
+            self._checked[p.provider_id] = stamp
+            found[p.provider_id] = await self.status(p.provider_id)
+        for gone in self._checked.keys() - by_id.keys():
+            del self._checked[gone]
         updates = [
             u if u.job_id else _with_job(u, by_id[i].job_id)
             for i, u in found.items()

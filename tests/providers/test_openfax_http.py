@@ -22,7 +22,7 @@ from faxbridge.models import (
     SubmissionLookup,
     SubmitRequest,
 )
-from faxbridge.providers.openfax import OpenfaxProvider, fax_number
+from faxbridge.providers.openfax import Cursor, OpenfaxProvider, fax_number
 
 from .conftest import Reply, Seen, StubServer, make_pdf
 
@@ -282,7 +282,7 @@ async def test_poll_pages_by_cursor_and_reports_finals(client: httpx.AsyncClient
     p = adapter(client, stub)
     earlier = datetime(2026, 11, 20, 23, 59, tzinfo=UTC)
     result = await p.poll([pending(77, "J77", earlier), pending(78, "J78"), pending(79, "J79")], None)
-    assert result.requests == 3 and result.cursor == "5005"
+    assert result.requests == 3 and Cursor.load(result.cursor).high == 5005
     first = dict(stub.seen[0].fields)
     assert (first["FromDate"], first["ToDate"], first["DetailType"], first["Limit"]) == (
         "2026-11-19", "2026-11-23", "1", "1000")
@@ -298,7 +298,7 @@ async def test_poll_pages_by_cursor_and_reports_finals(client: httpx.AsyncClient
     rows.append(row(5006, 79, 9, 3, 1))
     stub.seen.clear()
     again = await p.poll([pending(79, "J79")], result.cursor)
-    assert again.requests == 1 and again.cursor == "5006"
+    assert again.requests == 1 and Cursor.load(again.cursor).high == 5006
     assert dict(stub.seen[0].fields)["LastHistoryID"] == "5005"
     (u,) = again.updates
     assert u.outcome is FaxOutcome.FAILED and "No Answer" in (u.reason or "") and u.attempts == 3

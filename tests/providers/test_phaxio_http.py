@@ -188,7 +188,7 @@ async def test_poll_lists_and_pages(client: httpx.AsyncClient, stub: StubServer,
             fax(12, "success", "J12"), fax(13, "inprogress", "J13")]
     stub.handle("/v2.1/faxes", Listing(ours + others, total_as))
     stub.reply("/v2.1/faxes/14", Reply({"success": True, "data": fax(14, "success", "J14")}))
-    p = adapter(client, stub)
+    p = adapter(client, stub, list_lag_s=0.0)     # missing from the list: asked for alone at once
     early = datetime(2026, 11, 22, 9, 0, 30, tzinfo=UTC)
     pend = [PendingFax("J11", "11", "+15555551219", 2, early)] + [
         PendingFax(f"J{i}", str(i), "+15555551212", 2, NOW) for i in (12, 13, 14)]

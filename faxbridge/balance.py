@@ -1,0 +1,94 @@
+"""Watching the provider account balance: a metric, and a warning when it runs low.
+
+A :class:`faxbridge.runtime.Component`. The balance is read a minute after start (not at once:
+a start-up storm of requests helps nobody, and a provider being faulted in a test should see
+only the requests the test expects) and then every ``interval``. Below
+``provider.low_balance`` (0: never) each reading logs ``provider.balance_low`` and sets
+``faxbridge_provider_balance_low`` to 1. A failed reading is logged and tried again at the
+next interval; it never affects jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+
+from faxbridge.errors import ProviderError
+from faxbridge.metrics import Metrics
+from faxbridge.models import Balance
+from faxbridge.providers.base import Provider
+from faxbridge.runtime import Runtime
+
+log = structlog.get_logger("faxbridge.balance")
+
+
+def is_low(amount: float, threshold: float) -> bool:
+    return threshold > 0 and amount < threshold
+
+
+class BalanceWatch:
+    name = "balance"
+
+    def __init__(self, provider: Provider, metrics: Metrics, threshold: float, *, label: str,
+                 first_delay: float = 60.0, interval: float = 900.0) -> None:
+        self.provider = provider
+        self.metrics = metrics
+        self.threshold = threshold
+        self.label = label
+        self.first_delay = first_delay
+        self.interval = interval
+        self.last: Balance | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def check(self) -> Balance | None:
+        """Read the balance once; update the metrics; warn when low. None when it could not be read."""
+        try:
+            balance = await self.provider.balance()
+        except ProviderError as exc:
+            log.warning("provider.balance_failed", provider=self.label, error=exc.reason)
+            return None
+        self.last = balance
+        low = is_low(balance.amount, self.threshold)
+        self.metrics.balance.labels(self.label).set(balance.amount)
+        self.metrics.balance_low.labels(self.label).set(1 if low else 0)
+        if low:
+            log.warning("provider.balance_low", provider=self.label, balance=balance.amount,
+                        currency=balance.currency, threshold=self.threshold)
+        else:
+            log.info("provider.balance", provider=self.label, balance=balance.amount, currency=balance.currency)
+        return balance
+
+    async def _run(self) -> None:
+        delay = self.first_delay
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+            if self._stop.is_set():
+                return
+            await self.check()
+            delay = self.interval
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="faxbridge-balance")
+
+    async def stop(self) -> None:
+        self._stop.set()
+
+    async def close(self, timeout: float) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def healthy(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+
+def build_balance_watch(rt: Runtime) -> BalanceWatch:
+    return BalanceWatch(rt.provider, rt.metrics, rt.cfg.provider.low_balance, label=rt.cfg.provider.kind)

@@ -1,0 +1,310 @@
+"""The daemon's HTTP face (Starlette): provider webhooks, ``/healthz`` and ``/metrics``.
+
+Routes (contract section 5):
+
+- ``POST /webhooks/phaxio``: multipart (or urlencoded) with the fax object as a JSON string in
+  the ``fax`` field; v2 (``success``, ``direction``) and v2.1 (``event_type``) payloads alike.
+  ``X-Phaxio-Signature`` is checked against the exact ``callback_url`` sent with *that* fax (kept
+  on the job; for a job whose URL was never recorded, e.g. one found again by reconciliation, the
+  URL the dispatcher sends, which is a pure function of the job). The job is named by the ``job``
+  query parameter we put in the URL, else by the fax id or its ``faxbridge_job`` tag; the
+  signature is then checked against *that job's* URL, never the URL the request came to, so a
+  callback replayed to another job's URL fails, and one about another fax of the job changes
+  nothing. In-flight events (``transmitting_page``, ``retry_scheduled``) never
+  finalize anything.
+- ``GET|POST /webhooks/openfax/{token}``: the postback's fields as query parameters or a form
+  (the method is undocumented). The token is compared in constant time. Postbacks carry no
+  signature: with ``provider.openfax.confirm_postbacks`` one is only a hint, and the job changes
+  only when the report confirms it (a poll cycle runs before the answer).
+- ``GET /healthz``: 200 only when the daemon is ready, the store answers and every started
+  component says it is healthy; else 503 naming what is not.
+- ``GET /metrics``: Prometheus text from the daemon's own registry.
+
+Answers: 403 for a request that fails its check (bad signature, wrong token, a fax we cannot
+tie to a job), and nothing changes; 400 for a malformed one; 2xx only after the change (if
+any) is committed, so a provider that saw a 2xx never has to tell us again; 503 when the store
+is busy (the provider retries). Duplicates, replays, late and out-of-order webhooks reach the
+state machine, which ignores what changes nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import structlog
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from faxbridge.errors import JobNotFound, ProviderError, StoreError
+from faxbridge.metrics import CONTENT_TYPE, Metrics
+from faxbridge.models import Job
+from faxbridge.providers import openfax, phaxio
+from faxbridge.providers.base import as_int
+from faxbridge.states import Ignore
+from faxbridge.store import Store
+from faxbridge.tracker import Tracker
+
+log = structlog.get_logger("faxbridge.web")
+
+MAX_BODY = 16 * 1024 * 1024      # a sent-fax callback is small; a receive callback carries a PDF
+
+
+@dataclass
+class WebContext:
+    store: Store
+    tracker: Tracker
+    metrics: Metrics
+    provider: str                                  # "openfax" | "phaxio" | "simulator"
+    openfax_token: str | None                      # None: no Openfax route
+    openfax_account: str | None                    # checked against a postback's AccountID
+    confirm_postbacks: bool
+    phaxio_token: str | None                       # None: no Phaxio route
+    callback_for: Callable[[Job], str | None]      # the callback_url the dispatcher sends for a job
+    components: Sequence[Any]                      # started parts (each has name, healthy())
+    ready: Callable[[], bool]
+
+
+class BadRequest(Exception):
+    pass
+
+
+class TooLarge(Exception):
+    pass
+
+
+def answer(status: int, result: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"result": result, **extra}, status_code=status)
+
+
+async def read_body_form(request: Request) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
+    """The body's plain fields and file parts (query parameters are not part of it)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+        raise TooLarge()
+    if len(await request.body()) > MAX_BODY:
+        raise TooLarge()
+    fields: dict[str, str] = {}
+    files: list[tuple[str, bytes]] = []
+    try:
+        async with request.form(max_files=20, max_fields=200, max_part_size=MAX_BODY) as form:
+            for name, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    files.append((name, await value.read()))
+                else:
+                    fields[name] = value
+    except HTTPException as exc:
+        raise BadRequest(str(exc.detail)) from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"cannot read the form: {exc}") from exc
+    return fields, files
+
+
+def _fax_object(fields: Mapping[str, str]) -> dict[str, Any] | None:
+    try:
+        fax = json.loads(fields.get("fax") or "")
+    except ValueError:
+        return None
+    return fax if isinstance(fax, dict) else None
+
+
+class Handlers:
+    def __init__(self, ctx: WebContext) -> None:
+        self.ctx = ctx
+
+    # ---- helpers ------------------------------------------------------------------------
+
+    def _reject(self, provider: str, why: str, **kw: Any) -> JSONResponse:
+        self.ctx.metrics.webhook_rejected.labels(provider, why).inc()
+        self.ctx.metrics.webhooks.labels(provider, "rejected").inc()
+        log.warning("webhook.rejected", provider=provider, why=why, **kw)
+        return answer(403, "forbidden")
+
+    def _count(self, provider: str, result: str) -> None:
+        self.ctx.metrics.webhooks.labels(provider, result).inc()
+
+    def _job_of(self, request: Request, fax: Mapping[str, Any] | None) -> Job | None:
+        store = self.ctx.store
+        named = request.query_params.get("job")
+        fax_id = as_int(fax.get("id")) if fax else None
+        if named:
+            try:
+                return store.get(named)
+            except JobNotFound:
+                return None
+        if fax_id is not None:
+            job = store.by_provider_id(str(fax_id))
+            if job is not None:
+                return job
+        tags = fax.get("tags") if fax else None
+        tagged = tags.get(phaxio.JOB_TAG) if isinstance(tags, Mapping) else None
+        if tagged:
+            try:
+                return store.get(str(tagged))
+            except JobNotFound:
+                return None
+        return None
+
+    # ---- Phaxio -------------------------------------------------------------------------
+
+    async def phaxio(self, request: Request) -> Response:
+        ctx = self.ctx
+        if ctx.phaxio_token is None:
+            return answer(404, "not found")
+        try:
+            fields, files = await read_body_form(request)
+        except TooLarge:
+            return answer(413, "too large")
+        except BadRequest as exc:
+            log.warning("webhook.malformed", provider="phaxio", error=str(exc))
+            return answer(400, "malformed", error=str(exc))
+        fax = _fax_object(fields)
+        job = self._job_of(request, fax)
+        if job is None:
+            return self._reject("phaxio", "unknown fax", fax_id=fax.get("id") if fax else None)
+        url = job.callback_url or ctx.callback_for(job)
+        if not url or not phaxio.verify_signature(ctx.phaxio_token, url, fields, files,
+                                                  request.headers.get("x-phaxio-signature")):
+            return self._reject("phaxio", "bad signature", job_id=job.id)
+        # Authentic from here on.
+        try:
+            update = phaxio.parse_callback(fields)
+        except ValueError as exc:
+            log.warning("webhook.malformed", provider="phaxio", job_id=job.id, error=str(exc))
+            return answer(400, "malformed", error=str(exc))
+        if update is None:
+            self._count("phaxio", "ignored")
+            log.info("webhook.in_flight", provider="phaxio", job_id=job.id, event_type=fields.get("event_type"))
+            return answer(200, "ignored", why="not a final event")
+        if job.provider_id and job.provider_id != update.provider_id:
+            self._count("phaxio", "ignored")
+            log.info("webhook.other_fax", provider="phaxio", job_id=job.id, provider_id=update.provider_id)
+            return answer(200, "ignored", why="about an earlier fax of this job")
+        if not job.provider_id and job.hold != "reconcile":
+            # The submit call is still under way (or the job was sent again): we cannot yet tell
+            # this fax is the one. Phaxio retries; polling would find it anyway.
+            self._count("phaxio", "deferred")
+            return JSONResponse({"result": "retry later"}, status_code=503, headers={"Retry-After": "60"})
+        return self._apply("phaxio", replace(update, job_id=job.id))
+
+    def _apply(self, provider: str, update: Any) -> Response:
+        try:
+            applied = self.ctx.tracker.apply(update)
+        except StoreError as exc:
+            self._count(provider, "error")
+            log.error("webhook.store_error", provider=provider, error=str(exc))
+            return JSONResponse({"result": "busy"}, status_code=503, headers={"Retry-After": "30"})
+        if applied is None:
+            self._count(provider, "unknown")
+            return answer(200, "unknown fax")
+        job, decision = applied
+        if isinstance(decision, Ignore):
+            self._count(provider, "ignored")
+            log.info("webhook.no_change", provider=provider, job_id=job.id, why=decision.why)
+            return answer(200, "ignored", why=decision.why, state=job.state.value)
+        self._count(provider, "applied")
+        return answer(200, "applied", state=job.state.value)
+
+    # ---- Openfax ------------------------------------------------------------------------
+
+    async def openfax(self, request: Request) -> Response:
+        ctx = self.ctx
+        expected = ctx.openfax_token
+        if expected is None:
+            return answer(404, "not found")
+        given = str(request.path_params.get("token", ""))
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            return self._reject("openfax", "wrong token")
+        fields: dict[str, str] = dict(request.query_params.items())
+        if request.method == "POST":
+            try:
+                body, _ = await read_body_form(request)
+            except TooLarge:
+                return answer(413, "too large")
+            except BadRequest as exc:
+                return answer(400, "malformed", error=str(exc))
+            fields.update(body)
+        account = (fields.get("AccountID") or "").strip()
+        if account and ctx.openfax_account and account != ctx.openfax_account:
+            return self._reject("openfax", "other account")
+        try:
+            update = openfax.parse_postback(fields)
+        except ValueError as exc:
+            log.warning("webhook.malformed", provider="openfax", error=str(exc))
+            return answer(400, "malformed", error=str(exc))
+        job = ctx.store.by_provider_id(update.provider_id)
+        if job is None:
+            self._count("openfax", "unknown")
+            log.info("webhook.unknown_fax", provider="openfax", provider_id=update.provider_id)
+            return answer(200, "unknown fax")
+        if not ctx.confirm_postbacks:
+            return self._apply("openfax", replace(update, job_id=job.id))
+        # A hint: confirm from the report (one poll cycle, shared with other postbacks).
+        try:
+            await ctx.tracker.refresh()
+        except (ProviderError, StoreError) as exc:
+            log.warning("webhook.confirm_failed", provider="openfax", job_id=job.id,
+                        error=getattr(exc, "reason", str(exc)))
+        job = ctx.store.get(job.id)
+        self._count("openfax", "confirmed" if job.final else "hint")
+        log.info("webhook.postback", provider="openfax", job_id=job.id, confirmed=job.final,
+                 state=job.state.value)
+        if job.final:
+            return answer(200, "confirmed", state=job.state.value)
+        return answer(202, "noted", why="not final in the provider's report yet; polling goes on")
+
+    # ---- health and metrics -------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        ctx = self.ctx
+        problems: list[str] = []
+        if not ctx.ready():
+            problems.append("daemon not ready")
+        try:
+            ctx.store.kv_get("health")
+        except Exception as exc:
+            problems.append(f"store: {type(exc).__name__}")
+        parts: dict[str, bool] = {}
+        for component in ctx.components:
+            try:
+                ok = bool(component.healthy())
+            except Exception:
+                ok = False
+            parts[component.name] = ok
+            if not ok:
+                problems.append(f"{component.name} not healthy")
+        status = 503 if problems else 200
+        return JSONResponse({"status": "ok" if not problems else "unhealthy", "components": parts,
+                             "problems": problems}, status_code=status)
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(self.ctx.metrics.render(), media_type=CONTENT_TYPE)
+
+
+def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    async def run(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Exception as exc:
+            log.exception("web.internal_error", path=request.url.path.split("/webhooks/openfax/")[0],
+                          error=type(exc).__name__)
+            return answer(500, "internal error")
+
+    return run
+
+
+def build_app(ctx: WebContext) -> Starlette:
+    h = Handlers(ctx)
+    return Starlette(routes=[
+        Route("/webhooks/phaxio", _guarded(h.phaxio), methods=["POST"]),
+        Route("/webhooks/openfax/{token}", _guarded(h.openfax), methods=["GET", "POST"]),
+        Route("/healthz", _guarded(h.healthz), methods=["GET"]),
+        Route("/metrics", _guarded(h.metrics), methods=["GET"]),
+    ])

@@ -1,0 +1,88 @@
+"""Small helpers the tracking tests share: queue a job in a running daemon, wait for states,
+build and post signed Phaxio callbacks exactly as Phaxio (and the simulator) would."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from faxbridge.app import Daemon
+from faxbridge.clock import SystemClock
+from faxbridge.intake import accept
+from faxbridge.models import InputFile, Job, NewJob, Source
+from faxbridge.simulator import credentials, phaxio_signature
+from faxbridge.simulator.phaxio_model import fax_json
+from faxbridge.simulator.webhooks import encode_multipart
+from faxbridge.store import Store
+from tests.conftest import async_wait_until
+from tests.support import make_pdf
+
+
+def parts(daemon: Daemon) -> tuple[Store, Any]:
+    assert daemon.store is not None and daemon.runtime is not None
+    return daemon.store, daemon.runtime
+
+
+def web_url(daemon: Daemon) -> str:
+    _, rt = parts(daemon)
+    (web,) = [c for c in rt.components if c.name == "web"]
+    return str(web.local_url)
+
+
+def queue(daemon: Daemon, tmp: Path, to: str, pages: int = 1) -> str:
+    store, rt = parts(daemon)
+    pdf = tmp / f"doc{pages}.pdf"
+    if not pdf.exists():
+        make_pdf(pdf, pages=pages)
+    job = accept(store, SystemClock(), NewJob(source=Source.CLI, to=to, document=pdf.name),
+                 [InputFile(pdf.name, pdf)], max_pages=200)
+    rt.dispatcher.wake()
+    return job.id
+
+
+async def wait_job(daemon: Daemon, job_id: str, *states: str, timeout: float = 30.0) -> Job:
+    store, _ = parts(daemon)
+    return await async_wait_until(lambda: (j := store.get(job_id)).state.value in states and j,  # type: ignore[return-value]
+                                  timeout=timeout, what=f"job {job_id} in {states}")
+
+
+def callback_fields(fax: dict[str, Any], *, version: str = "v2.1", event: str | None = "fax_completed",
+                    **extra: str) -> dict[str, str]:
+    fields = {"fax": json.dumps(fax, separators=(",", ":")),
+              "success": "true" if fax.get("status") == "success" else "false",
+              "is_test": "true", "direction": "sent"}
+    if version == "v2.1" and event:
+        fields["event_type"] = event
+    fields.update(extra)
+    return fields
+
+
+def fax_now(daemon: Daemon, provider_id: str, **changes: Any) -> dict[str, Any]:
+    """The fax as the built-in simulator would report it now, with ``changes`` applied."""
+    _, rt = parts(daemon)
+    sim = rt.simulator
+    fax = sim.get("phaxio", provider_id)
+    obj: dict[str, Any] = fax_json(fax, sim.clock.now(), "v2.1")
+    recipient = changes.pop("recipient", None)
+    obj.update(changes)
+    if recipient:
+        obj["recipients"][0].update(recipient)
+    return obj
+
+
+async def post_callback(url: str, fields: dict[str, str], *, sign_url: str | None = None,
+                        token: str = credentials.PHAXIO_CALLBACK_TOKEN, signature: str | None = None,
+                        sign: bool = True, multipart: bool = True) -> httpx.Response:
+    """POST a Phaxio callback to ``url``, signed over ``sign_url`` (default: ``url``)."""
+    headers = {}
+    if sign:
+        headers["X-Phaxio-Signature"] = signature or phaxio_signature(token, sign_url or url, fields.items())
+    async with httpx.AsyncClient(timeout=30) as client:
+        if multipart:
+            body, ctype = encode_multipart(fields.items())
+            headers["Content-Type"] = ctype
+            return await client.post(url, content=body, headers=headers)
+        return await client.post(url, data=fields, headers=headers)

@@ -1,0 +1,94 @@
+"""10,000 faxes in flight: what one poll cycle costs, counted in requests to the real simulator
+over HTTP (the jobs are written straight into the store and the faxes into the simulator: see
+:mod:`tests.tracking.bulk`). Target: at most 10 requests a cycle."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from faxbridge.clock import SystemClock
+from faxbridge.providers.base import Provider
+from faxbridge.providers.openfax import Cursor, OpenfaxProvider
+from faxbridge.providers.phaxio import PhaxioProvider
+from faxbridge.simulator import Simulator, SimulatorServer, credentials
+from faxbridge.states import Policy
+from faxbridge.store import Store
+from faxbridge.tracker import Tracker
+from tests.tracking.bulk import fill
+
+IN_FLIGHT = 10_000
+
+
+def adapter(kind: str, client: httpx.AsyncClient, base: str) -> Provider:
+    if kind == "phaxio":
+        return PhaxioProvider(client, base_url=base + "/v2.1", api_key=credentials.PHAXIO_API_KEY,
+                              api_secret=credentials.PHAXIO_API_SECRET)
+    return OpenfaxProvider(client, base_url=base, send_path="/faxSendSubmit.php",
+                           balance_path="/getAvailableCredit.php", report_path="/outboundDetailsbyDate.php",
+                           account_id=credentials.OPENFAX_ACCOUNT_ID, api_key=credentials.OPENFAX_API_KEY)
+
+
+@pytest.fixture
+async def real_time_sim() -> AsyncIterator[tuple[Simulator, str]]:
+    sim = Simulator(speed=1.0)
+    server = SimulatorServer(sim, host="127.0.0.1", port=0)
+    base = await server.start()
+    yield sim, base
+    await server.stop()
+
+
+@pytest.mark.parametrize("kind", ["phaxio", "openfax"])
+async def test_ten_thousand_in_flight_cost_at_most_ten_requests_a_cycle(
+        tmp_path: Path, real_time_sim: tuple[Simulator, str], kind: str) -> None:
+    sim, base = real_time_sim
+    store = Store(tmp_path / "var", kind)
+    try:
+        # accepted over the last 4 minutes, in real time: some have finished, most are still going
+        fill(sim, store, kind, IN_FLIGHT, now=sim.clock.now(), spread_s=240)
+        async with httpx.AsyncClient(timeout=60) as client:
+            tracker = Tracker(store, adapter(kind, client, base), SystemClock(), Policy(), interval=30)
+            first_changed = await tracker.poll_once()
+            first = tracker.last_requests
+            assert tracker.last_pending == IN_FLIGHT
+            assert first_changed > 0                                  # the ones already final were found
+            still = store.in_flight()
+            assert 0 < still < IN_FLIGHT
+            await tracker.poll_once()
+            second = tracker.last_requests
+        if kind == "phaxio":
+            # the list endpoint, 1,000 a page: all 10,000 were created within the list window
+            assert first == second == 10
+        else:
+            # the first cycle of a fresh daemon reads the report's rows so far; then only new rows
+            rows = len(sim.history())
+            assert first == rows // 1000 + 1
+            assert second == 1
+            assert Cursor.load(store.kv_get(tracker.cursor_key)).high is not None
+        assert first <= 10 and second <= 10
+    finally:
+        store.close()
+
+
+async def test_phaxio_asks_for_the_overdue_few_alone(tmp_path: Path,
+                                                      real_time_sim: tuple[Simulator, str]) -> None:
+    sim, base = real_time_sim
+    store = Store(tmp_path / "var", "phaxio")
+    try:
+        now = sim.clock.now()
+        fill(sim, store, "phaxio", 300, now=now, spread_s=60)
+        # two faxes from two hours ago (outside the list window): asked for one by one
+        old = fill(sim, store, "phaxio", 2, now=now - timedelta(hours=2), spread_s=10)
+        async with httpx.AsyncClient(timeout=60) as client:
+            tracker = Tracker(store, adapter("phaxio", client, base), SystemClock(), Policy(), interval=30)
+            await tracker.poll_once()
+            assert tracker.last_requests == 1 + 2             # one list page + two GETs
+            assert {store.get(i).state.value for i in old} == {"delivered"}
+            await tracker.poll_once()
+            assert tracker.last_requests == 1                 # the old ones are final now
+    finally:
+        store.close()

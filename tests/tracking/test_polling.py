@@ -1,0 +1,102 @@
+"""Polling is the safety net: with every webhook lost it still finishes every job; provider
+trouble (hangs past request_timeout, 503, 429 with Retry-After) never makes a second fax;
+a crash between the provider accepting a fax and the store recording it is reconciled."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from faxbridge.simulator import Fault, PostbackTarget, Simulator
+from tests.conftest import free_port, wait_until
+from tests.support import DaemonProcess, SimProcess, base_settings, cli, make_pdf, write_config
+from tests.tracking.conftest import Start, openfax_at, phaxio_at, settings
+from tests.tracking.helpers import parts, queue, wait_job
+
+OUTCOMES = {d: ("delivered" if d <= 6 else "failed") for d in range(10)}
+
+
+@pytest.mark.parametrize("kind", ["phaxio", "openfax"])
+async def test_every_webhook_lost_polling_finishes_every_job(
+        tmp_path: Path, start: Start, simulator: tuple[Simulator, str], kind: str) -> None:
+    sim, base = simulator
+    dead = f"http://127.0.0.1:{free_port()}"          # nothing listens there: every webhook is lost
+    values = settings(tmp_path, **(phaxio_at(base) if kind == "phaxio" else openfax_at(base)))
+    values["webhook"]["public_url"] = dead
+    sim.openfax_postback = PostbackTarget(f"{dead}/webhooks/openfax/x")
+    daemon = await start(values)
+    _, rt = parts(daemon)
+    ids = {queue(daemon, tmp_path, f"+1555555121{d}"): d for d in OUTCOMES}
+    for job_id, digit in ids.items():
+        job = await wait_job(daemon, job_id, "delivered", "failed", "canceled")
+        assert job.state.value == OUTCOMES[digit], job
+    assert sim.webhook_log and all(status is None for _, status in sim.webhook_log)
+    assert rt.tracker.requests > 0
+    counts = Counter(s.id for s in sim.sends)
+    assert len(sim.sends) == 10 and set(counts.values()) == {1}
+
+
+async def test_hang_503_and_429_then_recovery_send_each_fax_once(
+        tmp_path: Path, start: Start, simulator: tuple[Simulator, str]) -> None:
+    sim, base = simulator
+    # the first submission hangs past request_timeout (dropped unprocessed, so it must be looked
+    # for and then sent again), then 503, then 429 with Retry-After, then all is well
+    sim.inject(Fault(kind="hang", seconds=2.0, path="/faxes", method="POST"))
+    sim.inject(Fault(kind="status", status=503, path="/faxes", method="POST"))
+    sim.inject(Fault(kind="status", status=429, retry_after=1.0, path="/faxes", method="POST", count=2))
+    values = settings(tmp_path, **phaxio_at(base), request_timeout="500ms")
+    daemon = await start(values)
+    store, _ = parts(daemon)
+    ids = [queue(daemon, tmp_path, f"+1555555121{d}") for d in (1, 2, 3)]
+    for job_id in ids:
+        job = await wait_job(daemon, job_id, "delivered", "failed")
+        assert job.state.value == "delivered", job
+    assert not sim.faults.pending
+    assert Counter(s.job_tag for s in sim.sends) == {i: 1 for i in ids}
+    events = [e.event for i in ids for e in store.events(i)]
+    assert "job.outcome_unknown" in events and "job.resend" in events and "job.retry_scheduled" in events
+
+
+def test_openfax_crash_between_accept_and_record_is_reconciled_not_resent(tmp_path: Path) -> None:
+    sim = SimProcess(free_port(), tmp_path / "sim.log").start()
+    try:
+        settings_ = base_settings(tmp_path, **openfax_at(sim.base), request_timeout="20s")
+        config = write_config(tmp_path / "faxbridge.toml", settings_)
+        doc = make_pdf(tmp_path / "a.pdf", pages=2)
+        # the provider takes the first two faxes, then hangs before answering: the daemon is killed
+        # while it waits, so it never learns their OutTransIDs
+        sim.fault(kind="accept_then_hang", seconds=30.0, count=2, path="faxSendSubmit")
+        numbers = ["+15555551211", "+15555551212", "+15555551213"]
+        ids = []
+        for number in numbers:
+            r = cli("send", "--to", number, str(doc), config=config)
+            assert r.returncode == 0, r.stderr
+            ids.append(r.stdout.strip())
+        daemon = DaemonProcess(config, tmp_path / "d1.log").start()
+        daemon.wait_ready()
+        wait_until(lambda: len(sim.sends()) >= 2, timeout=30, what="two accepted sends")
+        daemon.kill()
+
+        def jobs() -> list[dict[str, object]]:
+            r = cli("jobs", "--json", config=config)
+            assert r.returncode == 0, r.stderr
+            return [json.loads(line) for line in r.stdout.splitlines()]
+
+        assert sum(1 for j in jobs() if j["state"] == "submitting") >= 2
+        daemon = DaemonProcess(config, tmp_path / "d2.log").start()
+        try:
+            daemon.wait_ready()
+            wait_until(lambda: all(j["final"] for j in jobs()), timeout=60, interval=0.2, what="all final")
+        finally:
+            assert daemon.stop() == 0
+        assert {j["state"] for j in jobs()} == {"delivered"}
+        sends = Counter(s["to"] for s in sim.sends())
+        assert sends == Counter(numbers)                  # one fax per job: nothing sent twice
+        assert [e.get("event") for e in daemon.events()].count("job.reconciled") >= 2
+        by_id = {j["id"]: j for j in jobs()}
+        assert len({by_id[i]["provider_id"] for i in ids}) == 3
+    finally:
+        sim.stop()
