@@ -21,11 +21,17 @@ from typing import IO, Any
 import httpx
 import structlog
 
+from faxbridge.balance import build_balance_watch
 from faxbridge.clock import Clock, SystemClock
 from faxbridge.config import Config
 from faxbridge.dispatcher import Dispatcher
 from faxbridge.errors import FaxbridgeError
+from faxbridge.ingress import smtp as smtp_ingress
+from faxbridge.ingress import watch as folder_ingress
 from faxbridge.logs import register_secrets
+from faxbridge.metrics import watch_core
+from faxbridge.notify import mail as mail_notify
+from faxbridge.notify import sidecar as sidecar_notify
 from faxbridge.providers.base import Provider
 from faxbridge.providers.openfax import OpenfaxProvider
 from faxbridge.providers.phaxio import PhaxioProvider
@@ -35,6 +41,7 @@ from faxbridge.simulator import Simulator, SimulatorServer, credentials
 from faxbridge.states import Policy, Recovered
 from faxbridge.store import Store, new_job_id
 from faxbridge.tracker import Tracker
+from faxbridge.webserver import build_webserver
 from faxbridge.workflow import advance
 
 log = structlog.get_logger("faxbridge.app")
@@ -180,6 +187,7 @@ class Daemon:
                                          interval=cfg.provider.poll_interval)
         runtime = self.runtime = Runtime(cfg, store, self.clock, self.policy, handle.provider, dispatcher,
                                          tracker, handle.simulator, self.owner)
+        watch_core(runtime.metrics, store, tracker, cfg.provider.kind)
         components = [c for c in (build(runtime) for build in COMPONENTS) if c is not None]
         started: list[Component] = []
         work_stop = asyncio.Event()
@@ -195,6 +203,7 @@ class Daemon:
             # not among the tasks waited on below: without systemd it returns at once
             background.append(asyncio.create_task(self.notifier.watchdog(self.healthy, work_stop),
                                                   name="watchdog"))
+            runtime.ready = True
             self.ready.set()
             self.notifier.ready(f"serving: {', '.join(c.name for c in started) or 'queue only'}")
             log.info("daemon.ready", state_dir=str(cfg.state_dir), provider=cfg.provider.kind,
@@ -205,6 +214,7 @@ class Daemon:
         finally:
             # Stop order: listeners first, then let provider calls in progress finish, then the rest.
             self.notifier.stopping()
+            runtime.ready = False
             log.info("daemon.stopping", grace_s=cfg.shutdown_grace, in_progress=dispatcher.busy)
             deadline = self.clock.monotonic() + cfg.shutdown_grace
             for component in reversed(started):
@@ -223,4 +233,5 @@ class Daemon:
 
 
 # The daemon's pluggable parts, in start order (each returns None when disabled).
-COMPONENTS: list[Builder] = []
+COMPONENTS: list[Builder] = [mail_notify.build, smtp_ingress.build, sidecar_notify.build, folder_ingress.build,
+                             build_balance_watch, build_webserver]

@@ -205,7 +205,11 @@ def cmd_balance(args: argparse.Namespace) -> int:
         async with open_provider(cfg) as handle:
             return (await handle.provider.balance()).amount
 
-    print(f"balance: {asyncio.run(main()):.2f}")
+    amount = asyncio.run(main())
+    print(f"balance: {amount:.2f}")
+    threshold = cfg.provider.low_balance
+    if threshold > 0 and amount < threshold:
+        print(f"faxbridge: warning: the balance is below provider.low_balance ({threshold:.2f})", file=sys.stderr)
     return EXIT_OK
 
 

@@ -12,7 +12,8 @@ Rules beyond the contract's table, decided here:
 - Secrets (``account_id``, ``api_key``, ``api_secret``, ``callback_token``, ``username``,
   ``password``, ``token``) may come from ``KEY_file = "/path"`` (the file's text, trailing newlines
   stripped) or from the environment. Precedence: env ``FAXBRIDGE_X`` / ``FAXBRIDGE_X_FILE`` beats
-  ``KEY_file`` beats ``KEY``. Giving both ``KEY`` and ``KEY_file`` (or both env forms) is an error.
+  ``$CREDENTIALS_DIRECTORY/<full key>`` (systemd ``LoadCredential=``) beats ``KEY_file`` beats ``KEY``.
+  Giving both ``KEY`` and ``KEY_file`` (or both env forms) is an error.
   Secret values never appear in messages, ``repr()`` or :func:`summary`.
 - Every other scalar or list key may be overridden by ``FAXBRIDGE_<KEY>`` with dots as underscores,
   upper-cased (``FAXBRIDGE_SMTP_LISTEN``, ``FAXBRIDGE_PROVIDER_POLL_INTERVAL``). The string is read as
@@ -29,7 +30,8 @@ Rules beyond the contract's table, decided here:
 - ``smtp.tls_cert``/``tls_key`` (both or neither), and ``users_file`` (required by ``require_auth``)
   must exist when SMTP is enabled, so ``check-config`` catches a wrong path before the daemon starts.
 - ``numbers.blocked_prefixes`` are digits; a leading ``+`` is dropped. Country codes are upper-cased.
-- Extension keys: ``provider.reconcile_grace``, ``provider.openfax.confirm_postbacks`` and ``[log]``.
+- Extension keys: ``provider.reconcile_grace``, ``provider.low_balance``, ``provider.openfax.confirm_postbacks``
+  and ``[log]``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from faxbridge.config_parse import (
     Collected,
     HostPort,
     Schema,
+    apply_credentials,
     apply_env,
     blocked_prefix,
     boolean,
@@ -109,6 +112,7 @@ class WatchConfig:
     settle: float
     poll: bool
     recursive: bool
+    max_size: int = 50_000_000      # extension key: a larger file is rejected
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +184,7 @@ class ProviderConfig:
     retry_max: float
     request_timeout: float
     reconcile_grace: float
+    low_balance: float              # extension key: warn (log + metric) below this balance; 0: never
     openfax: OpenfaxConfig
     phaxio: PhaxioConfig
     simulator: SimulatorConfig
@@ -220,6 +225,7 @@ WATCH_SCHEMA: Schema = {
     "settle": duration("2s"),
     "poll": boolean(False),
     "recursive": boolean(False),
+    "max_size": size("50MB"),
 }
 
 SCHEMA: Schema = {
@@ -270,6 +276,7 @@ SCHEMA: Schema = {
         "retry_max": duration("5m", positive=True),
         "request_timeout": duration("60s", positive=True),
         "reconcile_grace": duration("60s"),
+        "low_balance": number(5.0),
         "openfax": {
             "base_url": string("https://api.openfax.com", check=check_url),
             "send_path": string("/faxSendSubmit.php", check=url_path),
@@ -328,6 +335,7 @@ def load(path: Path | None, environ: Mapping[str, str], *, base_dir: Path | None
             raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
     out = Collected(problems=[], raw={}, origin={})
     walk({k: v for k, v in data.items() if k != "watch"}, SCHEMA, "", base, out)
+    apply_credentials(environ, SPECS, out)
     apply_env(environ, SPECS, base, out, ignore=frozenset({"FAXBRIDGE_CONFIG"}),
               file_only={"FAXBRIDGE_WATCH_": "unknown setting ([[watch]] folders are set in the file only)"})
     values = convert_all(SPECS, base, out)

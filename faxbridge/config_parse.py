@@ -407,6 +407,28 @@ def flat_specs(schema: Schema, prefix: str = "") -> dict[str, Spec]:
     return specs
 
 
+def apply_credentials(environ: Mapping[str, str], specs: Mapping[str, Spec], out: Collected) -> None:
+    """systemd credentials: ``$CREDENTIALS_DIRECTORY/<full key>`` (e.g. ``provider.phaxio.api_secret``,
+    loaded with ``LoadCredential=provider.phaxio.api_secret:/etc/...``) sets that secret. It beats the
+    file's value and ``KEY_file``; the environment still beats it."""
+    folder = environ.get("CREDENTIALS_DIRECTORY")
+    if not folder:
+        return
+    for key, spec in specs.items():
+        if not spec.secret:
+            continue
+        file = Path(folder) / key
+        if not file.is_file():
+            continue
+        try:
+            out.raw[key] = read_secret_file(str(file), Path(folder))
+            out.origin[key] = f"from credential {key}"
+            out.failed.discard(key)
+        except Invalid as exc:
+            out.problems.append(f"{key} (from credential): {exc}")
+            out.failed.add(key)
+
+
 def env_name(key: str) -> str:
     return ENV_PREFIX + key.upper().replace(".", "_")
 

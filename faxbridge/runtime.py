@@ -14,6 +14,7 @@ from typing import Protocol
 from faxbridge.clock import Clock
 from faxbridge.config import Config
 from faxbridge.dispatcher import Dispatcher
+from faxbridge.metrics import Metrics
 from faxbridge.providers.base import Provider
 from faxbridge.simulator import Simulator
 from faxbridge.states import Policy
@@ -33,6 +34,8 @@ class Runtime:
     simulator: Simulator | None
     owner: str
     components: list[Component] = field(default_factory=list)   # started parts, in start order
+    metrics: Metrics = field(default_factory=Metrics)            # this daemon's Prometheus registry
+    ready: bool = False                # every component started, the loops running (until stopping)
 
 
 class Component(Protocol):

@@ -29,9 +29,9 @@ def check_log_line(line: str, where: str) -> list[str]:
         obj = json.loads(line)
     except ValueError:
         return [*problems, f"{where}: not JSON: {line[:200]}"]
-    if not isinstance(obj, dict) or not LINE_FIELDS <= obj.keys():
+    if not isinstance(obj, dict) or not obj.keys() >= LINE_FIELDS:
         return [*problems, f"{where}: missing {sorted(LINE_FIELDS - set(obj))}: {line[:200]}"]
-    if str(obj["event"]).startswith("job.") and obj["event"] != "job.enqueued" and not STATE_FIELDS <= obj.keys():
+    if str(obj["event"]).startswith("job.") and obj["event"] != "job.enqueued" and not obj.keys() >= STATE_FIELDS:
         problems.append(f"{where}: state change without {sorted(STATE_FIELDS - set(obj))}: {line[:200]}")
     return problems
 

@@ -82,6 +82,7 @@ CONTRACT_DEFAULTS: list[tuple[str, Any]] = [
     ("provider.retry_max", 300.0),
     ("provider.request_timeout", 60.0),
     ("provider.reconcile_grace", 60.0),
+    ("provider.low_balance", 5.0),
     ("provider.openfax.base_url", "https://api.openfax.com"),
     ("provider.openfax.send_path", "/faxSendSubmit.php"),
     ("provider.openfax.balance_path", "/getAvailableCredit.php"),
@@ -671,3 +672,34 @@ def test_summary_of_a_file(tmp_path: Path) -> None:
     assert "webhook: disabled (polling alone finishes jobs)" in lines
     assert lines[-1] == "secrets: provider.openfax.account_id set, provider.openfax.api_key set"
     assert all("pw" not in line for line in lines)
+
+
+def test_systemd_credentials_directory_supplies_secrets(tmp_path: Path) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "provider.phaxio.api_key").write_text("key-from-credential\n")
+    (creds / "provider.phaxio.api_secret").write_text("secret-from-credential\n")
+    (creds / "notify.from_address").write_text("not a secret: ignored\n")
+    file = tmp_path / "f.toml"
+    file.write_text('[provider]\nkind = "phaxio"\n[provider.phaxio]\napi_key = "in-file"\n[webhook]\nenabled = false\n')
+    cfg = load(file, {"CREDENTIALS_DIRECTORY": str(creds)})
+    assert cfg.provider.phaxio.api_key == "key-from-credential"
+    assert cfg.provider.phaxio.api_secret == "secret-from-credential"
+    assert cfg.notify.from_address == "faxbridge@fax.local"
+    env = {"CREDENTIALS_DIRECTORY": str(creds), "FAXBRIDGE_PROVIDER_PHAXIO_API_KEY": "from-env"}
+    assert load(file, env).provider.phaxio.api_key == "from-env"
+
+
+def test_low_balance_threshold(tmp_path: Path) -> None:
+    file = tmp_path / "f.toml"
+    file.write_text("[provider]\nlow_balance = 12\n")
+    assert load(file, {}).provider.low_balance == 12.0
+    assert load(file, {"FAXBRIDGE_PROVIDER_LOW_BALANCE": "0"}).provider.low_balance == 0.0
+    file.write_text("[provider]\nlow_balance = -1\n")
+    with pytest.raises(ConfigError) as caught:
+        load(file, {})
+    assert caught.value.problems == ["provider.low_balance: must be at least 0, got -1"]
+    file.write_text('[provider]\nlow_balance = "lots"\n')
+    with pytest.raises(ConfigError) as caught:
+        load(file, {})
+    assert caught.value.problems == ["provider.low_balance: expected a number, got a string"]
