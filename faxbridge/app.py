@@ -21,11 +21,12 @@ from typing import IO, Any
 import httpx
 import structlog
 
+from faxbridge import config, logs
 from faxbridge.balance import build_balance_watch
 from faxbridge.clock import Clock, SystemClock
 from faxbridge.config import Config
 from faxbridge.dispatcher import Dispatcher
-from faxbridge.errors import FaxbridgeError
+from faxbridge.errors import ConfigError, FaxbridgeError
 from faxbridge.ingress import smtp as smtp_ingress
 from faxbridge.ingress import watch as folder_ingress
 from faxbridge.logs import register_secrets
@@ -35,6 +36,7 @@ from faxbridge.notify import sidecar as sidecar_notify
 from faxbridge.providers.base import Provider
 from faxbridge.providers.openfax import OpenfaxProvider
 from faxbridge.providers.phaxio import PhaxioProvider
+from faxbridge.reload import plan as reload_plan
 from faxbridge.runtime import Builder, Component, Runtime
 from faxbridge.sdnotify import Notifier
 from faxbridge.simulator import Simulator, SimulatorServer, credentials
@@ -157,6 +159,29 @@ class Daemon:
         except FaxbridgeError:
             return False
         return all(c.healthy() for c in self.runtime.components)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the configuration; apply what can change live, log the rest."""
+        try:
+            new = config.load(self.cfg.source, os.environ)
+        except ConfigError as exc:
+            log.error("config.reload_failed", problems=exc.problems)
+            return
+        p = reload_plan(self.cfg, new)
+        self.cfg = p.config
+        if self.runtime is not None:
+            self.runtime.cfg = p.config
+            for component in self.runtime.components:
+                reconfigure = getattr(component, "reconfigure", None)
+                if reconfigure is not None:
+                    reconfigure(p.config)
+        if self.dispatcher is not None:
+            self.dispatcher.max_in_flight = p.config.limits.max_in_flight
+        if "log.level" in p.applied:
+            logs.setup(p.config.log.level, p.config.log.format, p.config.log.show_numbers)
+        log.info("config.reloaded", applied=p.applied, source=str(self.cfg.source) if self.cfg.source else None)
+        if p.not_applied:
+            log.warning("config.not_reloaded", keys=p.not_applied, why="these keys need a restart")
 
     def recover(self, store: Store) -> None:
         removed = store.clean_spool()

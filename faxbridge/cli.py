@@ -104,10 +104,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         stop = asyncio.Event()
+        daemon = Daemon(cfg)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Daemon(cfg).run(stop)
+        loop.add_signal_handler(signal.SIGHUP, daemon.reload)
+        await daemon.run(stop)
 
     asyncio.run(main())
     return EXIT_OK

@@ -344,6 +344,13 @@ class SmtpListener:
     def healthy(self) -> bool:
         return self._server is not None and self._server.is_serving()
 
+    def reconfigure(self, cfg: Config) -> None:
+        """SIGHUP: the live keys (allowed senders and clients, number policy, limits) apply to the
+        next command; the listener itself keeps its address, TLS and AUTH until a restart."""
+        self.cfg = cfg
+        self.handler.cfg = cfg
+        self.handler.intake.cfg = cfg
+
 
 def build(runtime: Runtime) -> Component | None:
     """The SMTP listener when ``smtp.enabled``."""

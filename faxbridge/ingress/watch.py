@@ -35,7 +35,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from faxbridge.config import WatchConfig
+from faxbridge.config import Config, WatchConfig
 from faxbridge.errors import StoreError
 from faxbridge.ingress.folder import FolderIntake, TickResult
 from faxbridge.runtime import Runtime
@@ -178,6 +178,11 @@ class FolderWatcher:
                 await asyncio.sleep(DEBOUNCE_S)   # let a burst of events gather into one round
             except TimeoutError:
                 pass
+
+    def reconfigure(self, cfg: Config) -> None:
+        """SIGHUP: the number policy applies to the next file; folders need a restart."""
+        for intake in self._intakes:
+            intake.numbers = cfg.numbers
 
     def healthy(self) -> bool:
         return (self._task is not None and not self._task.done()
