@@ -30,12 +30,13 @@ from faxbridge.errors import ConfigError, FaxbridgeError
 from faxbridge.ingress import smtp as smtp_ingress
 from faxbridge.ingress import watch as folder_ingress
 from faxbridge.logs import register_secrets
-from faxbridge.metrics import watch_core
+from faxbridge.metrics import Metrics, transition_observer, watch_core
 from faxbridge.notify import mail as mail_notify
 from faxbridge.notify import sidecar as sidecar_notify
 from faxbridge.providers.base import Provider
 from faxbridge.providers.openfax import OpenfaxProvider
 from faxbridge.providers.phaxio import PhaxioProvider
+from faxbridge.providers.transport import TimedTransport
 from faxbridge.reload import plan as reload_plan
 from faxbridge.runtime import Builder, Component, Runtime
 from faxbridge.sdnotify import Notifier
@@ -102,8 +103,9 @@ class ProviderHandle:
 
 
 @asynccontextmanager
-async def open_provider(cfg: Config) -> AsyncIterator[ProviderHandle]:
-    """The configured provider with its HTTP client (and the built-in simulator, if chosen)."""
+async def open_provider(cfg: Config, metrics: Metrics | None = None) -> AsyncIterator[ProviderHandle]:
+    """The configured provider with its HTTP client (and the built-in simulator, if chosen);
+    with ``metrics``, every provider request is timed."""
     simulator = server = None
     url = None
     if cfg.provider.kind == "simulator":
@@ -111,7 +113,11 @@ async def open_provider(cfg: Config) -> AsyncIterator[ProviderHandle]:
         server = SimulatorServer(simulator, host="127.0.0.1", port=0)
         url = await server.start()
         log.info("simulator.started", url=url, speed=cfg.provider.simulator.speed)
-    client = httpx.AsyncClient(timeout=httpx.Timeout(cfg.provider.request_timeout))
+    transport: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport()
+    if metrics is not None:
+        latency = metrics.provider_request_seconds
+        transport = TimedTransport(transport, lambda result, s: latency.labels(cfg.provider.kind, result).observe(s))
+    client = httpx.AsyncClient(timeout=httpx.Timeout(cfg.provider.request_timeout), transport=transport)
     try:
         yield ProviderHandle(build_provider(cfg, client, url), client, simulator, server)
     finally:
@@ -149,6 +155,7 @@ class Daemon:
         self.tracker: Tracker | None = None
         self.runtime: Runtime | None = None
         self.notifier = Notifier()
+        self.metrics = Metrics()
 
     def healthy(self) -> bool:
         """The store answers and every started component reports healthy."""
@@ -197,7 +204,7 @@ class Daemon:
         store = self.store = Store(cfg.state_dir, provider_name(cfg))
         try:
             self.recover(store)
-            async with open_provider(cfg) as handle:
+            async with open_provider(cfg, self.metrics) as handle:
                 self.handle = handle
                 await self._serve(store, handle, stop)
         finally:
@@ -211,8 +218,9 @@ class Daemon:
         tracker = self.tracker = Tracker(store, handle.provider, self.clock, self.policy,
                                          interval=cfg.provider.poll_interval)
         runtime = self.runtime = Runtime(cfg, store, self.clock, self.policy, handle.provider, dispatcher,
-                                         tracker, handle.simulator, self.owner)
+                                         tracker, handle.simulator, self.owner, metrics=self.metrics)
         watch_core(runtime.metrics, store, tracker, cfg.provider.kind)
+        store.observers.append(transition_observer(runtime.metrics))
         components = [c for c in (build(runtime) for build in COMPONENTS) if c is not None]
         started: list[Component] = []
         work_stop = asyncio.Event()

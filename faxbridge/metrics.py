@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from faxbridge.models import JobState
+from faxbridge.models import Job, JobState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "faxbridge_"
@@ -64,6 +64,18 @@ class Metrics:
                                   ["provider"])
         self.balance_low = self.gauge(
             "provider_balance_low", "1 when the balance is below provider.low_balance, else 0", ["provider"])
+        self.submissions = self.counter(
+            "submissions_total", "Provider submissions by outcome (accepted, transient, unknown, refused, failed)",
+            ["provider", "outcome"])
+        self.final_seconds = self.histogram(
+            "job_final_seconds", "Seconds from a job's creation to its final state, by final state", ["state"],
+            buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 21600, 86400))
+        self.provider_request_seconds = self.histogram(
+            "provider_request_seconds", "Provider HTTP request latency, by result (2xx, 4xx, 5xx, error)",
+            ["provider", "result"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+        self.smtp_replies = self.counter("smtp_replies_total", "SMTP replies sent, by reply code", ["code"])
+        self.folder_files = self.counter(
+            "folder_files_total", "Files taken from watched folders, by result (accepted, rejected)", ["result"])
 
     # ---- for other parts to add their own -------------------------------------------------
 
@@ -95,6 +107,8 @@ class _Store(Protocol):
 
     def in_flight(self) -> int: ...
 
+    def outbox_backlog(self) -> int: ...
+
 
 class _Tracker(Protocol):
     cycles: int
@@ -114,6 +128,8 @@ def watch_core(metrics: Metrics, store: _Store, tracker: _Tracker, provider: str
     metrics.on_scrape("jobs", "Jobs in the store, by state", ["state"], by_state)
     metrics.on_scrape("jobs_in_flight", "Jobs submitting or submitted (not final)", [],
                       lambda: [((), float(store.in_flight()))])
+    metrics.on_scrape("outbox_backlog", "Notifications (reply mail, result files) not delivered yet", [],
+                      lambda: [((), float(store.outbox_backlog()))])
     metrics.on_scrape("poll_requests_last_cycle", "Provider requests the last status poll cycle cost",
                       ["provider"], lambda: [((provider,), float(tracker.last_requests))])
     metrics.on_scrape("poll_pending_last_cycle", "Faxes the last status poll cycle asked about",
@@ -124,3 +140,29 @@ def watch_core(metrics: Metrics, store: _Store, tracker: _Tracker, provider: str
                       lambda: [((provider,), float(tracker.cycles))])
     metrics.on_scrape("poll_requests", "Provider requests made by status polling since start (a counter)",
                       ["provider"], lambda: [((provider,), float(tracker.requests))])
+
+
+# ---- what the state changes say ------------------------------------------------------------------
+
+SUBMIT_OUTCOMES = {
+    "job.submitted": "accepted",
+    "job.retry_scheduled": "transient",
+    "job.outcome_unknown": "unknown",
+    "job.rejected": "refused",
+    "job.failed": "failed",
+}
+
+
+def transition_observer(metrics: Metrics) -> Callable[[Job | None, Job, str], None]:
+    """A store observer: submissions by outcome, and seconds to the final state."""
+
+    def observe(before: Job | None, after: Job, event: str) -> None:
+        if before is not None and before.state is JobState.SUBMITTING and before.hold is None:
+            outcome = SUBMIT_OUTCOMES.get(event)
+            if outcome is not None:
+                metrics.submissions.labels(after.provider, outcome).inc()
+        if after.final and (before is None or not before.final) and after.finished_at is not None:
+            seconds = (after.finished_at - after.created_at).total_seconds()
+            metrics.final_seconds.labels(after.state.value).observe(max(0.0, seconds))
+
+    return observe

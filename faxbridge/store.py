@@ -18,13 +18,14 @@ import json
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import structlog
 from ulid import ULID
 
 from faxbridge.errors import JobNotFound, StoreBusy, StoreError
@@ -39,6 +40,8 @@ from faxbridge.models import (
     Source,
 )
 from faxbridge.states import Transition
+
+log = structlog.get_logger("faxbridge.store")
 
 DOC_NAME = "fax.pdf"
 
@@ -189,6 +192,8 @@ class Store:
         self.provider = provider
         self.spool = state_dir / "spool"
         self.staging = self.spool / ".staging"
+        # Called after each committed change made through this connection: (before, after, event).
+        self.observers: list[Callable[[Job | None, Job, str], None]] = []
         with _translate():
             if not readonly:
                 self.staging.mkdir(parents=True, exist_ok=True)
@@ -290,7 +295,9 @@ class Store:
         except BaseException:
             shutil.rmtree(final_dir, ignore_errors=True)
             raise
-        return self.get(job_id)
+        job = self.get(job_id)
+        self._observe(None, job, f"job.{state.value}")
+        return job
 
     def reject(self, job_id: str, new: NewJob, reason: str, now: datetime) -> Job:
         """Record input refused at intake (no document): a final ``rejected`` job, so its result
@@ -307,7 +314,16 @@ class Store:
             )
             self._event(db, job_id, now, JobState.REJECTED, "job.rejected", reason, {"source": new.source.value})
             self._outbox(db, job_id, now)
-        return self.get(job_id)
+        job = self.get(job_id)
+        self._observe(None, job, "job.rejected")
+        return job
+
+    def _observe(self, before: Job | None, after: Job, event: str) -> None:
+        for observer in self.observers:
+            try:
+                observer(before, after, event)
+            except Exception as exc:  # an observer (metrics) must never undo or break the work
+                log.error("store.observer_failed", error=repr(exc), event_name=event)
 
     def apply(self, job: Job, t: Transition, now: datetime, detail: dict[str, Any] | None = None) -> Job:
         """Apply a transition decided on ``job`` (optimistic: Conflict if the job changed)."""
@@ -335,7 +351,9 @@ class Store:
             self._event(db, job.id, now, t.state, t.event, t.reason, detail or {})
             if t.final and not job.final:
                 self._outbox(db, job.id, now)
-        return self.get(job.id)
+        after = self.get(job.id)
+        self._observe(job, after, t.event)
+        return after
 
     def _event(self, db: sqlite3.Connection, job_id: str, now: datetime, state: JobState, event: str,
                reason: str | None, detail: dict[str, Any]) -> None:

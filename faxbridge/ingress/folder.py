@@ -32,7 +32,7 @@ import os
 import shutil
 import stat
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -148,6 +148,7 @@ class FolderIntake:
         self.tracker = SettleTracker(watch.settle, incomplete_after or default_incomplete_after(watch.settle))
         self._retry_at: float | None = None
         self._tries: dict[str, int] = {}
+        self.on_result: Callable[[str], None] = lambda result: None   # metrics: "accepted" | "rejected"
 
     # ---- discovery ------------------------------------------------------------------------
 
@@ -332,6 +333,7 @@ class FolderIntake:
         except InputError as exc:
             self._reject(claim_id, base, exc.reason)
             return
+        self.on_result("accepted")
         log.info("folder.taken", job_id=job.id, claim=claim_id, file=str(document), watch=str(self.root),
                  to=job.to, pages=job.pages)
 
@@ -354,6 +356,7 @@ class FolderIntake:
 
     def _reject(self, claim_id: str, new: NewJob, reason: str) -> None:
         self.store.reject(claim_id, new, reason, self.clock.now())
+        self.on_result("rejected")
         log.warning("folder.rejected", job_id=claim_id, file=new.meta.get("file"), watch=str(self.root),
                     reason=reason)
 

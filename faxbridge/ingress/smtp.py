@@ -23,8 +23,9 @@ import logging
 import socket
 import ssl
 import weakref
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, AnyStr
 
 import structlog
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
@@ -69,6 +70,11 @@ class FaxSMTP(SMTP):
 
     def _create_envelope(self) -> FaxEnvelope:
         return FaxEnvelope()
+
+    async def push(self, status: AnyStr) -> None:
+        text = status if isinstance(status, str) else status.decode("ascii", "replace")
+        self.fax_handler.on_reply(text[:3])
+        await super().push(status)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
@@ -185,6 +191,7 @@ class FaxHandler:
         self.auth = auth
         self.clock = intake.clock
         self.busy = 0
+        self.on_reply: Callable[[str], None] = lambda code: None   # metrics: every reply's code
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -359,4 +366,7 @@ def build(runtime: Runtime) -> Component | None:
         return None
     store = runtime.store
     intake = MailIntake(cfg, lambda: Store(store.state_dir, store.provider), runtime.clock)
-    return SmtpListener(cfg, store, intake)
+    listener = SmtpListener(cfg, store, intake)
+    replies = runtime.metrics.smtp_replies
+    listener.handler.on_reply = lambda code: replies.labels(code).inc()
+    return listener

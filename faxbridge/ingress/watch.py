@@ -102,6 +102,7 @@ class FolderWatcher:
         finished = 0
         for watch in self.watches:
             intake = FolderIntake(watch, store, self.runtime.clock, self.runtime.cfg.numbers)
+            intake.on_result = self._count_file
             intake.prepare_folders()
             finished += intake.reconcile()
             self._intakes.append(intake)
@@ -178,6 +179,9 @@ class FolderWatcher:
                 await asyncio.sleep(DEBOUNCE_S)   # let a burst of events gather into one round
             except TimeoutError:
                 pass
+
+    def _count_file(self, result: str) -> None:
+        self.runtime.metrics.folder_files.labels(result).inc()
 
     def reconfigure(self, cfg: Config) -> None:
         """SIGHUP: the number policy applies to the next file; folders need a restart."""
