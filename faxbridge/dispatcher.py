@@ -76,6 +76,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._working: set[str] = set()
+        self._reconcile_lock = asyncio.Lock()
 
     def wake(self) -> None:
         self._wake.set()
@@ -161,6 +162,11 @@ class Dispatcher:
         advance(self.store, job.id, outcome, self.clock, self.policy)
 
     async def _reconcile(self, job: Job) -> None:
+        # One at a time: two held jobs to the same number must not both adopt the same fax.
+        async with self._reconcile_lock:
+            await self._reconcile_one(job)
+
+    async def _reconcile_one(self, job: Job) -> None:
         lookup = SubmissionLookup(
             job_id=job.id,
             to=job.to,

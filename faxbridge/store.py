@@ -348,7 +348,11 @@ class Store:
             )
             if cur.rowcount != 1:
                 raise Conflict(f"job {job.id} changed meanwhile")
-            self._event(db, job.id, now, t.state, t.event, t.reason, detail or {})
+            detail = dict(detail or {})
+            if t.changes.get("provider_id"):
+                # kept in the history: a retried job's earlier fax stays known (reconciliation)
+                detail["provider_id"] = t.changes["provider_id"]
+            self._event(db, job.id, now, t.state, t.event, t.reason, detail)
             if t.final and not job.final:
                 self._outbox(db, job.id, now)
         after = self.get(job.id)
@@ -536,12 +540,16 @@ class Store:
         return self._job(row) if row else None
 
     def known_provider_ids(self, provider: str | None = None) -> frozenset[str]:
+        """Every provider id any job has owned (now or before a retry): not ours to adopt."""
         with _translate():
             rows = self._db.execute(
-                "SELECT provider_id FROM jobs WHERE provider = ? AND provider_id IS NOT NULL",
-                (provider or self.provider,),
+                """SELECT provider_id FROM jobs WHERE provider = ? AND provider_id IS NOT NULL
+                   UNION
+                   SELECT json_extract(e.detail, '$.provider_id') FROM events e JOIN jobs j ON j.id = e.job_id
+                   WHERE j.provider = ? AND json_extract(e.detail, '$.provider_id') IS NOT NULL""",
+                (provider or self.provider, provider or self.provider),
             ).fetchall()
-        return frozenset(r[0] for r in rows)
+        return frozenset(str(r[0]) for r in rows)
 
     def next_due(self) -> datetime | None:
         """When the next queued job or reconciliation is due (for the dispatcher's sleep)."""

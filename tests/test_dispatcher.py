@@ -18,7 +18,7 @@ from faxbridge.providers.base import Provider
 from faxbridge.providers.openfax import OpenfaxProvider
 from faxbridge.providers.phaxio import PhaxioProvider
 from faxbridge.simulator import Fault, Simulator, SimulatorServer, credentials
-from faxbridge.states import Policy
+from faxbridge.states import Ignore, Policy
 from faxbridge.store import Store
 from faxbridge.tracker import Tracker
 from tests.conftest import async_wait_until
@@ -259,5 +259,38 @@ async def test_a_bug_during_submit_holds_the_job_for_reconciliation(tmp_path: Pa
         assert e.sends(job_id) == 1  # reconciled, not sent twice
         events = [ev.event for ev in e.store.events(job_id)]
         assert "job.outcome_unknown" in events and "job.reconciled" in events
+    finally:
+        await _close_env(e)
+
+
+async def test_openfax_reconciliation_never_adopts_another_jobs_fax(tmp_path: Path,
+                                                                  pdf: Callable[..., Path]) -> None:
+    """Two held jobs to one number with one page count, and a retried job whose earlier fax is in the
+    report: each adopts its own fax, none is sent twice, none is left unsent."""
+    from faxbridge.states import RetryRequested
+    from faxbridge.workflow import advance
+
+    e = await _make_env("openfax", tmp_path, pdf, timeout=0.5)
+    try:
+        e.sim.inject(Fault(kind="accept_then_hang", seconds=3.0, count=2))
+        a, b = e.enqueue("+15555551212"), e.enqueue("+15555551212")
+        await e.finish()
+        ja, jb = e.store.get(a), e.store.get(b)
+        assert ja.state is jb.state is JobState.DELIVERED
+        assert ja.provider_id != jb.provider_id
+        assert len(e.sim.sends) == 2
+        c = e.enqueue("+15555551219")  # always busy: fails, then the operator retries it
+        await e.finish()
+        first = e.store.get(c)
+        assert first.state is JobState.FAILED
+        _, decision = advance(e.store, c, RetryRequested(), SystemClock(), POLICY)
+        assert not isinstance(decision, Ignore)
+        e.sim.inject(Fault(kind="accept_then_hang", seconds=3.0))
+        await e.finish()
+        again = e.store.get(c)
+        assert again.state is JobState.FAILED and again.provider_id != first.provider_id
+        assert "job.reconciled" in [ev.event for ev in e.store.events(c)]
+        assert len(e.sim.sends) == 4
+        assert {s.id for s in e.sim.sends} == {ja.provider_id, jb.provider_id, first.provider_id, again.provider_id}
     finally:
         await _close_env(e)
