@@ -81,8 +81,8 @@ async def env(request: pytest.FixtureRequest, tmp_path: Path, pdf: Callable[...,
 
 
 async def _make_env(kind: str, tmp_path: Path, pdf: Callable[..., Path], *, timeout: float = 5.0,
-                    max_in_flight: int = 50, **policy: Any) -> Env:
-    sim = Simulator(speed=5000.0)
+                    max_in_flight: int = 50, speed: float = 5000.0, **policy: Any) -> Env:
+    sim = Simulator(speed=speed)
     server = SimulatorServer(sim, host="127.0.0.1", port=0)
     base = await server.start()
     client = httpx.AsyncClient(timeout=timeout)
@@ -294,3 +294,32 @@ async def test_openfax_reconciliation_never_adopts_another_jobs_fax(tmp_path: Pa
         assert {s.id for s in e.sim.sends} == {ja.provider_id, jb.provider_id, first.provider_id, again.provider_id}
     finally:
         await _close_env(e)
+
+
+async def test_cancel_reaches_the_provider_where_it_can(tmp_path: Path, pdf: Callable[..., Path]) -> None:
+    """`faxbridge cancel` on a submitted fax: Phaxio cancels it (the job ends canceled); Openfax has no
+    cancel call, so the job says so and goes on to its own end."""
+    from faxbridge.states import CancelRequested
+    from faxbridge.workflow import advance
+
+    for kind, final, words in (("phaxio", JobState.CANCELED, "Canceled"),
+                               ("openfax", JobState.FAILED, "No Answer")):
+        # at speed 100 the 4 minutes between redials take 2.4 s: time to cancel in between
+        e = await _make_env(kind, tmp_path / kind, pdf, speed=100.0)
+        try:
+            job_id = e.enqueue("+15555551217")  # never answers: redials, 4 minutes apart (simulated)
+            await e.dispatcher.run_until_idle()
+            assert e.store.get(job_id).state is JobState.SUBMITTED
+            advance(e.store, job_id, CancelRequested("faxbridge cancel"), SystemClock(), POLICY)
+            assert e.store.get(job_id).cancel_requested
+            await e.finish(timeout=90)
+            job = e.store.get(job_id)
+            assert job.state is final, (kind, job.state, job.reason)
+            assert job.reason is not None and words in job.reason, job.reason
+            events = [ev.event for ev in e.store.events(job_id)]
+            assert "job.cancel_requested" in events
+            if kind == "openfax":
+                assert "job.cancel_failed" in events
+            assert e.sends(job_id) == 1
+        finally:
+            await _close_env(e)
