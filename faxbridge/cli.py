@@ -20,7 +20,6 @@ from pathlib import Path
 import structlog
 
 from faxbridge import __version__, config, logs
-from faxbridge.app import Daemon, open_provider, policy_of, provider_name
 from faxbridge.clock import SystemClock
 from faxbridge.config import Config
 from faxbridge.errors import (
@@ -31,7 +30,6 @@ from faxbridge.errors import (
     ProviderError,
     UsageError,
 )
-from faxbridge.intake import accept, destination
 from faxbridge.jobview import JOBS_HEADER, job_line, job_object, job_text
 from faxbridge.models import FaxOptions, InputFile, JobState, NewJob, Resolution, Source
 from faxbridge.states import CancelRequested, Ignore, Outcome, RetryRequested
@@ -92,7 +90,7 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _store(cfg: Config) -> Store:
-    return Store(cfg.state_dir, provider_name(cfg))
+    return Store(cfg.state_dir, cfg.provider.kind)  # = app.provider_name, without importing the daemon
 
 
 # ---- commands --------------------------------------------------------------------------
@@ -104,6 +102,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         stop = asyncio.Event()
+        from faxbridge.app import Daemon  # the daemon's parts load only for `run`
+
         daemon = Daemon(cfg)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -128,6 +128,8 @@ def cmd_send(args: argparse.Namespace) -> int:
     for f in args.files:
         if not f.is_file():
             raise UsageError(f"{f}: no such file")
+    from faxbridge.intake import accept, destination  # documents load only when sending
+
     number = destination(args.to, cfg.numbers)
     if args.header is not None and len(args.header) > 50:
         raise UsageError("--header: at most 50 characters")
@@ -180,6 +182,8 @@ def _operator(args: argparse.Namespace, outcome: Outcome, done: str) -> int:
     store = _store(cfg)
     try:
         job = store.get(args.id)
+        from faxbridge.app import policy_of
+
         job, decision = advance(store, job.id, outcome, SystemClock(), policy_of(cfg))
     finally:
         store.close()
@@ -204,6 +208,8 @@ def cmd_balance(args: argparse.Namespace) -> int:
     cfg = _load(args)
 
     async def main() -> float:
+        from faxbridge.app import open_provider
+
         async with open_provider(cfg) as handle:
             return (await handle.provider.balance()).amount
 
