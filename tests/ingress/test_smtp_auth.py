@@ -23,8 +23,9 @@ from faxbridge.errors import ConfigError
 from faxbridge.ingress.smtp_auth import check_password, load_users
 from tests.ingress import mailkit
 from tests.ingress.mailkit import config_of, listening, smtp_settings
+from tests.support import secret
 
-PASSWORD = "correct horse battery staple"
+PASSWORD = secret("correct horse battery staple")  # the suite fails if it is ever logged
 
 
 def make_cert(folder: Path) -> tuple[Path, Path]:
