@@ -90,3 +90,11 @@ def pdf(tmp_path: Path) -> Callable[..., Path]:
         return make_pdf(tmp_path / name, pages=pages, size=size)
 
     return factory
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("faxbridge torture")
+    group.addoption("--torture-rounds", type=int, default=4,
+                    help="daemon kills per torture run (default 4; try 40 for a long run)")
+    group.addoption("--torture-seed", type=int, default=None,
+                    help="replay a torture run with this seed (printed by every run)")
