@@ -4,7 +4,8 @@ Every ingress (the CLI, SMTP, folders) ends here. The document is prepared into 
 staging folder and the job committed by :meth:`Store.enqueue`, which fsyncs before it
 commits: when ``accept`` returns, the job is durable. ``accept`` is ``stage_document`` (no
 database: may run in a worker thread) followed by ``commit`` (on the store's thread); the SMTP
-listener calls the halves itself, one job per recipient.
+listener calls the halves itself, one job per recipient; the folder intake stages a round of
+files and commits their jobs together with :func:`commit_many` (one transaction).
 """
 
 from __future__ import annotations
@@ -63,6 +64,21 @@ def commit(store: Store, clock: Clock, job_id: str, new: NewJob, doc: PreparedDo
     log.info("job.enqueued", job_id=job.id, source=job.source.value, to=job.to, pages=job.pages,
              document=job.document)
     return job
+
+
+def commit_many(store: Store, clock: Clock, items: Sequence[tuple[str, NewJob, PreparedDocument]]) -> list[Job]:
+    """:func:`commit` for several staged documents in ONE transaction (all or none): the folder
+    intake commits a round of files at once. On failure every staging folder is removed."""
+    try:
+        jobs = store.enqueue_many(items, clock.now())
+    except BaseException:
+        for job_id, _, _ in items:
+            store.discard_stage(job_id)
+        raise
+    for job in jobs:
+        log.info("job.enqueued", job_id=job.id, source=job.source.value, to=job.to, pages=job.pages,
+                 document=job.document)
+    return jobs
 
 
 def find_duplicate(store: Store, clock: Clock, dedup_key: str, window: timedelta) -> Job | None:

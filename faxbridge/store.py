@@ -299,6 +299,51 @@ class Store:
         self._observe(None, job, f"job.{state.value}")
         return job
 
+    def enqueue_many(self, items: Sequence[tuple[str, NewJob, PreparedDocument]], now: datetime) -> list[Job]:
+        """Commit several queued jobs, each with its document staged at ``stage(job_id)/fax.pdf``,
+        in ONE transaction: all or none.
+
+        Every document is moved into the spool first, then the spool and staging folders are
+        fsynced once for the lot, and only then are the rows committed; so, as with
+        :meth:`enqueue`, a committed job always has its document on disk. On failure no row is
+        committed and the documents moved are removed from the spool (their staging folders are
+        the caller's to discard).
+        """
+        moved: list[Path] = []
+        try:
+            with _translate():
+                for job_id, _, doc in items:
+                    staged = self.staging / job_id
+                    if doc.path != staged / DOC_NAME:
+                        raise StoreError(f"document for {job_id} is not staged at {staged / DOC_NAME}")
+                for job_id, _, _ in items:
+                    os.replace(self.staging / job_id, self.spool / job_id)
+                    moved.append(self.spool / job_id)
+                _fsync_dir(self.spool)
+                _fsync_dir(self.staging)
+            with self._write() as db:
+                for job_id, new, doc in items:
+                    db.execute(
+                        """INSERT INTO jobs (id, source, to_number, state, pages, paper, provider, sender,
+                           subject, document, options, meta, created_at, updated_at, doc_sha256,
+                           next_attempt_at, dedup_key)
+                           VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+                        (job_id, new.source.value, new.to, JobState.QUEUED.value, doc.pages, doc.paper.value,
+                         self.provider, new.sender, new.subject, new.document,
+                         json.dumps(new.options.to_json()), json.dumps(dict(new.meta)), ts(now), ts(now),
+                         doc.sha256, ts(now), new.dedup_key),
+                    )
+                    self._event(db, job_id, now, JobState.QUEUED, "job.queued", None,
+                                {"source": new.source.value, "pages": doc.pages})
+        except BaseException:
+            for final_dir in moved:
+                shutil.rmtree(final_dir, ignore_errors=True)
+            raise
+        jobs = [self.get(job_id) for job_id, _, _ in items]
+        for job in jobs:
+            self._observe(None, job, "job.queued")
+        return jobs
+
     def reject(self, job_id: str, new: NewJob, reason: str, now: datetime) -> Job:
         """Record input refused at intake (no document): a final ``rejected`` job, so its result
         (reply mail, result file) is owed through the outbox like any other final job."""

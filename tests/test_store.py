@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from faxbridge import store as store_module
 from faxbridge.errors import JobNotFound, StoreError
 from faxbridge.models import FaxOutcome, JobState, NewJob, Paper, PreparedDocument, Source, StatusUpdate
 from faxbridge.states import Accepted, Claimed, Policy, Status, Transition, decide
@@ -222,3 +223,78 @@ def test_migration_from_version_1_keeps_jobs(tmp_path: Path) -> None:
     assert s.schema_version == len(MIGRATIONS)
     assert s.get("01OLD").state is JobState.QUEUED
     s.close()
+
+
+def new_jobs(store: Store, n: int) -> list[tuple[str, NewJob, PreparedDocument]]:
+    items = []
+    for i in range(n):
+        job_id = new_job_id()
+        new = NewJob(source=Source.FOLDER, to=f"+1555555121{i}", document=f"{i}.pdf", dedup_key=f"folder:{i}")
+        items.append((job_id, new, stage_doc(store, job_id, f"%PDF-1.4 doc {i}".encode())))
+    return items
+
+
+def test_enqueue_many_commits_every_job_with_its_document_and_event(store: Store) -> None:
+    items = new_jobs(store, 3)
+    jobs = store.enqueue_many(items, NOW)
+    assert [j.id for j in jobs] == [job_id for job_id, _, _ in items]
+    for (job_id, new, doc), job in zip(items, jobs, strict=True):
+        assert (job.state, job.to, job.pages, job.paper, job.doc_sha256) == (
+            JobState.QUEUED, new.to, 2, Paper.A4, doc.sha256)
+        assert store.find_duplicate(new.dedup_key or "", NOW) == job
+        assert job.next_attempt_at == NOW and job.finished_at is None and job.reason is None
+        assert store.document_path(job_id).read_bytes() == f"%PDF-1.4 doc {new.document[0]}".encode()
+        assert [e.event for e in store.events(job_id)] == ["job.queued"]
+    assert list(store.staging.iterdir()) == []
+    assert [(j.id, j.state) for j in store.claim_due("w", NOW, 10, 60)] == [(j.id, JobState.QUEUED) for j in jobs]
+
+
+def test_enqueue_many_fsyncs_the_spool_before_it_commits(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    items = new_jobs(store, 3)
+    reader = sqlite3.connect(store.db_path)
+    synced: list[tuple[str, int, bool]] = []
+    real_fsync_dir = store_module._fsync_dir
+
+    def spy(path: Path) -> None:
+        real_fsync_dir(path)
+        in_spool = all(store.document_path(job_id).exists() for job_id, _, _ in items)
+        synced.append((path.name, reader.execute("SELECT count(*) FROM jobs").fetchone()[0], in_spool))
+
+    monkeypatch.setattr(store_module, "_fsync_dir", spy)
+    store.enqueue_many(items, NOW)
+    # each folder once for the lot, with every document already moved in and no row committed yet
+    assert synced == [("spool", 0, True), (".staging", 0, True)]
+    assert reader.execute("SELECT count(*) FROM jobs").fetchone()[0] == 3
+    reader.close()
+
+
+def test_enqueue_many_is_all_or_none_when_the_transaction_fails(store: Store) -> None:
+    items = new_jobs(store, 3)
+    db = sqlite3.connect(store.db_path)
+    # a real failure inside the transaction, after the first job's rows are written
+    db.execute(f"CREATE TRIGGER fail BEFORE INSERT ON events WHEN NEW.job_id = '{items[1][0]}' "
+               "BEGIN SELECT RAISE(ABORT, 'disk trouble'); END")
+    db.commit()
+    with pytest.raises(StoreError, match="disk trouble"):
+        store.enqueue_many(items, NOW)
+    assert store.jobs() == []
+    assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 0
+    assert [p.name for p in store.spool.iterdir()] == [".staging"]   # no document left without its job
+    db.execute("DROP TRIGGER fail")
+    db.commit()
+    db.close()
+    again = new_jobs(store, 3)
+    assert len(store.enqueue_many(again, NOW)) == 3 and len(store.jobs()) == 3
+
+
+def test_enqueue_many_refuses_an_unstaged_document_and_moves_nothing(store: Store, tmp_path: Path) -> None:
+    items = new_jobs(store, 2)
+    stray = tmp_path / "elsewhere.pdf"
+    stray.write_bytes(b"%PDF-1.4 x")
+    job_id, new, _ = items[1]
+    items[1] = (job_id, new, PreparedDocument(path=stray, pages=1, paper=Paper.A4, sha256="x", size=10))
+    with pytest.raises(StoreError, match="is not staged"):
+        store.enqueue_many(items, NOW)
+    assert store.jobs() == []
+    assert sorted(p.name for p in store.staging.iterdir()) == sorted(j for j, _, _ in items)  # still staged
+    assert [p.name for p in store.spool.iterdir()] == [".staging"]

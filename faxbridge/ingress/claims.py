@@ -9,8 +9,9 @@ a new file. The job made from a claim carries ``dedup_key = "folder:<claim id>"`
 restart tells a claim that already has its job from one that does not.
 
 Claiming order: the folder, then the control files, then the document, then an fsync of every
-folder touched (before the job is committed, so a crash can never leave both a committed job and
-the file back in the watched folder). What a crash can leave, and what start-up does with it:
+folder touched (once per round of claims, :func:`sync_claims`; always before the job is committed,
+so a crash can never leave both a committed job and the file back in the watched folder). What a
+crash can leave, and what start-up does with it:
 
 - an empty claim folder: removed;
 - control files without their document: given back to the watched folder (taken again later);
@@ -75,9 +76,13 @@ def claim_files(claim: Path) -> tuple[PurePosixPath | None, list[PurePosixPath]]
     return document, controls
 
 
-def claim(watch_path: Path, claim_id: str, document: PurePosixPath, controls: list[PurePosixPath]) -> bool:
+def claim(watch_path: Path, claim_id: str, document: PurePosixPath, controls: list[PurePosixPath], *,
+          sync: bool = True) -> bool:
     """Rename the controls, then the document, into a new claim. False when the document vanished
-    meanwhile (renamed or removed by someone else): nothing is claimed then."""
+    meanwhile (renamed or removed by someone else): nothing is claimed then.
+
+    With ``sync=False`` the folders touched are not fsynced here: the caller claims a round of
+    files and then calls :func:`sync_claims` once for all of them, before any job is committed."""
     area = processing_dir(watch_path)
     target = area / claim_id
     (target / document.parent).mkdir(parents=True)
@@ -93,15 +98,33 @@ def claim(watch_path: Path, claim_id: str, document: PurePosixPath, controls: li
     except FileNotFoundError:
         give_back(watch_path, target)
         return False
-    folder = target / document.parent
-    while True:
-        fsync_dir(folder)
-        if folder == target:
-            break
-        folder = folder.parent
-    fsync_dir(area)
-    fsync_dir((watch_path / document).parent)
+    if sync:
+        sync_claims(watch_path, [(claim_id, document)])
     return True
+
+
+def sync_claims(watch_path: Path, taken: list[tuple[str, PurePosixPath]]) -> None:
+    """Make claims durable: fsync every folder they touched, each once (the claim folders, the
+    processing area, then the folders the documents left)."""
+    area = processing_dir(watch_path)
+    inside: list[Path] = []
+    left: dict[Path, None] = {}
+    for claim_id, document in taken:
+        target = area / claim_id
+        folder = target / document.parent
+        while True:
+            inside.append(folder)
+            if folder == target:
+                break
+            folder = folder.parent
+        left[(watch_path / document).parent] = None
+    for folder in [*inside, area]:
+        fsync_dir(folder)
+    for folder in left:
+        try:
+            fsync_dir(folder)
+        except FileNotFoundError:
+            continue                      # a subfolder removed since (a claim resumed at start-up)
 
 
 def give_back(watch_path: Path, claim: Path) -> list[PurePosixPath]:

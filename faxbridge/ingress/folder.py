@@ -18,12 +18,20 @@ A file is ready when (in this order; the first that fails decides):
    rejected with the reason it was waiting for.
 
 Then it is claimed (renamed into the processing area, :mod:`faxbridge.ingress.claims`) and only
-then read for faxing: the destination is chosen (:mod:`faxbridge.ingress.control`), the document
-prepared and the job committed by ``intake.accept``; any input that cannot be faxed becomes a
+then read for faxing: the destination is chosen (:mod:`faxbridge.ingress.control`) and the document
+prepared in the store's staging folder; any input that cannot be faxed becomes a
 ``rejected`` job through ``store.reject`` with its reason. Either way the job owes a result file
 (outbox kind "sidecar"), written by :mod:`faxbridge.notify.sidecar`, which also moves the original
 out of the processing area. Trouble on our side (disk full, database busy) leaves the claim where
 it is; it is tried again later (and at every start-up, by :meth:`FolderIntake.reconcile`).
+
+A tick takes its due files as one round, so that a burst costs a few fsyncs per round rather than
+per file: every file is checked and claimed (each document starts staging at once), then every
+folder the claims touched is fsynced once, then rejections are committed and the round's staged
+jobs are committed together in ONE transaction (``intake.commit_many``). No job is committed before
+its claim is durable; a failed commit leaves the claims, tried again later. The pure content work
+(:mod:`faxbridge.ingress.content`: completeness checks, document copies) runs in the ``pool`` of
+worker processes when there is one, in this thread otherwise.
 """
 
 from __future__ import annotations
@@ -31,24 +39,20 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import warnings
 from collections.abc import Callable, Iterable
+from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, cast
+from typing import Any, TypeVar
 
 import structlog
-from PIL import Image, ImageSequence
 
 from faxbridge.clock import Clock
 from faxbridge.config import NumbersConfig, WatchConfig
-from faxbridge.documents import sniff
-from faxbridge.documents._images import _tiff_pages as tiff_pages
-from faxbridge.documents._pdf import count_pages, open_pdf, page_papers
-from faxbridge.documents._sniff import HEAD_SIZE
-from faxbridge.errors import DocumentError, InputError, NumberError, StoreError
+from faxbridge.errors import InputError, NumberError, StoreError
 from faxbridge.ingress import claims
+from faxbridge.ingress.content import incomplete, stage
 from faxbridge.ingress.control import (
     Control,
     ControlError,
@@ -62,17 +66,17 @@ from faxbridge.ingress.control import (
     stem,
 )
 from faxbridge.ingress.settle import Due, SettleTracker, Signature
-from faxbridge.intake import accept, destination
-from faxbridge.models import FaxOptions, InputFile, NewJob, Source
-from faxbridge.store import Store, new_job_id
+from faxbridge.intake import commit_many, destination
+from faxbridge.models import FaxOptions, NewJob, PreparedDocument, Source
+from faxbridge.store import DOC_NAME, Store, new_job_id
 
 log = structlog.get_logger("faxbridge.folder")
 
+T = TypeVar("T")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_CONTROL_SIZE = 64 * 1024
 RETRY_S = 5.0
 MAX_TRIES = 5
-_IMAGE_KINDS = {"tiff": "TIFF", "jpeg": "JPEG", "png": "PNG", "gif": "GIF"}
 
 
 def default_incomplete_after(settle: float) -> float:
@@ -91,60 +95,45 @@ def _size_words(n: int) -> str:
     return f"{n / 1_000_000:.1f} MB" if n >= 1_000_000 else f"{n:,} bytes"
 
 
-def incomplete(path: Path, name: str) -> str | None:
-    """Why the file's content is not complete yet, or None. Read-only; never follows a link."""
+@dataclass(frozen=True)
+class _Pick:
+    """A file chosen in a tick: to be claimed (and made a job, or rejected with ``reject``)."""
+    rel: PurePosixPath
+    controls: list[PurePosixPath]
+    reject: str | None = None
+    check: bool = False      # its content must be checked complete first
+
+
+@dataclass(frozen=True)
+class _Started:
+    """A claim under way: rejected (``reject``), failed on our side (``error``), or its document
+    being staged (``result`` waits for it)."""
+    claim_id: str
+    new: NewJob | None
+    document: PurePosixPath | None
+    reject: str | None = None
+    error: BaseException | None = None
+    job_id: str | None = None
+    result: Callable[[], PreparedDocument | str | BaseException] | None = None
+
+
+def _call(fn: Callable[..., T], args: tuple[Any, ...]) -> T | BaseException:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        return f"{name} cannot be read: {exc.strerror or exc}"
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None                                   # refused when it is claimed
-        head = fh.read(HEAD_SIZE)
-        if not head:
-            return f"{name} is empty"
-        kind = sniff(head)
-        fh.seek(0)
-        if kind == "pdf":
-            try:
-                reader = open_pdf(fh, name=name)
-                count_pages(reader, name=name)
-                page_papers(reader, name=name)
-            except DocumentError as exc:
-                return exc.reason
-        elif kind in _IMAGE_KINDS:
-            return _image_incomplete(cast(BinaryIO, fh), name, kind)
-    return None
-
-
-def _image_incomplete(fh: BinaryIO, name: str, kind: str) -> str | None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            with Image.open(fh, formats=[_IMAGE_KINDS[kind]]) as image:
-                for frame in ImageSequence.Iterator(image):
-                    frame.load()
-            if kind == "tiff":
-                fh.seek(0)
-                tiff_pages(fh, name=name)                 # the chain of pages reads to its end
-        except Image.DecompressionBombError:
-            return None                                   # complete; refused when prepared
-        except DocumentError as exc:
-            return exc.reason
-        except Exception as exc:  # Pillow raises many kinds for a file cut short; all mean "not yet"
-            return f"{name} is an incomplete or damaged {_IMAGE_KINDS[kind]} image ({type(exc).__name__}: {exc})"
-    return None
+        return fn(*args)
+    except Exception as exc:
+        return exc
 
 
 class FolderIntake:
     def __init__(self, watch: WatchConfig, store: Store, clock: Clock, numbers: NumbersConfig, *,
-                 incomplete_after: float | None = None) -> None:
+                 incomplete_after: float | None = None, pool: Executor | None = None) -> None:
         self.watch = watch
         self.root = watch.path
         self.area = claims.processing_dir(watch.path)
         self.store = store
         self.clock = clock
         self.numbers = numbers
+        self.pool = pool             # content checks and document copies run here (None: in this thread)
         self.tracker = SettleTracker(watch.settle, incomplete_after or default_incomplete_after(watch.settle))
         self._retry_at: float | None = None
         self._tries: dict[str, int] = {}
@@ -201,6 +190,9 @@ class FolderIntake:
     # ---- the tick ---------------------------------------------------------------------------
 
     def tick(self, changed: Iterable[Path] = (), limit: int = 100) -> TickResult:
+        """Take the files that are due, as one round: every file is checked and claimed, the
+        claims are made durable together, the documents staged, and the jobs committed in one
+        transaction (:meth:`_finish_many`)."""
         self.observe(changed)
         now = self.clock.monotonic()
         for rel in self.tracker.paths():
@@ -210,44 +202,76 @@ class FolderIntake:
             self._retry_at = None
             finished += self.reconcile()
         due = self.tracker.due(now)
+        picks: list[_Pick] = []
         for item in due[:limit]:
-            finished += self._consider(item, now)
+            pick = self._consider(item, now)
+            if pick is not None:
+                if not pick.check:
+                    self._forget(pick)
+                picks.append(pick)
+        finished += self._take(picks)
         return TickResult(finished, len(due) > limit, self.tracker.next_due_in(self.clock.monotonic()))
 
-    def _consider(self, due: Due, now: float) -> int:
+    def _later(self, fn: Callable[..., T], *args: Any) -> Callable[[], T | BaseException]:
+        """Start ``fn(*args)`` in the pool (at once, in this thread, without one); the returned
+        function waits for its result, or the exception it raised."""
+        if self.pool is not None:
+            try:
+                future = self.pool.submit(fn, *args)
+            except (BrokenExecutor, RuntimeError) as exc:      # broken, or shut down at exit
+                self._lose_pool(exc)
+            else:
+                def result() -> T | BaseException:
+                    try:
+                        return future.result()
+                    except BrokenExecutor as exc:
+                        self._lose_pool(exc)
+                        return _call(fn, args)
+                    except Exception as exc:
+                        return exc
+                return result
+        value = _call(fn, args)
+        return lambda: value
+
+    def _lose_pool(self, exc: BaseException) -> None:
+        if self.pool is not None:
+            log.error("folder.pool_broken", watch=str(self.root), error=repr(exc))
+            self.pool = None                      # from now on in this thread
+
+    def _consider(self, due: Due, now: float) -> _Pick | None:
         rel = due.rel
         if rel not in self.tracker:
-            return 0                              # taken with its document earlier in this round
+            return None                           # taken with its document earlier in this round
         if is_control(rel.name):
             if self._document_for(rel) is None and self.tracker.park(rel):
                 log.info("folder.control_waiting", control=str(rel), watch=str(self.root))
-            return 0
+            return None
         try:
             st = os.lstat(self.root / rel)
         except OSError:
             self.tracker.forget(rel)
-            return 0
+            return None
         if stat.S_ISLNK(st.st_mode):
-            return self._take(rel, [], f"{rel.name} is a symbolic link; faxbridge takes only regular files")
+            return _Pick(rel, [], f"{rel.name} is a symbolic link; faxbridge takes only regular files")
         if not stat.S_ISREG(st.st_mode):
-            return self._take(rel, [], f"{rel.name} is not a regular file")
+            return _Pick(rel, [], f"{rel.name} is not a regular file")
         if st.st_size > self.watch.max_size:
-            return self._take(rel, [], f"{rel.name} is {_size_words(st.st_size)}; the limit is "
-                                       f"{_size_words(self.watch.max_size)} (watch.max_size)")
+            return _Pick(rel, [], f"{rel.name} is {_size_words(st.st_size)}; the limit is "
+                                  f"{_size_words(self.watch.max_size)} (watch.max_size)")
         controls = [rel.parent / c for c in control_names(rel.name) if os.path.lexists(self.root / rel.parent / c)]
         for control in controls:
             if not self.tracker.stable(control, now):
                 self._look(control, now)          # a control file still being written: wait for it
-                return 0
+                return None
         if not controls:
             if due.expired:
-                return self._take(rel, [], due.reason or f"{rel.name} is incomplete")
-            why = incomplete(self.root / rel, rel.name)
-            if why is not None:
-                if self.tracker.wait(rel, why):
-                    log.info("folder.waiting", file=str(rel), watch=str(self.root), reason=why)
-                return 0
-        return self._take(rel, controls)
+                return _Pick(rel, [], due.reason or f"{rel.name} is incomplete")
+            return _Pick(rel, [], check=True)
+        return _Pick(rel, controls)
+
+    def _forget(self, pick: _Pick) -> None:
+        for path in (pick.rel, *pick.controls):
+            self.tracker.forget(path)
 
     def _document_for(self, control: PurePosixPath) -> PurePosixPath | None:
         folder = self.root / control.parent
@@ -262,40 +286,123 @@ class FolderIntake:
                 return control.parent / name
         return None
 
-    def _take(self, rel: PurePosixPath, controls: list[PurePosixPath], reject: str | None = None) -> int:
-        claim_id = new_job_id()
-        for path in (rel, *controls):
-            self.tracker.forget(path)
-        try:
-            if not claims.claim(self.root, claim_id, rel, controls):
-                return 0                          # renamed or removed meanwhile: its new name is seen anew
-        except OSError as exc:
-            log.error("folder.claim_failed", file=str(rel), watch=str(self.root), error=str(exc))
-            self._retry_at = self.clock.monotonic() + RETRY_S     # reconcile gives back a half claim
-            for path in (rel, *controls):
-                self._look(path, self.clock.monotonic())          # and the files are looked at again
+    def _take(self, picks: list[_Pick]) -> int:
+        """Claim the picked files (those still being written wait), start staging each claim's
+        document at once (in the pool, while the next file is claimed), make the claims durable
+        (each folder fsynced once), then commit. No job is committed before its claim is durable."""
+        checks = {p.rel: self._later(incomplete, self.root / p.rel, p.rel.name) for p in picks if p.check}
+        taken: list[tuple[str, PurePosixPath]] = []
+        started: list[_Started] = []
+        for pick in picks:
+            if pick.check:
+                found = checks[pick.rel]()
+                why = f"{pick.rel.name} cannot be read: {found}" if isinstance(found, BaseException) else found
+                if why is not None:
+                    if self.tracker.wait(pick.rel, why):
+                        log.info("folder.waiting", file=str(pick.rel), watch=str(self.root), reason=why)
+                    continue
+                self._forget(pick)
+            claim_id = new_job_id()
+            try:
+                if not claims.claim(self.root, claim_id, pick.rel, pick.controls, sync=False):
+                    continue                      # renamed or removed meanwhile: its new name is seen anew
+            except OSError as exc:
+                log.error("folder.claim_failed", file=str(pick.rel), watch=str(self.root), error=str(exc))
+                self._retry_at = self.clock.monotonic() + RETRY_S     # reconcile gives back a half claim
+                for path in (pick.rel, *pick.controls):
+                    self._look(path, self.clock.monotonic())          # and the files are looked at again
+                continue
+            taken.append((claim_id, pick.rel))
+            started.append(self._start(claim_id, pick.reject))
+        if not taken:
             return 0
-        return self._finish(claim_id, reject)
+        try:
+            claims.sync_claims(self.root, taken)
+        except OSError as exc:
+            log.error("folder.claim_failed", files=len(taken), watch=str(self.root), error=str(exc))
+            self._retry_at = self.clock.monotonic() + RETRY_S         # reconcile syncs and finishes them
+            for item in started:
+                if item.result is not None:
+                    item.result()                 # wait for it: its staging folder is removed next
+                if item.job_id is not None:
+                    self.store.discard_stage(item.job_id)
+            return 0
+        return self._complete(started)
 
     # ---- from a claim to a job ----------------------------------------------------------------
 
-    def _finish(self, claim_id: str, reject: str | None = None) -> int:
+    def _finish_many(self, claim_ids: list[str]) -> int:
+        """Make durable claims jobs. Returns claims finished (made jobs or rejected)."""
+        return self._complete([self._start(claim_id, None) for claim_id in claim_ids])
+
+    def _start(self, claim_id: str, reject: str | None) -> _Started:
+        """Plan a claim and start staging its document; commits nothing."""
         try:
-            self._process(claim_id, reject)
-            self._tries.pop(claim_id, None)
-            return 1
+            new, document, reject = self._plan(claim_id, reject)
+            if reject is not None:
+                return _Started(claim_id, new, document, reject=reject)
+            job_id = new_job_id()
+            out = self.store.stage(job_id) / DOC_NAME
         except (StoreError, OSError) as exc:
-            tries = self._tries[claim_id] = self._tries.get(claim_id, 0) + 1
-            log.error("folder.intake_failed", claim=claim_id, watch=str(self.root), error=str(exc), tries=tries)
-            self._retry_at = self.clock.monotonic() + RETRY_S
-            return 0
+            return _Started(claim_id, None, None, error=exc)
+        result = self._later(stage, self.area / claim_id / document, document.name, out,
+                             self.numbers.max_pages, new.options.paper)
+        return _Started(claim_id, new, document, job_id=job_id, result=result)
+
+    def _complete(self, started: list[_Started]) -> int:
+        """Rejections are committed one by one; the staged documents' jobs together, in ONE
+        transaction. Returns claims finished."""
+        finished = 0
+        staged: list[tuple[_Started, PreparedDocument]] = []
+        for item in started:
+            outcome: PreparedDocument | str | BaseException | None = item.error or item.reject
+            if item.result is not None:
+                outcome = item.result()
+            if isinstance(outcome, PreparedDocument):
+                staged.append((item, outcome))
+                continue
+            if item.job_id is not None:
+                self.store.discard_stage(item.job_id)
+            try:
+                if isinstance(outcome, str) and item.new is not None:
+                    self._reject(item.claim_id, item.new, outcome)
+                    self._tries.pop(item.claim_id, None)
+                    finished += 1
+                elif isinstance(outcome, (StoreError, OSError)):
+                    self._failed(item.claim_id, outcome)
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+            except (StoreError, OSError) as exc:
+                self._failed(item.claim_id, exc)
+        if not staged:
+            return finished
+        try:
+            jobs = commit_many(self.store, self.clock, [(i.job_id or "", i.new, doc) for i, doc in staged
+                                                        if i.new is not None])
+        except (StoreError, OSError) as exc:
+            for item, _ in staged:
+                self._failed(item.claim_id, exc)
+            return finished
+        for (item, _), job in zip(staged, jobs, strict=True):
+            self._tries.pop(item.claim_id, None)
+            self.on_result("accepted")
+            log.info("folder.taken", job_id=job.id, claim=item.claim_id, file=str(item.document),
+                     watch=str(self.root), to=job.to, pages=job.pages)
+        return finished + len(staged)
+
+    def _failed(self, claim_id: str, exc: BaseException) -> None:
+        tries = self._tries[claim_id] = self._tries.get(claim_id, 0) + 1
+        log.error("folder.intake_failed", claim=claim_id, watch=str(self.root), error=str(exc), tries=tries)
+        self._retry_at = self.clock.monotonic() + RETRY_S
 
     def _meta(self, claim_id: str, rel: PurePosixPath) -> dict[str, str]:
         w = self.watch
         return {"watch": str(self.root), "claim": claim_id, "file": str(rel), "results": str(w.results),
                 "done": str(w.done), "failed": str(w.failed)}
 
-    def _process(self, claim_id: str, reject: str | None) -> None:
+    def _plan(self, claim_id: str, reject: str | None) -> tuple[NewJob, PurePosixPath, str | None]:
+        """Everything about a claim but its document: (the job, the document, why it is rejected
+        or None). Reads the claim; commits nothing."""
         folder = self.area / claim_id
         document, controls = claims.claim_files(folder)
         if document is None:
@@ -306,8 +413,7 @@ class FolderIntake:
         if reject is None and self._tries.get(claim_id, 0) >= MAX_TRIES:
             reject = f"{document.name} could not be read after {MAX_TRIES} tries; see the daemon's log"
         if reject is not None:
-            self._reject(claim_id, base, reject)
-            return
+            return base, document, reject
         path = folder / document
         try:
             control = self._control(folder, controls)
@@ -325,17 +431,12 @@ class FolderIntake:
                 number = destination(written, self.numbers)
             except NumberError as exc:
                 raise InputError(f"{written} (from the {origin}): {exc.reason}") from exc
-            base = NewJob(source=Source.FOLDER, to=number.e164, document=document.name,
-                          options=control.options() if control else FaxOptions(), meta=meta,
-                          dedup_key=claims.dedup_key(claim_id))
-            job = accept(self.store, self.clock, base, [InputFile(document.name, path)],
-                         max_pages=self.numbers.max_pages)
         except InputError as exc:
-            self._reject(claim_id, base, exc.reason)
-            return
-        self.on_result("accepted")
-        log.info("folder.taken", job_id=job.id, claim=claim_id, file=str(document), watch=str(self.root),
-                 to=job.to, pages=job.pages)
+            return base, document, exc.reason
+        new = NewJob(source=Source.FOLDER, to=number.e164, document=document.name,
+                     options=control.options() if control else FaxOptions(), meta=meta,
+                     dedup_key=claims.dedup_key(claim_id))
+        return new, document, None
 
     def _control(self, folder: Path, controls: list[PurePosixPath]) -> Control | None:
         """The first control file by precedence (.json before .fax), parsed."""
@@ -362,13 +463,13 @@ class FolderIntake:
 
     # ---- after a crash ------------------------------------------------------------------------
 
-    def reconcile(self) -> int:
+    def reconcile(self, batch: int = 100) -> int:
         """Settle every claim left in the processing area. Returns claims that became jobs now."""
-        finished = 0
         try:
             entries = sorted(os.listdir(self.area))
         except FileNotFoundError:
             return 0
+        resumed: list[tuple[str, PurePosixPath]] = []
         for claim_id in entries:
             folder = self.area / claim_id
             if claim_id.startswith(".") or not folder.is_dir() or folder.is_symlink():
@@ -384,5 +485,15 @@ class FolderIntake:
                          returned=[str(r) for r in returned])
                 continue
             log.info("folder.claim_resumed", claim=claim_id, file=str(document), watch=str(self.root))
-            finished += self._finish(claim_id)
+            resumed.append((claim_id, document))
+        finished = 0
+        for at in range(0, len(resumed), batch):
+            round_ = resumed[at:at + batch]
+            try:
+                claims.sync_claims(self.root, round_)     # a claim left unsynced is made durable first
+            except OSError as exc:
+                log.error("folder.claim_failed", files=len(round_), watch=str(self.root), error=str(exc))
+                self._retry_at = self.clock.monotonic() + RETRY_S
+                continue
+            finished += self._finish_many([claim_id for claim_id, _ in round_])
         return finished

@@ -5,7 +5,9 @@ NFS shares, where inotify hears nothing). Observer threads only forward the path
 into the event loop (``loop.call_soon_threadsafe``); the loop hands them, in rounds, to ONE worker
 thread that owns every :class:`~faxbridge.ingress.folder.FolderIntake` and its own store connection
 (SQLite connections belong to one thread), so stat calls, content checks, PDF copies and fsyncs
-never block the event loop. After a round that made jobs, the dispatcher and the result writer
+never block the event loop. The CPU-heavy pure part of a round (content checks, document copies)
+runs in a small pool of worker processes (started with forkserver/spawn, never fork), so a burst of
+files uses every core. After a round that made jobs, the dispatcher and the result writer
 are woken.
 
 Start-up: the processing area is reconciled with the store (claims a crash left behind), the
@@ -18,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ from watchdog.observers.polling import PollingObserver
 
 from faxbridge.config import Config, WatchConfig
 from faxbridge.errors import StoreError
+from faxbridge.ingress.content import warm
 from faxbridge.ingress.folder import FolderIntake, TickResult
 from faxbridge.runtime import Runtime
 from faxbridge.store import Store
@@ -47,6 +51,8 @@ SWEEP_S = 60.0
 IDLE_S = 1.0
 DEBOUNCE_S = 0.05
 ERROR_PAUSE_S = 2.0
+POOL_WORKERS = 4                # the pool waits on fsyncs too: more workers than cores pays
+ROUND_FILES = 100               # files taken per round (claimed, synced and committed together)
 _IGNORED_EVENTS = (DirModifiedEvent, FileOpenedEvent, FileClosedNoWriteEvent)
 
 
@@ -83,6 +89,7 @@ class FolderWatcher:
         self.watches = runtime.cfg.watch
         self.loop = asyncio.get_running_loop()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faxbridge-folder")
+        self._pool = make_pool()
         self._store: Store | None = None
         self._intakes: list[FolderIntake] = []
         self._changed: list[set[Path]] = [set() for _ in self.watches]
@@ -101,7 +108,7 @@ class FolderWatcher:
         store = self._store = Store(self.runtime.store.state_dir, self.runtime.store.provider)
         finished = 0
         for watch in self.watches:
-            intake = FolderIntake(watch, store, self.runtime.clock, self.runtime.cfg.numbers)
+            intake = FolderIntake(watch, store, self.runtime.clock, self.runtime.cfg.numbers, pool=self._pool)
             intake.on_result = self._count_file
             intake.prepare_folders()
             finished += intake.reconcile()
@@ -131,6 +138,8 @@ class FolderWatcher:
         self.runtime.dispatcher.wake()
 
     async def start(self) -> None:
+        for _ in range(POOL_WORKERS):
+            self._pool.submit(warm)               # the workers start and import while we set up
         finished = await self._in_worker(self._open)
         for index, watch in enumerate(self.watches):
             observer = make_observer(watch)
@@ -149,7 +158,7 @@ class FolderWatcher:
         finished, more, next_in = 0, False, None
         for index, intake in enumerate(self._intakes):
             changed, self._changed[index] = self._changed[index], set()
-            result: TickResult = await self._in_worker(intake.tick, changed)
+            result: TickResult = await self._in_worker(intake.tick, changed, ROUND_FILES)
             finished += result.finished
             more = more or result.more
             if result.next_in is not None:
@@ -211,6 +220,13 @@ class FolderWatcher:
                 log.error("folder.loop_crashed", error=repr(self._task.exception()))
         await self._in_worker(self._close_store)
         self._executor.shutdown(wait=False)
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+
+
+def make_pool() -> ProcessPoolExecutor:
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    return ProcessPoolExecutor(max_workers=POOL_WORKERS, mp_context=context)
 
 
 def _join(observers: list[BaseObserver]) -> None:

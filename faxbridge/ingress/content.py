@@ -1,0 +1,84 @@
+"""The pure work of a folder round, apart so that worker processes can run it: is a file complete
+yet, and its fax-ready copy. Files in, answers out; no store, no clock, no logging.
+
+These run in the folder watcher's pool of worker processes (:mod:`faxbridge.ingress.watch`), or in
+the calling thread when there is no pool; their arguments and answers are plain, picklable values.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import warnings
+from pathlib import Path
+from typing import BinaryIO, cast
+
+from PIL import Image, ImageSequence
+
+from faxbridge.documents import prepare, sniff
+from faxbridge.documents._images import _tiff_pages as tiff_pages
+from faxbridge.documents._pdf import count_pages, open_pdf, page_papers
+from faxbridge.documents._sniff import HEAD_SIZE
+from faxbridge.errors import DocumentError
+from faxbridge.models import InputFile, Paper, PreparedDocument
+
+_IMAGE_KINDS = {"tiff": "TIFF", "jpeg": "JPEG", "png": "PNG", "gif": "GIF"}
+
+
+def warm() -> int:
+    """Run once in each worker process at start, so the first round does not wait for imports."""
+    return os.getpid()
+
+
+def stage(path: Path, name: str, out: Path, max_pages: int, paper: Paper | None) -> PreparedDocument | str:
+    """The fax-ready PDF of a claimed file at ``out`` (fsynced), or why it cannot be faxed.
+    Pure work on files (no database): runs in a worker process when the intake has a pool."""
+    try:
+        return prepare([InputFile(name, path)], out, max_pages=max_pages, paper=paper)
+    except DocumentError as exc:
+        return exc.reason
+
+
+def incomplete(path: Path, name: str) -> str | None:
+    """Why the file's content is not complete yet, or None. Read-only; never follows a link."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        return f"{name} cannot be read: {exc.strerror or exc}"
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None                                   # refused when it is claimed
+        head = fh.read(HEAD_SIZE)
+        if not head:
+            return f"{name} is empty"
+        kind = sniff(head)
+        fh.seek(0)
+        if kind == "pdf":
+            try:
+                reader = open_pdf(fh, name=name)
+                count_pages(reader, name=name)
+                page_papers(reader, name=name)
+            except DocumentError as exc:
+                return exc.reason
+        elif kind in _IMAGE_KINDS:
+            return _image_incomplete(cast(BinaryIO, fh), name, kind)
+    return None
+
+
+def _image_incomplete(fh: BinaryIO, name: str, kind: str) -> str | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with Image.open(fh, formats=[_IMAGE_KINDS[kind]]) as image:
+                for frame in ImageSequence.Iterator(image):
+                    frame.load()
+            if kind == "tiff":
+                fh.seek(0)
+                tiff_pages(fh, name=name)                 # the chain of pages reads to its end
+        except Image.DecompressionBombError:
+            return None                                   # complete; refused when prepared
+        except DocumentError as exc:
+            return exc.reason
+        except Exception as exc:  # Pillow raises many kinds for a file cut short; all mean "not yet"
+            return f"{name} is an incomplete or damaged {_IMAGE_KINDS[kind]} image ({type(exc).__name__}: {exc})"
+    return None
