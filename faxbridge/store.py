@@ -28,6 +28,7 @@ from typing import Any
 import structlog
 from ulid import ULID
 
+from faxbridge.durable import fsync_dir
 from faxbridge.errors import JobNotFound, StoreBusy, StoreError
 from faxbridge.models import (
     FaxOptions,
@@ -158,13 +159,6 @@ def _dt(text: str | None) -> datetime | None:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def new_job_id() -> str:
     return str(ULID())
@@ -273,8 +267,8 @@ class Store:
             if doc.path != staged / DOC_NAME:
                 raise StoreError(f"document for {job_id} is not staged at {staged / DOC_NAME}")
             os.replace(staged, final_dir)
-            _fsync_dir(self.spool)
-            _fsync_dir(self.staging)
+            fsync_dir(self.spool)
+            fsync_dir(self.staging)
         try:
             with self._write() as db:
                 db.execute(
@@ -319,8 +313,8 @@ class Store:
                 for job_id, _, _ in items:
                     os.replace(self.staging / job_id, self.spool / job_id)
                     moved.append(self.spool / job_id)
-                _fsync_dir(self.spool)
-                _fsync_dir(self.staging)
+                fsync_dir(self.spool)
+                fsync_dir(self.staging)
             with self._write() as db:
                 for job_id, new, doc in items:
                     db.execute(

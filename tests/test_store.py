@@ -253,14 +253,14 @@ def test_enqueue_many_fsyncs_the_spool_before_it_commits(store: Store, monkeypat
     items = new_jobs(store, 3)
     reader = sqlite3.connect(store.db_path)
     synced: list[tuple[str, int, bool]] = []
-    real_fsync_dir = store_module._fsync_dir
+    real_fsync_dir = store_module.fsync_dir
 
     def spy(path: Path) -> None:
         real_fsync_dir(path)
         in_spool = all(store.document_path(job_id).exists() for job_id, _, _ in items)
         synced.append((path.name, reader.execute("SELECT count(*) FROM jobs").fetchone()[0], in_spool))
 
-    monkeypatch.setattr(store_module, "_fsync_dir", spy)
+    monkeypatch.setattr(store_module, "fsync_dir", spy)
     store.enqueue_many(items, NOW)
     # each folder once for the lot, with every document already moved in and no row committed yet
     assert synced == [("spool", 0, True), (".staging", 0, True)]

@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from faxbridge.durable import fsync_dir
 from faxbridge.errors import DocumentError
 from faxbridge.models import Paper
 
@@ -60,19 +61,10 @@ def staging_path(out_path: Path) -> Path:
     return Path(tmp)
 
 
-def fsync_file(path: Path) -> None:
-    with path.open("rb") as fh:
-        os.fsync(fh.fileno())
-
-
 def publish(tmp: Path, out_path: Path) -> None:
     """Rename a written and fsynced temporary file into place, and make the rename durable."""
     os.replace(tmp, out_path)
-    dir_fd = os.open(out_path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(out_path.parent)
 
 
 def discard(path: Path) -> None:

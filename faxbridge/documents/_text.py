@@ -16,7 +16,8 @@ from pathlib import Path
 
 from fpdf import FPDF
 
-from faxbridge.documents._common import PAPER_SIZES, discard, fsync_file, publish, staging_path, translated
+from faxbridge.documents._common import PAPER_SIZES, discard, publish, staging_path, translated
+from faxbridge.durable import fsync_file
 from faxbridge.models import Paper
 
 FONT_SIZE = 10.0      # points; DejaVu Sans Mono at 10 pt sets 89 columns across Letter

@@ -31,6 +31,7 @@ import os
 import shutil
 from pathlib import Path, PurePosixPath
 
+from faxbridge.durable import fsync_dir
 from faxbridge.ingress.control import is_control, numbered
 
 AREA = ".faxbridge"
@@ -44,21 +45,6 @@ def processing_dir(watch_path: Path) -> Path:
 def dedup_key(claim_id: str) -> str:
     return DEDUP_PREFIX + claim_id
 
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def claim_files(claim: Path) -> tuple[PurePosixPath | None, list[PurePosixPath]]:

@@ -35,6 +35,7 @@ from typing import Any
 
 import structlog
 
+from faxbridge.durable import fsync_dir
 from faxbridge.ingress import claims
 from faxbridge.ingress.control import result_name, stem
 from faxbridge.jobview import job_object
@@ -77,7 +78,7 @@ def write_result(folder: Path, job: Job, events: Sequence[JobEvent]) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
-        claims.fsync_dir(folder)
+        fsync_dir(folder)
         return target
     raise OSError(f"no free result name for {job.document} in {folder}")
 
@@ -98,7 +99,7 @@ def move_original(job: Job) -> Path | None:
         suffix = control.name[len(stem(control.name)):]
         claims.move_no_clobber(claim / control, target, base + suffix)
     shutil.rmtree(claim, ignore_errors=True)
-    claims.fsync_dir(claim.parent)
+    fsync_dir(claim.parent)
     return moved
 
 
