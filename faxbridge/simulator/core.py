@@ -181,6 +181,21 @@ class Simulator:
             rt.deliveries[id(note)] = task
 
     async def _deliver(self, rt: _Runtime, note: Notification) -> None:
+        fault = self.faults.take_webhook()
+        if fault is not None:
+            log.info("simulator.webhook_fault", kind=fault.kind, fax=note.key[1])
+            if fault.kind == "webhook_drop":
+                self.webhook_log.append((note.url, None))
+                self._outbox.remove(note)
+                rt.deliveries.pop(id(note), None)
+                self._changed(rt)
+                return
+            if fault.kind == "webhook_delay":
+                await asyncio.sleep(fault.seconds)
+            if fault.kind == "webhook_dup":
+                async with httpx.AsyncClient(timeout=TIMEOUT_S, trust_env=False) as client:
+                    with contextlib.suppress(Exception):
+                        self.webhook_log.append((note.url, await post_once(client, note)))
         async with httpx.AsyncClient(timeout=TIMEOUT_S, trust_env=False) as client:
             while True:
                 note.attempts += 1

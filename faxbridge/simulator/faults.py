@@ -10,6 +10,9 @@ accept_then_   normal handling (a fax is accepted and counted), then a wait of
 hang           ``seconds`` before the answer: the ambiguous case
 accept_then_   normal handling, then HTTP 500 instead of the real answer
 500
+webhook_drop   (webhooks, not requests) the next webhook is never sent
+webhook_dup    the next webhook is sent twice
+webhook_delay  the next webhook waits ``seconds`` (real time) first, so later ones overtake it
 ============== ===================================================================
 
 ``path`` is a substring of the request path (None: any provider path); ``method``
@@ -27,7 +30,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-KINDS = ("status", "hang", "accept_then_hang", "accept_then_500")
+REQUEST_KINDS = ("status", "hang", "accept_then_hang", "accept_then_500")
+WEBHOOK_KINDS = ("webhook_drop", "webhook_dup", "webhook_delay")
+KINDS = REQUEST_KINDS + WEBHOOK_KINDS
 
 
 @dataclass
@@ -51,6 +56,8 @@ class Fault:
             raise ValueError("fault seconds must not be negative")
 
     def matches(self, request: Request) -> bool:
+        if self.kind in WEBHOOK_KINDS:
+            return False
         if self.path is not None and self.path not in request.url.path:
             return False
         return self.method is None or self.method.upper() == request.method
@@ -100,6 +107,16 @@ class FaultQueue:
         """The first fault matching the request, with one use consumed."""
         for fault in self._faults:
             if fault.matches(request):
+                fault.count -= 1
+                if fault.count <= 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    def take_webhook(self) -> Fault | None:
+        """The first webhook fault, with one use consumed (``path`` is matched against the URL by the caller)."""
+        for fault in self._faults:
+            if fault.kind in WEBHOOK_KINDS:
                 fault.count -= 1
                 if fault.count <= 0:
                     self._faults.remove(fault)

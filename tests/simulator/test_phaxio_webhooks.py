@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from faxbridge.simulator import Simulator, credentials, phaxio_signature
+from faxbridge.simulator import Fault, Simulator, credentials, phaxio_signature
 from tests.simulator.conftest import Receiver
 from tests.simulator.phaxio_helpers import created_id, get, send
 
@@ -94,3 +94,26 @@ async def test_unreachable_callback_gives_up(sim: Simulator, base: str, client: 
     await created_id(await send(client, base, callback_url=f"{receiver.url}/down"))
     await sim.idle(30)
     assert [status for _, status in sim.webhook_log] == [503] * 5
+
+
+async def test_webhook_faults_drop_duplicate_and_delay(
+    sim: Simulator, base: str, client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    """For the torture suite: a webhook lost, one sent twice, one overtaken by a later one."""
+    sim.inject(Fault(kind="webhook_drop"))
+    await created_id(await send(client, base, "+15555550100", callback_url=f"{receiver.url}/a"))
+    await sim.idle(30)
+    assert receiver.requests == [] and sim.webhook_log == [(f"{receiver.url}/a", None)]
+
+    sim.inject(Fault(kind="webhook_dup"))
+    await created_id(await send(client, base, "+15555550101", callback_url=f"{receiver.url}/b"))
+    await sim.idle(30)
+    assert [r.path for r in receiver.requests] == ["/b", "/b"]
+    assert receiver.requests[0].fields == receiver.requests[1].fields
+
+    sim.inject(Fault(kind="webhook_delay", seconds=1.0))
+    slow = await created_id(await send(client, base, "+15555550102", callback_url=f"{receiver.url}/slow"))
+    fast = await created_id(await send(client, base, "+15555550103", callback_url=f"{receiver.url}/fast"))
+    await sim.idle(30)
+    assert [r.path for r in receiver.requests[2:]] == ["/fast", "/slow"]
+    assert [json.loads(dict(r.fields)["fax"])["id"] for r in receiver.requests[2:]] == [fast, slow]

@@ -1,13 +1,14 @@
 """Crash-and-fault torture: the real daemon killed with SIGKILL at random moments while mail, files
 and CLI sends arrive and the provider misbehaves; then the invariants, printed as figures.
 
-A seeded random mix per round: mails (one to three fax recipients; some for another domain, some
-with nothing to fax), files dropped into the watched folder (some with no number), CLI sends;
-faults injected at the simulator (503, 429 with Retry-After, hangs past the request timeout, a
-fax accepted but never answered). The daemon is killed with SIGKILL after a random delay, the
-store's integrity is checked, and the next round starts it again. Mails that got no answer (the
-daemon died mid-dialogue) or a 4xx are sent again, with the same Message-ID, as a mail server
-would. At the end the daemon runs until every job is final and every notification delivered.
+A seeded random mix per round: mails (one to three fax recipients; some for another domain,
+some with nothing to fax), files dropped into the watched folder (some with no number), CLI
+sends; faults injected at the simulator (503, 429 with Retry-After, hangs past the request
+timeout, a fax accepted but never answered, webhooks dropped, duplicated and delayed past later
+ones). The daemon is killed with SIGKILL after a random delay, the store's integrity is checked,
+and the next round starts it again. Mails that got no answer (the daemon died mid-dialogue) or a
+4xx are sent again, with the same Message-ID, as a mail server would. At the end the daemon runs
+until every job is final and every notification delivered.
 
 Invariants (each printed as a figure):
 - every mail recipient answered 250 ends in exactly one final job and exactly one reply mail;
@@ -48,6 +49,9 @@ FAULTS: list[dict[str, Any]] = [
     {"kind": "hang", "seconds": 2.5, "count": 1},
     {"kind": "accept_then_hang", "seconds": 2.5, "count": 1},
     {"kind": "accept_then_500", "count": 1},
+    {"kind": "webhook_drop", "count": 2},
+    {"kind": "webhook_dup", "count": 2},
+    {"kind": "webhook_delay", "seconds": 1.0, "count": 2},
 ]
 
 
