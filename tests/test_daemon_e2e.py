@@ -82,16 +82,10 @@ def _restart_config(tmp_path: Path, sim: SimProcess, **provider: Any) -> Path:
     return write_config(tmp_path / "faxbridge.toml", settings)
 
 
-def test_sigterm_with_jobs_queued_and_in_flight(tmp_path: Path, sim: SimProcess) -> None:
-    config = _restart_config(tmp_path, sim)
-    doc = make_pdf(tmp_path / "a.pdf")
-    ids = [send(config, f"+1555555121{n % 6}", doc) for n in range(12)]
-    daemon = DaemonProcess(config, tmp_path / "d1.log").start()
-    daemon.wait_ready()
-    wait_until(lambda: len(sim.sends()) >= 3, timeout=30, what="some sends")
-    assert daemon.stop(signal.SIGTERM) == 0
-    assert any(e.get("event") == "daemon.stopped" for e in daemon.events())
-    daemon = DaemonProcess(config, tmp_path / "d2.log").start()
+def finish_and_count(config: Path, sim: SimProcess, ids: list[str], log: Path) -> DaemonProcess:
+    """Start the daemon again, let it finish everything, stop it (exit 0); then every job is
+    delivered and reached the provider exactly once (counted at the simulator)."""
+    daemon = DaemonProcess(config, log).start()
     try:
         daemon.wait_ready()
         wait_until(lambda: all(j["final"] for j in jobs(config)), timeout=60, interval=0.2, what="all final")
@@ -102,6 +96,19 @@ def test_sigterm_with_jobs_queued_and_in_flight(tmp_path: Path, sim: SimProcess)
     assert set(states.values()) == {"delivered"}
     counts = Counter(s["job_tag"] for s in sim.sends())
     assert {i: counts[i] for i in ids} == {i: 1 for i in ids}
+    return daemon
+
+
+def test_sigterm_with_jobs_queued_and_in_flight(tmp_path: Path, sim: SimProcess) -> None:
+    config = _restart_config(tmp_path, sim)
+    doc = make_pdf(tmp_path / "a.pdf")
+    ids = [send(config, f"+1555555121{n % 6}", doc) for n in range(12)]
+    daemon = DaemonProcess(config, tmp_path / "d1.log").start()
+    daemon.wait_ready()
+    wait_until(lambda: len(sim.sends()) >= 3, timeout=30, what="some sends")
+    assert daemon.stop(signal.SIGTERM) == 0
+    assert any(e.get("event") == "daemon.stopped" for e in daemon.events())
+    finish_and_count(config, sim, ids, tmp_path / "d2.log")
 
 
 def test_sigkill_mid_submission_is_reconciled_not_resent(tmp_path: Path, sim: SimProcess) -> None:
@@ -119,15 +126,7 @@ def test_sigkill_mid_submission_is_reconciled_not_resent(tmp_path: Path, sim: Si
     assert len(held) >= 3
     r = cli("job", held[0]["id"], config=config)
     assert "submitting" in r.stdout and "checks the provider's records before anything is sent again" in r.stdout
-    daemon = DaemonProcess(config, tmp_path / "d2.log").start()
-    try:
-        daemon.wait_ready()
-        wait_until(lambda: all(j["final"] for j in jobs(config)), timeout=60, interval=0.2, what="all final")
-    finally:
-        assert daemon.stop() == 0
-    assert {j["state"] for j in jobs(config)} == {"delivered"}
-    counts = Counter(s["job_tag"] for s in sim.sends())
-    assert {i: counts[i] for i in ids} == {i: 1 for i in ids}
+    daemon = finish_and_count(config, sim, ids, tmp_path / "d2.log")
     events = [e.get("event") for e in daemon.events()]
     assert events.count("job.reconciled") >= 3
     detail = json.loads(cli("job", held[0]["id"], "--json", config=config).stdout)
@@ -144,12 +143,4 @@ def test_sigkill_with_the_queue_full_loses_nothing(tmp_path: Path, sim: SimProce
         wait_until(lambda r=round_: len(sim.sends()) >= 4 * (r + 1) or all(j["final"] for j in jobs(config)),
                    timeout=30, what="progress")
         daemon.kill()
-    daemon = DaemonProcess(config, tmp_path / "final.log").start()
-    try:
-        daemon.wait_ready()
-        wait_until(lambda: all(j["final"] for j in jobs(config)), timeout=60, interval=0.2, what="all final")
-    finally:
-        assert daemon.stop() == 0
-    assert {j["state"] for j in jobs(config)} == {"delivered"}
-    counts = Counter(s["job_tag"] for s in sim.sends())
-    assert {i: counts[i] for i in ids} == {i: 1 for i in ids}
+    finish_and_count(config, sim, ids, tmp_path / "final.log")
