@@ -27,22 +27,10 @@ from faxbridge.clock import SystemClock
 from faxbridge.dispatcher import Dispatcher
 from faxbridge.intake import accept
 from faxbridge.models import InputFile, NewJob, Paper, Source, SubmitRequest
-from faxbridge.providers.base import Provider
-from faxbridge.providers.openfax import OpenfaxProvider
-from faxbridge.providers.phaxio import PhaxioProvider
-from faxbridge.simulator import Simulator, SimulatorServer, credentials
+from faxbridge.simulator import Simulator, SimulatorServer
 from faxbridge.states import Policy
 from faxbridge.store import Store
-from tests.support import make_pdf
-
-
-def build(kind: str, client: httpx.AsyncClient, base: str) -> Provider:
-    if kind == "openfax":
-        return OpenfaxProvider(client, base_url=base, send_path="/faxSendSubmit.php",
-                               balance_path="/getAvailableCredit.php", report_path="/outboundDetailsbyDate.php",
-                               account_id=credentials.OPENFAX_ACCOUNT_ID, api_key=credentials.OPENFAX_API_KEY)
-    return PhaxioProvider(client, base_url=base + "/v2.1", api_key=credentials.PHAXIO_API_KEY,
-                          api_secret=credentials.PHAXIO_API_SECRET)
+from tests.support import make_pdf, sim_provider
 
 
 async def main(jobs: int, kind: str) -> None:
@@ -53,7 +41,7 @@ async def main(jobs: int, kind: str) -> None:
         server = SimulatorServer(sim, host="127.0.0.1", port=0)
         base = await server.start()
         async with httpx.AsyncClient(timeout=30) as client:
-            provider = build(kind, client, base)
+            provider = sim_provider(kind, client, base)
             # baseline: the same number of submissions straight through the adapter, 50 at a time
             sem = asyncio.Semaphore(50)
 

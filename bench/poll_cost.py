@@ -37,12 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from faxbridge import logs
 from faxbridge.clock import SystemClock
 from faxbridge.providers.base import Provider
-from faxbridge.providers.openfax import OpenfaxProvider
-from faxbridge.providers.phaxio import PhaxioProvider
-from faxbridge.simulator import Simulator, SimulatorServer, credentials
+from faxbridge.simulator import Simulator, SimulatorServer
 from faxbridge.states import Policy
 from faxbridge.store import Store
 from faxbridge.tracker import Tracker
+from tests.support import sim_provider
 from tests.tracking.bulk import fill_sim, fill_store
 
 
@@ -60,15 +59,6 @@ def serve(kind: str, count: int, spread: float, conn: Connection) -> None:
         await server.stop()
 
     asyncio.run(main())
-
-
-def adapter(kind: str, client: httpx.AsyncClient, base: str) -> Provider:
-    if kind == "phaxio":
-        return PhaxioProvider(client, base_url=base + "/v2.1", api_key=credentials.PHAXIO_API_KEY,
-                              api_secret=credentials.PHAXIO_API_SECRET)
-    return OpenfaxProvider(client, base_url=base, send_path="/faxSendSubmit.php",
-                           balance_path="/getAvailableCredit.php", report_path="/outboundDetailsbyDate.php",
-                           account_id=credentials.OPENFAX_ACCOUNT_ID, api_key=credentials.OPENFAX_API_KEY)
 
 
 class Figures:
@@ -90,7 +80,7 @@ async def measure(kind: str, count: int, cycles: int, spread: float, baseline: b
             store = Store(Path(tmp), kind)
             fill_store(store, rows)
             async with httpx.AsyncClient(timeout=120) as client:
-                provider = adapter(kind, client, base)
+                provider = sim_provider(kind, client, base)
                 if baseline:
                     out.baseline = await naive(kind, provider, store)
                 tracker = Tracker(store, provider, SystemClock(), Policy(), interval=30)

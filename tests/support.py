@@ -226,3 +226,19 @@ class SimProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+def sim_provider(kind: str, client: Any, base: str, **openfax: Any) -> Any:
+    """The real Phaxio or Openfax adapter pointed at a simulator served at ``base``, with its
+    test accounts (``openfax``: extra OpenfaxProvider settings, e.g. ``lookup_grace_s``)."""
+    from faxbridge.providers.openfax import OpenfaxProvider
+    from faxbridge.providers.phaxio import PhaxioProvider
+    from faxbridge.simulator import credentials
+
+    if kind == "phaxio":
+        return PhaxioProvider(client, base_url=base + "/v2.1", api_key=credentials.PHAXIO_API_KEY,
+                              api_secret=credentials.PHAXIO_API_SECRET)
+    return OpenfaxProvider(client, base_url=base, send_path="/faxSendSubmit.php",
+                           balance_path="/getAvailableCredit.php", report_path="/outboundDetailsbyDate.php",
+                           account_id=credentials.OPENFAX_ACCOUNT_ID, api_key=credentials.OPENFAX_API_KEY,
+                           **openfax)

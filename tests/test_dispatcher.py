@@ -22,6 +22,7 @@ from faxbridge.states import Ignore, Policy
 from faxbridge.store import Store
 from faxbridge.tracker import Tracker
 from tests.conftest import async_wait_until
+from tests.support import sim_provider
 
 POLICY = Policy(submit_retries=4, retry_initial=0.05, retry_max=0.2, reconcile_grace=0.5)
 
@@ -56,21 +57,6 @@ class Env:
         return sum(1 for s in self.sim.sends if s.job_tag == job_id)
 
 
-def _phaxio(client: httpx.AsyncClient, base: str) -> Provider:
-    return PhaxioProvider(client, base_url=base + "/v2.1", api_key=credentials.PHAXIO_API_KEY,
-                          api_secret=credentials.PHAXIO_API_SECRET)
-
-
-def _openfax(client: httpx.AsyncClient, base: str) -> Provider:
-    return OpenfaxProvider(client, base_url=base, send_path="/faxSendSubmit.php",
-                           balance_path="/getAvailableCredit.php", report_path="/outboundDetailsbyDate.php",
-                           account_id=credentials.OPENFAX_ACCOUNT_ID, api_key=credentials.OPENFAX_API_KEY,
-                           lookup_grace_s=1.0, lookup_grace_per_page_s=0.0)
-
-
-BUILDERS: dict[str, Callable[[httpx.AsyncClient, str], Provider]] = {"phaxio": _phaxio, "openfax": _openfax}
-
-
 @pytest.fixture(params=["phaxio", "openfax"])
 async def env(request: pytest.FixtureRequest, tmp_path: Path, pdf: Callable[..., Path]) -> AsyncIterator[Env]:
     yield_env = await _make_env(request.param, tmp_path, pdf)
@@ -86,7 +72,9 @@ async def _make_env(kind: str, tmp_path: Path, pdf: Callable[..., Path], *, time
     server = SimulatorServer(sim, host="127.0.0.1", port=0)
     base = await server.start()
     client = httpx.AsyncClient(timeout=timeout)
-    provider = BUILDERS[kind](client, base)
+    # Openfax: search its report for a lost submission for 1 s, not the production 10 minutes
+    provider = sim_provider(kind, client, base, **({'lookup_grace_s': 1.0, 'lookup_grace_per_page_s': 0.0}
+                                                   if kind == 'openfax' else {}))
     store = Store(tmp_path / "var", kind)
     pol = Policy(**{**POLICY.__dict__, **policy})
     d = Dispatcher(store, provider, SystemClock(), pol, max_in_flight=max_in_flight, owner="test")

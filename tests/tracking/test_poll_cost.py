@@ -12,25 +12,15 @@ import httpx
 import pytest
 
 from faxbridge.clock import SystemClock
-from faxbridge.providers.base import Provider
-from faxbridge.providers.openfax import Cursor, OpenfaxProvider
-from faxbridge.providers.phaxio import PhaxioProvider
-from faxbridge.simulator import Simulator, SimulatorServer, credentials
+from faxbridge.providers.openfax import Cursor
+from faxbridge.simulator import Simulator, SimulatorServer
 from faxbridge.states import Policy
 from faxbridge.store import Store
 from faxbridge.tracker import Tracker
+from tests.support import sim_provider
 from tests.tracking.bulk import fill
 
 IN_FLIGHT = 10_000
-
-
-def adapter(kind: str, client: httpx.AsyncClient, base: str) -> Provider:
-    if kind == "phaxio":
-        return PhaxioProvider(client, base_url=base + "/v2.1", api_key=credentials.PHAXIO_API_KEY,
-                              api_secret=credentials.PHAXIO_API_SECRET)
-    return OpenfaxProvider(client, base_url=base, send_path="/faxSendSubmit.php",
-                           balance_path="/getAvailableCredit.php", report_path="/outboundDetailsbyDate.php",
-                           account_id=credentials.OPENFAX_ACCOUNT_ID, api_key=credentials.OPENFAX_API_KEY)
 
 
 @pytest.fixture
@@ -51,7 +41,7 @@ async def test_ten_thousand_in_flight_cost_at_most_ten_requests_a_cycle(
         # accepted over the last 4 minutes, in real time: some have finished, most are still going
         fill(sim, store, kind, IN_FLIGHT, now=sim.clock.now(), spread_s=240)
         async with httpx.AsyncClient(timeout=60) as client:
-            tracker = Tracker(store, adapter(kind, client, base), SystemClock(), Policy(), interval=30)
+            tracker = Tracker(store, sim_provider(kind, client, base), SystemClock(), Policy(), interval=30)
             first_changed = await tracker.poll_once()
             first = tracker.last_requests
             assert tracker.last_pending == IN_FLIGHT
@@ -84,7 +74,7 @@ async def test_phaxio_asks_for_the_overdue_few_alone(tmp_path: Path,
         # two faxes from two hours ago (outside the list window): asked for one by one
         old = fill(sim, store, "phaxio", 2, now=now - timedelta(hours=2), spread_s=10)
         async with httpx.AsyncClient(timeout=60) as client:
-            tracker = Tracker(store, adapter("phaxio", client, base), SystemClock(), Policy(), interval=30)
+            tracker = Tracker(store, sim_provider("phaxio", client, base), SystemClock(), Policy(), interval=30)
             await tracker.poll_once()
             assert tracker.last_requests == 1 + 2             # one list page + two GETs
             assert {store.get(i).state.value for i in old} == {"delivered"}
