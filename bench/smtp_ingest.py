@@ -2,7 +2,8 @@
 
 Each server runs alone in a child process (so the client does not share its interpreter); the
 client here keeps 4 connections busy for ``--seconds`` each, sending MAIL, RCPT, DATA with the same
-message (a 200 KB PDF attachment, as a scanner sends it) and counting the 250 replies. Servers:
+message (a 200 KB PDF attachment, as a scanner sends it; its Message-ID, Subject and file name made
+unique each time, so nothing is a duplicate and no header is seen twice) and counting the 250 replies. Servers:
 
 - ``faxbridge``: the real listener (``ingress.smtp``) on a real store: every 250 means the PDF and
   the job are fsynced and committed;
@@ -114,12 +115,12 @@ def make_message(size_kb: int, body: bool) -> bytes:
     encoded = base64.encodebytes(data).decode().replace("\n", "\r\n")
     text = "Please fax the attached scan.\r\n" if body else ""
     return (
-        "From: scanner@office.example\r\nTo: 15555551212@fax.local\r\nSubject: Scan\r\n"
+        "From: scanner@office.example\r\nTo: 15555551212@fax.local\r\nSubject: Scan {mid}\r\n"
         "Message-ID: <{mid}@bench>\r\nMIME-Version: 1.0\r\n"
         'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
         f"--b\r\nContent-Type: text/plain\r\n\r\n{text}\r\n"
-        '--b\r\nContent-Type: application/pdf; name="scan.pdf"\r\nContent-Transfer-Encoding: base64\r\n'
-        'Content-Disposition: attachment; filename="scan.pdf"\r\n\r\n'
+        '--b\r\nContent-Type: application/pdf; name="scan-{mid}.pdf"\r\nContent-Transfer-Encoding: base64\r\n'
+        'Content-Disposition: attachment; filename="scan-{mid}.pdf"\r\n\r\n'
         f"{encoded}\r\n--b--\r\n"
     ).encode()
 

@@ -35,9 +35,10 @@ def _ends_complete(fh: BinaryIO) -> bool:
         fh.seek(start)
         block = fh.read(position - start) + later[:_OVERLAP]
         end_marker = block.rfind(b"%%EOF")
-        last_object = max((match.start() for match in _OBJECT.finditer(block)), default=-1)
-        if end_marker >= 0 or last_object >= 0:
-            return end_marker > last_object
+        if end_marker >= 0:      # complete unless an object starts after it ("%" starts none)
+            return _OBJECT.search(block, end_marker) is None
+        if _OBJECT.search(block):
+            return False
         position, later = start, block
     return False
 

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import binascii
 import email
+import functools
 import hashlib
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email import policy as email_policy
+from email.headerregistry import BaseHeader
 from email.message import EmailMessage, Message
 from urllib.parse import unquote
 
@@ -92,9 +94,36 @@ class MailContent:
     refusals: list[Refusal] = field(default_factory=list)
 
 
+class _OncePolicy(email_policy.EmailPolicy):
+    """``policy.default``, except that a header value is parsed once, not at every look.
+
+    ``policy.default`` parses a header (its slow, pure-Python header parser) each time it is read,
+    and finding out what a part is reads ``Content-Type`` a dozen times. The parse depends on the
+    name and value only and gives an immutable header object, so the result is kept (a bounded
+    cache, shared by threads: ``lru_cache`` is thread-safe) and the answers are those of
+    ``policy.default`` itself.
+    """
+
+    def header_fetch_parse(self, name: str, value: str) -> str:
+        if hasattr(value, "name") or len(value) > _CACHED_VALUE_MAX:
+            return email_policy.default.header_fetch_parse(name, value)  # type: ignore[no-any-return]
+        return _parsed_header(name, value)
+
+
+_CACHED_VALUE_MAX = 998   # RFC 5322's line limit: longer values are parsed each time, not kept
+
+
+@functools.lru_cache(maxsize=2048)
+def _parsed_header(name: str, value: str) -> BaseHeader:
+    return email_policy.default.header_fetch_parse(name, value)  # type: ignore[no-any-return]
+
+
+PARSE_POLICY = _OncePolicy()
+
+
 def parse(raw: bytes) -> EmailMessage:
     """The stdlib parser with ``policy.default`` (it never raises on malformed input; defects are noted)."""
-    msg = email.message_from_bytes(raw, policy=email_policy.default)
+    msg = email.message_from_bytes(raw, policy=PARSE_POLICY)
     assert isinstance(msg, EmailMessage)
     return msg
 
