@@ -81,6 +81,15 @@ class JobNotFound(StoreError):
         super().__init__(f"no job with id {job_id}")
 
 
+class DuplicateJob(FaxbridgeError):
+    """The job was not made: a job from the same input (its dedup key) was made within the window.
+    Found inside the committing transaction, so two copies sent at the same moment make one job."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"duplicate of job {job_id}")
+        self.job_id = job_id
+
+
 class ProviderError(FaxbridgeError):
     """A provider call failed. ``reason`` is words for a person, never a secret."""
 

@@ -54,10 +54,15 @@ def stage_document(store: Store, job_id: str, files: Sequence[InputFile], *, max
         raise
 
 
-def commit(store: Store, clock: Clock, job_id: str, new: NewJob, doc: PreparedDocument) -> Job:
-    """The second half of :func:`accept`: commit a staged document's job (on the store's thread)."""
+def commit(store: Store, clock: Clock, job_id: str, new: NewJob, doc: PreparedDocument,
+           *, dedup_window: timedelta | None = None) -> Job:
+    """The second half of :func:`accept`: commit a staged document's job (on the store's thread).
+
+    With ``dedup_window``, a job with the same dedup key made within it is looked for in the same
+    transaction; then nothing is committed and :class:`DuplicateJob` names that job."""
+    now = clock.now()
     try:
-        job = store.enqueue(job_id, new, doc, clock.now())
+        job = store.enqueue(job_id, new, doc, now, dedup_since=None if dedup_window is None else now - dedup_window)
     except BaseException:
         store.discard_stage(job_id)
         raise

@@ -56,6 +56,11 @@ def register_secrets(values: Iterable[str]) -> None:
     _masker.secrets.update(v for v in values if v and len(v) >= 4)
 
 
+def registered_secrets() -> list[str]:
+    """The strings registered so far (handed to worker processes, which mask them too)."""
+    return sorted(_masker.secrets)
+
+
 def scrub(text: str) -> str:
     return _masker.scrub(text)
 

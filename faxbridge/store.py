@@ -29,7 +29,7 @@ import structlog
 from ulid import ULID
 
 from faxbridge.durable import fsync_dir
-from faxbridge.errors import JobNotFound, StoreBusy, StoreError
+from faxbridge.errors import DuplicateJob, JobNotFound, StoreBusy, StoreError
 from faxbridge.models import (
     FaxOptions,
     Job,
@@ -255,11 +255,15 @@ class Store:
     # ---- writes ---------------------------------------------------------------------------
 
     def enqueue(self, job_id: str, new: NewJob, doc: PreparedDocument, now: datetime,
-                *, state: JobState = JobState.QUEUED, reason: str | None = None) -> Job:
+                *, state: JobState = JobState.QUEUED, reason: str | None = None,
+                dedup_since: datetime | None = None) -> Job:
         """Commit a job whose document is staged at ``stage(job_id)/fax.pdf``.
 
         The document is moved into the spool and fsynced before the row is committed, so a
-        committed job always has its document on disk.
+        committed job always has its document on disk. With ``dedup_since``, a job with the same
+        ``dedup_key`` made since then is looked for in the same write transaction: if there is
+        one, nothing is committed and :class:`DuplicateJob` names it (two intake workers given
+        the same mail at once make one job).
         """
         staged = self.staging / job_id
         final_dir = self.spool / job_id
@@ -271,6 +275,12 @@ class Store:
             fsync_dir(self.staging)
         try:
             with self._write() as db:
+                if dedup_since is not None and new.dedup_key:
+                    earlier = db.execute(
+                        "SELECT id FROM jobs WHERE dedup_key = ? AND created_at >= ? ORDER BY created_at DESC LIMIT 1",
+                        (new.dedup_key, ts(dedup_since))).fetchone()
+                    if earlier is not None:
+                        raise DuplicateJob(earlier["id"])
                 db.execute(
                     """INSERT INTO jobs (id, source, to_number, state, reason, pages, paper, provider,
                        sender, subject, document, options, meta, created_at, updated_at, doc_sha256,

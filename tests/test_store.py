@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from faxbridge import store as store_module
-from faxbridge.errors import JobNotFound, StoreError
+from faxbridge.errors import DuplicateJob, JobNotFound, StoreError
 from faxbridge.models import FaxOutcome, JobState, NewJob, Paper, PreparedDocument, Source, StatusUpdate
 from faxbridge.states import Accepted, Claimed, Policy, Status, Transition, decide
 from faxbridge.store import DOC_NAME, MIGRATIONS, Conflict, Store, new_job_id
@@ -208,6 +208,33 @@ def test_duplicates_and_sender_counts(store: Store) -> None:
     assert store.count_by_sender("alice@example.com", NOW - timedelta(hours=1)) == 1
     assert store.count_by_sender("alice@example.com", NOW - timedelta(hours=3)) == 2
     assert store.count_by_sender("carol@example.com", NOW - timedelta(hours=3)) == 0
+
+
+def test_enqueue_with_a_dedup_window_refuses_a_duplicate_in_its_transaction(tmp_path: Path) -> None:
+    first_conn, second_conn = Store(tmp_path / "var", "simulator"), Store(tmp_path / "var", "simulator")
+    try:
+        key = "smtp|mid-7|+15555551212|abc"
+        new = NewJob(source=Source.SMTP, to="+15555551212", document="a.pdf", dedup_key=key)
+        first = new_job_id()
+        first_conn.enqueue(first, new, stage_doc(first_conn, first), NOW, dedup_since=NOW - timedelta(days=5))
+        # A second connection (another intake worker) that checked before the first committed:
+        second = new_job_id()
+        with pytest.raises(DuplicateJob) as caught:
+            second_conn.enqueue(second, new, stage_doc(second_conn, second), NOW + timedelta(seconds=1),
+                                dedup_since=NOW - timedelta(days=5))
+        assert caught.value.job_id == first
+        assert [j.id for j in first_conn.jobs()] == [first]
+        assert not (first_conn.spool / second).exists() and not (first_conn.staging / second).exists()
+        # Outside the window it is a new job again; without a window there is no check.
+        third = new_job_id()
+        second_conn.enqueue(third, new, stage_doc(second_conn, third), NOW + timedelta(days=6),
+                            dedup_since=NOW + timedelta(days=1))
+        fourth = new_job_id()
+        second_conn.enqueue(fourth, new, stage_doc(second_conn, fourth), NOW + timedelta(days=6))
+        assert len(first_conn.jobs()) == 3
+    finally:
+        first_conn.close()
+        second_conn.close()
 
 
 def test_migration_from_version_1_keeps_jobs(tmp_path: Path) -> None:

@@ -25,16 +25,19 @@ import ssl
 import weakref
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, AnyStr
 
 import structlog
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
+from faxbridge.clock import Clock
 from faxbridge.config import Config
 from faxbridge.errors import StoreError
 from faxbridge.ingress import rcpt as policy
+from faxbridge.ingress.intake_procs import IntakeProcesses
 from faxbridge.ingress.smtp_auth import Authenticator, load_users
-from faxbridge.ingress.smtp_data import OUR_TROUBLE, MailIntake
+from faxbridge.ingress.smtp_data import OUR_TROUBLE, QUEUED, MailIntake
 from faxbridge.runtime import Component, Runtime
 from faxbridge.store import Store
 
@@ -192,6 +195,7 @@ class FaxHandler:
         self.clock = intake.clock
         self.busy = 0
         self.on_reply: Callable[[str], None] = lambda code: None   # metrics: every reply's code
+        self.on_queued: Callable[[], None] = lambda: None          # new jobs: wake the dispatcher
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -263,7 +267,10 @@ class FaxHandler:
         self.busy += 1
         self.idle.clear()
         try:
-            return await self.intake.accept(sender, list(envelope.recipients), raw, extra)
+            reply = await self.intake.accept(sender, list(envelope.recipients), raw, extra)
+            if reply.startswith(QUEUED):
+                self.on_queued()
+            return reply
         finally:
             self.busy -= 1
             if not self.busy:
@@ -317,7 +324,7 @@ class SmtpListener:
         logging.getLogger("mail.log").setLevel(logging.WARNING)
         listen = self.cfg.smtp.listen
         loop = asyncio.get_running_loop()
-        self.handler.intake.start()
+        await self.handler.intake.start()
         try:
             self._server = await loop.create_server(self._protocol, host=listen.host, port=listen.port)
         except BaseException:
@@ -356,7 +363,12 @@ class SmtpListener:
         next command; the listener itself keeps its address, TLS and AUTH until a restart."""
         self.cfg = cfg
         self.handler.cfg = cfg
-        self.handler.intake.cfg = cfg
+        self.handler.intake.reconfigure(cfg)
+
+
+def make_intake(cfg: Config, state_dir: Path, provider: str, clock: Clock) -> MailIntake:
+    """The daemon's mail intake: in worker processes (``intake_procs``), on the system clock."""
+    return MailIntake(cfg, lambda: Store(state_dir, provider), clock, processes=IntakeProcesses(cfg, provider))
 
 
 def build(runtime: Runtime) -> Component | None:
@@ -365,8 +377,8 @@ def build(runtime: Runtime) -> Component | None:
     if not cfg.smtp.enabled:
         return None
     store = runtime.store
-    intake = MailIntake(cfg, lambda: Store(store.state_dir, store.provider), runtime.clock)
-    listener = SmtpListener(cfg, store, intake)
+    listener = SmtpListener(cfg, store, make_intake(cfg, store.state_dir, store.provider, runtime.clock))
     replies = runtime.metrics.smtp_replies
     listener.handler.on_reply = lambda code: replies.labels(code).inc()
+    listener.handler.on_queued = runtime.dispatcher.wake
     return listener

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -36,7 +36,7 @@ from faxbridge import intake
 from faxbridge.clock import Clock
 from faxbridge.config import Config
 from faxbridge.documents import text_to_pdf
-from faxbridge.errors import DocumentError, StoreError
+from faxbridge.errors import DocumentError, DuplicateJob, StoreError
 from faxbridge.ingress import mime
 from faxbridge.ingress.rcpt import Recipient, normal_sender
 from faxbridge.ingress.workers import StoreThreads
@@ -44,6 +44,9 @@ from faxbridge.models import FaxOptions, InputFile, NewJob, PreparedDocument, So
 from faxbridge.providers.openfax import HEADER_MAX as OPENFAX_HEADER_MAX
 from faxbridge.providers.phaxio import HEADER_MAX as PHAXIO_HEADER_MAX
 from faxbridge.store import Store, new_job_id
+
+if TYPE_CHECKING:
+    from faxbridge.ingress.intake_procs import IntakeProcesses
 
 log = structlog.get_logger("faxbridge.smtp")
 
@@ -53,6 +56,7 @@ UNREADABLE_MESSAGE = "554 5.6.0 The message could not be read as a mail message"
 NO_CONTENT = ("554 5.6.0 Nothing to fax: attach a PDF, TIFF, JPEG, PNG, GIF or text file, "
               "or write the text in the mail body")
 OUR_TROUBLE = "451 4.3.0 Temporary trouble on the fax server: please try again later"
+QUEUED = "250 2.0.0 Queued as job"     # how a reply that made new jobs begins
 
 
 def unreadable_part(why: str, more: int = 0) -> str:
@@ -138,21 +142,36 @@ class MailIntake:
     keeps serving other sessions while documents are converted and fsynced.
     """
 
-    def __init__(self, cfg: Config, open_store: Callable[[], Store], clock: Clock, *, threads: int = 4) -> None:
+    def __init__(self, cfg: Config, open_store: Callable[[], Store], clock: Clock, *, threads: int = 4,
+                 processes: IntakeProcesses | None = None) -> None:
         self.cfg = cfg
         self.clock = clock
         self.header_limit, self.header_fixed = header_policy(cfg)
         self.workers = StoreThreads(open_store, size=threads)
+        self.processes = processes
 
-    def start(self) -> None:
-        self.workers.start()
+    async def start(self) -> None:
+        if self.processes is not None:
+            await self.processes.start()
+        else:
+            self.workers.start()
 
     async def close(self) -> None:
+        if self.processes is not None:
+            await self.processes.close()
         await self.workers.close()
+
+    def reconfigure(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.header_limit, self.header_fixed = header_policy(cfg)
+        if self.processes is not None:
+            self.processes.reconfigure(cfg)
 
     async def accept(self, sender: str, recipients: Sequence[Recipient], raw: bytes,
                      extra_meta: dict[str, Any] | None = None) -> str:
         extra = extra_meta or {}
+        if self.processes is not None:
+            return await self.processes.mail(sender, recipients, raw, extra)
         return await self.workers.run(lambda store: self.accept_now(store, sender, recipients, raw, extra))
 
     def accept_now(self, store: Store, sender: str, recipients: Sequence[Recipient], raw: bytes,
@@ -195,7 +214,13 @@ class MailIntake:
                     job_id = new_job_id()
                     doc = self._stage(store, job_id, rcpt, plan, files, work)
                     new = self._new_job(sender, rcpt, key, plan, extra_meta)
-                    made.append(intake.commit(store, self.clock, job_id, new, doc).id)
+                    try:
+                        made.append(intake.commit(store, self.clock, job_id, new, doc,
+                                                  dedup_window=DEDUP_WINDOW).id)
+                    except DuplicateJob as dup:   # the same mail on another connection, just now
+                        duplicates.append((rcpt, dup.job_id))
+                        log.info("smtp.duplicate", job_id=dup.job_id, to=rcpt.number.e164,
+                                 message_id=plan.content.headers.message_id)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
         reply = queued(made, [(r.address, job_id) for r, job_id in duplicates])

@@ -29,7 +29,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from faxbridge.app import Daemon
 from faxbridge.clock import SystemClock
 from faxbridge.config import Config, load
-from faxbridge.ingress.smtp import SmtpListener
+from faxbridge.ingress.smtp import SmtpListener, make_intake
 from faxbridge.ingress.smtp_data import MailIntake
 from faxbridge.store import Store
 from tests.conftest import async_wait_until, free_port
@@ -138,10 +138,15 @@ class Bench:
 
 
 @contextlib.asynccontextmanager
-async def listening(cfg: Config) -> AsyncIterator[Bench]:
+async def listening(cfg: Config, *, processes: bool = False) -> AsyncIterator[Bench]:
+    """The listener alone; intake in threads, or as the daemon does it, in worker processes."""
     store = Store(cfg.state_dir, "simulator")
     clock = SystemClock()
-    smtp = SmtpListener(cfg, store, MailIntake(cfg, lambda: Store(cfg.state_dir, "simulator"), clock))
+    if processes:
+        intake = make_intake(cfg, cfg.state_dir, "simulator", clock)
+    else:
+        intake = MailIntake(cfg, lambda: Store(cfg.state_dir, "simulator"), clock)
+    smtp = SmtpListener(cfg, store, intake)
     await smtp.start()
     try:
         yield Bench(store, smtp, clock)

@@ -1,0 +1,222 @@
+"""Mail intake in worker processes: a received message → the SMTP reply, off the daemon's interpreter.
+
+Accepting a mail is mostly Python work (the MIME parser, the PDF check, the job row) plus disk
+syncs. In threads it all shares the daemon's one interpreter lock with the event loop, so however
+many cores the machine has, the listener accepts mail at the speed of one. Here each message goes
+to one of a few long-lived worker processes, each with its own store connection (SQLite in WAL mode
+takes writers from several processes in turn, as it does from several threads), which runs the very
+same :meth:`MailIntake.accept_now` and sends back the reply line. The event loop only moves bytes.
+
+The wire between the daemon and a worker is a socket pair, one message at a time per worker
+(framed: lengths, a pickled header of plain values, the raw message). Nothing about a job is
+decided in the daemon, so nothing is lost if a worker dies: the message in flight is answered
+``451 4.3.0`` (the client keeps it and sends it again; what the worker had already committed is
+found again by its dedup key), and a new worker takes the dead one's place.
+
+Workers are started with ``spawn`` (never forked from this process with its threads and event
+loop); their parent is the daemon, and they leave when the daemon closes the socket pair, or
+when it dies (the socket pair closes with it). Their log lines go to the daemon's own stderr.
+A new configuration (SIGHUP) is sent to each worker before its next message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import pickle
+import socket
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from faxbridge import logs
+from faxbridge.clock import SystemClock
+from faxbridge.config import Config
+from faxbridge.ingress.rcpt import Recipient
+from faxbridge.ingress.smtp_data import OUR_TROUBLE, MailIntake
+from faxbridge.store import Store
+
+log = structlog.get_logger("faxbridge.smtp")
+
+_FRAME = struct.Struct(">II")       # header length, raw message length
+_REPLY = struct.Struct(">I")
+
+
+def default_size() -> int:
+    """Worker processes for this machine: one per core, at least 2 (a disk sync waits), at most 4."""
+    return max(2, min(4, os.cpu_count() or 1))
+
+
+# --- the worker process -------------------------------------------------------------------------------------
+
+
+def _read_exact(stream: Any, size: int) -> bytes | None:
+    data = stream.read(size)
+    if len(data) < size:
+        return None          # the daemon closed the socket pair (or died): leave
+    return bytes(data)
+
+
+def _serve(sock: socket.socket, cfg: Config, provider: str, log_args: tuple[str, str, bool],
+           secrets: list[str]) -> None:
+    """The worker's loop: frames in, reply lines out, until the daemon closes the socket pair."""
+    logs.setup(*log_args)
+    logs.register_secrets(secrets)
+    stream = sock.makefile("rb")
+    store: Store | None = None
+    intake = MailIntake(cfg, lambda: Store(cfg.state_dir, provider), SystemClock(), threads=0)
+    try:
+        while (head := _read_exact(stream, _FRAME.size)) is not None:
+            meta_size, raw_size = _FRAME.unpack(head)
+            meta = _read_exact(stream, meta_size)
+            raw = _read_exact(stream, raw_size) if raw_size else b""
+            if meta is None or raw is None:
+                break
+            request = pickle.loads(meta)
+            if request[0] == "config":
+                intake.reconfigure(request[1])
+                continue
+            _, sender, recipients, extra = request
+            try:
+                if store is None:
+                    store = Store(intake.cfg.state_dir, provider)
+                reply = intake.accept_now(store, sender, recipients, raw, extra)
+            except Exception as exc:   # the client hears 451 and keeps its mail; never a silent loss
+                log.error("smtp.intake_failed", error=f"{type(exc).__name__}: {exc}", sender=sender)
+                if store is not None:
+                    store.close()
+                    store = None
+                reply = OUR_TROUBLE
+            encoded = reply.encode("utf-8")
+            sock.sendall(_REPLY.pack(len(encoded)) + encoded)
+    finally:
+        if store is not None:
+            store.close()
+        stream.close()
+        sock.close()
+
+
+# --- the daemon's side -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Worker:
+    process: multiprocessing.process.BaseProcess
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    generation: int          # the configuration it has
+
+
+class IntakeProcesses:
+    """A few worker processes for :meth:`MailIntake.accept_now`; ``mail`` returns the SMTP reply."""
+
+    def __init__(self, cfg: Config, provider: str, size: int | None = None) -> None:
+        self.cfg = cfg
+        self.provider = provider
+        self.size = size or default_size()
+        self.generation = 0
+        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._all: list[_Worker] = []
+        self._starting = 0
+        self._closed = False
+        self._context = multiprocessing.get_context("spawn")
+
+    async def _spawn(self) -> _Worker:
+        ours, theirs = socket.socketpair()
+        log_cfg = self.cfg.log
+        process = self._context.Process(
+            target=_serve, name="faxbridge-intake", daemon=True,
+            args=(theirs, self.cfg, self.provider, (log_cfg.level, log_cfg.format, log_cfg.show_numbers),
+                  logs.registered_secrets()),
+        )
+        try:
+            process.start()
+        finally:
+            theirs.close()
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        worker = _Worker(process, reader, writer, self.generation)
+        self._all.append(worker)
+        log.debug("smtp.intake_worker_started", pid=process.pid, workers=len(self._all))
+        return worker
+
+    async def start(self) -> None:
+        """Nothing to do yet: workers are started as mail arrives (a daemon that gets none has none)."""
+
+    async def _take(self) -> _Worker:
+        """An idle live worker; a new one while there are fewer than ``size``."""
+        while True:
+            if self._idle.empty() and self._starting + len(self._all) < self.size:
+                self._starting += 1
+                try:
+                    return await self._spawn()
+                finally:
+                    self._starting -= 1
+            worker = await self._idle.get()
+            if worker.process.is_alive():
+                return worker
+            log.warning("smtp.intake_worker_died", pid=worker.process.pid, exitcode=worker.process.exitcode)
+            await self._retire(worker)     # and round again: its place is free for a new one
+
+    def reconfigure(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.generation += 1
+
+    async def mail(self, sender: str, recipients: Sequence[Recipient], raw: bytes, extra: dict[str, Any]) -> str:
+        worker = await self._take()
+        answered = False
+        try:
+            if worker.generation != self.generation:
+                self._send(worker, ("config", self.cfg), b"")
+                worker.generation = self.generation
+            self._send(worker, ("mail", sender, list(recipients), extra), raw)
+            await worker.writer.drain()
+            size = _REPLY.unpack(await worker.reader.readexactly(_REPLY.size))[0]
+            reply = (await worker.reader.readexactly(size)).decode("utf-8")
+            answered = True
+        except (OSError, EOFError, asyncio.IncompleteReadError) as exc:
+            # The worker died (killed, out of memory): this message is not answered 250 (what the
+            # worker had committed is found by its dedup key when the client sends it again).
+            log.error("smtp.intake_worker_lost", error=f"{type(exc).__name__}: {exc}",
+                      exitcode=worker.process.exitcode)
+            return OUR_TROUBLE
+        finally:
+            if answered:
+                self._idle.put_nowait(worker)
+            else:   # died, or we were cancelled mid-message: its socket may hold half a frame
+                await asyncio.shield(self._replace(worker))
+        return reply
+
+    async def _replace(self, worker: _Worker) -> None:
+        await self._retire(worker)
+        if self._closed:
+            return
+        try:
+            self._idle.put_nowait(await self._spawn())   # for a session already waiting for a worker
+        except OSError as exc:
+            log.error("smtp.intake_worker_failed", error=f"{type(exc).__name__}: {exc}")
+
+    def _send(self, worker: _Worker, meta: tuple[Any, ...], raw: bytes) -> None:
+        header = pickle.dumps(meta, protocol=pickle.HIGHEST_PROTOCOL)
+        worker.writer.write(_FRAME.pack(len(header), len(raw)) + header)
+        if raw:
+            worker.writer.write(raw)
+
+    async def _retire(self, worker: _Worker, timeout: float = 5.0) -> None:
+        if worker in self._all:
+            self._all.remove(worker)
+        worker.writer.close()
+        await asyncio.to_thread(worker.process.join, timeout)
+        if worker.process.is_alive():
+            worker.process.kill()
+            await asyncio.to_thread(worker.process.join, timeout)
+
+    async def close(self) -> None:
+        """Each worker finishes the message it has (there is none once the listener is idle) and leaves."""
+        self._closed = True
+        workers, self._all = list(self._all), []
+        await asyncio.gather(*(self._retire(w) for w in workers))
+        self._idle = asyncio.Queue()
