@@ -29,6 +29,7 @@ import socket
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -80,11 +81,11 @@ def _serve(sock: socket.socket, cfg: Config, provider: str, log_args: tuple[str,
             if request[0] == "config":
                 intake.reconfigure(request[1])
                 continue
-            _, sender, recipients, extra = request
+            _, sender, recipients, extra, spooled = request
             try:
                 if store is None:
                     store = Store(intake.cfg.state_dir, provider)
-                reply = intake.accept_now(store, sender, recipients, raw, extra)
+                reply = intake.accept_file(store, sender, recipients, spooled or raw, extra)
             except Exception as exc:   # the client hears 451 and keeps its mail; never a silent loss
                 log.error("smtp.intake_failed", error=f"{type(exc).__name__}: {exc}", sender=sender)
                 if store is not None:
@@ -165,14 +166,17 @@ class IntakeProcesses:
         self.cfg = cfg
         self.generation += 1
 
-    async def mail(self, sender: str, recipients: Sequence[Recipient], raw: bytes, extra: dict[str, Any]) -> str:
+    async def mail(self, sender: str, recipients: Sequence[Recipient], raw: bytes | Path,
+                   extra: dict[str, Any]) -> str:
+        """The reply to DATA for this message (``raw``: its bytes, or the file a big one was spooled to)."""
         worker = await self._take()
         answered = False
         try:
             if worker.generation != self.generation:
                 self._send(worker, ("config", self.cfg), b"")
                 worker.generation = self.generation
-            self._send(worker, ("mail", sender, list(recipients), extra), raw)
+            spooled, data = (raw, b"") if isinstance(raw, Path) else (None, raw)
+            self._send(worker, ("mail", sender, list(recipients), extra, spooled), data)
             await worker.writer.drain()
             size = _REPLY.unpack(await worker.reader.readexactly(_REPLY.size))[0]
             reply = (await worker.reader.readexactly(size)).decode("utf-8")

@@ -9,11 +9,18 @@ marker carries a random token, so a sender cannot point one part at another's by
 
 Anything unusual (bare LF line endings, a body with other characters, bad padding, a header block it
 cannot delimit) is left in place for the stdlib parser: the result is the same, only slower.
+
+A big message may come as a read-only ``mmap`` of its spool file instead of ``bytes``: then a large
+body is decoded a block at a time and each block's pages are given back as soon as it is decoded
+(``MADV_DONTNEED``), so the message and its decoded attachment are never in memory together.
 """
 
 from __future__ import annotations
 
 import binascii
+import hashlib
+import io
+import mmap
 import re
 import secrets
 
@@ -24,9 +31,14 @@ _CTE_BASE64 = re.compile(rb"(?im)^content-transfer-encoding:[ \t]*base64[ \t]*\r
 _BASE64_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\r\n"
 
 
-def slim(raw: bytes) -> tuple[bytes, dict[str, bytes]]:
+Raw = bytes | mmap.mmap
+BLOCK = 1 << 20
+
+
+def slim(raw: Raw) -> tuple[bytes, dict[str, bytes]]:
     if b"\r\n" not in raw[:4096]:
-        return raw, {}
+        return bytes(raw), {}
+    view = memoryview(raw)
     token = secrets.token_hex(8)
     stash: dict[str, bytes] = {}
     out: list[bytes] = []
@@ -44,11 +56,11 @@ def slim(raw: bytes) -> tuple[bytes, dict[str, bytes]]:
         end = raw.find(b"\r\n--", search)
         if end == -1:
             end = len(raw)
-        body = raw[search:end]
-        if len(body) < MIN_SIZE or body.translate(None, _BASE64_CHARS):
+        body = view[search:end]            # a view: a 50 MB body is not copied to be checked
+        if len(body) < MIN_SIZE or not _only_base64(raw, body, search):
             continue
         try:
-            decoded = binascii.a2b_base64(body)
+            decoded = _decode(raw, body, search)
         except binascii.Error:
             continue
         key = f"{token}-{len(stash)}"
@@ -56,6 +68,58 @@ def slim(raw: bytes) -> tuple[bytes, dict[str, bytes]]:
         out += [raw[done:blank], f"\r\n{STASH_HEADER}: {key}".encode(), b"\r\n\r\n"]
         done = search = end
     if not stash:
-        return raw, {}
+        return bytes(raw), {}
     out.append(raw[done:])
     return b"".join(out), stash
+
+
+def _only_base64(raw: Raw, body: memoryview, offset: int) -> bool:
+    """Nothing but base64 characters and line ends (checked a block at a time: bounded memory)."""
+    for start in range(0, len(body), BLOCK):
+        if bytes(body[start:start + BLOCK]).translate(None, _BASE64_CHARS):
+            return False
+        _release(raw, offset + start, BLOCK)
+    return True
+
+
+def digest(raw: Raw) -> str:
+    """The sha256 of the whole message, read a block at a time (pages given back as it goes)."""
+    h = hashlib.sha256()
+    with memoryview(raw) as view:
+        for start in range(0, len(view), BLOCK):
+            h.update(view[start:start + BLOCK])
+            _release(raw, start, BLOCK)
+    return h.hexdigest()
+
+
+def _decode(raw: Raw, body: memoryview, offset: int) -> bytes:
+    """``binascii.a2b_base64(body)``, a block at a time for a big body (same result, same errors).
+
+    Blocks are cut at a multiple of 4 base64 characters, so each decodes as it would in the whole.
+    ``a2b_base64`` stops at the first padded quad: from a block holding a "=", the rest is decoded in
+    one call, as the whole would be. ``offset``: where ``body`` starts in ``raw``.
+    """
+    if len(body) <= BLOCK:
+        return binascii.a2b_base64(body)
+    out = io.BytesIO()
+    carry = b""
+    for start in range(0, len(body), BLOCK):
+        chars = carry + bytes(body[start:start + BLOCK]).translate(None, b"\r\n")
+        if b"=" in chars:
+            out.write(binascii.a2b_base64(chars + bytes(body[start + BLOCK:])))
+            carry = b""
+            break
+        cut = len(chars) - len(chars) % 4
+        out.write(binascii.a2b_base64(chars[:cut]))
+        carry = chars[cut:]
+        _release(raw, offset + start, BLOCK)
+    if carry:
+        out.write(binascii.a2b_base64(carry))    # an incomplete last quad: the error the whole would give
+    return out.getvalue()
+
+
+def _release(raw: Raw, start: int, length: int) -> None:
+    """Give back the pages of ``raw[start:start + length]`` when ``raw`` maps a file (re-read if needed)."""
+    if isinstance(raw, mmap.mmap):
+        first = start - start % mmap.PAGESIZE
+        raw.madvise(mmap.MADV_DONTNEED, first, min(start + length, len(raw)) - first)

@@ -35,6 +35,7 @@ from faxbridge.clock import Clock
 from faxbridge.config import Config
 from faxbridge.errors import StoreError
 from faxbridge.ingress import rcpt as policy
+from faxbridge.ingress import smtp_stream
 from faxbridge.ingress.intake_procs import IntakeProcesses
 from faxbridge.ingress.smtp_auth import Authenticator, load_users
 from faxbridge.ingress.smtp_data import OUR_TROUBLE, QUEUED, MailIntake
@@ -48,10 +49,14 @@ _HOUR = timedelta(hours=1)
 DATA_CHUNK_LIMIT = 1 << 20     # StreamReader limit while reading DATA: up to 1 MiB per read
 
 
+SPOOL_OVER = 4 << 20           # a message bigger than this goes to a file as it arrives, not to memory
+
+
 class FaxEnvelope(Envelope):
     def __init__(self) -> None:
         super().__init__()
         self.recipients: list[policy.Recipient] = []
+        self.spooled: Path | None = None     # a big message's file (then ``content`` is empty)
 
 
 def _size_param(rest: str) -> int | None:
@@ -134,16 +139,26 @@ class FaxSMTP(SMTP):
             self.envelope = self._create_envelope()
             await self.push(policy.too_big(self.data_size_limit))
             return
-        self.envelope.content = self.envelope.original_content = content
-        status = await self._call_handler_hook("DATA")
+        envelope = self.envelope
+        assert isinstance(envelope, FaxEnvelope)
+        if isinstance(content, Path):
+            envelope.spooled = content
+        else:
+            envelope.content = envelope.original_content = content
+        try:
+            status = await self._call_handler_hook("DATA")
+        finally:
+            smtp_stream.remove(envelope.spooled)
         self.envelope = self._create_envelope()
         await self.push("250 OK" if status is MISSING else status)
 
-    async def _read_data(self) -> tuple[bytes, bool]:
-        """Everything up to the lone dot, un-dot-stuffed; and whether it passed the size limit."""
+    async def _read_data(self) -> tuple[bytes | Path, bool]:
+        """Everything up to the lone dot, un-dot-stuffed (in memory, or in a file when big); and
+        whether it passed the size limit (then nothing is kept)."""
         reader = self._reader
         limit = self.data_size_limit or 0
-        chunks: list[bytes] = []
+        spool = smtp_stream.DataSpool(self.fax_handler.store.staging, SPOOL_OVER)
+        unstuff = smtp_stream.Unstuffer()
         size = 0
         too_much = False
         tail = b"\r\n"                      # the DATA command line ended with CRLF
@@ -160,22 +175,27 @@ class FaxSMTP(SMTP):
                 if ends:
                     chunk = chunk[:-3]
                 size += len(chunk)
-                if limit and size > limit:
+                if limit and size > limit and not too_much:
                     too_much = True
-                    chunks.clear()
-                elif chunk:
-                    chunks.append(chunk)
+                    spool.discard()
+                elif not too_much:
+                    data = unstuff.feed(chunk)
+                    if spool.in_memory(len(data)):
+                        spool.write(data)
+                    else:                   # to the file: the disk may be slow, the loop must not wait
+                        await asyncio.to_thread(spool.write, data)
                 if ends:
                     break
                 tail = (tail + chunk)[-2:]
+            if too_much:
+                return b"", True
+            spool.write(unstuff.end())
+            return spool.result(), False
+        except BaseException:
+            spool.discard()
+            raise
         finally:
             reader._limit = saved           # type: ignore[attr-defined]
-        if too_much:
-            return b"", True
-        data = b"".join(chunks)
-        if data.startswith(b"."):
-            data = data[1:]
-        return data.replace(b"\r\n.", b"\r\n"), False
 
 
 def _host(peer: Any) -> str | None:
@@ -258,7 +278,7 @@ class FaxHandler:
         return policy.OK
 
     async def handle_DATA(self, server: FaxSMTP, session: Session, envelope: FaxEnvelope) -> str:
-        raw = envelope.original_content or b""
+        raw: bytes | Path = envelope.spooled or envelope.original_content or b""
         sender = "" if envelope.mail_from == NULL_SENDER else envelope.mail_from or ""
         extra = {"peer": _host(session.peer)}
         login = getattr(session.auth_data, "login", None)

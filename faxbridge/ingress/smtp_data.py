@@ -22,7 +22,10 @@ Window: 5 days, Postfix's default ``maximal_queue_lifetime``: a relay stops retr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import mmap
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +41,7 @@ from faxbridge.config import Config
 from faxbridge.documents import text_to_pdf
 from faxbridge.errors import DocumentError, DuplicateJob, StoreError
 from faxbridge.ingress import mime
+from faxbridge.ingress.mime_slim import Raw, digest
 from faxbridge.ingress.rcpt import Recipient, normal_sender
 from faxbridge.ingress.workers import StoreThreads
 from faxbridge.models import FaxOptions, InputFile, NewJob, PreparedDocument, Source
@@ -79,6 +83,24 @@ def queued(new_ids: Sequence[str], duplicates: Sequence[tuple[str, str]]) -> str
     return "250 2.0.0 " + "; ".join(words)
 
 
+def message_bytes(raw: bytes | Path) -> Raw:
+    """A message's bytes; a spooled one mapped read-only from its file, not read into memory
+    (``mime_slim`` gives its pages back as it goes). OSError: our trouble (451)."""
+    if not isinstance(raw, Path):
+        return raw
+    with raw.open("rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            return b""
+        return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def done_with(raw: Raw) -> None:
+    """Unmap a mapped message (left to the garbage collector if a view of it is still alive)."""
+    if isinstance(raw, mmap.mmap):
+        with contextlib.suppress(BufferError):
+            raw.close()
+
+
 def _line(text: str) -> str:
     return " ".join(text.split())
 
@@ -103,7 +125,7 @@ class _Plan:
     message_key: str
 
 
-def _plan(raw: bytes, cover_mode: str) -> _Plan | str:
+def _plan(raw: Raw, cover_mode: str) -> _Plan | str:
     """Parse and decide (pure work, in a worker thread). A reply string when the message is refused."""
     try:
         content = mime.extract(*mime.parse_fast(raw))
@@ -117,7 +139,7 @@ def _plan(raw: bytes, cover_mode: str) -> _Plan | str:
         return NO_CONTENT
     if not content.parts and not cover:
         return NO_CONTENT
-    message_key = content.headers.message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
+    message_key = content.headers.message_id or "sha256:" + digest(raw)
     return _Plan(content, cover, mime.content_hash(content, cover), message_key)
 
 
@@ -167,14 +189,28 @@ class MailIntake:
         if self.processes is not None:
             self.processes.reconfigure(cfg)
 
-    async def accept(self, sender: str, recipients: Sequence[Recipient], raw: bytes,
+    async def accept(self, sender: str, recipients: Sequence[Recipient], raw: bytes | Path,
                      extra_meta: dict[str, Any] | None = None) -> str:
+        """The reply to DATA; ``raw`` is the message, or the file a big one was spooled to."""
         extra = extra_meta or {}
         if self.processes is not None:
             return await self.processes.mail(sender, recipients, raw, extra)
-        return await self.workers.run(lambda store: self.accept_now(store, sender, recipients, raw, extra))
+        return await self.workers.run(lambda store: self.accept_file(store, sender, recipients, raw, extra))
 
-    def accept_now(self, store: Store, sender: str, recipients: Sequence[Recipient], raw: bytes,
+    def accept_file(self, store: Store, sender: str, recipients: Sequence[Recipient], raw: bytes | Path,
+                    extra_meta: dict[str, Any]) -> str:
+        """:meth:`accept_now` for a message given as bytes or as its spool file."""
+        try:
+            message = message_bytes(raw)
+        except OSError as exc:
+            log.error("smtp.intake_failed", error=f"{type(exc).__name__}: {exc}", sender=sender)
+            return OUR_TROUBLE
+        try:
+            return self.accept_now(store, sender, recipients, message, extra_meta)
+        finally:
+            done_with(message)
+
+    def accept_now(self, store: Store, sender: str, recipients: Sequence[Recipient], raw: Raw,
                    extra_meta: dict[str, Any]) -> str:
         """The whole DATA decision, blocking (in a worker thread, on that thread's store)."""
         plan = _plan(raw, self.cfg.smtp.cover_page)

@@ -1,0 +1,113 @@
+"""DATA as a stream: dot-unstuffing on chunks cut anywhere, big messages spooled to a file and
+mapped (not read) by the intake, base64 decoded a block at a time. Each streamed form must give
+exactly what the whole-message form gives."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import itertools
+import mmap
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from faxbridge.ingress import mime_slim
+from faxbridge.ingress.smtp import SPOOL_OVER
+from faxbridge.ingress.smtp_stream import DataSpool, Unstuffer
+from tests.ingress.mailkit import asend, config_of, listening, scanner, smtp_settings
+from tests.support import big_pdf
+
+
+def unstuff_whole(data: bytes) -> bytes:
+    """RFC 5321 4.5.2 on the whole message (what the listener did before it streamed)."""
+    if data.startswith(b"."):
+        data = data[1:]
+    return data.replace(b"\r\n.", b"\r\n")
+
+
+def unstuff_chunks(chunks: list[bytes]) -> bytes:
+    u = Unstuffer()
+    return b"".join(u.feed(c) for c in chunks) + u.end()
+
+
+def cut(data: bytes, points: list[int]) -> list[bytes]:
+    edges = sorted({0, len(data), *(p % (len(data) + 1) for p in points)})
+    return [data[a:b] for a, b in itertools.pairwise(edges)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from([b".", b"\r", b"\n", b"\r\n", b"\r\n.", b"..", b"a", b"b c"]), max_size=40),
+       st.lists(st.integers(min_value=0, max_value=200), max_size=8))
+def test_unstuffing_chunks_cut_anywhere_equals_the_whole(pieces: list[bytes], points: list[int]) -> None:
+    data = b"".join(pieces)
+    assert unstuff_chunks(cut(data, points)) == unstuff_whole(data)
+
+
+def test_unstuffing_known_cases() -> None:
+    assert unstuff_chunks([b"..leading dot\r\n", b"..another\r\n"]) == b".leading dot\r\n.another\r\n"
+    assert unstuff_chunks([b"a\r", b"\n", b".", b".b\r\n"]) == b"a\r\n.b\r\n"
+    assert unstuff_chunks([]) == b""
+    assert unstuff_chunks([b"", b"."]) == b""
+
+
+def test_the_spool_keeps_small_messages_in_memory_and_writes_big_ones(tmp_path: Path) -> None:
+    small = DataSpool(tmp_path, spool_over=10)
+    small.write(b"12345")
+    assert small.result() == b"12345" and not list(tmp_path.iterdir())
+    big = DataSpool(tmp_path, spool_over=10)
+    for piece in (b"123456", b"789012", b"345"):
+        big.write(piece)
+    path = big.result()
+    assert isinstance(path, Path) and path.read_bytes() == b"123456789012345"
+    big.discard()
+    assert not path.exists() and not path.parent.exists()
+
+
+@pytest.mark.parametrize("size", [100, mime_slim.BLOCK * 3 + 7])
+@pytest.mark.parametrize("tail", [b"", b"QQ==", b"QUI="])
+def test_blockwise_base64_decoding_equals_one_call(tmp_path: Path, size: int, tail: bytes) -> None:
+    encoded = base64.encodebytes(os.urandom(size)).replace(b"\n", b"\r\n") + tail
+    raw = b"xx" + encoded
+    view = memoryview(raw)[2:]
+    assert mime_slim._decode(raw, view, 2) == binascii.a2b_base64(encoded)
+
+
+def test_blockwise_decoding_of_a_broken_body_raises_as_one_call_does() -> None:
+    encoded = base64.encodebytes(os.urandom(mime_slim.BLOCK - 1)).replace(b"\n", b"\r\n") + b"Q"  # no padding
+    with pytest.raises(binascii.Error):
+        binascii.a2b_base64(encoded)
+    with pytest.raises(binascii.Error):
+        mime_slim._decode(encoded, memoryview(encoded), 0)
+
+
+def test_slimming_a_mapped_file_equals_slimming_its_bytes(tmp_path: Path) -> None:
+    pdf = b"%PDF-1.4\n" + os.urandom(3 * mime_slim.BLOCK) + b"\n%%EOF\n"
+    message = scanner(pdf, message_id=True)
+    path = tmp_path / "message.eml"
+    path.write_bytes(message)
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        slimmed_map, stash_map = mime_slim.slim(mapped)
+        assert mime_slim.digest(mapped) == hashlib.sha256(message).hexdigest()
+    slimmed, stash = mime_slim.slim(message)
+    assert list(stash_map.values()) == list(stash.values()) == [pdf]
+    assert len(slimmed_map) == len(slimmed) < 2000
+
+
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
+async def test_a_big_mail_is_spooled_faxed_whole_and_its_spool_file_removed(tmp_path: Path, processes: bool) -> None:
+    big = big_pdf(tmp_path / "big.pdf", SPOOL_OVER // 1_000_000 + 1).read_bytes()
+    cfg = config_of(tmp_path, smtp_settings(tmp_path, max_message_size="20MB"))
+    async with listening(cfg, processes=processes) as bench:
+        answers = await asend(bench.address, "scanner@office.example", ["15555551212@fax.local"],
+                              scanner(big, message_id=True))
+        assert answers[-1].code == 250, answers[-1]
+        job_id = answers[-1].text.removeprefix("2.0.0 Queued as job ")
+        job = bench.store.get(job_id)
+        assert job.pages == 2                                    # the cover page and the PDF's page
+        assert bench.store.document_path(job_id).stat().st_size > SPOOL_OVER
+        assert [p.name for p in bench.store.staging.iterdir()] == []   # the spool file is gone
