@@ -25,16 +25,24 @@ import collections
 import json
 import sqlite3
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from faxbridge.clock import FakeClock
+from faxbridge.errors import StoreError
 from faxbridge.ingress.smtp_data import OUR_TROUBLE
+from faxbridge.models import Job, JobEvent, Source
+from faxbridge.notify.outbox import OutboxWorker
 from faxbridge.simulator import credentials
+from faxbridge.store import OutboxItem, Store
 from tests.conftest import free_port, wait_until
 from tests.support import DaemonProcess, SimProcess, base_settings, cli, make_pdf, write_config
+from tests.test_outbox import final_job
 from tests.torture import statefs
 
 SEND = {"path": "/faxes", "method": "POST"}   # faults for submissions only, not status polls
@@ -168,3 +176,24 @@ def test_state_turns_read_only_then_repaired(tmp_path: Path, ext4_disk: Path) ->
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         db.close()
+
+
+async def test_reply_mail_not_repeated_while_its_mark_cannot_be_recorded(tmp_path: Path, ext4_disk: Path) -> None:
+    """The file system turns read-only while a reply mail goes out: the mail is sent, marking it
+    fails. The worker goes on trying to record the mark, and does not send the mail again."""
+    clock = FakeClock()
+    store = Store(ext4_disk / "var", "simulator")
+    job_id = final_job(store, clock, Source.SMTP)
+    sent: list[str] = []
+
+    async def deliver(job: Job, events: Sequence[JobEvent], item: OutboxItem) -> None:
+        sent.append(job.id)
+        statefs.break_fs(ext4_disk)  # while the mail is on its way
+
+    worker = OutboxWorker(store, clock, "mail", deliver)
+    for _ in range(3):
+        with pytest.raises(StoreError):
+            await worker.run_once()
+    assert sent == [job_id]
+    assert worker.delivered == 0 and store.outbox_backlog() == 1
+    store.close()
