@@ -188,15 +188,17 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            timeout = IDLE_POLL_S
             try:
                 self.step()
+                due = self.store.next_due()
+                if due is not None:
+                    timeout = min(timeout, max(0.0, (due - self.clock.now()).total_seconds()))
             except StoreError as exc:
+                # e.g. a read-only file system: the due job stays due; try again after the idle
+                # poll, not at once (that would log a line every 10 ms until the store is back)
                 log.error("dispatcher.store_error", error=str(exc))
             self._wake.clear()
-            timeout = IDLE_POLL_S
-            due = self.store.next_due()
-            if due is not None:
-                timeout = min(timeout, max(0.0, (due - self.clock.now()).total_seconds()))
             await nap(max(timeout, 0.01), self._wake, stop)
 
     async def drain(self, timeout: float) -> bool:

@@ -16,7 +16,8 @@ Routes (contract section 5):
   (the method is undocumented). The token is compared in constant time. Postbacks carry no
   signature: with ``provider.openfax.confirm_postbacks`` one is only a hint, and the job changes
   only when the report confirms it (a poll cycle runs before the answer).
-- ``GET /healthz``: 200 only when the daemon is ready, the store answers and every started
+- ``GET /healthz``: 200 only when the daemon is ready, the store answers, its state folder is
+  writable (a file system turned read-only after an error still answers reads) and every started
   component says it is healthy; else 503 naming what is not.
 - ``GET /metrics``: Prometheus text from the daemon's own registry.
 
@@ -31,8 +32,10 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -271,6 +274,8 @@ class Handlers:
             ctx.store.kv_get("health")
         except Exception as exc:
             problems.append(f"store: {type(exc).__name__}")
+        if not _writable(ctx.store.state_dir):
+            problems.append("store: the state folder is not writable")
         parts: dict[str, bool] = {}
         for component in ctx.components:
             try:
@@ -286,6 +291,17 @@ class Handlers:
 
     async def metrics(self, request: Request) -> Response:
         return Response(self.ctx.metrics.render(), media_type=CONTENT_TYPE)
+
+
+def _writable(folder: Path) -> bool:
+    """Whether a file in ``folder`` opens for writing (nothing is written). False on a file system
+    turned read-only after an error: ext4 ``errors=remount-ro`` still answers reads, and even
+    access(2), while every write fails with EROFS."""
+    try:
+        os.close(os.open(folder / ".healthz", os.O_WRONLY | os.O_CREAT, 0o600))
+    except OSError:
+        return False
+    return True
 
 
 def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:

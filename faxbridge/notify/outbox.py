@@ -3,8 +3,10 @@
 Outbox rows are written in the same transaction as a job's final state. A worker takes
 due rows in order, calls its ``deliver`` function, and marks the row delivered only after
 ``deliver`` returned: delivery is at least once, and a restart never repeats a notification
-that was marked. ``deliver`` raises :class:`NotifyRetry` for trouble that may pass (the
-smarthost is down: retried with capped backoff, forever; nothing is dropped) and
+that was marked (a mark that fails, the store having turned read-only, is retried alone: the
+running worker does not deliver that row again). ``deliver`` raises :class:`NotifyRetry` for
+trouble that may pass (the smarthost is down: retried with capped backoff, forever; nothing is
+dropped) and
 :class:`NotifyGiveUp` for a notification that can never be delivered (logged, marked
 done with the error). A notifier failure never changes a job's state.
 """
@@ -56,6 +58,9 @@ class OutboxWorker:
         self.retry_max = retry_max
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
+        # Rows delivered whose mark failed (the store turned read-only, say): id -> the error to
+        # record. Retried as marks only, so a reply mail is not sent again every round meanwhile.
+        self._unmarked: dict[int, str | None] = {}
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.delivered = 0
@@ -73,6 +78,9 @@ class OutboxWorker:
         return done
 
     async def _one(self, item: OutboxItem) -> int:
+        if item.id in self._unmarked:
+            self._mark(item, self._unmarked[item.id])
+            return 1
         try:
             job = self.store.get(item.job_id)
             events = self.store.events(item.job_id)
@@ -85,12 +93,18 @@ class OutboxWorker:
             return 0
         except (NotifyGiveUp, JobNotFound) as exc:
             log.error("notify.undeliverable", kind=self.kind, job_id=item.job_id, error=str(exc))
-            self.store.outbox_delivered(item.id, self.clock.now(), error=f"undeliverable: {exc}")
+            self._mark(item, f"undeliverable: {exc}")
             return 1
-        self.store.outbox_delivered(item.id, self.clock.now())
-        self.delivered += 1
-        log.info("notify.delivered", kind=self.kind, job_id=item.job_id)
+        self._mark(item, None)
         return 1
+
+    def _mark(self, item: OutboxItem, error: str | None) -> None:
+        self._unmarked[item.id] = error
+        self.store.outbox_delivered(item.id, self.clock.now(), error=error)
+        del self._unmarked[item.id]
+        if error is None:
+            self.delivered += 1
+            log.info("notify.delivered", kind=self.kind, job_id=item.job_id)
 
     async def _run(self) -> None:
         while not self._stop.is_set():

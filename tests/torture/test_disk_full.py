@@ -4,68 +4,23 @@ SMTP answers 451 4.3.0 (the client keeps the mail), a dropped file is not lost a
 result yet, nothing is half-recorded; when space returns, work resumes by itself: the mail sent
 again is faxed once, the file is faxed once, and the store passes its integrity check.
 
-Needs root to mount a tmpfs (CI runs as root); skipped elsewhere, never under CI=true.
+Needs root to mount a tmpfs (CI runs as root); skipped elsewhere, never under CI=true. The
+fixture (``small_disk``) is in tests/torture/conftest.py, the helpers in tests/torture/statefs.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import smtplib
 import sqlite3
-import subprocess
-from collections.abc import Iterator
-from email.message import EmailMessage
 from pathlib import Path
-
-import pytest
 
 from tests.conftest import free_port, wait_until
 from tests.support import DaemonProcess, base_settings, cli, make_pdf, write_config
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "state"
-    mount.mkdir()
-    if os.geteuid() != 0 and os.environ.get("CI") != "true":
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)], capture_output=True, text=True)
-    if r.returncode != 0 and os.environ.get("CI") != "true":
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    assert r.returncode == 0, r.stderr
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(folder: Path) -> Path:
-    """Take every free byte of the file system under ``folder``."""
-    filler = folder / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for size in (1 << 20, 4096, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                continue
-    finally:
-        os.close(fd)
-    return filler
+from tests.torture import statefs
 
 
 def mail(port: int, n: int, pdf: bytes) -> tuple[int, bytes]:
-    msg = EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = "alice@example.com", "15555551212@fax.local", f"disk {n}"
-    msg["Message-ID"] = f"<disk-full-{n}@example.com>"
-    msg.add_attachment(pdf, maintype="application", subtype="pdf", filename="a.pdf")
-    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
-        client.ehlo()
-        client.mail("alice@example.com")
-        assert client.rcpt("15555551212@fax.local")[0] == 250
-        return client.data(msg.as_bytes())
+    return statefs.mail(port, f"<disk-full-{n}@example.com>", pdf, f"disk {n}")
 
 
 def test_disk_full_then_space_returns(tmp_path: Path, small_disk: Path) -> None:
@@ -82,7 +37,7 @@ def test_disk_full_then_space_returns(tmp_path: Path, small_disk: Path) -> None:
     try:
         daemon.wait_ready()
         assert mail(port, 0, pdf)[0] == 250  # works while there is room
-        filler = fill(small_disk)
+        filler = statefs.fill(small_disk)
 
         code, text = mail(port, 1, pdf)
         assert (code, text[:5]) == (451, b"4.3.0"), (code, text)
