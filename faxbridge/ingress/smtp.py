@@ -23,6 +23,7 @@ import logging
 import socket
 import ssl
 import weakref
+from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -198,6 +199,11 @@ class FaxSMTP(SMTP):
             reader._limit = saved           # type: ignore[attr-defined]
 
 
+def _sender(envelope: Envelope) -> str:
+    """The envelope sender as the hourly limit counts it (normalised; "" for the null sender)."""
+    return policy.normal_sender("" if envelope.mail_from == NULL_SENDER else envelope.mail_from or "")
+
+
 def _host(peer: Any) -> str | None:
     if isinstance(peer, tuple) and peer:
         return str(peer[0])
@@ -214,6 +220,9 @@ class FaxHandler:
         self.auth = auth
         self.clock = intake.clock
         self.busy = 0
+        # Recipients of messages now in DATA, by sender: not committed yet, but they count against
+        # the hourly limit, so concurrent sessions of one sender cannot pass it together.
+        self.in_flight: Counter[str] = Counter()
         self.on_reply: Callable[[str], None] = lambda code: None   # metrics: every reply's code
         self.on_queued: Callable[[], None] = lambda: None          # new jobs: wake the dispatcher
         self.idle = asyncio.Event()
@@ -261,23 +270,46 @@ class FaxHandler:
             return policy.OK                       # the same number twice: one fax
         if len(envelope.recipients) >= policy.MAX_RCPTS_PER_MESSAGE:
             return policy.MAX_RECIPIENTS.format(limit=policy.MAX_RCPTS_PER_MESSAGE)
-        limit = self.cfg.limits.per_sender_per_hour
-        sender = policy.normal_sender("" if envelope.mail_from == NULL_SENDER else envelope.mail_from or "")
-        if limit > 0:
-            try:
-                sent = self.store.count_by_sender(sender, self.clock.now() - _HOUR)
-            except StoreError as exc:
-                log.error("smtp.store_error", error=str(exc))
-                return OUR_TROUBLE
-            if policy.over_limit(sent, len(envelope.recipients), limit):
-                log.info("smtp.rate_limited", sender=sender, sent_last_hour=sent, limit=limit)
-                return policy.rate_limited(limit)
+        refused = self._over_limit(envelope, len(envelope.recipients))
+        if refused is not None:
+            return refused
         envelope.recipients.append(rcpt)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
         return policy.OK
 
+    def _over_limit(self, envelope: FaxEnvelope, accepted: int) -> str | None:
+        """The reply when one more recipient would pass the sender's hourly limit (jobs of the last
+        hour, messages of the sender now in DATA, and ``accepted`` of this one), else None."""
+        limit = self.cfg.limits.per_sender_per_hour
+        if limit <= 0:
+            return None
+        sender = _sender(envelope)
+        try:
+            sent = self.store.count_by_sender(sender, self.clock.now() - _HOUR) + self.in_flight[sender]
+        except StoreError as exc:
+            log.error("smtp.store_error", error=str(exc))
+            return OUR_TROUBLE
+        if policy.over_limit(sent, accepted, limit):
+            log.info("smtp.rate_limited", sender=sender, sent_last_hour=sent, limit=limit)
+            return policy.rate_limited(limit)
+        return None
+
     async def handle_DATA(self, server: FaxSMTP, session: Session, envelope: FaxEnvelope) -> str:
+        # Checked again: another session of this sender may have gone through DATA since our RCPT.
+        refused = self._over_limit(envelope, len(envelope.recipients) - 1)
+        if refused is not None:
+            return refused
+        key = _sender(envelope)
+        self.in_flight[key] += len(envelope.recipients)
+        try:
+            return await self._data(session, envelope)
+        finally:
+            self.in_flight[key] -= len(envelope.recipients)
+            if self.in_flight[key] <= 0:
+                del self.in_flight[key]
+
+    async def _data(self, session: Session, envelope: FaxEnvelope) -> str:
         raw: bytes | Path = envelope.spooled or envelope.original_content or b""
         sender = "" if envelope.mail_from == NULL_SENDER else envelope.mail_from or ""
         extra = {"peer": _host(session.peer)}

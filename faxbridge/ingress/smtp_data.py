@@ -2,20 +2,23 @@
 
 The I/O shell around the pure ``mime`` module and ``intake``:
 
-1. parse and pick the parts (worker thread); refusals give 554 5.6.1 naming the part, nothing to
-   fax 554 5.6.0;
+1. parse and pick the parts; refusals give 554 5.6.1 naming the part, nothing to fax 554 5.6.0;
 2. per recipient, the dedup key = sha256(Message-ID (or, without one, the whole message) +
    recipient + hash of what would be faxed). A job with that key made within
    :data:`DEDUP_WINDOW` means the message was sent before (a relay retrying after our 4xx, or a
    confused client): no second fax, and the 250 reply names the job it duplicates. No second
-   reply mail either: the first job's reply is the one answer for that message;
+   reply mail either: the first job's reply is the one answer for that message. The key is
+   looked for again inside the committing transaction, so the same mail arriving on two
+   connections at once also makes one job;
 3. the fax-ready PDF per recipient (cover page with that recipient's number, then the
-   attachments) made in a worker thread; more than ``numbers.max_pages`` pages: 554 5.3.4;
+   attachments); more than ``numbers.max_pages`` pages: 554 5.3.4;
 4. each job committed (fsynced); only when every recipient's job is committed is 250 answered.
-   All of this runs in worker threads with their own store connections (``workers``), so the
-   event loop keeps serving other sessions meanwhile. Our own trouble (database busy,
-   disk full, any OSError) answers 451 4.3.0: the client keeps the message and retries, and the
-   retry finds the jobs committed so far by their dedup keys.
+   Our own trouble (database busy, disk full, any OSError) answers 451 4.3.0: the client keeps
+   the message and retries, and the retry finds the jobs committed so far by their dedup keys.
+
+All of this is :meth:`MailIntake.accept_now`, run away from the event loop: in the daemon in
+worker processes (``intake_procs``: other cores, not the event loop's interpreter lock), in
+tests and tools also in worker threads with their own store connections (``workers``).
 
 Window: 5 days, Postfix's default ``maximal_queue_lifetime``: a relay stops retrying by then.
 """

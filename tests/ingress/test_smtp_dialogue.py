@@ -130,6 +130,31 @@ async def test_hourly_limit_per_sender(tmp_path: Path) -> None:
         ("bob@example.com", "+15555551215")]
 
 
+async def test_hourly_limit_holds_across_concurrent_sessions(tmp_path: Path) -> None:
+    """Three sessions of one sender all pass RCPT before any sends DATA: the limit (2) still holds,
+    the third message is refused at DATA with the same 451 4.7.1 and leaves no job."""
+    cfg = config_of(tmp_path, {**smtp_settings(tmp_path), "limits": {"per_sender_per_hour": 2}})
+    async with listening(cfg) as bench:
+        def three_sessions() -> list[list[mailkit.Answer]]:
+            sessions = [mailkit.Dialogue(bench.address) for _ in range(3)]
+            try:
+                heads = [[d.mail("alice@example.com"), d.rcpt(f"1555555121{i}@fax.local")]
+                         for i, d in enumerate(sessions)]
+                return [head + [d.data(mailkit.plain(f"message {i}", message_id=f"<m{i}@example.com>"))]
+                        for i, (head, d) in enumerate(zip(heads, sessions, strict=True))]
+            finally:
+                for d in sessions:
+                    d.close()
+        answers = await asyncio.to_thread(three_sessions)
+        jobs = bench.store.jobs()
+    limited = "451 4.7.1 Too many faxes from this sender in the last hour (limit 2): try again later"
+    assert [lines(a)[:2] for a in answers] == [["250 2.1.0 OK", "250 2.1.5 OK"]] * 3
+    assert [a[2].code for a in answers[:2]] == [250, 250]
+    assert answers[2][2].line == limited
+    assert sorted(j.to for j in jobs) == ["+15555551210", "+15555551211"]
+    assert bench.listener.handler.in_flight == {}
+
+
 async def test_several_recipients_one_job_each(tmp_path: Path) -> None:
     cfg = config_of(tmp_path, smtp_settings(tmp_path))
     pdf = mailkit.pdf_bytes(tmp_path, pages=2)
