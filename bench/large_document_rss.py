@@ -102,18 +102,7 @@ def run(path_kind: str, root: Path, pdf: Path, sim: SimProcess) -> dict[str, Any
         idle_tree = sampler.total()
         sampler.__enter__()
         start = time.perf_counter()
-        if path_kind == "smtp":
-            msg = EmailMessage()
-            msg["From"], msg["To"], msg["Subject"] = "alice@example.com", "15555551212@fax.local", "large"
-            msg.add_attachment(pdf.read_bytes(), maintype="application", subtype="pdf", filename="large.pdf")
-            with smtplib.SMTP("127.0.0.1", smtp_port, timeout=300) as client:
-                client.send_message(msg)
-            del msg
-        else:
-            (root / "outbox").mkdir(exist_ok=True)
-            tmp = root / "outbox" / ".15555551212.pdf.part"
-            tmp.write_bytes(pdf.read_bytes())
-            tmp.rename(root / "outbox" / "15555551212.pdf")
+        hand_over(path_kind, root, smtp_port, pdf)
         state = wait_final(config, jobs=2)
         seconds = time.perf_counter() - start
         sampler.__exit__()
@@ -128,17 +117,24 @@ def run(path_kind: str, root: Path, pdf: Path, sim: SimProcess) -> dict[str, Any
 
 
 def warm_up(path_kind: str, root: Path, smtp_port: int, config: Path) -> None:
-    small = big_pdf(root / "small.pdf", 0)
+    hand_over(path_kind, root, smtp_port, big_pdf(root / "small.pdf", 0))
+    wait_final(config, jobs=1)
+
+
+def hand_over(path_kind: str, root: Path, smtp_port: int, pdf: Path) -> None:
+    """The PDF to the daemon: by mail, or written into the watched folder (under a hidden name, renamed)."""
     if path_kind == "smtp":
         msg = EmailMessage()
-        msg["From"], msg["To"], msg["Subject"] = "alice@example.com", "15555551212@fax.local", "small"
-        msg.add_attachment(small.read_bytes(), maintype="application", subtype="pdf", filename="small.pdf")
-        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=60) as client:
+        msg["From"], msg["To"], msg["Subject"] = "alice@example.com", "15555551212@fax.local", pdf.stem
+        msg.add_attachment(pdf.read_bytes(), maintype="application", subtype="pdf", filename=pdf.name)
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=300) as client:
             client.send_message(msg)
+        del msg
     else:
         (root / "outbox").mkdir(exist_ok=True)
-        small.rename(root / "outbox" / "15555551212.pdf")
-    wait_final(config, jobs=1)
+        tmp = root / "outbox" / ".15555551212.pdf.part"
+        tmp.write_bytes(pdf.read_bytes())
+        tmp.rename(root / "outbox" / "15555551212.pdf")
 
 
 def wait_final(config: Path, jobs: int) -> str | None:

@@ -98,3 +98,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="daemon kills per torture run (default 4; try 40 for a long run)")
     group.addoption("--torture-seed", type=int, default=None,
                     help="replay a torture run with this seed (printed by every run)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A long torture run gets the time it needs (the suite's per-test timeout is for the short one)."""
+    rounds = config.getoption("--torture-rounds")
+    for item in items:
+        if item.name == "test_crash_and_fault_torture" and rounds > 4:
+            item.add_marker(pytest.mark.timeout(120 + 40 * rounds))
