@@ -94,6 +94,11 @@ def _serve(sock: socket.socket, cfg: Config, provider: str, log_args: tuple[str,
                 reply = OUR_TROUBLE
             encoded = reply.encode("utf-8")
             sock.sendall(_REPLY.pack(len(encoded)) + encoded)
+    except OSError as exc:     # the daemon died while we worked: what we committed stands; leave
+        log.warning("smtp.intake_worker_orphaned", error=f"{type(exc).__name__}: {exc}")
+    except BaseException as exc:
+        log.error("smtp.intake_worker_crashed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+        raise SystemExit(1) from None
     finally:
         if store is not None:
             store.close()

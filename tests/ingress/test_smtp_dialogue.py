@@ -140,7 +140,7 @@ async def test_hourly_limit_holds_across_concurrent_sessions(tmp_path: Path) -> 
             try:
                 heads = [[d.mail("alice@example.com"), d.rcpt(f"1555555121{i}@fax.local")]
                          for i, d in enumerate(sessions)]
-                return [head + [d.data(mailkit.plain(f"message {i}", message_id=f"<m{i}@example.com>"))]
+                return [[*head, d.data(mailkit.plain(f"message {i}", message_id=f"<m{i}@example.com>"))]
                         for i, (head, d) in enumerate(zip(heads, sessions, strict=True))]
             finally:
                 for d in sessions:

@@ -2,7 +2,8 @@
 and CLI sends arrive and the provider misbehaves; then the invariants, printed as figures.
 
 A seeded random mix per round: mails (one to three fax recipients; some for another domain,
-some with nothing to fax), files dropped into the watched folder (some with no number), CLI
+some with nothing to fax, some with a Word file), files dropped into the watched folder (named by
+their number, numbered by a control file, or with no number; some written slowly in pieces), CLI
 sends; faults injected at the simulator (503, 429 with Retry-After, hangs past the request
 timeout, a fax accepted but never answered, webhooks dropped, duplicated and delayed past later
 ones). The daemon is killed with SIGKILL after a random delay, the store's integrity is checked,
@@ -42,6 +43,8 @@ from faxbridge.store import Store
 from tests.conftest import free_port, wait_until
 from tests.ingress.mailkit import MailSink
 from tests.support import DaemonProcess, SimProcess, base_settings, cli, make_pdf, write_config
+
+WORD_FILE = b"PK\x03\x04\x14\x00\x06\x00" + b"[Content_Types].xml word/document.xml" * 20
 
 FAULTS: list[dict[str, Any]] = [
     {"kind": "status", "status": 503, "count": 2},
@@ -89,10 +92,48 @@ class World:
         msg["Message-ID"] = f"<torture-{n}-{self.rng.randrange(1 << 30)}@example.com>"
         if kind > 0.92:
             msg.set_content("nothing to fax here")  # 554 5.6.0 with cover_page = never
+        elif kind > 0.86:                           # 554 5.6.1: a Word file cannot be faxed
+            msg.set_content(f"mail {n}")
+            msg.add_attachment(WORD_FILE, maintype="application", filename=f"m{n}.docx",
+                               subtype="vnd.openxmlformats-officedocument.wordprocessingml.document")
         else:
             msg.set_content(f"mail {n}")
             msg.add_attachment(self.pdf, maintype="application", subtype="pdf", filename=f"m{n}.pdf")
         return Mail(msg["Message-ID"], rcpts, msg.as_bytes())
+
+
+def drop_file(world: World, outbox: Path) -> threading.Thread | None:
+    """A file for the watched folder: named by its number, numbered by a control file written
+    first, or neither (rejected); written at once, or by a slow writer in pieces (the thread)."""
+    n = len(world.files)
+    number = f"1555555{world.rng.randint(0, 9999):04d}"
+    kind = world.rng.random()
+    if kind < 0.15:
+        name = f"no-number-{n}.pdf"
+    elif kind < 0.35:
+        name = f"letter-{n}.pdf"
+        (outbox / f".letter-{n}.json.part").write_text(json.dumps({"to": number}))
+        (outbox / f".letter-{n}.json.part").rename(outbox / f"letter-{n}.json")
+    else:
+        name = f"{number}_f{n}.pdf"
+    world.files.append(name)
+    if world.rng.random() < 0.25:
+        pauses = [world.rng.uniform(0.05, 0.25) for _ in range(4)]
+        writer = threading.Thread(target=slow_write, args=(outbox / name, world.pdf, pauses), daemon=True)
+        writer.start()
+        return writer
+    (outbox / name).write_bytes(world.pdf)
+    return None
+
+
+def slow_write(path: Path, data: bytes, pauses: list[float]) -> None:
+    """A scanner writing its file over a second or so, in pieces (no temporary name)."""
+    step = len(data) // len(pauses) + 1
+    with path.open("wb") as fh:
+        for i, pause in enumerate(pauses):
+            fh.write(data[i * step:(i + 1) * step])
+            fh.flush()
+            time.sleep(pause)
 
 
 def send_mail(port: int, mail: Mail) -> None:
@@ -150,6 +191,7 @@ def test_crash_and_fault_torture(tmp_path: Path, request: pytest.FixtureRequest)
     stop_reader = threading.Event()
     reader = threading.Thread(target=watch_results, args=(results, stop_reader, world), daemon=True)
     reader.start()
+    writers: list[threading.Thread] = []
     try:
         for r in range(rounds):
             for _ in range(world.rng.randint(0, 2)):
@@ -162,10 +204,8 @@ def test_crash_and_fault_torture(tmp_path: Path, request: pytest.FixtureRequest)
             new = [world.new_mail(len(world.mails) + n) for n in range(world.rng.randint(2, 5))]
             world.mails += new
             for _ in range(world.rng.randint(1, 4)):
-                name = (f"1555555{world.rng.randint(0, 9999):04d}_f{len(world.files)}.pdf"
-                        if world.rng.random() > 0.15 else f"no-number-{len(world.files)}.pdf")
-                (outbox / name).write_bytes(world.pdf)
-                world.files.append(name)
+                if (writer := drop_file(world, outbox)) is not None:
+                    writers.append(writer)
             if world.rng.random() < 0.5:
                 r_cli = cli("send", "--to", f"1555555{world.rng.randint(0, 9999):04d}", str(tmp_path / "doc.pdf"),
                             config=config)
@@ -183,6 +223,8 @@ def test_crash_and_fault_torture(tmp_path: Path, request: pytest.FixtureRequest)
             world.integrity.append(db.execute("PRAGMA integrity_check").fetchone()[0])
             db.close()
         # the last start: resend the unanswered, then run until everything is final and delivered
+        for writer in writers:
+            writer.join(10)
         daemon = DaemonProcess(config, tmp_path / "final.log").start()
         daemon.wait_ready()
         for _ in range(5):
