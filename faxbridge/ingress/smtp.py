@@ -30,6 +30,7 @@ from typing import Any, AnyStr
 import structlog
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
+from faxbridge import crashpoints
 from faxbridge.config import Config
 from faxbridge.errors import StoreError
 from faxbridge.ingress import rcpt as policy
@@ -134,6 +135,7 @@ class FaxSMTP(SMTP):
         self.envelope.content = self.envelope.original_content = content
         status = await self._call_handler_hook("DATA")
         self.envelope = self._create_envelope()
+        crashpoints.hit("smtp.before_reply")
         await self.push("250 OK" if status is MISSING else status)
 
     async def _read_data(self) -> tuple[bytes, bool]:
@@ -154,6 +156,7 @@ class FaxSMTP(SMTP):
                 except asyncio.LimitOverrunError as exc:
                     chunk = await reader.read(exc.consumed)
                     ends = False
+                crashpoints.hit("smtp.data")
                 if ends:
                     chunk = chunk[:-3]
                 size += len(chunk)

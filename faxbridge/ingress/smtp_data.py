@@ -32,7 +32,7 @@ from typing import Any
 
 import structlog
 
-from faxbridge import intake
+from faxbridge import crashpoints, intake
 from faxbridge.clock import Clock
 from faxbridge.config import Config
 from faxbridge.documents import text_to_pdf
@@ -196,6 +196,7 @@ class MailIntake:
                     doc = self._stage(store, job_id, rcpt, plan, files, work)
                     new = self._new_job(sender, rcpt, key, plan, extra_meta)
                     made.append(intake.commit(store, self.clock, job_id, new, doc).id)
+                    crashpoints.hit("smtp.job_committed")
             finally:
                 shutil.rmtree(work, ignore_errors=True)
         reply = queued(made, [(r.address, job_id) for r, job_id in duplicates])
