@@ -8,7 +8,7 @@ folder job (the outbox row is written with the final state). In this order:
    extension when that name is taken (``letter-2.pdf``), never overwriting anything;
 2. the result file is written: a temporary name starting with a dot in the results folder, fsync,
    rename, fsync of the folder. A reader never sees half a file, and once the result is there the
-   original has already moved. The temporary name is made from the job id, so a crash before the
+   original has already moved. The temporary name is made from (a hash of) the job id, so a crash before the
    rename leaves nothing behind once the write is repeated. The file holds ``schema_version``, the
    job object of contract section 7 and its history under ``events``.
 
@@ -26,6 +26,7 @@ with backoff, forever; nothing is dropped.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import shutil
@@ -74,7 +75,7 @@ def write_result(folder: Path, job: Job, events: Sequence[JobEvent]) -> Path:
         if os.path.lexists(target) and not _holds_job(target, job.id):
             continue
         # A dot: readers skip it. Named by the job: a write repeated after a crash replaces it.
-        tmp = folder / f".{job.id}.result.json.tmp"
+        tmp = folder / f".{hashlib.sha256(job.id.encode()).hexdigest()[:20]}.result.json.tmp"
         with tmp.open("wb") as fh:
             fh.write(data)
             fh.flush()

@@ -147,7 +147,7 @@ def scene(root: Path, sim: SimProcess, sink: MailSink, index: int, case: Case) -
     s["webhook"] = {"enabled": True, "listen": f"127.0.0.1:{web_port}", "public_url": f"http://127.0.0.1:{web_port}"}
     s["notify"] = {"smarthost": f"127.0.0.1:{sink.port}"}
     s["watch"] = [{"path": str(outbox), "results": str(results), "done": str(root / "done"),
-                   "failed": str(root / "failed"), "settle": "200ms"}]
+                   "failed": str(root / "failed"), "settle": "100ms"}]
     config = write_config(root / "faxbridge.toml", s)
     outbox.mkdir()
     results.mkdir()
