@@ -19,7 +19,7 @@ from pathlib import Path
 
 import structlog
 
-from faxbridge import __version__, config, logs
+from faxbridge import __version__, config, crashpoints, logs
 from faxbridge.clock import SystemClock
 from faxbridge.config import Config
 from faxbridge.errors import (
@@ -97,6 +97,10 @@ def _store(cfg: Config) -> Store:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        crashpoints.check()          # a test hook: a misspelt point must not silently test nothing
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     cfg = _load(args)
     logs.setup(cfg.log.level, cfg.log.format, cfg.log.show_numbers)
 

@@ -19,7 +19,8 @@ Rules beyond the contract's table, decided here:
   upper-cased (``FAXBRIDGE_SMTP_LISTEN``, ``FAXBRIDGE_PROVIDER_POLL_INTERVAL``). The string is read as
   the key's type: booleans ``true/false/1/0/yes/no/on/off``, numbers, durations and sizes as in the
   file, lists comma-separated (empty: an empty list). ``[[watch]]`` entries cannot be set this way.
-- ``FAXBRIDGE_CONFIG`` names the file (the CLI's business) and is ignored here. Any other
+- ``FAXBRIDGE_CONFIG`` names the file (the CLI's business) and ``FAXBRIDGE_CRASHPOINT`` is a test hook
+  (:mod:`faxbridge.crashpoints`); both are ignored here. Any other
   ``FAXBRIDGE_*`` variable that matches no key is a problem (``env FAXBRIDGE_SMTP_LISTN: unknown
   setting``): a misspelt override must not be silently dropped.
 - A ``[[watch]]`` entry takes the contract's default for each key it leaves out; two entries may not
@@ -336,7 +337,7 @@ def load(path: Path | None, environ: Mapping[str, str], *, base_dir: Path | None
     out = Collected(problems=[], raw={}, origin={})
     walk({k: v for k, v in data.items() if k != "watch"}, SCHEMA, "", base, out)
     apply_credentials(environ, SPECS, out)
-    apply_env(environ, SPECS, base, out, ignore=frozenset({"FAXBRIDGE_CONFIG"}),
+    apply_env(environ, SPECS, base, out, ignore=frozenset({"FAXBRIDGE_CONFIG", "FAXBRIDGE_CRASHPOINT"}),
               file_only={"FAXBRIDGE_WATCH_": "unknown setting ([[watch]] folders are set in the file only)"})
     values = convert_all(SPECS, base, out)
     watches = _watches(data.get("watch") if path is not None else [{}], base, out.problems)

@@ -20,6 +20,7 @@ from datetime import timedelta
 
 import structlog
 
+from faxbridge import crashpoints
 from faxbridge.clock import Clock
 from faxbridge.errors import (
     AccountError,
@@ -143,6 +144,7 @@ class Dispatcher:
             options=job.options,
             callback_url=self.callback_url(job),
         )
+        crashpoints.hit("dispatch.submitting")
         try:
             receipt = await self.provider.submit(req)
         except TransientProviderError as exc:
@@ -156,6 +158,7 @@ class Dispatcher:
         except ProviderError as exc:
             outcome = SubmitFailed("refused", exc.reason)
         else:
+            crashpoints.hit("dispatch.accepted")
             advance(self.store, job.id, Accepted(receipt.provider_id, receipt.callback_url),
                     self.clock, self.policy, {"provider_id": receipt.provider_id})
             return

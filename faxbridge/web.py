@@ -46,6 +46,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from faxbridge import crashpoints
 from faxbridge.errors import JobNotFound, ProviderError, StoreError
 from faxbridge.metrics import CONTENT_TYPE, Metrics
 from faxbridge.models import Job
@@ -195,6 +196,7 @@ class Handlers:
             # this fax is the one. Phaxio retries; polling would find it anyway.
             self._count("phaxio", "deferred")
             return JSONResponse({"result": "retry later"}, status_code=503, headers={"Retry-After": "60"})
+        crashpoints.hit("webhook.parsed")
         return self._apply("phaxio", replace(update, job_id=job.id))
 
     def _apply(self, provider: str, update: Any) -> Response:
@@ -204,6 +206,7 @@ class Handlers:
             self._count(provider, "error")
             log.error("webhook.store_error", provider=provider, error=str(exc))
             return JSONResponse({"result": "busy"}, status_code=503, headers={"Retry-After": "30"})
+        crashpoints.hit("webhook.applied")
         if applied is None:
             self._count(provider, "unknown")
             return answer(200, "unknown fax")

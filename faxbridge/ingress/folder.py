@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from faxbridge import crashpoints
 from faxbridge.clock import Clock
 from faxbridge.config import NumbersConfig, WatchConfig
 from faxbridge.errors import InputError, NumberError, StoreError
@@ -327,6 +328,7 @@ class FolderIntake:
                 if item.job_id is not None:
                     self.store.discard_stage(item.job_id)
             return 0
+        crashpoints.hit("folder.claimed")
         return self._complete(started)
 
     # ---- from a claim to a job ----------------------------------------------------------------
@@ -383,6 +385,7 @@ class FolderIntake:
             for item, _ in staged:
                 self._failed(item.claim_id, exc)
             return finished
+        crashpoints.hit("folder.committed")
         for (item, _), job in zip(staged, jobs, strict=True):
             self._tries.pop(item.claim_id, None)
             self.on_result("accepted")

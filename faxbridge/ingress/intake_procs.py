@@ -34,7 +34,7 @@ from typing import Any
 
 import structlog
 
-from faxbridge import logs
+from faxbridge import crashpoints, logs
 from faxbridge.clock import SystemClock
 from faxbridge.config import Config
 from faxbridge.ingress.rcpt import Recipient
@@ -67,6 +67,7 @@ def _serve(sock: socket.socket, cfg: Config, provider: str, log_args: tuple[str,
     """The worker's loop: frames in, reply lines out, until the daemon closes the socket pair."""
     logs.setup(*log_args)
     logs.register_secrets(secrets)
+    crashpoints.also_kill(os.getppid())        # a test's crash point in here is the daemon's crash
     stream = sock.makefile("rb")
     store: Store | None = None
     intake = MailIntake(cfg, lambda: Store(cfg.state_dir, provider), SystemClock(), threads=0)

@@ -32,6 +32,7 @@ from typing import Any, AnyStr
 import structlog
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
+from faxbridge import crashpoints
 from faxbridge.clock import Clock
 from faxbridge.config import Config
 from faxbridge.errors import StoreError
@@ -151,6 +152,7 @@ class FaxSMTP(SMTP):
         finally:
             smtp_stream.remove(envelope.spooled)
         self.envelope = self._create_envelope()
+        crashpoints.hit("smtp.before_reply")
         await self.push("250 OK" if status is MISSING else status)
 
     async def _read_data(self) -> tuple[bytes | Path, bool]:
@@ -173,6 +175,7 @@ class FaxSMTP(SMTP):
                 except asyncio.LimitOverrunError as exc:
                     chunk = await reader.read(exc.consumed)
                     ends = False
+                crashpoints.hit("smtp.data")
                 if ends:
                     chunk = chunk[:-3]
                 size += len(chunk)

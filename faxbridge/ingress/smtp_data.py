@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from faxbridge import intake
+from faxbridge import crashpoints, intake
 from faxbridge.clock import Clock
 from faxbridge.config import Config
 from faxbridge.documents import text_to_pdf
@@ -260,6 +260,8 @@ class MailIntake:
                         duplicates.append((rcpt, dup.job_id))
                         log.info("smtp.duplicate", job_id=dup.job_id, to=rcpt.number.e164,
                                  message_id=plan.content.headers.message_id)
+                        continue
+                    crashpoints.hit("smtp.job_committed")
             finally:
                 shutil.rmtree(work, ignore_errors=True)
         reply = queued(made, [(r.address, job_id) for r, job_id in duplicates])

@@ -13,8 +13,11 @@
   thread. Trouble that may pass (connection refused, timeouts, 4xx, a login refused while the
   operator fixes it) raises ``NotifyRetry`` (retried with backoff, forever); the smarthost refusing
   the recipient or the message with 5xx raises ``NotifyGiveUp``. The outbox marks a row delivered
-  only after the smarthost accepted it, so a restart never sends a reply twice, and a crash between
-  the final state and the reply sends it after the restart.
+  only after the smarthost accepted it, so a restart never repeats a reply that was marked, and a crash between
+  the final state and the reply sends it after the restart. A crash after the smarthost took the reply
+  and before the row is marked sends it again after the restart (at least once: no sender can do
+  better without the receiver's help); both copies carry the same ``Message-ID`` (made from the job
+  and its outbox row, :func:`reply_message_id`), so the receiving side can drop the second.
 - With no ``notify.smarthost`` reply mail is not sent (contract section 2): the worker still runs and
   marks each "mail" row done with a ``notify.mail_not_sent`` log line, so nothing piles up and
   setting a smarthost later does not flood old results.
@@ -26,15 +29,17 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+import socket
 import ssl
 from collections.abc import Sequence
 from datetime import datetime
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime
 
 import phonenumbers
 import structlog
 
+from faxbridge import crashpoints
 from faxbridge.clock import Clock
 from faxbridge.config import Config, NotifyConfig
 from faxbridge.models import Job, JobEvent, JobState
@@ -132,15 +137,25 @@ def no_reply_reason(job: Job) -> str | None:
     return str(reason) if reason else None
 
 
-def compose(job: Job, events: Sequence[JobEvent], *, from_address: str, now: datetime) -> EmailMessage:
-    """The reply for a final job of source smtp (see the module docstring)."""
+def reply_message_id(job: Job, from_address: str, outbox_id: int | None = None) -> str:
+    """The reply's Message-ID, the same each time this reply is sent: a reply sent again after a
+    crash (the smarthost took it, the daemon died before marking it) can be dropped by the receiver."""
+    domain = from_address.rpartition("@")[2] or socket.getfqdn()
+    serial = "" if outbox_id is None else f".{outbox_id}"
+    return f"<faxbridge.{job.id}{serial}@{domain}>"
+
+
+def compose(job: Job, events: Sequence[JobEvent], *, from_address: str, now: datetime,
+            outbox_id: int | None = None) -> EmailMessage:
+    """The reply for a final job of source smtp (see the module docstring); ``outbox_id`` (the
+    outbox row) keeps the Message-ID of a job retried after its first reply apart from the first."""
     assert job.sender
     msg = EmailMessage()
     msg["From"] = f"faxbridge <{from_address}>"
     msg["To"] = job.sender
     msg["Subject"] = subject(job)
     msg["Date"] = format_datetime(now)
-    msg["Message-ID"] = make_msgid("fax", domain=from_address.rpartition("@")[2] or None)
+    msg["Message-ID"] = reply_message_id(job, from_address, outbox_id)
     original = job.meta.get("message_id")
     if original:
         msg["In-Reply-To"] = str(original)
@@ -194,11 +209,13 @@ def make_deliver(cfg: Config, clock: Clock) -> Deliver:
             log.info("notify.mail_suppressed", job_id=job.id, why=why)
             return
         assert job.sender is not None
-        msg = compose(job, events, from_address=notify.from_address, now=clock.now())
+        msg = compose(job, events, from_address=notify.from_address, now=clock.now(), outbox_id=item.id)
+        crashpoints.hit("mail.before_send")
         try:
             await asyncio.to_thread(_send, notify, msg, job.sender)
         except (smtplib.SMTPException, OSError) as exc:
             raise _translate(exc) from exc
+        crashpoints.hit("mail.sent")
         log.info("notify.mail_sent", job_id=job.id, state=job.state.value, to=job.to,
                  smarthost=str(notify.smarthost))
 

@@ -8,8 +8,9 @@ folder job (the outbox row is written with the final state). In this order:
    extension when that name is taken (``letter-2.pdf``), never overwriting anything;
 2. the result file is written: a temporary name starting with a dot in the results folder, fsync,
    rename, fsync of the folder. A reader never sees half a file, and once the result is there the
-   original has already moved. The file holds ``schema_version``, the job object of contract
-   section 7 and its history under ``events``.
+   original has already moved. The temporary name is made from (a hash of) the job id, so a crash before the
+   rename leaves nothing behind once the write is repeated. The file holds ``schema_version``, the
+   job object of contract section 7 and its history under ``events``.
 
 Both steps are idempotent, so a crash anywhere repeats nothing: the outbox row is marked only
 after ``deliver`` returns, so a restart calls it again; a document no longer in the processing
@@ -25,9 +26,9 @@ with backoff, forever; nothing is dropped.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
-import secrets
 import shutil
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
@@ -35,6 +36,7 @@ from typing import Any
 
 import structlog
 
+from faxbridge import crashpoints
 from faxbridge.durable import fsync_dir
 from faxbridge.ingress import claims
 from faxbridge.ingress.control import result_name, stem
@@ -72,11 +74,13 @@ def write_result(folder: Path, job: Job, events: Sequence[JobEvent]) -> Path:
             raise NotifyGiveUp(f"unsafe result name for {job.document!r}")
         if os.path.lexists(target) and not _holds_job(target, job.id):
             continue
-        tmp = folder / f".{secrets.token_hex(8)}.result.json.tmp"     # a dot: readers skip it
+        # A dot: readers skip it. Named by the job: a write repeated after a crash replaces it.
+        tmp = folder / f".{hashlib.sha256(job.id.encode()).hexdigest()[:20]}.result.json.tmp"
         with tmp.open("wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        crashpoints.hit("sidecar.temp_written")
         os.replace(tmp, target)
         fsync_dir(folder)
         return target
@@ -116,6 +120,7 @@ async def deliver(job: Job, events: Sequence[JobEvent], item: OutboxItem) -> Non
         moved, result = await asyncio.to_thread(_deliver_sync, job, events)
     except OSError as exc:
         raise NotifyRetry(f"result file for {job.document}: {exc.strerror or exc}") from exc
+    crashpoints.hit("sidecar.written")
     log.info("sidecar.written", job_id=job.id, state=job.state.value, result=str(result),
              original=str(moved) if moved else None)
 

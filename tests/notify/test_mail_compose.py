@@ -35,8 +35,18 @@ def test_headers(state: JobState) -> None:
     assert msg["X-Faxbridge-Job"] == "01JABCDEFGHJKMNPQRSTVWXYZ0"
     assert msg["X-Faxbridge-State"] == state.value
     assert msg["Auto-Submitted"] == "auto-replied"
-    assert msg["Message-ID"].endswith("@fax.local>")
+    assert msg["Message-ID"] == "<faxbridge.01JABCDEFGHJKMNPQRSTVWXYZ0@fax.local>"
     assert msg["Date"] == "Sun, 22 Nov 2026 10:01:10 +0000"
+
+
+def test_message_id_is_stable_per_job_and_outbox_row() -> None:
+    """A reply sent again after a crash carries the same Message-ID; a later reply (another outbox row
+    of a retried job) another one."""
+    first = mail.compose(job(), [], from_address="faxbridge@fax.local", now=NOW, outbox_id=7)
+    again = mail.compose(job(), [], from_address="faxbridge@fax.local", now=NOW, outbox_id=7)
+    later = mail.compose(job(), [], from_address="faxbridge@fax.local", now=NOW, outbox_id=9)
+    assert first["Message-ID"] == again["Message-ID"] == "<faxbridge.01JABCDEFGHJKMNPQRSTVWXYZ0.7@fax.local>"
+    assert later["Message-ID"] == "<faxbridge.01JABCDEFGHJKMNPQRSTVWXYZ0.9@fax.local>"
 
 
 def test_no_message_id_no_in_reply_to() -> None:

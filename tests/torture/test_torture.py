@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import json
 import random
-import smtplib
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -43,6 +41,7 @@ from faxbridge.store import Store
 from tests.conftest import free_port, wait_until
 from tests.ingress.mailkit import MailSink
 from tests.support import DaemonProcess, SimProcess, base_settings, cli, make_pdf, write_config
+from tests.torture.kit import Mail, integrity, needs_resend, replies_per_job, send_mail, sends_per_job, watch_results
 
 WORD_FILE = b"PK\x03\x04\x14\x00\x06\x00" + b"[Content_Types].xml word/document.xml" * 20
 
@@ -56,14 +55,6 @@ FAULTS: list[dict[str, Any]] = [
     {"kind": "webhook_dup", "count": 2},
     {"kind": "webhook_delay", "seconds": 1.0, "count": 2},
 ]
-
-
-@dataclass
-class Mail:
-    message_id: str
-    recipients: list[str]            # fax addresses (and maybe one of another domain)
-    raw: bytes
-    answer: int | None = None        # the final SMTP answer to DATA (250, 5xx); None: none yet
 
 
 @dataclass
@@ -136,37 +127,6 @@ def slow_write(path: Path, data: bytes, pauses: list[float]) -> None:
             time.sleep(pause)
 
 
-def send_mail(port: int, mail: Mail) -> None:
-    """One SMTP dialogue; records the DATA answer, or leaves None when the daemon died meanwhile."""
-    try:
-        with smtplib.SMTP("127.0.0.1", port, timeout=20) as client:
-            client.ehlo()
-            client.mail("alice@example.com")
-            accepted = [r for r in mail.recipients if client.rcpt(r)[0] == 250]
-            if not accepted:
-                mail.answer = 550
-                return
-            code, _ = client.data(mail.raw)
-            mail.answer = code
-    except smtplib.SMTPResponseException as exc:
-        mail.answer = exc.smtp_code
-    except (OSError, smtplib.SMTPException):
-        return  # no answer: the sender's server keeps it and tries again
-
-
-def watch_results(folder: Path, stop: threading.Event, world: World) -> None:
-    """A reader polling the results folder: every result file it sees must parse whole."""
-    while not stop.is_set():
-        for path in folder.glob("*.result.json"):
-            try:
-                json.loads(path.read_bytes())
-            except FileNotFoundError:
-                continue
-            except ValueError:
-                world.partial_results.append(path.name)
-        time.sleep(0.02)
-
-
 def test_crash_and_fault_torture(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     seed = request.config.getoption("--torture-seed") or random.randrange(1 << 30)
     rounds = request.config.getoption("--torture-rounds")
@@ -189,7 +149,7 @@ def test_crash_and_fault_torture(tmp_path: Path, request: pytest.FixtureRequest)
     outbox.mkdir()
     results.mkdir()
     stop_reader = threading.Event()
-    reader = threading.Thread(target=watch_results, args=(results, stop_reader, world), daemon=True)
+    reader = threading.Thread(target=watch_results, args=(results, stop_reader, world.partial_results), daemon=True)
     reader.start()
     writers: list[threading.Thread] = []
     try:
@@ -200,7 +160,7 @@ def test_crash_and_fault_torture(tmp_path: Path, request: pytest.FixtureRequest)
             daemon = DaemonProcess(config, tmp_path / f"round{r}.log").start()
             daemon.wait_ready()
             # resend what got no answer or a 4xx, as a mail server would; then new work
-            pending = [m for m in world.mails if m.answer is None or 400 <= m.answer < 500]
+            pending = [m for m in world.mails if needs_resend(m)]
             new = [world.new_mail(len(world.mails) + n) for n in range(world.rng.randint(2, 5))]
             world.mails += new
             for _ in range(world.rng.randint(1, 4)):
@@ -219,19 +179,17 @@ def test_crash_and_fault_torture(tmp_path: Path, request: pytest.FixtureRequest)
             world.kills += 1
             for t in senders:
                 t.join(30)
-            db = sqlite3.connect(cfg.state_dir / "faxbridge.db")
-            world.integrity.append(db.execute("PRAGMA integrity_check").fetchone()[0])
-            db.close()
+            world.integrity.append(integrity(cfg.state_dir / "faxbridge.db"))
         # the last start: resend the unanswered, then run until everything is final and delivered
         for writer in writers:
             writer.join(10)
         daemon = DaemonProcess(config, tmp_path / "final.log").start()
         daemon.wait_ready()
         for _ in range(5):
-            pending = [m for m in world.mails if m.answer is None or 400 <= m.answer < 500]
+            pending = [m for m in world.mails if needs_resend(m)]
             for m in pending:
                 send_mail(smtp_port, m)
-            if not [m for m in world.mails if m.answer is None or 400 <= m.answer < 500]:
+            if not [m for m in world.mails if needs_resend(m)]:
                 break
         store = Store(cfg.state_dir, "phaxio")
 
@@ -262,9 +220,9 @@ def test_crash_and_fault_torture(tmp_path: Path, request: pytest.FixtureRequest)
             by_message.setdefault(mid.strip("<>"), []).append(job)
     answered = [m for m in world.mails if m.answer == 250]
     refused = [m for m in world.mails if m.answer is not None and m.answer >= 500]
-    unanswered = [m for m in world.mails if m.answer is None or 400 <= m.answer < 500]
-    sent_per_job = Counter(s_["job_tag"] for s_ in sends)
-    replies_per_job = Counter(str(m.message["X-Faxbridge-Job"]) for m in replies)
+    unanswered = [m for m in world.mails if needs_resend(m)]
+    sent_per_job = sends_per_job(sends)
+    replies_by_job = replies_per_job(replies)
     smtp_jobs = [j for j in jobs if j.source.value == "smtp"]
     folder_jobs = [j for j in jobs if j.source.value == "folder"]
     result_files = sorted(p.name for p in results.glob("*.result.json"))
@@ -274,7 +232,7 @@ def test_crash_and_fault_torture(tmp_path: Path, request: pytest.FixtureRequest)
           f"provider sends: {len(sends)}; reply mails: {len(replies)}")
     print(f"integrity checks: {Counter(world.integrity)}; partial result files seen: {len(world.partial_results)}; "
           f"jobs sent more than once: {sum(1 for n in sent_per_job.values() if n > 1)}; "
-          f"replies sent more than once: {sum(1 for n in replies_per_job.values() if n > 1)}")
+          f"replies sent more than once: {sum(1 for n in replies_by_job.values() if n > 1)}")
     assert world.integrity == ["ok"] * world.kills
     assert not world.partial_results
     assert all(n == 1 for n in sent_per_job.values()), sent_per_job.most_common(3)
@@ -286,8 +244,8 @@ def test_crash_and_fault_torture(tmp_path: Path, request: pytest.FixtureRequest)
     for m in refused:
         assert not by_message.get(m.message_id.strip("<>")), (seed, m.message_id)
     assert not unanswered, (seed, [m.message_id for m in unanswered])
-    assert {j.id for j in smtp_jobs} == set(replies_per_job), seed
-    assert all(n == 1 for n in replies_per_job.values()), seed
+    assert {j.id for j in smtp_jobs} == set(replies_by_job), seed
+    assert all(n == 1 for n in replies_by_job.values()), seed
     assert len(folder_jobs) == len(world.files), (seed, len(folder_jobs), len(world.files))
     assert len(result_files) == len(world.files), (seed, result_files)
     assert {j.id for j in jobs if j.source.value == "cli"} == set(world.cli_jobs)
