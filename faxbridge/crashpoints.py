@@ -16,12 +16,12 @@ unknown name, so a misspelt point in a test fails loudly instead of testing noth
 
 The points and where they are:
 
-- ``smtp.data``: DATA being received, no answer given (``ingress.smtp.FaxSMTP._read_data``).
+- ``smtp.data``: DATA being received, no answer given (``ingress.smtp_protocol.FaxSMTP._read_data``).
 - ``smtp.job_committed``: one recipient's job committed, the others of the message not yet
   (``ingress.smtp_data.MailIntake._jobs``, in an intake worker process, which kills the daemon
   with itself; ``:N`` for the N-th job of that worker's life).
 - ``smtp.before_reply``: every job of the message committed, the DATA reply (250) not yet sent
-  (``ingress.smtp.FaxSMTP.smtp_DATA``).
+  (``ingress.smtp_protocol.FaxSMTP.smtp_DATA``).
 - ``folder.claimed``: dropped files claimed (moved into the processing area, synced), no job
   committed yet (``ingress.folder.FolderIntake._take``).
 - ``folder.committed``: the folder round's jobs committed, nothing after

@@ -1,11 +1,7 @@
 """The SMTP listener: aiosmtpd's protocol on the daemon's own event loop, policy in the dialogue.
 
-- :class:`FaxSMTP` is aiosmtpd's ``SMTP`` protocol with three changes: the size limit is answered
-  with the contract's 552 5.3.4 (at MAIL for a SIZE parameter, after DATA otherwise); the null
-  sender ``MAIL FROM:<>`` is accepted (RFC 5321 requires it; aiosmtpd refuses it); and DATA is
-  read in large chunks (``readuntil(b".\\r\\n")``) instead of line by line, which is what limits
-  aiosmtpd's throughput for mail with attachments. Lines are not limited to 1000 octets here:
-  clients that send longer lines are common, and nothing downstream needs the limit.
+- :class:`~faxbridge.ingress.smtp_protocol.FaxSMTP` (``smtp_protocol``) is aiosmtpd's protocol with
+  the contract's size replies, the null sender, a fast DATA path and big messages spooled to a file.
 - :class:`FaxHandler` holds the hooks: the client's address is checked at connect and answered
   at MAIL (550 5.7.1), the sender at MAIL, each recipient at RCPT (``rcpt``), the message at
   DATA (``smtp_data``). Reply strings live in ``rcpt`` and ``smtp_data``.
@@ -27,190 +23,29 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, AnyStr
 
 import structlog
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
-from faxbridge import crashpoints
 from faxbridge.clock import Clock
 from faxbridge.config import Config
 from faxbridge.errors import StoreError
 from faxbridge.ingress import rcpt as policy
-from faxbridge.ingress import smtp_stream
 from faxbridge.ingress.intake_procs import IntakeProcesses
 from faxbridge.ingress.smtp_auth import Authenticator, load_users
 from faxbridge.ingress.smtp_data import OUR_TROUBLE, QUEUED, MailIntake
+from faxbridge.ingress.smtp_protocol import NULL_SENDER, FaxEnvelope, FaxSMTP, peer_host
 from faxbridge.runtime import Component, Runtime
 from faxbridge.store import Store
 
 log = structlog.get_logger("faxbridge.smtp")
 
-NULL_SENDER = "<>"
 _HOUR = timedelta(hours=1)
-DATA_CHUNK_LIMIT = 1 << 20     # StreamReader limit while reading DATA: up to 1 MiB per read
-
-
-SPOOL_OVER = 4 << 20           # a message bigger than this goes to a file as it arrives, not to memory
-
-
-class FaxEnvelope(Envelope):
-    def __init__(self) -> None:
-        super().__init__()
-        self.recipients: list[policy.Recipient] = []
-        self.spooled: Path | None = None     # a big message's file (then ``content`` is empty)
-
-
-def _size_param(rest: str) -> int | None:
-    for word in rest.split()[1:]:
-        key, _, value = word.partition("=")
-        if key.upper() == "SIZE" and value.isdigit():
-            return int(value)
-    return None
-
-
-class FaxSMTP(SMTP):
-    """aiosmtpd's protocol with the size replies of the contract, the null sender, a fast DATA path."""
-
-    def __init__(self, handler: FaxHandler, **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
-        self.fax_handler = handler
-        self.client_ok = False
-        self.loopback = False
-
-    def _create_envelope(self) -> FaxEnvelope:
-        return FaxEnvelope()
-
-    async def push(self, status: AnyStr) -> None:
-        text = status if isinstance(status, str) else status.decode("ascii", "replace")
-        self.fax_handler.on_reply(text[:3])
-        await super().push(status)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        first = self.transport is None
-        super().connection_made(transport)
-        if first and self.session is not None:
-            host = _host(self.session.peer)
-            self.client_ok = policy.client_allowed(host, self.fax_handler.cfg.smtp.allowed_clients)
-            self.loopback = policy.is_loopback(host)
-            # AUTH in plain text only from this machine; from anywhere else only after STARTTLS.
-            self._auth_require_tls = not self.loopback
-            if not self.client_ok:
-                log.info("smtp.client_refused", peer=host)
-
-    async def smtp_MAIL(self, arg: str | None) -> None:
-        rest = self._strip_command_keyword("FROM:", arg) if arg else None
-        if rest is not None:
-            size = _size_param(rest)
-            if size is not None and self.data_size_limit and size > self.data_size_limit:
-                await self.push(policy.too_big(self.data_size_limit))
-                return
-            if rest.lstrip().startswith("<>"):
-                await self._null_mail(rest.lstrip()[2:])
-                return
-        await super().smtp_MAIL(arg)
-
-    async def _null_mail(self, params: str) -> None:
-        if await self.check_helo_needed() or await self.check_auth_needed("MAIL"):
-            return
-        assert self.envelope is not None and self.session is not None
-        if self.envelope.mail_from:
-            await self.push("503 Error: nested MAIL command")
-            return
-        options = params.upper().split()
-        status = await self._call_handler_hook("MAIL", NULL_SENDER, options)
-        if status is MISSING:
-            self.envelope.mail_from = NULL_SENDER
-            status = policy.SENDER_OK
-        await self.push(status)
-
-    async def smtp_DATA(self, arg: str) -> None:
-        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
-            return
-        assert self.envelope is not None
-        if not self.envelope.rcpt_tos:
-            await self.push("503 Error: need RCPT command")
-            return
-        if arg:
-            await self.push("501 Syntax: DATA")
-            return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
-        content, too_much = await self._read_data()
-        if too_much:
-            assert self.data_size_limit is not None
-            self.envelope = self._create_envelope()
-            await self.push(policy.too_big(self.data_size_limit))
-            return
-        envelope = self.envelope
-        assert isinstance(envelope, FaxEnvelope)
-        if isinstance(content, Path):
-            envelope.spooled = content
-        else:
-            envelope.content = envelope.original_content = content
-        try:
-            status = await self._call_handler_hook("DATA")
-        finally:
-            smtp_stream.remove(envelope.spooled)
-        self.envelope = self._create_envelope()
-        crashpoints.hit("smtp.before_reply")
-        await self.push("250 OK" if status is MISSING else status)
-
-    async def _read_data(self) -> tuple[bytes | Path, bool]:
-        """Everything up to the lone dot, un-dot-stuffed (in memory, or in a file when big); and
-        whether it passed the size limit (then nothing is kept)."""
-        reader = self._reader
-        limit = self.data_size_limit or 0
-        spool = smtp_stream.DataSpool(self.fax_handler.store.staging, SPOOL_OVER)
-        unstuff = smtp_stream.Unstuffer()
-        size = 0
-        too_much = False
-        tail = b"\r\n"                      # the DATA command line ended with CRLF
-        saved = reader._limit               # type: ignore[attr-defined]
-        reader._limit = max(saved, DATA_CHUNK_LIMIT)   # type: ignore[attr-defined]
-        try:
-            while True:
-                try:
-                    chunk = await reader.readuntil(b".\r\n")
-                    ends = (tail + chunk)[-5:-3] == b"\r\n"
-                except asyncio.LimitOverrunError as exc:
-                    chunk = await reader.read(exc.consumed)
-                    ends = False
-                crashpoints.hit("smtp.data")
-                if ends:
-                    chunk = chunk[:-3]
-                size += len(chunk)
-                if limit and size > limit and not too_much:
-                    too_much = True
-                    spool.discard()
-                elif not too_much:
-                    data = unstuff.feed(chunk)
-                    if spool.in_memory(len(data)):
-                        spool.write(data)
-                    else:                   # to the file: the disk may be slow, the loop must not wait
-                        await asyncio.to_thread(spool.write, data)
-                if ends:
-                    break
-                tail = (tail + chunk)[-2:]
-            if too_much:
-                return b"", True
-            spool.write(unstuff.end())
-            return spool.result(), False
-        except BaseException:
-            spool.discard()
-            raise
-        finally:
-            reader._limit = saved           # type: ignore[attr-defined]
 
 
 def _sender(envelope: Envelope) -> str:
     """The envelope sender as the hourly limit counts it (normalised; "" for the null sender)."""
     return policy.normal_sender("" if envelope.mail_from == NULL_SENDER else envelope.mail_from or "")
-
-
-def _host(peer: Any) -> str | None:
-    if isinstance(peer, tuple) and peer:
-        return str(peer[0])
-    return None
 
 
 class FaxHandler:
@@ -253,7 +88,7 @@ class FaxHandler:
             return policy.CLIENT_DENIED
         sender = "" if address == NULL_SENDER else address
         if not policy.sender_allowed(sender, self.cfg.smtp.allowed_senders):
-            log.info("smtp.sender_refused", sender=sender, peer=_host(session.peer))
+            log.info("smtp.sender_refused", sender=sender, peer=peer_host(session.peer))
             return policy.SENDER_DENIED
         envelope.mail_from = address
         envelope.mail_options.extend(options)
@@ -315,7 +150,7 @@ class FaxHandler:
     async def _data(self, session: Session, envelope: FaxEnvelope) -> str:
         raw: bytes | Path = envelope.spooled or envelope.original_content or b""
         sender = "" if envelope.mail_from == NULL_SENDER else envelope.mail_from or ""
-        extra = {"peer": _host(session.peer)}
+        extra = {"peer": peer_host(session.peer)}
         login = getattr(session.auth_data, "login", None)
         if session.authenticated and isinstance(login, bytes):
             extra["auth_user"] = login.decode("utf-8", "replace")
