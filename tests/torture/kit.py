@@ -33,9 +33,9 @@ def send_mail(port: int, mail: Mail, sender: str = "alice@example.com") -> None:
         with smtplib.SMTP("127.0.0.1", port, timeout=20) as client:
             client.ehlo()
             client.mail(sender)
-            accepted = [r for r in mail.recipients if client.rcpt(r)[0] == 250]
-            if not accepted:
-                mail.answer = 550
+            codes = [client.rcpt(r)[0] for r in mail.recipients]
+            if 250 not in codes:       # every recipient refused: for good (5xx), or for now (4xx)
+                mail.answer = min(codes)
                 return
             code, text = client.data(mail.raw)
             mail.answer, mail.text = code, text.decode("utf-8", "replace")
