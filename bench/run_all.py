@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -23,11 +24,23 @@ HERE = Path(__file__).resolve().parent
 BENCHES: list[tuple[str, list[str], list[str]]] = [   # script, full args, quick args
     ("dispatch_throughput.py", ["--jobs", "500"], ["--jobs", "100"]),
     ("poll_cost.py", [], ["--cycles", "1"]),
-    ("smtp_ingest.py", [], []),
+    ("smtp_ingest.py", ["--rounds", "3"], []),
     ("folder_burst.py", [], ["--files", "500"]),
     ("large_document_rss.py", [], ["--mb", "10"]),
     ("restart_healthy.py", [], ["--jobs", "20000", "--runs", "1"]),
 ]
+
+
+def machine() -> str:
+    """Cores, memory and system, for the report's first line."""
+    memory = ""
+    try:
+        kib = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                       if line.startswith("MemTotal:")))
+        memory = f", {kib / 1024 / 1024:.0f} GiB"
+    except (OSError, StopIteration, ValueError):
+        pass
+    return f"{os.cpu_count()} cores{memory}, {platform.machine()}, {platform.platform(terse=True)}"
 
 
 def value(row: dict[str, object], prefix: str) -> str:
@@ -38,8 +51,8 @@ def value(row: dict[str, object], prefix: str) -> str:
 
 
 def main(quick: bool) -> int:
-    print(f"faxbridge benchmarks, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
-          f"{platform.machine()}, Python {platform.python_version()}, {'quick' if quick else 'full'} run")
+    print(f"faxbridge benchmarks, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}: {machine()}, "
+          f"Python {platform.python_version()}, {'quick' if quick else 'full'} run")
     rows: list[dict[str, object]] = []
     failed = 0
     for script, full, short in BENCHES:
