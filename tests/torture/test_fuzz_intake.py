@@ -8,19 +8,27 @@ The example counts are kept small so the suite stays fast (a first part of the t
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path, PurePosixPath
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from faxbridge import intake as intake_numbers
+from faxbridge.clock import SystemClock
+from faxbridge.config import load
 from faxbridge.documents import prepare
 from faxbridge.errors import DocumentError, InputError
 from faxbridge.ingress import mime
 from faxbridge.ingress.control import ControlError, parse_control, result_name, safe_component
+from faxbridge.ingress.rcpt import Recipient
+from faxbridge.ingress.smtp_data import MailIntake
 from faxbridge.models import InputFile
+from faxbridge.store import Store
+from tests.support import base_settings, write_config
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 PDF_SEEDS = sorted((SAMPLES / "pdf").glob("*.pdf"))
@@ -141,3 +149,43 @@ def test_mime_messages_extract_or_refuse(parts: list[tuple[str, str, bytes, str 
     assert all(r.why and r.name in r.why for r in content.refusals), content.refusals
     assert all(s.why for s in content.skipped)
     assert all(p.kind in {"pdf", "jpeg", "png", "gif", "tiff", "text"} for p in content.parts)
+
+
+@pytest.fixture(scope="module")
+def mail_intake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MailIntake, Store]]:
+    root = tmp_path_factory.mktemp("fuzz-mail")
+    cfg = load(write_config(root / "faxbridge.toml", base_settings(root)), {})
+    store = Store(cfg.state_dir, "simulator")
+    yield MailIntake(cfg, lambda: store, SystemClock(), threads=0), store
+    store.close()
+
+
+@settings(max_examples=60, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=st.lists(part_strategy, max_size=3), body=st.one_of(st.none(), st.text(max_size=200)),
+       chop=st.one_of(st.none(), st.integers(0, 3000)), crlf=st.booleans(), n=st.integers(0, 1 << 30))
+def test_mime_messages_through_the_mail_intake_become_jobs_or_refusals(
+        mail_intake: tuple[MailIntake, Store], parts: list[tuple[str, str, bytes, str | None]],
+        body: str | None, chop: int | None, crlf: bool, n: int) -> None:
+    """What DATA does with a message (the fast parser, dedup, documents, the commit): every message
+    ends in 250 with its jobs committed, or a 5xx refusal with words; never our trouble (451)."""
+    intake, store = mail_intake
+    try:
+        raw = _message([p for p in parts if not (p[0] == "message" or (p[0] == "text" and p[1] != "plain"))],
+                       f"fuzz {n}", body)
+    except (ValueError, TypeError):
+        return
+    raw = raw if crlf else raw.replace(b"\r\n", b"\n")
+    raw = raw[:chop] if chop is not None else raw
+    before = sum(store.counts().values())
+    number = intake_numbers.destination("15555551212", intake.cfg.numbers)
+    reply = intake.accept_now(store, "alice@example.com", [Recipient("15555551212@fax.local", number)], raw, {})
+    made = sum(store.counts().values()) - before
+    event(reply[:9])
+    if reply.startswith("250 "):
+        assert reply.startswith(("250 2.0.0 Queued as job ", "250 2.0.0 Duplicate of job ")), reply
+        ids = reply.removeprefix("250 2.0.0 Queued as job ").split(";")[0].split(", ") if "Queued" in reply else []
+        assert made == len(ids)
+        assert all(store.document_path(job_id).is_file() and store.get(job_id).pages >= 1 for job_id in ids)
+    else:
+        assert reply.startswith(("554 5.6.0 ", "554 5.6.1 ", "554 5.3.4 ")) and len(reply) > 14, reply
+        assert made == 0
