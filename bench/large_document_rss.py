@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from faxbridge.simulator import credentials
 from tests.conftest import free_port
-from tests.support import DaemonProcess, SimProcess, base_settings, big_pdf, cli, write_config
+from tests.support import DaemonProcess, SimProcess, base_settings, big_pdf, cli, process_tree, write_config
 
 
 def rss(pid: int, key: str) -> float:
@@ -43,19 +43,6 @@ def rss(pid: int, key: str) -> float:
     return 0.0
 
 
-def tree(pid: int) -> list[int]:
-    """The process and all its descendants (the intake workers, the folder pool's processes)."""
-    found = [pid]
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for child in children:
-            found += tree(int(child))
-    return found
-
-
 class TreeSampler:
     """The resident memory of the daemon and its descendants together, sampled every 10 ms."""
 
@@ -66,7 +53,7 @@ class TreeSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def total(self) -> float:
-        return sum(rss(p, "VmRSS") for p in tree(self.pid))
+        return sum(rss(p, "VmRSS") for p in process_tree(self.pid))
 
     def _run(self) -> None:
         while not self._stop.wait(0.01):

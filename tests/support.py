@@ -267,3 +267,25 @@ def sim_provider(kind: str, client: Any, base: str, **openfax: Any) -> Any:
                            balance_path="/getAvailableCredit.php", report_path="/outboundDetailsbyDate.php",
                            account_id=credentials.OPENFAX_ACCOUNT_ID, api_key=credentials.OPENFAX_API_KEY,
                            **openfax)
+
+
+def process_tree(pid: int) -> list[int]:
+    """The process and all its descendants (the intake workers, the folder pool's processes)."""
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            found += process_tree(int(child))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether the process exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"

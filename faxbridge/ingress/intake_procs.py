@@ -13,20 +13,22 @@ decided in the daemon, so nothing is lost if a worker dies: the message in fligh
 ``451 4.3.0`` (the client keeps it and sends it again; what the worker had already committed is
 found again by its dedup key), and a new worker takes the dead one's place.
 
-Workers are started with ``spawn`` (never forked from this process with its threads and event
-loop); their parent is the daemon, and they leave when the daemon closes the socket pair, or
-when it dies (the socket pair closes with it). Their log lines go to the daemon's own stderr.
-A new configuration (SIGHUP) is sent to each worker before its next message.
+Workers are new interpreters (``subprocess``: never forked from this process with its threads and
+event loop), given one end of the socket pair; the first frame sets them up (configuration,
+logging). They leave when the daemon closes the socket pair, and at once when the daemon dies
+(``lifeline``). Their log lines go to the daemon's own stderr. A new configuration (SIGHUP) is
+sent to each worker before its next message.
 """
 
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
 import pickle
 import socket
 import struct
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,7 @@ from typing import Any
 
 import structlog
 
-from faxbridge import crashpoints, logs
+from faxbridge import crashpoints, lifeline, logs
 from faxbridge.clock import SystemClock
 from faxbridge.config import Config
 from faxbridge.ingress.rcpt import Recipient
@@ -62,23 +64,46 @@ def _read_exact(stream: Any, size: int) -> bytes | None:
     return bytes(data)
 
 
-def _serve(sock: socket.socket, cfg: Config, provider: str, log_args: tuple[str, str, bool],
-           secrets: list[str]) -> None:
-    """The worker's loop: frames in, reply lines out, until the daemon closes the socket pair."""
+def main() -> None:
+    """A worker process (``python -c`` from :meth:`IntakeProcesses._spawn`): argv has the socket's
+    fd and the daemon's pid; the first frame is the set-up (configuration, provider, logging)."""
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    daemon_pid = int(sys.argv[2])
+    lifeline.hold(daemon_pid)                  # the daemon killed: this worker goes too
+    crashpoints.also_kill(daemon_pid)          # a test's crash point in here is the daemon's crash
+    stream = sock.makefile("rb")
+    setup = _read_frame(stream)
+    if setup is None:                          # the daemon went away before it said anything
+        return
+    _, cfg, provider, log_args, secrets = pickle.loads(setup[0])
     logs.setup(*log_args)
     logs.register_secrets(secrets)
-    crashpoints.also_kill(os.getppid())        # a test's crash point in here is the daemon's crash
-    stream = sock.makefile("rb")
-    store: Store | None = None
-    intake = MailIntake(cfg, lambda: Store(cfg.state_dir, provider), SystemClock(), threads=0)
     try:
-        while (head := _read_exact(stream, _FRAME.size)) is not None:
-            meta_size, raw_size = _FRAME.unpack(head)
-            meta = _read_exact(stream, meta_size)
-            raw = _read_exact(stream, raw_size) if raw_size else b""
-            if meta is None or raw is None:
-                break
-            request = pickle.loads(meta)
+        _serve(sock, stream, MailIntake(cfg, lambda: Store(cfg.state_dir, provider), SystemClock(), threads=0),
+               provider)
+    except OSError as exc:     # the daemon died while we worked: what we committed stands; leave
+        log.warning("smtp.intake_worker_orphaned", error=f"{type(exc).__name__}: {exc}")
+    except BaseException as exc:
+        log.error("smtp.intake_worker_crashed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+        raise SystemExit(1) from None
+
+
+def _read_frame(stream: Any) -> tuple[bytes, bytes] | None:
+    head = _read_exact(stream, _FRAME.size)
+    if head is None:
+        return None
+    meta_size, raw_size = _FRAME.unpack(head)
+    meta = _read_exact(stream, meta_size)
+    raw = _read_exact(stream, raw_size) if raw_size else b""
+    return None if meta is None or raw is None else (meta, raw)
+
+
+def _serve(sock: socket.socket, stream: Any, intake: MailIntake, provider: str) -> None:
+    """Frames in, reply lines out, until the daemon closes the socket pair."""
+    store: Store | None = None
+    try:
+        while (frame := _read_frame(stream)) is not None:
+            request = pickle.loads(frame[0])
             if request[0] == "config":
                 intake.reconfigure(request[1])
                 continue
@@ -86,7 +111,7 @@ def _serve(sock: socket.socket, cfg: Config, provider: str, log_args: tuple[str,
             try:
                 if store is None:
                     store = Store(intake.cfg.state_dir, provider)
-                reply = intake.accept_file(store, sender, recipients, spooled or raw, extra)
+                reply = intake.accept_file(store, sender, recipients, spooled or frame[1], extra)
             except Exception as exc:   # the client hears 451 and keeps its mail; never a silent loss
                 log.error("smtp.intake_failed", error=f"{type(exc).__name__}: {exc}", sender=sender)
                 if store is not None:
@@ -95,11 +120,6 @@ def _serve(sock: socket.socket, cfg: Config, provider: str, log_args: tuple[str,
                 reply = OUR_TROUBLE
             encoded = reply.encode("utf-8")
             sock.sendall(_REPLY.pack(len(encoded)) + encoded)
-    except OSError as exc:     # the daemon died while we worked: what we committed stands; leave
-        log.warning("smtp.intake_worker_orphaned", error=f"{type(exc).__name__}: {exc}")
-    except BaseException as exc:
-        log.error("smtp.intake_worker_crashed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
-        raise SystemExit(1) from None
     finally:
         if store is not None:
             store.close()
@@ -112,7 +132,7 @@ def _serve(sock: socket.socket, cfg: Config, provider: str, log_args: tuple[str,
 
 @dataclass
 class _Worker:
-    process: multiprocessing.process.BaseProcess
+    process: subprocess.Popen[bytes]
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     generation: int          # the configuration it has
@@ -130,21 +150,21 @@ class IntakeProcesses:
         self._all: list[_Worker] = []
         self._starting = 0
         self._closed = False
-        self._context = multiprocessing.get_context("spawn")
 
     async def _spawn(self) -> _Worker:
         ours, theirs = socket.socketpair()
-        log_cfg = self.cfg.log
-        process = self._context.Process(
-            target=_serve, name="faxbridge-intake", daemon=True,
-            args=(theirs, self.cfg, self.provider, (log_cfg.level, log_cfg.format, log_cfg.show_numbers),
-                  logs.registered_secrets()),
-        )
+        # This interpreter's import path, so the worker runs the very code the daemon runs.
+        code = f"import sys; sys.path[:] = {sys.path!r}; from {__name__} import main; main()"
         try:
-            process.start()
+            process = subprocess.Popen(
+                [sys.executable, "-c", code, str(theirs.fileno()), str(os.getpid())],
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)   # its log lines: our stderr
         finally:
             theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours)
+        log_cfg = self.cfg.log
+        self._send_to(writer, ("setup", self.cfg, self.provider,
+                               (log_cfg.level, log_cfg.format, log_cfg.show_numbers), logs.registered_secrets()), b"")
         worker = _Worker(process, reader, writer, self.generation)
         self._all.append(worker)
         log.debug("smtp.intake_worker_started", pid=process.pid, workers=len(self._all))
@@ -163,9 +183,9 @@ class IntakeProcesses:
                 finally:
                     self._starting -= 1
             worker = await self._idle.get()
-            if worker.process.is_alive():
+            if worker.process.poll() is None:
                 return worker
-            log.warning("smtp.intake_worker_died", pid=worker.process.pid, exitcode=worker.process.exitcode)
+            log.warning("smtp.intake_worker_died", pid=worker.process.pid, exitcode=worker.process.returncode)
             await self._retire(worker)     # and round again: its place is free for a new one
 
     def reconfigure(self, cfg: Config) -> None:
@@ -179,10 +199,10 @@ class IntakeProcesses:
         answered = False
         try:
             if worker.generation != self.generation:
-                self._send(worker, ("config", self.cfg), b"")
+                self._send_to(worker.writer, ("config", self.cfg), b"")
                 worker.generation = self.generation
             spooled, data = (raw, b"") if isinstance(raw, Path) else (None, raw)
-            self._send(worker, ("mail", sender, list(recipients), extra, spooled), data)
+            self._send_to(worker.writer, ("mail", sender, list(recipients), extra, spooled), data)
             await worker.writer.drain()
             size = _REPLY.unpack(await worker.reader.readexactly(_REPLY.size))[0]
             reply = (await worker.reader.readexactly(size)).decode("utf-8")
@@ -191,7 +211,7 @@ class IntakeProcesses:
             # The worker died (killed, out of memory): this message is not answered 250 (what the
             # worker had committed is found by its dedup key when the client sends it again).
             log.error("smtp.intake_worker_lost", error=f"{type(exc).__name__}: {exc}",
-                      exitcode=worker.process.exitcode)
+                      exitcode=worker.process.poll())
             return OUR_TROUBLE
         finally:
             if answered:
@@ -209,20 +229,22 @@ class IntakeProcesses:
         except OSError as exc:
             log.error("smtp.intake_worker_failed", error=f"{type(exc).__name__}: {exc}")
 
-    def _send(self, worker: _Worker, meta: tuple[Any, ...], raw: bytes) -> None:
+    @staticmethod
+    def _send_to(writer: asyncio.StreamWriter, meta: tuple[Any, ...], raw: bytes) -> None:
         header = pickle.dumps(meta, protocol=pickle.HIGHEST_PROTOCOL)
-        worker.writer.write(_FRAME.pack(len(header), len(raw)) + header)
+        writer.write(_FRAME.pack(len(header), len(raw)) + header)
         if raw:
-            worker.writer.write(raw)
+            writer.write(raw)
 
     async def _retire(self, worker: _Worker, timeout: float = 5.0) -> None:
         if worker in self._all:
             self._all.remove(worker)
         worker.writer.close()
-        await asyncio.to_thread(worker.process.join, timeout)
-        if worker.process.is_alive():
+        try:
+            await asyncio.to_thread(worker.process.wait, timeout)
+        except subprocess.TimeoutExpired:
             worker.process.kill()
-            await asyncio.to_thread(worker.process.join, timeout)
+            await asyncio.to_thread(worker.process.wait, timeout)
 
     async def close(self) -> None:
         """Each worker finishes the message it has (there is none once the listener is idle) and leaves."""

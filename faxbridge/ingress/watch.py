@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from faxbridge import lifeline
 from faxbridge.config import Config, WatchConfig
 from faxbridge.errors import StoreError
 from faxbridge.ingress.content import warm
@@ -223,10 +225,20 @@ class FolderWatcher:
         await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
 
 
+# The pool's queues use named semaphores, which multiprocessing's resource tracker (a process of
+# its own, started with the interpreter flags of this one) removes when the daemon was killed,
+# warning on stderr in words that are no log line of ours. Removing them is right; the warning
+# is noise: the tracker is told to keep quiet.
+_QUIET_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
+
+
 def make_pool() -> ProcessPoolExecutor:
+    if _QUIET_TRACKER not in sys.warnoptions:
+        sys.warnoptions.append(_QUIET_TRACKER)
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    return ProcessPoolExecutor(max_workers=POOL_WORKERS, mp_context=context)
+    return ProcessPoolExecutor(max_workers=POOL_WORKERS, mp_context=context,
+                               initializer=lifeline.hold, initargs=(os.getpid(),))
 
 
 def _join(observers: list[BaseObserver]) -> None:

@@ -72,7 +72,7 @@ async def test_an_idle_worker_that_died_is_replaced_without_a_refusal(tmp_path: 
         workers = list(processes(bench)._all)
         for w in workers:
             os.kill(w.process.pid, signal.SIGKILL)
-        await async_wait_until(lambda: not any(w.process.is_alive() for w in workers), timeout=10)
+        await async_wait_until(lambda: all(w.process.poll() is not None for w in workers), timeout=10)
         second = await asend(bench.address, SENDER, TO, scanner(pdf_bytes(tmp_path, name="b.pdf")))
         assert second[-1].code == 250, second[-1]
         assert jobs(bench.store) == 2
@@ -119,4 +119,4 @@ async def test_closing_the_listener_stops_every_worker(tmp_path: Path) -> None:
                                for i in range(3)))
         workers = list(processes(bench)._all)
         assert workers
-    assert all(w.process.exitcode == 0 for w in workers), [w.process.exitcode for w in workers]
+    assert all(w.process.returncode == 0 for w in workers), [w.process.returncode for w in workers]
