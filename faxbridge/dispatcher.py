@@ -37,6 +37,7 @@ from faxbridge.states import (
     Ignore,
     Policy,
     Reconciled,
+    Recovered,
     SubmitFailed,
 )
 from faxbridge.store import Store
@@ -92,6 +93,12 @@ class Dispatcher:
         """Start work on every due job there is room for. Returns how many were started."""
         now = self.clock.now()
         started = 0
+        for job in self.store.abandoned(now, self.owner):
+            if job.id not in self._working:     # held, then reconciled like a submission a crash cut off
+                log.warning("dispatcher.abandoned_submission", job_id=job.id)
+                advance(self.store, job.id, Recovered("after the job store failed during its submission"),
+                        self.clock, self.policy)
+                self.store.release(job.id, self.owner)
         for job in self.store.claim_due(self.owner, now, 100, LEASE_S, reconcile=True):
             started += self._start(job)
         room = self.max_in_flight - self.store.in_flight()

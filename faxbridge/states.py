@@ -71,7 +71,10 @@ class Status:
 
 @dataclass(frozen=True)
 class Recovered:
-    """A restart found the job mid-work (its worker died)."""
+    """A restart found the job mid-work (its worker died), or the running dispatcher found it
+    abandoned mid-submission (a store failure after the provider was called)."""
+
+    when: str = "after a restart"
 
 
 @dataclass(frozen=True)
@@ -240,12 +243,12 @@ def decide(job: Job, outcome: Outcome, now: datetime, policy: Policy) -> Decisio
                  "next_attempt_at": _at(now, backoff(policy, tries, job.id, retry_after))},
             )
 
-        case Recovered():
+        case Recovered(when=when):
             if s is not JobState.SUBMITTING:
                 return Ignore(f"job is {s.value}: nothing to recover")
             return Transition(
                 JobState.SUBMITTING, "job.outcome_unknown",
-                "outcome unknown after a restart; checking with the provider before resending",
+                f"outcome unknown {when}; checking with the provider before resending",
                 {"recoveries": job.recoveries + 1, "hold": "reconcile", "next_attempt_at": now},
             )
 

@@ -448,6 +448,15 @@ class Store:
             )
         return [self.get(i) for i in ids]
 
+    def abandoned(self, now: datetime, owner: str) -> list[Job]:
+        """Jobs in ``submitting``, not held for reconciliation, with no live lease or a lease of
+        ``owner`` (who knows which of its jobs it is working on): left so by a store failure after
+        the provider was called. ``recover`` finds the same at start-up; this while running."""
+        rows = self._db.execute(
+            """SELECT * FROM jobs WHERE state = 'submitting' AND (hold IS NULL OR hold != 'reconcile')
+               AND (lease_until IS NULL OR lease_until < ? OR lease_owner = ?)""", (ts(now), owner)).fetchall()
+        return [self._job(r) for r in rows]
+
     def release(self, job_id: str, owner: str) -> None:
         with self._write() as db:
             db.execute(

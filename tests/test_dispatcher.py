@@ -12,6 +12,7 @@ import pytest
 
 from faxbridge.clock import SystemClock
 from faxbridge.dispatcher import Dispatcher
+from faxbridge.errors import StoreBusy
 from faxbridge.intake import accept
 from faxbridge.models import InputFile, JobState, NewJob, Source
 from faxbridge.providers.base import Provider
@@ -247,6 +248,35 @@ async def test_a_bug_during_submit_holds_the_job_for_reconciliation(tmp_path: Pa
         assert e.sends(job_id) == 1  # reconciled, not sent twice
         events = [ev.event for ev in e.store.events(job_id)]
         assert "job.outcome_unknown" in events and "job.reconciled" in events
+    finally:
+        await _close_env(e)
+
+
+async def test_a_store_failure_after_the_provider_accepted_is_reconciled_without_a_restart(
+        tmp_path: Path, pdf: Callable[..., Path]) -> None:
+    """The disk fills (or the database is locked) just as the accepted fax is to be recorded: the
+    job is left in ``submitting`` with no lease. The running dispatcher finds it, holds it and
+    reconciles it (no restart needed, as ``recover`` would at start): faxed once, delivered."""
+    e = await _make_env("phaxio", tmp_path, pdf)
+    real_apply = e.store.apply
+    failed: list[str] = []
+
+    def apply_failing_once(job: Any, t: Any, now: Any, *args: Any, **kwargs: Any) -> Any:
+        if t.event == "job.submitted" and not failed:
+            failed.append(job.id)
+            raise StoreBusy("job store busy: database or disk is full")
+        return real_apply(job, t, now, *args, **kwargs)
+
+    e.store.apply = apply_failing_once  # type: ignore[method-assign]
+    try:
+        job_id = e.enqueue("+15555551212")
+        await e.finish(timeout=30)
+        assert failed == [job_id]
+        job = e.store.get(job_id)
+        assert job.state is JobState.DELIVERED
+        assert e.sends(job_id) == 1
+        events = [ev.event for ev in e.store.events(job_id)]
+        assert "job.outcome_unknown" in events and "job.resend" not in events, events
     finally:
         await _close_env(e)
 

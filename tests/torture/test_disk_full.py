@@ -28,6 +28,9 @@ def test_disk_full_then_space_returns(tmp_path: Path, small_disk: Path) -> None:
     outbox = tmp_path / "outbox"
     s = base_settings(tmp_path)
     s["state_dir"] = str(small_disk / "var")
+    # A fax the provider accepted while its record could not be written (the disk filled just then)
+    # is held and reconciled after the grace: short here, so the test need not wait minutes.
+    s["provider"]["reconcile_grace"] = "1s"
     s["smtp"] = {"enabled": True, "listen": f"127.0.0.1:{port}", "cover_page": "never"}
     s["watch"] = [{"path": str(outbox), "results": str(tmp_path / "results"), "done": str(tmp_path / "done"),
                    "failed": str(tmp_path / "failed"), "settle": "200ms"}]
