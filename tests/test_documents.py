@@ -602,3 +602,27 @@ def test_output_replaces_an_existing_file(tmp_path: Path, out: Path, png: Callab
     out.write_bytes(b"old")
     result = prepare(only(png()), out, max_pages=200)
     assert out.read_bytes()[:5] == b"%PDF-" and result.size == out.stat().st_size
+
+
+def _base_fonts(path: Path) -> set[str]:
+    reader = PdfReader(path)
+    fonts = set()
+    for page in reader.pages:
+        for font in page["/Resources"]["/Font"].values():
+            fonts.add(str(font.get_object()["/BaseFont"]))
+    return fonts
+
+
+def test_latin1_text_is_set_in_core_courier_other_text_in_a_unicode_font(tmp_path: Path) -> None:
+    """Courier for Latin-1 (nothing loaded or embedded: fast), the same columns as the TTF face."""
+    text_to_pdf("Grüße aus Köln, façade, ½ × 10 EUR", tmp_path / "latin1.pdf",
+                heading=[("From", "José <jose@example.com>")])
+    assert _base_fonts(tmp_path / "latin1.pdf") == {"/Courier", "/Courier-Bold"}
+    if _text._fonts() is None:
+        pytest.skip("no Unicode TrueType font installed here")
+    text_to_pdf("Grüße – 日本語のテキスト", tmp_path / "unicode.pdf")
+    assert not any("Courier" in f for f in _base_fonts(tmp_path / "unicode.pdf"))
+    columns = _text.chars_per_line(Paper.LETTER)
+    for name, text in (("a.pdf", "x" * 3 * columns), ("b.pdf", "é" * 3 * columns)):
+        text_to_pdf(text, tmp_path / name)
+        assert [len(line) for line in page_texts(tmp_path / name)[0].splitlines()] == [columns] * 3

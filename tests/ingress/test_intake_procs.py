@@ -67,13 +67,13 @@ async def test_the_same_mail_on_six_connections_at_once_makes_one_job(tmp_path: 
 async def test_an_idle_worker_that_died_is_replaced_without_a_refusal(tmp_path: Path) -> None:
     cfg = config_of(tmp_path, smtp_settings(tmp_path))
     async with listening(cfg, processes=True) as bench:
-        first = await asend(bench.address, SENDER, TO, scanner(pdf_bytes(tmp_path, name="a.pdf")))
+        first = await asend(bench.address, SENDER, TO, scanner(pdf_bytes(tmp_path, name="a.pdf", text="a.pdf")))
         assert first[-1].code == 250
         workers = list(processes(bench)._all)
         for w in workers:
             os.kill(w.process.pid, signal.SIGKILL)
         await async_wait_until(lambda: all(w.process.poll() is not None for w in workers), timeout=10)
-        second = await asend(bench.address, SENDER, TO, scanner(pdf_bytes(tmp_path, name="b.pdf")))
+        second = await asend(bench.address, SENDER, TO, scanner(pdf_bytes(tmp_path, name="b.pdf", text="b.pdf")))
         assert second[-1].code == 250, second[-1]
         assert jobs(bench.store) == 2
         assert not {w.process.pid for w in processes(bench)._all} & {w.process.pid for w in workers}
@@ -85,7 +85,7 @@ async def test_a_worker_killed_with_the_message_in_hand_gives_451_and_the_resend
     async with listening(cfg, processes=True) as bench:
         pool = processes(bench)
         pool.size = 1
-        warm = await asend(bench.address, SENDER, TO, scanner(pdf_bytes(tmp_path, name="warm.pdf")))
+        warm = await asend(bench.address, SENDER, TO, scanner(pdf_bytes(tmp_path, name="warm.pdf", text="warm.pdf")))
         assert warm[-1].code == 250
         [worker] = pool._all
         os.kill(worker.process.pid, signal.SIGSTOP)          # it cannot read the message...
@@ -104,10 +104,12 @@ async def test_a_worker_killed_with_the_message_in_hand_gives_451_and_the_resend
 async def test_a_new_configuration_reaches_the_workers(tmp_path: Path) -> None:
     cfg = config_of(tmp_path, smtp_settings(tmp_path))
     async with listening(cfg, processes=True) as bench:
-        before = await asend(bench.address, SENDER, TO, scanner(pdf_bytes(tmp_path, pages=3, name="a.pdf")))
+        three = scanner(pdf_bytes(tmp_path, pages=3, name="a.pdf", text="a.pdf"))
+        before = await asend(bench.address, SENDER, TO, three)
         assert before[-1].code == 250
         bench.listener.reconfigure(dataclasses.replace(cfg, numbers=dataclasses.replace(cfg.numbers, max_pages=2)))
-        after = await asend(bench.address, SENDER, TO, scanner(pdf_bytes(tmp_path, pages=3, name="b.pdf")))
+        three_more = scanner(pdf_bytes(tmp_path, pages=3, name="b.pdf", text="b.pdf"))
+        after = await asend(bench.address, SENDER, TO, three_more)
         assert after[-1].line == ("554 5.3.4 Too many pages: Scan_0001.pdf has 3 pages; the limit is 2")
         assert jobs(bench.store) == 1
 
@@ -115,8 +117,8 @@ async def test_a_new_configuration_reaches_the_workers(tmp_path: Path) -> None:
 async def test_closing_the_listener_stops_every_worker(tmp_path: Path) -> None:
     cfg = config_of(tmp_path, smtp_settings(tmp_path))
     async with listening(cfg, processes=True) as bench:
-        await asyncio.gather(*(asend(bench.address, SENDER, TO, scanner(pdf_bytes(tmp_path, name=f"{i}.pdf")))
-                               for i in range(3)))
+        mails = [scanner(pdf_bytes(tmp_path, name=f"{i}.pdf", text=f"{i}.pdf")) for i in range(3)]
+        await asyncio.gather(*(asend(bench.address, SENDER, TO, m) for m in mails))
         workers = list(processes(bench)._all)
         assert workers
     assert all(w.process.returncode == 0 for w in workers), [w.process.returncode for w in workers]
