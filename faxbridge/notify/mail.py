@@ -28,6 +28,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import smtplib
 import socket
 import ssl
@@ -168,9 +169,15 @@ def compose(job: Job, events: Sequence[JobEvent], *, from_address: str, now: dat
 
 
 def _send(cfg: NotifyConfig, msg: EmailMessage, to: str) -> None:
-    """One reply through the smarthost (blocking: runs in a worker thread)."""
+    """One reply through the smarthost (blocking: runs in a worker thread).
+
+    Once the smarthost has taken the message (250 after DATA) the reply is delivered: QUIT is sent
+    but its answer not awaited, so that the time between the smarthost taking it and our record of
+    it (where a crash means it is sent again) is as short as it can be.
+    """
     assert cfg.smarthost is not None
-    with smtplib.SMTP(cfg.smarthost.host, cfg.smarthost.port, timeout=SEND_TIMEOUT) as client:
+    client = smtplib.SMTP(cfg.smarthost.host, cfg.smarthost.port, timeout=SEND_TIMEOUT)
+    try:
         client.ehlo()
         if cfg.starttls:
             client.starttls(context=ssl.create_default_context())
@@ -178,6 +185,10 @@ def _send(cfg: NotifyConfig, msg: EmailMessage, to: str) -> None:
         if cfg.username:
             client.login(cfg.username, cfg.password)
         client.send_message(msg, from_addr=cfg.from_address, to_addrs=[to])
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            client.putcmd("quit")
+    finally:
+        client.close()
 
 
 def _translate(exc: Exception) -> Exception:

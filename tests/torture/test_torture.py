@@ -12,7 +12,9 @@ and the next round starts it again. Mails that got no answer (the daemon died mi
 until every job is final and every notification delivered.
 
 Invariants (each printed as a figure):
-- every mail recipient answered 250 ends in exactly one final job and exactly one reply mail;
+- every mail recipient answered 250 ends in exactly one final job and exactly one reply mail
+  (or two with one Message-ID, when a kill fell between the smarthost taking the reply and the
+  daemon recording it: counted and printed, never otherwise);
 - every mail refused with 5xx left no job; a retried mail made exactly one job per recipient;
 - every dropped file ends in exactly one result file, and no result file is ever seen half-written;
 - each job reaches the provider at most once (sends counted at the simulator by job);
@@ -224,6 +226,14 @@ def test_crash_and_fault_torture(tmp_path: Path, request: pytest.FixtureRequest)
     unanswered = [m for m in world.mails if needs_resend(m)]
     sent_per_job = sends_per_job(sends)
     replies_by_job = replies_per_job(replies)
+    # The one window no mail system closes: the smarthost has taken a reply, the daemon is killed
+    # before it records that, the reply goes again after the restart. Its copies carry the same
+    # Message-ID (made from the job and its outbox row), so the receiving side can drop the copy.
+    ids_by_job: dict[str, set[str]] = {}
+    for m in replies:
+        ids_by_job.setdefault(str(m.message["X-Faxbridge-Job"]), set()).add(str(m.message["Message-ID"]))
+    repeated = [job for job, n in replies_by_job.items() if n == 2 and len(ids_by_job[job]) == 1]
+    repeated_otherwise = [job for job, n in replies_by_job.items() if n > 1 and job not in repeated]
     smtp_jobs = [j for j in jobs if j.source.value == "smtp"]
     folder_jobs = [j for j in jobs if j.source.value == "folder"]
     result_files = sorted(p.name for p in results.glob("*.result.json"))
@@ -233,7 +243,8 @@ def test_crash_and_fault_torture(tmp_path: Path, request: pytest.FixtureRequest)
           f"provider sends: {len(sends)}; reply mails: {len(replies)}")
     print(f"integrity checks: {Counter(world.integrity)}; partial result files seen: {len(world.partial_results)}; "
           f"jobs sent more than once: {sum(1 for n in sent_per_job.values() if n > 1)}; "
-          f"replies sent more than once: {sum(1 for n in replies_by_job.values() if n > 1)}")
+          f"replies sent twice (a kill between the smarthost's 250 and our record of it; the copies "
+          f"share their Message-ID): {len(repeated)}; replies sent twice otherwise: {len(repeated_otherwise)}")
     assert world.integrity == ["ok"] * world.kills
     assert not world.partial_results
     assert all(n == 1 for n in sent_per_job.values()), sent_per_job.most_common(3)
@@ -246,7 +257,8 @@ def test_crash_and_fault_torture(tmp_path: Path, request: pytest.FixtureRequest)
         assert not by_message.get(m.message_id.strip("<>")), (seed, m.message_id)
     assert not unanswered, (seed, [m.message_id for m in unanswered])
     assert {j.id for j in smtp_jobs} == set(replies_by_job), seed
-    assert all(n == 1 for n in replies_by_job.values()), seed
+    assert not repeated_otherwise, (seed, repeated_otherwise)
+    assert len(repeated) <= world.kills, seed
     assert len(folder_jobs) == len(world.files), (seed, len(folder_jobs), len(world.files))
     assert len(result_files) == len(world.files), (seed, result_files)
     assert {j.id for j in jobs if j.source.value == "cli"} == set(world.cli_jobs)
