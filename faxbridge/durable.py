@@ -8,16 +8,16 @@ from pathlib import Path
 
 def fsync_dir(path: Path) -> None:
     """Make the entries of a folder (files created, renamed or removed in it) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync(path, os.O_RDONLY | os.O_DIRECTORY)
 
 
 def fsync_file(path: Path) -> None:
     """Make a file's bytes durable (never following a symbolic link)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    _fsync(path, os.O_RDONLY | os.O_NOFOLLOW)
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     finally:

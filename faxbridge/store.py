@@ -164,6 +164,15 @@ def new_job_id() -> str:
     return str(ULID())
 
 
+def _newest_with_key(db: sqlite3.Connection, dedup_key: str, since: datetime) -> sqlite3.Row | None:
+    """The newest job row with this intake (dedup) key created at or after ``since``."""
+    row: sqlite3.Row | None = db.execute(
+        "SELECT * FROM jobs WHERE dedup_key = ? AND created_at >= ? ORDER BY created_at DESC LIMIT 1",
+        (dedup_key, ts(since)),
+    ).fetchone()
+    return row
+
+
 @contextmanager
 def _translate() -> Iterator[None]:
     """sqlite3 errors → StoreBusy (try again later) or StoreError, at this one boundary."""
@@ -276,9 +285,7 @@ class Store:
         try:
             with self._write() as db:
                 if dedup_since is not None and new.dedup_key:
-                    earlier = db.execute(
-                        "SELECT id FROM jobs WHERE dedup_key = ? AND created_at >= ? ORDER BY created_at DESC LIMIT 1",
-                        (new.dedup_key, ts(dedup_since))).fetchone()
+                    earlier = _newest_with_key(db, new.dedup_key, dedup_since)
                     if earlier is not None:
                         raise DuplicateJob(earlier["id"])
                 db.execute(
@@ -547,10 +554,7 @@ class Store:
     def find_duplicate(self, dedup_key: str, since: datetime) -> Job | None:
         """The newest job with this intake key created at or after ``since``."""
         with _translate():
-            row = self._db.execute(
-                "SELECT * FROM jobs WHERE dedup_key = ? AND created_at >= ? ORDER BY created_at DESC LIMIT 1",
-                (dedup_key, ts(since)),
-            ).fetchone()
+            row = _newest_with_key(self._db, dedup_key, since)
         return self._job(row) if row else None
 
     def count_by_sender(self, sender: str, since: datetime) -> int:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -289,3 +290,17 @@ def running(pid: int) -> bool:
     except OSError:
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+@contextlib.asynccontextmanager
+async def served_simulator(speed: float) -> AsyncIterator[tuple[Any, str]]:
+    """A simulator of our own (both protocols) served on a free loopback port: (sim, base URL)."""
+    from faxbridge.simulator import Simulator, SimulatorServer
+
+    sim = Simulator(speed=speed)
+    server = SimulatorServer(sim, host="127.0.0.1", port=0)
+    base = await server.start()
+    try:
+        yield sim, base
+    finally:
+        await server.stop()

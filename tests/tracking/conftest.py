@@ -12,9 +12,9 @@ import pytest
 
 from faxbridge import config
 from faxbridge.app import Daemon
-from faxbridge.simulator import Simulator, SimulatorServer, credentials
+from faxbridge.simulator import Simulator, credentials
 from tests.conftest import free_port
-from tests.support import base_settings, write_config
+from tests.support import base_settings, served_simulator, write_config
 
 Start = Callable[..., Awaitable[Daemon]]
 
@@ -66,8 +66,5 @@ async def start(tmp_path: Path) -> AsyncIterator[Start]:
 @pytest.fixture
 async def simulator() -> AsyncIterator[tuple[Simulator, str]]:
     """A simulator of our own (both protocols) on a free port: (sim, base URL)."""
-    sim = Simulator(speed=2000.0)
-    server = SimulatorServer(sim, host="127.0.0.1", port=0)
-    base = await server.start()
-    yield sim, base
-    await server.stop()
+    async with served_simulator(speed=2000.0) as served:
+        yield served

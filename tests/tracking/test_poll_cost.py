@@ -13,11 +13,11 @@ import pytest
 
 from faxbridge.clock import SystemClock
 from faxbridge.providers.openfax import Cursor
-from faxbridge.simulator import Simulator, SimulatorServer
+from faxbridge.simulator import Simulator
 from faxbridge.states import Policy
 from faxbridge.store import Store
 from faxbridge.tracker import Tracker
-from tests.support import sim_provider
+from tests.support import served_simulator, sim_provider
 from tests.tracking.bulk import fill
 
 IN_FLIGHT = 10_000
@@ -25,11 +25,8 @@ IN_FLIGHT = 10_000
 
 @pytest.fixture
 async def real_time_sim() -> AsyncIterator[tuple[Simulator, str]]:
-    sim = Simulator(speed=1.0)
-    server = SimulatorServer(sim, host="127.0.0.1", port=0)
-    base = await server.start()
-    yield sim, base
-    await server.stop()
+    async with served_simulator(speed=1.0) as served:
+        yield served
 
 
 @pytest.mark.parametrize("kind", ["phaxio", "openfax"])
