@@ -181,6 +181,21 @@ def _final_from_status(job: Job, u: StatusUpdate, now: datetime) -> Transition:
     return Transition(state, f"job.{state.value}", reason, changes)
 
 
+_UNKNOWN = ("outcome unknown (", "); checking with the provider before resending")
+
+
+def unknown_because(error: str) -> str:
+    """The reason a job holds while a submission that may have gone out is reconciled."""
+    return f"{_UNKNOWN[0]}{error}{_UNKNOWN[1]}"
+
+
+def last_error(reason: str | None) -> str | None:
+    """The provider error inside :func:`unknown_because`'s words (None for any other reason)."""
+    if reason and reason.startswith(_UNKNOWN[0]) and reason.endswith(_UNKNOWN[1]):
+        return reason[len(_UNKNOWN[0]):-len(_UNKNOWN[1])]
+    return None
+
+
 # ---- decide ----------------------------------------------------------------------------
 
 
@@ -226,8 +241,7 @@ def decide(job: Job, outcome: Outcome, now: datetime, policy: Policy) -> Decisio
             if maybe_sent:
                 # The request may have reached the provider: find out before sending again.
                 return Transition(
-                    JobState.SUBMITTING, "job.outcome_unknown",
-                    f"outcome unknown ({reason}); checking with the provider before resending",
+                    JobState.SUBMITTING, "job.outcome_unknown", unknown_because(reason),
                     {"submit_tries": tries, "hold": "reconcile",
                      "next_attempt_at": _at(now, min(backoff(policy, tries, job.id, retry_after),
                                                      policy.reconcile_grace))},
@@ -276,7 +290,8 @@ def decide(job: Job, outcome: Outcome, now: datetime, policy: Policy) -> Decisio
             if job.submit_tries > policy.submit_retries:
                 return Transition(
                     JobState.FAILED, "job.failed",
-                    f"gave up after {job.submit_tries} tries: the provider never confirmed the fax",
+                    f"gave up after {job.submit_tries} tries: "
+                    f"{last_error(job.reason) or 'the provider never confirmed the fax'}",
                     {"finished_at": now, "hold": None},
                 )
             return Transition(

@@ -135,9 +135,15 @@ async def test_max_in_flight_is_respected(tmp_path: Path, pdf: Callable[..., Pat
         await _close_env(e)
 
 
+def on_send(env: Env, **fault: Any) -> Fault:
+    """A fault on the send request only (not the lookups that reconcile it)."""
+    path = "faxSendSubmit" if env.provider.name == "openfax" else "/faxes"
+    return Fault(path=path, method="POST", **fault)
+
+
 async def test_transient_errors_are_retried_then_sent_once(env: Env) -> None:
-    env.sim.inject(Fault(kind="status", status=503, count=2))
-    env.sim.inject(Fault(kind="status", status=429, retry_after=0.2, count=1))
+    env.sim.inject(on_send(env, kind="status", status=503, count=2))
+    env.sim.inject(on_send(env, kind="status", status=429, retry_after=0.2, count=1))
     job_id = env.enqueue("+15555551212")
     await env.finish()
     job = env.store.get(job_id)
@@ -145,11 +151,13 @@ async def test_transient_errors_are_retried_then_sent_once(env: Env) -> None:
     assert job.submit_tries == 3
     assert env.sends(job_id) == 1
     events = [e.event for e in env.store.events(job_id)]
-    assert events.count("job.retry_scheduled") == 3
+    # a 503 may have been taken: reconciled (no record) before the resend; a 429 was not: retried
+    assert events.count("job.outcome_unknown") == 2 and events.count("job.resend") == 2, events
+    assert events.count("job.retry_scheduled") == 1, events
 
 
 async def test_too_many_transient_errors_fail_with_the_reason(env: Env) -> None:
-    env.sim.inject(Fault(kind="status", status=503, count=10))
+    env.sim.inject(on_send(env, kind="status", status=503, count=10))
     job_id = env.enqueue("+15555551212")
     await env.finish()
     job = env.store.get(job_id)
@@ -173,6 +181,34 @@ async def test_timeout_after_accept_is_reconciled_not_resent(tmp_path: Path, pdf
             assert "job.resend" not in events
         finally:
             await _close_env(e)
+
+
+@pytest.mark.parametrize("status", [502, 504])
+async def test_gateway_error_after_the_fax_was_created_is_reconciled_not_resent(
+        env: Env, status: int) -> None:
+    """A gateway that forwarded the send, then answered 502/504: the fax exists; one fax per job."""
+    env.sim.inject(Fault(kind="accept_then_status", status=status))
+    job_id = env.enqueue("+15555551211")
+    other = env.enqueue("+15555551213")
+    await env.finish()
+    for jid in (job_id, other):
+        assert env.store.get(jid).state is JobState.DELIVERED
+        assert env.sends(jid) == 1, jid
+    assert len(env.sim.sends) == 2
+    events = [ev.event for ev in env.store.events(job_id)] + [ev.event for ev in env.store.events(other)]
+    assert "job.outcome_unknown" in events and "job.reconciled" in events, events
+    assert "job.resend" not in events
+
+
+async def test_5xx_before_anything_was_created_is_resent_after_reconciling(env: Env) -> None:
+    """A 503 that took nothing: the lookup finds no record, and the job is sent once, later."""
+    env.sim.inject(Fault(kind="status", status=503))
+    job_id = env.enqueue("+15555551211")
+    await env.finish()
+    assert env.store.get(job_id).state is JobState.DELIVERED
+    assert env.sends(job_id) == 1
+    events = [ev.event for ev in env.store.events(job_id)]
+    assert events.index("job.outcome_unknown") < events.index("job.resend"), events
 
 
 async def test_timeout_before_accept_is_resent_after_grace(env: Env) -> None:

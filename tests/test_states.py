@@ -27,6 +27,7 @@ from faxbridge.states import (
     Transition,
     backoff,
     decide,
+    unknown_because,
 )
 
 NOW = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
@@ -81,6 +82,9 @@ CHANGES: list[tuple[str, Job, Outcome, JobState, str, str | None, dict[str, Any]
      "no record", {"hold": None, "next_attempt_at": NOW}),
     ("held+none-too-many-tries", job(S.SUBMITTING, submit_tries=4, **HELD), Reconciled(None), S.FAILED,
      "job.failed", "never confirmed", {}),
+    ("held+none-too-many-tries-keeps-error",
+     job(S.SUBMITTING, submit_tries=4, reason=unknown_because("Phaxio is unavailable (HTTP 504)"), **HELD),
+     Reconciled(None), S.FAILED, "job.failed", "gave up after 4 tries: Phaxio is unavailable (HTTP 504)", {}),
     ("held+none-poison", job(S.SUBMITTING, recoveries=3, **HELD), Reconciled(None), S.FAILED,
      "job.quarantined", "quarantined", {}),
     ("held+status-pending", job(S.SUBMITTING, **HELD), update(FaxOutcome.PENDING), S.SUBMITTED,

@@ -119,14 +119,16 @@ def raise_for_transient_status(provider: str, response: httpx.Response) -> None:
             retry_after=retry_after_seconds(response.headers.get("Retry-After")),
         )
     if status >= 500:
-        # 502/503/504 come from a gateway that did not pass the request on; a 500 may have
-        # been raised after the provider stored the fax, so it must be reconciled.
+        # Any 5xx came after the whole request was sent. No provider document promises that a
+        # 502/503/504 means "not passed on" (a gateway in front of Phaxio answers 504 after
+        # forwarding, and Phaxio has no idempotency key), so a send is reconciled before it is
+        # sent again. 429 is the provider's own "not now": nothing was taken.
         raise TransientProviderError(
             f"{provider} is unavailable (HTTP {status})",
             provider=provider,
             code=str(status),
             retry_after=retry_after_seconds(response.headers.get("Retry-After")),
-            maybe_sent=status == 500,
+            maybe_sent=True,
         )
 
 

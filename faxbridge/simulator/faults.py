@@ -10,6 +10,8 @@ accept_then_   normal handling (a fax is accepted and counted), then a wait of
 hang           ``seconds`` before the answer: the ambiguous case
 accept_then_   normal handling, then HTTP 500 instead of the real answer
 500
+accept_then_   normal handling, then HTTP ``status`` (e.g. a gateway's 502 or 504 after
+status         it forwarded the request) instead of the real answer
 webhook_drop   (webhooks, not requests) the next webhook is never sent
 webhook_dup    the next webhook is sent twice
 webhook_delay  the next webhook waits ``seconds`` (real time) first, so later ones overtake it
@@ -30,7 +32,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-REQUEST_KINDS = ("status", "hang", "accept_then_hang", "accept_then_500")
+REQUEST_KINDS = ("status", "hang", "accept_then_hang", "accept_then_500", "accept_then_status")
 WEBHOOK_KINDS = ("webhook_drop", "webhook_dup", "webhook_delay")
 KINDS = REQUEST_KINDS + WEBHOOK_KINDS
 
@@ -144,7 +146,7 @@ class FaultQueue:
         if fault.kind == "accept_then_hang":
             await asyncio.sleep(fault.seconds)
             return response
-        return error(500)
+        return error(fault.status if fault.kind == "accept_then_status" else 500)
 
 
 def _seconds(value: float) -> str:

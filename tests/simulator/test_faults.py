@@ -91,6 +91,16 @@ async def test_accept_then_500(sim: Simulator, base: str, client: httpx.AsyncCli
     assert [s.provider for s in sim.sends] == ["openfax"]
 
 
+async def test_accept_then_status_is_a_gateway_error_after_the_fax_was_taken(
+        sim: Simulator, base: str, client: httpx.AsyncClient) -> None:
+    sim.inject(Fault("accept_then_status", path="/faxes", status=504))
+    response = await send(client, base)
+    assert response.status_code == 504
+    (sent,) = sim.sends
+    listed = (await client.get(f"{base}/v2.1/faxes", auth=AUTH)).json()
+    assert [str(f["id"]) for f in listed["data"]] == [sent.id]
+
+
 def test_fault_validation() -> None:
     with pytest.raises(ValueError):
         Fault("explode")
