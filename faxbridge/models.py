@@ -160,6 +160,7 @@ class PollResult:
     updates: list[StatusUpdate]
     cursor: str | None = None          # provider-specific; stored and handed back next cycle
     requests: int = 0                  # HTTP requests this poll cost
+    unknown: tuple[str, ...] = ()      # provider ids the provider said it has no record of (404)
 
 
 @dataclass(frozen=True)

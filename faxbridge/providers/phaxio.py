@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 import httpx
+import structlog
 
 from faxbridge.clock import Clock, SystemClock, iso
 from faxbridge.errors import (
@@ -46,6 +47,8 @@ from faxbridge.models import (
 from faxbridge.providers import base
 from faxbridge.providers.base import FilePart, MultipartBody, as_float, as_int
 from faxbridge.providers.reasons import phaxio_verdict
+
+log = structlog.get_logger("faxbridge.providers.phaxio")
 
 NAME = "phaxio"
 HEADER_MAX = 50
@@ -381,10 +384,23 @@ class PhaxioProvider:
             and stamp - self._checked.get(p.provider_id, float("-inf")) >= self._recheck
         ]
         overdue.sort(key=lambda p: (self._checked.get(p.provider_id, float("-inf")), p.submitted_at))
+        unknown: list[str] = []
         for p in overdue[: self._budget]:
             counter[0] += 1
             self._checked[p.provider_id] = stamp
-            found[p.provider_id] = await self.status(p.provider_id)
+            # One fax's lookup failing (404, 429, a 5xx) must not throw away the cycle's list
+            # results: each is isolated. Only an account error (bad key) concerns every fax.
+            try:
+                found[p.provider_id] = await self.status(p.provider_id)
+            except AccountError:
+                raise
+            except (TransientProviderError, PermanentProviderError) as exc:
+                log.warning("provider.status_failed", provider=NAME, provider_id=p.provider_id,
+                            job_id=p.job_id, code=exc.code, error=exc.reason)
+                if exc.code == "404":
+                    unknown.append(p.provider_id)
+                if exc.code == "429":
+                    break                     # rate limited: ask the rest next cycle
         for gone in self._checked.keys() - by_id.keys():
             del self._checked[gone]
         updates = [
@@ -392,7 +408,7 @@ class PhaxioProvider:
             for i, u in found.items()
             if u.outcome is not FaxOutcome.PENDING
         ]
-        return PollResult(updates, cursor, counter[0])
+        return PollResult(updates, cursor, counter[0], unknown=tuple(unknown))
 
     async def find_submission(self, lookup: SubmissionLookup) -> str | None:
         params: dict[str, str | int] = {

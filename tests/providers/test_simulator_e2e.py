@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -275,3 +275,21 @@ async def test_openfax_postback(method: str, net: Net, make: Factory, pdf: Path,
     u = parse_postback(dict(seen.fields) if method == "POST" else dict(seen.query))
     assert (u.provider_id, u.outcome) == (receipt.provider_id, FaxOutcome.FAILED)
     assert u.reason and u.reason.startswith("No Answer: there was no answer")
+
+
+@pytest.mark.parametrize("fault", [None, 429, 500], ids=["404", "429", "500"])
+async def test_phaxio_one_failing_single_lookup_keeps_the_cycles_list_results(
+        net: Net, make: Factory, pdf: Path, fault: int | None) -> None:
+    """A fax the provider forgot (404), or a lookup rate limited or failing: the others still finish."""
+    p = make("phaxio")
+    started = datetime.now(UTC)
+    receipt = await p.submit(request(pdf, "+15555551212", "JOK", pages=1))
+    await net.sim.idle(30)
+    ghost = PendingFax("JGHOST", "98765432", "+15555551213", 1, started - timedelta(hours=3))
+    if fault is not None:
+        net.sim.inject(Fault(kind="status", status=fault, path="/faxes/98765432"))
+    result = await p.poll([PendingFax("JOK", receipt.provider_id, "+15555551212", 1, started), ghost], None)
+    (u,) = result.updates
+    assert (u.provider_id, u.outcome, u.job_id) == (receipt.provider_id, FaxOutcome.DELIVERED, "JOK")
+    assert result.unknown == (("98765432",) if fault is None else ())
+    assert result.requests == 2                  # the list, then the one lookup that failed
