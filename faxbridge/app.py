@@ -34,7 +34,7 @@ from faxbridge.metrics import Metrics, transition_observer, watch_core
 from faxbridge.notify import mail as mail_notify
 from faxbridge.notify import sidecar as sidecar_notify
 from faxbridge.providers.base import Provider
-from faxbridge.providers.openfax import OpenfaxProvider
+from faxbridge.providers.openfax import LOOKUP_GRACE, OpenfaxProvider
 from faxbridge.providers.phaxio import PhaxioProvider
 from faxbridge.providers.transport import TimedTransport
 from faxbridge.reload import plan as reload_plan
@@ -56,8 +56,9 @@ class AlreadyRunning(FaxbridgeError):
 
 def policy_of(cfg: Config) -> Policy:
     p = cfg.provider
+    grace = Policy.reconcile_grace if p.reconcile_grace is None else p.reconcile_grace
     return Policy(submit_retries=p.submit_retries, retry_initial=p.retry_initial, retry_max=p.retry_max,
-                  reconcile_grace=p.reconcile_grace)
+                  reconcile_grace=grace)
 
 
 def provider_name(cfg: Config) -> str:
@@ -75,10 +76,13 @@ def build_provider(cfg: Config, client: httpx.AsyncClient, simulator_url: str | 
     p = cfg.provider
     if p.kind == "openfax":
         o = p.openfax
+        # provider.reconcile_grace, when set, decides; else the adapter's own (10 min + 1 min a page)
+        grace = LOOKUP_GRACE if p.reconcile_grace is None else (p.reconcile_grace, 0.0)
         return OpenfaxProvider(client, base_url=o.base_url, send_path=o.send_path,
                                balance_path=o.balance_path, report_path=o.report_path,
                                account_id=o.account_id, api_key=o.api_key, to_header=o.to_header,
-                               from_header=o.from_header, priority=o.priority)
+                               from_header=o.from_header, priority=o.priority,
+                               lookup_grace_s=grace[0], lookup_grace_per_page_s=grace[1])
     if p.kind == "phaxio":
         return PhaxioProvider(client, base_url=p.phaxio.base_url, api_key=p.phaxio.api_key,
                               api_secret=p.phaxio.api_secret, header_text=p.phaxio.header_text)

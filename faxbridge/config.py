@@ -31,6 +31,9 @@ Rules beyond the contract's table, decided here:
 - ``smtp.tls_cert``/``tls_key`` (both or neither), and ``users_file`` (required by ``require_auth``)
   must exist when SMTP is enabled, so ``check-config`` catches a wrong path before the daemon starts.
 - ``numbers.blocked_prefixes`` are digits; a leading ``+`` is dropped. Country codes are upper-cased.
+- ``provider.reconcile_grace`` left empty (the default) means each provider's own: 60 s for Phaxio
+  and the simulator, 10 minutes plus 1 minute a page for Openfax (its report may list a fax only
+  once its first call attempt is over); a value set decides for every provider.
 - Extension keys: ``provider.reconcile_grace``, ``provider.low_balance``, ``provider.openfax.confirm_postbacks``
   and ``[log]``.
 """
@@ -184,7 +187,7 @@ class ProviderConfig:
     retry_initial: float
     retry_max: float
     request_timeout: float
-    reconcile_grace: float
+    reconcile_grace: float | None   # None: each provider's own default (see the module docstring)
     low_balance: float              # extension key: warn (log + metric) below this balance; 0: never
     openfax: OpenfaxConfig
     phaxio: PhaxioConfig
@@ -276,7 +279,7 @@ SCHEMA: Schema = {
         "retry_initial": duration("2s", positive=True),
         "retry_max": duration("5m", positive=True),
         "request_timeout": duration("60s", positive=True),
-        "reconcile_grace": duration("60s"),
+        "reconcile_grace": duration("", optional=True),
         "low_balance": number(5.0),
         "openfax": {
             "base_url": string("https://api.openfax.com", check=check_url),
@@ -461,6 +464,10 @@ def summary(cfg: Config) -> list[str]:
         lines.append(f"smtp: {cfg.smtp.listen} for {', '.join(cfg.smtp.domains) or 'no domain'}{tls}{auth}")
     else:
         lines.append("smtp: disabled")
+    if p.reconcile_grace is not None:
+        lines.append(f"reconcile grace: {p.reconcile_grace:g} s (provider.reconcile_grace)")
+    elif p.kind == "openfax":
+        lines.append("reconcile grace: 10 min + 1 min a page (Openfax's default; provider.reconcile_grace)")
     lines += [f"watch: {w.path} (results in {w.results})" for w in cfg.watch] or ["watch: no folder"]
     if cfg.webhook.enabled:
         lines.append(f"webhook: {cfg.webhook.listen}, reached at {_no_userinfo(cfg.webhook.public_url)}")

@@ -249,8 +249,11 @@ def number(default: float, *, positive: bool = False) -> Spec:
     return Spec(convert, default, from_env=_env_number(float))
 
 
-def duration(default: str, *, positive: bool = False) -> Spec:
-    def convert(raw: Any, base: Path) -> float:
+def duration(default: str, *, positive: bool = False, optional: bool = False) -> Spec:
+    """A duration; with ``optional``, ``""`` means "not set" (None: the caller's own default)."""
+    def convert(raw: Any, base: Path) -> float | None:
+        if optional and raw == "":
+            return None
         seconds = parse_duration(raw)
         if positive and seconds <= 0:
             raise Invalid(f"must be longer than 0, got {raw!r}")

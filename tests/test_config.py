@@ -81,7 +81,7 @@ CONTRACT_DEFAULTS: list[tuple[str, Any]] = [
     ("provider.retry_initial", 2.0),
     ("provider.retry_max", 300.0),
     ("provider.request_timeout", 60.0),
-    ("provider.reconcile_grace", 60.0),
+    ("provider.reconcile_grace", None),
     ("provider.low_balance", 5.0),
     ("provider.openfax.base_url", "https://api.openfax.com"),
     ("provider.openfax.send_path", "/faxSendSubmit.php"),
@@ -642,6 +642,15 @@ def test_relative_path_from_the_cli_is_made_absolute(tmp_path: Path, monkeypatch
 
 
 # --- summary ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("[provider]\nreconcile_grace = '5s'\n", "reconcile grace: 5 s (provider.reconcile_grace)"),
+    ("[provider]\nkind = 'openfax'\n[provider.openfax]\naccount_id = 'a'\napi_key = 'k'\n",
+     "reconcile grace: 10 min + 1 min a page (Openfax's default; provider.reconcile_grace)"),
+], ids=["set", "openfax-default"])
+def test_summary_names_the_reconcile_grace(tmp_path: Path, text: str, line: str) -> None:
+    assert line in summary(load(write(tmp_path, text), {}))
 
 
 def test_summary_of_defaults(tmp_path: Path) -> None:

@@ -206,6 +206,12 @@ class Cursor:
         return json.dumps({"high": self.high, "marks": [[at.isoformat(), mark] for at, mark in self.marks]})
 
 
+LOOKUP_GRACE = (600.0, 60.0)
+"""Seconds, and seconds a page, that "no record" of a lost submission is not yet proof it was never
+taken (the report may list a fax only once its first call attempt is over): the default when
+``provider.reconcile_grace`` is not set."""
+
+
 class OpenfaxProvider:
     name = NAME
 
@@ -224,8 +230,8 @@ class OpenfaxProvider:
         priority: str = "Normal",
         clock: Clock | None = None,
         status_lookback_days: int = 14,
-        lookup_grace_s: float = 600.0,
-        lookup_grace_per_page_s: float = 60.0,
+        lookup_grace_s: float = LOOKUP_GRACE[0],
+        lookup_grace_per_page_s: float = LOOKUP_GRACE[1],
     ) -> None:
         self._client = client
         self._base = base_url.rstrip("/")

@@ -60,6 +60,23 @@ async def test_hang_503_and_429_then_recovery_send_each_fax_once(
     assert "job.outcome_unknown" in events and "job.resend" in events and "job.retry_scheduled" in events
 
 
+async def test_openfax_honours_the_configured_reconcile_grace(
+        tmp_path: Path, start: Start, simulator: tuple[Simulator, str]) -> None:
+    """A send that timed out and never reached Openfax: with reconcile_grace = "1s" it is looked
+    for for about a second and then sent again, not held for the adapter's own 10 minutes + 1 a page."""
+    sim, base = simulator
+    sim.inject(Fault(kind="hang", seconds=2.0, path="faxSendSubmit"))
+    values = settings(tmp_path, **openfax_at(base), request_timeout="500ms", reconcile_grace="1s")
+    daemon = await start(values)
+    store, _ = parts(daemon)
+    job_id = queue(daemon, tmp_path, "+15555551212", pages=3)
+    job = await wait_job(daemon, job_id, "delivered", "failed", timeout=60)
+    assert job.state.value == "delivered", job
+    assert len(sim.sends) == 1
+    events = [e.event for e in store.events(job_id)]
+    assert events.index("job.outcome_unknown") < events.index("job.resend"), events
+
+
 def test_openfax_crash_between_accept_and_record_is_reconciled_not_resent(tmp_path: Path) -> None:
     sim = SimProcess(free_port(), tmp_path / "sim.log").start()
     try:
