@@ -68,8 +68,9 @@ async def env(request: pytest.FixtureRequest, tmp_path: Path, pdf: Callable[...,
 
 
 async def _make_env(kind: str, tmp_path: Path, pdf: Callable[..., Path], *, timeout: float = 5.0,
-                    max_in_flight: int = 50, speed: float = 5000.0, **policy: Any) -> Env:
-    sim = Simulator(speed=speed)
+                    max_in_flight: int = 50, speed: float = 5000.0, openfax_rows: str = "snapshot",
+                    **policy: Any) -> Env:
+    sim = Simulator(speed=speed, openfax_rows=openfax_rows)
     server = SimulatorServer(sim, host="127.0.0.1", port=0)
     base = await server.start()
     client = httpx.AsyncClient(timeout=timeout)
@@ -164,6 +165,35 @@ async def test_too_many_transient_errors_fail_with_the_reason(env: Env) -> None:
     assert job.state is JobState.FAILED
     assert job.reason is not None and job.reason.startswith("gave up after 5 tries") and "503" in job.reason
     assert env.sends(job_id) == 0
+
+
+@pytest.mark.parametrize("rows", ["snapshot", "in_place"])
+async def test_openfax_polling_sees_the_end_whether_report_rows_are_added_or_updated_in_place(
+        tmp_path: Path, pdf: Callable[..., Path], rows: str) -> None:
+    """Polling alone (no postback): every job ends as its number says, whether the report adds a
+    row per call attempt or keeps one row per fax and changes it where it stands."""
+    e = await _make_env("openfax", tmp_path, pdf, speed=100.0, openfax_rows=rows)
+    try:
+        ids = {e.enqueue(number): (state, attempts) for number, state, attempts, _ in EXPECTED}
+        await e.dispatcher.run_until_idle()
+        # read the rows while the faxes are still under way, so in place they change after being read
+        await async_wait_until(lambda: _any_row_read(e), timeout=30, interval=0.02, what="a row read early")
+        await e.finish()
+        for job_id, (state, attempts) in ids.items():
+            job = e.store.get(job_id)
+            assert (job.state, job.attempts) == (state, attempts), job
+        history = e.sim.history()
+        if rows == "in_place":
+            assert len(history) == len(ids)                       # one row per fax, changed in place
+        else:
+            assert len(history) == sum(a for _, a in ids.values() if a)
+    finally:
+        await _close_env(e)
+
+
+async def _any_row_read(e: Env) -> bool:
+    await e.tracker.poll_once()
+    return e.tracker.requests > 0 and any(r.current_state < 8 for r in e.sim.history())
 
 
 async def test_timeout_after_accept_is_reconciled_not_resent(tmp_path: Path, pdf: Callable[..., Path]) -> None:

@@ -162,12 +162,14 @@ class Cursor:
 
     A checkpoint (time a read completed, highest id then) says: every row created after that
     time has a greater id. So a fax sent at time T has all its rows above the last checkpoint
-    taken at or before T. Stored as JSON in the store's kv; a bare number (older form) is read
-    as a cursor without checkpoints.
+    taken at or before T. ``rows`` keeps, for each fax still pending, the id of the newest row
+    read for it: the row that may still change in place. Stored as JSON in the store's kv; a
+    bare number (older form) is read as a cursor without checkpoints.
     """
 
     high: int | None = None
     marks: list[tuple[datetime, int]] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)   # pending OutTransID → its newest row's id
 
     @classmethod
     def load(cls, text: str | None) -> Cursor:
@@ -187,7 +189,9 @@ class Cursor:
             mark = as_int(item[1]) if when is not None else None
             if when is not None and mark is not None:
                 marks.append((when, mark))
-        return cls(high=as_int(data.get("high")), marks=marks)
+        rows = data.get("rows")
+        rows = {str(k): v for k, v in rows.items() if isinstance(v, int)} if isinstance(rows, dict) else {}
+        return cls(high=as_int(data.get("high")), marks=marks, rows=rows)
 
     def before(self, when: datetime) -> int | None:
         """The highest id of the last checkpoint taken at or before ``when`` (None: none was)."""
@@ -203,7 +207,8 @@ class Cursor:
         del self.marks[:-MAX_MARKS]
 
     def dump(self) -> str:
-        return json.dumps({"high": self.high, "marks": [[at.isoformat(), mark] for at, mark in self.marks]})
+        return json.dumps({"high": self.high, "marks": [[at.isoformat(), mark] for at, mark in self.marks],
+                           "rows": self.rows})
 
 
 LOOKUP_GRACE = (600.0, 60.0)
@@ -230,6 +235,8 @@ class OpenfaxProvider:
         priority: str = "Normal",
         clock: Clock | None = None,
         status_lookback_days: int = 14,
+        horizon_s: float = 3600.0,
+        recheck_s: float = 300.0,
         lookup_grace_s: float = LOOKUP_GRACE[0],
         lookup_grace_per_page_s: float = LOOKUP_GRACE[1],
     ) -> None:
@@ -247,7 +254,9 @@ class OpenfaxProvider:
         self._clock = clock or SystemClock()
         self._lookback = status_lookback_days
         self._grace = (lookup_grace_s, lookup_grace_per_page_s)
-        self._known: set[str] | None = None   # the OutTransIDs the last poll cycle asked about
+        self._horizon = horizon_s
+        self._recheck = recheck_s
+        self._swept = float("-inf")           # when a cycle last re-read the rows of every pending fax
 
     def _url(self, path: str) -> str:
         return self._base + "/" + path.lstrip("/")
@@ -372,23 +381,29 @@ class OpenfaxProvider:
         return self._clock.now().date()
 
     async def poll(self, pending: Sequence[PendingFax], cursor: str | None) -> PollResult:
-        """Rows added to the report since the last cycle (``LastHistoryID``), folded per fax.
+        """The report's rows from the oldest pending fax's current row on, folded per fax.
 
-        The cost is one request per 1,000 new rows, whatever the number of faxes in flight.
-        A fax that joined the pending set since the last cycle may have rows *below* the
-        cursor (its first call ended before we recorded its id: a reconciled fax, or a race
-        with the submit reply); for those the read starts from the last checkpoint taken
-        before the fax was sent (:class:`Cursor`), or from the beginning of its date range.
+        The Openfax document never says a report row is written once: a row read at
+        ``CurrentState`` 5 may later say 8 under the same ``HistoryOutboundFaxID``. So a cycle
+        does not read only the rows above the last id seen: it starts at the newest row already
+        read for each pending fax (``Cursor.rows``), or, for a fax with no row read yet, at the
+        last checkpoint taken before it was sent (:class:`Cursor`; none: the start of its date
+        range). In steady state that is the rows of the faxes sent in the last few minutes, not
+        the account's history. A fax pending longer than ``horizon_s`` (stuck in a credit hold,
+        say) is re-read only every ``recheck_s``, so one old fax does not make every cycle read
+        an hour of rows. 1,000 rows a request.
         """
         if not pending:
             return PollResult([], cursor, 0)
         by_id = {p.provider_id: p for p in pending}
         state = Cursor.load(cursor)
-        start_from = state.high
-        new = [p for p in pending if self._known is None or p.provider_id not in self._known]
-        if new and start_from is not None:
-            mark = state.before(min(p.submitted_at for p in new))
-            start_from = None if mark is None else min(start_from, mark)
+        now = self._clock.now()
+        stamp = now.timestamp()
+        sweep = stamp - self._swept >= self._recheck
+        considered = [p for p in pending if sweep or (now - p.submitted_at).total_seconds() <= self._horizon]
+        start_from = self._start(state, considered or list(pending))
+        if sweep or not considered:
+            self._swept = stamp
         start = min(p.submitted_at for p in pending).date() - timedelta(days=1)
         counter = [0]
         seen: dict[str, _Fax] = {}
@@ -401,12 +416,27 @@ class OpenfaxProvider:
                 out_id = str(as_int(row.get("OutTransID")))
                 if out_id in by_id:
                     self._fold(seen, out_id, row, hid or 0)
-        self._known = set(by_id)
-        if high is not None:
-            state.add(self._clock.now(), high)
         updates = [_row_update(i, fax, by_id[i].job_id) for i, fax in seen.items()]
+        final = {u.provider_id for u in updates if u.outcome.final}
+        # the newest row of each fax still pending: where the next cycle starts reading for it
+        state.rows = {i: r for i, r in state.rows.items() if i in by_id and i not in final}
+        state.rows.update({i: fax.latest_id for i, fax in seen.items() if i not in final and fax.latest_id})
+        if high is not None:
+            state.add(now, high)
         updates = [u for u in updates if u.outcome is not FaxOutcome.PENDING]
         return PollResult(updates, state.dump() if high is not None else cursor, counter[0])
+
+    @staticmethod
+    def _start(state: Cursor, pending: Sequence[PendingFax]) -> int | None:
+        """``LastHistoryID`` for a read that sees every pending fax's current row (None: all rows)."""
+        starts: list[int] = []
+        for p in pending:
+            row = state.rows.get(p.provider_id)
+            mark = row - 1 if row is not None else state.before(p.submitted_at)
+            if mark is None:
+                return None
+            starts.append(mark)
+        return min(starts) if starts else state.high
 
     @staticmethod
     def _fold(seen: dict[str, _Fax], out_id: str, row: dict[str, Any], hid: int) -> None:

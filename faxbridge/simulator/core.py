@@ -21,7 +21,13 @@ from starlette.applications import Starlette
 from faxbridge.clock import Clock, SystemClock
 from faxbridge.simulator import credentials
 from faxbridge.simulator.faults import Fault, FaultQueue
-from faxbridge.simulator.openfax_model import FIRST_HISTORY_ID, HistoryRow, materialize, postback_fields
+from faxbridge.simulator.openfax_model import (
+    FIRST_HISTORY_ID,
+    HistoryRow,
+    current_row,
+    materialize,
+    postback_fields,
+)
 from faxbridge.simulator.phaxio_model import callback_fields
 from faxbridge.simulator.records import Notification, PostbackTarget, SimFax, SimSend
 from faxbridge.simulator.webhooks import RETRY_DELAYS_S, TIMEOUT_S, phaxio_signature, post_once
@@ -41,10 +47,16 @@ class _Runtime:
     deliveries: dict[int, asyncio.Task[None]] = field(default_factory=dict)
 
 
+OPENFAX_ROWS = ("snapshot", "in_place")
+
+
 class Simulator:
-    def __init__(self, speed: float = 10.0, *, clock: Clock | None = None) -> None:
+    def __init__(self, speed: float = 10.0, *, clock: Clock | None = None, openfax_rows: str = "snapshot") -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
+        if openfax_rows not in OPENFAX_ROWS:
+            raise ValueError(f"openfax_rows must be one of {', '.join(OPENFAX_ROWS)}")
+        self.openfax_rows = openfax_rows
         self.speed = float(speed)
         self.clock: Clock = clock or SystemClock()
         self.faults = FaultQueue()
@@ -54,6 +66,7 @@ class Simulator:
         self._faxes: dict[tuple[str, str], SimFax] = {}
         self._next_id = dict(FIRST_IDS)
         self._history: list[HistoryRow] = []
+        self._row_ids: dict[str, int] = {}      # "in_place": each Openfax fax's one row id
         self._outbox: list[Notification] = []
         self._rt: _Runtime | None = None
         from faxbridge.simulator.app import build_app
@@ -88,7 +101,14 @@ class Simulator:
         return [f for f in self._faxes.values() if provider is None or f.provider == provider]
 
     def history(self) -> list[HistoryRow]:
-        """Every Openfax call-history row up to now."""
+        """Every Openfax call-history row up to now (in "in_place" mode: each fax's row as it stands)."""
+        if self.openfax_rows == "in_place":
+            now = self.clock.now()
+            rows = []
+            for fax in sorted(self.faxes("openfax"), key=lambda f: (f.accepted_at, int(f.id))):
+                row_id = self._row_ids.setdefault(fax.id, FIRST_HISTORY_ID + len(self._row_ids))
+                rows.append(current_row(fax, row_id, now))
+            return sorted(rows, key=lambda r: r.history_id)
         next_id = self._history[-1].history_id + 1 if self._history else FIRST_HISTORY_ID
         self._history.extend(materialize(self.faxes("openfax"), self.clock.now(), next_id))
         return list(self._history)

@@ -8,6 +8,12 @@ failed). A document that cannot be rendered gets one row with ``RetryCount`` 0. 
 made lazily ("materialized") whenever the simulator looks, always for every attempt
 finished by then, so ids grow with time and ``LastHistoryID`` is a safe cursor.
 
+That is the "snapshot" mode. The Openfax document never says rows are immutable, so the
+simulator also plays ``rows = "in_place"``: one row per fax, numbered when the fax is accepted
+and updated where it stands as the fax moves (``CurrentState`` 1 Rendering with ``RenderStatus``
+0 and ``PageCount`` 0, 5 Dialing, 7 Waiting for Redial, then 8/9/10), so a reader that only
+asks for ids above the last one it saw never learns how a fax ended.
+
 Numeric columns are JSON numbers (the doc types them Int/BigInt), text columns strings.
 Rows carry ``LastStatus`` (0 Successful, 1 No Answer, 2 Busy, 3 Not Fax, 8 Doc Conversion
 Failed). The summary report (DetailType 0) holds the final row of each finished fax.
@@ -15,7 +21,7 @@ Failed). The summary report (DetailType 0) holds the final row of each finished 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
@@ -131,6 +137,27 @@ def materialize(faxes: list[SimFax], now: datetime, next_id: int) -> list[Histor
         owner.history.add(number)
         rows.append(_row(owner, next_id + offset, finished))
     return rows
+
+
+STATE_RENDERING = 1
+STATE_DIALING = 5
+LAST_STATUS_PROCESSING = -1
+
+
+def current_row(fax: SimFax, history_id: int, now: datetime) -> HistoryRow:
+    """The fax's one row as it stands at ``now`` ("in_place" mode)."""
+    timeline = fax.recipients[0].timeline
+    elapsed = fax.elapsed(now)
+    if timeline.render_error is not None and elapsed >= timeline.render_end:
+        return _row(fax, history_id, None)
+    done = [a for a in timeline.attempts if a.end <= elapsed]
+    if done:
+        return _row(fax, history_id, done[-1])
+    row = _row(fax, history_id, timeline.attempts[0]) if timeline.attempts else _row(fax, history_id, None)
+    rendered = elapsed >= timeline.render_end
+    return replace(row, current_state=STATE_DIALING if rendered else STATE_RENDERING, retry_count=0,
+                   last_status=LAST_STATUS_PROCESSING, render_status=1 if rendered else 0,
+                   page_count=fax.pages if rendered else 0)
 
 
 def postback_fields(fax: SimFax) -> list[tuple[str, str]]:

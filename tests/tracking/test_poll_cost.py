@@ -51,10 +51,12 @@ async def test_ten_thousand_in_flight_cost_at_most_ten_requests_a_cycle(
             # the list endpoint, 1,000 a page: all 10,000 were created within the list window
             assert first == second == 10
         else:
-            # the first cycle of a fresh daemon reads the report's rows so far; then only new rows
+            # the first cycle of a fresh daemon reads the report's rows so far; the next ones from
+            # the oldest pending fax's current row on (a row may change in place): here, where
+            # every fax was sent within 4 minutes, nearly as many (still at most 10)
             rows = len(sim.history())
             assert first == rows // 1000 + 1
-            assert second == 1
+            assert 1 <= second <= 10
             assert Cursor.load(store.kv_get(tracker.cursor_key)).high is not None
         assert first <= 10 and second <= 10
     finally:
