@@ -8,7 +8,11 @@ Openfax (providers.md §2.5): ``LastStatus`` -1..9 is the result of the latest c
 ``CurrentState`` 0..13 the stage of the request. Final states are 8, 9, 10 and 13 [I]; 11
 (Credit Hold) waits for the operator. Report rows may lack ``LastStatus`` [U]; then the
 outcome is inferred from ``CurrentState`` alone. A postback carries ``LastStatus`` but no
-``CurrentState`` and is sent only once the fax is final.
+``CurrentState`` and is sent only once the fax is final. ``CurrentState`` 12 (Retry Eligible)
+is not among the documented final states, but nothing moves a fax on from it: Openfax's API
+has no retry call, so the only retry there is is a new submission. It is read as the end of
+the fax, failed for the reason its ``LastStatus`` gives, retryable (``faxbridge retry``), so a
+job never waits on it forever.
 
 Phaxio (providers.md §1.3, §1.6): fax ``status`` queued | pendingbatch | inprogress |
 success | failure | partialsuccess; recipient statuses add ringing, callactive, willretry
@@ -69,6 +73,9 @@ def insufficient_credit(detail: str = "the account has too little credit to send
 
 OPENFAX_FINAL_STATES = frozenset({8, 9, 10, 13})
 OPENFAX_CREDIT_HOLD = 11
+OPENFAX_RETRY_ELIGIBLE = 12
+RETRY_ELIGIBLE = ("Failed: Openfax stopped dialing without delivering the fax (Retry Eligible); "
+                  "`faxbridge retry` sends it again")
 # LastStatus codes after which Openfax redials (providers.md §2.5, marked * there).
 OPENFAX_REDIAL_CODES = frozenset({1, 2, 4, 6, 7})
 
@@ -150,6 +157,10 @@ def openfax_verdict(current_state: int | None, last_status: int | None, attempts
     if current_state == 9:
         # A row without LastStatus [U], or one that says "success" in a failed state: no detail.
         return openfax_failure(last_status if last_status not in (None, -1, 0) else None, attempts)
+    if current_state == OPENFAX_RETRY_ELIGIBLE:
+        if last_status not in (None, -1, 0):
+            return openfax_failure(last_status, attempts)
+        return Verdict(FaxOutcome.FAILED, RETRY_ELIGIBLE, True)
     return Verdict(FaxOutcome.PENDING)
 
 
@@ -158,6 +169,13 @@ def openfax_verdict(current_state: int | None, last_status: int | None, attempts
 OPENFAX_CONDITIONS: dict[str, tuple[str, str]] = {
     "failed": ("transient", "Openfax could not take the fax just now (it answered Failed)"),
     "invalidauthentication": ("auth", "Openfax rejected the account ID or API key (InvalidAuthentication)"),
+    # Openfax's answer when a required field is missing: in practice an empty account ID or API key
+    # (every other field faxbridge always sends), so an account problem, not this fax's.
+    "invalidmissingvalue": (
+        "auth",
+        "Openfax says a required value is missing (InvalidMissingValue): check "
+        "provider.openfax.account_id and provider.openfax.api_key",
+    ),
     "accountinactive": (
         "inactive",
         "The Openfax account is inactive: it has run out of funds or was deactivated; "

@@ -134,7 +134,8 @@ async def test_success_variants(client: httpx.AsyncClient, stub: StubServer, pdf
         pytest.param("InvalidPaperSize", RefusedError, None, "paper size", id="paperSize-prose"),
         pytest.param("InvalidPriority", RefusedError, None, "priority", id="priority"),
         pytest.param("invalid authentication", AccountError, "auth", "API key", id="spaced-lower"),
-        pytest.param("InvalidMissingValue", RefusedError, None, "InvalidMissingValue", id="unknown"),
+        pytest.param("InvalidMissingValue", AccountError, "auth", "provider.openfax.api_key", id="missing-value"),
+        pytest.param("SomethingNew", RefusedError, None, "SomethingNew", id="unknown"),
     ],
 )
 @pytest.mark.parametrize("wrapped", [False, True], ids=["object", "array"])
