@@ -211,7 +211,7 @@ _PHAXIO_CANCELED = frozenset({"canceled", "cancelled"})  # not in the documented
 _BUSY_IDS = frozenset({17})
 _NO_ANSWER_IDS = frozenset({16, 30, 87, 112})
 _BAD_NUMBER_IDS = frozenset({34, 49, 52, 73, 115})
-_NOT_FAX_IDS = frozenset({6})
+PHAXIO_FAR_SIDE_ID = 6
 _NOT_FAX_WORDS = ("not a fax", "no fax", "fax tone", "initial communication", "not fax")
 _BAD_NUMBER_WORDS = (
     "not operational",
@@ -241,9 +241,13 @@ def phaxio_failure(
         return Verdict(failed, no_answer(attempts), True)
     if "cancel" in low:
         return Verdict(FaxOutcome.CANCELED, f"{CANCELED}{said}", False)
-    # faxError 6 "error communicating with the far side" is what a voice answer gives [I].
-    if any(w in low for w in _NOT_FAX_WORDS) or (kind == "faxError" and error_id in _NOT_FAX_IDS):
+    if any(w in low for w in _NOT_FAX_WORDS):
         return Verdict(failed, NOT_A_FAX, False)
+    # faxError 6 as Phaxio words it; a voice answer is one cause among others, so it is not
+    # called "not a fax machine" unless the message says so.
+    if kind == "faxError" and error_id == PHAXIO_FAR_SIDE_ID:
+        return Verdict(failed, f"Fax error: an error communicating with the far side {on_attempts(attempts)}"
+                               f"{said}", True)
     if error_id in _BAD_NUMBER_IDS or any(w in low for w in _BAD_NUMBER_WORDS):
         return Verdict(failed, bad_number((text or "the number cannot be reached").rstrip(".")), False)
     if kind == "documentConversionError":

@@ -11,11 +11,12 @@ outcome                error_type            id    error_message
 =====================  ====================  ====  =====================================
 busy                   lineError             17    Busy
 no answer              lineError             30    No answer from the fax machine.
-not a fax machine      faxError              6     There was an error communicating
-                                                   with the far side.
+not a fax machine      faxError              6     Timed out waiting for initial
+                                                   communication (no fax answered)
 unreadable document    documentConversion…   4     There was a problem in converting …
 unsupported file type  documentConversion…   129   Mimetype not supported.
-test_fail              (that type)           122 / 121 / 6 / null / null
+test_fail              (that type)           122 / 121 / 6 / null / null (faxError: There
+                                                   was an error communicating with the far side.)
 canceled               generalError          null  Fax canceled (…)
 =====================  ====================  ====  =====================================
 """
@@ -34,7 +35,7 @@ ErrorTriple = tuple[str, int | None, str]
 CALL_ERRORS: dict[CallResult, ErrorTriple] = {
     CallResult.BUSY: ("lineError", 17, "Busy"),
     CallResult.NO_ANSWER: ("lineError", 30, "No answer from the fax machine."),
-    CallResult.NOT_FAX: ("faxError", 6, "There was an error communicating with the far side."),
+    CallResult.NOT_FAX: ("faxError", 6, "Timed out waiting for initial communication"),
     CallResult.SIM_LINE_ERROR: ("lineError", 121, "User requested simulated lineError"),
     CallResult.SIM_FAX_ERROR: ("faxError", 6, "There was an error communicating with the far side."),
 }

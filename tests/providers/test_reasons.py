@@ -92,7 +92,8 @@ def test_openfax_verdict(
         pytest.param("failure", "faxError", 8, "No response after sending a page", 1, F, "Fax error",
                      id="fax-error"),
         pytest.param("failure", "faxError", 6, "There was an error communicating with the far side.", 1, F,
-                     "Not a fax machine", id="not-fax-6"),
+                     "Fax error: an error communicating with the far side on the one attempt made (Phaxio: There "
+                     "was an error communicating with the far side.)", id="far-side-6"),
         pytest.param("failure", "generalError", None, "Fax canceled (canceled by request)", 1, C, "Canceled",
                      id="canceled-as-failure"),
         pytest.param("failure", "documentConversionError", 129, "Mimetype not supported.", None, F,

@@ -18,7 +18,7 @@ OUTCOMES = [
     *[(str(d), "success", 0, None, None, None) for d in range(6)],
     ("6", "success", 1, None, None, None),
     ("7", "failure", 2, "lineError", 30, "No answer from the fax machine."),
-    ("8", "failure", 0, "faxError", 6, "There was an error communicating with the far side."),
+    ("8", "failure", 0, "faxError", 6, "Timed out waiting for initial communication"),
     ("9", "failure", 2, "lineError", 17, "Busy"),
 ]
 
