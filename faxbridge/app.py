@@ -84,8 +84,10 @@ def build_provider(cfg: Config, client: httpx.AsyncClient, simulator_url: str | 
                                from_header=o.from_header, priority=o.priority,
                                lookup_grace_s=grace[0], lookup_grace_per_page_s=grace[1])
     if p.kind == "phaxio":
-        return PhaxioProvider(client, base_url=p.phaxio.base_url, api_key=p.phaxio.api_key,
-                              api_secret=p.phaxio.api_secret, header_text=p.phaxio.header_text)
+        x = p.phaxio
+        return PhaxioProvider(client, base_url=x.base_url, api_key=x.api_key, api_secret=x.api_secret,
+                              header_text=x.header_text, caller_id=x.caller_id or None, test_fail=x.test_fail or None,
+                              cancel_timeout=None if x.cancel_timeout is None else round(x.cancel_timeout / 60))
     if p.kind == "simulator":
         if simulator_url is None:
             raise FaxbridgeError("the built-in simulator is not running")

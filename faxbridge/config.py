@@ -34,6 +34,8 @@ Rules beyond the contract's table, decided here:
 - ``provider.reconcile_grace`` left empty (the default) means each provider's own: 60 s for Phaxio
   and the simulator, 10 minutes plus 1 minute a page for Openfax (its report may list a fax only
   once its first call attempt is over); a value set decides for every provider.
+- ``provider.phaxio.caller_id``, ``cancel_timeout`` (whole minutes are sent) and ``test_fail`` (test
+  keys only) are Phaxio's own send parameters, sent only when set.
 - Extension keys: ``provider.reconcile_grace``, ``provider.low_balance``, ``provider.openfax.confirm_postbacks``
   and ``[log]``.
 """
@@ -62,6 +64,7 @@ from faxbridge.config_parse import (
     country,
     domain,
     duration,
+    e164_number,
     fax_header,
     flat_specs,
     hostport,
@@ -172,6 +175,9 @@ class PhaxioConfig:
     api_secret: str = field(repr=False)
     callback_token: str = field(repr=False)
     header_text: str
+    caller_id: str = ""                 # extension: a Phaxio number of the account shown as the caller
+    cancel_timeout: float | None = None  # extension: seconds (3 to 60 minutes) before Phaxio gives up
+    test_fail: str = ""                 # extension, test keys only: the error type Phaxio simulates
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +305,10 @@ SCHEMA: Schema = {
             "api_secret": string("", secret=True),
             "callback_token": string("", secret=True),
             "header_text": string(""),
+            "caller_id": string("", check=e164_number),
+            "cancel_timeout": duration("", optional=True),
+            "test_fail": string("", choices=("", "documentConversionError", "lineError", "faxError",
+                                             "fatalError", "generalError")),
         },
         "simulator": {
             "speed": number(10.0, positive=True),
@@ -395,6 +405,9 @@ def _cross_check(v: Mapping[str, Any], problems: list[str]) -> None:
             file = v.get(f"smtp.{name}")
             if file is not None and not file.is_file():
                 problems.append(f"smtp.{name}: {file}: no such file")
+    cancel = v.get("provider.phaxio.cancel_timeout")
+    if cancel is not None and not 180 <= cancel <= 3600:
+        problems.append("provider.phaxio.cancel_timeout: must be between 3m and 60m (Phaxio's range)")
     initial, most = v.get("provider.retry_initial"), v.get("provider.retry_max")
     if initial is not None and most is not None and most < initial:
         problems.append("provider.retry_max: must not be shorter than provider.retry_initial")

@@ -168,6 +168,13 @@ def fax_header(value: str) -> str:
     return value
 
 
+def e164_number(value: str) -> str:
+    """A phone number in E.164 (``+`` and 8 to 15 digits), or empty."""
+    if value and not re.fullmatch(r"\+[1-9][0-9]{7,14}", value):
+        raise Invalid(f"expected a number in E.164 form such as +15555551212, got {value!r}")
+    return value
+
+
 def mail_address(value: str) -> str:
     if value.count("@") != 1 or value.startswith("@") or value.endswith("@"):
         raise Invalid(f"expected a mail address, got {value!r}")

@@ -712,3 +712,14 @@ def test_low_balance_threshold(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load(file, {})
     assert caught.value.problems == ["provider.low_balance: expected a number, got a string"]
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("caller_id = '5555550100'", "provider.phaxio.caller_id: expected a number in E.164 form"),
+    ("cancel_timeout = '2m'", "provider.phaxio.cancel_timeout: must be between 3m and 60m"),
+    ("test_fail = 'busy'", "provider.phaxio.test_fail: expected one of"),
+], ids=["caller-id", "cancel-timeout", "test-fail"])
+def test_phaxio_send_parameters_are_checked(tmp_path: Path, text: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(write(tmp_path, f"[provider.phaxio]\n{text}\n"), {})
+    assert any(p.startswith(problem) for p in info.value.problems), info.value.problems

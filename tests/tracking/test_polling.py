@@ -117,3 +117,16 @@ def test_openfax_crash_between_accept_and_record_is_reconciled_not_resent(tmp_pa
         assert len({by_id[i]["provider_id"] for i in ids}) == 3
     finally:
         sim.stop()
+
+
+async def test_phaxio_send_parameters_from_the_config_reach_phaxio(
+        tmp_path: Path, start: Start, simulator: tuple[Simulator, str]) -> None:
+    sim, base = simulator
+    provider = phaxio_at(base)
+    provider["phaxio"].update(caller_id="+15555550100", cancel_timeout="10m", test_fail="lineError")
+    daemon = await start(settings(tmp_path, **provider))
+    job_id = queue(daemon, tmp_path, "+15555551212")
+    job = await wait_job(daemon, job_id, "delivered", "failed", timeout=60)
+    assert job.state.value == "failed" and job.reason is not None and job.reason.startswith("Line error"), job
+    (fax,) = sim.faxes("phaxio")
+    assert (fax.caller_id, fax.cancel_timeout_s) == ("+15555550100", 600.0)
