@@ -108,16 +108,42 @@ class ProviderHandle:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+SIMULATOR_URL_FILE = "simulator.url"
+
+
+def running_simulator_url(state_dir: Path) -> str | None:
+    """The URL of the built-in simulator of the daemon serving ``state_dir``; None when no daemon does."""
+    try:
+        with open(state_dir / "faxbridge.lock") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return (state_dir / SIMULATOR_URL_FILE).read_text().strip() or None
+    except FileNotFoundError:
+        pass
+    return None
+
+
 @asynccontextmanager
-async def open_provider(cfg: Config, metrics: Metrics | None = None) -> AsyncIterator[ProviderHandle]:
+async def open_provider(cfg: Config, metrics: Metrics | None = None, *,
+                        serve_simulator: bool = True) -> AsyncIterator[ProviderHandle]:
     """The configured provider with its HTTP client (and the built-in simulator, if chosen);
-    with ``metrics``, every provider request is timed."""
+    with ``metrics``, every provider request is timed. The built-in simulated network belongs to
+    the daemon: with ``serve_simulator=False`` (the CLI) it is the running daemon's, reached at
+    the URL it left in ``state_dir``, or, with no daemon running, its saved state read only."""
     simulator = server = None
     url = None
+    url_file = cfg.state_dir / SIMULATOR_URL_FILE
     if cfg.provider.kind == "simulator":
-        simulator = Simulator(speed=cfg.provider.simulator.speed)
+        url = None if serve_simulator else running_simulator_url(cfg.state_dir)
+    if cfg.provider.kind == "simulator" and url is None:
+        # its faxes, ids and owed webhooks survive a restart (simulator.persist)
+        simulator = Simulator(speed=cfg.provider.simulator.speed, state_file=cfg.state_dir / "simulator.state",
+                              read_only=not serve_simulator)
         server = SimulatorServer(simulator, host="127.0.0.1", port=0)
         url = await server.start()
+        if serve_simulator:
+            url_file.write_text(url + "\n")
         log.info("simulator.started", url=url, speed=cfg.provider.simulator.speed)
     transport: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport()
     if metrics is not None:
@@ -129,6 +155,8 @@ async def open_provider(cfg: Config, metrics: Metrics | None = None) -> AsyncIte
     finally:
         await client.aclose()
         if server is not None:
+            if serve_simulator:
+                url_file.unlink(missing_ok=True)
             await server.stop()
 
 

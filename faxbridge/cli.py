@@ -214,7 +214,7 @@ def cmd_balance(args: argparse.Namespace) -> int:
     async def main() -> float:
         from faxbridge.app import open_provider
 
-        async with open_provider(cfg) as handle:
+        async with open_provider(cfg, serve_simulator=False) as handle:
             return (await handle.provider.balance()).amount
 
     amount = asyncio.run(main())

@@ -144,3 +144,47 @@ def test_sigkill_with_the_queue_full_loses_nothing(tmp_path: Path, sim: SimProce
                    timeout=30, what="progress")
         daemon.kill()
     finish_and_count(config, sim, ids, tmp_path / "final.log")
+
+
+def _balance(config: Path) -> float:
+    r = cli("balance", config=config)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("balance: "), r.stdout
+    return float(r.stdout.split()[1])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_the_built_in_simulator_keeps_its_faxes_across_a_restart(tmp_path: Path, sig: int) -> None:
+    """The default first run: faxes in flight at a stop go on after the restart and end as their
+    numbers say; fax ids never repeat; `faxbridge balance` shows the daemon's network."""
+    settings = base_settings(tmp_path)
+    settings["provider"]["simulator"]["speed"] = 20.0          # redials minutes apart: seconds here
+    config = write_config(tmp_path / "faxbridge.toml", settings)
+    doc = make_pdf(tmp_path / "a.pdf")
+    expected = {"+15555551210": "delivered", "+15555551216": "delivered", "+15555551217": "failed",
+                "+15555551219": "failed"}
+    ids = {send(config, number, doc): state for number, state in expected.items()}
+    assert _balance(config) == 100.0                         # no daemon yet: the saved (empty) network
+    daemon = DaemonProcess(config, tmp_path / "d1.log").start()
+    daemon.wait_ready()
+    wait_until(lambda: all(j["provider_id"] for j in jobs(config)), timeout=60, what="every job at the provider")
+    assert not all(j["final"] for j in jobs(config))
+    before = {j["id"]: j["provider_id"] for j in jobs(config)}
+    assert daemon.stop(sig) == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
+    daemon = DaemonProcess(config, tmp_path / "d2.log").start()
+    try:
+        daemon.wait_ready()
+        later = send(config, "+15555551211", doc)
+        wait_until(lambda: all(j["final"] for j in jobs(config)), timeout=90, interval=0.2, what="all final")
+        running = _balance(config)
+    finally:
+        assert daemon.stop() == 0
+    final = {j["id"]: j for j in jobs(config)}
+    for job_id, state in ids.items():
+        assert final[job_id]["state"] == state, final[job_id]
+        assert final[job_id]["provider_id"] == before[job_id]      # the same fax, followed to its end
+    assert final[later]["state"] == "delivered"
+    assert final[later]["provider_id"] not in before.values()      # ids never repeat
+    assert running < 100.0 and _balance(config) == running          # the daemon's network, running or not
+    events = [e.get("event") for e in daemon.events()]
+    assert "simulator.restored" in events

@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import structlog
 from starlette.applications import Starlette
 
 from faxbridge.clock import Clock, SystemClock
-from faxbridge.simulator import credentials
+from faxbridge.simulator import credentials, persist
 from faxbridge.simulator.faults import Fault, FaultQueue
 from faxbridge.simulator.openfax_model import (
     FIRST_HISTORY_ID,
@@ -51,7 +52,8 @@ OPENFAX_ROWS = ("snapshot", "in_place")
 
 
 class Simulator:
-    def __init__(self, speed: float = 10.0, *, clock: Clock | None = None, openfax_rows: str = "snapshot") -> None:
+    def __init__(self, speed: float = 10.0, *, clock: Clock | None = None, openfax_rows: str = "snapshot",
+                 state_file: Path | None = None, read_only: bool = False) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
         if openfax_rows not in OPENFAX_ROWS:
@@ -69,6 +71,10 @@ class Simulator:
         self._row_ids: dict[str, int] = {}      # "in_place": each Openfax fax's one row id
         self._outbox: list[Notification] = []
         self._rt: _Runtime | None = None
+        self.state_file = state_file
+        self.read_only = read_only         # restored from state_file, never written back (the CLI's look)
+        if state_file is not None:
+            self._restore(state_file)
         from faxbridge.simulator.app import build_app
 
         self.app: Starlette = build_app(self)
@@ -92,7 +98,31 @@ class Simulator:
     def add(self, fax: SimFax) -> None:
         self._faxes[(fax.provider, fax.id)] = fax
         self._sends.append(fax.send)
+        self.save()          # before the send is answered: an accepted fax survives a restart
         self.kick()
+
+    # ---- memory across restarts (persist) ------------------------------------------------
+
+    def _restore(self, path: Path) -> None:
+        state = persist.load(path, set_aside=not self.read_only)
+        if state is None:
+            return
+        for fax in state.faxes:
+            self._faxes[(fax.provider, fax.id)] = fax
+            self._sends.append(fax.send)
+        self._next_id.update({k: max(v, self._next_id.get(k, v)) for k, v in state.next_id.items()})
+        self._history, self._row_ids, self._outbox = state.history, state.row_ids, state.outbox
+        for note in self._outbox:
+            note.attempts = 0        # a fresh round of tries for what was owed at the stop
+        log.info("simulator.restored", faxes=len(state.faxes), owed_webhooks=len(self._outbox))
+
+    def save(self) -> None:
+        """Write the simulator's records to ``state_file`` (when it has one)."""
+        if self.state_file is None or self.read_only:
+            return
+        persist.save(self.state_file, persist.SimState(
+            faxes=list(self._faxes.values()), next_id=dict(self._next_id), history=list(self._history),
+            row_ids=dict(self._row_ids), outbox=list(self._outbox)))
 
     def get(self, provider: str, fax_id: str) -> SimFax | None:
         return self._faxes.get((provider, fax_id))
@@ -116,6 +146,7 @@ class Simulator:
     def cancel(self, fax: SimFax, reason: str) -> None:
         fax.canceled_at = fax.elapsed(self.clock.now())
         fax.cancel_reason = reason
+        self.save()
         self.kick()
 
     def spent_cents(self, provider: str, account: str) -> int:
@@ -164,17 +195,20 @@ class Simulator:
             now = self.clock.now()
             self.history()
             waits = []
+            ended = False
             for fax in self._faxes.values():
                 if fax.finalized:
                     continue
                 if fax.is_final(now):
-                    fax.finalized = True
+                    fax.finalized = ended = True
                     owed = self._notification(fax)
                     if owed is not None:
                         self._outbox.append(owed)
                         self._start_delivery(rt, owed)
                 else:
                     waits.append((fax.final_real() - now).total_seconds())
+            if ended:
+                self.save()
             self._changed(rt)
             timeout = max(0.0, min(waits)) if waits else None
             with contextlib.suppress(TimeoutError):
@@ -233,6 +267,7 @@ class Simulator:
                 await asyncio.sleep(RETRY_DELAYS_S[note.attempts - 1] / self.speed)
         self._outbox.remove(note)
         rt.deliveries.pop(id(note), None)
+        self.save()
         self._changed(rt)
 
     async def aclose(self) -> None:
