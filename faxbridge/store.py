@@ -636,10 +636,17 @@ class Store:
                 for r in rows]
 
     def outbox_delivered(self, item_id: int, now: datetime, error: str | None = None) -> None:
-        """Done with this notification: delivered, or (``error``) given up as undeliverable."""
+        """Done with this notification: delivered, or (``error``) given up as undeliverable (then
+        also a ``notify.given_up`` event in the job's history, so ``faxbridge job ID`` shows why)."""
         with self._write() as db:
             db.execute("UPDATE outbox SET delivered_at = ?, last_error = COALESCE(?, last_error) WHERE id = ?",
                        (ts(now), error, item_id))
+            row = None if error is None else db.execute(
+                "SELECT o.kind, j.id, j.state FROM outbox o JOIN jobs j ON j.id = o.job_id WHERE o.id = ?",
+                (item_id,)).fetchone()
+            if row is not None:
+                self._event(db, row["id"], now, JobState(row["state"]), "notify.given_up",
+                            f"{row['kind']} notification given up: {error}", {"outbox_id": item_id})
 
     def outbox_failed(self, item_id: int, error: str, next_at: datetime) -> None:
         with self._write() as db:

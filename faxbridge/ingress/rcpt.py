@@ -15,12 +15,17 @@ Decisions:
 - A recipient's local part is the number as contract section 3 writes it; a domain not in
   ``smtp.domains`` (or a subdomain of one) is refused as relaying, whatever the local part is.
 - Senders are compared in lower case, for the per-sender hourly limit too.
+- An envelope address holding a control character (C0, DEL, C1 such as NEL, and the Unicode line
+  and paragraph separators U+2028/U+2029) or bytes that are not UTF-8 is refused at MAIL
+  (501 5.1.7) or RCPT (501 5.1.3) before anything else looks at it (contract section 9): such an
+  address could never be written into the reply mail's headers.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -44,7 +49,32 @@ TOO_BIG = "552 5.3.4 Message too big: the limit is {limit} bytes"
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
 AUTH_NEEDS_TLS = "538 5.7.11 Encryption required: use STARTTLS before AUTH"
 
+BAD_SENDER_SYNTAX = "501 5.1.7 Bad sender address syntax: {why} is not allowed in an address"
+BAD_RCPT_SYNTAX = "501 5.1.3 Bad recipient address syntax: {why} is not allowed in an address"
+
 MAX_RCPTS_PER_MESSAGE = 100
+
+# C0 controls, DEL, C1 controls (NEL is U+0085), the line and paragraph separators; and the lone
+# surrogates U+DC80..U+DCFF, which is how aiosmtpd hands over bytes that are not UTF-8.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NOT_UTF8 = re.compile("[\ud800-\udfff]")
+
+
+def address_problem(text: str) -> str | None:
+    """Why ``text`` (an envelope address, as the client sent it) cannot be an address, or None."""
+    if _CONTROL.search(text):
+        return "a control character"
+    if _NOT_UTF8.search(text):
+        return "a byte that is not UTF-8"
+    return None
+
+
+def bad_sender_syntax(why: str) -> str:
+    return BAD_SENDER_SYNTAX.format(why=why)
+
+
+def bad_rcpt_syntax(why: str) -> str:
+    return BAD_RCPT_SYNTAX.format(why=why)
 
 
 def bad_number(reason: str) -> str:

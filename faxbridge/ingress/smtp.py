@@ -86,6 +86,9 @@ class FaxHandler:
                           options: list[str]) -> str:
         if not server.client_ok:
             return policy.CLIENT_DENIED
+        why = policy.address_problem(address)
+        if why is not None:                         # FaxSMTP refuses these first; kept as a second net
+            return policy.bad_sender_syntax(why)
         sender = "" if address == NULL_SENDER else address
         if not policy.sender_allowed(sender, self.cfg.smtp.allowed_senders):
             log.info("smtp.sender_refused", sender=sender, peer=peer_host(session.peer))
@@ -98,6 +101,9 @@ class FaxHandler:
                           address: str, options: list[str]) -> str:
         if not server.client_ok:
             return policy.CLIENT_DENIED
+        why = policy.address_problem(address)
+        if why is not None:
+            return policy.bad_rcpt_syntax(why)
         smtp = self.cfg.smtp
         try:
             rcpt = policy.recipient(address, smtp.domains, self.cfg.numbers)

@@ -7,6 +7,10 @@ large chunks (``readuntil(b".\\r\\n")``) instead of line by line, which is what 
 throughput for mail with attachments; and a big message goes to a file as it arrives
 (``smtp_stream``) instead of into memory. Lines are not limited to 1000 octets here: clients that
 send longer lines are common, and nothing downstream needs the limit.
+
+A command line ends with CRLF only (RFC 5321 section 2.3.8): a bare LF inside a command is part of
+the line (:class:`_CommandReader`), so ``MAIL FROM:<a\nb@example.com>`` is one command, refused
+501 5.1.7 for its control character like a bare CR, NUL or U+2028 (``rcpt.address_problem``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,20 @@ DATA_CHUNK_LIMIT = 1 << 20     # StreamReader limit while reading DATA: up to 1 
 
 
 SPOOL_OVER = 4 << 20           # a message bigger than this goes to a file as it arrives, not to memory
+COMMAND_MAX = 64 << 10         # a command line joined across bare LFs stops growing here (then: 500 too long)
+
+
+class _CommandReader(asyncio.StreamReader):
+    """aiosmtpd's reader, with command lines (``readuntil()`` with its default separator) ending at
+    CRLF only: a part ended by a bare LF is joined with what follows, up to :data:`COMMAND_MAX`."""
+
+    async def readuntil(self, separator: Any = b"\n") -> bytes:
+        line = await super().readuntil(separator)
+        if separator != b"\n":
+            return line
+        while not line.endswith(b"\r\n") and len(line) < COMMAND_MAX:
+            line += await super().readuntil(separator)
+        return line
 
 
 class FaxEnvelope(Envelope):
@@ -54,6 +72,9 @@ class FaxSMTP(SMTP):
 
     def __init__(self, handler: FaxHandler, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
+        reader = getattr(self, "_stream_reader", None)
+        if reader is not None and type(reader) is asyncio.StreamReader:
+            reader.__class__ = _CommandReader
         self.fax_handler = handler
         self.client_ok = False
         self.loopback = False
@@ -80,6 +101,10 @@ class FaxSMTP(SMTP):
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         rest = self._strip_command_keyword("FROM:", arg) if arg else None
+        why = policy.address_problem(rest) if rest is not None else None
+        if why is not None:
+            await self.push(policy.bad_sender_syntax(why))
+            return
         if rest is not None:
             size = _size_param(rest)
             if size is not None and self.data_size_limit and size > self.data_size_limit:
@@ -89,6 +114,14 @@ class FaxSMTP(SMTP):
                 await self._null_mail(rest.lstrip()[2:])
                 return
         await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        rest = self._strip_command_keyword("TO:", arg) if arg else None
+        why = policy.address_problem(rest) if rest is not None else None
+        if why is not None:
+            await self.push(policy.bad_rcpt_syntax(why))
+            return
+        await super().smtp_RCPT(arg)
 
     async def _null_mail(self, params: str) -> None:
         if await self.check_helo_needed() or await self.check_auth_needed("MAIL"):

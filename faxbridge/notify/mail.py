@@ -21,6 +21,10 @@
 - With no ``notify.smarthost`` reply mail is not sent (contract section 2): the worker still runs and
   marks each "mail" row done with a ``notify.mail_not_sent`` log line, so nothing piles up and
   setting a smarthost later does not flood old results.
+- The reply goes with the null envelope sender (``MAIL FROM:<>``, RFC 3834 and RFC 5321 section
+  4.5.5): a reply that cannot be delivered makes no bounce, so no bounce can be reflected at anyone.
+- A stored sender that no mail header can hold (a control character, no ``@``: rows written before
+  MAIL refused them) is given up with that reason (``NotifyGiveUp``), never composed.
 - A resent copy of a mail (a duplicate, see ``ingress.smtp_data``) makes no job and so no reply;
   the first job's reply is the answer for both.
 """
@@ -43,6 +47,7 @@ import structlog
 from faxbridge import crashpoints
 from faxbridge.clock import Clock
 from faxbridge.config import Config, NotifyConfig
+from faxbridge.ingress.rcpt import address_problem
 from faxbridge.models import Job, JobEvent, JobState
 from faxbridge.notify.outbox import Deliver, NotifyGiveUp, NotifyRetry, OutboxWorker
 from faxbridge.runtime import Component, Runtime
@@ -51,6 +56,7 @@ from faxbridge.store import OutboxItem
 log = structlog.get_logger("faxbridge.notify.mail")
 
 SEND_TIMEOUT = 60.0
+NULL_SENDER = ""               # smtplib writes it as MAIL FROM:<>
 
 HEADLINES = {
     JobState.DELIVERED: "Your fax to {number} was delivered.",
@@ -138,6 +144,17 @@ def no_reply_reason(job: Job) -> str | None:
     return str(reason) if reason else None
 
 
+def sender_problem(sender: str) -> str | None:
+    """Why a stored envelope sender cannot be a reply's recipient, or None."""
+    why = address_problem(sender)
+    if why is not None:
+        return f"it holds {why}"
+    local, at, domain = sender.rpartition("@")
+    if not at or not local or not domain:
+        return "it is not an address (no local part and domain)"
+    return None
+
+
 def reply_message_id(job: Job, from_address: str, outbox_id: int | None = None) -> str:
     """The reply's Message-ID, the same each time this reply is sent: a reply sent again after a
     crash (the smarthost took it, the daemon died before marking it) can be dropped by the receiver."""
@@ -184,7 +201,7 @@ def _send(cfg: NotifyConfig, msg: EmailMessage, to: str) -> None:
             client.ehlo()
         if cfg.username:
             client.login(cfg.username, cfg.password)
-        client.send_message(msg, from_addr=cfg.from_address, to_addrs=[to])
+        client.send_message(msg, from_addr=NULL_SENDER, to_addrs=[to])
         with contextlib.suppress(smtplib.SMTPException, OSError):
             client.putcmd("quit")
     finally:
@@ -220,6 +237,9 @@ def make_deliver(cfg: Config, clock: Clock) -> Deliver:
             log.info("notify.mail_suppressed", job_id=job.id, why=why)
             return
         assert job.sender is not None
+        bad = sender_problem(job.sender)
+        if bad is not None:
+            raise NotifyGiveUp(f"the sender address cannot receive a reply: {bad}")
         msg = compose(job, events, from_address=notify.from_address, now=clock.now(), outbox_id=item.id)
         crashpoints.hit("mail.before_send")
         try:
