@@ -101,6 +101,9 @@ class SmtpConfig:
     tls_cert: Path | None
     tls_key: Path | None
     cover_page: str
+    max_sessions: int = 100             # section 9: SMTP sessions at once; more: 421 4.7.0 at connect
+    max_sessions_per_client: int = 10   # section 9: sessions at once from one client address
+    timeout: float = 300.0              # section 9: per read; a client silent this long: 421 4.4.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +247,9 @@ SCHEMA: Schema = {
         "tls_cert": path("", optional=True),
         "tls_key": path("", optional=True),
         "cover_page": string("if-body", choices=("never", "if-body", "always")),
+        "max_sessions": integer(100, minimum=1),
+        "max_sessions_per_client": integer(10, minimum=1),
+        "timeout": duration("300s", positive=True),
     },
     "numbers": {
         "default_country": string("US", check=region),

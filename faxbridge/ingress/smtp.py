@@ -34,6 +34,7 @@ from faxbridge.ingress import rcpt as policy
 from faxbridge.ingress.intake_procs import IntakeProcesses
 from faxbridge.ingress.smtp_auth import Authenticator, load_users
 from faxbridge.ingress.smtp_data import OUR_TROUBLE, QUEUED, MailIntake
+from faxbridge.ingress.smtp_limits import LogBudget, SessionCaps, limit_logger
 from faxbridge.ingress.smtp_protocol import NULL_SENDER, FaxEnvelope, FaxSMTP, peer_host
 from faxbridge.runtime import Component, Runtime
 from faxbridge.store import Store
@@ -65,6 +66,14 @@ class FaxHandler:
         self.on_queued: Callable[[], None] = lambda: None          # new jobs: wake the dispatcher
         self.idle = asyncio.Event()
         self.idle.set()
+        self.sessions = SessionCaps(cfg.smtp.max_sessions, cfg.smtp.max_sessions_per_client)
+        self._log_budget = LogBudget()
+
+    def log_limited(self, event: str, **fields: object) -> None:
+        """A per-connection log line, within the log budget (a flood of connections is no flood of lines)."""
+        ok, left_out = self._log_budget.take()
+        if ok:
+            log.info(event, **fields, **({"similar_left_out": left_out} if left_out else {}))
 
     # aiosmtpd finds AUTH mechanisms by these names (excluded when there is no users_file).
     async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
@@ -207,7 +216,7 @@ class SmtpListener:
         smtp = self.cfg.smtp
         proto = FaxSMTP(
             self.handler, data_size_limit=smtp.max_message_size, enable_SMTPUTF8=True, hostname=self.hostname,
-            ident="faxbridge ESMTP", tls_context=self.tls, auth_required=smtp.require_auth,
+            ident="faxbridge ESMTP", tls_context=self.tls, auth_required=smtp.require_auth, timeout=smtp.timeout,
             auth_require_tls=True,
             auth_exclude_mechanism=None if self.handler.auth else ["PLAIN", "LOGIN"],
             loop=asyncio.get_running_loop(),
@@ -218,6 +227,8 @@ class SmtpListener:
     async def start(self) -> None:
         # aiosmtpd logs every client line at INFO (AUTH lines carry credentials): keep it quiet.
         logging.getLogger("mail.log").setLevel(logging.WARNING)
+        limit_logger("mail.log")            # its per-connection warnings, within a budget
+        limit_logger("asyncio")             # accept errors (out of file descriptors) likewise
         listen = self.cfg.smtp.listen
         loop = asyncio.get_running_loop()
         await self.handler.intake.start()
@@ -255,10 +266,12 @@ class SmtpListener:
         return self._server is not None and self._server.is_serving()
 
     def reconfigure(self, cfg: Config) -> None:
-        """SIGHUP: the live keys (allowed senders and clients, number policy, limits) apply to the
+        """SIGHUP: the live keys (allowed senders and clients, number policy, limits, session caps) apply to the
         next command; the listener itself keeps its address, TLS and AUTH until a restart."""
         self.cfg = cfg
         self.handler.cfg = cfg
+        self.handler.sessions.total = cfg.smtp.max_sessions
+        self.handler.sessions.per_client = cfg.smtp.max_sessions_per_client
         self.handler.intake.reconfigure(cfg)
 
 

@@ -11,11 +11,20 @@ send longer lines are common, and nothing downstream needs the limit.
 A command line ends with CRLF only (RFC 5321 section 2.3.8): a bare LF inside a command is part of
 the line (:class:`_CommandReader`), so ``MAIL FROM:<a\nb@example.com>`` is one command, refused
 501 5.1.7 for its control character like a bare CR, NUL or U+2028 (``rcpt.address_problem``).
+
+Connections (contract section 9): a session over ``smtp.max_sessions`` or
+``smtp.max_sessions_per_client`` is answered 421 4.7.0 as it connects and closed
+(``smtp_limits.SessionCaps``); ``smtp.timeout`` runs per read: every byte that arrives starts it
+again, so a slow upload that keeps sending is never cut, and a client that sends nothing for that
+long is answered 421 4.4.2 and dropped. While the server itself works on a command (DATA being
+turned into jobs, a password being checked) the client is not expected to send: no timeout then.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AnyStr
 
@@ -24,7 +33,7 @@ from aiosmtpd.smtp import MISSING, SMTP, Envelope
 
 from faxbridge import crashpoints
 from faxbridge.ingress import rcpt as policy
-from faxbridge.ingress import smtp_stream
+from faxbridge.ingress import smtp_limits, smtp_stream
 
 if TYPE_CHECKING:
     from faxbridge.ingress.smtp import FaxHandler
@@ -78,6 +87,11 @@ class FaxSMTP(SMTP):
         self.fax_handler = handler
         self.client_ok = False
         self.loopback = False
+        self.host: str | None = None
+        self.refused = False            # over a session cap: answered 421 and closed at once
+        self._admitted = False
+        self._working = 0               # commands the server is working on (no read timeout then)
+        self._last_read = self.loop.time()
 
     def _create_envelope(self) -> FaxEnvelope:
         return FaxEnvelope()
@@ -89,6 +103,19 @@ class FaxSMTP(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
+        if first:
+            self.host = peer_host(transport.get_extra_info("peername"))
+            refusal = self.fax_handler.sessions.admit(self.host)
+            if refusal is not None:
+                self.refused = True
+                self.fax_handler.log_limited("smtp.session_refused", peer=self.host, reply=refusal)
+                self.fax_handler.on_reply(refusal[:3])
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(refusal.encode("ascii") + b"\r\n")
+                transport.close()
+                return
+            self._admitted = True
+        self._last_read = self.loop.time()
         super().connection_made(transport)
         if first and self.session is not None:
             host = peer_host(self.session.peer)
@@ -97,7 +124,45 @@ class FaxSMTP(SMTP):
             # AUTH in plain text only from this machine; from anywhere else only after STARTTLS.
             self._auth_require_tls = not self.loopback
             if not self.client_ok:
-                log.info("smtp.client_refused", peer=host)
+                self.fax_handler.log_limited("smtp.client_refused", peer=host)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self.refused:
+            return
+        if self._admitted:
+            self._admitted = False
+            self.fax_handler.sessions.release(self.host)
+        super().connection_lost(error)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_read = self.loop.time()
+        super().data_received(data)
+
+    @contextlib.contextmanager
+    def working(self) -> Iterator[None]:
+        """The server is busy on a command: the client is waiting for us, not idle."""
+        self._working += 1
+        try:
+            yield
+        finally:
+            self._working -= 1
+            self._last_read = self.loop.time()
+
+    def _timeout_cb(self) -> None:
+        if self.transport is None:
+            return
+        limit = self._timeout_duration
+        idle = self.loop.time() - self._last_read
+        if self._working or idle < limit:
+            self._reset_timeout(limit if self._working else max(limit - idle, 0.01))
+            return
+        self.fax_handler.log_limited("smtp.timeout", peer=self.host, idle_s=round(idle, 1))
+        reply = smtp_limits.TIMED_OUT.format(seconds=limit)
+        self.fax_handler.on_reply(reply[:3])
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.write(reply.encode("ascii") + b"\r\n")
+        transport.close()
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         rest = self._strip_command_keyword("FROM:", arg) if arg else None
@@ -161,7 +226,8 @@ class FaxSMTP(SMTP):
         else:
             envelope.content = envelope.original_content = content
         try:
-            status = await self._call_handler_hook("DATA")
+            with self.working():
+                status = await self._call_handler_hook("DATA")
         finally:
             smtp_stream.remove(envelope.spooled)
         self.envelope = self._create_envelope()

@@ -24,8 +24,8 @@ from tests.support import cli, write_config
 class RawClient:
     """An SMTP client on a bare socket: it sends the bytes it is given (smtplib would refuse CR/LF)."""
 
-    def __init__(self, addr: tuple[str, int]) -> None:
-        self.sock = socket.create_connection(addr, timeout=30)
+    def __init__(self, addr: tuple[str, int], source: str | None = None) -> None:
+        self.sock = socket.create_connection(addr, timeout=30, source_address=(source, 0) if source else None)
         self.buf = b""
         self.greeting = self.reply()
 
