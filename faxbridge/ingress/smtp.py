@@ -25,7 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import structlog
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
 from faxbridge.clock import Clock
 from faxbridge.config import Config
@@ -34,7 +34,7 @@ from faxbridge.ingress import rcpt as policy
 from faxbridge.ingress.intake_procs import IntakeProcesses
 from faxbridge.ingress.smtp_auth import Authenticator, load_users
 from faxbridge.ingress.smtp_data import OUR_TROUBLE, QUEUED, MailIntake
-from faxbridge.ingress.smtp_limits import LogBudget, SessionCaps, limit_logger
+from faxbridge.ingress.smtp_limits import AuthThrottle, LogBudget, SessionCaps, limit_logger
 from faxbridge.ingress.smtp_protocol import NULL_SENDER, FaxEnvelope, FaxSMTP, peer_host
 from faxbridge.runtime import Component, Runtime
 from faxbridge.store import Store
@@ -83,6 +83,16 @@ class FaxHandler:
     async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
         assert self.auth is not None
         return await self.auth.auth_LOGIN(server, args)
+
+    async def handle_AUTH(self, server: FaxSMTP, session: Session, envelope: Envelope, args: list[str]) -> object:
+        """Before any AUTH exchange: an address locked out for its failures is answered 454 4.7.0."""
+        if self.auth is None:
+            return MISSING
+        locked = self.auth.throttle.locked(peer_host(session.peer))
+        if locked is None:
+            return MISSING
+        self.log_limited("smtp.auth_locked", peer=peer_host(session.peer))
+        return locked
 
     async def handle_EHLO(self, server: FaxSMTP, session: Session, envelope: Envelope, hostname: str,
                           responses: list[str]) -> list[str]:
@@ -204,8 +214,11 @@ class SmtpListener:
     def __init__(self, cfg: Config, store: Store, intake: MailIntake) -> None:
         self.cfg = cfg
         self.store = store
-        users = load_users(cfg.smtp.users_file) if cfg.smtp.users_file else None
-        self.handler = FaxHandler(cfg, store, intake, Authenticator(users) if users is not None else None)
+        smtp = cfg.smtp
+        users = load_users(smtp.users_file) if smtp.users_file else None
+        auth = None if users is None else Authenticator(
+            users, AuthThrottle(smtp.auth_lockout_failures, smtp.auth_lockout), smtp.auth_max_failures)
+        self.handler = FaxHandler(cfg, store, intake, auth)
         self.tls = tls_context(cfg)
         self.hostname = socket.gethostname()
         self._server: asyncio.Server | None = None

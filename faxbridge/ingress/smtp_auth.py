@@ -6,11 +6,18 @@ Hashes are checked in a worker thread (bcrypt and argon2 take tens of millisecon
 the event loop keeps serving other sessions. An unknown user is checked against a dummy hash, so
 the answer takes as long as for a known user. Passwords are never logged, nor are the AUTH lines
 (aiosmtpd logs client lines at INFO on the ``mail.log`` logger; the listener keeps it at WARNING).
+
+Throttling (contract section 9, ``smtp_limits.AuthThrottle``): every ``smtp.auth`` line names the
+client address (``peer``); a failure is answered later the more failures its address had lately;
+the ``smtp.auth_max_failures``-th failure on a connection is answered 421 4.7.0 and the connection
+closed; an address with ``smtp.auth_lockout_failures`` failures within ``smtp.auth_lockout`` is
+answered 454 4.7.0 to AUTH (``FaxHandler.handle_AUTH``) without any password being checked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from base64 import b64decode
 from pathlib import Path
 from typing import Any
@@ -22,6 +29,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import Argon2Error, InvalidHashError
 
 from faxbridge.errors import ConfigError
+from faxbridge.ingress.smtp_limits import AUTH_TOO_MANY, AuthThrottle
+from faxbridge.ingress.smtp_protocol import FaxSMTP, peer_host
 
 log = structlog.get_logger("faxbridge.smtp")
 
@@ -65,20 +74,39 @@ def check_password(hashed: bytes, password: bytes) -> bool:
 class Authenticator:
     """The handler's ``auth_PLAIN`` and ``auth_LOGIN`` (aiosmtpd calls them as handler methods)."""
 
-    def __init__(self, users: dict[str, bytes]) -> None:
+    def __init__(self, users: dict[str, bytes], throttle: AuthThrottle, max_failures: int) -> None:
         self.users = users
+        self.throttle = throttle
+        self.max_failures = max_failures
 
     async def verify(self, login: bytes, password: bytes) -> bool:
-        user = login.decode("utf-8", "replace")
-        hashed = self.users.get(user)
+        hashed = self.users.get(login.decode("utf-8", "replace"))
         ok = await asyncio.to_thread(check_password, hashed or _DUMMY, password)
-        ok = ok and hashed is not None
-        log.info("smtp.auth", user=user, ok=ok)
-        return ok
+        return ok and hashed is not None
 
-    async def _result(self, login: bytes, password: bytes) -> AuthResult:
-        if await self.verify(login, password):
-            return AuthResult(success=True, auth_data=LoginPassword(login, b""))
+    async def _result(self, server: SMTP, login: bytes, password: bytes) -> AuthResult:
+        session = server.session
+        peer = peer_host(session.peer if session is not None else None)
+        working = server.working() if isinstance(server, FaxSMTP) else contextlib.nullcontext()
+        with working:                   # the client waits for our answer: not idle
+            user = login.decode("utf-8", "replace")
+            if await self.verify(login, password):
+                log.info("smtp.auth", user=user, ok=True, peer=peer)
+                return AuthResult(success=True, auth_data=LoginPassword(login, b""))
+            delay = self.throttle.failed(peer)
+            log.info("smtp.auth", user=user, ok=False, peer=peer, answer_in_s=delay)
+            failures = 1
+            if isinstance(server, FaxSMTP):
+                server.auth_failures += 1
+                failures = server.auth_failures
+            if failures >= self.max_failures:
+                log.warning("smtp.auth_closed", peer=peer, failures=failures)
+                await server.push(AUTH_TOO_MANY)
+                if server.transport is not None:
+                    server.transport.close()
+                return AuthResult(success=False, handled=True)
+            if delay:
+                await asyncio.sleep(delay)
         return AuthResult(success=False, handled=False)
 
     async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
@@ -98,7 +126,7 @@ class Authenticator:
         except ValueError:
             await server.push("501 5.5.2 Can't split auth value")
             return AuthResult(success=False, handled=True)
-        return await self._result(login, password)
+        return await self._result(server, login, password)
 
     async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
         login: Any
@@ -116,4 +144,4 @@ class Authenticator:
         if password is MISSING:
             return AuthResult(success=False, handled=True)
         assert isinstance(password, bytes)
-        return await self._result(login, password)
+        return await self._result(server, login, password)

@@ -4,13 +4,13 @@
   ``smtp.max_sessions_per_client`` from one client address. A session over a cap is answered
   ``421 4.7.0`` naming the cap as soon as it connects, and closed (``smtp_protocol``).
 - :class:`AuthThrottle`: failed AUTH attempts, per connection and per client address. The
-  :data:`FAILURES_PER_CONNECTION`-th failure on one connection is answered ``421 4.7.0`` and the
-  connection closed. Across connections, each failure from an address within
-  :data:`AUTH_WINDOW` makes that address's next failure answer later (:data:`DELAY_STEP` more
-  each time, at most :data:`DELAY_MAX`); after :data:`LOCKOUT_FAILURES` failures within the window
-  the address may not try AUTH at all (``454 4.7.0``) until the window since its last failure has
-  passed. Other addresses are not affected. A success does not clear the address's count (one
-  right guess among many wrong ones would otherwise reset the throttle).
+  ``smtp.auth_max_failures``-th failure on one connection is answered ``421 4.7.0`` and the
+  connection closed (``smtp_auth``). Across connections, each failure from an address within
+  ``smtp.auth_lockout`` makes that address's next failure answer later (:data:`DELAY_STEP` more
+  each time, at most :data:`DELAY_MAX`); after ``smtp.auth_lockout_failures`` failures within that
+  window the address may not try AUTH at all (``454 4.7.0``, no password is checked) until the
+  window since its last failure has passed. Other addresses are not affected. A success does not
+  clear the address's count (one right guess among many wrong ones must not reset the throttle).
 - :class:`LogBudget` and :class:`RateLimitFilter`: per-connection log lines (a refused client, a
   session over a cap, a timeout, an AUTH failure, aiosmtpd's warnings, asyncio's accept errors) are
   limited to a burst per interval, so a flood of connections cannot flood the log; the next line
@@ -32,9 +32,6 @@ AUTH_TOO_MANY = "421 4.7.0 Too many failed AUTH attempts on this connection: clo
 AUTH_LOCKED = ("454 4.7.0 Too many failed AUTH attempts from your address: "
                "try again in {minutes} minutes")
 
-FAILURES_PER_CONNECTION = 3
-LOCKOUT_FAILURES = 10
-AUTH_WINDOW = 15 * 60.0
 DELAY_STEP = 0.5
 DELAY_MAX = 5.0
 
@@ -68,10 +65,10 @@ class SessionCaps:
 
 
 class AuthThrottle:
-    """Failed AUTH attempts by client address, over the last :data:`AUTH_WINDOW` seconds."""
+    """Failed AUTH attempts by client address, over the last ``window`` seconds."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, *, lockout: int = LOCKOUT_FAILURES,
-                 window: float = AUTH_WINDOW, step: float = DELAY_STEP, maximum: float = DELAY_MAX) -> None:
+    def __init__(self, lockout: int, window: float, *, clock: Callable[[], float] = time.monotonic,
+                 step: float = DELAY_STEP, maximum: float = DELAY_MAX) -> None:
         self.clock = clock
         self.lockout = lockout
         self.window = window

@@ -90,6 +90,7 @@ class FaxSMTP(SMTP):
         self.host: str | None = None
         self.refused = False            # over a session cap: answered 421 and closed at once
         self._admitted = False
+        self.auth_failures = 0          # failed AUTH attempts on this connection (``smtp_auth``)
         self._working = 0               # commands the server is working on (no read timeout then)
         self._last_read = self.loop.time()
 
