@@ -135,6 +135,7 @@ class NumbersConfig:
 class LimitsConfig:
     per_sender_per_hour: int
     max_in_flight: int
+    per_client_per_hour: int = 60       # section 9: jobs per hour from one client address (0: no limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +268,7 @@ SCHEMA: Schema = {
     "limits": {
         "per_sender_per_hour": integer(60),
         "max_in_flight": integer(50, minimum=1),
+        "per_client_per_hour": integer(60),
     },
     "notify": {
         "smarthost": hostport("", optional=True),

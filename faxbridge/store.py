@@ -565,6 +565,15 @@ class Store:
             ).fetchone()
         return int(row[0])
 
+    def count_by_client(self, peer: str, since: datetime) -> int:
+        """Jobs that mail from the client address ``peer`` created at or after ``since`` (its rate limit)."""
+        with _translate():
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE created_at >= ? AND source = 'smtp' "
+                "AND json_extract(meta, '$.peer') = ?", (ts(since), peer)
+            ).fetchone()
+        return int(row[0])
+
     def in_flight(self) -> int:
         with _translate():
             row = self._db.execute(

@@ -71,6 +71,7 @@ CONTRACT_DEFAULTS: list[tuple[str, Any]] = [
     ("numbers.blocked_prefixes", ("1900", "1976")),
     ("numbers.max_pages", 200),
     ("limits.per_sender_per_hour", 60),
+    ("limits.per_client_per_hour", 60),
     ("limits.max_in_flight", 50),
     ("notify.smarthost", None),
     ("notify.starttls", False),

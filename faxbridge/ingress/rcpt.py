@@ -14,7 +14,8 @@ Decisions:
   is allowed only then.
 - A recipient's local part is the number as contract section 3 writes it; a domain not in
   ``smtp.domains`` (or a subdomain of one) is refused as relaying, whatever the local part is.
-- Senders are compared in lower case, for the per-sender hourly limit too.
+- Senders are compared in lower case, for the per-sender hourly limit too. The same hourly limit
+  also counts per client address (a sender can be forged, the client's address cannot).
 - An envelope address holding a control character (C0, DEL, C1 such as NEL, and the Unicode line
   and paragraph separators U+2028/U+2029) or bytes that are not UTF-8 is refused at MAIL
   (501 5.1.7) or RCPT (501 5.1.3) before anything else looks at it (contract section 9): such an
@@ -44,6 +45,8 @@ RELAY_DENIED = "550 5.7.1 Relaying denied: this server only accepts mail for fax
 CLIENT_DENIED = "550 5.7.1 Client address not allowed to send faxes"
 SENDER_DENIED = "550 5.7.1 Sender address not allowed to send faxes"
 RATE_LIMITED = "451 4.7.1 Too many faxes from this sender in the last hour (limit {limit}): try again later"
+CLIENT_RATE_LIMITED = ("451 4.7.1 Too many faxes from this client address in the last hour (limit {limit}): "
+                       "try again later")
 MAX_RECIPIENTS = "452 4.5.3 Too many fax recipients in one message (limit {limit})"
 TOO_BIG = "552 5.3.4 Message too big: the limit is {limit} bytes"
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
@@ -93,6 +96,10 @@ def relay_denied(domains: Sequence[str]) -> str:
 
 def rate_limited(limit: int) -> str:
     return RATE_LIMITED.format(limit=limit)
+
+
+def client_rate_limited(limit: int) -> str:
+    return CLIENT_RATE_LIMITED.format(limit=limit)
 
 
 def too_big(limit: int) -> str:

@@ -32,7 +32,7 @@ from faxbridge.config import Config
 from faxbridge.errors import StoreError
 from faxbridge.ingress import rcpt as policy
 from faxbridge.ingress.intake_procs import IntakeProcesses
-from faxbridge.ingress.smtp_auth import Authenticator, load_users
+from faxbridge.ingress.smtp_auth import LOGIN_SENDER_DENIED, Authenticator, read_users
 from faxbridge.ingress.smtp_data import OUR_TROUBLE, QUEUED, MailIntake
 from faxbridge.ingress.smtp_limits import AuthThrottle, LogBudget, SessionCaps, limit_logger
 from faxbridge.ingress.smtp_protocol import NULL_SENDER, FaxEnvelope, FaxSMTP, peer_host
@@ -49,6 +49,14 @@ def _sender(envelope: Envelope) -> str:
     return policy.normal_sender("" if envelope.mail_from == NULL_SENDER else envelope.mail_from or "")
 
 
+def _login(session: Session) -> str | None:
+    """The AUTH login of the session, or None before (or without) AUTH."""
+    login = getattr(session.auth_data, "login", None)
+    if session.authenticated and isinstance(login, bytes):
+        return login.decode("utf-8", "replace")
+    return None
+
+
 class FaxHandler:
     """aiosmtpd hooks: each returns the reply line the client hears."""
 
@@ -62,6 +70,7 @@ class FaxHandler:
         # Recipients of messages now in DATA, by sender: not committed yet, but they count against
         # the hourly limit, so concurrent sessions of one sender cannot pass it together.
         self.in_flight: Counter[str] = Counter()
+        self.in_flight_clients: Counter[str] = Counter()     # the same, by client address
         self.on_reply: Callable[[str], None] = lambda code: None   # metrics: every reply's code
         self.on_queued: Callable[[], None] = lambda: None          # new jobs: wake the dispatcher
         self.idle = asyncio.Event()
@@ -109,9 +118,20 @@ class FaxHandler:
         if why is not None:                         # FaxSMTP refuses these first; kept as a second net
             return policy.bad_sender_syntax(why)
         sender = "" if address == NULL_SENDER else address
-        if not policy.sender_allowed(sender, self.cfg.smtp.allowed_senders):
+        login = _login(session)
+        allowed = self.cfg.smtp.allowed_senders
+        if login is not None and self.auth is not None:
+            if not self.auth.may_send_as(login, sender, allowed):
+                log.info("smtp.sender_refused", sender=sender, peer=peer_host(session.peer), auth_user=login)
+                return LOGIN_SENDER_DENIED.format(user=login)
+            check = "login"
+        elif not policy.sender_allowed(sender, allowed):
             log.info("smtp.sender_refused", sender=sender, peer=peer_host(session.peer))
             return policy.SENDER_DENIED
+        else:
+            check = "allowed_senders" if allowed else "any"
+        if isinstance(envelope, FaxEnvelope):
+            envelope.sender_check = check
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return policy.SENDER_OK
@@ -133,7 +153,7 @@ class FaxHandler:
             return policy.OK                       # the same number twice: one fax
         if len(envelope.recipients) >= policy.MAX_RCPTS_PER_MESSAGE:
             return policy.MAX_RECIPIENTS.format(limit=policy.MAX_RCPTS_PER_MESSAGE)
-        refused = self._over_limit(envelope, len(envelope.recipients))
+        refused = self._over_limit(envelope, peer_host(session.peer), len(envelope.recipients))
         if refused is not None:
             return refused
         envelope.recipients.append(rcpt)
@@ -141,44 +161,56 @@ class FaxHandler:
         envelope.rcpt_options.extend(options)
         return policy.OK
 
-    def _over_limit(self, envelope: FaxEnvelope, accepted: int) -> str | None:
-        """The reply when one more recipient would pass the sender's hourly limit (jobs of the last
-        hour, messages of the sender now in DATA, and ``accepted`` of this one), else None."""
+    def _over_limit(self, envelope: FaxEnvelope, peer: str | None, accepted: int) -> str | None:
+        """The reply when one more recipient would pass the hourly limit of the sender
+        (``limits.per_sender_per_hour``) or of the client address (``limits.per_client_per_hour``:
+        the sender can be forged, the client address cannot), counting jobs of the last hour,
+        messages now in DATA, and ``accepted`` of this one. Else None."""
         limit = self.cfg.limits.per_sender_per_hour
-        if limit <= 0:
-            return None
+        client_limit = self.cfg.limits.per_client_per_hour
         sender = _sender(envelope)
+        since = self.clock.now() - _HOUR
         try:
-            sent = self.store.count_by_sender(sender, self.clock.now() - _HOUR) + self.in_flight[sender]
+            if limit > 0:
+                sent = self.store.count_by_sender(sender, since) + self.in_flight[sender]
+                if policy.over_limit(sent, accepted, limit):
+                    log.info("smtp.rate_limited", sender=sender, sent_last_hour=sent, limit=limit)
+                    return policy.rate_limited(limit)
+            if client_limit > 0:
+                sent = self.store.count_by_client(peer or "", since) + self.in_flight_clients[peer or ""]
+                if policy.over_limit(sent, accepted, client_limit):
+                    log.info("smtp.rate_limited", peer=peer, sent_last_hour=sent, limit=client_limit)
+                    return policy.client_rate_limited(client_limit)
         except StoreError as exc:
             log.error("smtp.store_error", error=str(exc))
             return OUR_TROUBLE
-        if policy.over_limit(sent, accepted, limit):
-            log.info("smtp.rate_limited", sender=sender, sent_last_hour=sent, limit=limit)
-            return policy.rate_limited(limit)
         return None
 
     async def handle_DATA(self, server: FaxSMTP, session: Session, envelope: FaxEnvelope) -> str:
         # Checked again: another session of this sender may have gone through DATA since our RCPT.
-        refused = self._over_limit(envelope, len(envelope.recipients) - 1)
+        peer = peer_host(session.peer) or ""
+        refused = self._over_limit(envelope, peer, len(envelope.recipients) - 1)
         if refused is not None:
             return refused
         key = _sender(envelope)
-        self.in_flight[key] += len(envelope.recipients)
+        count = len(envelope.recipients)
+        self.in_flight[key] += count
+        self.in_flight_clients[peer] += count
         try:
             return await self._data(session, envelope)
         finally:
-            self.in_flight[key] -= len(envelope.recipients)
-            if self.in_flight[key] <= 0:
-                del self.in_flight[key]
+            for counter, k in ((self.in_flight, key), (self.in_flight_clients, peer)):
+                counter[k] -= count
+                if counter[k] <= 0:
+                    del counter[k]
 
     async def _data(self, session: Session, envelope: FaxEnvelope) -> str:
         raw: bytes | Path = envelope.spooled or envelope.original_content or b""
         sender = "" if envelope.mail_from == NULL_SENDER else envelope.mail_from or ""
-        extra = {"peer": peer_host(session.peer)}
-        login = getattr(session.auth_data, "login", None)
-        if session.authenticated and isinstance(login, bytes):
-            extra["auth_user"] = login.decode("utf-8", "replace")
+        extra = {"peer": peer_host(session.peer), "sender_check": envelope.sender_check}
+        login = _login(session)
+        if login is not None:
+            extra["auth_user"] = login
         self.busy += 1
         self.idle.clear()
         try:
@@ -215,9 +247,10 @@ class SmtpListener:
         self.cfg = cfg
         self.store = store
         smtp = cfg.smtp
-        users = load_users(smtp.users_file) if smtp.users_file else None
+        users = read_users(smtp.users_file) if smtp.users_file else None
         auth = None if users is None else Authenticator(
-            users, AuthThrottle(smtp.auth_lockout_failures, smtp.auth_lockout), smtp.auth_max_failures)
+            users.hashes, AuthThrottle(smtp.auth_lockout_failures, smtp.auth_lockout), smtp.auth_max_failures,
+            users.senders)
         self.handler = FaxHandler(cfg, store, intake, auth)
         self.tls = tls_context(cfg)
         self.hostname = socket.gethostname()

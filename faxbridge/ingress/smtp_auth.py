@@ -2,6 +2,12 @@
 
 ``users_file`` holds ``user:hash`` lines (``#`` comments and blank lines are ignored); a hash is
 bcrypt (``$2a$``, ``$2b$``, ``$2y$``) or argon2 (``$argon2id$``, ``$argon2i$``, ``$argon2d$``).
+
+A line may add a third field, the envelope senders that login may use (contract section 9, issue
+11 finding 12): ``scanner:HASH:scanner@office.example,*@branch.example`` (addresses or wildcards as
+in ``allowed_senders``). Without it, a login that is an address (``alice@example.com:HASH``) may
+send only as itself, and any other login as any sender ``allowed_senders`` allows. After AUTH,
+MAIL with another sender is refused 550 5.7.1 (:data:`LOGIN_SENDER_DENIED`).
 Hashes are checked in a worker thread (bcrypt and argon2 take tens of milliseconds on purpose), so
 the event loop keeps serving other sessions. An unknown user is checked against a dummy hash, so
 the answer takes as long as for a known user. Passwords are never logged, nor are the AUTH lines
@@ -19,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from base64 import b64decode
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +36,9 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
 from argon2 import PasswordHasher
 from argon2.exceptions import Argon2Error, InvalidHashError
 
+from faxbridge.config_parse import Invalid, sender
 from faxbridge.errors import ConfigError
+from faxbridge.ingress.rcpt import sender_allowed
 from faxbridge.ingress.smtp_limits import AUTH_TOO_MANY, AuthThrottle
 from faxbridge.ingress.smtp_protocol import FaxSMTP, peer_host
 
@@ -37,26 +47,46 @@ log = structlog.get_logger("faxbridge.smtp")
 _DUMMY = bcrypt.hashpw(b"faxbridge-dummy-password", bcrypt.gensalt(rounds=10))
 
 
-def load_users(path: Path) -> dict[str, bytes]:
-    """``user → hash`` from the users file; a ConfigError naming the key and line when it is wrong."""
+LOGIN_SENDER_DENIED = "550 5.7.1 Sender address not allowed for the login {user}: see its senders in smtp.users_file"
+
+
+@dataclass(frozen=True)
+class Users:
+    hashes: dict[str, bytes] = field(default_factory=dict)
+    senders: dict[str, tuple[str, ...]] = field(default_factory=dict)   # only users with a third field
+
+
+def read_users(path: Path) -> Users:
+    """The users file; a ConfigError naming the key and line when it is wrong."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"smtp.users_file: {path}: cannot be read ({exc})"]) from exc
-    users: dict[str, bytes] = {}
+    users = Users()
     problems: list[str] = []
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        user, sep, hashed = line.partition(":")
+        user, sep, rest = line.partition(":")
+        hashed, _, senders = rest.partition(":")
         if not sep or not user or not hashed.startswith(("$2a$", "$2b$", "$2y$", "$argon2")):
             problems.append(f"smtp.users_file: {path} line {number}: expected user:bcrypt-or-argon2-hash")
             continue
-        users[user] = hashed.encode("ascii", "replace")
+        users.hashes[user] = hashed.encode("ascii", "replace")
+        if senders.strip():
+            try:
+                users.senders[user] = tuple(sender(s.strip()) for s in senders.split(","))
+            except Invalid as exc:
+                problems.append(f"smtp.users_file: {path} line {number}: the senders of {user}: {exc}")
     if problems:
         raise ConfigError(problems)
     return users
+
+
+def load_users(path: Path) -> dict[str, bytes]:
+    """``user → hash`` from the users file (see :func:`read_users`)."""
+    return read_users(path).hashes
 
 
 def check_password(hashed: bytes, password: bytes) -> bool:
@@ -74,10 +104,21 @@ def check_password(hashed: bytes, password: bytes) -> bool:
 class Authenticator:
     """The handler's ``auth_PLAIN`` and ``auth_LOGIN`` (aiosmtpd calls them as handler methods)."""
 
-    def __init__(self, users: dict[str, bytes], throttle: AuthThrottle, max_failures: int) -> None:
+    def __init__(self, users: dict[str, bytes], throttle: AuthThrottle, max_failures: int,
+                 senders: dict[str, tuple[str, ...]] | None = None) -> None:
         self.users = users
         self.throttle = throttle
         self.max_failures = max_failures
+        self.senders = senders or {}
+
+    def may_send_as(self, login: str, address: str, allowed_senders: Sequence[str]) -> bool:
+        """Whether ``login`` may use the envelope sender ``address`` (see the module docstring)."""
+        patterns = self.senders.get(login)
+        if patterns is None and "@" in login:
+            patterns = (login,)
+        if patterns is None:
+            return sender_allowed(address, allowed_senders)
+        return sender_allowed(address, patterns)
 
     async def verify(self, login: bytes, password: bytes) -> bool:
         hashed = self.users.get(login.decode("utf-8", "replace"))

@@ -66,6 +66,7 @@ class FaxEnvelope(Envelope):
         super().__init__()
         self.recipients: list[policy.Recipient] = []
         self.spooled: Path | None = None     # a big message's file (then ``content`` is empty)
+        self.sender_check = ""              # how MAIL's sender passed: "login", "allowed_senders", "any"
 
 
 def _size_param(rest: str) -> int | None:

@@ -5,6 +5,11 @@
   ``X-Faxbridge-State``, and ``Auto-Submitted: auto-replied`` (RFC 3834) so that no auto-responder
   answers it. The body says, in plain words, the number, pages, attempts, duration and cost, and on
   failure the reason and what to do.
+- A reply goes only to a sender that passed the sender checks when its mail came in: the listener
+  records how on the job (``meta["sender_check"]``: ``login`` (after AUTH, one of the login's
+  senders), ``allowed_senders``, or ``any`` (``allowed_senders`` empty, an allowed client)); a job
+  from before that was recorded gets a reply only if its sender passes ``allowed_senders`` now.
+  Mail refused at MAIL, RCPT or DATA makes no job: the SMTP reply code is its only answer.
 - No reply at all (RFC 3834, so no mail loop can start) when intake found a reason not to answer
   (``meta["no_reply"]``: a null sender, a bounce, ``MAILER-DAEMON``/``postmaster``, ``Return-Path:
   <>``, ``Auto-Submitted``, ``Precedence: bulk``, a mailing list, a sender at one of our own fax
@@ -47,7 +52,7 @@ import structlog
 from faxbridge import crashpoints
 from faxbridge.clock import Clock
 from faxbridge.config import Config, NotifyConfig
-from faxbridge.ingress.rcpt import address_problem
+from faxbridge.ingress.rcpt import address_problem, sender_allowed
 from faxbridge.models import Job, JobEvent, JobState
 from faxbridge.notify.outbox import Deliver, NotifyGiveUp, NotifyRetry, OutboxWorker
 from faxbridge.runtime import Component, Runtime
@@ -137,11 +142,21 @@ def body(job: Job, events: Sequence[JobEvent] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
-def no_reply_reason(job: Job) -> str | None:
+SENDER_CHECKS = ("login", "allowed_senders", "any")
+
+
+def no_reply_reason(job: Job, allowed_senders: Sequence[str] = ()) -> str | None:
     if not job.sender:
         return "the envelope sender is empty (a bounce)"
     reason = job.meta.get("no_reply")
-    return str(reason) if reason else None
+    if reason:
+        return str(reason)
+    check = job.meta.get("sender_check")
+    if check in SENDER_CHECKS:
+        return None
+    if check is None and sender_allowed(job.sender, allowed_senders):
+        return None     # a job from before the check was recorded: its sender passes the checks of now
+    return "the sender did not pass the sender checks when the mail came in"
 
 
 def sender_problem(sender: str) -> str | None:
@@ -232,7 +247,7 @@ def make_deliver(cfg: Config, clock: Clock) -> Deliver:
         if notify.smarthost is None:
             log.info("notify.mail_not_sent", job_id=job.id, why="notify.smarthost is empty")
             return
-        why = no_reply_reason(job)
+        why = no_reply_reason(job, cfg.smtp.allowed_senders)
         if why is not None:
             log.info("notify.mail_suppressed", job_id=job.id, why=why)
             return
