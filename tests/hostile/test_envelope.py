@@ -6,6 +6,7 @@ starts again without meeting that row a second time."""
 from __future__ import annotations
 
 import asyncio
+import smtplib
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
@@ -160,3 +161,35 @@ async def test_poisoned_reply_rows_are_given_up_and_the_others_go_out_also_after
             assert daemon.store is not None
             assert [e.event for e in daemon.store.events(bad_sender)].count("notify.given_up") == 1
         assert [r.rcpt_tos for r in sink.received] == [["alice@example.com"], ["bob@example.com"]]
+
+
+# --- finding 12: the hourly limit counts per client address too (a sender can be forged) --------------------
+
+
+def send_from(addr: tuple[str, int], source: str, sender: str, n: int) -> list[tuple[int, bytes]]:
+    client = smtplib.SMTP(addr[0], addr[1], local_hostname="client.test", timeout=30, source_address=(source, 0))
+    try:
+        client.ehlo()
+        answers = [client.mail(sender), client.rcpt("15555551212@fax.local")]
+        if answers[-1][0] == 250:
+            answers.append(client.data(mailkit.plain(f"mail {n}", sender=sender, message_id=f"<m{n}@example.com>")))
+        return answers
+    finally:
+        client.quit()
+
+
+async def test_the_hourly_limit_counts_per_client_address_too(tmp_path: Path) -> None:
+    settings = smtp_settings(tmp_path)
+    settings["limits"] = {"per_sender_per_hour": 60, "per_client_per_hour": 2}
+    cfg = config_of(tmp_path, settings)
+    async with listening(cfg) as bench:
+        mails = [("127.0.0.1", "a@example.com"), ("127.0.0.1", "b@example.com"),
+                 ("127.0.0.1", "c@example.com"), ("127.0.0.2", "c@example.com")]
+        answers = [await asyncio.to_thread(send_from, bench.address, source, sender, n)
+                   for n, (source, sender) in enumerate(mails)]
+        jobs = bench.store.jobs()
+    assert [a[-1][0] for a in answers] == [250, 250, 451, 250]
+    assert answers[2][-1] == (451, b"4.7.1 Too many faxes from this client address in the last hour (limit 2): "
+                                   b"try again later")
+    assert sorted((j.sender, j.meta["peer"]) for j in jobs) == [
+        ("a@example.com", "127.0.0.1"), ("b@example.com", "127.0.0.1"), ("c@example.com", "127.0.0.2")]
