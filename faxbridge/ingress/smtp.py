@@ -6,7 +6,12 @@
   at MAIL (550 5.7.1), the sender at MAIL, each recipient at RCPT (``rcpt``), the message at
   DATA (``smtp_data``). Reply strings live in ``rcpt`` and ``smtp_data``.
 - AUTH (PLAIN, LOGIN) is offered when ``users_file`` is set: over STARTTLS, or in plain text
-  from a loopback client only. ``require_auth`` makes MAIL wait for it (530 5.7.0).
+  from a loopback client only. ``require_auth`` makes MAIL wait for it (530 5.7.0). After AUTH the
+  sender must be one of the login's senders (``smtp_auth``; 550 5.7.1); failures are throttled
+  (``smtp_limits``). How the sender passed is recorded on the job (``meta["sender_check"]``): reply
+  mail goes only to a sender that passed (``notify.mail``).
+- Section 9: session caps and the per-read timeout (``smtp_protocol``, ``smtp_limits``); the hourly
+  limit counts per sender and per client address; per-connection log lines stay within a budget.
 - :class:`SmtpListener` is the daemon component: ``start`` returns once bound, ``stop`` closes
   the listening socket (new connections are refused; sessions in progress go on), ``close``
   waits for messages being accepted and then drops the remaining sessions.

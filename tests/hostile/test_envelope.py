@@ -8,13 +8,16 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import socket
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from faxbridge.clock import FakeClock
-from faxbridge.store import Store
+from faxbridge.models import Job, JobEvent
+from faxbridge.notify.outbox import OutboxWorker
+from faxbridge.store import OutboxItem, Store
 from tests.conftest import async_wait_until
 from tests.ingress import mailkit
 from tests.ingress.mailkit import config_of, listening, mail_sink, running, smtp_settings
@@ -193,3 +196,38 @@ async def test_the_hourly_limit_counts_per_client_address_too(tmp_path: Path) ->
                                    b"try again later")
     assert sorted((j.sender, j.meta["peer"]) for j in jobs) == [
         ("a@example.com", "127.0.0.1"), ("b@example.com", "127.0.0.1"), ("c@example.com", "127.0.0.2")]
+
+
+async def test_an_outbox_round_that_still_raises_is_restarted_and_reported_down(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The net under the per-row handling: the worker's loop runs in a loops.Supervisor."""
+    clock = FakeClock(datetime.now(UTC))
+    store = Store(tmp_path / "var", "simulator")
+    job_id = final_smtp_job(store, clock, sender_check="any")
+    delivered: list[str] = []
+
+    async def deliver(job: Job, events: Sequence[JobEvent], item: OutboxItem) -> None:
+        delivered.append(job.id)
+
+    real = store.outbox_due
+    calls = 0
+
+    def outbox_due(now: datetime, kinds: Sequence[str], limit: int = 100) -> list[OutboxItem]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:                      # a fault outside any row (injected into the store)
+            raise RuntimeError("a bug outside any row")
+        return real(now, kinds, limit)
+
+    monkeypatch.setattr(store, "outbox_due", outbox_due)
+    worker = OutboxWorker(store, clock, "mail", deliver, interval=0.05)
+    await worker.start()
+    try:
+        await async_wait_until(lambda: not worker.healthy(), timeout=30, what="the worker reported down")
+        await async_wait_until(lambda: delivered == [job_id], timeout=30, what="the row delivered after the restart")
+        assert worker.healthy()
+        assert (worker.supervisor.restarts, worker.supervisor.last_error) == (1, "RuntimeError: a bug outside any row")
+    finally:
+        await worker.close(5.0)
+        store.close()
+    assert worker.delivered == 1
