@@ -653,7 +653,7 @@ class Store:
             row = None if error is None else db.execute(
                 "SELECT o.kind, j.id, j.state FROM outbox o JOIN jobs j ON j.id = o.job_id WHERE o.id = ?",
                 (item_id,)).fetchone()
-            if row is not None:
+            if row is not None and row["state"] in JobState._value2member_map_:
                 self._event(db, row["id"], now, JobState(row["state"]), "notify.given_up",
                             f"{row['kind']} notification given up: {error}", {"outbox_id": item_id})
 

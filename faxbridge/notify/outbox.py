@@ -47,6 +47,12 @@ class NotifyGiveUp(FaxbridgeError):
 Deliver = Callable[[Job, Sequence[JobEvent], OutboxItem], Awaitable[None]]
 
 
+def printable(text: str) -> str:
+    """An error text safe to store and log: control characters and lone surrogates (from the data
+    that caused the error) escaped, so recording a give-up cannot fail on what it records."""
+    return "".join(c if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF else ascii(c)[1:-1] for c in text)
+
+
 def retry_delay(attempts: int, initial: float, maximum: float) -> float:
     return float(min(maximum, initial * (2 ** max(0, attempts))))
 
@@ -99,17 +105,17 @@ class OutboxWorker:
         except NotifyRetry as exc:
             delay = retry_delay(item.attempts, self.retry_initial, self.retry_max)
             log.warning("notify.retry", kind=self.kind, job_id=item.job_id, attempts=item.attempts + 1,
-                        retry_in_s=delay, error=str(exc))
-            self.store.outbox_failed(item.id, str(exc), self.clock.now() + timedelta(seconds=delay))
+                        retry_in_s=delay, error=printable(str(exc)))
+            self.store.outbox_failed(item.id, printable(str(exc)), self.clock.now() + timedelta(seconds=delay))
             return 0
         except (NotifyGiveUp, JobNotFound) as exc:
-            log.error("notify.undeliverable", kind=self.kind, job_id=item.job_id, error=str(exc))
-            self._mark(item, f"undeliverable: {exc}")
+            log.error("notify.undeliverable", kind=self.kind, job_id=item.job_id, error=printable(str(exc)))
+            self._mark(item, printable(f"undeliverable: {exc}"))
             return 1
         except StoreError:
             raise                       # not this row's fault: the round ends, the row stays due
         except Exception as exc:        # one row never stops the worker (see the module docstring)
-            error = f"{type(exc).__name__}: {exc}"
+            error = printable(f"{type(exc).__name__}: {exc}")
             log.error("notify.undeliverable", kind=self.kind, job_id=item.job_id,
                       error=f"internal error: {error}", exc_info=exc)
             self._mark(item, f"undeliverable: internal error: {error}")
