@@ -5,6 +5,7 @@ log lines within a budget. Real sockets against the real listener."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -163,3 +164,29 @@ async def test_a_flood_of_refused_connections_is_no_flood_of_log_lines(tmp_path:
         assert lines[0]["peer"] == "127.0.0.1"
         await closed_all(bench)
         await good_mail(bench)
+
+
+async def test_accept_errors_are_logged_within_a_budget(tmp_path: Path) -> None:
+    """Out of file descriptors, asyncio reports each failed accept() through the loop's exception
+    handler (the "asyncio" logger); with the listener up, those lines stay within a budget."""
+    cfg = config_of(tmp_path, smtp_settings(tmp_path))
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    async with listening(cfg) as bench:
+        keep = Keep()
+        logger = logging.getLogger("asyncio")
+        logger.addHandler(keep)
+        try:
+            loop = asyncio.get_running_loop()
+            for _ in range(1000):
+                loop.call_exception_handler({"message": "socket.accept() out of system resource",
+                                             "exception": OSError(24, "Too many open files")})
+        finally:
+            logger.removeHandler(keep)
+        await good_mail(bench)
+    assert 1 <= len(seen) <= 40, len(seen)
+    assert seen[0].startswith("socket.accept() out of system resource")
