@@ -107,6 +107,12 @@ class SmtpConfig:
     tls_cert: Path | None
     tls_key: Path | None
     cover_page: str
+    max_sessions: int = 100             # section 9: SMTP sessions at once; more: 421 4.7.0 at connect
+    max_sessions_per_client: int = 10   # section 9: sessions at once from one client address
+    timeout: float = 300.0              # section 9: per read; a client silent this long: 421 4.4.2
+    auth_max_failures: int = 3          # failed AUTH on one connection: the last is answered 421 4.7.0, closed
+    auth_lockout_failures: int = 10     # failed AUTH from one address within auth_lockout: 454 4.7.0 until then
+    auth_lockout: float = 900.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +141,7 @@ class NumbersConfig:
 class LimitsConfig:
     per_sender_per_hour: int
     max_in_flight: int
+    per_client_per_hour: int = 60       # section 9: jobs per hour from one client address (0: no limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +260,12 @@ SCHEMA: Schema = {
         "tls_cert": path("", optional=True),
         "tls_key": path("", optional=True),
         "cover_page": string("if-body", choices=("never", "if-body", "always")),
+        "max_sessions": integer(100, minimum=1),
+        "max_sessions_per_client": integer(10, minimum=1),
+        "timeout": duration("300s", positive=True),
+        "auth_max_failures": integer(3, minimum=1),
+        "auth_lockout_failures": integer(10, minimum=1),
+        "auth_lockout": duration("15m", positive=True),
     },
     "numbers": {
         "default_country": string("US", check=region),
@@ -264,6 +277,7 @@ SCHEMA: Schema = {
     "limits": {
         "per_sender_per_hour": integer(60),
         "max_in_flight": integer(50, minimum=1),
+        "per_client_per_hour": integer(60),
     },
     "notify": {
         "smarthost": hostport("", optional=True),

@@ -565,6 +565,15 @@ class Store:
             ).fetchone()
         return int(row[0])
 
+    def count_by_client(self, peer: str, since: datetime) -> int:
+        """Jobs that mail from the client address ``peer`` created at or after ``since`` (its rate limit)."""
+        with _translate():
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE created_at >= ? AND source = 'smtp' "
+                "AND json_extract(meta, '$.peer') = ?", (ts(since), peer)
+            ).fetchone()
+        return int(row[0])
+
     def in_flight(self) -> int:
         with _translate():
             row = self._db.execute(
@@ -636,10 +645,17 @@ class Store:
                 for r in rows]
 
     def outbox_delivered(self, item_id: int, now: datetime, error: str | None = None) -> None:
-        """Done with this notification: delivered, or (``error``) given up as undeliverable."""
+        """Done with this notification: delivered, or (``error``) given up as undeliverable (then
+        also a ``notify.given_up`` event in the job's history, so ``faxbridge job ID`` shows why)."""
         with self._write() as db:
             db.execute("UPDATE outbox SET delivered_at = ?, last_error = COALESCE(?, last_error) WHERE id = ?",
                        (ts(now), error, item_id))
+            row = None if error is None else db.execute(
+                "SELECT o.kind, j.id, j.state FROM outbox o JOIN jobs j ON j.id = o.job_id WHERE o.id = ?",
+                (item_id,)).fetchone()
+            if row is not None and row["state"] in JobState._value2member_map_:
+                self._event(db, row["id"], now, JobState(row["state"]), "notify.given_up",
+                            f"{row['kind']} notification given up: {error}", {"outbox_id": item_id})
 
     def outbox_failed(self, item_id: int, error: str, next_at: datetime) -> None:
         with self._write() as db:

@@ -14,13 +14,19 @@ Decisions:
   is allowed only then.
 - A recipient's local part is the number as contract section 3 writes it; a domain not in
   ``smtp.domains`` (or a subdomain of one) is refused as relaying, whatever the local part is.
-- Senders are compared in lower case, for the per-sender hourly limit too.
+- Senders are compared in lower case, for the per-sender hourly limit too. The same hourly limit
+  also counts per client address (a sender can be forged, the client's address cannot).
+- An envelope address holding a control character (C0, DEL, C1 such as NEL, and the Unicode line
+  and paragraph separators U+2028/U+2029) or bytes that are not UTF-8 is refused at MAIL
+  (501 5.1.7) or RCPT (501 5.1.3) before anything else looks at it (contract section 9): such an
+  address could never be written into the reply mail's headers.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -39,12 +45,39 @@ RELAY_DENIED = "550 5.7.1 Relaying denied: this server only accepts mail for fax
 CLIENT_DENIED = "550 5.7.1 Client address not allowed to send faxes"
 SENDER_DENIED = "550 5.7.1 Sender address not allowed to send faxes"
 RATE_LIMITED = "451 4.7.1 Too many faxes from this sender in the last hour (limit {limit}): try again later"
+CLIENT_RATE_LIMITED = ("451 4.7.1 Too many faxes from this client address in the last hour (limit {limit}): "
+                       "try again later")
 MAX_RECIPIENTS = "452 4.5.3 Too many fax recipients in one message (limit {limit})"
 TOO_BIG = "552 5.3.4 Message too big: the limit is {limit} bytes"
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
 AUTH_NEEDS_TLS = "538 5.7.11 Encryption required: use STARTTLS before AUTH"
 
+BAD_SENDER_SYNTAX = "501 5.1.7 Bad sender address syntax: {why} is not allowed in an address"
+BAD_RCPT_SYNTAX = "501 5.1.3 Bad recipient address syntax: {why} is not allowed in an address"
+
 MAX_RCPTS_PER_MESSAGE = 100
+
+# C0 controls, DEL, C1 controls (NEL is U+0085), the line and paragraph separators; and the lone
+# surrogates U+DC80..U+DCFF, which is how aiosmtpd hands over bytes that are not UTF-8.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NOT_UTF8 = re.compile("[\ud800-\udfff]")
+
+
+def address_problem(text: str) -> str | None:
+    """Why ``text`` (an envelope address, as the client sent it) cannot be an address, or None."""
+    if _CONTROL.search(text):
+        return "a control character"
+    if _NOT_UTF8.search(text):
+        return "a byte that is not UTF-8"
+    return None
+
+
+def bad_sender_syntax(why: str) -> str:
+    return BAD_SENDER_SYNTAX.format(why=why)
+
+
+def bad_rcpt_syntax(why: str) -> str:
+    return BAD_RCPT_SYNTAX.format(why=why)
 
 
 def bad_number(reason: str) -> str:
@@ -63,6 +96,10 @@ def relay_denied(domains: Sequence[str]) -> str:
 
 def rate_limited(limit: int) -> str:
     return RATE_LIMITED.format(limit=limit)
+
+
+def client_rate_limited(limit: int) -> str:
+    return CLIENT_RATE_LIMITED.format(limit=limit)
 
 
 def too_big(limit: int) -> str:

@@ -6,7 +6,12 @@
   at MAIL (550 5.7.1), the sender at MAIL, each recipient at RCPT (``rcpt``), the message at
   DATA (``smtp_data``). Reply strings live in ``rcpt`` and ``smtp_data``.
 - AUTH (PLAIN, LOGIN) is offered when ``users_file`` is set: over STARTTLS, or in plain text
-  from a loopback client only. ``require_auth`` makes MAIL wait for it (530 5.7.0).
+  from a loopback client only. ``require_auth`` makes MAIL wait for it (530 5.7.0). After AUTH the
+  sender must be one of the login's senders (``smtp_auth``; 550 5.7.1); failures are throttled
+  (``smtp_limits``). How the sender passed is recorded on the job (``meta["sender_check"]``): reply
+  mail goes only to a sender that passed (``notify.mail``).
+- Section 9: session caps and the per-read timeout (``smtp_protocol``, ``smtp_limits``); the hourly
+  limit counts per sender and per client address; per-connection log lines stay within a budget.
 - :class:`SmtpListener` is the daemon component: ``start`` returns once bound, ``stop`` closes
   the listening socket (new connections are refused; sessions in progress go on), ``close``
   waits for messages being accepted and then drops the remaining sessions.
@@ -25,15 +30,16 @@ from datetime import timedelta
 from pathlib import Path
 
 import structlog
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
 from faxbridge.clock import Clock
 from faxbridge.config import Config
 from faxbridge.errors import StoreError
 from faxbridge.ingress import rcpt as policy
 from faxbridge.ingress.intake_procs import IntakeProcesses
-from faxbridge.ingress.smtp_auth import Authenticator, load_users
+from faxbridge.ingress.smtp_auth import LOGIN_SENDER_DENIED, Authenticator, read_users
 from faxbridge.ingress.smtp_data import OUR_TROUBLE, QUEUED, MailIntake
+from faxbridge.ingress.smtp_limits import AuthThrottle, LogBudget, SessionCaps, limit_logger
 from faxbridge.ingress.smtp_protocol import NULL_SENDER, FaxEnvelope, FaxSMTP, peer_host
 from faxbridge.runtime import Component, Runtime
 from faxbridge.store import Store
@@ -46,6 +52,14 @@ _HOUR = timedelta(hours=1)
 def _sender(envelope: Envelope) -> str:
     """The envelope sender as the hourly limit counts it (normalised; "" for the null sender)."""
     return policy.normal_sender("" if envelope.mail_from == NULL_SENDER else envelope.mail_from or "")
+
+
+def _login(session: Session) -> str | None:
+    """The AUTH login of the session, or None before (or without) AUTH."""
+    login = getattr(session.auth_data, "login", None)
+    if session.authenticated and isinstance(login, bytes):
+        return login.decode("utf-8", "replace")
+    return None
 
 
 class FaxHandler:
@@ -61,10 +75,19 @@ class FaxHandler:
         # Recipients of messages now in DATA, by sender: not committed yet, but they count against
         # the hourly limit, so concurrent sessions of one sender cannot pass it together.
         self.in_flight: Counter[str] = Counter()
+        self.in_flight_clients: Counter[str] = Counter()     # the same, by client address
         self.on_reply: Callable[[str], None] = lambda code: None   # metrics: every reply's code
         self.on_queued: Callable[[], None] = lambda: None          # new jobs: wake the dispatcher
         self.idle = asyncio.Event()
         self.idle.set()
+        self.sessions = SessionCaps(cfg.smtp.max_sessions, cfg.smtp.max_sessions_per_client)
+        self._log_budget = LogBudget()
+
+    def log_limited(self, event: str, **fields: object) -> None:
+        """A per-connection log line, within the log budget (a flood of connections is no flood of lines)."""
+        ok, left_out = self._log_budget.take()
+        if ok:
+            log.info(event, **fields, **({"similar_left_out": left_out} if left_out else {}))
 
     # aiosmtpd finds AUTH mechanisms by these names (excluded when there is no users_file).
     async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
@@ -74,6 +97,16 @@ class FaxHandler:
     async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
         assert self.auth is not None
         return await self.auth.auth_LOGIN(server, args)
+
+    async def handle_AUTH(self, server: FaxSMTP, session: Session, envelope: Envelope, args: list[str]) -> object:
+        """Before any AUTH exchange: an address locked out for its failures is answered 454 4.7.0."""
+        if self.auth is None:
+            return MISSING
+        locked = self.auth.throttle.locked(peer_host(session.peer))
+        if locked is None:
+            return MISSING
+        self.log_limited("smtp.auth_locked", peer=peer_host(session.peer))
+        return locked
 
     async def handle_EHLO(self, server: FaxSMTP, session: Session, envelope: Envelope, hostname: str,
                           responses: list[str]) -> list[str]:
@@ -86,10 +119,24 @@ class FaxHandler:
                           options: list[str]) -> str:
         if not server.client_ok:
             return policy.CLIENT_DENIED
+        why = policy.address_problem(address)
+        if why is not None:                         # FaxSMTP refuses these first; kept as a second net
+            return policy.bad_sender_syntax(why)
         sender = "" if address == NULL_SENDER else address
-        if not policy.sender_allowed(sender, self.cfg.smtp.allowed_senders):
+        login = _login(session)
+        allowed = self.cfg.smtp.allowed_senders
+        if login is not None and self.auth is not None:
+            if not self.auth.may_send_as(login, sender, allowed):
+                log.info("smtp.sender_refused", sender=sender, peer=peer_host(session.peer), auth_user=login)
+                return LOGIN_SENDER_DENIED.format(user=login)
+            check = "login"
+        elif not policy.sender_allowed(sender, allowed):
             log.info("smtp.sender_refused", sender=sender, peer=peer_host(session.peer))
             return policy.SENDER_DENIED
+        else:
+            check = "allowed_senders" if allowed else "any"
+        if isinstance(envelope, FaxEnvelope):
+            envelope.sender_check = check
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return policy.SENDER_OK
@@ -98,6 +145,9 @@ class FaxHandler:
                           address: str, options: list[str]) -> str:
         if not server.client_ok:
             return policy.CLIENT_DENIED
+        why = policy.address_problem(address)
+        if why is not None:
+            return policy.bad_rcpt_syntax(why)
         smtp = self.cfg.smtp
         try:
             rcpt = policy.recipient(address, smtp.domains, self.cfg.numbers)
@@ -108,7 +158,7 @@ class FaxHandler:
             return policy.OK                       # the same number twice: one fax
         if len(envelope.recipients) >= policy.MAX_RCPTS_PER_MESSAGE:
             return policy.MAX_RECIPIENTS.format(limit=policy.MAX_RCPTS_PER_MESSAGE)
-        refused = self._over_limit(envelope, len(envelope.recipients))
+        refused = self._over_limit(envelope, peer_host(session.peer), len(envelope.recipients))
         if refused is not None:
             return refused
         envelope.recipients.append(rcpt)
@@ -116,44 +166,56 @@ class FaxHandler:
         envelope.rcpt_options.extend(options)
         return policy.OK
 
-    def _over_limit(self, envelope: FaxEnvelope, accepted: int) -> str | None:
-        """The reply when one more recipient would pass the sender's hourly limit (jobs of the last
-        hour, messages of the sender now in DATA, and ``accepted`` of this one), else None."""
+    def _over_limit(self, envelope: FaxEnvelope, peer: str | None, accepted: int) -> str | None:
+        """The reply when one more recipient would pass the hourly limit of the sender
+        (``limits.per_sender_per_hour``) or of the client address (``limits.per_client_per_hour``:
+        the sender can be forged, the client address cannot), counting jobs of the last hour,
+        messages now in DATA, and ``accepted`` of this one. Else None."""
         limit = self.cfg.limits.per_sender_per_hour
-        if limit <= 0:
-            return None
+        client_limit = self.cfg.limits.per_client_per_hour
         sender = _sender(envelope)
+        since = self.clock.now() - _HOUR
         try:
-            sent = self.store.count_by_sender(sender, self.clock.now() - _HOUR) + self.in_flight[sender]
+            if limit > 0:
+                sent = self.store.count_by_sender(sender, since) + self.in_flight[sender]
+                if policy.over_limit(sent, accepted, limit):
+                    log.info("smtp.rate_limited", sender=sender, sent_last_hour=sent, limit=limit)
+                    return policy.rate_limited(limit)
+            if client_limit > 0:
+                sent = self.store.count_by_client(peer or "", since) + self.in_flight_clients[peer or ""]
+                if policy.over_limit(sent, accepted, client_limit):
+                    log.info("smtp.rate_limited", peer=peer, sent_last_hour=sent, limit=client_limit)
+                    return policy.client_rate_limited(client_limit)
         except StoreError as exc:
             log.error("smtp.store_error", error=str(exc))
             return OUR_TROUBLE
-        if policy.over_limit(sent, accepted, limit):
-            log.info("smtp.rate_limited", sender=sender, sent_last_hour=sent, limit=limit)
-            return policy.rate_limited(limit)
         return None
 
     async def handle_DATA(self, server: FaxSMTP, session: Session, envelope: FaxEnvelope) -> str:
         # Checked again: another session of this sender may have gone through DATA since our RCPT.
-        refused = self._over_limit(envelope, len(envelope.recipients) - 1)
+        peer = peer_host(session.peer) or ""
+        refused = self._over_limit(envelope, peer, len(envelope.recipients) - 1)
         if refused is not None:
             return refused
         key = _sender(envelope)
-        self.in_flight[key] += len(envelope.recipients)
+        count = len(envelope.recipients)
+        self.in_flight[key] += count
+        self.in_flight_clients[peer] += count
         try:
             return await self._data(session, envelope)
         finally:
-            self.in_flight[key] -= len(envelope.recipients)
-            if self.in_flight[key] <= 0:
-                del self.in_flight[key]
+            for counter, k in ((self.in_flight, key), (self.in_flight_clients, peer)):
+                counter[k] -= count
+                if counter[k] <= 0:
+                    del counter[k]
 
     async def _data(self, session: Session, envelope: FaxEnvelope) -> str:
         raw: bytes | Path = envelope.spooled or envelope.original_content or b""
         sender = "" if envelope.mail_from == NULL_SENDER else envelope.mail_from or ""
-        extra = {"peer": peer_host(session.peer)}
-        login = getattr(session.auth_data, "login", None)
-        if session.authenticated and isinstance(login, bytes):
-            extra["auth_user"] = login.decode("utf-8", "replace")
+        extra = {"peer": peer_host(session.peer), "sender_check": envelope.sender_check}
+        login = _login(session)
+        if login is not None:
+            extra["auth_user"] = login
         self.busy += 1
         self.idle.clear()
         try:
@@ -189,8 +251,12 @@ class SmtpListener:
     def __init__(self, cfg: Config, store: Store, intake: MailIntake) -> None:
         self.cfg = cfg
         self.store = store
-        users = load_users(cfg.smtp.users_file) if cfg.smtp.users_file else None
-        self.handler = FaxHandler(cfg, store, intake, Authenticator(users) if users is not None else None)
+        smtp = cfg.smtp
+        users = read_users(smtp.users_file) if smtp.users_file else None
+        auth = None if users is None else Authenticator(
+            users.hashes, AuthThrottle(smtp.auth_lockout_failures, smtp.auth_lockout), smtp.auth_max_failures,
+            users.senders)
+        self.handler = FaxHandler(cfg, store, intake, auth)
         self.tls = tls_context(cfg)
         self.hostname = socket.gethostname()
         self._server: asyncio.Server | None = None
@@ -201,7 +267,7 @@ class SmtpListener:
         smtp = self.cfg.smtp
         proto = FaxSMTP(
             self.handler, data_size_limit=smtp.max_message_size, enable_SMTPUTF8=True, hostname=self.hostname,
-            ident="faxbridge ESMTP", tls_context=self.tls, auth_required=smtp.require_auth,
+            ident="faxbridge ESMTP", tls_context=self.tls, auth_required=smtp.require_auth, timeout=smtp.timeout,
             auth_require_tls=True,
             auth_exclude_mechanism=None if self.handler.auth else ["PLAIN", "LOGIN"],
             loop=asyncio.get_running_loop(),
@@ -212,6 +278,8 @@ class SmtpListener:
     async def start(self) -> None:
         # aiosmtpd logs every client line at INFO (AUTH lines carry credentials): keep it quiet.
         logging.getLogger("mail.log").setLevel(logging.WARNING)
+        limit_logger("mail.log")            # its per-connection warnings, within a budget
+        limit_logger("asyncio")             # accept errors (out of file descriptors) likewise
         listen = self.cfg.smtp.listen
         loop = asyncio.get_running_loop()
         await self.handler.intake.start()
@@ -249,10 +317,12 @@ class SmtpListener:
         return self._server is not None and self._server.is_serving()
 
     def reconfigure(self, cfg: Config) -> None:
-        """SIGHUP: the live keys (allowed senders and clients, number policy, limits) apply to the
+        """SIGHUP: the live keys (allowed senders and clients, number policy, limits, session caps) apply to the
         next command; the listener itself keeps its address, TLS and AUTH until a restart."""
         self.cfg = cfg
         self.handler.cfg = cfg
+        self.handler.sessions.total = cfg.smtp.max_sessions
+        self.handler.sessions.per_client = cfg.smtp.max_sessions_per_client
         self.handler.intake.reconfigure(cfg)
 
 

@@ -7,11 +7,24 @@ large chunks (``readuntil(b".\\r\\n")``) instead of line by line, which is what 
 throughput for mail with attachments; and a big message goes to a file as it arrives
 (``smtp_stream``) instead of into memory. Lines are not limited to 1000 octets here: clients that
 send longer lines are common, and nothing downstream needs the limit.
+
+A command line ends with CRLF only (RFC 5321 section 2.3.8): a bare LF inside a command is part of
+the line (:class:`_CommandReader`), so ``MAIL FROM:<a\nb@example.com>`` is one command, refused
+501 5.1.7 for its control character like a bare CR, NUL or U+2028 (``rcpt.address_problem``).
+
+Connections (contract section 9): a session over ``smtp.max_sessions`` or
+``smtp.max_sessions_per_client`` is answered 421 4.7.0 as it connects and closed
+(``smtp_limits.SessionCaps``); ``smtp.timeout`` runs per read: every byte that arrives starts it
+again, so a slow upload that keeps sending is never cut, and a client that sends nothing for that
+long is answered 421 4.4.2 and dropped. While the server itself works on a command (DATA being
+turned into jobs, a password being checked) the client is not expected to send: no timeout then.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AnyStr
 
@@ -20,7 +33,7 @@ from aiosmtpd.smtp import MISSING, SMTP, Envelope
 
 from faxbridge import crashpoints
 from faxbridge.ingress import rcpt as policy
-from faxbridge.ingress import smtp_stream
+from faxbridge.ingress import smtp_limits, smtp_stream
 
 if TYPE_CHECKING:
     from faxbridge.ingress.smtp import FaxHandler
@@ -32,6 +45,20 @@ DATA_CHUNK_LIMIT = 1 << 20     # StreamReader limit while reading DATA: up to 1 
 
 
 SPOOL_OVER = 4 << 20           # a message bigger than this goes to a file as it arrives, not to memory
+COMMAND_MAX = 64 << 10         # a command line joined across bare LFs stops growing here (then: 500 too long)
+
+
+class _CommandReader(asyncio.StreamReader):
+    """aiosmtpd's reader, with command lines (``readuntil()`` with its default separator) ending at
+    CRLF only: a part ended by a bare LF is joined with what follows, up to :data:`COMMAND_MAX`."""
+
+    async def readuntil(self, separator: Any = b"\n") -> bytes:
+        line = await super().readuntil(separator)
+        if separator != b"\n":
+            return line
+        while not line.endswith(b"\r\n") and len(line) < COMMAND_MAX:
+            line += await super().readuntil(separator)
+        return line
 
 
 class FaxEnvelope(Envelope):
@@ -39,6 +66,7 @@ class FaxEnvelope(Envelope):
         super().__init__()
         self.recipients: list[policy.Recipient] = []
         self.spooled: Path | None = None     # a big message's file (then ``content`` is empty)
+        self.sender_check = ""              # how MAIL's sender passed: "login", "allowed_senders", "any"
 
 
 def _size_param(rest: str) -> int | None:
@@ -54,9 +82,18 @@ class FaxSMTP(SMTP):
 
     def __init__(self, handler: FaxHandler, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
+        reader = getattr(self, "_stream_reader", None)
+        if reader is not None and type(reader) is asyncio.StreamReader:
+            reader.__class__ = _CommandReader
         self.fax_handler = handler
         self.client_ok = False
         self.loopback = False
+        self.host: str | None = None
+        self.refused = False            # over a session cap: answered 421 and closed at once
+        self._admitted = False
+        self.auth_failures = 0          # failed AUTH attempts on this connection (``smtp_auth``)
+        self._working = 0               # commands the server is working on (no read timeout then)
+        self._last_read = self.loop.time()
 
     def _create_envelope(self) -> FaxEnvelope:
         return FaxEnvelope()
@@ -68,6 +105,19 @@ class FaxSMTP(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
+        if first:
+            self.host = peer_host(transport.get_extra_info("peername"))
+            refusal = self.fax_handler.sessions.admit(self.host)
+            if refusal is not None:
+                self.refused = True
+                self.fax_handler.log_limited("smtp.session_refused", peer=self.host, reply=refusal)
+                self.fax_handler.on_reply(refusal[:3])
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(refusal.encode("ascii") + b"\r\n")
+                transport.close()
+                return
+            self._admitted = True
+        self._last_read = self.loop.time()
         super().connection_made(transport)
         if first and self.session is not None:
             host = peer_host(self.session.peer)
@@ -76,10 +126,52 @@ class FaxSMTP(SMTP):
             # AUTH in plain text only from this machine; from anywhere else only after STARTTLS.
             self._auth_require_tls = not self.loopback
             if not self.client_ok:
-                log.info("smtp.client_refused", peer=host)
+                self.fax_handler.log_limited("smtp.client_refused", peer=host)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self.refused:
+            return
+        if self._admitted:
+            self._admitted = False
+            self.fax_handler.sessions.release(self.host)
+        super().connection_lost(error)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_read = self.loop.time()
+        super().data_received(data)
+
+    @contextlib.contextmanager
+    def working(self) -> Iterator[None]:
+        """The server is busy on a command: the client is waiting for us, not idle."""
+        self._working += 1
+        try:
+            yield
+        finally:
+            self._working -= 1
+            self._last_read = self.loop.time()
+
+    def _timeout_cb(self) -> None:
+        if self.transport is None:
+            return
+        limit = self._timeout_duration
+        idle = self.loop.time() - self._last_read
+        if self._working or idle < limit:
+            self._reset_timeout(limit if self._working else max(limit - idle, 0.01))
+            return
+        self.fax_handler.log_limited("smtp.timeout", peer=self.host, idle_s=round(idle, 1))
+        reply = smtp_limits.TIMED_OUT.format(seconds=limit)
+        self.fax_handler.on_reply(reply[:3])
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.write(reply.encode("ascii") + b"\r\n")
+        transport.close()
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         rest = self._strip_command_keyword("FROM:", arg) if arg else None
+        why = policy.address_problem(rest) if rest is not None else None
+        if why is not None:
+            await self.push(policy.bad_sender_syntax(why))
+            return
         if rest is not None:
             size = _size_param(rest)
             if size is not None and self.data_size_limit and size > self.data_size_limit:
@@ -89,6 +181,14 @@ class FaxSMTP(SMTP):
                 await self._null_mail(rest.lstrip()[2:])
                 return
         await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        rest = self._strip_command_keyword("TO:", arg) if arg else None
+        why = policy.address_problem(rest) if rest is not None else None
+        if why is not None:
+            await self.push(policy.bad_rcpt_syntax(why))
+            return
+        await super().smtp_RCPT(arg)
 
     async def _null_mail(self, params: str) -> None:
         if await self.check_helo_needed() or await self.check_auth_needed("MAIL"):
@@ -128,7 +228,8 @@ class FaxSMTP(SMTP):
         else:
             envelope.content = envelope.original_content = content
         try:
-            status = await self._call_handler_hook("DATA")
+            with self.working():
+                status = await self._call_handler_hook("DATA")
         finally:
             smtp_stream.remove(envelope.spooled)
         self.envelope = self._create_envelope()

@@ -5,6 +5,11 @@
   ``X-Faxbridge-State``, and ``Auto-Submitted: auto-replied`` (RFC 3834) so that no auto-responder
   answers it. The body says, in plain words, the number, pages, attempts, duration and cost, and on
   failure the reason and what to do.
+- A reply goes only to a sender that passed the sender checks when its mail came in: the listener
+  records how on the job (``meta["sender_check"]``: ``login`` (after AUTH, one of the login's
+  senders), ``allowed_senders``, or ``any`` (``allowed_senders`` empty, an allowed client)); a job
+  from before that was recorded gets a reply only if its sender passes ``allowed_senders`` now.
+  Mail refused at MAIL, RCPT or DATA makes no job: the SMTP reply code is its only answer.
 - No reply at all (RFC 3834, so no mail loop can start) when intake found a reason not to answer
   (``meta["no_reply"]``: a null sender, a bounce, ``MAILER-DAEMON``/``postmaster``, ``Return-Path:
   <>``, ``Auto-Submitted``, ``Precedence: bulk``, a mailing list, a sender at one of our own fax
@@ -21,6 +26,10 @@
 - With no ``notify.smarthost`` reply mail is not sent (contract section 2): the worker still runs and
   marks each "mail" row done with a ``notify.mail_not_sent`` log line, so nothing piles up and
   setting a smarthost later does not flood old results.
+- The reply goes with the null envelope sender (``MAIL FROM:<>``, RFC 3834 and RFC 5321 section
+  4.5.5): a reply that cannot be delivered makes no bounce, so no bounce can be reflected at anyone.
+- A stored sender that no mail header can hold (a control character, no ``@``: rows written before
+  MAIL refused them) is given up with that reason (``NotifyGiveUp``), never composed.
 - A resent copy of a mail (a duplicate, see ``ingress.smtp_data``) makes no job and so no reply;
   the first job's reply is the answer for both.
 """
@@ -43,6 +52,7 @@ import structlog
 from faxbridge import crashpoints
 from faxbridge.clock import Clock
 from faxbridge.config import Config, NotifyConfig
+from faxbridge.ingress.rcpt import address_problem, sender_allowed
 from faxbridge.models import Job, JobEvent, JobState
 from faxbridge.notify.outbox import Deliver, NotifyGiveUp, NotifyRetry, OutboxWorker
 from faxbridge.runtime import Component, Runtime
@@ -51,6 +61,7 @@ from faxbridge.store import OutboxItem
 log = structlog.get_logger("faxbridge.notify.mail")
 
 SEND_TIMEOUT = 60.0
+NULL_SENDER = ""               # smtplib writes it as MAIL FROM:<>
 
 HEADLINES = {
     JobState.DELIVERED: "Your fax to {number} was delivered.",
@@ -131,11 +142,32 @@ def body(job: Job, events: Sequence[JobEvent] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
-def no_reply_reason(job: Job) -> str | None:
+SENDER_CHECKS = ("login", "allowed_senders", "any")
+
+
+def no_reply_reason(job: Job, allowed_senders: Sequence[str] = ()) -> str | None:
     if not job.sender:
         return "the envelope sender is empty (a bounce)"
     reason = job.meta.get("no_reply")
-    return str(reason) if reason else None
+    if reason:
+        return str(reason)
+    check = job.meta.get("sender_check")
+    if check in SENDER_CHECKS:
+        return None
+    if check is None and sender_allowed(job.sender, allowed_senders):
+        return None     # a job from before the check was recorded: its sender passes the checks of now
+    return "the sender did not pass the sender checks when the mail came in"
+
+
+def sender_problem(sender: str) -> str | None:
+    """Why a stored envelope sender cannot be a reply's recipient, or None."""
+    why = address_problem(sender)
+    if why is not None:
+        return f"it holds {why}"
+    local, at, domain = sender.rpartition("@")
+    if not at or not local or not domain:
+        return "it is not an address (no local part and domain)"
+    return None
 
 
 def reply_message_id(job: Job, from_address: str, outbox_id: int | None = None) -> str:
@@ -184,7 +216,7 @@ def _send(cfg: NotifyConfig, msg: EmailMessage, to: str) -> None:
             client.ehlo()
         if cfg.username:
             client.login(cfg.username, cfg.password)
-        client.send_message(msg, from_addr=cfg.from_address, to_addrs=[to])
+        client.send_message(msg, from_addr=NULL_SENDER, to_addrs=[to])
         with contextlib.suppress(smtplib.SMTPException, OSError):
             client.putcmd("quit")
     finally:
@@ -215,11 +247,14 @@ def make_deliver(cfg: Config, clock: Clock) -> Deliver:
         if notify.smarthost is None:
             log.info("notify.mail_not_sent", job_id=job.id, why="notify.smarthost is empty")
             return
-        why = no_reply_reason(job)
+        why = no_reply_reason(job, cfg.smtp.allowed_senders)
         if why is not None:
             log.info("notify.mail_suppressed", job_id=job.id, why=why)
             return
         assert job.sender is not None
+        bad = sender_problem(job.sender)
+        if bad is not None:
+            raise NotifyGiveUp(f"the sender address cannot receive a reply: {bad}")
         msg = compose(job, events, from_address=notify.from_address, now=clock.now(), outbox_id=item.id)
         crashpoints.hit("mail.before_send")
         try:

@@ -9,6 +9,14 @@ trouble that may pass (the smarthost is down: retried with capped backoff, forev
 dropped) and
 :class:`NotifyGiveUp` for a notification that can never be delivered (logged, marked
 done with the error). A notifier failure never changes a job's state.
+
+One row never stops the worker (contract section 9): any other exception while composing or
+delivering a row (a bug, a stored sender no mail header can hold) gives that row up with the
+error as its reason, and the worker goes on with the next row; a given-up row is marked done, so
+a restart does not meet it again. The store records a give-up as a ``notify.given_up`` event in
+the job's history, which ``faxbridge job ID`` shows. Store trouble is not a row's fault: the round
+ends and is tried again. Under all that the loop runs in a :class:`faxbridge.loops.Supervisor`,
+which restarts it with back-off should it still raise; ``healthy()`` is False while it is down.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import structlog
 
 from faxbridge.clock import Clock
 from faxbridge.errors import FaxbridgeError, JobNotFound, StoreError
-from faxbridge.loops import nap
+from faxbridge.loops import OnRestart, Supervisor, nap
 from faxbridge.models import Job, JobEvent
 from faxbridge.store import OutboxItem, Store
 
@@ -39,6 +47,12 @@ class NotifyGiveUp(FaxbridgeError):
 Deliver = Callable[[Job, Sequence[JobEvent], OutboxItem], Awaitable[None]]
 
 
+def printable(text: str) -> str:
+    """An error text safe to store and log: control characters and lone surrogates (from the data
+    that caused the error) escaped, so recording a give-up cannot fail on what it records."""
+    return "".join(c if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF else ascii(c)[1:-1] for c in text)
+
+
 def retry_delay(attempts: int, initial: float, maximum: float) -> float:
     return float(min(maximum, initial * (2 ** max(0, attempts))))
 
@@ -47,7 +61,8 @@ class OutboxWorker:
     """A :class:`faxbridge.runtime.Component` that delivers one kind of outbox row."""
 
     def __init__(self, store: Store, clock: Clock, kind: str, deliver: Deliver, *, interval: float = 0.5,
-                 retry_initial: float = 5.0, retry_max: float = 600.0) -> None:
+                 retry_initial: float = 5.0, retry_max: float = 600.0,
+                 on_restart: OnRestart | None = None) -> None:
         self.name = f"notify.{kind}"
         self.store = store
         self.clock = clock
@@ -64,6 +79,8 @@ class OutboxWorker:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.delivered = 0
+        self.given_up = 0
+        self.supervisor = Supervisor(self.name, self._run, self._stop, on_restart=on_restart)
 
     def wake(self) -> None:
         self._wake.set()
@@ -88,12 +105,20 @@ class OutboxWorker:
         except NotifyRetry as exc:
             delay = retry_delay(item.attempts, self.retry_initial, self.retry_max)
             log.warning("notify.retry", kind=self.kind, job_id=item.job_id, attempts=item.attempts + 1,
-                        retry_in_s=delay, error=str(exc))
-            self.store.outbox_failed(item.id, str(exc), self.clock.now() + timedelta(seconds=delay))
+                        retry_in_s=delay, error=printable(str(exc)))
+            self.store.outbox_failed(item.id, printable(str(exc)), self.clock.now() + timedelta(seconds=delay))
             return 0
         except (NotifyGiveUp, JobNotFound) as exc:
-            log.error("notify.undeliverable", kind=self.kind, job_id=item.job_id, error=str(exc))
-            self._mark(item, f"undeliverable: {exc}")
+            log.error("notify.undeliverable", kind=self.kind, job_id=item.job_id, error=printable(str(exc)))
+            self._mark(item, printable(f"undeliverable: {exc}"))
+            return 1
+        except StoreError:
+            raise                       # not this row's fault: the round ends, the row stays due
+        except Exception as exc:        # one row never stops the worker (see the module docstring)
+            error = printable(f"{type(exc).__name__}: {exc}")
+            log.error("notify.undeliverable", kind=self.kind, job_id=item.job_id,
+                      error=f"internal error: {error}", exc_info=exc)
+            self._mark(item, f"undeliverable: internal error: {error}")
             return 1
         self._mark(item, None)
         return 1
@@ -102,6 +127,8 @@ class OutboxWorker:
         self._unmarked[item.id] = error
         self.store.outbox_delivered(item.id, self.clock.now(), error=error)
         del self._unmarked[item.id]
+        if error is not None:
+            self.given_up += 1
         if error is None:
             self.delivered += 1
             log.info("notify.delivered", kind=self.kind, job_id=item.job_id)
@@ -119,10 +146,10 @@ class OutboxWorker:
             await nap(self.interval, self._wake, self._stop)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=self.name)
+        self._task = self.supervisor.start()
 
     def healthy(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._task is not None and not self._task.done() and self.supervisor.healthy()
 
     async def stop(self) -> None:
         """Notifications of jobs finishing during the drain still go out: nothing to stop yet."""

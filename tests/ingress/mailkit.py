@@ -58,13 +58,32 @@ class _SinkHandler:
         return "250 2.0.0 OK"
 
 
+class _SinkSMTP(SMTP):
+    """aiosmtpd as a smarthost: it also takes the null sender ``MAIL FROM:<>`` (aiosmtpd refuses it;
+    RFC 5321 and every real smarthost take it), which reply mail is sent with."""
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        rest = self._strip_command_keyword("FROM:", arg) if arg else None
+        if rest is not None and rest.startswith("<>") and self.session is not None \
+                and self.session.host_name and self.envelope is not None and not self.envelope.mail_from:
+            self.envelope.mail_from = "<>"
+            await self.push("250 OK")
+            return
+        await super().smtp_MAIL(arg)
+
+
+class _SinkController(Controller):
+    def factory(self) -> SMTP:
+        return _SinkSMTP(self.handler, **self.SMTP_kwargs)
+
+
 class MailSink:
     """A real aiosmtpd server in its own thread, catching reply mail; can be taken down and brought back."""
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.handler = _SinkHandler()
-        self.controller: Controller | None = None
+        self.controller: _SinkController | None = None
 
     @property
     def received(self) -> list[Received]:
@@ -72,7 +91,7 @@ class MailSink:
             return list(self.handler.received)
 
     def up(self) -> MailSink:
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self.controller = _SinkController(self.handler, hostname="127.0.0.1", port=self.port)
         self.controller.start()
         return self
 

@@ -71,7 +71,7 @@ async def test_smarthost_down_then_up_exactly_one_reply(tmp_path: Path) -> None:
         "notify.retry", "notify.mail_sent", "notify.delivered"]
     assert len(received) == 1
     got = received[0]
-    assert (got.mail_from, got.rcpt_tos) == ("fax@fax.local", ["alice@example.com"])
+    assert (got.mail_from, got.rcpt_tos) == ("<>", ["alice@example.com"])   # the null sender (issue 11)
     msg = got.message
     assert msg["Subject"] == "Fax to +15555551212 failed"
     assert (msg["X-Faxbridge-Job"], msg["X-Faxbridge-State"]) == (job_id, "failed")
