@@ -86,8 +86,42 @@ DEFAULT_ADVICE = {
 }
 
 
+SUBJECT_MAX = 120           # characters of the original Subject kept in the reply's
+
+
+def _one_line(text: str) -> str:
+    return "".join(ch for ch in " ".join(text.split()) if ch.isprintable())
+
+
+FINISHED = {JobState.DELIVERED: "Delivered", JobState.FAILED: "Ended", JobState.REJECTED: "Refused",
+            JobState.CANCELED: "Canceled"}
+
+
 def subject(job: Job) -> str:
-    return f"Fax to {job.to} {job.state.value}"
+    """``Re: Invoice 42 - fax to +1 555-555-1212 delivered`` (contract section 12), so the reply
+    threads with the mail it answers; without a Subject, ``Fax to +1 555-555-1212 delivered``."""
+    what = f"fax to {pretty_number(job.to)} {job.state.value}"
+    original = _one_line(job.subject or "")
+    while original[:3].lower() == "re:":
+        original = original[3:].lstrip()
+    if not original:
+        return what[0].upper() + what[1:]
+    if len(original) > SUBJECT_MAX:
+        original = original[: SUBJECT_MAX - 1] + "…"
+    return f"Re: {original} - {what}"
+
+
+def money(cost: float | None) -> str:
+    """Provider costs are in US dollars (Phaxio bills in cents; Openfax's credit is in dollars)."""
+    return "not known" if cost is None else f"${cost:.2f} (USD)"
+
+
+def when(at: datetime | None) -> str:
+    """A time for a person: local to this host, to the second, with its zone."""
+    if at is None:
+        return "not known"
+    local = at.astimezone()
+    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname() or local.strftime('%z')}"
 
 
 def pretty_number(e164: str) -> str:
@@ -123,17 +157,19 @@ def body(job: Job, events: Sequence[JobEvent] = ()) -> str:
         if what:
             lines += [f"What to do: {what}"]
         lines.append("")
+    pages = str(job.pages) + (" (including the cover page)" if job.meta.get("cover_page") else "")
     rows = [
         ("Number", number),
-        ("Pages", str(job.pages)),
+        ("Pages", pages),
         ("Attempts", str(job.attempts)),
         ("Duration", _duration(job.duration_s)),
-        ("Cost", "not known" if job.cost is None else f"{job.cost:.2f}"),
+        ("Cost", money(job.cost)),
+        (FINISHED.get(job.state, "Finished"), when(job.finished_at)),
         ("Document", job.document),
         ("Subject", job.subject or "(none)"),
         ("Job", job.id),
     ]
-    lines += [f"{label + ':':<10}{value}" for label, value in rows]
+    lines += [f"{label + ':':<11}{value}" for label, value in rows]
     skipped = job.meta.get("skipped") or []
     if skipped:
         lines += ["", "Not faxed from your mail:"]
@@ -170,6 +206,14 @@ def sender_problem(sender: str) -> str | None:
     return None
 
 
+def message_id(value: object) -> str | None:
+    """The original's Message-ID as a reply's In-Reply-To can carry it: ``<...>``, one line."""
+    text = _one_line(str(value or "")).strip()
+    if not text or any(ch in text for ch in " \t"):
+        return None
+    return text if text.startswith("<") and text.endswith(">") else f"<{text.strip('<>')}>"
+
+
 def reply_message_id(job: Job, from_address: str, outbox_id: int | None = None) -> str:
     """The reply's Message-ID, the same each time this reply is sent: a reply sent again after a
     crash (the smarthost took it, the daemon died before marking it) can be dropped by the receiver."""
@@ -189,10 +233,10 @@ def compose(job: Job, events: Sequence[JobEvent], *, from_address: str, now: dat
     msg["Subject"] = subject(job)
     msg["Date"] = format_datetime(now)
     msg["Message-ID"] = reply_message_id(job, from_address, outbox_id)
-    original = job.meta.get("message_id")
+    original = message_id(job.meta.get("message_id"))
     if original:
-        msg["In-Reply-To"] = str(original)
-        msg["References"] = str(original)
+        msg["In-Reply-To"] = original
+        msg["References"] = original
     msg["Auto-Submitted"] = "auto-replied"
     msg["X-Faxbridge-Job"] = job.id
     msg["X-Faxbridge-State"] = job.state.value

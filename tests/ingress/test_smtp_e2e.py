@@ -36,11 +36,12 @@ async def test_mail_in_fax_out_reply_back(tmp_path: Path) -> None:
     assert (ok.state, busy.state) == (JobState.DELIVERED, JobState.FAILED)
     assert ok.pages == 3 and ok.provider == "simulator"
     good = replies[ok.id].message
-    assert good["Subject"] == "Fax to +15555551212 delivered" and good["X-Faxbridge-State"] == "delivered"
+    assert good["Subject"] == "Re: Invoice 42 - fax to +1 555-555-1212 delivered"
+    assert good["X-Faxbridge-State"] == "delivered"
     assert good["In-Reply-To"] == "<AM0PR01MB1234@EURPRD01.prod.outlook.com>"
-    assert "Pages:    3" in good.get_content()
+    assert "Pages:     3 (including the cover page)" in good.get_content()
     bad = replies[busy.id].message
-    assert bad["Subject"] == "Fax to +15555551219 failed"
+    assert bad["Subject"] == "Re: Invoice 42 - fax to +1 555-555-1219 failed"
     assert "Reason: Busy: the line was busy on all 3 attempts" in bad.get_content()
     assert replies[ok.id].rcpt_tos == ["alice@example.com"]
 
@@ -83,4 +84,5 @@ def test_killed_between_final_state_and_reply_sends_it_once_after_restart(tmp_pa
         sink.down()
     assert len(received) == 1
     assert received[0].message["X-Faxbridge-Job"] == job["id"]
-    assert received[0].message["Subject"] == "Fax to +15555551212 delivered"
+    assert received[0].message["Subject"] == (
+        "Re: Scanned from a Xerox Multifunction Printer - fax to +1 555-555-1212 delivered")

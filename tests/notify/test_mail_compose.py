@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +29,7 @@ def job(state: JobState = JobState.DELIVERED, reason: str | None = None, **meta:
 def test_headers(state: JobState) -> None:
     msg = mail.compose(job(state, None if state is JobState.DELIVERED else "Busy: x"), [],
                        from_address="faxbridge@fax.local", now=NOW)
-    assert msg["Subject"] == f"Fax to +15555551212 {state.value}"
+    assert msg["Subject"] == f"Re: Invoice 42 - fax to +1 555-555-1212 {state.value}"
     assert msg["To"] == "alice@example.com"
     assert msg["From"] == "faxbridge <faxbridge@fax.local>"
     assert msg["In-Reply-To"] == "<orig-1@example.com>"
@@ -54,20 +56,53 @@ def test_no_message_id_no_in_reply_to() -> None:
     assert msg["In-Reply-To"] is None and msg["References"] is None
 
 
-def test_delivered_body() -> None:
-    body = mail.body(job())
-    assert body.splitlines()[:10] == [
+@pytest.fixture
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The host's time zone for the test: UTC (reply times are local to the host)."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize(("subject", "expected"), [
+    ("Invoice 42", "Re: Invoice 42 - fax to +1 555-555-1212 delivered"),
+    ("Re: RE: Invoice 42", "Re: Invoice 42 - fax to +1 555-555-1212 delivered"),
+    (None, "Fax to +1 555-555-1212 delivered"),
+    ("a\r\nBcc: x@y\x1b[2J", "Re: a Bcc: x@y[2J - fax to +1 555-555-1212 delivered"),
+    ("x" * 300, "Re: " + "x" * 119 + "… - fax to +1 555-555-1212 delivered"),
+], ids=["plain", "re-re", "none", "control-characters", "long"])
+def test_subject_carries_the_original(subject: str | None, expected: str) -> None:
+    assert mail.subject(replace(job(), subject=subject)) == expected
+
+
+@pytest.mark.parametrize(("stored", "header"), [
+    ("<orig-1@example.com>", "<orig-1@example.com>"),
+    ("orig-2@example.com", "<orig-2@example.com>"),
+    ("<a@b>\r\nBcc: x", None),
+], ids=["bracketed", "bare", "injected"])
+def test_in_reply_to_whenever_the_original_had_a_message_id(stored: str, header: str | None) -> None:
+    msg = mail.compose(job(message_id=stored), [], from_address="faxbridge@fax.local", now=NOW)
+    assert msg["In-Reply-To"] == header and msg["References"] == header
+
+
+def test_delivered_body(utc: None) -> None:
+    body = mail.body(job(cover_page=True))
+    assert body.splitlines()[:11] == [
         "Your fax to +1 555-555-1212 was delivered.",
         "",
-        "Number:   +1 555-555-1212",
-        "Pages:    3",
-        "Attempts: 1",
-        "Duration: 48 s",
-        "Cost:     0.21",
-        "Document: invoice.pdf",
-        "Subject:  Invoice 42",
-        "Job:      01JABCDEFGHJKMNPQRSTVWXYZ0",
+        "Number:    +1 555-555-1212",
+        "Pages:     3 (including the cover page)",
+        "Attempts:  1",
+        "Duration:  48 s",
+        "Cost:      $0.21 (USD)",
+        "Delivered: 2026-11-22 10:01:10 UTC",
+        "Document:  invoice.pdf",
+        "Subject:   Invoice 42",
+        "Job:       01JABCDEFGHJKMNPQRSTVWXYZ0",
     ]
+    assert "Pages:     3\n" in mail.body(job())            # no cover page: just the pages
 
 
 @pytest.mark.parametrize(("reason", "advice"), [
@@ -84,7 +119,7 @@ def test_failed_body_says_why_and_what_to_do(reason: str, advice: str) -> None:
     lines = mail.body(job(JobState.FAILED, reason)).splitlines()
     assert lines[:4] == ["Your fax to +1 555-555-1212 could not be delivered.", "", f"Reason: {reason}",
                          f"What to do: {advice}"]
-    assert "Attempts: 3" in lines
+    assert "Attempts:  3" in lines
 
 
 def test_rejected_after_250_and_skipped_parts_listed() -> None:
@@ -95,7 +130,7 @@ def test_rejected_after_250_and_skipped_parts_listed() -> None:
     assert text.startswith("Your fax to +1 555-555-1212 was not sent: it was refused.\n\nReason: Document conversion "
                            "failed: the provider could not convert the document\nWhat to do: Save the document as a "
                            "PDF and send the mail again.\n")
-    assert "Duration: not known\nCost:     not known\n" in text
+    assert "Duration:  not known\nCost:      not known\n" in text
     assert ("Not faxed from your mail:\n  - logo.png: an image the mail's HTML shows inline (such as a signature "
             "logo); not faxed\n") in text
 

@@ -73,7 +73,7 @@ async def test_smarthost_down_then_up_exactly_one_reply(tmp_path: Path) -> None:
     got = received[0]
     assert (got.mail_from, got.rcpt_tos) == ("<>", ["alice@example.com"])   # the null sender (issue 11)
     msg = got.message
-    assert msg["Subject"] == "Fax to +15555551212 failed"
+    assert msg["Subject"] == "Re: Hello - fax to +1 555-555-1212 failed"
     assert (msg["X-Faxbridge-Job"], msg["X-Faxbridge-State"]) == (job_id, "failed")
     assert msg["In-Reply-To"] == msg["References"] == "<m1@example.com>"
     assert msg["Auto-Submitted"] == "auto-replied"
