@@ -41,6 +41,7 @@ from faxbridge.reload import plan as reload_plan
 from faxbridge.runtime import Builder, Component, Runtime
 from faxbridge.sdnotify import Notifier
 from faxbridge.simulator import Simulator, SimulatorServer, credentials
+from faxbridge.statelock import LOCK_NAME, is_served
 from faxbridge.states import Policy, Recovered
 from faxbridge.store import Store, new_job_id
 from faxbridge.tracker import Tracker
@@ -113,15 +114,12 @@ SIMULATOR_URL_FILE = "simulator.url"
 
 def running_simulator_url(state_dir: Path) -> str | None:
     """The URL of the built-in simulator of the daemon serving ``state_dir``; None when no daemon does."""
+    if not is_served(state_dir):
+        return None
     try:
-        with open(state_dir / "faxbridge.lock") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return (state_dir / SIMULATOR_URL_FILE).read_text().strip() or None
+        return (state_dir / SIMULATOR_URL_FILE).read_text().strip() or None
     except FileNotFoundError:
-        pass
-    return None
+        return None
 
 
 @asynccontextmanager
@@ -163,7 +161,7 @@ async def open_provider(cfg: Config, metrics: Metrics | None = None, *,
 def lock_state_dir(state_dir: Path) -> IO[str]:
     """Hold an exclusive lock on the state dir for the daemon's life: one daemon per store."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(state_dir / "faxbridge.lock", "a+")  # noqa: SIM115 - held open on purpose
+    handle = open(state_dir / LOCK_NAME, "a+")  # noqa: SIM115 - held open on purpose
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:

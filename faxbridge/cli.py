@@ -32,6 +32,7 @@ from faxbridge.errors import (
 )
 from faxbridge.jobview import JOBS_HEADER, job_line, job_object, job_text
 from faxbridge.models import FaxOptions, InputFile, JobState, NewJob, Resolution, Source
+from faxbridge.statelock import has_store, is_served
 from faxbridge.states import CancelRequested, Ignore, Outcome, RetryRequested
 from faxbridge.store import Store
 from faxbridge.workflow import advance
@@ -67,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("files", nargs="+", type=Path, metavar="FILE", help="PDF, image or text files, in order")
     j = cmd("jobs", "list jobs, newest first")
     j.add_argument("--state", choices=[s.value for s in JobState])
-    j.add_argument("--limit", type=int, default=None, help="at most this many")
+    j.add_argument("--limit", type=_positive, default=None, metavar="N", help="show at most N jobs (newest first)")
     j.add_argument("--json", action="store_true", help="one job object per line")
     one = cmd("job", "one job with its history")
     one.add_argument("id")
@@ -82,6 +83,28 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--openfax-postback", metavar="URL", help="where to post Openfax postbacks")
     sim.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _no_store(cfg: Config) -> str:
+    return (f"no job store in {cfg.state_dir}: no daemon has run with this configuration here "
+            "(check -c / $FAXBRIDGE_CONFIG, or the folder you run this from)")
+
+
+def _existing_store(cfg: Config) -> Store:
+    """The store for commands that only look or act on jobs: never made anew where none is."""
+    if not has_store(cfg.state_dir):
+        raise FaxbridgeError(_no_store(cfg))
+    return _store(cfg)
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -151,11 +174,20 @@ def cmd_send(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(job.id)
+    if not is_served(cfg.state_dir):
+        print(f"faxbridge: note: no daemon serves {cfg.state_dir} now; the fax is sent once "
+              "`faxbridge run` is started with this configuration", file=sys.stderr)
     return EXIT_OK
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    store = _store(_load(args))
+    cfg = _load(args)
+    if not has_store(cfg.state_dir):
+        print(f"faxbridge: note: {_no_store(cfg)}", file=sys.stderr)
+        if not args.json:
+            print(JOBS_HEADER)
+        return EXIT_OK
+    store = _store(cfg)
     try:
         jobs = store.jobs(JobState(args.state) if args.state else None, args.limit)
     finally:
@@ -171,7 +203,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_job(args: argparse.Namespace) -> int:
-    store = _store(_load(args))
+    store = _existing_store(_load(args))
     try:
         job = store.get(args.id)
         events = store.events(job.id)
@@ -183,7 +215,7 @@ def cmd_job(args: argparse.Namespace) -> int:
 
 def _operator(args: argparse.Namespace, outcome: Outcome, done: str) -> int:
     cfg = _load(args)
-    store = _store(cfg)
+    store = _existing_store(cfg)
     try:
         job = store.get(args.id)
         from faxbridge.app import policy_of
@@ -274,7 +306,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return EXIT_USAGE
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # the reader went away (`faxbridge jobs | head -1`): nothing more to say to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except ConfigError as exc:
         return fail(exc.problems, EXIT_USAGE)
     except (UsageError, InputError) as exc:

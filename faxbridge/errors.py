@@ -76,9 +76,13 @@ class StoreBusy(StoreError):
 
 
 class JobNotFound(StoreError):
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, matches: int = 0) -> None:
         self.job_id = job_id
-        super().__init__(f"no job with id {job_id}")
+        self.matches = matches
+        if matches > 1:
+            super().__init__(f"{job_id} is ambiguous: {matches} jobs start with it; give more of the id")
+        else:
+            super().__init__(f"no job with id {job_id}")
 
 
 class DuplicateJob(FaxbridgeError):

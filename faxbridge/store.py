@@ -518,13 +518,16 @@ class Store:
     def get(self, job_id: str) -> Job:
         with _translate():
             row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None and 4 <= len(job_id) < 26:
+            matches = 0
+            if row is None and 4 <= len(job_id) < 26 and job_id.isalnum():
                 rows = self._db.execute(
                     "SELECT * FROM jobs WHERE id LIKE ? LIMIT 2", (job_id.upper() + "%",)
                 ).fetchall()
+                matches = len(rows) if len(rows) < 2 else int(self._db.execute(
+                    "SELECT count(*) FROM jobs WHERE id LIKE ?", (job_id.upper() + "%",)).fetchone()[0])
                 row = rows[0] if len(rows) == 1 else None
         if row is None:
-            raise JobNotFound(job_id)
+            raise JobNotFound(job_id, matches)
         return self._job(row)
 
     def jobs(self, state: JobState | None = None, limit: int | None = None) -> list[Job]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +156,8 @@ def test_cancel_and_retry(capsys: pytest.CaptureFixture[str], config: Path, tmp_
     assert code == 1 and "only failed or canceled" in err
 
 
-def test_unknown_job_is_a_runtime_error(capsys: pytest.CaptureFixture[str], config: Path) -> None:
+def test_unknown_job_is_a_runtime_error(capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path) -> None:
+    send(capsys, config, "15555551212", make_pdf(tmp_path / "a.pdf"))
     code, _, err = run(capsys, "job", "-c", str(config), "01ZZZZZZZZZZZZZZZZZZZZZZZZ")
     assert code == 1 and err.strip() == "faxbridge: error: no job with id 01ZZZZZZZZZZZZZZZZZZZZZZZZ"
 
@@ -203,3 +206,60 @@ def test_a_second_daemon_on_the_same_state_dir_is_refused(tmp_path: Path) -> Non
         assert line["event"] == "daemon.failed" and "another faxbridge daemon is running" in line["error"]
     finally:
         assert first.stop() == 0
+
+
+def test_a_folder_no_daemon_has_used_is_named_not_made(capsys: pytest.CaptureFixture[str], config: Path,
+                                                          tmp_path: Path) -> None:
+    state = tmp_path / "var"
+    code, out, err = run(capsys, "jobs", "-c", str(config))
+    assert code == 0 and out.splitlines()[0].startswith("ID")
+    assert err.strip() == (f"faxbridge: note: no job store in {state}: no daemon has run with this configuration "
+                           "here (check -c / $FAXBRIDGE_CONFIG, or the folder you run this from)")
+    code, _, err = run(capsys, "job", "-c", str(config), "01JABCDEF")
+    assert code == 1 and err.startswith(f"faxbridge: error: no job store in {state}:")
+    assert not state.exists()                               # looking made nothing
+
+
+def test_send_says_when_no_daemon_serves_the_folder(capsys: pytest.CaptureFixture[str], config: Path,
+                                                      tmp_path: Path) -> None:
+    code, out, err = run(capsys, "send", "-c", str(config), "--to", "15555551212", str(make_pdf(tmp_path / "a.pdf")))
+    assert code == 0 and len(out.strip()) == 26             # the job id alone on stdout
+    assert err.strip() == (f"faxbridge: note: no daemon serves {tmp_path / 'var'} now; the fax is sent once "
+                           "`faxbridge run` is started with this configuration")
+
+
+def test_an_ambiguous_id_prefix_says_so(capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path) -> None:
+    doc = make_pdf(tmp_path / "a.pdf")
+    first, second = send(capsys, config, "15555551212", doc), send(capsys, config, "15555551212", doc)
+    common = next(i for i in range(26) if first[i] != second[i])
+    assert common >= 4                                      # ULIDs made moments apart share their time part
+    prefix = first[:common]
+    code, _, err = run(capsys, "job", "-c", str(config), prefix)
+    assert code == 1
+    assert err.strip() == f"faxbridge: error: {prefix} is ambiguous: 2 jobs start with it; give more of the id"
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "ten"])
+def test_jobs_limit_is_checked(capsys: pytest.CaptureFixture[str], config: Path, value: str) -> None:
+    code, _, err = run(capsys, "jobs", "-c", str(config), "--limit", value)
+    assert code == 2
+    assert f"expected a whole number of at least 1, got {value!r}" in err
+
+
+def test_jobs_into_a_closed_pipe_ends_quietly(config: Path, tmp_path: Path) -> None:
+    """`faxbridge jobs | head -1`: the reader leaves early; no "Broken pipe" traceback, exit 0."""
+    store = Store(tmp_path / "var", "simulator")
+    try:
+        from faxbridge.clock import SystemClock
+        from faxbridge.intake import accept
+        from faxbridge.models import InputFile, NewJob, Source
+        doc = make_pdf(tmp_path / "a.pdf")
+        for _ in range(1000):                                 # more than a pipe holds (64 KiB)
+            accept(store, SystemClock(), NewJob(source=Source.CLI, to="+15555551212", document="a.pdf"),
+                   [InputFile("a.pdf", doc)], max_pages=10)
+    finally:
+        store.close()
+    shell = f"{sys.executable} -m faxbridge jobs -c {config} | head -1; exit ${{PIPESTATUS[0]}}"
+    r = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60, check=False)
+    assert r.stdout.startswith("ID") and len(r.stdout.splitlines()) == 1
+    assert r.returncode == 0 and "Traceback" not in r.stderr and "Broken pipe" not in r.stderr, r.stderr
