@@ -136,10 +136,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, daemon.reload)
-        await daemon.run(stop)
+        greet = asyncio.create_task(_greet(daemon.ready, cfg)) if sys.stderr.isatty() else None
+        try:
+            await daemon.run(stop)
+        finally:
+            if greet is not None:
+                greet.cancel()
 
     asyncio.run(main())
     return EXIT_OK
+
+
+async def _greet(ready: asyncio.Event, cfg: Config) -> None:
+    """On a terminal: a short summary in words once the daemon is ready (faxbridge.welcome)."""
+    from faxbridge.welcome import ready_lines
+
+    await ready.wait()
+    print("\n".join(ready_lines(cfg)), file=sys.stderr, flush=True)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
