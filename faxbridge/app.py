@@ -94,7 +94,8 @@ def build_provider(cfg: Config, client: httpx.AsyncClient, simulator_url: str | 
             raise FaxbridgeError("the built-in simulator is not running")
         # The default path runs the real Phaxio adapter over real HTTP.
         phaxio = PhaxioProvider(client, base_url=simulator_url + "/v2.1", api_key=credentials.PHAXIO_API_KEY,
-                                api_secret=credentials.PHAXIO_API_SECRET, header_text=p.phaxio.header_text)
+                                api_secret=credentials.PHAXIO_API_SECRET, header_text=p.phaxio.header_text,
+                                label="the simulator")
         phaxio.name = "simulator"
         return phaxio
     raise FaxbridgeError(f"provider.kind: unknown provider {p.kind!r}")

@@ -101,8 +101,9 @@ def _timestamp(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def fax_update(fax: Mapping[str, Any]) -> StatusUpdate:
-    """A Phaxio fax object (GET /faxes/{id}, a list row, a callback's ``fax``) → StatusUpdate."""
+def fax_update(fax: Mapping[str, Any], label: str = "Phaxio") -> StatusUpdate:
+    """A Phaxio fax object (GET /faxes/{id}, a list row, a callback's ``fax``) → StatusUpdate;
+    ``label`` names the provider in the reason's words."""
     recipient = _pick_recipient(fax)
     kind, error_id, message = _error_fields(recipient)
     if not (kind or error_id or message):
@@ -111,7 +112,7 @@ def fax_update(fax: Mapping[str, Any]) -> StatusUpdate:
     retry = as_int(recipient.get("retry_count"))
     dialed = recipient.get("status") is not None or status not in ("", "queued", "pendingbatch")
     attempts = retry + 1 if retry is not None and dialed else None
-    verdict = phaxio_verdict(status, kind, error_id, message, attempts)
+    verdict = phaxio_verdict(status, kind, error_id, message, attempts, label)
     cents = as_float(fax.get("cost"))
     tags = fax.get("tags") if isinstance(fax.get("tags"), Mapping) else {}
     job = tags.get(JOB_TAG) if tags else None
@@ -140,7 +141,7 @@ def _truthy(value: str | None) -> bool | None:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
-def parse_callback(fields: Mapping[str, str]) -> StatusUpdate | None:
+def parse_callback(fields: Mapping[str, str], label: str = "Phaxio") -> StatusUpdate | None:
     """A Phaxio send callback's non-file fields → StatusUpdate, or None for in-flight events
     and for anything that is not about a sent fax. Raises ValueError for a malformed ``fax``."""
     event = (fields.get("event_type") or "").strip()
@@ -162,7 +163,7 @@ def parse_callback(fields: Mapping[str, str]) -> StatusUpdate | None:
         ok = _truthy(fields.get("success"))  # v2: the top-level success flag
         if ok is not None:
             fax = {**fax, "status": "success" if ok else "failure"}
-    return fax_update(fax)
+    return fax_update(fax, label)
 
 
 def signature(token: str, url: str, fields: Mapping[str, str], files: Sequence[tuple[str, bytes]]) -> str:
@@ -208,7 +209,9 @@ class PhaxioProvider:
         single_budget: int = 3,
         list_lag_s: float = 120.0,
         recheck_s: float = 300.0,
+        label: str = "Phaxio",
     ) -> None:
+        self.label = label           # who speaks, in the reasons' words ("the simulator" for the built-in one)
         self._client = client
         self._base = base_url.rstrip("/")
         self._secrets = (api_key, api_secret)
@@ -324,7 +327,7 @@ class PhaxioProvider:
             raise TransientProviderError(
                 "Phaxio sent a fax reply without data", provider=NAME, code="no_data"
             )
-        return fax_update(fax)
+        return fax_update(fax, self.label)
 
     async def _list(self, params: dict[str, str | int], counter: list[int]) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -375,7 +378,7 @@ class PhaxioProvider:
             for row in rows:
                 fax_id = str(as_int(row.get("id")))
                 if fax_id in by_id:
-                    found[fax_id] = fax_update(row)
+                    found[fax_id] = fax_update(row, self.label)
         stamp = now.timestamp()
         overdue = [
             p for p in pending

@@ -227,14 +227,16 @@ _CREDIT_WORDS = ("insufficient", "funds", "credit", "balance")
 
 
 def phaxio_failure(
-    error_type: str | None, error_id: int | None, message: str | None, attempts: int | None
+    error_type: str | None, error_id: int | None, message: str | None, attempts: int | None,
+    label: str = "Phaxio",
 ) -> Verdict:
-    """Why a Phaxio fax failed, from its (recipient's) error fields."""
+    """Why a Phaxio fax failed, from its (recipient's) error fields. ``label`` names who said it
+    in the words (the built-in simulator speaks Phaxio's protocol but is not Phaxio)."""
     failed = FaxOutcome.FAILED
     kind = (error_type or "").strip()
     text = " ".join((message or "").split())
     low = text.lower()
-    said = f" (Phaxio: {text})" if text else ""
+    said = f" ({label}: {text})" if text else ""
     if error_id in _BUSY_IDS or "busy" in low:
         return Verdict(failed, busy(attempts), True)
     if error_id in _NO_ANSWER_IDS or "no answer" in low or "ring timeout" in low:
@@ -251,9 +253,9 @@ def phaxio_failure(
     if error_id in _BAD_NUMBER_IDS or any(w in low for w in _BAD_NUMBER_WORDS):
         return Verdict(failed, bad_number((text or "the number cannot be reached").rstrip(".")), False)
     if kind == "documentConversionError":
-        return Verdict(failed, doc_conversion(f"Phaxio could not read or convert the document{said}"), False)
+        return Verdict(failed, doc_conversion(f"{label} could not read or convert the document{said}"), False)
     if any(w in low for w in _CREDIT_WORDS):
-        return Verdict(failed, insufficient_credit(f"Phaxio refused to send{said}"), True)
+        return Verdict(failed, insufficient_credit(f"{label} refused to send{said}"), True)
     if kind == "lineError":
         return Verdict(
             failed, f"Line error: the call could not be completed {on_attempts(attempts)}{said}", True
@@ -261,10 +263,11 @@ def phaxio_failure(
     if kind == "faxError":
         return Verdict(failed, f"Fax error: the fax machines could not complete the exchange{said}", True)
     if kind == "fatalError":
-        return Verdict(failed, f"Fatal error: Phaxio cannot send this fax{said}", False)
+        return Verdict(failed, f"Fatal error: {label} cannot send this fax{said}", False)
     if kind == "generalError":
-        return Verdict(failed, f"Phaxio error: the fax was not sent{said}", True)
-    return Verdict(failed, f"Failed: {text}" if text else "Failed: Phaxio gave no reason", True)
+        title = label.removeprefix("the ").capitalize() if label.startswith("the ") else label
+        return Verdict(failed, f"{title} error: the fax was not sent{said}", True)
+    return Verdict(failed, f"Failed: {text}" if text else f"Failed: {label} gave no reason", True)
 
 
 def phaxio_verdict(
@@ -273,16 +276,17 @@ def phaxio_verdict(
     error_id: int | None,
     message: str | None,
     attempts: int | None,
+    label: str = "Phaxio",
 ) -> Verdict:
     word = (status or "").strip().lower()
     if word == "success":
         return Verdict(FaxOutcome.DELIVERED)
     if word == "partialsuccess":
         # One recipient per fax here, so this should not happen; some recipients got it.
-        note = phaxio_failure(error_type, error_id, message, attempts).reason
+        note = phaxio_failure(error_type, error_id, message, attempts, label).reason
         return Verdict(FaxOutcome.DELIVERED, f"Partly delivered: some recipients did not get it: {note}")
     if word == "failure":
-        return phaxio_failure(error_type, error_id, message, attempts)
+        return phaxio_failure(error_type, error_id, message, attempts, label)
     if word in _PHAXIO_CANCELED:
         return Verdict(FaxOutcome.CANCELED, CANCELED)
     return Verdict(FaxOutcome.PENDING)

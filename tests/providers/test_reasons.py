@@ -148,3 +148,15 @@ def test_phaxio_duration_is_seconds_from_creation_to_completion() -> None:
     assert update.duration_s == 48.0 and update.cost == 0.07
     assert fax_update({**fax, "completed_at": None}).duration_s is None
     assert fax_update({**fax, "created_at": 1636061310, "completed_at": 1636061358}).duration_s == 48.0
+
+
+@pytest.mark.parametrize(("error_type", "message", "words"), [
+    ("generalError", "User requested simulated generalError",
+     "Simulator error: the fax was not sent (the simulator: User requested simulated generalError)"),
+    ("documentConversionError", None, "Document conversion failed: the simulator could not read or convert"),
+    (None, None, "Failed: the simulator gave no reason"),
+], ids=["general", "conversion", "no-reason"])
+def test_the_built_in_simulator_is_not_called_phaxio(error_type: str | None, message: str | None,
+                                                     words: str) -> None:
+    reason = phaxio_verdict("failure", error_type, None, message, 1, "the simulator").reason
+    assert reason is not None and reason.startswith(words) and "Phaxio" not in reason
