@@ -35,6 +35,12 @@ class Policy:
     retry_max: float = 300.0
     reconcile_grace: float = 60.0
     max_recoveries: int = 5
+    unknown_grace: float = 3600.0    # a fax the provider says it has no record of ends the job after this
+
+
+HOLD_UNKNOWN = "unknown"
+"""``hold`` of a submitted job whose fax the provider says it has no record of; ``next_attempt_at``
+is then when the job is given up (ended failed) unless the fax shows up again."""
 
 
 # ---- outcomes: what happened to a job -------------------------------------------------
@@ -100,6 +106,13 @@ class RetryRequested:
 
 
 @dataclass(frozen=True)
+class Unknown:
+    """The provider says it has no record of the job's fax (a 404, absent from its records)."""
+
+    provider_id: str
+
+
+@dataclass(frozen=True)
 class Rejected:
     """Intake refused the job after it was stored (e.g. its document turned out unreadable)."""
 
@@ -108,7 +121,7 @@ class Rejected:
 
 Outcome = (
     Prepared | Claimed | Accepted | SubmitFailed | Status | Recovered | Reconciled
-    | CancelRequested | CancelFailed | RetryRequested | Rejected
+    | CancelRequested | CancelFailed | RetryRequested | Rejected | Unknown
 )
 
 
@@ -314,6 +327,8 @@ def decide(job: Job, outcome: Outcome, now: datetime, policy: Policy) -> Decisio
                     {"provider_id": u.provider_id, "submitted_at": now, "hold": None,
                      "next_attempt_at": None},
                 )
+            if job.hold == HOLD_UNKNOWN:
+                changes.update({"hold": None, "next_attempt_at": None})   # it is known again
             if u.attempts is not None and u.attempts != job.attempts:
                 changes["attempts"] = u.attempts
             if u.outcome is FaxOutcome.ATTENTION and u.reason and u.reason != job.reason:
@@ -322,9 +337,31 @@ def decide(job: Job, outcome: Outcome, now: datetime, policy: Policy) -> Decisio
                 return Transition(s, "job.progress", job.reason, changes)
             return Ignore("no news")
 
+        case Unknown(provider_id=pid):
+            if s is not JobState.SUBMITTED or job.provider_id != pid:
+                return Ignore(f"job is {s.value} with fax {job.provider_id}")
+            if job.hold != HOLD_UNKNOWN or job.next_attempt_at is None:
+                until = _at(now, policy.unknown_grace)
+                return Transition(
+                    s, "job.provider_unknown",
+                    f"the provider has no record of fax {pid}; it is given up at {until:%Y-%m-%d %H:%M} UTC "
+                    "unless it shows up again (`faxbridge retry` or `cancel` act on it now)",
+                    {"hold": HOLD_UNKNOWN, "next_attempt_at": until})
+            if now < job.next_attempt_at:
+                return Ignore("the provider still has no record; waiting")
+            return Transition(
+                JobState.FAILED, "job.failed",
+                f"the provider has no record of fax {pid}: it was lost at the provider; "
+                "`faxbridge retry` sends it again",
+                {"finished_at": now, "hold": None, "next_attempt_at": None})
+
         case CancelRequested(by=by):
             if s.final:
                 return Ignore(f"job is already {s.value}", refused=True)
+            if s is JobState.SUBMITTED and job.hold == HOLD_UNKNOWN:
+                return Transition(JobState.CANCELED, "job.canceled",
+                                  f"canceled by {by} (the provider had no record of fax {job.provider_id})",
+                                  {"finished_at": now, "next_attempt_at": None, "hold": None})
             if s in (JobState.RECEIVED, JobState.QUEUED):
                 return Transition(JobState.CANCELED, "job.canceled", f"canceled by {by}",
                                   {"finished_at": now, "next_attempt_at": None})
@@ -338,9 +375,10 @@ def decide(job: Job, outcome: Outcome, now: datetime, policy: Policy) -> Decisio
             return Transition(s, "job.cancel_failed", f"cannot cancel: {reason}", {"cancel_requested": False})
 
         case RetryRequested(by=by):
-            if s not in (JobState.FAILED, JobState.CANCELED):
-                return Ignore(f"only failed or canceled jobs can be retried; this one is {s.value}",
-                              refused=True)
+            stuck = s is JobState.SUBMITTED and job.hold == HOLD_UNKNOWN
+            if s not in (JobState.FAILED, JobState.CANCELED) and not stuck:
+                return Ignore(f"only failed or canceled jobs, or one whose fax the provider has no record of, "
+                              f"can be retried; this one is {s.value}", refused=True)
             return Transition(
                 JobState.QUEUED, "job.retry", f"sent again by {by}",
                 {"submit_tries": 0, "provider_id": None, "callback_url": None, "hold": None,

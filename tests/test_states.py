@@ -25,13 +25,15 @@ from faxbridge.states import (
     Status,
     SubmitFailed,
     Transition,
+    Unknown,
     backoff,
     decide,
     unknown_because,
 )
 
 NOW = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
-POLICY = Policy(submit_retries=3, retry_initial=2.0, retry_max=60.0, reconcile_grace=60.0, max_recoveries=2)
+POLICY = Policy(submit_retries=3, retry_initial=2.0, retry_max=60.0, reconcile_grace=60.0, max_recoveries=2,
+                unknown_grace=3600.0)
 S = JobState
 
 
@@ -51,6 +53,7 @@ def update(outcome: FaxOutcome, **kw: Any) -> Status:
 
 
 HELD = {"hold": "reconcile", "submit_started_at": NOW - timedelta(minutes=2)}
+GONE = {"hold": "unknown", "next_attempt_at": NOW - timedelta(seconds=1)}
 HELD_FRESH = {"hold": "reconcile", "submit_started_at": NOW - timedelta(seconds=5)}
 
 # (id, job, outcome, expected state, expected event, reason contains, changes that must be set)
@@ -117,6 +120,19 @@ CHANGES: list[tuple[str, Job, Outcome, JobState, str, str | None, dict[str, Any]
     ("failed+retry", job(S.FAILED, provider_id="42", submit_tries=2), RetryRequested(), S.QUEUED, "job.retry",
      "sent again", {"provider_id": None, "submit_tries": 0, "next_attempt_at": NOW}),
     ("canceled+retry", job(S.CANCELED), RetryRequested(), S.QUEUED, "job.retry", "sent again", {}),
+    # a fax the provider says it has no record of: held, then given up; cancel and retry act on it
+    ("submitted+unknown", job(S.SUBMITTED, provider_id="42"), Unknown("42"), S.SUBMITTED, "job.provider_unknown",
+     "the provider has no record of fax 42", {"hold": "unknown", "next_attempt_at": NOW + timedelta(hours=1)}),
+    ("unknown+unknown-after-grace", job(S.SUBMITTED, provider_id="42", **GONE), Unknown("42"), S.FAILED,
+     "job.failed", "the provider has no record of fax 42: it was lost at the provider; `faxbridge retry`",
+     {"hold": None}),
+    ("unknown+status-again", job(S.SUBMITTED, provider_id="42", attempts=1, **GONE),
+     update(FaxOutcome.PENDING, attempts=2), S.SUBMITTED, "job.progress", None,
+     {"hold": None, "next_attempt_at": None}),
+    ("unknown+cancel", job(S.SUBMITTED, provider_id="42", **GONE), CancelRequested(), S.CANCELED, "job.canceled",
+     "canceled by the operator (the provider had no record of fax 42)", {"hold": None}),
+    ("unknown+retry", job(S.SUBMITTED, provider_id="42", **GONE), RetryRequested(), S.QUEUED, "job.retry",
+     "sent again", {"provider_id": None, "hold": None}),
 ]
 
 IGNORED: list[tuple[str, Job, Outcome, bool]] = [
@@ -138,6 +154,11 @@ IGNORED: list[tuple[str, Job, Outcome, bool]] = [
     ("delivered+retry", job(S.DELIVERED), RetryRequested(), True),
     ("rejected+retry", job(S.REJECTED), RetryRequested(), True),
     ("queued+retry", job(S.QUEUED), RetryRequested(), True),
+    ("submitted+retry", job(S.SUBMITTED, provider_id="42"), RetryRequested(), True),
+    ("unknown-in-grace", job(S.SUBMITTED, provider_id="42", hold="unknown", next_attempt_at=NOW + timedelta(1)),
+     Unknown("42"), False),
+    ("unknown-other-fax", job(S.SUBMITTED, provider_id="43"), Unknown("42"), False),
+    ("queued+unknown", job(S.QUEUED), Unknown("42"), False),
 ]
 
 
