@@ -33,7 +33,6 @@ from faxbridge.errors import FaxbridgeError
 from faxbridge.logs import register_secrets
 from faxbridge.models import Job
 from faxbridge.runtime import Runtime
-from faxbridge.simulator import credentials
 from faxbridge.simulator.server import bind
 from faxbridge.store import Store
 from faxbridge.web import WebContext, build_app
@@ -208,8 +207,11 @@ def build_webserver(rt: Runtime) -> WebServer | None:
         base = server.local_url if kind == "simulator" else public
         return f"{base}/webhooks/phaxio?job={job.id}"
 
-    phaxio_token = {"phaxio": cfg.provider.phaxio.callback_token,
-                    "simulator": credentials.PHAXIO_CALLBACK_TOKEN}.get(kind)
+    # The built-in simulator signs with a token of its own, learnt here in-process.
+    simulated = rt.simulator.callback_token if rt.simulator is not None else None
+    if simulated:
+        register_secrets([simulated])
+    phaxio_token = {"phaxio": cfg.provider.phaxio.callback_token, "simulator": simulated}.get(kind)
     if phaxio_token:
         rt.dispatcher.callback_url = callback_for
     token = webhook_token(cfg, rt.store)

@@ -42,10 +42,13 @@ class _Runtime:
 
 
 class Simulator:
-    def __init__(self, speed: float = 10.0, *, clock: Clock | None = None) -> None:
+    def __init__(self, speed: float = 10.0, *, clock: Clock | None = None,
+                 callback_token: str | None = None) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
         self.speed = float(speed)
+        # Phaxio callbacks are signed with it: a secret of this simulator (credentials.callback_token).
+        self.callback_token = credentials.callback_token(callback_token)
         self.clock: Clock = clock or SystemClock()
         self.faults = FaultQueue()
         self.openfax_postback: PostbackTarget | None = None
@@ -167,7 +170,7 @@ class Simulator:
             if not fax.callback_url:
                 return None
             fields = callback_fields(fax)
-            signature = phaxio_signature(credentials.PHAXIO_CALLBACK_TOKEN, fax.callback_url, fields)
+            signature = phaxio_signature(self.callback_token, fax.callback_url, fields)
             return Notification(key, fax.callback_url, "POST", fields, True, signature)
         target = self.openfax_postback
         if target is None:

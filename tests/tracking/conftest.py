@@ -27,10 +27,10 @@ def settings(tmp: Path, *, web: bool = True, **provider: Any) -> dict[str, Any]:
     return s
 
 
-def phaxio_at(base: str) -> dict[str, Any]:
+def phaxio_at(base: str, sim: Simulator) -> dict[str, Any]:
     return {"kind": "phaxio", "phaxio": {"base_url": base + "/v2.1", "api_key": credentials.PHAXIO_API_KEY,
                                          "api_secret": credentials.PHAXIO_API_SECRET,
-                                         "callback_token": credentials.PHAXIO_CALLBACK_TOKEN}}
+                                         "callback_token": sim.callback_token}}
 
 
 def openfax_at(base: str, **extra: Any) -> dict[str, Any]:
