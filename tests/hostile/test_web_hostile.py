@@ -16,8 +16,25 @@ from typing import Any
 import httpx
 import pytest
 
+from faxbridge import logs
+from faxbridge.simulator import credentials, phaxio_signature
+from faxbridge.simulator.webhooks import encode_multipart
 from tests.conftest import free_port, wait_until
 from tests.support import DaemonProcess, base_settings, write_config
+from tests.tracking import conftest as tracking
+from tests.tracking.conftest import Start, settings
+from tests.tracking.helpers import (
+    callback_fields,
+    callback_token,
+    fax_now,
+    parts,
+    post_callback,
+    queue,
+    wait_job,
+    web_url,
+)
+
+start = tracking.start          # the in-process daemon fixture of the tracking tests
 
 CHUNK = 64 * 1024
 
@@ -205,3 +222,105 @@ def test_a_stalled_body_is_dropped_after_the_read_timeout(daemon: tuple[DaemonPr
                      b"Content-Type: application/x-www-form-urlencoded\r\n\r\nfax=")
         wait_until(lambda: closed_without_answer(sock), timeout=60, what="the stalled body dropped")
     healthy(base)
+
+
+# ---- finding 15: malformed webhooks get 4xx, never 500 ----------------------------------------------
+
+
+def deep(n: int) -> str:
+    return "[" * n + "]" * n
+
+
+MALFORMED_CASES = [
+    # (id, fields, content type override, expected status, expected result)
+    ("deep-json-list", {"fax": "[" * 500_000, "event_type": "fax_completed"}, None, 400, "malformed"),
+    ("deep-json-closed", {"fax": deep(200_000), "event_type": "fax_completed"}, None, 400, "malformed"),
+    ("deep-json-object", {"fax": '{"id":' * 100_000, "event_type": "fax_completed"}, None, 400, "malformed"),
+    ("invalid-json", {"fax": "{not json", "event_type": "fax_completed"}, None, 400, "malformed"),
+    ("missing-fax", {"event_type": "fax_completed", "success": "true"}, None, 400, "malformed"),
+    ("id-not-a-number", {"fax": '{"id": "abc", "status": "success"}'}, None, 400, "malformed"),
+    ("id-infinite", {"fax": '{"id": 1e999, "status": "success"}'}, None, 400, "malformed"),
+    ("id-huge-string", {"fax": '{"id": "' + "9" * 5000 + '", "status": "success"}'}, None, 400, "malformed"),
+    ("fax-a-list", {"fax": "[1, 2, 3]", "event_type": "fax_completed"}, None, 400, "malformed"),
+    ("no-boundary", {"fax": "{}"}, "multipart/form-data", 400, "malformed"),
+    ("too-many-fields", {f"f{i}": "x" for i in range(300)}, "application/x-www-form-urlencoded", 400, "malformed"),
+]
+
+
+def error_lines(lines: list[str]) -> list[str]:
+    return [line for line in lines if '"level": "error"' in line or '"level": "critical"' in line
+            or "Traceback" in line or '"exception"' in line]
+
+
+@pytest.fixture
+def tap() -> Iterator[list[str]]:
+    lines: list[str] = []
+    remove = logs.add_tap(lines.append)
+    yield lines
+    remove()
+
+
+async def test_malformed_phaxio_webhooks_get_4xx_and_a_good_one_still_applies(
+        tmp_path: Path, start: Start, tap: list[str]) -> None:
+    daemon = await start(settings(tmp_path, poll_interval="1h", simulator={"speed": 1.0}))
+    store, _ = parts(daemon)
+    token = callback_token(daemon)
+    job = await wait_job(daemon, queue(daemon, tmp_path, "+15555551212"), "submitted")
+    assert job.callback_url and job.provider_id
+    events = len(store.events(job.id))
+    got = {}
+    async with httpx.AsyncClient(timeout=60) as client:
+        for case_id, fields, ctype, _, _ in MALFORMED_CASES:
+            signature = phaxio_signature(token, job.callback_url, fields.items())
+            if ctype is None:
+                body, ctype = encode_multipart(fields.items())
+            elif ctype.startswith("multipart"):
+                body, _ = encode_multipart(fields.items())
+            else:
+                body = "&".join(f"{k}={v}" for k, v in fields.items()).encode()
+            response = await client.post(job.callback_url, content=body,
+                                         headers={"Content-Type": ctype, "X-Phaxio-Signature": signature})
+            got[case_id] = (response.status_code, response.json()["result"])
+        # the same deep field to the bare URL (no job named): still 400, before any lookup
+        body, ctype = encode_multipart([("fax", "[" * 500_000)])
+        response = await client.post(web_url(daemon) + "/webhooks/phaxio", content=body,
+                                     headers={"Content-Type": ctype})
+        got["deep-json-unsigned"] = (response.status_code, response.json()["result"])
+        # a signature header that is not ASCII: forbidden, not a TypeError in compare_digest
+        done = callback_fields(fax_now(daemon, job.provider_id, status="success", num_pages=1,
+                                       recipient={"status": "success"}))
+        body, ctype = encode_multipart(done.items())
+        for case_id, value in (("signature-latin1", "é".encode("latin-1") * 40),
+                               ("signature-utf8", "签名".encode() * 10)):
+            response = await client.post(job.callback_url, content=body,
+                                         headers={"Content-Type": ctype, "X-Phaxio-Signature": value})
+            got[case_id] = (response.status_code, response.json()["result"])
+    assert got == {**{c[0]: (c[3], c[4]) for c in MALFORMED_CASES},
+                   "deep-json-unsigned": (400, "malformed"),
+                   "signature-latin1": (403, "forbidden"), "signature-utf8": (403, "forbidden")}
+    assert store.get(job.id).state.value == "submitted" and len(store.events(job.id)) == events
+    assert error_lines(tap) == []
+    # a genuine callback afterwards still applies
+    response = await post_callback(job.callback_url, done, token=token)
+    assert (response.status_code, response.json()) == (200, {"result": "applied", "state": "delivered"})
+    assert store.get(job.id).state.value == "delivered"
+    assert error_lines(tap) == []
+
+
+async def test_the_built_in_simulator_signs_with_a_token_of_its_own(
+        tmp_path: Path, start: Start) -> None:
+    """Two daemons, two simulators, two tokens: a callback signed with one is forged for the other,
+    and no public constant opens either."""
+    first = await start(settings(tmp_path / "a", poll_interval="1h", simulator={"speed": 1.0}), name="a.toml")
+    second = await start(settings(tmp_path / "b", poll_interval="1h", simulator={"speed": 1.0}), name="b.toml")
+    assert callback_token(first) != callback_token(second) and len(callback_token(first)) >= 32
+    assert not hasattr(credentials, "PHAXIO_CALLBACK_TOKEN")
+    job = await wait_job(first, queue(first, tmp_path, "+15555551212"), "submitted")
+    assert job.callback_url and job.provider_id
+    done = callback_fields(fax_now(first, job.provider_id, status="success", num_pages=1,
+                                   recipient={"status": "success"}))
+    forged = await post_callback(job.callback_url, done, token=callback_token(second))
+    assert (forged.status_code, forged.json()) == (403, {"result": "forbidden"})
+    assert parts(first)[0].get(job.id).state.value == "submitted"
+    genuine = await post_callback(job.callback_url, done, token=callback_token(first))
+    assert (genuine.status_code, genuine.json()) == (200, {"result": "applied", "state": "delivered"})
