@@ -123,6 +123,7 @@ class NumbersConfig:
     allowed_countries: tuple[str, ...]
     blocked_prefixes: tuple[str, ...]
     max_pages: int
+    allow_shared_cost: bool = False    # true: shared-cost numbers (UK 084x, DE 0180...) may be faxed
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +256,7 @@ SCHEMA: Schema = {
         "allowed_countries": strings(["US", "CA"], item=country),
         "blocked_prefixes": strings(["1900", "1976"], item=blocked_prefix),
         "max_pages": integer(200, minimum=1),
+        "allow_shared_cost": boolean(False),
     },
     "limits": {
         "per_sender_per_hour": integer(60),
