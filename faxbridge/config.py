@@ -150,7 +150,7 @@ class WebhookConfig:
     max_body: int = 1_000_000          # a webhook body larger than this gets 413 while it streams
     header_timeout: float = 10.0       # a request whose headers are not all in by then is dropped
     read_timeout: float = 30.0         # a request body that stalls this long between reads is dropped
-    max_connections: int = 100         # more open HTTP connections than this get 503
+    max_connections: int = 100         # a request while this many connections are open (its own too): 503
 
 
 @dataclass(frozen=True, slots=True)

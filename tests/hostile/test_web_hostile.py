@@ -17,12 +17,12 @@ import httpx
 import pytest
 
 from faxbridge import logs
-from faxbridge.simulator import credentials, phaxio_signature
+from faxbridge.simulator import Simulator, credentials, phaxio_signature
 from faxbridge.simulator.webhooks import encode_multipart
 from tests.conftest import free_port, wait_until
-from tests.support import DaemonProcess, base_settings, write_config
+from tests.support import DaemonProcess, base_settings, secret, write_config
 from tests.tracking import conftest as tracking
-from tests.tracking.conftest import Start, settings
+from tests.tracking.conftest import Start, openfax_at, settings
 from tests.tracking.helpers import (
     callback_fields,
     callback_token,
@@ -34,9 +34,11 @@ from tests.tracking.helpers import (
     web_url,
 )
 
-start = tracking.start          # the in-process daemon fixture of the tracking tests
+start = tracking.start          # the in-process daemon and simulator fixtures of the tracking tests
+simulator = tracking.simulator
 
 CHUNK = 64 * 1024
+TOKEN = secret("hostile-postback-token-0123456789")
 
 
 def rss_kib(pid: int) -> int:
@@ -324,3 +326,55 @@ async def test_the_built_in_simulator_signs_with_a_token_of_its_own(
     assert parts(first)[0].get(job.id).state.value == "submitted"
     genuine = await post_callback(job.callback_url, done, token=callback_token(first))
     assert (genuine.status_code, genuine.json()) == (200, {"result": "applied", "state": "delivered"})
+
+
+async def test_malformed_openfax_postbacks_get_4xx_and_a_good_one_still_applies(
+        tmp_path: Path, start: Start, simulator: tuple[Simulator, str], tap: list[str]) -> None:
+    sim, base = simulator
+    sim.speed = 1.0           # the fax stays in flight while we post
+    values = settings(tmp_path, poll_interval="1h", **openfax_at(base, confirm_postbacks=False))
+    values["webhook"]["token"] = TOKEN
+    daemon = await start(values)
+    store, _ = parts(daemon)
+    job = await wait_job(daemon, queue(daemon, tmp_path, "+15555551212"), "submitted")
+    assert job.provider_id
+    url = f"{web_url(daemon)}/webhooks/openfax/{TOKEN}"
+    good = {"OutTransID": job.provider_id, "AccountID": credentials.OPENFAX_ACCOUNT_ID,
+            "PagesSent": "1", "CallDuration": "40", "LastStatus": "0", "RealCost": "0.07"}
+    events = len(store.events(job.id))
+    async with httpx.AsyncClient(timeout=60) as client:
+        got = {
+            "last-status-infinite": await client.get(url, params={**good, "LastStatus": "1e999"}),
+            "pages-infinite": await client.post(url, data={**good, "PagesSent": "inf"}),
+            "no-out-trans-id": await client.post(url, data={"LastStatus": "0"}),
+            "too-many-fields": await client.post(url, content="&".join(f"f{i}=x" for i in range(300)),
+                                                 headers={"Content-Type": "application/x-www-form-urlencoded"}),
+            "no-boundary": await client.post(url, content=b"--x\r\n", headers={"Content-Type": "multipart/form-data"}),
+            "non-ascii-token": await client.get(f"{web_url(daemon)}/webhooks/openfax/%C3%A9%FF", params=good),
+        }
+        statuses = {k: (r.status_code, r.json()["result"]) for k, r in got.items()}
+        assert statuses == {"last-status-infinite": (400, "malformed"), "pages-infinite": (400, "malformed"),
+                            "no-out-trans-id": (400, "malformed"), "too-many-fields": (400, "malformed"),
+                            "no-boundary": (400, "malformed"), "non-ascii-token": (403, "forbidden")}
+        assert store.get(job.id).state.value == "submitted" and len(store.events(job.id)) == events
+        response = await client.post(url, data=good)
+    assert (response.status_code, response.json()) == (200, {"result": "applied", "state": "delivered"})
+    assert error_lines(tap) == []
+
+
+def test_connections_over_the_cap_get_503_and_the_server_recovers(tmp_path: Path) -> None:
+    with web_daemon(tmp_path, max_connections=4, header_timeout="60s") as (_, base):
+        held = [connect(base) for _ in range(3)]     # with the next one: 4 open, the cap (its own included)
+        try:
+            for sock in held:                       # each begins a request and never ends it
+                sock.sendall(b"POST /webhooks/phaxio HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n\r\n")
+            assert not any(closed_without_answer(sock) for sock in held)   # served, not refused
+
+            def refused() -> bool:
+                return httpx.get(base + "/healthz", timeout=60).status_code == 503
+            wait_until(refused, timeout=60, what="a request over the cap answered 503")
+        finally:
+            for sock in held:
+                sock.close()
+        wait_until(lambda: httpx.get(base + "/healthz", timeout=60).status_code == 200, timeout=60,
+                   what="/healthz again once the held connections are gone")
