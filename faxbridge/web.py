@@ -21,8 +21,12 @@ Routes (contract section 5):
   component says it is healthy; else 503 naming what is not.
 - ``GET /metrics``: Prometheus text from the daemon's own registry.
 
-Answers: 403 for a request that fails its check (bad signature, wrong token, a fax we cannot
-tie to a job), and nothing changes; 400 for a malformed one; 2xx only after the change (if
+Answers: 403 for a request that fails its check (bad signature, a signature header that is not
+ASCII, wrong token, a fax we cannot tie to a job), and nothing changes; 400 for a malformed one
+(a form that cannot be read, a ``fax`` field nested too deep, invalid JSON, a missing or mistyped
+field: whatever our parsing raises of ``MALFORMED``, logged as a warning without a traceback);
+413 for a body over ``webhook.max_body``, found while it streams (:mod:`faxbridge.webform`, which
+also parses forms off the event loop), and the connection is closed; 2xx only after the change (if
 any) is committed, so a provider that saw a 2xx never has to tell us again; 503 when the store
 is busy (the provider retries). Duplicates, replays, late and out-of-order webhooks reach the
 state machine, which ignores what changes nothing.

@@ -6,6 +6,12 @@ with uvicorn's signal capture switched off, since the daemon owns SIGINT/SIGTERM
 pattern as :mod:`faxbridge.simulator.server`). Webhook handlers therefore call the store and
 the tracker directly, with no locks between threads.
 
+Partial requests cannot hold the listener (contract section 9): the request line and headers must
+be complete within ``webhook.header_timeout`` (16 KiB at most), a body must not stall longer than
+``webhook.read_timeout`` between reads (:class:`_GuardedH11`; uvicorn itself only times idle
+keep-alive connections), and a request that arrives while ``webhook.max_connections`` connections
+are open (its own included) is answered 503 by uvicorn's ``limit_concurrency``.
+
 :func:`build_webserver` is the ``app.COMPONENTS`` builder: it resolves the Openfax postback
 token (``webhook.token``, else one generated once and kept in the store's kv, never logged),
 points the dispatcher's ``callback_url`` at ``/webhooks/phaxio?job=ID`` (for Phaxio and the
