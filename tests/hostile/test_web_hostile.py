@@ -378,3 +378,25 @@ def test_connections_over_the_cap_get_503_and_the_server_recovers(tmp_path: Path
                 sock.close()
         wait_until(lambda: httpx.get(base + "/healthz", timeout=60).status_code == 200, timeout=60,
                    what="/healthz again once the held connections are gone")
+
+
+@pytest.mark.parametrize("request_bytes", [
+    pytest.param(b"GARBAGE\r\n\r\n", id="not-http"),
+    pytest.param(b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Big: " + b"a" * 2_000_000 + b"\r\n\r\n",
+                 id="header-of-2mb"),
+    pytest.param(b"GET /h\xff\xfe HTTP/1.1\r\nHost: test\r\n\r\n", id="non-ascii-target"),
+    pytest.param(b"POST /webhooks/phaxio HTTP/1.1\r\nHost: test\r\nContent-Length: abc\r\n\r\n", id="bad-length"),
+    pytest.param(b"POST /webhooks/phaxio HTTP/1.1\r\nHost: test\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n",
+                 id="length-of-5000-digits"),
+    pytest.param(b"POST /webhooks/phaxio HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                 id="bad-chunk-size"),
+])
+def test_broken_http_gets_4xx_and_the_server_goes_on(daemon: tuple[DaemonProcess, str],
+                                                      request_bytes: bytes) -> None:
+    _, base = daemon
+    with connect(base) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):   # refused before the end
+            sock.sendall(request_bytes)
+        status, data = read_response(sock)
+    assert status == 400 and b"Invalid HTTP request received." in data, data[:300]
+    healthy(base)
