@@ -184,6 +184,10 @@ class Simulator:
             rt.deliveries[id(note)] = task
 
     async def _deliver(self, rt: _Runtime, note: Notification) -> None:
+        if note.signature is not None:
+            # signed by whoever delivers it: a callback owed by an earlier instance (restored after
+            # a restart) carries this simulator's token, the one its daemon now checks
+            note.signature = phaxio_signature(self.callback_token, note.url, note.fields)
         fault = self.faults.take_webhook()
         if fault is not None:
             log.info("simulator.webhook_fault", kind=fault.kind, fax=note.key[1])

@@ -18,8 +18,11 @@ import pytest
 
 from faxbridge import logs
 from faxbridge.simulator import Simulator, credentials, phaxio_signature
+from faxbridge.simulator.records import Notification
 from faxbridge.simulator.webhooks import encode_multipart
 from tests.conftest import free_port, wait_until
+from tests.simulator import conftest as simkit
+from tests.simulator.conftest import Receiver
 from tests.support import DaemonProcess, base_settings, secret, write_config
 from tests.tracking import conftest as tracking
 from tests.tracking.conftest import Start, openfax_at, settings
@@ -36,6 +39,7 @@ from tests.tracking.helpers import (
 
 start = tracking.start          # the in-process daemon and simulator fixtures of the tracking tests
 simulator = tracking.simulator
+receiver = simkit.receiver      # the simulator tests' webhook endpoint
 
 CHUNK = 64 * 1024
 TOKEN = secret("hostile-postback-token-0123456789")
@@ -400,3 +404,21 @@ def test_broken_http_gets_4xx_and_the_server_goes_on(daemon: tuple[DaemonProcess
         status, data = read_response(sock)
     assert status == 400 and b"Invalid HTTP request received." in data, data[:300]
     healthy(base)
+
+
+async def test_an_owed_callback_is_signed_by_the_simulator_that_delivers_it(receiver: Receiver) -> None:
+    """After a restart the simulator is a new instance with a new token: a callback the old one
+    still owed (restored from its state) must be signed with the new token, which the daemon checks."""
+    url = receiver.url + "/webhooks/phaxio?job=J1"
+    fields = [("fax", '{"id": 1, "status": "success"}'), ("event_type", "fax_completed")]
+    owed = Notification(("phaxio", "1"), url, "POST", fields, True, phaxio_signature("old-token", url, fields))
+    new = Simulator(speed=100.0, callback_token=secret("new-token-0123456789"))
+    new._outbox.append(owed)                 # what restoring the old instance's state does
+    try:
+        new.runtime()
+        await new.idle(30)
+    finally:
+        await new.aclose()
+    (hook,) = receiver.requests
+    assert hook.headers["x-phaxio-signature"] == phaxio_signature(new.callback_token, url, fields)
+    assert hook.headers["x-phaxio-signature"] != phaxio_signature("old-token", url, fields)
