@@ -135,6 +135,7 @@ class NumbersConfig:
     allowed_countries: tuple[str, ...]
     blocked_prefixes: tuple[str, ...]
     max_pages: int
+    allow_shared_cost: bool = False    # true: shared-cost numbers (UK 084x, DE 0180...) may be faxed
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +160,10 @@ class WebhookConfig:
     listen: HostPort
     public_url: str
     token: str = field(repr=False)
+    max_body: int = 1_000_000          # a webhook body larger than this gets 413 while it streams
+    header_timeout: float = 10.0       # a request whose headers are not all in by then is dropped
+    read_timeout: float = 30.0         # a request body that stalls this long between reads is dropped
+    max_connections: int = 100         # a request while this many connections are open (its own too): 503
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +278,7 @@ SCHEMA: Schema = {
         "allowed_countries": strings(["US", "CA"], item=country),
         "blocked_prefixes": strings(["1900", "1976"], item=blocked_prefix),
         "max_pages": integer(200, minimum=1),
+        "allow_shared_cost": boolean(False),
     },
     "limits": {
         "per_sender_per_hour": integer(60),
@@ -291,6 +297,10 @@ SCHEMA: Schema = {
         "listen": hostport("127.0.0.1:8025"),
         "public_url": string("http://127.0.0.1:8025", check=check_url),
         "token": string("", secret=True, check=url_token),
+        "max_body": size("1MB"),
+        "header_timeout": duration("10s", positive=True),
+        "read_timeout": duration("30s", positive=True),
+        "max_connections": integer(100, minimum=1),
     },
     "provider": {
         "kind": string("simulator", choices=("simulator", "openfax", "phaxio")),

@@ -21,8 +21,12 @@ Routes (contract section 5):
   component says it is healthy; else 503 naming what is not.
 - ``GET /metrics``: Prometheus text from the daemon's own registry.
 
-Answers: 403 for a request that fails its check (bad signature, wrong token, a fax we cannot
-tie to a job), and nothing changes; 400 for a malformed one; 2xx only after the change (if
+Answers: 403 for a request that fails its check (bad signature, a signature header that is not
+ASCII, wrong token, a fax we cannot tie to a job), and nothing changes; 400 for a malformed one
+(a form that cannot be read, a ``fax`` field nested too deep, invalid JSON, a missing or mistyped
+field: whatever our parsing raises of ``MALFORMED``, logged as a warning without a traceback);
+413 for a body over ``webhook.max_body``, found while it streams (:mod:`faxbridge.webform`, which
+also parses forms off the event loop), and the connection is closed; 2xx only after the change (if
 any) is committed, so a provider that saw a 2xx never has to tell us again; 503 when the store
 is busy (the provider retries). Duplicates, replays, late and out-of-order webhooks reach the
 state machine, which ignores what changes nothing.
@@ -40,8 +44,6 @@ from typing import Any
 
 import structlog
 from starlette.applications import Starlette
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -55,10 +57,12 @@ from faxbridge.providers.base import as_int
 from faxbridge.states import Ignore
 from faxbridge.store import Store
 from faxbridge.tracker import Tracker
+from faxbridge.webform import BadRequest, TooLarge, read_form
 
 log = structlog.get_logger("faxbridge.web")
 
-MAX_BODY = 16 * 1024 * 1024      # a sent-fax callback is small; a receive callback carries a PDF
+# What a request from outside may make our own parsing raise: a 400, never a 500 (contract 9).
+MALFORMED = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, RecursionError)
 
 
 @dataclass
@@ -74,49 +78,37 @@ class WebContext:
     callback_for: Callable[[Job], str | None]      # the callback_url the dispatcher sends for a job
     components: Sequence[Any]                      # started parts (each has name, healthy())
     ready: Callable[[], bool]
-
-
-class BadRequest(Exception):
-    pass
-
-
-class TooLarge(Exception):
-    pass
+    max_body: int = 1_000_000                      # webhook.max_body
 
 
 def answer(status: int, result: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"result": result, **extra}, status_code=status)
 
 
-async def read_body_form(request: Request) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
-    """The body's plain fields and file parts (query parameters are not part of it)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
-        raise TooLarge()
-    if len(await request.body()) > MAX_BODY:
-        raise TooLarge()
-    fields: dict[str, str] = {}
-    files: list[tuple[str, bytes]] = []
-    try:
-        async with request.form(max_files=20, max_fields=200, max_part_size=MAX_BODY) as form:
-            for name, value in form.multi_items():
-                if isinstance(value, UploadFile):
-                    files.append((name, await value.read()))
-                else:
-                    fields[name] = value
-    except HTTPException as exc:
-        raise BadRequest(str(exc.detail)) from exc
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"cannot read the form: {exc}") from exc
-    return fields, files
+def too_large() -> JSONResponse:
+    """413, and the connection is closed: the rest of the body is never read."""
+    return JSONResponse({"result": "too large"}, status_code=413, headers={"Connection": "close"})
 
 
 def _fax_object(fields: Mapping[str, str]) -> dict[str, Any] | None:
+    """The ``fax`` field's JSON object; None when there is none. Raises what ``MALFORMED`` names
+    (a ``[[[...`` field: ``RecursionError``)."""
     try:
         fax = json.loads(fields.get("fax") or "")
     except ValueError:
         return None
     return fax if isinstance(fax, dict) else None
+
+
+def _loggable(value: object) -> str | int | None:
+    """A value from a request, short and printable, for a log line or an answer."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**18):
+        return value
+    return _printable(value if isinstance(value, str) else type(value).__name__)
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() and c.isascii() else "?" for c in text[:200])
 
 
 class Handlers:
@@ -130,6 +122,12 @@ class Handlers:
         self.ctx.metrics.webhooks.labels(provider, "rejected").inc()
         log.warning("webhook.rejected", provider=provider, why=why, **kw)
         return answer(403, "forbidden")
+
+    def _malformed(self, provider: str, error: str, **kw: Any) -> JSONResponse:
+        error = _printable(error)
+        self.ctx.metrics.webhooks.labels(provider, "malformed").inc()
+        log.warning("webhook.malformed", provider=provider, error=error, **kw)
+        return answer(400, "malformed", error=error)
 
     def _count(self, provider: str, result: str) -> None:
         self.ctx.metrics.webhooks.labels(provider, result).inc()
@@ -163,26 +161,30 @@ class Handlers:
         if ctx.phaxio_token is None:
             return answer(404, "not found")
         try:
-            fields, files = await read_body_form(request)
+            fields, files = await read_form(request, ctx.max_body)
         except TooLarge:
-            return answer(413, "too large")
+            return too_large()
         except BadRequest as exc:
-            log.warning("webhook.malformed", provider="phaxio", error=str(exc))
-            return answer(400, "malformed", error=str(exc))
-        fax = _fax_object(fields)
-        job = self._job_of(request, fax)
+            return self._malformed("phaxio", str(exc))
+        try:
+            fax = _fax_object(fields)
+            job = self._job_of(request, fax)
+        except MALFORMED as exc:
+            return self._malformed("phaxio", f"cannot read the fax field: {type(exc).__name__}")
         if job is None:
-            return self._reject("phaxio", "unknown fax", fax_id=fax.get("id") if fax else None)
+            return self._reject("phaxio", "unknown fax", fax_id=_loggable(fax.get("id")) if fax else None)
         url = job.callback_url or ctx.callback_for(job)
-        if not url or not phaxio.verify_signature(ctx.phaxio_token, url, fields, files,
-                                                  request.headers.get("x-phaxio-signature")):
+        given = request.headers.get("x-phaxio-signature")
+        if given is not None and not given.isascii():
+            given = None                     # a hex digest is ASCII; anything else cannot match
+        if not url or not phaxio.verify_signature(ctx.phaxio_token, url, fields, files, given):
             return self._reject("phaxio", "bad signature", job_id=job.id)
         # Authentic from here on.
         try:
             update = phaxio.parse_callback(fields)
-        except ValueError as exc:
-            log.warning("webhook.malformed", provider="phaxio", job_id=job.id, error=str(exc))
-            return answer(400, "malformed", error=str(exc))
+        except MALFORMED as exc:
+            return self._malformed("phaxio", str(exc) if isinstance(exc, ValueError) else type(exc).__name__,
+                                   job_id=job.id)
         if update is None:
             self._count("phaxio", "ignored")
             log.info("webhook.in_flight", provider="phaxio", job_id=job.id, event_type=fields.get("event_type"))
@@ -231,20 +233,19 @@ class Handlers:
         fields: dict[str, str] = dict(request.query_params.items())
         if request.method == "POST":
             try:
-                body, _ = await read_body_form(request)
+                body, _ = await read_form(request, ctx.max_body)
             except TooLarge:
-                return answer(413, "too large")
+                return too_large()
             except BadRequest as exc:
-                return answer(400, "malformed", error=str(exc))
+                return self._malformed("openfax", str(exc))
             fields.update(body)
         account = (fields.get("AccountID") or "").strip()
         if account and ctx.openfax_account and account != ctx.openfax_account:
             return self._reject("openfax", "other account")
         try:
             update = openfax.parse_postback(fields)
-        except ValueError as exc:
-            log.warning("webhook.malformed", provider="openfax", error=str(exc))
-            return answer(400, "malformed", error=str(exc))
+        except MALFORMED as exc:
+            return self._malformed("openfax", str(exc) if isinstance(exc, ValueError) else type(exc).__name__)
         job = ctx.store.by_provider_id(update.provider_id)
         if job is None:
             self._count("openfax", "unknown")

@@ -6,6 +6,12 @@ with uvicorn's signal capture switched off, since the daemon owns SIGINT/SIGTERM
 pattern as :mod:`faxbridge.simulator.server`). Webhook handlers therefore call the store and
 the tracker directly, with no locks between threads.
 
+Partial requests cannot hold the listener (contract section 9): the request line and headers must
+be complete within ``webhook.header_timeout`` (16 KiB at most), a body must not stall longer than
+``webhook.read_timeout`` between reads (:class:`_GuardedH11`; uvicorn itself only times idle
+keep-alive connections), and a request that arrives while ``webhook.max_connections`` connections
+are open (its own included) is answered 503 by uvicorn's ``limit_concurrency``.
+
 :func:`build_webserver` is the ``app.COMPONENTS`` builder: it resolves the Openfax postback
 token (``webhook.token``, else one generated once and kept in the store's kv, never logged),
 points the dispatcher's ``callback_url`` at ``/webhooks/phaxio?job=ID`` (for Phaxio and the
@@ -21,9 +27,11 @@ import secrets
 import socket
 from collections.abc import Iterator
 
+import h11
 import structlog
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from faxbridge.config import Config
 from faxbridge.config_parse import HostPort
@@ -31,7 +39,6 @@ from faxbridge.errors import FaxbridgeError
 from faxbridge.logs import register_secrets
 from faxbridge.models import Job
 from faxbridge.runtime import Runtime
-from faxbridge.simulator import credentials
 from faxbridge.simulator.server import bind
 from faxbridge.store import Store
 from faxbridge.web import WebContext, build_app
@@ -41,10 +48,70 @@ log = structlog.get_logger("faxbridge.web")
 KV_TOKEN = "webhook_token"
 
 
+MAX_HEADER_BYTES = 16 * 1024      # request line and headers together (h11's incomplete-event cap)
+
+
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+class _GuardedH11(H11Protocol):
+    """uvicorn's h11 protocol with the two clocks uvicorn lacks (its only timer is the idle
+    keep-alive one, armed after a response): the request line and headers must be complete
+    ``header_timeout`` seconds after the connection (or the request) began, however slowly
+    they trickle in, and a body must not stall longer than ``read_timeout`` between reads.
+    A request that misses either is dropped (the connection closed, nothing answered)."""
+
+    header_timeout = 10.0
+    read_timeout = 30.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._clock: asyncio.TimerHandle | None = None
+        self._clock_for: object = None
+        self._watch()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._watch()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._watch()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_clock()
+        super().connection_lost(exc)
+
+    def _watch(self) -> None:
+        state = self.conn.their_state
+        if state is h11.IDLE and self.conn.our_state is h11.IDLE:
+            if self._clock_for != "headers":          # one deadline for the whole head, not per read
+                self._start_clock("headers", self.header_timeout)
+        elif state is h11.SEND_BODY:
+            self._start_clock("body", self.read_timeout)  # per read: restarted by every chunk
+        else:
+            self._stop_clock()
+
+    def _start_clock(self, what: str, seconds: float) -> None:
+        self._stop_clock()
+        self._clock_for = what
+        self._clock = self.loop.call_later(seconds, self._expired, what)
+
+    def _stop_clock(self) -> None:
+        if self._clock is not None:
+            self._clock.cancel()
+        self._clock = None
+        self._clock_for = None
+
+    def _expired(self, what: str) -> None:
+        self._clock = None
+        self._clock_for = None
+        if not self.transport.is_closing():
+            log.debug("web.request_timeout", waiting_for=what, client=self.client)
+            self.transport.close()
 
 
 class WebServer:
@@ -52,10 +119,14 @@ class WebServer:
 
     name = "web"
 
-    def __init__(self, app: ASGIApp | None, host: str, port: int) -> None:
+    def __init__(self, app: ASGIApp | None, host: str, port: int, *, header_timeout: float = 10.0,
+                 read_timeout: float = 30.0, max_connections: int = 100) -> None:
         self.app = app
         self.host = host
         self.port = port
+        self.header_timeout = header_timeout
+        self.read_timeout = read_timeout
+        self.max_connections = max_connections
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
@@ -78,8 +149,12 @@ class WebServer:
                 f"webhook.listen: cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from exc
         self._sock = sock
         self.port = sock.getsockname()[1]
+        protocol = type("GuardedH11", (_GuardedH11,), {"header_timeout": self.header_timeout,
+                                                       "read_timeout": self.read_timeout})
         config = uvicorn.Config(self.app, lifespan="off", log_config=None, access_log=False,
-                                server_header=False, timeout_graceful_shutdown=2, timeout_keep_alive=5)
+                                server_header=False, timeout_graceful_shutdown=2, timeout_keep_alive=5,
+                                http=protocol, h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+                                limit_concurrency=self.max_connections)
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="faxbridge-web")
         while not self._server.started:
@@ -128,7 +203,9 @@ def build_webserver(rt: Runtime) -> WebServer | None:
         return None
     listen: HostPort = cfg.webhook.listen
     kind = cfg.provider.kind
-    server = WebServer(None, listen.host, listen.port)
+    hook = cfg.webhook
+    server = WebServer(None, listen.host, listen.port, header_timeout=hook.header_timeout,
+                       read_timeout=hook.read_timeout, max_connections=hook.max_connections)
     public = cfg.webhook.public_url.rstrip("/")
 
     def callback_for(job: Job) -> str:
@@ -136,8 +213,11 @@ def build_webserver(rt: Runtime) -> WebServer | None:
         base = server.local_url if kind == "simulator" else public
         return f"{base}/webhooks/phaxio?job={job.id}"
 
-    phaxio_token = {"phaxio": cfg.provider.phaxio.callback_token,
-                    "simulator": credentials.PHAXIO_CALLBACK_TOKEN}.get(kind)
+    # The built-in simulator signs with a token of its own, learnt here in-process.
+    simulated = rt.simulator.callback_token if rt.simulator is not None else None
+    if simulated:
+        register_secrets([simulated])
+    phaxio_token = {"phaxio": cfg.provider.phaxio.callback_token, "simulator": simulated}.get(kind)
     if phaxio_token:
         rt.dispatcher.callback_url = callback_for
     token = webhook_token(cfg, rt.store)
@@ -147,7 +227,7 @@ def build_webserver(rt: Runtime) -> WebServer | None:
         openfax_account=cfg.provider.openfax.account_id or None,
         confirm_postbacks=cfg.provider.openfax.confirm_postbacks,
         phaxio_token=phaxio_token or None, callback_for=callback_for,
-        components=rt.components, ready=lambda: rt.ready,
+        components=rt.components, ready=lambda: rt.ready, max_body=hook.max_body,
     )
     server.app = build_app(ctx)
     return server

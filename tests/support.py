@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -30,8 +31,7 @@ def secret(value: str) -> str:
 def _register_simulator_secrets() -> None:
     from faxbridge.simulator import credentials
 
-    for value in (credentials.PHAXIO_API_KEY, credentials.PHAXIO_API_SECRET, credentials.PHAXIO_CALLBACK_TOKEN,
-                  credentials.OPENFAX_API_KEY):
+    for value in (credentials.PHAXIO_API_KEY, credentials.PHAXIO_API_SECRET, credentials.OPENFAX_API_KEY):
         secret(value)
 
 
@@ -202,6 +202,7 @@ class SimProcess:
         self.base = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         self.speed = speed
+        self.callback_token = secret(secrets.token_urlsafe(16))   # $FAXBRIDGE_SIMULATOR_CALLBACK_TOKEN
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> SimProcess:
@@ -213,6 +214,7 @@ class SimProcess:
             [sys.executable, "-m", "faxbridge", "simulate", "--listen", f"127.0.0.1:{self.port}",
              "--speed", str(self.speed)],
             stdout=self._log, stderr=self._log,
+            env={**os.environ, "FAXBRIDGE_SIMULATOR_CALLBACK_TOKEN": self.callback_token},
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -241,7 +243,8 @@ class SimProcess:
 
         return {"kind": "phaxio", "phaxio": {"base_url": self.base + "/v2.1",
                                              "api_key": credentials.PHAXIO_API_KEY,
-                                             "api_secret": credentials.PHAXIO_API_SECRET}}
+                                             "api_secret": credentials.PHAXIO_API_SECRET,
+                                             "callback_token": self.callback_token}}
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -298,6 +301,7 @@ async def served_simulator(speed: float) -> AsyncIterator[tuple[Any, str]]:
     from faxbridge.simulator import Simulator, SimulatorServer
 
     sim = Simulator(speed=speed)
+    secret(sim.callback_token)
     server = SimulatorServer(sim, host="127.0.0.1", port=0)
     base = await server.start()
     try:

@@ -53,13 +53,16 @@ OPENFAX_ROWS = ("snapshot", "in_place")
 
 class Simulator:
     def __init__(self, speed: float = 10.0, *, clock: Clock | None = None, openfax_rows: str = "snapshot",
-                 state_file: Path | None = None, read_only: bool = False) -> None:
+                 state_file: Path | None = None, read_only: bool = False,
+                 callback_token: str | None = None) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
         if openfax_rows not in OPENFAX_ROWS:
             raise ValueError(f"openfax_rows must be one of {', '.join(OPENFAX_ROWS)}")
         self.openfax_rows = openfax_rows
         self.speed = float(speed)
+        # Phaxio callbacks are signed with it: a secret of this simulator (credentials.callback_token).
+        self.callback_token = credentials.callback_token(callback_token)
         self.clock: Clock = clock or SystemClock()
         self.faults = FaultQueue()
         self.openfax_postback: PostbackTarget | None = None
@@ -221,7 +224,7 @@ class Simulator:
             if not fax.callback_url:
                 return None
             fields = callback_fields(fax)
-            signature = phaxio_signature(credentials.PHAXIO_CALLBACK_TOKEN, fax.callback_url, fields)
+            signature = phaxio_signature(self.callback_token, fax.callback_url, fields)
             return Notification(key, fax.callback_url, "POST", fields, True, signature)
         target = self.openfax_postback
         if target is None:
@@ -235,6 +238,10 @@ class Simulator:
             rt.deliveries[id(note)] = task
 
     async def _deliver(self, rt: _Runtime, note: Notification) -> None:
+        if note.signature is not None:
+            # signed by whoever delivers it: a callback owed by an earlier instance (restored after
+            # a restart) carries this simulator's token, the one its daemon now checks
+            note.signature = phaxio_signature(self.callback_token, note.url, note.fields)
         fault = self.faults.take_webhook()
         if fault is not None:
             log.info("simulator.webhook_fault", kind=fault.kind, fax=note.key[1])

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
 import socket
 from collections.abc import Iterator
 
 import structlog
 import uvicorn
 
+from faxbridge.simulator import credentials
 from faxbridge.simulator.core import Simulator
 from faxbridge.simulator.records import PostbackTarget
 
@@ -105,7 +107,9 @@ async def serve_forever(
 ) -> None:
     """What ``faxbridge simulate --listen HOST:PORT`` runs until ``stop`` is set.
 
-    ``openfax_postback``: a URL for Openfax postbacks (form POST), or ``"GET <url>"``.
+    ``openfax_postback``: a URL for Openfax postbacks (form POST), or ``"GET <url>"``. Phaxio
+    callbacks are signed with ``$FAXBRIDGE_SIMULATOR_CALLBACK_TOKEN`` (set the same value as the
+    daemon's ``provider.phaxio.callback_token``), else with a random token nobody else knows.
     """
     sim = Simulator(speed=speed)
     if openfax_postback:
@@ -123,6 +127,8 @@ async def serve_forever(
         openfax=base,
         speed=speed,
         openfax_postback=sim.openfax_postback.url if sim.openfax_postback else None,
+        callback_token=f"from ${credentials.CALLBACK_TOKEN_ENV}" if os.environ.get(credentials.CALLBACK_TOKEN_ENV)
+        else f"random (set ${credentials.CALLBACK_TOKEN_ENV} to choose it)",
     )
     try:
         await stop.wait()

@@ -43,8 +43,10 @@ RELAY = "550 5.7.1 Relaying denied: this server only accepts mail for fax number
                              "optional leading + and the separators - . ( ) or space"),
     ("+442079460958@fax.local", "550 5.7.1 Fax number not allowed: calls to GB are not allowed "
                                 "(allowed: US, CA)"),
-    ("19005551212@fax.local", "550 5.7.1 Fax number not allowed: numbers starting 1900 are blocked"),
-    ("+19765551212@fax.local", "550 5.7.1 Fax number not allowed: numbers starting 1976 are blocked"),
+    ("19005551212@fax.local", "550 5.7.1 Fax number not allowed: numbers starting 1900 are blocked "
+                              "(numbers.blocked_prefixes)"),
+    ("+19765551212@fax.local", "550 5.7.1 Fax number not allowed: numbers starting 1976 are blocked "
+                               "(numbers.blocked_prefixes)"),
 ], ids=["other-domain", "subdomain", "plain-mail", "no-local-part", "too-short", "letters", "postmaster",
         "country", "blocked-1900", "blocked-1976"])
 def test_refusals(address: str, reply: str) -> None:

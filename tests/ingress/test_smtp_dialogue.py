@@ -54,7 +54,7 @@ async def test_rcpt_refusals_with_the_contract_codes(tmp_path: Path) -> None:
         "separators - . ( ) or space",
         "550 5.1.1 Bad fax number: this is not a usable fax number: it is too short",
         "550 5.7.1 Fax number not allowed: calls to GB are not allowed (allowed: US, CA)",
-        "550 5.7.1 Fax number not allowed: numbers starting 1900 are blocked",
+        "550 5.7.1 Fax number not allowed: numbers starting 1900 are blocked (numbers.blocked_prefixes)",
         "250 2.1.5 OK",
     ]
     assert answers[7].line == f"250 2.0.0 Queued as job {jobs[0].id}"

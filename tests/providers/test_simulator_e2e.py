@@ -152,7 +152,7 @@ async def test_phaxio_versions_and_signed_callback(version: str, net: Net, make:
     for seen in posts:
         fields = dict(seen.fields)
         files = [(name, data) for name, _, _, data in seen.files]
-        assert verify_signature(credentials.PHAXIO_CALLBACK_TOKEN, hook, fields, files,
+        assert verify_signature(net.sim.callback_token, hook, fields, files,
                                 seen.headers.get("x-phaxio-signature"))
         assert not verify_signature("wrong-token", hook, fields, files, seen.headers.get("x-phaxio-signature"))
         update = parse_callback(fields)

@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from faxbridge.simulator import Fault, Simulator, credentials, phaxio_signature
+from faxbridge.simulator import Fault, Simulator, phaxio_signature
 from tests.simulator.conftest import Receiver
 from tests.simulator.phaxio_helpers import created_id, get, send
 
@@ -64,7 +64,7 @@ async def test_callback_is_signed_multipart(
     fax = json.loads(fields["fax"])
     assert fax["id"] == fax_id and fax["status"] == ("success" if success == "true" else "failure")
     assert fax == await get(client, base, fax_id, version)
-    signature = independent_signature(credentials.PHAXIO_CALLBACK_TOKEN, callback, fields, [])
+    signature = independent_signature(sim.callback_token, callback, fields, [])
     assert hook.headers["x-phaxio-signature"] == signature
     assert sim.webhook_log == [(callback, 200)]
 

@@ -41,7 +41,6 @@ import pytest
 from faxbridge import crashpoints
 from faxbridge.config import load
 from faxbridge.models import Job
-from faxbridge.simulator import credentials
 from faxbridge.store import Store
 from tests.conftest import free_port, wait_until
 from tests.ingress.mailkit import MailSink
@@ -147,7 +146,6 @@ def scene(root: Path, sim: SimProcess, sink: MailSink, index: int, case: Case) -
     s["provider"].update(sim.phaxio_settings(), request_timeout="2s", reconcile_grace="1s")
     if case.webhook_only:
         s["provider"]["poll_interval"] = "60s"    # the first poll runs at start; the next one too late
-    s["provider"]["phaxio"]["callback_token"] = credentials.PHAXIO_CALLBACK_TOKEN
     s["smtp"] = {"enabled": True, "listen": f"127.0.0.1:{smtp_port}", "cover_page": "never"}
     s["webhook"] = {"enabled": True, "listen": f"127.0.0.1:{web_port}", "public_url": f"http://127.0.0.1:{web_port}"}
     s["notify"] = {"smarthost": f"127.0.0.1:{sink.port}"}

@@ -38,7 +38,6 @@ from faxbridge.errors import StoreError
 from faxbridge.ingress.smtp_data import OUR_TROUBLE
 from faxbridge.models import Job, JobEvent, Source
 from faxbridge.notify.outbox import OutboxWorker
-from faxbridge.simulator import credentials
 from faxbridge.store import OutboxItem, Store
 from tests.conftest import free_port, wait_until
 from tests.support import DaemonProcess, SimProcess, base_settings, cli, make_pdf, write_config
@@ -53,7 +52,6 @@ def test_state_turns_read_only_then_repaired(tmp_path: Path, ext4_disk: Path) ->
     smtp_port, web_port = free_port(), free_port()
     outbox, results, done = tmp_path / "outbox", tmp_path / "results", tmp_path / "done"
     s = base_settings(tmp_path, **sim.phaxio_settings())
-    s["provider"]["phaxio"]["callback_token"] = credentials.PHAXIO_CALLBACK_TOKEN
     s["provider"]["request_timeout"] = "20s"  # longer than the provider's hang
     s["state_dir"] = str(ext4_disk / "var")
     s["smtp"] = {"enabled": True, "listen": f"127.0.0.1:{smtp_port}", "cover_page": "never"}

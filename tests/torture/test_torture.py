@@ -38,7 +38,6 @@ from typing import Any
 import pytest
 
 from faxbridge.config import load
-from faxbridge.simulator import credentials
 from faxbridge.store import Store
 from tests.conftest import free_port, wait_until
 from tests.ingress.mailkit import MailSink
@@ -146,7 +145,6 @@ def test_crash_and_fault_torture(tmp_path: Path, request: pytest.FixtureRequest)
     s["notify"] = {"smarthost": f"127.0.0.1:{sink.port}"}
     s["watch"] = [{"path": str(outbox), "results": str(results), "done": str(tmp_path / "done"),
                    "failed": str(tmp_path / "failed"), "settle": "300ms"}]
-    s["provider"]["phaxio"]["callback_token"] = credentials.PHAXIO_CALLBACK_TOKEN
     config = write_config(tmp_path / "faxbridge.toml", s)
     cfg = load(config, {})
     outbox.mkdir()

@@ -4,6 +4,7 @@ store, simulator and metrics), on free loopback ports, stopped and awaited after
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,13 @@ def settings(tmp: Path, *, web: bool = True, **provider: Any) -> dict[str, Any]:
     return s
 
 
-def phaxio_at(base: str) -> dict[str, Any]:
+def phaxio_at(base: str, sim: Simulator | None = None) -> dict[str, Any]:
+    """Phaxio at ``base``; callbacks verified with ``sim``'s token (without one, a token no
+    simulator signs with: every callback fails its check and polling finishes the jobs)."""
+    token = sim.callback_token if sim is not None else secrets.token_urlsafe(16)
     return {"kind": "phaxio", "phaxio": {"base_url": base + "/v2.1", "api_key": credentials.PHAXIO_API_KEY,
                                          "api_secret": credentials.PHAXIO_API_SECRET,
-                                         "callback_token": credentials.PHAXIO_CALLBACK_TOKEN}}
+                                         "callback_token": token}}
 
 
 def openfax_at(base: str, **extra: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from faxbridge.app import Daemon
 from faxbridge.clock import SystemClock
 from faxbridge.intake import accept
 from faxbridge.models import InputFile, Job, NewJob, Source
-from faxbridge.simulator import credentials, phaxio_signature
+from faxbridge.simulator import phaxio_signature
 from faxbridge.simulator.phaxio_model import fax_json
 from faxbridge.simulator.webhooks import encode_multipart
 from faxbridge.store import Store
@@ -73,10 +73,15 @@ def fax_now(daemon: Daemon, provider_id: str, **changes: Any) -> dict[str, Any]:
     return obj
 
 
-async def post_callback(url: str, fields: dict[str, str], *, sign_url: str | None = None,
-                        token: str = credentials.PHAXIO_CALLBACK_TOKEN, signature: str | None = None,
-                        sign: bool = True, multipart: bool = True) -> httpx.Response:
-    """POST a Phaxio callback to ``url``, signed over ``sign_url`` (default: ``url``)."""
+def callback_token(daemon: Daemon) -> str:
+    """The token the daemon's built-in simulator signs its callbacks with (its own secret)."""
+    _, rt = parts(daemon)
+    return str(rt.simulator.callback_token)
+
+
+async def post_callback(url: str, fields: dict[str, str], *, token: str, sign_url: str | None = None,
+                        signature: str | None = None, sign: bool = True, multipart: bool = True) -> httpx.Response:
+    """POST a Phaxio callback to ``url``, signed with ``token`` over ``sign_url`` (default: ``url``)."""
     headers = {}
     if sign:
         headers["X-Phaxio-Signature"] = signature or phaxio_signature(token, sign_url or url, fields.items())

@@ -3,14 +3,16 @@ own; forged, tampered, replayed, duplicate, late and out-of-order ones change no
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import httpx
 
-from faxbridge.simulator import credentials, phaxio_signature
+from faxbridge.simulator import phaxio_signature
 from tests.tracking.conftest import Start, settings
 from tests.tracking.helpers import (
     callback_fields,
+    callback_token,
     fax_now,
     parts,
     post_callback,
@@ -54,6 +56,7 @@ async def test_forged_replayed_duplicate_and_out_of_order_callbacks(tmp_path: Pa
     # real time: the faxes stay in flight while we post callbacks of our own
     daemon = await start(settings(tmp_path, poll_interval="1h", simulator={"speed": 1.0}))
     store, rt = parts(daemon)
+    post = functools.partial(post_callback, token=callback_token(daemon))
     a = await wait_job(daemon, queue(daemon, tmp_path, "+15555551212"), "submitted")
     b = await wait_job(daemon, queue(daemon, tmp_path, "+15555551213"), "submitted")
     c = await wait_job(daemon, queue(daemon, tmp_path, "+15555551214"), "submitted")
@@ -67,18 +70,18 @@ async def test_forged_replayed_duplicate_and_out_of_order_callbacks(tmp_path: Pa
 
     events_a = len(store.events(a.id))
     forged = [
-        ("wrong token", await post_callback(a.callback_url, done, token="not-the-token")),
-        ("no signature", await post_callback(a.callback_url, done, sign=False)),
-        ("garbage signature", await post_callback(a.callback_url, done, signature="0" * 40)),
+        ("wrong token", await post(a.callback_url, done, token="not-the-token")),
+        ("no signature", await post(a.callback_url, done, sign=False)),
+        ("garbage signature", await post(a.callback_url, done, signature="0" * 40)),
         # signed, then the outcome changed on the way
-        ("tampered", await post_callback(a.callback_url, {**done, "success": "false"},
-                                         signature=phaxio_signature(credentials.PHAXIO_CALLBACK_TOKEN,
+        ("tampered", await post(a.callback_url, {**done, "success": "false"},
+                                         signature=phaxio_signature(callback_token(daemon),
                                                                     a.callback_url, done.items()))),
         # a genuine callback for A replayed to B's URL: signed over A's URL, checked against B's
-        ("replayed elsewhere", await post_callback(b.callback_url, done, sign_url=a.callback_url)),
+        ("replayed elsewhere", await post(b.callback_url, done, sign_url=a.callback_url)),
         # signed over a URL we never sent with any fax
-        ("other url", await post_callback(a.callback_url, done, sign_url=a.callback_url + "&x=1")),
-        ("unknown fax", await post_callback(web_url(daemon) + "/webhooks/phaxio",
+        ("other url", await post(a.callback_url, done, sign_url=a.callback_url + "&x=1")),
+        ("unknown fax", await post(web_url(daemon) + "/webhooks/phaxio",
                                             callback_fields({"id": 999, "status": "success"}))),
     ]
     for what, response in forged:
@@ -90,12 +93,12 @@ async def test_forged_replayed_duplicate_and_out_of_order_callbacks(tmp_path: Pa
     # in flight: never final, even signed
     inflight = callback_fields(fax_now(daemon, a.provider_id, status="inprogress"), event="transmitting_page",
                                page="1", recipient_phone_number="+15555551212")
-    response = await post_callback(a.callback_url, inflight)
+    response = await post(a.callback_url, inflight)
     assert (response.status_code, response.json()["result"]) == (200, "ignored")
     unchanged(a.id, events_a)
 
     # the genuine final callback, then the same again (Phaxio retries), then late in-flight ones
-    response = await post_callback(a.callback_url, done)
+    response = await post(a.callback_url, done)
     assert response.status_code == 200 and response.json() == {"result": "applied", "state": "delivered"}
     after = len(store.events(a.id))
     late = [done,
@@ -104,7 +107,7 @@ async def test_forged_replayed_duplicate_and_out_of_order_callbacks(tmp_path: Pa
             callback_fields(fax_now(daemon, a.provider_id, status="failure"), version="v2"),
             callback_fields(fax_now(daemon, a.provider_id, status="inprogress"), version="v2")]
     for fields in late:
-        response = await post_callback(a.callback_url, fields)
+        response = await post(a.callback_url, fields)
         assert response.status_code == 200 and response.json()["result"] == "ignored", response.text
     job = store.get(a.id)
     assert job.state.value == "delivered" and len(store.events(a.id)) == after
@@ -113,7 +116,7 @@ async def test_forged_replayed_duplicate_and_out_of_order_callbacks(tmp_path: Pa
     # a v2 payload (no event_type, success flag, urlencoded body) that says busy
     busy = fax_now(daemon, b.provider_id, status="failure", recipient={
         "status": "failure", "retry_count": 2, "error_type": "lineError", "error_id": 17, "error_message": "Busy"})
-    response = await post_callback(b.callback_url, callback_fields(busy, version="v2"), multipart=False)
+    response = await post(b.callback_url, callback_fields(busy, version="v2"), multipart=False)
     assert response.status_code == 200, response.text
     job = store.get(b.id)
     assert job.state.value == "failed" and job.reason == "Busy: the line was busy on all 3 attempts"
@@ -121,7 +124,7 @@ async def test_forged_replayed_duplicate_and_out_of_order_callbacks(tmp_path: Pa
 
     # signed but malformed: 400, nothing changes
     assert c.callback_url
-    response = await post_callback(c.callback_url, {"fax": "{not json", "event_type": "fax_completed"})
+    response = await post(c.callback_url, {"fax": "{not json", "event_type": "fax_completed"})
     assert response.status_code == 400 and response.json()["result"] == "malformed"
     unchanged(c.id, len(store.events(c.id)))
 

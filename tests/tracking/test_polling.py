@@ -24,7 +24,7 @@ async def test_every_webhook_lost_polling_finishes_every_job(
         tmp_path: Path, start: Start, simulator: tuple[Simulator, str], kind: str) -> None:
     sim, base = simulator
     dead = f"http://127.0.0.1:{free_port()}"          # nothing listens there: every webhook is lost
-    values = settings(tmp_path, **(phaxio_at(base) if kind == "phaxio" else openfax_at(base)))
+    values = settings(tmp_path, **(phaxio_at(base, sim) if kind == "phaxio" else openfax_at(base)))
     values["webhook"]["public_url"] = dead
     sim.openfax_postback = PostbackTarget(f"{dead}/webhooks/openfax/x")
     daemon = await start(values)
@@ -47,7 +47,7 @@ async def test_hang_503_and_429_then_recovery_send_each_fax_once(
     sim.inject(Fault(kind="hang", seconds=2.0, path="/faxes", method="POST"))
     sim.inject(Fault(kind="status", status=503, path="/faxes", method="POST"))
     sim.inject(Fault(kind="status", status=429, retry_after=1.0, path="/faxes", method="POST", count=2))
-    values = settings(tmp_path, **phaxio_at(base), request_timeout="500ms")
+    values = settings(tmp_path, **phaxio_at(base, sim), request_timeout="500ms")
     daemon = await start(values)
     store, _ = parts(daemon)
     ids = [queue(daemon, tmp_path, f"+1555555121{d}") for d in (1, 2, 3)]
