@@ -124,12 +124,12 @@ async def test_poisoned_reply_rows_are_given_up_and_the_others_go_out_also_after
         settings["notify"] = {"smarthost": f"127.0.0.1:{sink.port}", "from_address": "fax@fax.local"}
         config = write_config(tmp_path / "faxbridge.toml", settings)
         cfg = config_of(tmp_path, settings)
-        # Rows as an older faxbridge stored them: a sender with a bare CR (MAIL took it then), and an
-        # original Message-ID with a bare CR (composing the reply raises inside the email package).
+        # Rows as an older faxbridge stored them: a sender with a bare CR (MAIL took it then), and a
+        # row whose stored data makes composing the reply raise (a list that is not one).
         store = Store(cfg.state_dir, "simulator")
         clock = FakeClock(datetime.now(UTC))
         bad_sender = final_smtp_job(store, clock, sender="eve\r@example.com")
-        bad_header = final_smtp_job(store, clock, message_id="<m1\r@example.com>")
+        bad_header = final_smtp_job(store, clock, skipped=5)
         store.close()
         async with running(cfg) as daemon:
             answers = await mailkit.asend(mailkit.address(daemon), "alice@example.com", ["15555551212@fax.local"],
@@ -148,12 +148,12 @@ async def test_poisoned_reply_rows_are_given_up_and_the_others_go_out_also_after
         assert given_up == {
             bad_sender: ["mail notification given up: undeliverable: the sender address cannot receive a reply: "
                          "it holds a control character"],
-            bad_header: ["mail notification given up: undeliverable: internal error: ValueError: "
-                         "Header values may not contain linefeed or carriage return characters"],
+            bad_header: ["mail notification given up: undeliverable: internal error: TypeError: "
+                         "'int' object is not iterable"],
         }
         shown = cli("job", bad_header, config=config)
         assert shown.returncode == 0, shown.stderr
-        assert "notify.given_up  mail notification given up: undeliverable: internal error: ValueError" in shown.stdout
+        assert "notify.given_up  mail notification given up: undeliverable: internal error: TypeError" in shown.stdout
         # A restart: the given-up rows are not met again, and a new good job still gets its reply.
         async with running(cfg) as daemon:
             answers = await mailkit.asend(mailkit.address(daemon), "bob@example.com", ["15555551212@fax.local"],
