@@ -35,7 +35,7 @@ from faxbridge.notify import mail as mail_notify
 from faxbridge.notify import sidecar as sidecar_notify
 from faxbridge.providers.base import Provider
 from faxbridge.providers.openfax import LOOKUP_GRACE, OpenfaxProvider
-from faxbridge.providers.phaxio import PhaxioProvider
+from faxbridge.providers.phaxio import PhaxioProvider, label_for
 from faxbridge.providers.transport import TimedTransport
 from faxbridge.reload import plan as reload_plan
 from faxbridge.runtime import Builder, Component, Runtime
@@ -95,7 +95,7 @@ def build_provider(cfg: Config, client: httpx.AsyncClient, simulator_url: str | 
         # The default path runs the real Phaxio adapter over real HTTP.
         phaxio = PhaxioProvider(client, base_url=simulator_url + "/v2.1", api_key=credentials.PHAXIO_API_KEY,
                                 api_secret=credentials.PHAXIO_API_SECRET, header_text=p.phaxio.header_text,
-                                label="the simulator")
+                                label=label_for("simulator"))
         phaxio.name = "simulator"
         return phaxio
     raise FaxbridgeError(f"provider.kind: unknown provider {p.kind!r}")

@@ -181,7 +181,7 @@ class Handlers:
             return self._reject("phaxio", "bad signature", job_id=job.id)
         # Authentic from here on.
         try:
-            update = phaxio.parse_callback(fields)
+            update = phaxio.parse_callback(fields, phaxio.label_for(ctx.provider))
         except MALFORMED as exc:
             return self._malformed("phaxio", str(exc) if isinstance(exc, ValueError) else type(exc).__name__,
                                    job_id=job.id)

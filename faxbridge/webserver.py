@@ -192,7 +192,8 @@ def webhook_token(cfg: Config, store: Store) -> str:
     if not token:
         token = secrets.token_urlsafe(32)
         store.kv_set(KV_TOKEN, token)
-        log.info("webhook.token_generated", where="state_dir job store (kv webhook_token)")
+        log.info("webhook.token_generated", where="kept in the state folder's job store; set webhook.token to "
+                 "choose one")
     register_secrets([token])
     return token
 

@@ -50,6 +50,12 @@ from faxbridge.providers.reasons import phaxio_verdict
 
 log = structlog.get_logger("faxbridge.providers.phaxio")
 
+
+def label_for(provider: str) -> str:
+    """Who speaks in the reasons' words: the built-in simulator speaks Phaxio's protocol but is not Phaxio."""
+    return "the simulator" if provider == "simulator" else "Phaxio"
+
+
 NAME = "phaxio"
 HEADER_MAX = 50
 MAX_TAGS = 10
