@@ -237,6 +237,7 @@ class OpenfaxProvider:
         status_lookback_days: int = 14,
         horizon_s: float = 3600.0,
         recheck_s: float = 300.0,
+        unlisted_s: float = 86400.0,
         lookup_grace_s: float = LOOKUP_GRACE[0],
         lookup_grace_per_page_s: float = LOOKUP_GRACE[1],
     ) -> None:
@@ -256,6 +257,7 @@ class OpenfaxProvider:
         self._grace = (lookup_grace_s, lookup_grace_per_page_s)
         self._horizon = horizon_s
         self._recheck = recheck_s
+        self._unlisted = unlisted_s         # a fax never in the report for this long: unknown to Openfax
         self._swept = float("-inf")           # when a cycle last re-read the rows of every pending fax
 
     def _url(self, path: str) -> str:
@@ -391,7 +393,8 @@ class OpenfaxProvider:
         range). In steady state that is the rows of the faxes sent in the last few minutes, not
         the account's history. A fax pending longer than ``horizon_s`` (stuck in a credit hold,
         say) is re-read only every ``recheck_s``, so one old fax does not make every cycle read
-        an hour of rows. 1,000 rows a request.
+        an hour of rows. 1,000 rows a request. A fax no such read has shown ``unlisted_s`` after it
+        was sent is reported as unknown to Openfax (``PollResult.unknown``).
         """
         if not pending:
             return PollResult([], cursor, 0)
@@ -424,7 +427,12 @@ class OpenfaxProvider:
         if high is not None:
             state.add(now, high)
         updates = [u for u in updates if u.outcome is not FaxOutcome.PENDING]
-        return PollResult(updates, state.dump() if high is not None else cursor, counter[0])
+        # A fax that no read of its whole date range has ever shown, a day after it was sent: the
+        # report lists a fax once its first call is over, so Openfax has no record of it.
+        unknown = tuple(p.provider_id for p in pending if sweep and p.provider_id not in seen
+                        and p.provider_id not in state.rows
+                        and (now - p.submitted_at).total_seconds() > self._unlisted)
+        return PollResult(updates, state.dump() if high is not None else cursor, counter[0], unknown=unknown)
 
     @staticmethod
     def _start(state: Cursor, pending: Sequence[PendingFax]) -> int | None:

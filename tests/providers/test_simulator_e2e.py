@@ -293,3 +293,17 @@ async def test_phaxio_one_failing_single_lookup_keeps_the_cycles_list_results(
     assert (u.provider_id, u.outcome, u.job_id) == (receipt.provider_id, FaxOutcome.DELIVERED, "JOK")
     assert result.unknown == (("98765432",) if fault is None else ())
     assert result.requests == 2                  # the list, then the one lookup that failed
+
+
+async def test_openfax_reports_a_fax_its_report_never_showed_as_unknown(net: Net, make: Factory, pdf: Path) -> None:
+    p = make("openfax")
+    started = datetime.now(UTC)
+    receipt = await p.submit(request(pdf, "+15555551212", "JOK", pages=1))
+    await net.sim.idle(30)
+    ghost = PendingFax("JGHOST", "555", "+15555551213", 1, started - timedelta(days=2))
+    fresh = PendingFax("JNEW", "556", "+15555551214", 1, started)       # not listed yet: too soon to say
+    result = await p.poll([PendingFax("JOK", receipt.provider_id, "+15555551212", 1, started), ghost, fresh],
+                          None)
+    (u,) = result.updates
+    assert (u.provider_id, u.outcome) == (receipt.provider_id, FaxOutcome.DELIVERED)
+    assert result.unknown == ("555",)
