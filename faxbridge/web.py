@@ -10,8 +10,10 @@ Routes (contract section 5):
   query parameter we put in the URL, else by the fax id or its ``faxbridge_job`` tag; the
   signature is then checked against *that job's* URL, never the URL the request came to, so a
   callback replayed to another job's URL fails, and one about another fax of the job changes
-  nothing. In-flight events (``transmitting_page``, ``retry_scheduled``) never
-  finalize anything.
+  nothing. A callback to the account-wide URL (Phaxio's console setting: our
+  ``/webhooks/phaxio`` with no ``?job=``) is matched by its fax id or tag and its signature
+  checked against that configured URL. In-flight events (``transmitting_page``,
+  ``retry_scheduled``) never finalize anything.
 - ``GET|POST /webhooks/openfax/{token}``: the postback's fields as query parameters or a form
   (the method is undocumented). The token is compared in constant time. Postbacks carry no
   signature: with ``provider.openfax.confirm_postbacks`` one is only a hint, and the job changes
@@ -41,6 +43,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from starlette.applications import Starlette
@@ -177,7 +180,12 @@ class Handlers:
         given = request.headers.get("x-phaxio-signature")
         if given is not None and not given.isascii():
             given = None                     # a hex digest is ASCII; anything else cannot match
-        if not url or not phaxio.verify_signature(ctx.phaxio_token, url, fields, files, given):
+        urls = [url] if url else []
+        if url and "job" not in request.query_params:
+            # Phaxio's account-wide callback URL (set in its console, no ?job=): signed over that
+            # URL, our own webhook path; the job was found by the fax id or its tag.
+            urls.append(urlsplit(url)._replace(query="").geturl())
+        if not any(phaxio.verify_signature(ctx.phaxio_token, u, fields, files, given) for u in urls):
             return self._reject("phaxio", "bad signature", job_id=job.id)
         # Authentic from here on.
         try:

@@ -133,3 +133,21 @@ async def test_forged_replayed_duplicate_and_out_of_order_callbacks(tmp_path: Pa
     assert metric(text, 'faxbridge_webhook_verification_failures_total{provider="phaxio",why="bad signature"}') == 6
     assert metric(text, 'faxbridge_webhook_verification_failures_total{provider="phaxio",why="unknown fax"}') == 1
     assert rt.tracker.requests == 0
+
+
+async def test_a_callback_to_the_account_wide_url_is_matched_by_fax_id(tmp_path: Path, start: Start) -> None:
+    """Phaxio's console callback URL carries no ?job=: the fax id names the job, and the signature is
+    checked over the configured URL; one signed over any other URL is refused."""
+    daemon = await start(settings(tmp_path, poll_interval="1h", simulator={"speed": 1.0}))
+    store, _ = parts(daemon)
+    token = callback_token(daemon)
+    job = await wait_job(daemon, queue(daemon, tmp_path, "+15555551212"), "submitted")
+    assert job.provider_id
+    done = callback_fields(fax_now(daemon, job.provider_id, status="success", num_pages=1,
+                                   recipient={"status": "success"}))
+    account_url = f"{web_url(daemon)}/webhooks/phaxio"
+    forged = await post_callback(account_url, done, token=token, sign_url=f"{web_url(daemon)}/elsewhere")
+    assert forged.status_code == 403 and store.get(job.id).state.value == "submitted"
+    r = await post_callback(account_url, done, token=token)
+    assert r.status_code == 200, r.text
+    assert store.get(job.id).state.value == "delivered"
