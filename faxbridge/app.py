@@ -59,7 +59,7 @@ def policy_of(cfg: Config) -> Policy:
     p = cfg.provider
     grace = Policy.reconcile_grace if p.reconcile_grace is None else p.reconcile_grace
     return Policy(submit_retries=p.submit_retries, retry_initial=p.retry_initial, retry_max=p.retry_max,
-                  reconcile_grace=grace)
+                  reconcile_grace=grace, unknown_grace=p.unknown_grace)
 
 
 def provider_name(cfg: Config) -> str:

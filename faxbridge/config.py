@@ -210,6 +210,7 @@ class ProviderConfig:
     openfax: OpenfaxConfig
     phaxio: PhaxioConfig
     simulator: SimulatorConfig
+    unknown_grace: float = 3600.0   # extension: a fax the provider has no record of ends its job after this
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +312,7 @@ SCHEMA: Schema = {
         "request_timeout": duration("60s", positive=True),
         "reconcile_grace": duration("", optional=True),
         "low_balance": number(5.0),
+        "unknown_grace": duration("1h", positive=True),
         "openfax": {
             "base_url": string("https://api.openfax.com", check=check_url),
             "send_path": string("/faxSendSubmit.php", check=url_path),

@@ -27,7 +27,7 @@ from faxbridge.clock import Clock
 from faxbridge.errors import JobNotFound, PermanentProviderError, ProviderError, StoreError
 from faxbridge.models import Job, PendingFax, StatusUpdate
 from faxbridge.providers.base import Provider
-from faxbridge.states import CancelFailed, Decision, Ignore, Policy, Status
+from faxbridge.states import CancelFailed, Decision, Ignore, Policy, Status, Unknown
 from faxbridge.store import Store
 from faxbridge.workflow import advance
 
@@ -73,6 +73,14 @@ class Tracker:
         return advance(self.store, job.id, Status(update), self.clock, self.policy,
                        {"provider_status": update.raw_status} if update.raw_status else None)
 
+    def _unknown(self, provider_id: str) -> int:
+        """The provider says it has no record of this fax: hold the job, end it after the grace."""
+        job = self.store.by_provider_id(provider_id)
+        if job is None:
+            return 0
+        _, decision = advance(self.store, job.id, Unknown(provider_id), self.clock, self.policy)
+        return 0 if isinstance(decision, Ignore) else 1
+
     async def refresh(self) -> None:
         """Run a poll cycle that starts after this call (or share one that does)."""
         wanted = self._started + 1
@@ -109,6 +117,8 @@ class Tracker:
             applied = self.apply(update)
             if applied is not None and not isinstance(applied[1], Ignore):
                 changed += 1
+        for provider_id in result.unknown:
+            changed += self._unknown(provider_id)
         if result.cursor is not None:
             self.store.kv_set(self.cursor_key, result.cursor)
         self.last_cpu_s = time.process_time() - cpu

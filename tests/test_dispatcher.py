@@ -407,3 +407,41 @@ async def test_cancel_reaches_the_provider_where_it_can(tmp_path: Path, pdf: Cal
             assert e.sends(job_id) == 1
         finally:
             await _close_env(e)
+
+
+async def test_a_fax_the_provider_forgot_ends_its_job_failed_after_the_grace(tmp_path: Path,
+                                                                            pdf: Callable[..., Path]) -> None:
+    """Phaxio answers 404 for a fax it no longer knows: the job is held (its history says so), then
+    ended failed with the reason in words, retryable; and `retry` works on such a job at once."""
+    sim = Simulator(speed=1.0)                       # real time: the faxes stay in flight
+    server = SimulatorServer(sim, host="127.0.0.1", port=0)
+    base = await server.start()
+    client = httpx.AsyncClient(timeout=10)
+    store = Store(tmp_path / "var", "phaxio")
+    try:
+        provider = PhaxioProvider(client, base_url=base + "/v2.1", api_key=credentials.PHAXIO_API_KEY,
+                                  api_secret=credentials.PHAXIO_API_SECRET, list_lag_s=0.0, recheck_s=0.0)
+        pol = Policy(**{**POLICY.__dict__, "unknown_grace": 0.5})
+        dispatcher = Dispatcher(store, provider, SystemClock(), pol, max_in_flight=10, owner="test")
+        tracker = Tracker(store, provider, SystemClock(), pol, interval=0.05)
+        env = Env(sim, store, provider, dispatcher, tracker, pdf("doc.pdf", pages=1))
+        lost, kept = env.enqueue("+15555551212"), env.enqueue("+15555551217")
+        await dispatcher.run_until_idle()
+        lost_fax = store.get(lost).provider_id
+        assert lost_fax and store.get(kept).provider_id
+        sim.forget("phaxio", lost_fax)
+
+        async def given_up() -> bool:
+            await tracker.poll_once()
+            return store.get(lost).final
+        await async_wait_until(given_up, timeout=30, interval=0.1, what="the lost fax given up")
+        job = store.get(lost)
+        assert job.state is JobState.FAILED
+        assert job.reason == (f"the provider has no record of fax {lost_fax}: it was lost at the provider; "
+                              "`faxbridge retry` sends it again")
+        assert "job.provider_unknown" in [e.event for e in store.events(lost)]
+        assert store.get(kept).state is JobState.SUBMITTED          # the other fax goes on
+    finally:
+        await client.aclose()
+        await server.stop()
+        store.close()

@@ -146,6 +146,12 @@ class Simulator:
         self._history.extend(materialize(self.faxes("openfax"), self.clock.now(), next_id))
         return list(self._history)
 
+    def forget(self, provider: str, fax_id: str) -> None:
+        """Lose a fax, as a provider may (tests): it is no longer listed or found (404)."""
+        self._faxes.pop((provider, fax_id), None)
+        self.save()
+        self.kick()
+
     def cancel(self, fax: SimFax, reason: str) -> None:
         fax.canceled_at = fax.elapsed(self.clock.now())
         fax.cancel_reason = reason
