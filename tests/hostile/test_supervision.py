@@ -254,6 +254,8 @@ def test_bad_rows_do_not_stop_start_up_or_other_jobs_and_sigterm_exits_0(tmp_pat
         crashed = [e for e in events if e.get("event") == "loop.crashed" and e.get("loop") == "tracker"]
         assert crashed and crashed[0]["error"].startswith("JSONDecodeError")
         assert any(e.get("event") == "dispatcher.unreadable_job" for e in events)
+        nofile = [e for e in events if e.get("event") in ("daemon.nofile", "daemon.nofile_raised")]
+        assert nofile and nofile[0]["soft"] == nofile[0]["hard"]      # raised to the hard limit at start
         assert not [e for e in events if e.get("event") == "loop.crashed" and e.get("loop") != "tracker"]
 
         # the row is repaired: the tracker's next restart sticks, /healthz is green again
