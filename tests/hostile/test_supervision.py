@@ -277,3 +277,29 @@ def test_bad_rows_do_not_stop_start_up_or_other_jobs_and_sigterm_exits_0(tmp_pat
         assert httpx.get(url + "/healthz", timeout=10).status_code == 200
     finally:
         assert again.stop() == 0
+
+
+# ---- the suite's own simulator process: nothing outlives a test ----------------------------------------
+
+
+def test_sim_process_on_a_taken_port_starts_elsewhere_and_leaves_nothing(tmp_path: Path) -> None:
+    import gc
+    import socket
+
+    from tests.support import SimProcess
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        sim = SimProcess(port, tmp_path / "sim.log")
+        sim.start()
+        try:
+            assert sim.port != port
+            assert httpx.get(sim.base + "/_sim/state", timeout=10).status_code == 200
+        finally:
+            sim.stop()
+    assert sim.proc is not None and sim.proc.returncode is not None
+    assert sim._log.closed
+    sim.stop()                                  # a second stop is harmless
+    gc.collect()                                # a leaked Popen or file would warn here (warnings are errors)

@@ -34,6 +34,7 @@ async def real_time_sim() -> AsyncIterator[tuple[Simulator, str]]:
         yield served
 
 
+@pytest.mark.timeout(240)    # 10,000 jobs; the first cycle records a few thousand state changes, each fsynced
 @pytest.mark.parametrize("kind", ["phaxio", "openfax"])
 async def test_ten_thousand_in_flight_cost_at_most_ten_requests_a_cycle(
         tmp_path: Path, real_time_sim: tuple[Simulator, str], kind: str) -> None:
