@@ -112,7 +112,7 @@ class ProviderHandle:
 
 
 @asynccontextmanager
-async def open_provider(cfg: Config, metrics: Metrics | None = None,
+async def open_provider(cfg: Config, metrics: Metrics | None = None, *,
                         build: ProviderBuilder = build_provider) -> AsyncIterator[ProviderHandle]:
     """The configured provider with its HTTP client (and the built-in simulator, if chosen);
     with ``metrics``, every provider request is timed."""
@@ -235,7 +235,7 @@ class Daemon:
         store = self.store = Store(cfg.state_dir, provider_name(cfg))
         try:
             self.recover(store)
-            async with open_provider(cfg, self.metrics, self.build) as handle:
+            async with open_provider(cfg, self.metrics, build=self.build) as handle:
                 self.handle = handle
                 await self._serve(store, handle, stop)
         finally:
