@@ -2,7 +2,10 @@
 
 Holds no job logic. Start order: take the state-dir lock, open the store, recover jobs a
 crash left mid-work, start the provider (and the built-in simulator when
-``provider.kind = "simulator"``), then the dispatcher and tracker loops. Stop order
+``provider.kind = "simulator"``), then the dispatcher and tracker loops, each under a
+:class:`faxbridge.loops.Supervisor`: a loop that dies is logged, counted in
+``faxbridge_loop_restarts_total{loop}`` and restarted with capped back-off, and ``/healthz``
+names it while it is down; it never ends the daemon. Stop order
 (SIGTERM/SIGINT): stop taking new work, let calls in progress finish for up to
 ``shutdown_grace``, close the provider, the simulator and the store, exit 0.
 """
@@ -12,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-from collections.abc import AsyncIterator
+import resource
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +34,7 @@ from faxbridge.errors import ConfigError, FaxbridgeError
 from faxbridge.ingress import smtp as smtp_ingress
 from faxbridge.ingress import watch as folder_ingress
 from faxbridge.logs import register_secrets
+from faxbridge.loops import Supervisor
 from faxbridge.metrics import Metrics, transition_observer, watch_core
 from faxbridge.notify import mail as mail_notify
 from faxbridge.notify import sidecar as sidecar_notify
@@ -38,7 +43,7 @@ from faxbridge.providers.openfax import LOOKUP_GRACE, OpenfaxProvider
 from faxbridge.providers.phaxio import PhaxioProvider, label_for
 from faxbridge.providers.transport import TimedTransport
 from faxbridge.reload import plan as reload_plan
-from faxbridge.runtime import Builder, Component, Runtime
+from faxbridge.runtime import Builder, Component, Runtime, SupervisedLoop
 from faxbridge.sdnotify import Notifier
 from faxbridge.simulator import Simulator, SimulatorServer, credentials
 from faxbridge.statelock import LOCK_NAME, is_served
@@ -101,6 +106,10 @@ def build_provider(cfg: Config, client: httpx.AsyncClient, simulator_url: str | 
     raise FaxbridgeError(f"provider.kind: unknown provider {p.kind!r}")
 
 
+ProviderBuilder = Callable[[Config, httpx.AsyncClient, "str | None"], Provider]
+"""Makes the provider adapter from the configuration, its HTTP client and the built-in simulator's URL."""
+
+
 @dataclass
 class ProviderHandle:
     provider: Provider
@@ -125,7 +134,8 @@ def running_simulator_url(state_dir: Path) -> str | None:
 
 @asynccontextmanager
 async def open_provider(cfg: Config, metrics: Metrics | None = None, *,
-                        serve_simulator: bool = True) -> AsyncIterator[ProviderHandle]:
+                        serve_simulator: bool = True,
+                        build: ProviderBuilder = build_provider) -> AsyncIterator[ProviderHandle]:
     """The configured provider with its HTTP client (and the built-in simulator, if chosen);
     with ``metrics``, every provider request is timed. The built-in simulated network belongs to
     the daemon: with ``serve_simulator=False`` (the CLI) it is the running daemon's, reached at
@@ -150,7 +160,7 @@ async def open_provider(cfg: Config, metrics: Metrics | None = None, *,
         transport = TimedTransport(transport, lambda result, s: latency.labels(cfg.provider.kind, result).observe(s))
     client = httpx.AsyncClient(timeout=httpx.Timeout(cfg.provider.request_timeout), transport=transport)
     try:
-        yield ProviderHandle(build_provider(cfg, client, url), client, simulator, server)
+        yield ProviderHandle(build(cfg, client, url), client, simulator, server)
     finally:
         await client.aclose()
         if server is not None:
@@ -175,9 +185,29 @@ def lock_state_dir(state_dir: Path) -> IO[str]:
     return handle
 
 
+def raise_nofile() -> tuple[int, int]:
+    """Raise the soft open-files limit to the hard one (each SMTP session, HTTP request and worker
+    pipe holds descriptors); returns (soft, hard) as they are now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("daemon.nofile_not_raised", soft=soft, hard=hard, error=str(exc))
+            return soft, hard
+        log.info("daemon.nofile_raised", was=soft, soft=hard, hard=hard)
+        return hard, hard
+    log.info("daemon.nofile", soft=soft, hard=hard)
+    return soft, hard
+
+
 class Daemon:
-    def __init__(self, cfg: Config, clock: Clock | None = None) -> None:
+    def __init__(self, cfg: Config, clock: Clock | None = None, *, build: ProviderBuilder = build_provider,
+                 restart_initial: float = 1.0, restart_max: float = 60.0) -> None:
         self.cfg = cfg
+        self.build = build                          # the provider adapter (tests pass their own)
+        self.restart_initial = restart_initial      # back-off of a core loop that died: first wait
+        self.restart_max = restart_max              # ... and its cap
         self.clock = clock or SystemClock()
         self.policy = policy_of(cfg)
         self.owner = f"{os.getpid()}-{new_job_id()[-8:]}"
@@ -191,7 +221,7 @@ class Daemon:
         self.metrics = Metrics()
 
     def healthy(self) -> bool:
-        """The store answers and every started component reports healthy."""
+        """The store answers and every started component (and supervised loop) reports healthy."""
         if self.store is None or self.runtime is None:
             return False
         try:
@@ -233,11 +263,12 @@ class Daemon:
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
         register_secrets(secrets_of(cfg))
+        raise_nofile()
         lock = lock_state_dir(cfg.state_dir)
         store = self.store = Store(cfg.state_dir, provider_name(cfg))
         try:
             self.recover(store)
-            async with open_provider(cfg, self.metrics) as handle:
+            async with open_provider(cfg, self.metrics, build=self.build) as handle:
                 self.handle = handle
                 await self._serve(store, handle, stop)
         finally:
@@ -257,6 +288,8 @@ class Daemon:
         components = [c for c in (build(runtime) for build in COMPONENTS) if c is not None]
         started: list[Component] = []
         work_stop = asyncio.Event()
+        loops = [SupervisedLoop(self._supervise("dispatcher", lambda: dispatcher.run(work_stop), work_stop)),
+                 SupervisedLoop(self._supervise("tracker", lambda: tracker.run(work_stop), work_stop))]
         tasks: list[asyncio.Task[None]] = []
         background: list[asyncio.Task[None]] = []
         try:
@@ -264,9 +297,12 @@ class Daemon:
                 await component.start()
                 started.append(component)
                 runtime.components.append(component)
-            tasks = [asyncio.create_task(dispatcher.run(work_stop), name="dispatcher"),
-                     asyncio.create_task(tracker.run(work_stop), name="tracker")]
-            # not among the tasks waited on below: without systemd it returns at once
+            for loop in loops:
+                await loop.start()
+                runtime.components.append(loop)
+                if loop.task is not None:
+                    tasks.append(loop.task)
+            # without systemd it returns at once
             background.append(asyncio.create_task(self.notifier.watchdog(self.healthy, work_stop),
                                                   name="watchdog"))
             runtime.ready = True
@@ -274,9 +310,7 @@ class Daemon:
             self.notifier.ready(f"serving: {', '.join(c.name for c in started) or 'queue only'}")
             log.info("daemon.ready", state_dir=str(cfg.state_dir), provider=cfg.provider.kind,
                      components=[c.name for c in started], jobs=store.counts(), pid=os.getpid())
-            stopped = asyncio.ensure_future(stop.wait())
-            await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
+            await stop.wait()            # a core loop that dies is restarted by its supervisor
         finally:
             # Stop order: listeners first, then let provider calls in progress finish, then the rest.
             self.notifier.stopping()
@@ -296,6 +330,10 @@ class Daemon:
         for result in results:
             if isinstance(result, Exception):
                 raise result
+
+    def _supervise(self, name: str, body: Callable[[], Awaitable[None]], stop: asyncio.Event) -> Supervisor:
+        return Supervisor(name, body, stop, initial=self.restart_initial, maximum=self.restart_max,
+                          on_restart=self.metrics.loop_restarted)
 
 
 # The daemon's pluggable parts, in start order (each returns None when disabled).

@@ -4,8 +4,11 @@ A :class:`faxbridge.runtime.Component`. The balance is read a minute after start
 a start-up storm of requests helps nobody, and a provider being faulted in a test should see
 only the requests the test expects) and then every ``interval``. Below
 ``provider.low_balance`` (0: never) each reading logs ``provider.balance_low`` and sets
-``faxbridge_provider_balance_low`` to 1. A failed reading is logged and tried again at the
-next interval; it never affects jobs.
+``faxbridge_provider_balance_low`` to 1. A failed reading (a provider error, or any other
+error, e.g. a bug in the adapter or an answer it cannot read) is logged and tried again at the
+next interval; it never affects jobs. The loop runs under a :class:`faxbridge.loops.Supervisor`
+(restarted with back-off and counted in ``faxbridge_loop_restarts_total{loop="balance"}`` if it
+still dies); ``healthy()`` is False while it waits to be restarted.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import contextlib
 import structlog
 
 from faxbridge.errors import ProviderError
+from faxbridge.loops import Supervisor
 from faxbridge.metrics import Metrics
 from faxbridge.models import Balance
 from faxbridge.providers.base import Provider
@@ -42,6 +46,7 @@ class BalanceWatch:
         self.last: Balance | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.supervisor = Supervisor(self.name, self._run, self._stop, on_restart=metrics.loop_restarted)
 
     async def check(self) -> Balance | None:
         """Read the balance once; update the metrics; warn when low. None when it could not be read."""
@@ -49,6 +54,9 @@ class BalanceWatch:
             balance = await self.provider.balance()
         except ProviderError as exc:
             log.warning("provider.balance_failed", provider=self.label, error=exc.reason)
+            return None
+        except Exception as exc:        # not the provider saying no: our adapter, or an answer it cannot read
+            log.error("provider.balance_error", provider=self.label, error=repr(exc), exc_info=exc)
             return None
         self.last = balance
         low = is_low(balance.amount, self.threshold)
@@ -73,7 +81,7 @@ class BalanceWatch:
 
     async def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="faxbridge-balance")
+            self._task = self.supervisor.start()
 
     async def stop(self) -> None:
         self._stop.set()
@@ -87,7 +95,7 @@ class BalanceWatch:
             self._task = None
 
     def healthy(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._task is not None and not self._task.done() and self.supervisor.healthy()
 
 
 def build_balance_watch(rt: Runtime) -> BalanceWatch:

@@ -7,6 +7,11 @@
   an error after which the request may have reached the provider (a read timeout) holds the
   job, and :meth:`Dispatcher._reconcile` asks the provider for its record before anything
   is sent again.
+- One job never stops the others: an unexpected error while working on a job (a bug in a
+  provider adapter, a raw database error) holds that job for reconciliation like a cut-off
+  submission (``job.outcome_unknown``, then the usual back-off and ``submit_retries``), and a
+  row that cannot even be read stays leased for ``LEASE_S`` while every other job goes on.
+  An error outside any one job ends :meth:`Dispatcher.run`; the daemon's supervisor restarts it.
 - ``run_until_idle`` drains the due work and returns: tests call it instead of sleeping.
 """
 
@@ -15,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -79,6 +84,7 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._working: set[str] = set()
         self._reconcile_lock = asyncio.Lock()
+        self._unreadable = False     # the last round met a row it could not read (still "due")
 
     def wake(self) -> None:
         self._wake.set()
@@ -95,16 +101,40 @@ class Dispatcher:
         started = 0
         for job in self.store.abandoned(now, self.owner):
             if job.id not in self._working:     # held, then reconciled like a submission a crash cut off
-                log.warning("dispatcher.abandoned_submission", job_id=job.id)
-                advance(self.store, job.id, Recovered("after the job store failed during its submission"),
-                        self.clock, self.policy)
-                self.store.release(job.id, self.owner)
-        for job in self.store.claim_due(self.owner, now, 100, LEASE_S, reconcile=True):
+                self._hold_abandoned(job)
+        for job in self._claim(now, 100, reconcile=True):
             started += self._start(job)
         room = self.max_in_flight - self.store.in_flight()
-        for job in self.store.claim_due(self.owner, now, room, LEASE_S):
+        for job in self._claim(now, room, reconcile=False):
             started += self._start(job)
         return started
+
+    def _hold_abandoned(self, job: Job) -> None:
+        log.warning("dispatcher.abandoned_submission", job_id=job.id)
+        try:
+            advance(self.store, job.id, Recovered("after the job store failed during its submission"),
+                    self.clock, self.policy)
+            self.store.release(job.id, self.owner)
+        except StoreError:
+            raise                               # the store as a whole: the round is retried
+        except Exception as exc:                # this job only: the next round tries it again
+            log.error("dispatcher.job_error", job_id=job.id, error=repr(exc), exc_info=exc)
+
+    def _claim(self, now: datetime, limit: int, *, reconcile: bool) -> Iterator[Job]:
+        """Lease due jobs one at a time, so a row that cannot be read costs only itself: it keeps
+        its lease (``LEASE_S``, its back-off) and the next round's claims go on past it."""
+        for _ in range(max(limit, 0)):
+            try:
+                jobs = self.store.claim_due(self.owner, now, 1, LEASE_S, reconcile=reconcile)
+            except StoreError:
+                raise
+            except Exception as exc:
+                log.error("dispatcher.unreadable_job", error=repr(exc), retry_in_s=LEASE_S, exc_info=exc)
+                self._unreadable = True
+                return
+            if not jobs:
+                return
+            yield jobs[0]
 
     def _start(self, job: Job) -> int:
         if job.id in self._working:
@@ -200,9 +230,10 @@ class Dispatcher:
         while not stop.is_set():
             timeout = IDLE_POLL_S
             try:
+                self._unreadable = False
                 self.step()
                 due = self.store.next_due()
-                if due is not None:
+                if due is not None and not self._unreadable:   # (the unreadable row looks due)
                     timeout = min(timeout, max(0.0, (due - self.clock.now()).total_seconds()))
             except StoreError as exc:
                 # e.g. a read-only file system: the due job stays due; try again after the idle

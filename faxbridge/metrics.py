@@ -76,6 +76,12 @@ class Metrics:
         self.smtp_replies = self.counter("smtp_replies_total", "SMTP replies sent, by reply code", ["code"])
         self.folder_files = self.counter(
             "folder_files_total", "Files taken from watched folders, by result (accepted, rejected)", ["result"])
+        self.loop_restarts = self.counter(
+            "loop_restarts_total", "Background loops that died and were restarted, by loop", ["loop"])
+
+    def loop_restarted(self, loop: str, error: BaseException) -> None:
+        """A :class:`faxbridge.loops.Supervisor` ``on_restart``: count the loop's death."""
+        self.loop_restarts.labels(loop).inc()
 
     # ---- for other parts to add their own -------------------------------------------------
 

@@ -2,11 +2,15 @@
 
 ``app.Daemon`` builds one :class:`Runtime` and hands it to each component builder in
 ``app.COMPONENTS`` (SMTP listener, folder watcher, web server, notifiers...). A builder
-returns None when its part is disabled by the configuration.
+returns None when its part is disabled by the configuration. The core's own loops (dispatcher,
+tracker) run under a :class:`faxbridge.loops.Supervisor` and join ``components`` as a
+:class:`SupervisedLoop`, so ``/healthz`` and the watchdog see them like any other part.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -14,6 +18,7 @@ from typing import Protocol
 from faxbridge.clock import Clock
 from faxbridge.config import Config
 from faxbridge.dispatcher import Dispatcher
+from faxbridge.loops import Supervisor
 from faxbridge.metrics import Metrics
 from faxbridge.providers.base import Provider
 from faxbridge.simulator import Simulator
@@ -59,3 +64,39 @@ class Component(Protocol):
 
 
 Builder = Callable[[Runtime], Component | None]
+
+
+class SupervisedLoop:
+    """A supervised loop as a part: healthy while its body runs (not while it waits to be restarted).
+
+    It stops with the event its :class:`Supervisor` watches; ``stop`` does nothing (the daemon
+    stops the core loops after the listeners), ``close`` cancels what is left.
+    """
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+        self.name = supervisor.name
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self.task is None:
+            self.task = self.supervisor.start()
+
+    async def stop(self) -> None:
+        return None
+
+    async def close(self, timeout: float) -> None:
+        if self.task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.task), max(timeout, 0.0))
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    def healthy(self) -> bool:
+        task = self.task
+        if task is None:
+            return False
+        if task.done() and not self.supervisor.stop.is_set():
+            return False                   # cancelled, or ended although nobody asked it to
+        return self.supervisor.healthy()

@@ -14,6 +14,11 @@ so a burst of postbacks costs one or two cycles, not one each.
 Each fax is handed to the provider with the time its submission *started*
 (``submit_started_at``): a fax found again by reconciliation was created at the provider then,
 not when we learned its id, and the provider's lists are filtered by creation time.
+
+One update never stops the others: an unexpected error applying one status update (or sending
+one cancel) is logged with the job and the cycle goes on. A provider or store failure fails the
+cycle (tried again at the next interval); anything else ends :meth:`Tracker.run`, and the
+daemon's supervisor restarts it with back-off (``/healthz`` names the tracker meanwhile).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import structlog
 
 from faxbridge.clock import Clock
 from faxbridge.errors import JobNotFound, PermanentProviderError, ProviderError, StoreError
+from faxbridge.loops import nap
 from faxbridge.models import Job, PendingFax, StatusUpdate
 from faxbridge.providers.base import Provider
 from faxbridge.states import CancelFailed, Decision, Ignore, Policy, Status, Unknown
@@ -114,7 +120,14 @@ class Tracker:
         self.last_pending = len(pending)
         changed = 0
         for update in result.updates:
-            applied = self.apply(update)
+            try:
+                applied = self.apply(update)
+            except StoreError:
+                raise                   # the store as a whole: this cycle (and its cursor) is retried
+            except Exception as exc:    # this update only
+                log.error("tracker.update_failed", provider_id=update.provider_id, job_id=update.job_id,
+                          error=repr(exc), exc_info=exc)
+                continue
             if applied is not None and not isinstance(applied[1], Ignore):
                 changed += 1
         for provider_id in result.unknown:
@@ -138,6 +151,9 @@ class Tracker:
             except ProviderError as exc:
                 log.warning("provider.cancel_failed", job_id=job.id, error=exc.reason)
                 continue
+            except Exception as exc:    # a bug for this one job: tried again next cycle, the rest go on
+                log.error("provider.cancel_error", job_id=job.id, error=repr(exc), exc_info=exc)
+                continue
             self._cancel_sent.add(job.provider_id)
             log.info("provider.cancel_sent", job_id=job.id, provider_id=job.provider_id)
 
@@ -150,7 +166,4 @@ class Tracker:
             except StoreError as exc:
                 log.error("tracker.store_error", error=str(exc))
             self._wake.clear()
-            waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
-            await asyncio.wait(waiters, timeout=self.interval, return_when=asyncio.FIRST_COMPLETED)
-            for w in waiters:
-                w.cancel()
+            await nap(self.interval, self._wake, stop)

@@ -171,11 +171,16 @@ class DaemonProcess:
         raise AssertionError(f"daemon not ready after {timeout}s: {self.log_path.read_text()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Signal the daemon and wait for its exit code. If it does not exit in time it is killed
+        (and reaped) before the TimeoutExpired goes up: no process or file outlives the test."""
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
             code = self.proc.wait(timeout)
+        except BaseException:
+            _reap(self.proc)
+            raise
         finally:
             self._log.close()
         return code
@@ -194,8 +199,21 @@ def cli(*args: str, config: Path | None = None, env: Mapping[str, str] | None = 
                           env={**os.environ, **(env or {})}, check=False)
 
 
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a child that is still running and wait for it (no zombie, no ResourceWarning later)."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
 class SimProcess:
-    """``faxbridge simulate`` in a subprocess; faults and sends through its /_sim control surface."""
+    """``faxbridge simulate`` in a subprocess; faults and sends through its /_sim control surface.
+
+    ``start`` either returns a simulator that is ours and answering, or cleans up what it started
+    before it raises; ``stop`` is safe to call twice. (A free port can be taken by another process
+    between ``free_port()`` and the simulator's bind, most often on a busy machine; then the
+    simulator exits at once and ``start`` tries again on a fresh port.)
+    """
 
     def __init__(self, port: int, log_path: Path, speed: float = 2000.0) -> None:
         self.port = port
@@ -204,11 +222,34 @@ class SimProcess:
         self.speed = speed
         self.callback_token = secret(secrets.token_urlsafe(16))   # $FAXBRIDGE_SIMULATOR_CALLBACK_TOKEN
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
 
-    def start(self, timeout: float = 30.0) -> SimProcess:
+    def start(self, timeout: float = 60.0) -> SimProcess:
+        LOG_FILES.append(self.log_path)
+        deadline = time.monotonic() + timeout
+        for attempt in range(3):
+            if attempt:
+                self.port = _fresh_port()
+                self.base = f"http://127.0.0.1:{self.port}"
+            mark = self.log_path.stat().st_size if self.log_path.exists() else 0
+            try:
+                if self._start_once(deadline):
+                    return self
+            except BaseException:
+                self.stop()
+                raise
+            self.stop()                 # it exited: the port was taken meanwhile
+            failed = self.log_path.read_bytes()[mark:]
+            if b"Address already in use" not in failed:
+                raise AssertionError(f"simulator exited: {failed.decode(errors='replace')[-2000:]}")
+            with open(self.log_path, "r+b") as log:     # its one plain-text error line, handled here
+                log.truncate(mark)
+        raise AssertionError("simulator: three ports taken in a row")
+
+    def _start_once(self, deadline: float) -> bool:
+        """True once it answers; False when it exited first. Raises when it is still silent at the deadline."""
         import httpx
 
-        LOG_FILES.append(self.log_path)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "faxbridge", "simulate", "--listen", f"127.0.0.1:{self.port}",
@@ -216,16 +257,16 @@ class SimProcess:
             stdout=self._log, stderr=self._log,
             env={**os.environ, "FAXBRIDGE_SIMULATOR_CALLBACK_TOKEN": self.callback_token},
         )
-        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
             try:
                 httpx.get(self.base + "/_sim/state", timeout=1).raise_for_status()
-                return self
             except httpx.HTTPError:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"simulator exited: {self.log_path.read_text()}") from None
                 time.sleep(0.05)
-        raise AssertionError("simulator did not start")
+                continue
+            return self.proc.poll() is None    # answering, and ours (not someone else's on that port)
+        raise AssertionError(f"simulator did not start: {self.log_path.read_text()[-2000:]}")
 
     def sends(self) -> list[dict[str, Any]]:
         import httpx
@@ -247,30 +288,40 @@ class SimProcess:
                                              "callback_token": self.callback_token}}
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(15)
+        finally:
+            if self.proc is not None:
+                _reap(self.proc)
+            if self._log is not None:
+                self._log.close()
 
 
-def sim_provider(kind: str, client: Any, base: str, **openfax: Any) -> Any:
+def _fresh_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def sim_provider(kind: str, client: Any, base: str, **extra: Any) -> Any:
     """The real Phaxio or Openfax adapter pointed at a simulator served at ``base``, with its
-    test accounts (``openfax``: extra OpenfaxProvider settings, e.g. ``lookup_grace_s``)."""
+    test accounts (``extra``: more adapter settings, e.g. ``clock`` or Openfax's ``lookup_grace_s``)."""
     from faxbridge.providers.openfax import OpenfaxProvider
     from faxbridge.providers.phaxio import PhaxioProvider
     from faxbridge.simulator import credentials
 
     if kind == "phaxio":
         return PhaxioProvider(client, base_url=base + "/v2.1", api_key=credentials.PHAXIO_API_KEY,
-                              api_secret=credentials.PHAXIO_API_SECRET)
+                              api_secret=credentials.PHAXIO_API_SECRET, **extra)
     return OpenfaxProvider(client, base_url=base, send_path="/faxSendSubmit.php",
                            balance_path="/getAvailableCredit.php", report_path="/outboundDetailsbyDate.php",
                            account_id=credentials.OPENFAX_ACCOUNT_ID, api_key=credentials.OPENFAX_API_KEY,
-                           **openfax)
+                           **extra)
 
 
 def process_tree(pid: int) -> list[int]:
@@ -296,11 +347,12 @@ def running(pid: int) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def served_simulator(speed: float) -> AsyncIterator[tuple[Any, str]]:
-    """A simulator of our own (both protocols) served on a free loopback port: (sim, base URL)."""
+async def served_simulator(speed: float, clock: Any = None) -> AsyncIterator[tuple[Any, str]]:
+    """A simulator of our own (both protocols) served on a free loopback port: (sim, base URL);
+    with ``clock`` (e.g. a FakeClock), its faxes progress only when that clock moves."""
     from faxbridge.simulator import Simulator, SimulatorServer
 
-    sim = Simulator(speed=speed)
+    sim = Simulator(speed=speed, clock=clock)
     secret(sim.callback_token)
     server = SimulatorServer(sim, host="127.0.0.1", port=0)
     base = await server.start()

@@ -6,6 +6,7 @@ but never under CI=true.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -38,6 +39,45 @@ def test_unit_declares_what_the_contract_promises() -> None:
         assert line in text, line
     assert re.search(r"^RestrictAddressFamilies=", text, re.M)
     assert "LoadCredential=" in text
+
+
+def _setting(text: str, key: str) -> str:
+    values = re.findall(rf"^{key}=(\S+)$", text, re.M)
+    assert len(values) == 1, f"{key}= set {len(values)} times"
+    return str(values[0])
+
+
+def _bytes(value: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(value[:-1]) * units[value[-1]] if value[-1] in units else int(value)
+
+
+def test_unit_bounds_memory_tasks_and_files() -> None:
+    """Contract section 9's bounds in the unit: memory, tasks and open files are capped, and the file
+    limit leaves room for smtp.max_sessions (default 100) sessions plus the pools and the store."""
+    text = UNIT.read_text()
+    memory_high, memory_max = _bytes(_setting(text, "MemoryHigh")), _bytes(_setting(text, "MemoryMax"))
+    assert 700 << 20 < memory_high < memory_max <= 4 << 30      # above an idle daemon, below a whole host
+    assert _setting(text, "OOMPolicy") == "continue"            # a killed intake worker is replaced
+    assert 100 <= int(_setting(text, "TasksMax")) <= 1024
+    nofile = int(_setting(text, "LimitNOFILE"))
+    assert nofile >= 4 * 100 + 512                              # sessions (socket + spool) and the rest
+
+
+def test_daemon_raises_its_soft_file_limit_to_the_hard_one() -> None:
+    """The daemon's start-up step, run in a child whose soft limit is lowered first."""
+    code = (
+        "import json, resource\n"
+        "from faxbridge import app\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))\n"
+        "print(json.dumps([list(app.raise_nofile()), list(resource.getrlimit(resource.RLIMIT_NOFILE)), hard]))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    returned, now, hard = json.loads(r.stdout.splitlines()[-1])
+    assert returned == now == [hard, hard]
+    assert hard > 64
 
 
 @needs_tool

@@ -17,6 +17,11 @@ then the mail sent again (same Message-ID) is faxed once, the file once with one
 held submission is found at the provider and not sent again, and the store is sound.
 
 Needs root and a loop device (CI runs as root); skipped elsewhere, never under CI=true.
+
+On a loaded machine: the two windows the set-up needs (the hang must outlast the steps up to the
+break, the Retry-After must fall due after it) are found from the daemon's own log, not from
+``faxbridge jobs`` (a Python start-up per look), and sized with room to spare (HANG_S, RETRY_AFTER_S);
+every wait after them is a condition with a generous deadline.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import collections
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -45,14 +50,31 @@ from tests.test_outbox import final_job
 from tests.torture import statefs
 
 SEND = {"path": "/faxes", "method": "POST"}   # faults for submissions only, not status polls
+HANG_S = 20.0        # the held submission's provider answers this long after it started ...
+RETRY_AFTER_S = 10   # ... and the refused one may be retried this long after the 503: both after the break
 
 
-def test_state_turns_read_only_then_repaired(tmp_path: Path, ext4_disk: Path) -> None:
-    sim = SimProcess(free_port(), tmp_path / "sim.log").start()
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[SimProcess]:
+    """The provider, stopped after the test whatever happened in it (a failed check must not leave it
+    running into the next test)."""
+    process = SimProcess(free_port(), tmp_path / "sim.log").start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def logged(daemon: DaemonProcess, event: str, job_id: str, since: int = 0) -> list[dict[str, Any]]:
+    return [e for e in daemon.events()[since:] if e.get("event") == event and e.get("job_id") == job_id]
+
+
+@pytest.mark.timeout(300)    # two daemons, two waits of HANG_S and some 40 CLI calls; most of it on a busy core
+def test_state_turns_read_only_then_repaired(tmp_path: Path, ext4_disk: Path, sim: SimProcess) -> None:
     smtp_port, web_port = free_port(), free_port()
     outbox, results, done = tmp_path / "outbox", tmp_path / "results", tmp_path / "done"
     s = base_settings(tmp_path, **sim.phaxio_settings())
-    s["provider"]["request_timeout"] = "20s"  # longer than the provider's hang
+    s["provider"]["request_timeout"] = f"{HANG_S * 2:.0f}s"  # longer than the provider's hang
     s["state_dir"] = str(ext4_disk / "var")
     s["smtp"] = {"enabled": True, "listen": f"127.0.0.1:{smtp_port}", "cover_page": "never"}
     s["webhook"] = {"enabled": True, "listen": f"127.0.0.1:{web_port}", "public_url": f"http://127.0.0.1:{web_port}"}
@@ -84,24 +106,26 @@ def test_state_turns_read_only_then_repaired(tmp_path: Path, ext4_disk: Path) ->
         assert statefs.mail(smtp_port, "<ro-0@example.com>", pdf, "ro 0")[0] == 250
         (outbox / "15555551213.pdf").write_bytes(pdf)
         send("15555551214")
-        wait_until(lambda: len(jobs()) == 3 and all(j["final"] for j in jobs().values()), timeout=30,
+        wait_until(lambda: len(jobs()) == 3 and all(j["final"] for j in jobs().values()), timeout=90,
                    interval=0.3, what="three jobs final before the file system breaks")
-        wait_until(lambda: (results / "15555551213.result.json").exists(), timeout=15)
+        wait_until(lambda: (results / "15555551213.result.json").exists(), timeout=60)
         assert health()[0] == 200
         # one job in the middle of its submission: the provider answers (accepts) after the break ...
-        sim.fault(kind="hang", seconds=8.0, **SEND)
+        sim.fault(kind="hang", seconds=HANG_S, **SEND)
         held = send("15555551223")
-        wait_until(lambda: jobs()[held]["state"] == "submitting", timeout=15, interval=0.1,
+        wait_until(lambda: logged(daemon, "job.submitting", held), timeout=60, interval=0.05,
                    what="the submission under way")
         # ... and one waiting for its retry, due a few seconds after the break
-        sim.fault(kind="status", status=503, retry_after=4, **SEND)
+        sim.fault(kind="status", status=503, retry_after=RETRY_AFTER_S, **SEND)
         waiting = send("15555551222")
-        wait_until(lambda: jobs()[waiting]["submit_tries"] == 1 and jobs()[waiting]["state"] == "queued",
-                   timeout=15, interval=0.1, what="the first try refused with 503")
+        wait_until(lambda: logged(daemon, "job.retry_scheduled", waiting), timeout=60, interval=0.05,
+                   what="the first try refused with 503")
 
         statefs.break_fs(ext4_disk)
         broke_at, mark = time.monotonic(), len(daemon.events())
-        due = datetime.fromisoformat(jobs()[waiting]["next_attempt_at"].replace("Z", "+00:00")).timestamp()
+        refused_once = jobs()[waiting]
+        assert (refused_once["state"], refused_once["submit_tries"]) == ("queued", 1)
+        due = datetime.fromisoformat(refused_once["next_attempt_at"].replace("Z", "+00:00")).timestamp()
         assert due > time.time(), "the retry must fall due while the store is read-only"
         assert jobs()[held]["state"] == "submitting", "the provider must answer while the store is read-only"
 
@@ -112,7 +136,7 @@ def test_state_turns_read_only_then_repaired(tmp_path: Path, ext4_disk: Path) ->
         (outbox / "15555551215.pdf").write_bytes(late_pdf)
         [trouble, *_] = wait_until(lambda: [e for e in daemon.events()[mark:]
                                             if e.get("event") == "folder.intake_failed"],
-                                   timeout=20, what="the folder intake reporting the read-only store")
+                                   timeout=60, what="the folder intake reporting the read-only store")
         assert "Read-only file system" in trouble["error"]
         kept = list((outbox / ".faxbridge" / "processing").glob("*/15555551215.pdf"))
         assert [p.read_bytes() for p in kept] == [late_pdf]
@@ -130,8 +154,9 @@ def test_state_turns_read_only_then_repaired(tmp_path: Path, ext4_disk: Path) ->
         # the held submission's answer cannot be recorded; the retry falls due and cannot be leased
         wait_until(lambda: [e for e in daemon.events()[mark:]
                             if e.get("event") == "dispatcher.store_error" and e.get("job_id") == held],
-                   timeout=20, what="the accepted submission failing to be recorded")
-        wait_until(lambda: time.time() > due + 3, timeout=20, what="three seconds past the retry's due time")
+                   timeout=HANG_S + 60, what="the accepted submission failing to be recorded")
+        wait_until(lambda: time.time() > due + 3, timeout=RETRY_AFTER_S + 60,
+                   what="three seconds past the retry's due time")
         assert daemon.proc is not None and daemon.proc.poll() is None, "the daemon must stay up"
         lines = daemon.events()[mark:]
         elapsed = time.monotonic() - broke_at
@@ -150,14 +175,14 @@ def test_state_turns_read_only_then_repaired(tmp_path: Path, ext4_disk: Path) ->
         assert health()[0] == 200
         assert statefs.mail(smtp_port, "<ro-1@example.com>", pdf, "ro 1")[0] == 250   # the client's retry
         assert statefs.mail(smtp_port, "<ro-1@example.com>", pdf, "ro 1")[0] == 250   # and once more: a duplicate
-        wait_until(lambda: len(jobs()) == 7 and all(j["final"] for j in jobs().values()), timeout=60,
+        wait_until(lambda: len(jobs()) == 7 and all(j["final"] for j in jobs().values()), timeout=120,
                    interval=0.3, what="seven final jobs after the repair")
         final = jobs()
         assert {j["state"] for j in final.values()} == {"delivered"}, final
         assert sorted(str(j["subject"] or j["document"]) for j in final.values()) == [
             "15555551213.pdf", "15555551215.pdf", "a.pdf", "a.pdf", "a.pdf", "ro 0", "ro 1"]
-        wait_until(lambda: (results / "15555551215.result.json").exists(), timeout=20)
-        wait_until(lambda: (done / "15555551215.pdf").exists(), timeout=20)
+        wait_until(lambda: (results / "15555551215.result.json").exists(), timeout=60)
+        wait_until(lambda: (done / "15555551215.pdf").exists(), timeout=60)
         assert sorted(p.name for p in results.iterdir()) == ["15555551213.result.json", "15555551215.result.json"]
         assert (done / "15555551215.pdf").read_bytes() == late_pdf
         assert not list((outbox / ".faxbridge" / "processing").iterdir())
@@ -168,7 +193,6 @@ def test_state_turns_read_only_then_repaired(tmp_path: Path, ext4_disk: Path) ->
                    for e in daemon.events())
     finally:
         assert daemon.stop() == 0
-        sim.stop()
     db = sqlite3.connect(ext4_disk / "var" / "faxbridge.db")
     try:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -208,10 +208,12 @@ def test_crash_and_fault_torture(tmp_path: Path, request: pytest.FixtureRequest)
     finally:
         stop_reader.set()
         reader.join(5)
-        sends = sim.sends()
-        sim.stop()
-        replies = sink.received
-        sink.down()
+        try:
+            sends = sim.sends()
+        finally:
+            sim.stop()                 # even when the simulator no longer answers
+            replies = sink.received
+            sink.down()
 
     # ---- invariants -------------------------------------------------------------------------------------
     by_message: dict[str, list[Any]] = {}
