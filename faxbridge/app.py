@@ -284,6 +284,10 @@ class Daemon:
         runtime = self.runtime = Runtime(cfg, store, self.clock, self.policy, handle.provider, dispatcher,
                                          tracker, handle.simulator, self.owner, metrics=self.metrics)
         watch_core(runtime.metrics, store, tracker, cfg.provider.kind)
+        runtime.metrics.on_scrape(
+            "provider_account_problem", "1 while sending is paused by an account problem (bad credentials, "
+            "an inactive account), else 0", ["provider"],
+            lambda: [((cfg.provider.kind,), 1.0 if dispatcher.account_problem else 0.0)])
         store.observers.append(transition_observer(runtime.metrics))
         components = [c for c in (build(runtime) for build in COMPONENTS) if c is not None]
         started: list[Component] = []

@@ -12,6 +12,11 @@
   submission (``job.outcome_unknown``, then the usual back-off and ``submit_retries``), and a
   row that cannot even be read stays leased for ``LEASE_S`` while every other job goes on.
   An error outside any one job ends :meth:`Dispatcher.run`; the daemon's supervisor restarts it.
+- An account problem (bad credentials, an inactive account, Openfax ``InvalidMissingValue``)
+  concerns every fax: sending is *paused* (no job is claimed) for ``PAUSE_S`` at first, doubling
+  up to ``PAUSE_MAX_S``, with a ``provider.account_problem`` error logged each time and
+  ``account_problem`` set (a metric); the job waits ``queued`` saying why. The first fax the
+  provider takes again ends the pause (``provider.account_ok``).
 - ``run_until_idle`` drains the due work and returns: tests call it instead of sleeping.
 """
 
@@ -50,6 +55,8 @@ from faxbridge.workflow import advance
 
 log = structlog.get_logger("faxbridge.dispatcher")
 
+PAUSE_S = 60.0           # sending paused this long after an account problem, at first
+PAUSE_MAX_S = 900.0      # ... doubling up to this
 LEASE_S = 600.0          # longer than any provider call (request_timeout is capped below it)
 IDLE_POLL_S = 1.0        # jobs enqueued by another process (faxbridge send) are seen this fast
 
@@ -72,6 +79,7 @@ class Dispatcher:
         max_in_flight: int,
         owner: str,
         callback_url: Callable[[Job], str | None] = lambda job: None,
+        pause_s: float = PAUSE_S,
     ) -> None:
         self.store = store
         self.provider = provider
@@ -85,6 +93,9 @@ class Dispatcher:
         self._working: set[str] = set()
         self._reconcile_lock = asyncio.Lock()
         self._unreadable = False     # the last round met a row it could not read (still "due")
+        self.account_problem: str | None = None      # why sending is paused (the provider's words)
+        self.paused_until: datetime | None = None
+        self._pause_first = self._pause_s = pause_s
 
     def wake(self) -> None:
         self._wake.set()
@@ -95,10 +106,29 @@ class Dispatcher:
 
     # ---- one round ------------------------------------------------------------------------
 
+    def paused(self, now: datetime) -> bool:
+        return self.paused_until is not None and now < self.paused_until
+
+    def _pause(self, reason: str) -> float:
+        """An account problem: pause sending; returns how long (the job waits that long)."""
+        pause = self._pause_s
+        self._pause_s = min(PAUSE_MAX_S, pause * 2)
+        self.account_problem = reason
+        self.paused_until = self.clock.now() + timedelta(seconds=pause)
+        return pause
+
+    def _resume(self) -> None:
+        if self.account_problem is not None:
+            log.info("provider.account_ok", provider=self.provider.name, was=self.account_problem)
+        self.account_problem = self.paused_until = None
+        self._pause_s = self._pause_first
+
     def step(self) -> int:
         """Start work on every due job there is room for. Returns how many were started."""
         now = self.clock.now()
         started = 0
+        if self.paused(now):
+            return 0
         for job in self.store.abandoned(now, self.owner):
             if job.id not in self._working:     # held, then reconciled like a submission a crash cut off
                 self._hold_abandoned(job)
@@ -189,12 +219,14 @@ class Dispatcher:
             log.warning("provider.submit_transient", job_id=job.id, provider=self.provider.name,
                         error=exc.reason, code=exc.code, maybe_sent=exc.maybe_sent)
         except AccountError as exc:
-            outcome = SubmitFailed("account", exc.reason)
+            pause = self._pause(exc.reason)
+            outcome = SubmitFailed("account", exc.reason, retry_after=pause)
             log.error("provider.account_problem", job_id=job.id, provider=self.provider.name,
-                      kind=exc.kind, error=exc.reason)
+                      kind=exc.kind, error=exc.reason, paused_s=pause)
         except ProviderError as exc:
             outcome = SubmitFailed("refused", exc.reason)
         else:
+            self._resume()
             crashpoints.hit("dispatch.accepted")
             advance(self.store, job.id, Accepted(receipt.provider_id, receipt.callback_url),
                     self.clock, self.policy, {"provider_id": receipt.provider_id})
@@ -233,6 +265,8 @@ class Dispatcher:
                 self._unreadable = False
                 self.step()
                 due = self.store.next_due()
+                if self.paused_until is not None and self.paused(self.clock.now()):
+                    due = self.paused_until if due is None else max(due, self.paused_until)
                 if due is not None and not self._unreadable:   # (the unreadable row looks due)
                     timeout = min(timeout, max(0.0, (due - self.clock.now()).total_seconds()))
             except StoreError as exc:

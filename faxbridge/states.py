@@ -249,7 +249,12 @@ def decide(job: Job, outcome: Outcome, now: datetime, policy: Policy) -> Decisio
                 return Transition(JobState.REJECTED, "job.rejected", reason,
                                   {"finished_at": now, "hold": None})
             if kind == "account":
-                return Transition(JobState.FAILED, "job.failed", reason, {"finished_at": now, "hold": None})
+                # The account, not this fax: the job waits while sending is paused (the
+                # dispatcher alerts and tries again); it is not failed for a problem of the account.
+                return Transition(
+                    JobState.QUEUED, "job.account_problem",
+                    f"waiting: {reason.rstrip('.')}; sending is paused and is tried again every few minutes",
+                    {"hold": None, "next_attempt_at": _at(now, retry_after if retry_after is not None else 60.0)})
             tries = job.submit_tries + 1
             if maybe_sent:
                 # The request may have reached the provider: find out before sending again.

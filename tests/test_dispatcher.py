@@ -253,32 +253,47 @@ async def test_timeout_before_accept_is_resent_after_grace(env: Env) -> None:
     assert "job.outcome_unknown" in events and "job.resend" in events, events
 
 
-async def test_inactive_account_fails_at_once(tmp_path: Path, pdf: Callable[..., Path]) -> None:
+async def test_an_account_problem_pauses_sending_and_the_jobs_wait(tmp_path: Path, pdf: Callable[..., Path]) -> None:
+    """An inactive account (or bad credentials) concerns every fax: sending pauses, the job waits
+    queued saying why, no other job is tried meanwhile; once the account works they all go."""
     sim = Simulator(speed=5000.0)
     server = SimulatorServer(sim, host="127.0.0.1", port=0)
     base = await server.start()
     async with httpx.AsyncClient(timeout=5) as client:
-        providers: list[Provider] = [
-            PhaxioProvider(client, base_url=base + "/v2", api_key=credentials.PHAXIO_INACTIVE_KEY,
-                           api_secret=credentials.PHAXIO_API_SECRET),
-            OpenfaxProvider(client, base_url=base, send_path="/faxSendSubmit.php",
-                            balance_path="/getAvailableCredit.php", report_path="/outboundDetailsbyDate.php",
-                            account_id=credentials.OPENFAX_INACTIVE_ACCOUNT_ID, api_key=credentials.OPENFAX_API_KEY),
+        pairs: list[tuple[Provider, Provider]] = [
+            (PhaxioProvider(client, base_url=base + "/v2", api_key=credentials.PHAXIO_INACTIVE_KEY,
+                            api_secret=credentials.PHAXIO_API_SECRET),
+             sim_provider("phaxio", client, base)),
+            (OpenfaxProvider(client, base_url=base, send_path="/faxSendSubmit.php",
+                             balance_path="/getAvailableCredit.php", report_path="/outboundDetailsbyDate.php",
+                             account_id=credentials.OPENFAX_INACTIVE_ACCOUNT_ID, api_key=credentials.OPENFAX_API_KEY),
+             sim_provider("openfax", client, base)),
         ]
-        for n, provider in enumerate(providers):
-            store = Store(tmp_path / f"var{n}", provider.name)
-            d = Dispatcher(store, provider, SystemClock(), POLICY, max_in_flight=5, owner="t")
-            new = NewJob(source=Source.CLI, to="+15555551212", document="doc.pdf")
-            job = accept(store, SystemClock(), new, [InputFile("doc.pdf", pdf())], max_pages=200)
+        for n, (inactive, working) in enumerate(pairs):
+            store = Store(tmp_path / f"var{n}", inactive.name)
+            d = Dispatcher(store, inactive, SystemClock(), POLICY, max_in_flight=1, owner="t", pause_s=0.3)
+            ids = [accept(store, SystemClock(), NewJob(source=Source.CLI, to=to, document="doc.pdf"),
+                          [InputFile("doc.pdf", pdf())], max_pages=200).id for to in ("+15555551212", "+15555551213")]
             await d.run_until_idle()
-            job = store.get(job.id)
-            assert job.state is JobState.FAILED, provider.name
-            assert job.reason and ("inactive" in job.reason.lower() or "fund" in job.reason.lower()
-                                   or "credit" in job.reason.lower()), job.reason
-            assert job.submit_tries == 0
+            tried = [i for i in ids if "job.account_problem" in [e.event for e in store.events(i)]]
+            assert len(tried) == 1, inactive.name              # the second job is not tried while paused
+            job = store.get(tried[0])
+            assert job.state is JobState.QUEUED and job.submit_tries == 0
+            assert job.reason and job.reason.startswith("waiting: ") and job.reason.endswith(
+                "; sending is paused and is tried again every few minutes"), job.reason
+            assert d.account_problem and ("inactive" in d.account_problem.lower()
+                                          or "fund" in d.account_problem.lower())
+            assert sim.sends == [] or all(s.provider != inactive.name for s in sim.sends)
+            d.provider = working                                # the operator fixed the account
+
+            async def sent() -> bool:
+                await d.run_until_idle()
+                return all(store.get(i).state is JobState.SUBMITTED for i in ids)
+            d.max_in_flight = 5
+            await async_wait_until(sent, timeout=30, interval=0.05, what="both sent after the pause")
+            assert d.account_problem is None
             store.close()
     await server.stop()
-    assert sim.sends == []
 
 
 async def test_number_the_provider_refuses_is_rejected(env: Env) -> None:
