@@ -65,7 +65,8 @@ class Metrics:
         self.balance_low = self.gauge(
             "provider_balance_low", "1 when the balance is below provider.low_balance, else 0", ["provider"])
         self.submissions = self.counter(
-            "submissions_total", "Provider submissions by outcome (accepted, transient, unknown, refused, failed, account)",
+            "submissions_total",
+            "Provider submissions by outcome (accepted, transient, unknown, refused, failed, account)",
             ["provider", "outcome"])
         self.final_seconds = self.histogram(
             "job_final_seconds", "Seconds from a job's creation to its final state, by final state", ["state"],

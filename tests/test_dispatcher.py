@@ -286,7 +286,7 @@ async def test_an_account_problem_pauses_sending_and_the_jobs_wait(tmp_path: Pat
             assert sim.sends == [] or all(s.provider != inactive.name for s in sim.sends)
             d.provider = working                                # the operator fixed the account
 
-            async def sent() -> bool:
+            async def sent(d: Dispatcher = d, store: Store = store, ids: list[str] = ids) -> bool:
                 await d.run_until_idle()
                 return all(store.get(i).state is JobState.SUBMITTED for i in ids)
             d.max_in_flight = 5
