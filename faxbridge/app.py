@@ -288,6 +288,9 @@ class Daemon:
             "provider_account_problem", "1 while sending is paused by an account problem (bad credentials, "
             "an inactive account), else 0", ["provider"],
             lambda: [((cfg.provider.kind,), 1.0 if dispatcher.account_problem else 0.0)])
+        runtime.metrics.on_scrape(
+            "provider_test_fax_updates", "Status updates about faxes the provider marked is_test (a test key "
+            "in use), since start", ["provider"], lambda: [((cfg.provider.kind,), float(tracker.test_faxes))])
         store.observers.append(transition_observer(runtime.metrics))
         components = [c for c in (build(runtime) for build in COMPONENTS) if c is not None]
         started: list[Component] = []

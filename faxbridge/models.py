@@ -142,6 +142,7 @@ class StatusUpdate:
     retryable: bool = False            # a later `faxbridge retry` may succeed (busy, no answer)
     job_id: str | None = None          # when the provider echoes our job id (Phaxio tag)
     raw_status: str | None = None      # the provider's status word or state number, for logs
+    is_test: bool = False              # the provider says it is a test fax (Phaxio is_test: a test key)
 
 
 @dataclass(frozen=True)

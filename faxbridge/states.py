@@ -38,6 +38,9 @@ class Policy:
     unknown_grace: float = 3600.0    # a fax the provider says it has no record of ends the job after this
 
 
+TEST_FAX = ("a test fax: the provider marked it is_test (a test API key in use?); "
+            "test faxes are not really sent")
+
 HOLD_UNKNOWN = "unknown"
 """``hold`` of a submitted job whose fax the provider says it has no record of; ``next_attempt_at``
 is then when the job is given up (ended failed) unless the fax shows up again."""
@@ -324,7 +327,12 @@ def decide(job: Job, outcome: Outcome, now: datetime, policy: Policy) -> Decisio
             if s not in (JobState.SUBMITTED, JobState.SUBMITTING):
                 return Ignore(f"job is {s.value}: not at the provider")
             if u.outcome.final:
-                return _final_from_status(job, u, now)
+                final = _final_from_status(job, u, now)
+                if u.is_test and final.state is JobState.DELIVERED and final.reason is None:
+                    final = Transition(final.state, final.event, TEST_FAX, final.changes)
+                return final
+            if u.is_test and job.reason != TEST_FAX and s is JobState.SUBMITTED:
+                return Transition(s, "job.provider_test", TEST_FAX, {})
             changes: dict[str, Any] = {}
             if s is JobState.SUBMITTING and u.provider_id and job.hold == "reconcile":
                 return Transition(

@@ -57,6 +57,7 @@ class Tracker:
         self.last_requests = 0       # provider requests the last cycle cost
         self.last_pending = 0        # faxes the last cycle asked about
         self.last_cpu_s = 0.0        # process CPU seconds the last cycle used
+        self.test_faxes = 0          # updates about faxes the provider marked is_test (warned once)
 
     @property
     def cursor_key(self) -> str:
@@ -76,6 +77,11 @@ class Tracker:
         if job is None:
             log.info("tracker.unknown_fax", provider=update.provider, provider_id=update.provider_id)
             return None
+        if update.is_test:
+            if not self.test_faxes:
+                log.warning("provider.test_fax", provider=update.provider, job_id=job.id,
+                            why="the provider marked a fax is_test: a test API key in production sends nothing")
+            self.test_faxes += 1
         return advance(self.store, job.id, Status(update), self.clock, self.policy,
                        {"provider_status": update.raw_status} if update.raw_status else None)
 

@@ -135,6 +135,7 @@ def fax_update(fax: Mapping[str, Any], label: str = "Phaxio") -> StatusUpdate:
         retryable=verdict.retryable,
         job_id=str(job) if job else None,
         raw_status=status or None,
+        is_test=fax.get("is_test") is True or str(fax.get("is_test")).lower() == "true",
     )
 
 
@@ -169,6 +170,8 @@ def parse_callback(fields: Mapping[str, str], label: str = "Phaxio") -> StatusUp
         ok = _truthy(fields.get("success"))  # v2: the top-level success flag
         if ok is not None:
             fax = {**fax, "status": "success" if ok else "failure"}
+    if "is_test" not in fax and _truthy(fields.get("is_test")):   # v2: a top-level field too
+        fax = {**fax, "is_test": True}
     return fax_update(fax, label)
 
 

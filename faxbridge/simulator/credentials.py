@@ -7,7 +7,8 @@ that finishes a job, so each :class:`~faxbridge.simulator.Simulator` has its own
 web server in-process, and ``faxbridge simulate`` takes ``$FAXBRIDGE_SIMULATOR_CALLBACK_TOKEN``,
 see :func:`callback_token`). The inactive key
 (``PHAXIO_INACTIVE_KEY`` with the same secret) authenticates, but every ``POST /faxes`` answers
-402 "Insufficient funds" and its balance is 0.
+402 "Insufficient funds" and its balance is 0. The test key (``PHAXIO_TEST_KEY``) works like the
+normal one, but its faxes say ``is_test`` (a test key left in production).
 
 Openfax: ``AccountID`` + ``APIKey``. ``OPENFAX_INACTIVE_ACCOUNT_ID`` with the same API key
 answers ``AccountInactive`` on send and has no credit.
@@ -23,6 +24,8 @@ PHAXIO_API_SECRET = "sim-phaxio-secret-0001"
 CALLBACK_TOKEN_ENV = "FAXBRIDGE_SIMULATOR_CALLBACK_TOKEN"
 PHAXIO_INACTIVE_KEY = "sim-phaxio-key-inactive"
 PHAXIO_INACTIVE_SECRET = PHAXIO_API_SECRET
+PHAXIO_TEST_KEY = "sim-phaxio-test-key-0001"    # a test key: its faxes say is_test (and are played as usual)
+PHAXIO_TEST_SECRET = PHAXIO_API_SECRET
 
 OPENFAX_ACCOUNT_ID = "100200300"
 OPENFAX_API_KEY = "sim-openfax-key-0001"

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 ACCOUNTS = {
     credentials.PHAXIO_API_KEY: credentials.PHAXIO_API_SECRET,
     credentials.PHAXIO_INACTIVE_KEY: credentials.PHAXIO_INACTIVE_SECRET,
+    credentials.PHAXIO_TEST_KEY: credentials.PHAXIO_TEST_SECRET,
 }
 MSG_AUTH = "The API credentials you provided are invalid."
 MSG_FUNDS = "Insufficient funds: add funds to your account to send faxes."
@@ -124,6 +125,7 @@ async def create(
     except Refused as exc:
         return error(422, exc.message)
     fax = build_fax(req, sim.new_id("phaxio"), account, version, sim.clock.now(), sim.speed)
+    fax.is_test = account == credentials.PHAXIO_TEST_KEY
     sim.add(fax)
     return ok("Fax queued for sending", {"id": int(fax.id)})
 

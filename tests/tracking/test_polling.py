@@ -8,9 +8,11 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 
-from faxbridge.simulator import Fault, PostbackTarget, Simulator
+from faxbridge.simulator import Fault, PostbackTarget, Simulator, credentials
+from faxbridge.states import TEST_FAX
 from tests.conftest import free_port, wait_until
 from tests.support import DaemonProcess, SimProcess, base_settings, cli, make_pdf, write_config
 from tests.tracking.conftest import Start, openfax_at, phaxio_at, settings
@@ -130,3 +132,22 @@ async def test_phaxio_send_parameters_from_the_config_reach_phaxio(
     assert job.state.value == "failed" and job.reason is not None and job.reason.startswith("Line error"), job
     (fax,) = sim.faxes("phaxio")
     assert (fax.caller_id, fax.cancel_timeout_s) == ("+15555550100", 600.0)
+
+
+async def test_a_test_key_in_production_is_noticed(tmp_path: Path, start: Start,
+                                                   simulator: tuple[Simulator, str]) -> None:
+    """Faxes the provider marks is_test are not really sent: the job says so, a metric counts it."""
+    sim, base = simulator
+    provider = phaxio_at(base, sim)
+    provider["phaxio"]["api_key"] = credentials.PHAXIO_TEST_KEY
+    daemon = await start(settings(tmp_path, **provider))
+    ids = [queue(daemon, tmp_path, "+15555551212"), queue(daemon, tmp_path, "+15555551213")]
+    for job_id in ids:
+        job = await wait_job(daemon, job_id, "delivered", "failed", timeout=60)
+        assert job.state.value == "delivered" and job.reason == TEST_FAX, job
+    _, rt = parts(daemon)
+    assert rt.tracker.test_faxes >= 2
+    async with httpx.AsyncClient(timeout=30) as client:
+        text = (await client.get(f"http://{daemon.cfg.webhook.listen}/metrics")).text
+    line = next(x for x in text.splitlines() if x.startswith("faxbridge_provider_test_fax_updates{"))
+    assert float(line.rsplit(" ", 1)[1]) >= 2
