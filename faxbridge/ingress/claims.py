@@ -35,6 +35,7 @@ from faxbridge.durable import fsync_dir
 from faxbridge.ingress.control import is_control, numbered
 
 AREA = ".faxbridge"
+QUARANTINE = "quarantine"
 DEDUP_PREFIX = "folder:"
 
 
@@ -111,6 +112,20 @@ def sync_claims(watch_path: Path, taken: list[tuple[str, PurePosixPath]]) -> Non
             fsync_dir(folder)
         except FileNotFoundError:
             continue                      # a subfolder removed since (a claim resumed at start-up)
+
+
+def quarantine(watch_path: Path, claim_id: str, reason: str) -> Path:
+    """Move a claim that cannot be made a job to ``.faxbridge/quarantine/<claim id>`` with a
+    ``REASON.txt`` beside it; nothing there is ever taken again (an administrator looks)."""
+    folder = watch_path / AREA / QUARANTINE
+    folder.mkdir(mode=0o700, exist_ok=True)
+    target = folder / claim_id
+    os.rename(processing_dir(watch_path) / claim_id, target)
+    with open(folder / f"{claim_id}.REASON.txt", "w", encoding="utf-8", errors="replace") as fh:
+        fh.write(reason + "\n")
+    fsync_dir(folder)
+    fsync_dir(processing_dir(watch_path))
+    return target
 
 
 def give_back(watch_path: Path, claim: Path) -> list[PurePosixPath]:

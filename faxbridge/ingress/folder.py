@@ -55,6 +55,7 @@ from faxbridge.errors import InputError, NumberError, StoreError
 from faxbridge.ingress import claims
 from faxbridge.ingress.content import incomplete, stage
 from faxbridge.ingress.control import (
+    MAX_CONTROL_SIZE,
     Control,
     ControlError,
     choose_number,
@@ -75,7 +76,6 @@ log = structlog.get_logger("faxbridge.folder")
 
 T = TypeVar("T")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MAX_CONTROL_SIZE = 64 * 1024
 RETRY_S = 5.0
 MAX_TRIES = 5
 
@@ -139,6 +139,10 @@ class FolderIntake:
         self._retry_at: float | None = None
         self._tries: dict[str, int] = {}
         self.on_result: Callable[[str], None] = lambda result: None   # metrics: "accepted" | "rejected"
+
+    def retry_soon(self) -> None:
+        """Something failed on our side: the processing area is reconciled again in a moment."""
+        self._retry_at = self.clock.monotonic() + RETRY_S
 
     # ---- discovery ------------------------------------------------------------------------
 
@@ -338,7 +342,9 @@ class FolderIntake:
         return self._complete([self._start(claim_id, None) for claim_id in claim_ids])
 
     def _start(self, claim_id: str, reject: str | None) -> _Started:
-        """Plan a claim and start staging its document; commits nothing."""
+        """Plan a claim and start staging its document; commits nothing. Whatever the claim
+        holds, this returns: a claim our own code fails on is rejected (or, when not even that
+        is possible, quarantined), never raised past the round."""
         try:
             new, document, reject = self._plan(claim_id, reject)
             if reject is not None:
@@ -347,9 +353,38 @@ class FolderIntake:
             out = self.store.stage(job_id) / DOC_NAME
         except (StoreError, OSError) as exc:
             return _Started(claim_id, None, None, error=exc)
+        except Exception as exc:
+            return self._unexpected(claim_id, exc)
         result = self._later(stage, self.area / claim_id / document, document.name, out,
                              self.numbers.max_pages, new.options.paper)
         return _Started(claim_id, new, document, job_id=job_id, result=result)
+
+    def _unexpected(self, claim_id: str, exc: Exception) -> _Started:
+        """Our own code failed on this claim: rejected with the error's kind, or quarantined."""
+        log.error("folder.claim_unreadable", claim=claim_id, watch=str(self.root),
+                  error=f"{type(exc).__name__}: {exc}"[:500], exc_info=exc)
+        try:
+            document, _controls = claims.claim_files(self.area / claim_id)
+            if document is None:
+                raise OSError(f"claim {claim_id} holds no document")
+            base = NewJob(source=Source.FOLDER, to="", document=document.name,
+                          meta=self._meta(claim_id, document), dedup_key=claims.dedup_key(claim_id))
+        except Exception as again:
+            self._quarantine(claim_id, f"{type(exc).__name__}: {exc}; then {type(again).__name__}: {again}")
+            return _Started(claim_id, None, None)
+        return _Started(claim_id, base, document,
+                        reject=f"{document.name} could not be taken ({type(exc).__name__}); see the daemon's log")
+
+    def _quarantine(self, claim_id: str, reason: str) -> None:
+        """Move a claim nothing can be made of out of the processing area, with its reason."""
+        try:
+            where = claims.quarantine(self.root, claim_id, reason)
+        except OSError as exc:
+            log.error("folder.quarantine_failed", claim=claim_id, watch=str(self.root), error=str(exc))
+            return
+        self._tries.pop(claim_id, None)
+        log.error("folder.claim_quarantined", claim=claim_id, watch=str(self.root), moved_to=str(where),
+                  reason=reason[:500])
 
     def _complete(self, started: list[_Started]) -> int:
         """Rejections are committed one by one; the staged documents' jobs together, in ONE
@@ -372,6 +407,11 @@ class FolderIntake:
                     finished += 1
                 elif isinstance(outcome, (StoreError, OSError)):
                     self._failed(item.claim_id, outcome)
+                elif isinstance(outcome, Exception):       # our bug on this document: it alone fails
+                    found = self._unexpected(item.claim_id, outcome)
+                    if found.reject is not None and found.new is not None:
+                        self._reject(item.claim_id, found.new, found.reject)
+                        finished += 1
                 elif isinstance(outcome, BaseException):
                     raise outcome
             except (StoreError, OSError) as exc:
@@ -479,13 +519,17 @@ class FolderIntake:
                 continue
             if self.store.find_duplicate(claims.dedup_key(claim_id), EPOCH) is not None:
                 continue                      # it has its job: the result writer finishes it
-            document, controls = claims.claim_files(folder)
-            if document is None:
-                returned = claims.give_back(self.root, folder) if controls else []
-                if not controls:
-                    shutil.rmtree(folder, ignore_errors=True)
-                log.info("folder.claim_undone", claim=claim_id, watch=str(self.root),
-                         returned=[str(r) for r in returned])
+            try:
+                document, controls = claims.claim_files(folder)
+                if document is None:
+                    returned = claims.give_back(self.root, folder) if controls else []
+                    if not controls:
+                        shutil.rmtree(folder, ignore_errors=True)
+                    log.info("folder.claim_undone", claim=claim_id, watch=str(self.root),
+                             returned=[str(r) for r in returned])
+                    continue
+            except Exception as exc:                  # start-up goes on without this claim
+                self._quarantine(claim_id, f"{type(exc).__name__}: {exc}")
                 continue
             log.info("folder.claim_resumed", claim=claim_id, file=str(document), watch=str(self.root))
             resumed.append((claim_id, document))

@@ -112,13 +112,24 @@ class FolderWatcher:
         for watch in self.watches:
             intake = FolderIntake(watch, store, self.runtime.clock, self.runtime.cfg.numbers, pool=self._pool)
             intake.on_result = self._count_file
-            intake.prepare_folders()
-            finished += intake.reconcile()
             self._intakes.append(intake)
+            try:
+                intake.prepare_folders()
+                finished += intake.reconcile()
+            except Exception as exc:      # one folder's trouble never keeps the daemon from starting
+                log.error("folder.start_failed", watch=str(watch.path), error=f"{type(exc).__name__}: {exc}",
+                          exc_info=exc)
+                intake.retry_soon()
         return finished
 
     def _sweep(self) -> int:
-        return sum(intake.sweep() for intake in self._intakes)
+        seen = 0
+        for intake in self._intakes:
+            try:
+                seen += intake.sweep()
+            except (OSError, RecursionError, ValueError) as exc:
+                log.error("folder.sweep_failed", watch=str(intake.root), error=f"{type(exc).__name__}: {exc}")
+        return seen
 
     def _close_store(self) -> None:
         if self._store is not None:
@@ -181,6 +192,9 @@ class FolderWatcher:
                     await self._in_worker(self._sweep)
             except (OSError, StoreError) as exc:
                 log.error("folder.round_failed", error=str(exc))
+                result = TickResult(0, False, ERROR_PAUSE_S)
+            except Exception as exc:      # our bug: logged, and the watcher goes on after a pause
+                log.error("folder.round_crashed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
                 result = TickResult(0, False, ERROR_PAUSE_S)
             if result.more or self._stopping:
                 continue

@@ -1,0 +1,121 @@
+"""Contract section 9, folder intake: hostile control files, hostile folder trees, hostile names and
+floods. Real files, the real watcher (in the daemon, in this process or in a subprocess), the
+built-in simulator."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from faxbridge.store import new_job_id
+from tests.conftest import async_wait_until, wait_until
+from tests.ingress.test_watch import config, daemon, results, sends
+from tests.support import DaemonProcess, base_settings, make_pdf, write_config
+
+# (control file name, its bytes, the exact reason of the document's rejected result)
+BAD_CONTROLS: list[tuple[str, bytes, str]] = [
+    ("digits.json", b'{"to": ' + b"1" * 5000 + b"}", "digits.json holds a number of 5,000 digits; at most 30"),
+    ("brackets.json", b"[" * 60_000, "brackets.json nests arrays or objects more than 16 deep"),
+    ("objects.json", b'{"to": ' + b'{"a": ' * 20 + b"1" + b"}" * 20 + b"}",
+     "objects.json nests arrays or objects more than 16 deep"),
+    ("longto.json", b'{"to": "' + b"5" * 60_000 + b'"}',
+     "longto.json: to has 60,000 characters; a fax number has at most 64"),
+    ("huge.json", b'{"to": "+15555551212", "header": "' + b"x" * 70_000 + b'"}', "huge.json is larger than 64 KB"),
+    ("listto.json", b'{"to": ["+15555551212"]}', "listto.json: to must be a fax number in a string"),
+    ("floatto.json", b'{"to": 1.' + b"1" * 5000 + b"}", "floatto.json: to must be a fax number in a string"),
+    ("nan.json", b'{"to": NaN}', "nan.json is not valid JSON: NaN is not a JSON value"),
+    ("header.json", b'{"to": "+15555551212", "header": 5}', "header.json: header must be a string"),
+    ("tags.json", b'{"to": "+15555551212", "tags": {' + b",".join(b'"k%d": 1' % n for n in range(40)) + b"}}",
+     "tags.json: tags has 40 names; at most 32"),
+    ("tagval.json", b'{"to": "+15555551212", "tags": {"k": "' + b"v" * 300 + b'"}}',
+     "tagval.json: tags.k has 300 characters; at most 256"),
+    ("array.json", b'["+15555551212"]', 'array.json must hold a JSON object, like {"to": "+15555551212"}'),
+    ("legacy.fax", b"to=" + b"5" * 100 + b"\n", "legacy.fax: to has 100 characters; a fax number has at most 64"),
+]
+
+
+def _stem(control: str) -> str:
+    return control.rsplit(".", 1)[0]
+
+
+async def test_each_hostile_control_file_rejects_only_its_document(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    outbox = cfg.watch[0].path
+    outbox.mkdir(parents=True)
+    async with daemon(cfg) as d:
+        for control, data, _reason in BAD_CONTROLS:
+            (outbox / control).write_bytes(data)
+            make_pdf(tmp_path / "made" / f"{_stem(control)}.pdf").rename(outbox / f"{_stem(control)}.pdf")
+        await async_wait_until(lambda: len(results(cfg)) >= len(BAD_CONTROLS), timeout=60,
+                               what="a result for every document")
+        good = make_pdf(tmp_path / "made" / "15555551212_good.pdf")
+        good.rename(outbox / good.name)
+        await async_wait_until(lambda: results(cfg).get("15555551212_good.result.json", {}).get("final"),
+                               timeout=60, what="the good file's final result")
+        assert d.handle is not None
+        sent = sends(d)
+    got = results(cfg)
+    for control, _data, reason in BAD_CONTROLS:
+        result = got[f"{_stem(control)}.result.json"]
+        assert (result["state"], result["reason"]) == ("rejected", reason), control
+    assert got["15555551212_good.result.json"]["state"] == "delivered"
+    assert [s.to for s in sent] == ["+15555551212"]
+    assert sorted(os.listdir(cfg.watch[0].failed)) == sorted(
+        [c for c, _, _ in BAD_CONTROLS] + [f"{_stem(c)}.pdf" for c, _, _ in BAD_CONTROLS])
+
+
+def _daemon_config(tmp: Path, **watch: Any) -> Path:
+    settings = base_settings(tmp)
+    settings["watch"] = [{"path": str(tmp / "outbox"), "results": str(tmp / "results"), "done": str(tmp / "done"),
+                          "failed": str(tmp / "failed"), "settle": "200ms", **watch}]
+    return write_config(tmp / "faxbridge.toml", settings)
+
+
+def _results(folder: Path) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for path in folder.glob("*.result.json"):
+        try:
+            out[path.name] = json.loads(path.read_text())
+        except ValueError:
+            continue                      # never half written; a reader skips what it cannot read
+    return out
+
+
+def test_daemon_starts_with_poisoned_claims_left_in_place(tmp_path: Path) -> None:
+    """Claims a crash left behind whose control files crashed reconcile at start-up: the daemon
+    starts, each is rejected with its reason, and a good file is faxed; again after a restart."""
+    config_path = _daemon_config(tmp_path)
+    outbox = tmp_path / "outbox"
+    processing = outbox / ".faxbridge" / "processing"
+    poisoned = {"brackets": b"[" * 60_000, "digits": b'{"to": ' + b"9" * 5000 + b"}"}
+    for stem, data in poisoned.items():
+        claim = processing / new_job_id()
+        claim.mkdir(parents=True)
+        make_pdf(claim / f"{stem}.pdf")
+        (claim / f"{stem}.json").write_bytes(data)
+    for run in (1, 2):
+        proc = DaemonProcess(config_path, tmp_path / f"daemon{run}.log").start()
+        try:
+            proc.wait_ready(60)
+            good = make_pdf(tmp_path / "made" / f"1555555121{run}.pdf")
+            good.rename(outbox / good.name)
+            name = f"1555555121{run}.result.json"
+            wait_until(lambda n=name: _results(tmp_path / "results").get(n, {}).get("state") == "delivered",  # type: ignore[misc]
+                       timeout=60, what=f"good file {run} delivered")
+            if run == 1:                  # and a fresh poisoned claim for the next start-up
+                claim = processing / new_job_id()
+                claim.mkdir()
+                make_pdf(claim / "again.pdf")
+                (claim / "again.json").write_bytes(b"[" * 60_000)
+        finally:
+            assert proc.stop() == 0
+    got = _results(tmp_path / "results")
+    assert (got["brackets.result.json"]["state"], got["brackets.result.json"]["reason"]) == \
+        ("rejected", "brackets.json nests arrays or objects more than 16 deep")
+    assert (got["digits.result.json"]["state"], got["digits.result.json"]["reason"]) == \
+        ("rejected", "digits.json holds a number of 5,000 digits; at most 30")
+    assert (got["again.result.json"]["state"], got["again.result.json"]["reason"]) == \
+        ("rejected", "again.json nests arrays or objects more than 16 deep")
+    assert os.listdir(processing) == []
