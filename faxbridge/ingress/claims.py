@@ -33,10 +33,12 @@ from pathlib import Path, PurePosixPath
 
 from faxbridge.durable import fsync_dir
 from faxbridge.ingress.control import is_control, numbered
+from faxbridge.ingress.tree import walk
 
 AREA = ".faxbridge"
 QUARANTINE = "quarantine"
 DEDUP_PREFIX = "folder:"
+MAX_CLAIM_DEPTH = 64              # a claim holds the path its document had (watch.max_depth deep)
 
 
 def processing_dir(watch_path: Path) -> Path:
@@ -52,10 +54,9 @@ def claim_files(claim: Path) -> tuple[PurePosixPath | None, list[PurePosixPath]]
     """(document, control files) in a claim, as paths relative to the claim (and the watched folder)."""
     document: PurePosixPath | None = None
     controls: list[PurePosixPath] = []
-    for root, dirs, files in os.walk(claim, followlinks=False):
-        dirs.sort()
-        for name in sorted(files) + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
-            rel = PurePosixPath(Path(root, name).relative_to(claim).as_posix())
+    for folder in walk(claim, MAX_CLAIM_DEPTH):
+        for name in folder.files:
+            rel = PurePosixPath((folder.path / name).relative_to(claim).as_posix())
             if is_control(name):
                 controls.append(rel)
             elif document is None:
@@ -139,7 +140,7 @@ def give_back(watch_path: Path, claim: Path) -> list[PurePosixPath]:
         home.parent.mkdir(parents=True, exist_ok=True)
         os.rename(claim / rel, home)
         returned.append(rel)
-    if not any(p.is_file() or p.is_symlink() for p in claim.rglob("*")):
+    if not any(folder.files for folder in walk(claim, MAX_CLAIM_DEPTH)):
         shutil.rmtree(claim, ignore_errors=True)
     return returned
 

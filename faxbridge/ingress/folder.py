@@ -68,6 +68,7 @@ from faxbridge.ingress.control import (
     stem,
 )
 from faxbridge.ingress.settle import Due, SettleTracker, Signature
+from faxbridge.ingress.tree import walk
 from faxbridge.intake import commit_many, destination
 from faxbridge.models import FaxOptions, NewJob, PreparedDocument, Source
 from faxbridge.store import DOC_NAME, Store, new_job_id
@@ -139,6 +140,9 @@ class FolderIntake:
         self._retry_at: float | None = None
         self._tries: dict[str, int] = {}
         self.on_result: Callable[[str], None] = lambda result: None   # metrics: "accepted" | "rejected"
+        self.on_folder: Callable[[Path], None] = lambda folder: None  # a folder a sweep visited
+        self.on_swept: Callable[[set[Path]], None] = lambda folders: None   # every folder, after a full sweep
+        self._deep: set[Path] = set()
 
     def retry_soon(self) -> None:
         """Something failed on our side: the processing area is reconciled again in a moment."""
@@ -151,18 +155,41 @@ class FolderIntake:
             folder.mkdir(parents=True, exist_ok=True)
 
     def sweep(self, under: Path | None = None) -> int:
-        """Look at every file in the folder (or a subfolder just moved in). Returns files seen."""
+        """Look at every file in the folder (or a subfolder just moved in). Returns files seen.
+        Iterative and bounded (:func:`faxbridge.ingress.tree.walk`): folders deeper than
+        ``watch.max_depth`` are not entered, links are never followed, and a folder that cannot
+        be listed is logged and skipped."""
         start = under or self.root
+        rel = self._rel(start)
+        if rel is None:
+            return 0
+        depth = len(rel.parts)
+        max_depth = self.watch.max_depth if self.watch.recursive else 0
+        if depth > max_depth:
+            self._too_deep(start)
+            return 0
         found: list[Path] = []
-        for root, dirs, files in os.walk(start, followlinks=False):
-            found += [Path(root, f) for f in files]
-            # os.walk lists a link to a folder among the folders: to us it is a file (and refused)
-            found += [Path(root, d) for d in dirs if os.path.islink(os.path.join(root, d))]
-            if not self.watch.recursive:
-                break
-            dirs[:] = [d for d in dirs if not is_ignored(d)]
+        folders: set[Path] = set()
+        for folder in walk(start, max_depth, skip=is_ignored, on_deep=self._too_deep,
+                           on_error=self._unlisted, start_depth=depth):
+            folders.add(folder.path)
+            self.on_folder(folder.path)
+            found += [folder.path / f for f in folder.files]
         self.observe(found)
+        if under is None:
+            self.on_swept(folders)
         return len(found)
+
+    def _too_deep(self, path: Path) -> None:
+        if path not in self._deep and len(self._deep) < 1000:
+            self._deep.add(path)
+            log.warning("folder.too_deep", watch=str(self.root), folder=str(path),
+                        max_depth=self.watch.max_depth, note="ignored: deeper than watch.max_depth")
+
+    def _unlisted(self, path: Path, exc: OSError) -> None:
+        if path != self.root and isinstance(exc, FileNotFoundError):
+            return                                # removed meanwhile
+        log.warning("folder.unlisted", watch=str(self.root), folder=str(path), error=str(exc))
 
     def _rel(self, path: Path) -> PurePosixPath | None:
         try:
@@ -175,7 +202,7 @@ class FolderIntake:
         now = self.clock.monotonic()
         for path in paths:
             rel = self._rel(path)
-            if rel is None or not relevant(rel, self.watch.recursive):
+            if rel is None or not relevant(rel, self.watch.recursive) or len(rel.parts) > self.watch.max_depth + 1:
                 continue
             self._look(rel, now)
 

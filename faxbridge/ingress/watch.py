@@ -10,6 +10,11 @@ runs in a small pool of worker processes (started with forkserver/spawn, never f
 files uses every core. After a round that made jobs, the dispatcher and the result writer
 are woken.
 
+With ``recursive = true`` every folder (down to ``watch.max_depth``) gets a plain, non-recursive
+watch of its own (:class:`~faxbridge.ingress.tree.FolderWatches`), added as the intake's sweeps find
+folders, so that watchdog never walks a tree itself (its walk recursed, and a tree 1,100 levels deep
+killed it).
+
 Start-up: the processing area is reconciled with the store (claims a crash left behind), the
 observers start, and then a sweep looks at every file already there, so nothing that arrived while
 the daemon was down, or during start-up, is missed. A sweep also runs every ``SWEEP_S`` seconds as a
@@ -44,6 +49,7 @@ from faxbridge.config import Config, WatchConfig
 from faxbridge.errors import StoreError
 from faxbridge.ingress.content import warm
 from faxbridge.ingress.folder import FolderIntake, TickResult
+from faxbridge.ingress.tree import FolderWatches
 from faxbridge.runtime import Runtime
 from faxbridge.store import Store
 
@@ -156,7 +162,14 @@ class FolderWatcher:
         finished = await self._in_worker(self._open)
         for index, watch in enumerate(self.watches):
             observer = make_observer(watch)
-            observer.schedule(_Forward(self, index), str(watch.path), recursive=watch.recursive)
+            handler = _Forward(self, index)
+            if watch.recursive:           # one plain watch per folder: watchdog never walks the tree
+                folders = FolderWatches(observer, handler, watch.path)
+                self._intakes[index].on_folder = folders.ensure
+                self._intakes[index].on_swept = folders.keep_only
+                folders.ensure(watch.path)
+            else:
+                observer.schedule(handler, str(watch.path), recursive=False)
             observer.daemon = True
             observer.start()
             self._observers.append(observer)

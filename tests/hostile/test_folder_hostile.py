@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import structlog.testing
+
 from faxbridge.store import new_job_id
 from tests.conftest import async_wait_until, wait_until
 from tests.ingress.test_watch import config, daemon, results, sends
@@ -119,3 +121,78 @@ def test_daemon_starts_with_poisoned_claims_left_in_place(tmp_path: Path) -> Non
     assert (got["again.result.json"]["state"], got["again.result.json"]["reason"]) == \
         ("rejected", "again.json nests arrays or objects more than 16 deep")
     assert os.listdir(processing) == []
+
+
+# --- finding 3: hostile folder trees ------------------------------------------------------------------
+
+
+def _deep_tree(top: Path, levels: int) -> Path:
+    """A folder ``levels`` deep under ``top``, made level by level through directory descriptors."""
+    top.mkdir(parents=True, exist_ok=True)
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(levels):
+            os.mkdir("d", dir_fd=fd)
+            inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    finally:
+        os.close(fd)
+    return top
+
+
+def _remove_tree(top: Path) -> None:
+    """Remove a tree of any depth without recursion (shutil.rmtree recurses on Python 3.11)."""
+    stack = [top]
+    while stack:
+        path = stack[-1]
+        subfolders = [path / e.name for e in os.scandir(path) if e.is_dir(follow_symlinks=False)]
+        if subfolders:
+            stack += subfolders
+            continue
+        for entry in os.scandir(path):
+            os.unlink(path / entry.name)
+        os.rmdir(path)
+        stack.pop()
+
+
+async def test_a_deep_tree_and_a_symlink_loop_do_not_stop_a_recursive_watcher(tmp_path: Path) -> None:
+    cfg = config(tmp_path, recursive=True)
+    outbox = cfg.watch[0].path
+    _deep_tree(outbox / "deep", 1100)                    # there before start-up
+    os.symlink(".", outbox / "loop")                     # a symbolic link loop, twice
+    (outbox / "15555551219").mkdir()
+    os.symlink("..", outbox / "15555551219" / "up")
+    make_pdf(outbox / "15555551212" / "early.pdf")       # a good file before start-up
+    nine = outbox / "/".join(["15555551215"] * 9)        # 9 levels below the watched folder: too deep
+    make_pdf(nine / "toodeep.pdf")
+    try:
+        with structlog.testing.capture_logs() as captured:
+            async with daemon(cfg) as d:
+                await async_wait_until(lambda: results(cfg).get("early.result.json", {}).get("final"), timeout=60,
+                                       what="the early file's result")
+                _deep_tree(outbox / "deep2", 1100)            # made while watching
+                make_pdf(tmp_path / "made" / "late.pdf").rename(_made_dir(outbox / "15555551214") / "late.pdf")
+                await async_wait_until(lambda: results(cfg).get("late.result.json", {}).get("final"), timeout=60,
+                                       what="the late file's result")
+                assert d.healthy()
+                sent = sorted(s.to for s in sends(d))
+        got = results(cfg)
+        assert (got["early.result.json"]["state"], got["late.result.json"]["state"]) == ("delivered", "delivered")
+        assert sent == ["+15555551212", "+15555551214"]
+        assert sorted(got) == ["early.result.json", "late.result.json", "loop.result.json", "up.result.json"]
+        assert got["loop.result.json"]["reason"] == "loop is a symbolic link; faxbridge takes only regular files"
+        assert (nine / "toodeep.pdf").exists()                # never taken, never touched
+        deep = [e for e in captured if e["event"] == "folder.too_deep"]
+        assert {e["folder"] for e in deep} >= {str(outbox / "deep" / "/".join(["d"] * 8)),
+                                                str(outbox / "deep2" / "/".join(["d"] * 8)), str(nine)}
+        assert len(deep) == len({e["folder"] for e in deep})      # one line per folder, not per sweep
+    finally:
+        for top in (outbox / "deep", outbox / "deep2"):
+            if top.exists():
+                _remove_tree(top)
+
+
+def _made_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
