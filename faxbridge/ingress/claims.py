@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import shutil
+import stat
 from pathlib import Path, PurePosixPath
 
 from faxbridge.durable import fsync_dir
@@ -146,18 +148,27 @@ def give_back(watch_path: Path, claim: Path) -> list[PurePosixPath]:
 
 
 def _copy_in(source: Path, folder: Path) -> Path:
-    """Copy to a temporary name in ``folder`` (fsynced): for a move to another filesystem.
-    A symbolic link is copied as a link, never followed."""
-    tmp = folder / f".{source.name[:200]}.{os.getpid()}.moving.tmp"
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
-    if source.is_symlink():
-        os.symlink(os.readlink(source), tmp)
+    """Copy to a fresh temporary name in ``folder`` (fsynced): for a move to another filesystem.
+    The name is unpredictable and created exclusively (``O_CREAT|O_EXCL|O_NOFOLLOW``): nothing
+    planted in ``folder`` can be written through. A symbolic link is copied as a link, never
+    followed; the source is opened without following links too."""
+    tmp = folder / f".{secrets.token_hex(16)}.moving.tmp"
+    if stat.S_ISLNK(os.lstat(source).st_mode):
+        os.symlink(os.readlink(source), tmp)          # fails if the name exists
         return tmp
-    with source.open("rb") as src, tmp.open("wb") as dst:
-        shutil.copyfileobj(src, dst, 1 << 20)
-        dst.flush()
-        os.fsync(dst.fileno())
+    src_fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        dst_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            while chunk := os.read(src_fd, 1 << 20):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(dst_fd, view):]
+            os.fsync(dst_fd)
+        finally:
+            os.close(dst_fd)
+    finally:
+        os.close(src_fd)
     return tmp
 
 

@@ -78,7 +78,18 @@ log = structlog.get_logger("faxbridge.folder")
 T = TypeVar("T")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 RETRY_S = 5.0
+LOOK_BATCH = 500             # tracked files lstat'ed again per tick, in turn
 MAX_TRIES = 5
+
+
+def fair(due: list[Due], limit: int) -> list[Due]:
+    """The files a round takes: all when they fit, else half from the oldest first seen and half
+    from the newest, so that neither a flood dropped earlier starves a file dropped after it, nor
+    a flood that keeps coming starves the files already waiting."""
+    if len(due) <= limit:
+        return due
+    newest = limit // 2
+    return due[:limit - newest] + due[len(due) - newest:]
 
 
 def default_incomplete_after(settle: float) -> float:
@@ -143,6 +154,7 @@ class FolderIntake:
         self.on_folder: Callable[[Path], None] = lambda folder: None  # a folder a sweep visited
         self.on_swept: Callable[[set[Path]], None] = lambda folders: None   # every folder, after a full sweep
         self._deep: set[Path] = set()
+        self._look_at = 0
 
     def retry_soon(self) -> None:
         """Something failed on our side: the processing area is reconciled again in a moment."""
@@ -227,7 +239,7 @@ class FolderIntake:
         transaction (:meth:`_finish_many`)."""
         self.observe(changed)
         now = self.clock.monotonic()
-        for rel in self.tracker.paths():
+        for rel in self._to_look_at():
             self._look(rel, now)
         finished = 0
         if self._retry_at is not None and now >= self._retry_at:
@@ -235,7 +247,7 @@ class FolderIntake:
             finished += self.reconcile()
         due = self.tracker.due(now)
         picks: list[_Pick] = []
-        for item in due[:limit]:
+        for item in fair(due, limit):
             pick = self._consider(item, now)
             if pick is not None:
                 if not pick.check:
@@ -243,6 +255,17 @@ class FolderIntake:
                 picks.append(pick)
         finished += self._take(picks)
         return TickResult(finished, len(due) > limit, self.tracker.next_due_in(self.clock.monotonic()))
+
+    def _to_look_at(self) -> list[PurePosixPath]:
+        """The tracked files to lstat again this tick (events may have been missed): all of them
+        when there are few, else the next ``LOOK_BATCH`` in turn, so that a flood of files costs
+        each tick a bounded amount. A file is lstat'ed again before it is taken anyway."""
+        paths = self.tracker.paths()
+        if len(paths) <= LOOK_BATCH:
+            return paths
+        start = self._look_at % len(paths)
+        self._look_at = start + LOOK_BATCH
+        return (paths[start:] + paths[:start])[:LOOK_BATCH]
 
     def _later(self, fn: Callable[..., T], *args: Any) -> Callable[[], T | BaseException]:
         """Start ``fn(*args)`` in the pool (at once, in this thread, without one); the returned
@@ -287,10 +310,17 @@ class FolderIntake:
             return _Pick(rel, [], f"{rel.name} is a symbolic link; faxbridge takes only regular files")
         if not stat.S_ISREG(st.st_mode):
             return _Pick(rel, [], f"{rel.name} is not a regular file")
+        if Signature(st.st_size, st.st_mtime_ns, st.st_ino) != self.tracker.signature(rel):
+            self.tracker.see(rel, Signature(st.st_size, st.st_mtime_ns, st.st_ino), now)
+            return None                           # changed since it was last looked at: settle again
         if st.st_size > self.watch.max_size:
             return _Pick(rel, [], f"{rel.name} is {_size_words(st.st_size)}; the limit is "
                                   f"{_size_words(self.watch.max_size)} (watch.max_size)")
         controls = [rel.parent / c for c in control_names(rel.name) if os.path.lexists(self.root / rel.parent / c)]
+        if st.st_size == 0 and not controls and not due.expired:
+            if self.tracker.wait(rel, f"{rel.name} is empty"):     # no content check needed to say so
+                log.info("folder.waiting", file=str(rel), watch=str(self.root), reason=f"{rel.name} is empty")
+            return None
         for control in controls:
             if not self.tracker.stable(control, now):
                 self._look(control, now)          # a control file still being written: wait for it

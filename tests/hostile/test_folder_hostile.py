@@ -14,7 +14,7 @@ import structlog.testing
 from faxbridge.store import new_job_id
 from tests.conftest import async_wait_until, wait_until
 from tests.ingress.test_watch import config, daemon, results, sends
-from tests.support import DaemonProcess, base_settings, make_pdf, write_config
+from tests.support import DaemonProcess, base_settings, cli, make_pdf, write_config
 
 # (control file name, its bytes, the exact reason of the document's rejected result)
 BAD_CONTROLS: list[tuple[str, bytes, str]] = [
@@ -196,3 +196,68 @@ async def test_a_deep_tree_and_a_symlink_loop_do_not_stop_a_recursive_watcher(tm
 def _made_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# --- finding 15: hostile names, floods --------------------------------------------------------------
+
+
+async def test_control_bytes_in_a_file_name_never_reach_the_terminal_raw(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    outbox = cfg.watch[0].path
+    outbox.mkdir(parents=True)
+    sent_name = "15555551212_\x1b]0;owned\x07\x1b[2J.pdf"
+    rejected_name = "\x1b[31mred\u202e.pdf"
+    async with daemon(cfg) as d:
+        for name in (sent_name, rejected_name):
+            make_pdf(tmp_path / "made" / "x.pdf").rename(outbox / name)
+        await async_wait_until(lambda: len(results(cfg)) == 2 and all(r["final"] for r in results(cfg).values()),
+                               timeout=60, what="both results")
+        assert [s.to for s in sends(d)] == ["+15555551212"]
+    by_doc = {r["document"]: r for r in results(cfg).values()}
+    assert sorted(by_doc) == sorted([sent_name, rejected_name])     # the JSON keeps the name as it is
+    jobs = cli("jobs", config=cfg.source)
+    assert jobs.returncode == 0, jobs.stderr
+    assert "\x1b" not in jobs.stdout and "\u202e" not in jobs.stdout and "\x07" not in jobs.stdout
+    assert "no fax number for \\x1b[31mred\\u202e.pdf" in jobs.stdout
+    for result in by_doc.values():
+        shown = cli("job", result["id"], config=cfg.source)
+        assert shown.returncode == 0, shown.stderr
+        assert not any(c in shown.stdout for c in "\x1b\x07\u202e"), shown.stdout
+    assert "document:       15555551212_\\x1b]0;owned\\x07\\x1b[2J.pdf" in \
+        cli("job", by_doc[sent_name]["id"], config=cfg.source).stdout
+
+
+FLOOD = 2000
+
+
+def _delivered(config_path: Path) -> list[str]:
+    out = cli("jobs", "--json", "--state", "delivered", config=config_path)
+    return [json.loads(line)["document"] for line in out.stdout.splitlines() if line.strip()]
+
+
+def test_a_flood_of_empty_files_does_not_starve_a_good_file(tmp_path: Path) -> None:
+    """2,000 empty files, then a good one once the flood's rejections are under way: the good file is
+    taken while most of the flood is still in the folder (not after it), and is faxed; the empty
+    files are rejected with their reason."""
+    config_path = _daemon_config(tmp_path)
+    outbox, failed = tmp_path / "outbox", tmp_path / "failed"
+    outbox.mkdir()
+    proc = DaemonProcess(config_path, tmp_path / "daemon.log").start()
+    try:
+        proc.wait_ready(60)
+        for n in range(FLOOD):
+            (outbox / f"empty{n:05d}.pdf").touch()
+        first = wait_until(lambda: next(failed.glob("empty*.pdf"), None), timeout=60, interval=0.01,
+                           what="the first empty file rejected")
+        good = make_pdf(tmp_path / "made" / "15555551212_good.pdf")
+        good.rename(outbox / good.name)
+        wait_until(lambda: not (outbox / good.name).exists(), timeout=60, interval=0.005, what="the good file claimed")
+        left = len([p for p in os.listdir(outbox) if p.startswith("empty")])
+        assert left > FLOOD // 2, f"the good file was taken only after {FLOOD - left} of the flood"
+        wait_until(lambda: _delivered(config_path) == [good.name], timeout=90, interval=0.5,
+                   what="the good file faxed")
+        result = wait_until(lambda: _results(tmp_path / "results").get(first.stem + ".result.json"), timeout=60,
+                            what="the first empty file's result")
+    finally:
+        assert proc.stop() == 0
+    assert (result["state"], result["reason"]) == ("rejected", f"{first.name} is empty")
