@@ -36,6 +36,7 @@ worker processes when there is one, in this thread otherwise.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
@@ -52,7 +53,7 @@ from faxbridge import crashpoints
 from faxbridge.clock import Clock
 from faxbridge.config import NumbersConfig, WatchConfig
 from faxbridge.errors import InputError, NumberError, StoreError
-from faxbridge.ingress import claims
+from faxbridge.ingress import claims, safedir
 from faxbridge.ingress.content import incomplete, stage
 from faxbridge.ingress.control import (
     MAX_CONTROL_SIZE,
@@ -67,6 +68,7 @@ from faxbridge.ingress.control import (
     relevant,
     stem,
 )
+from faxbridge.ingress.safedir import write_all
 from faxbridge.ingress.settle import Due, SettleTracker, Signature
 from faxbridge.ingress.tree import walk
 from faxbridge.intake import commit_many, destination
@@ -163,8 +165,9 @@ class FolderIntake:
     # ---- discovery ------------------------------------------------------------------------
 
     def prepare_folders(self) -> None:
-        for folder in (self.root, self.area, self.watch.results, self.watch.done, self.watch.failed):
+        for folder in (self.root, self.watch.results, self.watch.done, self.watch.failed):
             folder.mkdir(parents=True, exist_ok=True)
+        os.close(safedir.open_area(self.root, repair=True))     # made 0700, checked (claims.py)
 
     def sweep(self, under: Path | None = None) -> int:
         """Look at every file in the folder (or a subfolder just moved in). Returns files seen.
@@ -388,6 +391,7 @@ class FolderIntake:
                     item.result()                 # wait for it: its staging folder is removed next
                 if item.job_id is not None:
                     self.store.discard_stage(item.job_id)
+                    self.store.discard_stage(item.job_id + ".in")
             return 0
         crashpoints.hit("folder.claimed")
         return self._complete(started)
@@ -408,12 +412,17 @@ class FolderIntake:
                 return _Started(claim_id, new, document, reject=reject)
             job_id = new_job_id()
             out = self.store.stage(job_id) / DOC_NAME
+            try:
+                copy = self._copy_claimed(claim_id, document, job_id)
+            except InputError as exc:
+                self.store.discard_stage(job_id)
+                self.store.discard_stage(job_id + ".in")
+                return _Started(claim_id, new, document, reject=exc.reason)
         except (StoreError, OSError) as exc:
             return _Started(claim_id, None, None, error=exc)
         except Exception as exc:
             return self._unexpected(claim_id, exc)
-        result = self._later(stage, self.area / claim_id / document, document.name, out,
-                             self.numbers.max_pages, new.options.paper)
+        result = self._later(stage, copy, document.name, out, self.numbers.max_pages, new.options.paper)
         return _Started(claim_id, new, document, job_id=job_id, result=result)
 
     def _unexpected(self, claim_id: str, exc: Exception) -> _Started:
@@ -421,7 +430,7 @@ class FolderIntake:
         log.error("folder.claim_unreadable", claim=claim_id, watch=str(self.root),
                   error=f"{type(exc).__name__}: {exc}"[:500], exc_info=exc)
         try:
-            document, _controls = claims.claim_files(self.area / claim_id)
+            document, _controls = claims.list_claim(self.root, claim_id)
             if document is None:
                 raise OSError(f"claim {claim_id} holds no document")
             base = NewJob(source=Source.FOLDER, to="", document=document.name,
@@ -452,6 +461,8 @@ class FolderIntake:
             outcome: PreparedDocument | str | BaseException | None = item.error or item.reject
             if item.result is not None:
                 outcome = item.result()
+            if item.job_id is not None:
+                self.store.discard_stage(item.job_id + ".in")
             if isinstance(outcome, PreparedDocument):
                 staged.append((item, outcome))
                 continue
@@ -503,8 +514,7 @@ class FolderIntake:
     def _plan(self, claim_id: str, reject: str | None) -> tuple[NewJob, PurePosixPath, str | None]:
         """Everything about a claim but its document: (the job, the document, why it is rejected
         or None). Reads the claim; commits nothing."""
-        folder = self.area / claim_id
-        document, controls = claims.claim_files(folder)
+        document, controls = claims.list_claim(self.root, claim_id)
         if document is None:
             raise OSError(f"claim {claim_id} holds no document")
         meta = self._meta(claim_id, document)
@@ -514,10 +524,9 @@ class FolderIntake:
             reject = f"{document.name} could not be read after {MAX_TRIES} tries; see the daemon's log"
         if reject is not None:
             return base, document, reject
-        path = folder / document
         try:
-            control = self._control(folder, controls)
-            st = os.lstat(path)
+            control = self._control(claim_id, controls)
+            st = self._claimed_stat(claim_id, document)
             if not stat.S_ISREG(st.st_mode):
                 raise InputError(f"{document.name} is not a regular file")
             if st.st_size > self.watch.max_size:
@@ -538,11 +547,48 @@ class FolderIntake:
                      dedup_key=claims.dedup_key(claim_id))
         return new, document, None
 
-    def _control(self, folder: Path, controls: list[PurePosixPath]) -> Control | None:
+    def _claimed_stat(self, claim_id: str, document: PurePosixPath) -> os.stat_result:
+        """What the claimed document is, from a descriptor opened without following links (a link
+        is not a regular file: it is rejected)."""
+        try:
+            fd, st = claims.open_claimed(self.root, claim_id, document)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise InputError(f"{document.name} is not a regular file") from exc
+            raise
+        os.close(fd)
+        return st
+
+    def _copy_claimed(self, claim_id: str, document: PurePosixPath, job_id: str) -> Path:
+        """Copy the claimed document, through ONE descriptor opened without following links and
+        checked with fstat (a regular file, within watch.max_size), into a staging folder of the
+        store (under state_dir, ours alone); the document is prepared from that copy, so nothing
+        done to the working area after this check can change what is faxed."""
+        fd, st = claims.open_claimed(self.root, claim_id, document)
+        try:
+            if not stat.S_ISREG(st.st_mode) or st.st_size > self.watch.max_size:
+                raise InputError(f"{document.name} changed after it was checked; not a regular file "
+                                 f"within watch.max_size")
+            copy = self.store.stage(job_id + ".in") / "document"
+            out = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                left = self.watch.max_size + 1
+                while left > 0 and (chunk := os.read(fd, min(1 << 20, left))):
+                    left -= len(chunk)
+                    write_all(out, chunk)
+            finally:
+                os.close(out)
+            if left <= 0:
+                raise InputError(f"{document.name} grew past {_size_words(self.watch.max_size)} (watch.max_size)")
+            return copy
+        finally:
+            os.close(fd)
+
+    def _control(self, claim_id: str, controls: list[PurePosixPath]) -> Control | None:
         """The first control file by precedence (.json before .fax), parsed."""
         for rel in sorted(controls, key=lambda c: not c.name.lower().endswith(".json")):
             try:
-                fd = os.open(folder / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                fd, _st = claims.open_claimed(self.root, claim_id, rel)
             except OSError as exc:
                 raise ControlError(f"{rel.name} cannot be read ({exc.strerror or exc}); "
                                    "a control file must be a regular file") from exc
@@ -577,7 +623,7 @@ class FolderIntake:
             if self.store.find_duplicate(claims.dedup_key(claim_id), EPOCH) is not None:
                 continue                      # it has its job: the result writer finishes it
             try:
-                document, controls = claims.claim_files(folder)
+                document, controls = claims.list_claim(self.root, claim_id)
                 if document is None:
                     returned = claims.give_back(self.root, folder) if controls else []
                     if not controls:
