@@ -67,8 +67,16 @@ def open_child(parent_fd: int, name: str, where: Path | str, *, owners: tuple[in
     try:
         fd = os.open(name, DIR_FLAGS, dir_fd=parent_fd)
     except OSError as exc:
-        if exc.errno == errno.ELOOP or (strict and exc.errno == errno.ENOTDIR):
-            raise UnsafeFolder(where, "a symbolic link or not a folder") from exc
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        try:
+            link = stat.S_ISLNK(os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode)
+        except OSError:
+            link = False
+        if link:
+            raise UnsafeFolder(where, "a symbolic link") from exc
+        if strict:
+            raise UnsafeFolder(where, "not a folder") from exc
         raise
     if owners is not None:
         why = _why_not_ours(os.fstat(fd), owners)

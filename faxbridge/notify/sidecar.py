@@ -10,7 +10,8 @@ folder job (the outbox row is written with the final state). In this order:
    rename, fsync of the folder. A reader never sees half a file, and once the result is there the
    original has already moved. The temporary name is random and created exclusively
    (``O_CREAT|O_EXCL|O_NOFOLLOW`` in the folder's descriptor): a link planted under any name is
-   never written through (a crash between the write and the rename leaves a ``.*.result.json.tmp``).
+   never written through. It ends with a tag made from the job id, so a crash before the rename
+   leaves nothing behind once the write is repeated (the old temporary file is removed).
    The file holds ``schema_version``, the job object of contract section 7 and its history under
    ``events``.
 
@@ -34,6 +35,8 @@ with backoff, forever; nothing is dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -105,7 +108,13 @@ def _write_result_at(fd: int, folder: Path, job: Job, events: Sequence[JobEvent]
         except FileNotFoundError:
             pass
         # A dot: readers skip it. Random and exclusive: nothing planted can be written through.
-        tmp, out = safedir.create_exclusive(fd, ".result.json.tmp")
+        # The job's tag after the random part: a write repeated after a crash removes the old one.
+        tail = f".{hashlib.sha256(job.id.encode()).hexdigest()[:20]}.result.json.tmp"
+        for stale in os.listdir(fd):
+            if stale.startswith(".") and stale.endswith(tail):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(stale, dir_fd=fd)          # the entry only: a link is never followed
+        tmp, out = safedir.create_exclusive(fd, tail)
         try:
             safedir.write_all(out, data)
             os.fsync(out)

@@ -104,7 +104,7 @@ def test_daemon_starts_with_poisoned_claims_left_in_place(tmp_path: Path) -> Non
             good = make_pdf(tmp_path / "made" / f"1555555121{run}.pdf")
             good.rename(outbox / good.name)
             name = f"1555555121{run}.result.json"
-            wait_until(lambda n=name: _results(tmp_path / "results").get(n, {}).get("state") == "delivered",  # type: ignore[misc]
+            wait_until(lambda n=name: _results(tmp_path / "results").get(n, {}).get("state") == "delivered",
                        timeout=60, what=f"good file {run} delivered")
             if run == 1:                  # and a fresh poisoned claim for the next start-up
                 claim = processing / new_job_id()
