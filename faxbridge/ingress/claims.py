@@ -19,9 +19,16 @@ crash can leave, and what start-up does with it:
   watched folder);
 - a document and its job: left for the result writer (``notify.sidecar``).
 
+The working area is ours alone: made 0700 and checked at every use, and everything in it is
+reached through directory descriptors, never a path through ``.faxbridge``
+(:mod:`faxbridge.ingress.safedir` has the rules; the watched folder may be writable by others).
+Why there and not under ``state_dir``: claiming must be an atomic ``rename`` on the watched
+folder's filesystem, which ``state_dir`` need not share.
+
 Moving out (to ``done``/``failed``) never overwrites: ``os.link`` to the target name (fails if the
-name exists) then unlink, with a copy for another filesystem; a name that is taken gets a suffix
-before its extension (``letter-2.pdf``).
+name exists) then unlink, with a copy (a random, exclusive temporary name) for another
+filesystem; a name that is taken gets a suffix before its extension (``letter-2.pdf``). All of it
+by descriptor.
 """
 
 from __future__ import annotations

@@ -17,13 +17,16 @@ A file is ready when (in this order; the first that fails decides):
    appending by path); a file still incomplete after ``incomplete_after`` seconds unchanged is
    rejected with the reason it was waiting for.
 
-Then it is claimed (renamed into the processing area, :mod:`faxbridge.ingress.claims`) and only
-then read for faxing: the destination is chosen (:mod:`faxbridge.ingress.control`) and the document
-prepared in the store's staging folder; any input that cannot be faxed becomes a
-``rejected`` job through ``store.reject`` with its reason. Either way the job owes a result file
-(outbox kind "sidecar"), written by :mod:`faxbridge.notify.sidecar`, which also moves the original
-out of the processing area. Trouble on our side (disk full, database busy) leaves the claim where
-it is; it is tried again later (and at every start-up, by :meth:`FolderIntake.reconcile`).
+Then it is claimed (renamed into the processing area, :mod:`faxbridge.ingress.claims`: the working
+area ``.faxbridge`` is ours, 0700, checked at every use; see :mod:`faxbridge.ingress.safedir`) and
+only then read for faxing, through one descriptor opened without following links and checked with
+fstat, copied into the store's staging folder (under ``state_dir``): the destination is chosen
+(:mod:`faxbridge.ingress.control`) and the document prepared from that copy; any input that cannot
+be faxed becomes a ``rejected`` job through ``store.reject`` with its reason. Either way the job
+owes a result file (outbox kind "sidecar"), written by :mod:`faxbridge.notify.sidecar`, which also
+moves the original out of the processing area. Trouble on our side (disk full, database busy) leaves
+the claim where it is; it is tried again later (and at every start-up, by
+:meth:`FolderIntake.reconcile`).
 
 A tick takes its due files as one round, so that a burst costs a few fsyncs per round rather than
 per file: every file is checked and claimed (each document starts staging at once), then every
