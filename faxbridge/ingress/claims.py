@@ -33,6 +33,7 @@ by descriptor.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -212,32 +213,91 @@ def sync_claims(watch_path: Path, taken: list[tuple[str, PurePosixPath]]) -> Non
 
 def quarantine(watch_path: Path, claim_id: str, reason: str) -> Path:
     """Move a claim that cannot be made a job to ``.faxbridge/quarantine/<claim id>`` with a
-    ``REASON.txt`` beside it; nothing there is ever taken again (an administrator looks)."""
-    folder = watch_path / AREA / QUARANTINE
-    folder.mkdir(mode=0o700, exist_ok=True)
-    target = folder / claim_id
-    os.rename(processing_dir(watch_path) / claim_id, target)
-    with open(folder / f"{claim_id}.REASON.txt", "w", encoding="utf-8", errors="replace") as fh:
-        fh.write(reason + "\n")
-    fsync_dir(folder)
-    fsync_dir(processing_dir(watch_path))
-    return target
+    ``<claim id>.REASON.txt`` beside it, by descriptor; nothing there is ever taken again (an
+    administrator looks)."""
+    area = safedir.open_area(watch_path)
+    try:
+        parent = os.open("..", safedir.DIR_FLAGS, dir_fd=area)
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(QUARANTINE, 0o700, dir_fd=parent)
+            folder = safedir.open_child(parent, QUARANTINE, watch_path / AREA / QUARANTINE, owners=(os.geteuid(),))
+        finally:
+            os.close(parent)
+        try:
+            os.rename(claim_id, claim_id, src_dir_fd=area, dst_dir_fd=folder)
+            name, fd = safedir.create_exclusive(folder, ".tmp", 0o600)
+            try:
+                safedir.write_all(fd, (reason + "\n").encode("utf-8", "replace"))
+            finally:
+                os.close(fd)
+            os.replace(name, f"{claim_id}.REASON.txt", src_dir_fd=folder, dst_dir_fd=folder)
+            os.fsync(folder)
+            os.fsync(area)
+        finally:
+            os.close(folder)
+    finally:
+        os.close(area)
+    return watch_path / AREA / QUARANTINE / claim_id
 
 
-def give_back(watch_path: Path, claim: Path) -> list[PurePosixPath]:
-    """Return what a claim holds to the watched folder (names that are taken stay) and drop the claim."""
+def give_back(watch_path: Path, claim_id: str) -> list[PurePosixPath]:
+    """Return what a claim holds to the watched folder (names that are taken stay) and drop the
+    claim; by descriptor on both sides (a link on the way back is never followed)."""
     returned: list[PurePosixPath] = []
-    document, controls = claim_files(claim)
-    for rel in [*controls, *([document] if document else [])]:
-        home = watch_path / rel
-        if os.path.lexists(home):
-            continue
-        home.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(claim / rel, home)
-        returned.append(rel)
-    if not any(folder.files for folder in walk(claim, MAX_CLAIM_DEPTH)):
-        shutil.rmtree(claim, ignore_errors=True)
+    area = safedir.open_area(watch_path)
+    root = os.open(watch_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        claim = safedir.open_child(area, claim_id, watch_path / AREA)
+        try:
+            document, controls = claim_files(safedir.fd_path(claim))
+            for rel in [*controls, *([document] if document else [])]:
+                try:
+                    home = _make_path(root, rel.parent, watch_path)
+                except safedir.UnsafeFolder:
+                    continue                  # its folder is a link now: it stays in the claim
+                try:
+                    source = safedir.open_path(claim, rel.parent, watch_path / AREA)
+                    try:
+                        if not _exists_at(home, rel.name):
+                            os.rename(rel.name, rel.name, src_dir_fd=source, dst_dir_fd=home)
+                            returned.append(rel)
+                    finally:
+                        os.close(source)
+                finally:
+                    os.close(home)
+            empty = not any(folder.files for folder in walk(safedir.fd_path(claim), MAX_CLAIM_DEPTH))
+        finally:
+            os.close(claim)
+        if empty:
+            shutil.rmtree(claim_id, dir_fd=area, ignore_errors=True)
+    finally:
+        os.close(root)
+        os.close(area)
     return returned
+
+
+def remove_claim(watch_path: Path, claim_id: str) -> None:
+    """Remove a claim folder (and what it holds) by descriptor."""
+    area = safedir.open_area(watch_path)
+    try:
+        shutil.rmtree(claim_id, dir_fd=area, ignore_errors=True)
+    finally:
+        os.close(area)
+
+
+def _make_path(top: int, rel: PurePosixPath, where: Path) -> int:
+    """The folder ``rel`` under ``top``, made where missing, never through a link."""
+    fd = os.dup(top)
+    for part in rel.parts:
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o755, dir_fd=fd)
+            inner = safedir.open_child(fd, part, where)
+        finally:
+            os.close(fd)
+        fd = inner
+    return fd
 
 
 def _copy_in(src_fd: int, name: str, dst_fd: int) -> str:

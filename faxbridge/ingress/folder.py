@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 from collections.abc import Callable, Iterable
 from concurrent.futures import BrokenExecutor, Executor
@@ -628,9 +627,9 @@ class FolderIntake:
             try:
                 document, controls = claims.list_claim(self.root, claim_id)
                 if document is None:
-                    returned = claims.give_back(self.root, folder) if controls else []
+                    returned = claims.give_back(self.root, claim_id) if controls else []
                     if not controls:
-                        shutil.rmtree(folder, ignore_errors=True)
+                        claims.remove_claim(self.root, claim_id)
                     log.info("folder.claim_undone", claim=claim_id, watch=str(self.root),
                              returned=[str(r) for r in returned])
                     continue

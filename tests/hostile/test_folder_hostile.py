@@ -261,3 +261,22 @@ def test_a_flood_of_empty_files_does_not_starve_a_good_file(tmp_path: Path) -> N
     finally:
         assert proc.stop() == 0
     assert (result["state"], result["reason"]) == ("rejected", f"{first.name} is empty")
+
+
+def test_a_claim_nothing_can_be_made_of_is_quarantined_with_its_reason(tmp_path: Path) -> None:
+    from tests.ingress.folder_kit import open_folder
+
+    for folder in open_folder(tmp_path):
+        claim_id = new_job_id()
+        make_pdf(folder.area / claim_id / "odd.pdf")
+        folder.intake._quarantine(claim_id, "RecursionError: maximum recursion depth exceeded")
+        quarantine = folder.root / ".faxbridge" / "quarantine"
+        assert os.listdir(folder.area) == []
+        assert sorted(os.listdir(quarantine)) == [claim_id, f"{claim_id}.REASON.txt"]
+        assert (quarantine / f"{claim_id}.REASON.txt").read_text() == \
+            "RecursionError: maximum recursion depth exceeded\n"
+        assert os.listdir(quarantine / claim_id) == ["odd.pdf"]
+        assert folder.intake.reconcile() == 0 and folder.jobs() == []     # never taken again
+        make_pdf(folder.root / "15555551212.pdf")                          # and intake goes on
+        folder.intake.sweep()
+        assert folder.settle(2) == 1 and [j.to for j in folder.jobs()] == ["+15555551212"]
