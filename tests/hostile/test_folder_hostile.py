@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 import structlog.testing
 
 from faxbridge.store import new_job_id
@@ -156,8 +157,9 @@ def _remove_tree(top: Path) -> None:
         stack.pop()
 
 
-async def test_a_deep_tree_and_a_symlink_loop_do_not_stop_a_recursive_watcher(tmp_path: Path) -> None:
-    cfg = config(tmp_path, recursive=True)
+@pytest.mark.parametrize("poll", [False, True], ids=["inotify", "polling"])
+async def test_a_deep_tree_and_a_symlink_loop_do_not_stop_a_recursive_watcher(tmp_path: Path, poll: bool) -> None:
+    cfg = config(tmp_path, recursive=True, poll=poll)
     outbox = cfg.watch[0].path
     _deep_tree(outbox / "deep", 1100)                    # there before start-up
     os.symlink(".", outbox / "loop")                     # a symbolic link loop, twice
