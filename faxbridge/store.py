@@ -15,6 +15,7 @@ place (rename + fsync) before the job row is committed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -194,21 +195,42 @@ def _translate() -> Iterator[None]:
 def _private_dirs(*folders: Path) -> None:
     """Folders only we may enter (0700), whatever the umask; an existing one of ours is tightened."""
     for folder in folders:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if folder.stat().st_uid == os.geteuid() and stat.S_IMODE(folder.stat().st_mode) != 0o700:
-            os.chmod(folder, 0o700)
+        if not folder.is_dir():
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _tighten(folder, 0o700)
+
+
+def _tighten(path: Path, mode: int) -> None:
+    """Give a file or folder of ours exactly ``mode`` (by path: never through a descriptor, see
+    :func:`_private_file`); a read-only file system is left as it is."""
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) == mode:
+        return
+    try:
+        os.chmod(path, mode)
+    except OSError as exc:
+        if exc.errno != errno.EROFS:
+            raise
 
 
 def _private_file(path: Path, *, create: bool = True) -> None:
-    """A file only we may read or write (0600), whatever the umask; never through a link."""
-    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
-    fd = os.open(path, flags, 0o600)
+    """A file only we may read or write (0600), whatever the umask. Created exclusively (never
+    through a link) when missing; an existing one is chmod'ed by path. Never opened and closed:
+    closing any descriptor of a database file drops every POSIX lock SQLite holds on it in this
+    process (another connection could then truncate the -shm under our mapping)."""
+    if create:
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            if exc.errno != errno.EROFS:
+                raise
     try:
-        st = os.fstat(fd)
-        if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != 0o600:
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+        _tighten(path, 0o600)
+    except FileNotFoundError:
+        if create:
+            raise
 
 
 def _private_spooled(folder: Path) -> None:
