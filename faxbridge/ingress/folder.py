@@ -39,7 +39,6 @@ worker processes when there is one, in this thread otherwise.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from collections.abc import Callable, Iterable
@@ -55,22 +54,18 @@ from faxbridge import crashpoints
 from faxbridge.clock import Clock
 from faxbridge.config import NumbersConfig, WatchConfig
 from faxbridge.errors import InputError, NumberError, StoreError
-from faxbridge.ingress import claims, safedir
+from faxbridge.ingress import claimed, claims, safedir
 from faxbridge.ingress.content import incomplete, stage
 from faxbridge.ingress.control import (
-    MAX_CONTROL_SIZE,
     Control,
-    ControlError,
     choose_number,
     control_names,
     is_control,
     is_ignored,
     no_number_reason,
-    parse_control,
     relevant,
     stem,
 )
-from faxbridge.ingress.safedir import write_all
 from faxbridge.ingress.settle import Due, SettleTracker, Signature
 from faxbridge.ingress.tree import walk
 from faxbridge.intake import commit_many, destination
@@ -550,58 +545,15 @@ class FolderIntake:
         return new, document, None
 
     def _claimed_stat(self, claim_id: str, document: PurePosixPath) -> os.stat_result:
-        """What the claimed document is, from a descriptor opened without following links (a link
-        is not a regular file: it is rejected)."""
-        try:
-            fd, st = claims.open_claimed(self.root, claim_id, document)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise InputError(f"{document.name} is not a regular file") from exc
-            raise
-        os.close(fd)
-        return st
+        return claimed.stat_of(self.root, claim_id, document)
 
     def _copy_claimed(self, claim_id: str, document: PurePosixPath, job_id: str) -> Path:
-        """Copy the claimed document, through ONE descriptor opened without following links and
-        checked with fstat (a regular file, within watch.max_size), into a staging folder of the
-        store (under state_dir, ours alone); the document is prepared from that copy, so nothing
-        done to the working area after this check can change what is faxed."""
-        fd, st = claims.open_claimed(self.root, claim_id, document)
-        try:
-            if not stat.S_ISREG(st.st_mode) or st.st_size > self.watch.max_size:
-                raise InputError(f"{document.name} changed after it was checked; not a regular file "
-                                 f"within watch.max_size")
-            copy = self.store.stage(job_id + ".in") / "document"
-            out = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:
-                left = self.watch.max_size + 1
-                while left > 0 and (chunk := os.read(fd, min(1 << 20, left))):
-                    left -= len(chunk)
-                    write_all(out, chunk)
-            finally:
-                os.close(out)
-            if left <= 0:
-                raise InputError(f"{document.name} grew past {_size_words(self.watch.max_size)} (watch.max_size)")
-            return copy
-        finally:
-            os.close(fd)
+        copy = self.store.stage(job_id + ".in") / "document"
+        claimed.copy_out(self.root, claim_id, document, copy, self.watch.max_size)
+        return copy
 
     def _control(self, claim_id: str, controls: list[PurePosixPath]) -> Control | None:
-        """The first control file by precedence (.json before .fax), parsed."""
-        for rel in sorted(controls, key=lambda c: not c.name.lower().endswith(".json")):
-            try:
-                fd, _st = claims.open_claimed(self.root, claim_id, rel)
-            except OSError as exc:
-                raise ControlError(f"{rel.name} cannot be read ({exc.strerror or exc}); "
-                                   "a control file must be a regular file") from exc
-            with os.fdopen(fd, "rb") as fh:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    raise ControlError(f"{rel.name} is not a regular file")
-                data = fh.read(MAX_CONTROL_SIZE + 1)
-            if len(data) > MAX_CONTROL_SIZE:
-                raise ControlError(f"{rel.name} is larger than {MAX_CONTROL_SIZE // 1024} KB")
-            return parse_control(rel.name, data)
-        return None
+        return claimed.control(self.root, claim_id, controls)
 
     def _reject(self, claim_id: str, new: NewJob, reason: str) -> None:
         self.store.reject(claim_id, new, reason, self.clock.now())
