@@ -126,6 +126,7 @@ class WatchConfig:
     poll: bool
     recursive: bool
     max_size: int = 50_000_000      # extension key: a larger file is rejected
+    max_depth: int = 8              # extension key: with recursive, subfolder levels looked at
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +250,7 @@ WATCH_SCHEMA: Schema = {
     "poll": boolean(False),
     "recursive": boolean(False),
     "max_size": size("50MB"),
+    "max_depth": integer(8),
 }
 
 SCHEMA: Schema = {

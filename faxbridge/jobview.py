@@ -1,7 +1,14 @@
-"""The job object of contract section 7, and its human-readable forms."""
+"""The job object of contract section 7, and its human-readable forms.
+
+The human-readable forms go to a terminal: every value in them (a file name, a subject, a reason
+quoting either) is shown with its control characters escaped (``\\x1b``, ``\\u202e``), so that
+no name dropped in a folder or sent in a mail can move the cursor, retitle the window or reorder
+the text of whoever runs ``faxbridge jobs``. The JSON forms are JSON-escaped by their encoder.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +22,19 @@ HOLD_WORDS = {
     "reconcile": "held: the outcome of the last submission is unknown; faxbridge is checking the "
                  "provider's records before it sends anything again",
 }
+
+
+# C0 and C1 controls, DEL, and the format characters that reorder or hide text (bidi overrides and
+# isolates, line/paragraph separators, zero-width marks).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+
+
+def shown(value: object) -> str:
+    """``value`` as text safe to print on a terminal: control characters escaped."""
+    def escape(match: re.Match[str]) -> str:
+        code = ord(match.group())
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return _UNSAFE.sub(escape, str(value))
 
 
 def job_object(job: Job, events: Sequence[JobEvent] | None = None) -> dict[str, Any]:
@@ -68,8 +88,8 @@ def job_line(job: Job) -> str:
     note = job.reason or ""
     if job.hold:
         note = "held for reconciliation"
-    return (f"{job.id}  {job.created_at:%Y-%m-%d %H:%M}  {job.state.value:<10}  {job.to:<16}  "
-            f"{job.pages:>3}p  {job.source.value:<6}  {note}").rstrip()
+    return (f"{job.id}  {job.created_at:%Y-%m-%d %H:%M}  {job.state.value:<10}  {shown(job.to):<16}  "
+            f"{job.pages:>3}p  {job.source.value:<6}  {shown(note)}").rstrip()
 
 
 JOBS_HEADER = f"{'ID':<26}  {'CREATED (UTC)':<16}  {'STATE':<10}  {'TO':<16}  {'PAGES':>4}  SOURCE  NOTE"
@@ -83,8 +103,9 @@ def job_text(job: Job, events: Sequence[JobEvent]) -> str:
                 "next_attempt_at", "created_at", "finished_at"):
         value = o.get(key)
         if value is not None and value != "":
-            lines.append(f"  {key + ':':<16}{value}")
+            lines.append(f"  {key + ':':<16}{shown(value)}")
     lines.append("  history:")
     for e in events:
-        lines.append(f"    {iso(e.at)}  {e.state.value:<10}  {e.event}" + (f"  {e.reason}" if e.reason else ""))
+        reason = f"  {shown(e.reason)}" if e.reason else ""
+        lines.append(f"    {iso(e.at)}  {e.state.value:<10}  {shown(e.event)}{reason}")
     return "\n".join(lines)

@@ -14,10 +14,13 @@ place (rename + fsync) before the job row is committed.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
 import sqlite3
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -189,6 +192,56 @@ def _translate() -> Iterator[None]:
         raise StoreBusy(f"job store: {exc.strerror or exc}") from exc
 
 
+def _private_dirs(*folders: Path) -> None:
+    """Folders only we may enter (0700), whatever the umask; an existing one of ours is tightened."""
+    for folder in folders:
+        if not folder.is_dir():
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _tighten(folder, 0o700)
+
+
+def _tighten(path: Path, mode: int) -> None:
+    """Give a file or folder of ours exactly ``mode`` (by path: never through a descriptor, see
+    :func:`_private_file`); a read-only file system is left as it is."""
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) == mode:
+        return
+    try:
+        os.chmod(path, mode)
+    except OSError as exc:
+        if exc.errno != errno.EROFS:
+            raise
+
+
+def _private_file(path: Path, *, create: bool = True) -> None:
+    """A file only we may read or write (0600), whatever the umask. Created exclusively (never
+    through a link) when missing; an existing one is chmod'ed by path. Never opened and closed:
+    closing any descriptor of a database file drops every POSIX lock SQLite holds on it in this
+    process (another connection could then truncate the -shm under our mapping)."""
+    if create:
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            if exc.errno != errno.EROFS:
+                raise
+    try:
+        _tighten(path, 0o600)
+    except FileNotFoundError:
+        if create:
+            raise
+
+
+def _private_spooled(folder: Path) -> None:
+    """A job's spool folder 0700 and its documents 0600, whatever the umask they were made under."""
+    os.chmod(folder, 0o700)
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False):
+                _private_file(Path(entry.path), create=False)
+
+
 class Store:
     def __init__(self, state_dir: Path, provider: str, *, readonly: bool = False) -> None:
         self.state_dir = state_dir
@@ -198,14 +251,19 @@ class Store:
         # Called after each committed change made through this connection: (before, after, event).
         self.observers: list[Callable[[Job | None, Job, str], None]] = []
         with _translate():
-            if not readonly:
-                self.staging.mkdir(parents=True, exist_ok=True)
             self.db_path = state_dir / "faxbridge.db"
+            if not readonly:
+                _private_dirs(state_dir, self.spool, self.staging)
+                _private_file(self.db_path)
             self._db = sqlite3.connect(self.db_path, isolation_level=None, timeout=10.0)
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
+            if not readonly:
+                for suffix in ("-wal", "-shm"):       # SQLite gives them the database's mode; made sure
+                    with contextlib.suppress(FileNotFoundError):
+                        _private_file(Path(f"{self.db_path}{suffix}"), create=False)
             self._migrate()
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -252,7 +310,7 @@ class Store:
         """A fresh staging folder for a job's documents (moved into the spool by enqueue)."""
         path = self.staging / job_id
         with _translate():
-            path.mkdir(parents=True, exist_ok=False)
+            path.mkdir(mode=0o700, parents=True, exist_ok=False)
         return path
 
     def document_path(self, job_id: str) -> Path:
@@ -279,6 +337,7 @@ class Store:
         with _translate():
             if doc.path != staged / DOC_NAME:
                 raise StoreError(f"document for {job_id} is not staged at {staged / DOC_NAME}")
+            _private_spooled(staged)
             os.replace(staged, final_dir)
             fsync_dir(self.spool)
             fsync_dir(self.staging)
@@ -328,6 +387,7 @@ class Store:
                     if doc.path != staged / DOC_NAME:
                         raise StoreError(f"document for {job_id} is not staged at {staged / DOC_NAME}")
                 for job_id, _, _ in items:
+                    _private_spooled(self.staging / job_id)
                     os.replace(self.staging / job_id, self.spool / job_id)
                     moved.append(self.spool / job_id)
                 fsync_dir(self.spool)

@@ -19,23 +19,36 @@ crash can leave, and what start-up does with it:
   watched folder);
 - a document and its job: left for the result writer (``notify.sidecar``).
 
+The working area is ours alone: made 0700 and checked at every use, and everything in it is
+reached through directory descriptors, never a path through ``.faxbridge``
+(:mod:`faxbridge.ingress.safedir` has the rules; the watched folder may be writable by others).
+Why there and not under ``state_dir``: claiming must be an atomic ``rename`` on the watched
+folder's filesystem, which ``state_dir`` need not share.
+
 Moving out (to ``done``/``failed``) never overwrites: ``os.link`` to the target name (fails if the
-name exists) then unlink, with a copy for another filesystem; a name that is taken gets a suffix
-before its extension (``letter-2.pdf``).
+name exists) then unlink, with a copy (a random, exclusive temporary name) for another
+filesystem; a name that is taken gets a suffix before its extension (``letter-2.pdf``). All of it
+by descriptor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
+import stat
 from pathlib import Path, PurePosixPath
 
 from faxbridge.durable import fsync_dir
+from faxbridge.ingress import safedir
 from faxbridge.ingress.control import is_control, numbered
+from faxbridge.ingress.tree import walk
 
-AREA = ".faxbridge"
+AREA = safedir.AREA
+QUARANTINE = "quarantine"
 DEDUP_PREFIX = "folder:"
+MAX_CLAIM_DEPTH = 64              # a claim holds the path its document had (watch.max_depth deep)
 
 
 def processing_dir(watch_path: Path) -> Path:
@@ -51,10 +64,9 @@ def claim_files(claim: Path) -> tuple[PurePosixPath | None, list[PurePosixPath]]
     """(document, control files) in a claim, as paths relative to the claim (and the watched folder)."""
     document: PurePosixPath | None = None
     controls: list[PurePosixPath] = []
-    for root, dirs, files in os.walk(claim, followlinks=False):
-        dirs.sort()
-        for name in sorted(files) + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
-            rel = PurePosixPath(Path(root, name).relative_to(claim).as_posix())
+    for folder in walk(claim, MAX_CLAIM_DEPTH):
+        for name in folder.files:
+            rel = PurePosixPath((folder.path / name).relative_to(claim).as_posix())
             if is_control(name):
                 controls.append(rel)
             elif document is None:
@@ -67,26 +79,112 @@ def claim(watch_path: Path, claim_id: str, document: PurePosixPath, controls: li
     """Rename the controls, then the document, into a new claim. False when the document vanished
     meanwhile (renamed or removed by someone else): nothing is claimed then.
 
+    Every step goes through directory descriptors (:mod:`faxbridge.ingress.safedir`): the
+    working area is opened and checked now (a refused one is moved aside and made afresh), the
+    claim folder is made in it by descriptor, and the folder the document sits in is opened from
+    the watched folder component by component without following links, so a subfolder swapped
+    for a link claims nothing from elsewhere. Raises :class:`~faxbridge.ingress.safedir.UnsafeFolder`
+    when no safe working area can be had.
+
     With ``sync=False`` the folders touched are not fsynced here: the caller claims a round of
     files and then calls :func:`sync_claims` once for all of them, before any job is committed."""
-    area = processing_dir(watch_path)
-    target = area / claim_id
-    (target / document.parent).mkdir(parents=True)
-    taken: list[PurePosixPath] = []
-    for control in controls:
-        try:
-            os.rename(watch_path / control, target / control)
-            taken.append(control)
-        except FileNotFoundError:
-            continue
+    area = safedir.open_area(watch_path, repair=True)
+    root = os.open(watch_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fds = [area, root]
     try:
-        os.rename(watch_path / document, target / document)
-    except FileNotFoundError:
-        give_back(watch_path, target)
-        return False
+        os.mkdir(claim_id, 0o700, dir_fd=area)
+        target = safedir.open_child(area, claim_id, watch_path / AREA)
+        fds.append(target)
+        for part in document.parent.parts:
+            os.mkdir(part, 0o700, dir_fd=target)
+            target = safedir.open_child(target, part, watch_path / AREA)
+            fds.append(target)
+        try:
+            source = safedir.open_path(root, document.parent, watch_path / document.parent)
+        except (FileNotFoundError, safedir.UnsafeFolder):
+            _drop_claim(watch_path, claim_id)
+            return False
+        fds.append(source)
+        taken: list[str] = []
+        for control in controls:
+            try:
+                os.rename(control.name, control.name, src_dir_fd=source, dst_dir_fd=target)
+                taken.append(control.name)
+            except FileNotFoundError:
+                continue
+        try:
+            os.rename(document.name, document.name, src_dir_fd=source, dst_dir_fd=target)
+        except FileNotFoundError:
+            for name in taken:            # give the controls back (a name taken meanwhile stays)
+                if not _exists(source, name):
+                    os.rename(name, name, src_dir_fd=target, dst_dir_fd=source)
+            _drop_claim(watch_path, claim_id)
+            return False
+    finally:
+        for fd in fds:
+            os.close(fd)
     if sync:
         sync_claims(watch_path, [(claim_id, document)])
     return True
+
+
+def _exists(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _drop_claim(watch_path: Path, claim_id: str) -> None:
+    """Remove an (empty) claim folder just made, by descriptor."""
+    area = safedir.open_area(watch_path)
+    try:
+        stack = [claim_id]
+        while stack:                      # the empty subfolders first, deepest first
+            try:
+                inner = [f"{stack[-1]}/{e.name}" for e in os.scandir(safedir.fd_path(area) / stack[-1])
+                         if e.is_dir(follow_symlinks=False)]
+            except FileNotFoundError:
+                stack.pop()
+                continue
+            if inner:
+                stack += inner
+                continue
+            try:
+                os.rmdir(stack.pop(), dir_fd=area)
+            except OSError:
+                return                    # not empty: reconcile sees it at the next start
+    finally:
+        os.close(area)
+
+
+def open_claimed(watch_path: Path, claim_id: str, rel: PurePosixPath) -> tuple[int, os.stat_result]:
+    """A file in a claim, opened from the checked working area without following any link: (its
+    descriptor, its fstat). The caller closes it and uses THAT descriptor, never the path."""
+    area = safedir.open_area(watch_path)
+    try:
+        folder = safedir.open_path(area, PurePosixPath(claim_id) / rel.parent, watch_path / AREA)
+    finally:
+        os.close(area)
+    try:
+        fd = os.open(rel.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
+    finally:
+        os.close(folder)
+    return fd, os.fstat(fd)
+
+
+def list_claim(watch_path: Path, claim_id: str) -> tuple[PurePosixPath | None, list[PurePosixPath]]:
+    """:func:`claim_files` of a claim reached through the checked working area's descriptor."""
+    area = safedir.open_area(watch_path)
+    try:
+        folder = safedir.open_child(area, claim_id, watch_path / AREA)
+    finally:
+        os.close(area)
+    try:
+        return claim_files(safedir.fd_path(folder))
+    finally:
+        os.close(folder)
 
 
 def sync_claims(watch_path: Path, taken: list[tuple[str, PurePosixPath]]) -> None:
@@ -113,45 +211,134 @@ def sync_claims(watch_path: Path, taken: list[tuple[str, PurePosixPath]]) -> Non
             continue                      # a subfolder removed since (a claim resumed at start-up)
 
 
-def give_back(watch_path: Path, claim: Path) -> list[PurePosixPath]:
-    """Return what a claim holds to the watched folder (names that are taken stay) and drop the claim."""
+def quarantine(watch_path: Path, claim_id: str, reason: str) -> Path:
+    """Move a claim that cannot be made a job to ``.faxbridge/quarantine/<claim id>`` with a
+    ``<claim id>.REASON.txt`` beside it, by descriptor; nothing there is ever taken again (an
+    administrator looks)."""
+    area = safedir.open_area(watch_path)
+    try:
+        parent = os.open("..", safedir.DIR_FLAGS, dir_fd=area)
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(QUARANTINE, 0o700, dir_fd=parent)
+            folder = safedir.open_child(parent, QUARANTINE, watch_path / AREA / QUARANTINE, owners=(os.geteuid(),))
+        finally:
+            os.close(parent)
+        try:
+            os.rename(claim_id, claim_id, src_dir_fd=area, dst_dir_fd=folder)
+            name, fd = safedir.create_exclusive(folder, ".tmp", 0o600)
+            try:
+                safedir.write_all(fd, (reason + "\n").encode("utf-8", "replace"))
+            finally:
+                os.close(fd)
+            os.replace(name, f"{claim_id}.REASON.txt", src_dir_fd=folder, dst_dir_fd=folder)
+            os.fsync(folder)
+            os.fsync(area)
+        finally:
+            os.close(folder)
+    finally:
+        os.close(area)
+    return watch_path / AREA / QUARANTINE / claim_id
+
+
+def give_back(watch_path: Path, claim_id: str) -> list[PurePosixPath]:
+    """Return what a claim holds to the watched folder (names that are taken stay) and drop the
+    claim; by descriptor on both sides (a link on the way back is never followed)."""
     returned: list[PurePosixPath] = []
-    document, controls = claim_files(claim)
-    for rel in [*controls, *([document] if document else [])]:
-        home = watch_path / rel
-        if os.path.lexists(home):
-            continue
-        home.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(claim / rel, home)
-        returned.append(rel)
-    if not any(p.is_file() or p.is_symlink() for p in claim.rglob("*")):
-        shutil.rmtree(claim, ignore_errors=True)
+    area = safedir.open_area(watch_path)
+    root = os.open(watch_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        claim = safedir.open_child(area, claim_id, watch_path / AREA)
+        try:
+            document, controls = claim_files(safedir.fd_path(claim))
+            for rel in [*controls, *([document] if document else [])]:
+                try:
+                    home = _make_path(root, rel.parent, watch_path)
+                except safedir.UnsafeFolder:
+                    continue                  # its folder is a link now: it stays in the claim
+                try:
+                    source = safedir.open_path(claim, rel.parent, watch_path / AREA)
+                    try:
+                        if not _exists_at(home, rel.name):
+                            os.rename(rel.name, rel.name, src_dir_fd=source, dst_dir_fd=home)
+                            returned.append(rel)
+                    finally:
+                        os.close(source)
+                finally:
+                    os.close(home)
+            empty = not any(folder.files for folder in walk(safedir.fd_path(claim), MAX_CLAIM_DEPTH))
+        finally:
+            os.close(claim)
+        if empty:
+            shutil.rmtree(claim_id, dir_fd=area, ignore_errors=True)
+    finally:
+        os.close(root)
+        os.close(area)
     return returned
 
 
-def _copy_in(source: Path, folder: Path) -> Path:
-    """Copy to a temporary name in ``folder`` (fsynced): for a move to another filesystem.
-    A symbolic link is copied as a link, never followed."""
-    tmp = folder / f".{source.name[:200]}.{os.getpid()}.moving.tmp"
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
-    if source.is_symlink():
-        os.symlink(os.readlink(source), tmp)
+def remove_claim(watch_path: Path, claim_id: str) -> None:
+    """Remove a claim folder (and what it holds) by descriptor."""
+    area = safedir.open_area(watch_path)
+    try:
+        shutil.rmtree(claim_id, dir_fd=area, ignore_errors=True)
+    finally:
+        os.close(area)
+
+
+def _make_path(top: int, rel: PurePosixPath, where: Path) -> int:
+    """The folder ``rel`` under ``top``, made where missing, never through a link."""
+    fd = os.dup(top)
+    for part in rel.parts:
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o755, dir_fd=fd)
+            inner = safedir.open_child(fd, part, where)
+        finally:
+            os.close(fd)
+        fd = inner
+    return fd
+
+
+def _copy_in(src_fd: int, name: str, dst_fd: int) -> str:
+    """Copy ``name`` (in ``src_fd``) to a fresh temporary name in ``dst_fd`` (fsynced): for a move
+    to another filesystem. The name is unpredictable and created exclusively
+    (``O_CREAT|O_EXCL|O_NOFOLLOW``): nothing planted in the target can be written through. A
+    symbolic link is copied as a link, never followed; the source is opened without following
+    links too. Returns the temporary name."""
+    if stat.S_ISLNK(os.stat(name, dir_fd=src_fd, follow_symlinks=False).st_mode):
+        tmp = safedir.temp_name(".moving.tmp")
+        os.symlink(os.readlink(name, dir_fd=src_fd), tmp, dir_fd=dst_fd)      # fails if the name exists
         return tmp
-    with source.open("rb") as src, tmp.open("wb") as dst:
-        shutil.copyfileobj(src, dst, 1 << 20)
-        dst.flush()
-        os.fsync(dst.fileno())
+    source = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=src_fd)
+    try:
+        tmp, out = safedir.create_exclusive(dst_fd, ".moving.tmp", 0o600)
+        try:
+            while chunk := os.read(source, 1 << 20):
+                safedir.write_all(out, chunk)
+            os.fsync(out)
+        finally:
+            os.close(out)
+    finally:
+        os.close(source)
     return tmp
 
 
 _NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK)
 
 
-def _place(source: Path, target: Path) -> bool:
+def _exists_at(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _place(src_fd: int, source: str, dst_fd: int, target: str) -> bool:
     """Give ``source`` the name ``target`` unless that name exists. False: the name is taken."""
     try:
-        os.link(source, target, follow_symlinks=False)
+        os.link(source, target, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
         return True
     except FileExistsError:
         return False
@@ -159,26 +346,27 @@ def _place(source: Path, target: Path) -> bool:
         if exc.errno not in _NO_LINKS:
             raise
     # no hard links on this filesystem: rename, having just checked that the name is free
-    if os.path.lexists(target):
+    if _exists_at(dst_fd, target):
         return False
-    os.rename(source, target)
+    os.rename(source, target, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
     return True
 
 
-def move_no_clobber(source: Path, folder: Path, name: str) -> Path:
-    """Move ``source`` into ``folder`` as ``name`` (or ``name-2``... when taken). Never overwrites."""
-    folder.mkdir(parents=True, exist_ok=True)
-    same_fs = os.lstat(source).st_dev == os.stat(folder).st_dev
-    moving = source if same_fs else _copy_in(source, folder)
+def move_no_clobber(src_fd: int, source: str, dst_fd: int, name: str) -> str:
+    """Move ``source`` (in the folder ``src_fd``) into the folder ``dst_fd`` as ``name`` (or
+    ``name-2``... when taken), by descriptor: no link on the way is followed, and nothing is ever
+    overwritten. Returns the name it got."""
+    same_fs = os.stat(source, dir_fd=src_fd, follow_symlinks=False).st_dev == os.fstat(dst_fd).st_dev
+    moving_fd, moving = (src_fd, source) if same_fs else (dst_fd, _copy_in(src_fd, source, dst_fd))
     for n in range(1, 10_000):
-        target = folder / numbered(name, n)
-        if not _place(moving, target):
+        target = numbered(name, n)
+        if not _place(moving_fd, moving, dst_fd, target):
             continue
-        if os.path.lexists(moving):
-            os.unlink(moving)
-        if moving != source and os.path.lexists(source):
-            os.unlink(source)
-        fsync_dir(folder)
-        fsync_dir(source.parent)
+        if _exists_at(moving_fd, moving):
+            os.unlink(moving, dir_fd=moving_fd)
+        if moving_fd != src_fd and _exists_at(src_fd, source):
+            os.unlink(source, dir_fd=src_fd)
+        os.fsync(dst_fd)
+        os.fsync(src_fd)
         return target
-    raise OSError(errno.EEXIST, f"no free name for {name} in {folder}")
+    raise OSError(errno.EEXIST, f"no free name for {name}")

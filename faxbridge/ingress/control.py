@@ -35,6 +35,12 @@ CONTROL_SUFFIXES = (".json", ".fax")      # in order of precedence
 RESULT_SUFFIX = ".result.json"
 MAX_HEADER = 50
 MAX_NAME_BYTES = 255
+MAX_CONTROL_SIZE = 64 * 1024     # a larger control file is refused before it is parsed
+MAX_NESTING = 16                 # the contract's keys are flat: deeper JSON is refused unparsed
+MAX_NUMBER_DIGITS = 30           # no key takes a longer number
+MAX_TAGS = 32
+MAX_TO_CHARS = 64
+MAX_TAG_CHARS = 256
 
 _JSON_KEYS = ("to", "header", "resolution", "paper", "priority", "tags")
 _FAX_RESOLUTIONS = {"fine": Resolution.FINE, "high": Resolution.FINE, "standard": Resolution.STANDARD,
@@ -128,6 +134,8 @@ def _to(name: str, value: Any) -> str | None:
         return str(value)
     if not isinstance(value, str):
         raise ControlError(f"{name}: to must be a fax number in a string")
+    if len(value) > MAX_TO_CHARS:
+        raise ControlError(f"{name}: to has {len(value):,} characters; a fax number has at most {MAX_TO_CHARS}")
     return value.strip() or None
 
 
@@ -136,19 +144,71 @@ def _tags(name: str, value: Any) -> dict[str, str]:
         return {}
     if not isinstance(value, dict):
         raise ControlError(f"{name}: tags must be an object of names and values")
+    if len(value) > MAX_TAGS:
+        raise ControlError(f"{name}: tags has {len(value)} names; at most {MAX_TAGS}")
     tags: dict[str, str] = {}
     for key, item in value.items():
+        if len(key) > MAX_TAG_CHARS:
+            raise ControlError(f"{name}: a tag name has {len(key):,} characters; at most {MAX_TAG_CHARS}")
         if isinstance(item, dict | list) or item is None:
             raise ControlError(f"{name}: tags.{key} must be a string or a number")
-        tags[str(key)] = str(item).lower() if isinstance(item, bool) else str(item)
+        text = str(item).lower() if isinstance(item, bool) else str(item)
+        if len(text) > MAX_TAG_CHARS:
+            raise ControlError(f"{name}: tags.{key} has {len(text):,} characters; at most {MAX_TAG_CHARS}")
+        tags[str(key)] = text
     return tags
 
 
+def _nesting(text: str) -> int:
+    """How deep the JSON's arrays and objects nest (strings skipped): counted, not parsed."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _bounded_int(name: str) -> Any:
+    def parse(digits: str) -> int:
+        if len(digits.lstrip("-")) > MAX_NUMBER_DIGITS:
+            raise ControlError(f"{name} holds a number of {len(digits):,} digits; "
+                               f"at most {MAX_NUMBER_DIGITS}")
+        return int(digits)
+    return parse
+
+
+def _no_constant(name: str) -> Any:
+    def parse(word: str) -> Any:
+        raise ControlError(f"{name} is not valid JSON: {word} is not a JSON value")
+    return parse
+
+
 def parse_json_control(name: str, data: bytes) -> Control:
-    """A ``NAME.json`` control file, or ControlError naming the file and the JSON error."""
+    """A ``NAME.json`` control file, or ControlError naming the file and the JSON error. Bounded
+    before it is parsed: its size, how deep it nests, how long its numbers are."""
+    if len(data) > MAX_CONTROL_SIZE:
+        raise ControlError(f"{name} is larger than {MAX_CONTROL_SIZE // 1024} KB")
+    text = _text(data)
+    if _nesting(text) > MAX_NESTING:
+        raise ControlError(f"{name} nests arrays or objects more than {MAX_NESTING} deep")
     try:
-        doc = json.loads(_text(data))
+        doc = json.loads(text, parse_int=_bounded_int(name), parse_constant=_no_constant(name))
     except json.JSONDecodeError as exc:
+        raise ControlError(f"{name} is not valid JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:    # a float too long, or anything else json refuses
         raise ControlError(f"{name} is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise ControlError(f"{name} must hold a JSON object, like {{\"to\": \"+15555551212\"}}")
@@ -172,6 +232,8 @@ def parse_json_control(name: str, data: bytes) -> Control:
 
 def parse_fax_control(name: str, data: bytes) -> Control:
     """A legacy ``NAME.fax`` file: ``key=value`` lines; blank lines and ``#``/``;`` comments skipped."""
+    if len(data) > MAX_CONTROL_SIZE:
+        raise ControlError(f"{name} is larger than {MAX_CONTROL_SIZE // 1024} KB")
     values: dict[str, str] = {}
     for number, line in enumerate(_text(data).splitlines(), start=1):
         line = line.strip()
@@ -184,14 +246,20 @@ def parse_fax_control(name: str, data: bytes) -> Control:
     resolution = Resolution.STANDARD
     if values.get("resolution"):
         resolution = _choice(name, "resolution", values["resolution"], _FAX_RESOLUTIONS)
-    return Control(to=values.get("to") or None, header=_header(name, values.get("header")),
+    return Control(to=_to(name, values.get("to")) or None, header=_header(name, values.get("header")),
                    resolution=resolution)
 
 
 def parse_control(name: str, data: bytes) -> Control:
-    if name.lower().endswith(".json"):
-        return parse_json_control(name, data)
-    return parse_fax_control(name, data)
+    """Either kind of control file; whatever it holds, a :class:`Control` or ControlError."""
+    try:
+        if name.lower().endswith(".json"):
+            return parse_json_control(name, data)
+        return parse_fax_control(name, data)
+    except ControlError:
+        raise
+    except (ValueError, TypeError, RecursionError, MemoryError) as exc:   # never past this point
+        raise ControlError(f"{name} cannot be used: {type(exc).__name__}") from exc
 
 
 # --- destination and result names -------------------------------------------------------------------

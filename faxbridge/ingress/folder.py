@@ -17,13 +17,16 @@ A file is ready when (in this order; the first that fails decides):
    appending by path); a file still incomplete after ``incomplete_after`` seconds unchanged is
    rejected with the reason it was waiting for.
 
-Then it is claimed (renamed into the processing area, :mod:`faxbridge.ingress.claims`) and only
-then read for faxing: the destination is chosen (:mod:`faxbridge.ingress.control`) and the document
-prepared in the store's staging folder; any input that cannot be faxed becomes a
-``rejected`` job through ``store.reject`` with its reason. Either way the job owes a result file
-(outbox kind "sidecar"), written by :mod:`faxbridge.notify.sidecar`, which also moves the original
-out of the processing area. Trouble on our side (disk full, database busy) leaves the claim where
-it is; it is tried again later (and at every start-up, by :meth:`FolderIntake.reconcile`).
+Then it is claimed (renamed into the processing area, :mod:`faxbridge.ingress.claims`: the working
+area ``.faxbridge`` is ours, 0700, checked at every use; see :mod:`faxbridge.ingress.safedir`) and
+only then read for faxing, through one descriptor opened without following links and checked with
+fstat, copied into the store's staging folder (under ``state_dir``): the destination is chosen
+(:mod:`faxbridge.ingress.control`) and the document prepared from that copy; any input that cannot
+be faxed becomes a ``rejected`` job through ``store.reject`` with its reason. Either way the job
+owes a result file (outbox kind "sidecar"), written by :mod:`faxbridge.notify.sidecar`, which also
+moves the original out of the processing area. Trouble on our side (disk full, database busy) leaves
+the claim where it is; it is tried again later (and at every start-up, by
+:meth:`FolderIntake.reconcile`).
 
 A tick takes its due files as one round, so that a burst costs a few fsyncs per round rather than
 per file: every file is checked and claimed (each document starts staging at once), then every
@@ -37,7 +40,6 @@ worker processes when there is one, in this thread otherwise.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from collections.abc import Callable, Iterable
 from concurrent.futures import BrokenExecutor, Executor
@@ -52,21 +54,20 @@ from faxbridge import crashpoints
 from faxbridge.clock import Clock
 from faxbridge.config import NumbersConfig, WatchConfig
 from faxbridge.errors import InputError, NumberError, StoreError
-from faxbridge.ingress import claims
+from faxbridge.ingress import claimed, claims, safedir
 from faxbridge.ingress.content import incomplete, stage
 from faxbridge.ingress.control import (
     Control,
-    ControlError,
     choose_number,
     control_names,
     is_control,
     is_ignored,
     no_number_reason,
-    parse_control,
     relevant,
     stem,
 )
 from faxbridge.ingress.settle import Due, SettleTracker, Signature
+from faxbridge.ingress.tree import walk
 from faxbridge.intake import commit_many, destination
 from faxbridge.models import FaxOptions, NewJob, PreparedDocument, Source
 from faxbridge.store import DOC_NAME, Store, new_job_id
@@ -75,9 +76,19 @@ log = structlog.get_logger("faxbridge.folder")
 
 T = TypeVar("T")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MAX_CONTROL_SIZE = 64 * 1024
 RETRY_S = 5.0
+LOOK_BATCH = 500             # tracked files lstat'ed again per tick, in turn
 MAX_TRIES = 5
+
+
+def fair(due: list[Due], limit: int) -> list[Due]:
+    """The files a round takes: all when they fit, else half from the oldest first seen and half
+    from the newest, so that neither a flood dropped earlier starves a file dropped after it, nor
+    a flood that keeps coming starves the files already waiting."""
+    if len(due) <= limit:
+        return due
+    newest = limit // 2
+    return due[:limit - newest] + due[len(due) - newest:]
 
 
 def default_incomplete_after(settle: float) -> float:
@@ -139,26 +150,58 @@ class FolderIntake:
         self._retry_at: float | None = None
         self._tries: dict[str, int] = {}
         self.on_result: Callable[[str], None] = lambda result: None   # metrics: "accepted" | "rejected"
+        self.on_folder: Callable[[Path], None] = lambda folder: None  # a folder a sweep visited
+        self.on_swept: Callable[[set[Path]], None] = lambda folders: None   # every folder, after a full sweep
+        self._deep: set[Path] = set()
+        self._look_at = 0
+
+    def retry_soon(self) -> None:
+        """Something failed on our side: the processing area is reconciled again in a moment."""
+        self._retry_at = self.clock.monotonic() + RETRY_S
 
     # ---- discovery ------------------------------------------------------------------------
 
     def prepare_folders(self) -> None:
-        for folder in (self.root, self.area, self.watch.results, self.watch.done, self.watch.failed):
+        for folder in (self.root, self.watch.results, self.watch.done, self.watch.failed):
             folder.mkdir(parents=True, exist_ok=True)
+        os.close(safedir.open_area(self.root, repair=True))     # made 0700, checked (claims.py)
 
     def sweep(self, under: Path | None = None) -> int:
-        """Look at every file in the folder (or a subfolder just moved in). Returns files seen."""
+        """Look at every file in the folder (or a subfolder just moved in). Returns files seen.
+        Iterative and bounded (:func:`faxbridge.ingress.tree.walk`): folders deeper than
+        ``watch.max_depth`` are not entered, links are never followed, and a folder that cannot
+        be listed is logged and skipped."""
         start = under or self.root
+        rel = self._rel(start)
+        if rel is None:
+            return 0
+        depth = len(rel.parts)
+        max_depth = self.watch.max_depth if self.watch.recursive else 0
+        if depth > max_depth:
+            self._too_deep(start)
+            return 0
         found: list[Path] = []
-        for root, dirs, files in os.walk(start, followlinks=False):
-            found += [Path(root, f) for f in files]
-            # os.walk lists a link to a folder among the folders: to us it is a file (and refused)
-            found += [Path(root, d) for d in dirs if os.path.islink(os.path.join(root, d))]
-            if not self.watch.recursive:
-                break
-            dirs[:] = [d for d in dirs if not is_ignored(d)]
+        folders: set[Path] = set()
+        for folder in walk(start, max_depth, skip=is_ignored, on_deep=self._too_deep,
+                           on_error=self._unlisted, start_depth=depth):
+            folders.add(folder.path)
+            self.on_folder(folder.path)
+            found += [folder.path / f for f in folder.files]
         self.observe(found)
+        if under is None:
+            self.on_swept(folders)
         return len(found)
+
+    def _too_deep(self, path: Path) -> None:
+        if path not in self._deep and len(self._deep) < 1000:
+            self._deep.add(path)
+            log.warning("folder.too_deep", watch=str(self.root), folder=str(path),
+                        max_depth=self.watch.max_depth, note="ignored: deeper than watch.max_depth")
+
+    def _unlisted(self, path: Path, exc: OSError) -> None:
+        if path != self.root and isinstance(exc, FileNotFoundError):
+            return                                # removed meanwhile
+        log.warning("folder.unlisted", watch=str(self.root), folder=str(path), error=str(exc))
 
     def _rel(self, path: Path) -> PurePosixPath | None:
         try:
@@ -171,7 +214,7 @@ class FolderIntake:
         now = self.clock.monotonic()
         for path in paths:
             rel = self._rel(path)
-            if rel is None or not relevant(rel, self.watch.recursive):
+            if rel is None or not relevant(rel, self.watch.recursive) or len(rel.parts) > self.watch.max_depth + 1:
                 continue
             self._look(rel, now)
 
@@ -196,7 +239,7 @@ class FolderIntake:
         transaction (:meth:`_finish_many`)."""
         self.observe(changed)
         now = self.clock.monotonic()
-        for rel in self.tracker.paths():
+        for rel in self._to_look_at():
             self._look(rel, now)
         finished = 0
         if self._retry_at is not None and now >= self._retry_at:
@@ -204,7 +247,7 @@ class FolderIntake:
             finished += self.reconcile()
         due = self.tracker.due(now)
         picks: list[_Pick] = []
-        for item in due[:limit]:
+        for item in fair(due, limit):
             pick = self._consider(item, now)
             if pick is not None:
                 if not pick.check:
@@ -212,6 +255,17 @@ class FolderIntake:
                 picks.append(pick)
         finished += self._take(picks)
         return TickResult(finished, len(due) > limit, self.tracker.next_due_in(self.clock.monotonic()))
+
+    def _to_look_at(self) -> list[PurePosixPath]:
+        """The tracked files to lstat again this tick (events may have been missed): all of them
+        when there are few, else the next ``LOOK_BATCH`` in turn, so that a flood of files costs
+        each tick a bounded amount. A file is lstat'ed again before it is taken anyway."""
+        paths = self.tracker.paths()
+        if len(paths) <= LOOK_BATCH:
+            return paths
+        start = self._look_at % len(paths)
+        self._look_at = start + LOOK_BATCH
+        return (paths[start:] + paths[:start])[:LOOK_BATCH]
 
     def _later(self, fn: Callable[..., T], *args: Any) -> Callable[[], T | BaseException]:
         """Start ``fn(*args)`` in the pool (at once, in this thread, without one); the returned
@@ -256,10 +310,17 @@ class FolderIntake:
             return _Pick(rel, [], f"{rel.name} is a symbolic link; faxbridge takes only regular files")
         if not stat.S_ISREG(st.st_mode):
             return _Pick(rel, [], f"{rel.name} is not a regular file")
+        if Signature(st.st_size, st.st_mtime_ns, st.st_ino) != self.tracker.signature(rel):
+            self.tracker.see(rel, Signature(st.st_size, st.st_mtime_ns, st.st_ino), now)
+            return None                           # changed since it was last looked at: settle again
         if st.st_size > self.watch.max_size:
             return _Pick(rel, [], f"{rel.name} is {_size_words(st.st_size)}; the limit is "
                                   f"{_size_words(self.watch.max_size)} (watch.max_size)")
         controls = [rel.parent / c for c in control_names(rel.name) if os.path.lexists(self.root / rel.parent / c)]
+        if st.st_size == 0 and not controls and not due.expired:
+            if self.tracker.wait(rel, f"{rel.name} is empty"):     # no content check needed to say so
+                log.info("folder.waiting", file=str(rel), watch=str(self.root), reason=f"{rel.name} is empty")
+            return None
         for control in controls:
             if not self.tracker.stable(control, now):
                 self._look(control, now)          # a control file still being written: wait for it
@@ -327,6 +388,7 @@ class FolderIntake:
                     item.result()                 # wait for it: its staging folder is removed next
                 if item.job_id is not None:
                     self.store.discard_stage(item.job_id)
+                    self.store.discard_stage(item.job_id + ".in")
             return 0
         crashpoints.hit("folder.claimed")
         return self._complete(started)
@@ -338,18 +400,54 @@ class FolderIntake:
         return self._complete([self._start(claim_id, None) for claim_id in claim_ids])
 
     def _start(self, claim_id: str, reject: str | None) -> _Started:
-        """Plan a claim and start staging its document; commits nothing."""
+        """Plan a claim and start staging its document; commits nothing. Whatever the claim
+        holds, this returns: a claim our own code fails on is rejected (or, when not even that
+        is possible, quarantined), never raised past the round."""
         try:
             new, document, reject = self._plan(claim_id, reject)
             if reject is not None:
                 return _Started(claim_id, new, document, reject=reject)
             job_id = new_job_id()
             out = self.store.stage(job_id) / DOC_NAME
+            try:
+                copy = self._copy_claimed(claim_id, document, job_id)
+            except InputError as exc:
+                self.store.discard_stage(job_id)
+                self.store.discard_stage(job_id + ".in")
+                return _Started(claim_id, new, document, reject=exc.reason)
         except (StoreError, OSError) as exc:
             return _Started(claim_id, None, None, error=exc)
-        result = self._later(stage, self.area / claim_id / document, document.name, out,
-                             self.numbers.max_pages, new.options.paper)
+        except Exception as exc:
+            return self._unexpected(claim_id, exc)
+        result = self._later(stage, copy, document.name, out, self.numbers.max_pages, new.options.paper)
         return _Started(claim_id, new, document, job_id=job_id, result=result)
+
+    def _unexpected(self, claim_id: str, exc: Exception) -> _Started:
+        """Our own code failed on this claim: rejected with the error's kind, or quarantined."""
+        log.error("folder.claim_unreadable", claim=claim_id, watch=str(self.root),
+                  error=f"{type(exc).__name__}: {exc}"[:500], exc_info=exc)
+        try:
+            document, _controls = claims.list_claim(self.root, claim_id)
+            if document is None:
+                raise OSError(f"claim {claim_id} holds no document")
+            base = NewJob(source=Source.FOLDER, to="", document=document.name,
+                          meta=self._meta(claim_id, document), dedup_key=claims.dedup_key(claim_id))
+        except Exception as again:
+            self._quarantine(claim_id, f"{type(exc).__name__}: {exc}; then {type(again).__name__}: {again}")
+            return _Started(claim_id, None, None)
+        return _Started(claim_id, base, document,
+                        reject=f"{document.name} could not be taken ({type(exc).__name__}); see the daemon's log")
+
+    def _quarantine(self, claim_id: str, reason: str) -> None:
+        """Move a claim nothing can be made of out of the processing area, with its reason."""
+        try:
+            where = claims.quarantine(self.root, claim_id, reason)
+        except OSError as exc:
+            log.error("folder.quarantine_failed", claim=claim_id, watch=str(self.root), error=str(exc))
+            return
+        self._tries.pop(claim_id, None)
+        log.error("folder.claim_quarantined", claim=claim_id, watch=str(self.root), moved_to=str(where),
+                  reason=reason[:500])
 
     def _complete(self, started: list[_Started]) -> int:
         """Rejections are committed one by one; the staged documents' jobs together, in ONE
@@ -360,6 +458,8 @@ class FolderIntake:
             outcome: PreparedDocument | str | BaseException | None = item.error or item.reject
             if item.result is not None:
                 outcome = item.result()
+            if item.job_id is not None:
+                self.store.discard_stage(item.job_id + ".in")
             if isinstance(outcome, PreparedDocument):
                 staged.append((item, outcome))
                 continue
@@ -372,6 +472,11 @@ class FolderIntake:
                     finished += 1
                 elif isinstance(outcome, (StoreError, OSError)):
                     self._failed(item.claim_id, outcome)
+                elif isinstance(outcome, Exception):       # our bug on this document: it alone fails
+                    found = self._unexpected(item.claim_id, outcome)
+                    if found.reject is not None and found.new is not None:
+                        self._reject(item.claim_id, found.new, found.reject)
+                        finished += 1
                 elif isinstance(outcome, BaseException):
                     raise outcome
             except (StoreError, OSError) as exc:
@@ -406,8 +511,7 @@ class FolderIntake:
     def _plan(self, claim_id: str, reject: str | None) -> tuple[NewJob, PurePosixPath, str | None]:
         """Everything about a claim but its document: (the job, the document, why it is rejected
         or None). Reads the claim; commits nothing."""
-        folder = self.area / claim_id
-        document, controls = claims.claim_files(folder)
+        document, controls = claims.list_claim(self.root, claim_id)
         if document is None:
             raise OSError(f"claim {claim_id} holds no document")
         meta = self._meta(claim_id, document)
@@ -417,10 +521,9 @@ class FolderIntake:
             reject = f"{document.name} could not be read after {MAX_TRIES} tries; see the daemon's log"
         if reject is not None:
             return base, document, reject
-        path = folder / document
         try:
-            control = self._control(folder, controls)
-            st = os.lstat(path)
+            control = self._control(claim_id, controls)
+            st = self._claimed_stat(claim_id, document)
             if not stat.S_ISREG(st.st_mode):
                 raise InputError(f"{document.name} is not a regular file")
             if st.st_size > self.watch.max_size:
@@ -441,22 +544,16 @@ class FolderIntake:
                      dedup_key=claims.dedup_key(claim_id))
         return new, document, None
 
-    def _control(self, folder: Path, controls: list[PurePosixPath]) -> Control | None:
-        """The first control file by precedence (.json before .fax), parsed."""
-        for rel in sorted(controls, key=lambda c: not c.name.lower().endswith(".json")):
-            try:
-                fd = os.open(folder / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            except OSError as exc:
-                raise ControlError(f"{rel.name} cannot be read ({exc.strerror or exc}); "
-                                   "a control file must be a regular file") from exc
-            with os.fdopen(fd, "rb") as fh:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    raise ControlError(f"{rel.name} is not a regular file")
-                data = fh.read(MAX_CONTROL_SIZE + 1)
-            if len(data) > MAX_CONTROL_SIZE:
-                raise ControlError(f"{rel.name} is larger than {MAX_CONTROL_SIZE // 1024} KB")
-            return parse_control(rel.name, data)
-        return None
+    def _claimed_stat(self, claim_id: str, document: PurePosixPath) -> os.stat_result:
+        return claimed.stat_of(self.root, claim_id, document)
+
+    def _copy_claimed(self, claim_id: str, document: PurePosixPath, job_id: str) -> Path:
+        copy = self.store.stage(job_id + ".in") / "document"
+        claimed.copy_out(self.root, claim_id, document, copy, self.watch.max_size)
+        return copy
+
+    def _control(self, claim_id: str, controls: list[PurePosixPath]) -> Control | None:
+        return claimed.control(self.root, claim_id, controls)
 
     def _reject(self, claim_id: str, new: NewJob, reason: str) -> None:
         self.store.reject(claim_id, new, reason, self.clock.now())
@@ -479,13 +576,17 @@ class FolderIntake:
                 continue
             if self.store.find_duplicate(claims.dedup_key(claim_id), EPOCH) is not None:
                 continue                      # it has its job: the result writer finishes it
-            document, controls = claims.claim_files(folder)
-            if document is None:
-                returned = claims.give_back(self.root, folder) if controls else []
-                if not controls:
-                    shutil.rmtree(folder, ignore_errors=True)
-                log.info("folder.claim_undone", claim=claim_id, watch=str(self.root),
-                         returned=[str(r) for r in returned])
+            try:
+                document, controls = claims.list_claim(self.root, claim_id)
+                if document is None:
+                    returned = claims.give_back(self.root, claim_id) if controls else []
+                    if not controls:
+                        claims.remove_claim(self.root, claim_id)
+                    log.info("folder.claim_undone", claim=claim_id, watch=str(self.root),
+                             returned=[str(r) for r in returned])
+                    continue
+            except Exception as exc:                  # start-up goes on without this claim
+                self._quarantine(claim_id, f"{type(exc).__name__}: {exc}")
                 continue
             log.info("folder.claim_resumed", claim=claim_id, file=str(document), watch=str(self.root))
             resumed.append((claim_id, document))

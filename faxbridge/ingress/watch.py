@@ -10,6 +10,11 @@ runs in a small pool of worker processes (started with forkserver/spawn, never f
 files uses every core. After a round that made jobs, the dispatcher and the result writer
 are woken.
 
+With ``recursive = true`` every folder (down to ``watch.max_depth``) gets a plain, non-recursive
+watch of its own (:class:`~faxbridge.ingress.tree.FolderWatches`), added as the intake's sweeps find
+folders, so that watchdog never walks a tree itself (its walk recursed, and a tree 1,100 levels deep
+killed it).
+
 Start-up: the processing area is reconciled with the store (claims a crash left behind), the
 observers start, and then a sweep looks at every file already there, so nothing that arrived while
 the daemon was down, or during start-up, is missed. A sweep also runs every ``SWEEP_S`` seconds as a
@@ -44,6 +49,7 @@ from faxbridge.config import Config, WatchConfig
 from faxbridge.errors import StoreError
 from faxbridge.ingress.content import warm
 from faxbridge.ingress.folder import FolderIntake, TickResult
+from faxbridge.ingress.tree import FolderWatches
 from faxbridge.runtime import Runtime
 from faxbridge.store import Store
 
@@ -112,13 +118,24 @@ class FolderWatcher:
         for watch in self.watches:
             intake = FolderIntake(watch, store, self.runtime.clock, self.runtime.cfg.numbers, pool=self._pool)
             intake.on_result = self._count_file
-            intake.prepare_folders()
-            finished += intake.reconcile()
             self._intakes.append(intake)
+            try:
+                intake.prepare_folders()
+                finished += intake.reconcile()
+            except Exception as exc:      # one folder's trouble never keeps the daemon from starting
+                log.error("folder.start_failed", watch=str(watch.path), error=f"{type(exc).__name__}: {exc}",
+                          exc_info=exc)
+                intake.retry_soon()
         return finished
 
     def _sweep(self) -> int:
-        return sum(intake.sweep() for intake in self._intakes)
+        seen = 0
+        for intake in self._intakes:
+            try:
+                seen += intake.sweep()
+            except (OSError, RecursionError, ValueError) as exc:
+                log.error("folder.sweep_failed", watch=str(intake.root), error=f"{type(exc).__name__}: {exc}")
+        return seen
 
     def _close_store(self) -> None:
         if self._store is not None:
@@ -145,7 +162,14 @@ class FolderWatcher:
         finished = await self._in_worker(self._open)
         for index, watch in enumerate(self.watches):
             observer = make_observer(watch)
-            observer.schedule(_Forward(self, index), str(watch.path), recursive=watch.recursive)
+            handler = _Forward(self, index)
+            if watch.recursive:           # one plain watch per folder: watchdog never walks the tree
+                folders = FolderWatches(observer, handler, watch.path)
+                self._intakes[index].on_folder = folders.ensure
+                self._intakes[index].on_swept = folders.keep_only
+                folders.ensure(watch.path)
+            else:
+                observer.schedule(handler, str(watch.path), recursive=False)
             observer.daemon = True
             observer.start()
             self._observers.append(observer)
@@ -181,6 +205,9 @@ class FolderWatcher:
                     await self._in_worker(self._sweep)
             except (OSError, StoreError) as exc:
                 log.error("folder.round_failed", error=str(exc))
+                result = TickResult(0, False, ERROR_PAUSE_S)
+            except Exception as exc:      # our bug: logged, and the watcher goes on after a pause
+                log.error("folder.round_crashed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
                 result = TickResult(0, False, ERROR_PAUSE_S)
             if result.more or self._stopping:
                 continue
