@@ -58,3 +58,11 @@ def parse_iso(text: str | None) -> datetime | None:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt
+
+
+def shown_time(at: datetime | None) -> str:
+    """A time for a person: in this host's time zone, to the second, with the zone's name."""
+    if at is None:
+        return "-"
+    local = at.astimezone()
+    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname() or local.strftime('%z')}"

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from faxbridge.clock import iso
+from faxbridge.clock import iso, shown_time
 from faxbridge.models import Job, JobEvent, JobState
 
 SUBMITTING_WORDS = ("the provider call is under way; if faxbridge stopped during it, the next start checks "
@@ -21,7 +21,10 @@ SUBMITTING_WORDS = ("the provider call is under way; if faxbridge stopped during
 HOLD_WORDS = {
     "reconcile": "held: the outcome of the last submission is unknown; faxbridge is checking the "
                  "provider's records before it sends anything again",
+    "unknown": "held: the provider says it has no record of this fax; it is given up at the time below "
+               "unless it shows up (`faxbridge retry` or `cancel` act on it now)",
 }
+HOLD_SHORT = {"reconcile": "held: checking the provider's records", "unknown": "held: unknown to the provider"}
 
 
 # C0 and C1 controls, DEL, and the format characters that reorder or hide text (bidi overrides and
@@ -84,28 +87,65 @@ def event_object(e: JobEvent) -> dict[str, Any]:
             **({"detail": dict(e.detail)} if e.detail else {})}
 
 
-def job_line(job: Job) -> str:
-    note = job.reason or ""
+def seconds(value: float | None) -> str | None:
+    if value is None:
+        return None
+    s = round(value)
+    return f"{s // 60} min {s % 60} s" if s >= 60 else f"{s} s"
+
+
+def dollars(value: float | None) -> str | None:
+    """Provider costs are US dollars (Phaxio bills in cents; Openfax's credit is in dollars)."""
+    return None if value is None else f"${value:.2f}"
+
+
+def _note(job: Job) -> str:
     if job.hold:
-        note = "held for reconciliation"
-    return (f"{job.id}  {job.created_at:%Y-%m-%d %H:%M}  {job.state.value:<10}  {shown(job.to):<16}  "
-            f"{job.pages:>3}p  {job.source.value:<6}  {shown(note)}").rstrip()
+        return HOLD_SHORT.get(job.hold, f"held: {job.hold}")
+    return job.reason or ""
 
 
-JOBS_HEADER = f"{'ID':<26}  {'CREATED (UTC)':<16}  {'STATE':<10}  {'TO':<16}  {'PAGES':>4}  SOURCE  NOTE"
+def _who(job: Job) -> str:
+    who = job.sender or ""
+    if job.subject:
+        who = f"{who} \"{job.subject}\"" if who else f"\"{job.subject}\""
+    return who
+
+
+def job_line(job: Job) -> str:
+    finished = shown_time(job.finished_at) if job.finished_at else "-"
+    to = job.to or "(no number)"
+    return (f"{job.id}  {shown_time(job.created_at):<23}  {job.state.value:<10}  {shown(to):<16}  "
+            f"{job.pages:>5}  {job.source.value:<6}  {finished:<23}  {shown(_who(job))[:40]:<40}  "
+            f"{shown(_note(job))}").rstrip()
+
+
+JOBS_HEADER = (f"{'ID':<26}  {'CREATED':<23}  {'STATE':<10}  {'TO':<16}  {'PAGES':>5}  SOURCE  "
+               f"{'FINISHED':<23}  {'FROM / SUBJECT':<40}  NOTE")
 
 
 def job_text(job: Job, events: Sequence[JobEvent]) -> str:
+    """``faxbridge job ID``: what a person wants to know, in words and units; no internal fields."""
     o = job_object(job)
+    rows: list[tuple[str, object]] = [
+        ("state", o["state"]), ("reason", o["reason"]), ("hold", o["hold"]),
+        ("gives up at" if job.hold == "unknown" else "next try at",
+         shown_time(job.next_attempt_at) if job.next_attempt_at and not job.final else None),
+        ("to", job.to or "(no number)"), ("pages", job.pages), ("attempts", job.attempts),
+        ("header", job.options.header), ("resolution", job.options.resolution.value),
+        ("paper", job.paper.value), ("source", job.source.value), ("document", job.document),
+        ("sender", job.sender), ("subject", job.subject), ("provider", job.provider),
+        ("provider id", job.provider_id), ("status code", job.status_code),
+        ("duration", seconds(job.duration_s)), ("cost", dollars(job.cost)),
+        ("created", shown_time(job.created_at)),
+        ("finished", shown_time(job.finished_at) if job.finished_at else None),
+    ]
     lines = [f"job {job.id}"]
-    for key in ("state", "reason", "hold", "to", "pages", "attempts", "source", "document", "sender",
-                "subject", "provider", "provider_id", "status_code", "duration_s", "cost", "submit_tries",
-                "next_attempt_at", "created_at", "finished_at"):
-        value = o.get(key)
-        if value is not None and value != "":
-            lines.append(f"  {key + ':':<16}{shown(value)}")
+    lines += [f"  {label + ':':<16}{shown(value)}" for label, value in rows if value is not None and value != ""]
     lines.append("  history:")
     for e in events:
         reason = f"  {shown(e.reason)}" if e.reason else ""
-        lines.append(f"    {iso(e.at)}  {e.state.value:<10}  {shown(e.event)}{reason}")
+        attempts = e.detail.get("attempts") if e.detail else None
+        dial = f"  (dial attempt {attempts})" if attempts else ""
+        lines.append(f"    {shown_time(e.at)}  {e.state.value:<10}  {shown(e.event)}{reason}{dial}")
     return "\n".join(lines)

@@ -468,6 +468,8 @@ class Store:
             if t.changes.get("provider_id"):
                 # kept in the history: a retried job's earlier fax stays known (reconciliation)
                 detail["provider_id"] = t.changes["provider_id"]
+            if t.changes.get("attempts"):
+                detail["attempts"] = t.changes["attempts"]     # each dial attempt shows in the history
             self._event(db, job.id, now, t.state, t.event, t.reason, detail)
             if t.final and not job.final:
                 self._outbox(db, job.id, now)

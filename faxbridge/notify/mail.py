@@ -50,7 +50,7 @@ import phonenumbers
 import structlog
 
 from faxbridge import crashpoints
-from faxbridge.clock import Clock
+from faxbridge.clock import Clock, shown_time
 from faxbridge.config import Config, NotifyConfig
 from faxbridge.ingress.rcpt import address_problem, sender_allowed
 from faxbridge.models import Job, JobEvent, JobState
@@ -118,10 +118,7 @@ def money(cost: float | None) -> str:
 
 def when(at: datetime | None) -> str:
     """A time for a person: local to this host, to the second, with its zone."""
-    if at is None:
-        return "not known"
-    local = at.astimezone()
-    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname() or local.strftime('%z')}"
+    return "not known" if at is None else shown_time(at)
 
 
 def pretty_number(e164: str) -> str:
