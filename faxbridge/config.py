@@ -129,6 +129,15 @@ class NumbersConfig:
 class LimitsConfig:
     per_sender_per_hour: int
     max_in_flight: int
+    # Bounds before work (contract section 9; extension keys): see ingress/mime_bounds, documents.
+    max_parts: int = 100
+    max_nesting: int = 20
+    max_headers: int = 500
+    max_parameters: int = 100
+    max_decompressed: int = 200_000_000
+    max_cover_pages: int = 20
+    job_cpu: float = 120.0
+    job_memory: int = 2_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +264,14 @@ SCHEMA: Schema = {
     "limits": {
         "per_sender_per_hour": integer(60),
         "max_in_flight": integer(50, minimum=1),
+        "max_parts": integer(100, minimum=1),
+        "max_nesting": integer(20, minimum=2),
+        "max_headers": integer(500, minimum=50),
+        "max_parameters": integer(100, minimum=10),
+        "max_decompressed": size("200MB"),
+        "max_cover_pages": integer(20, minimum=1),
+        "job_cpu": duration("120s"),
+        "job_memory": size("2GB"),
     },
     "notify": {
         "smarthost": hostport("", optional=True),

@@ -28,7 +28,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email import policy as email_policy
-from email.headerregistry import BaseHeader
+from email.headerregistry import BaseHeader, UnstructuredHeader
 from email.message import EmailMessage, Message
 from urllib.parse import unquote
 
@@ -95,27 +95,60 @@ class MailContent:
 
 
 class _OncePolicy(email_policy.EmailPolicy):
-    """``policy.default``, except that a header value is parsed once, not at every look.
+    """``policy.default``, except that a header value is parsed once, not at every look, and a value
+    the stdlib's header parser cannot read does not raise.
 
     ``policy.default`` parses a header (its slow, pure-Python header parser) each time it is read,
     and finding out what a part is reads ``Content-Type`` a dozen times. The parse depends on the
     name and value only and gives an immutable header object, so the result is kept (a bounded
     cache, shared by threads: ``lru_cache`` is thread-safe) and the answers are those of
     ``policy.default`` itself.
+
+    That parser raises on some malformed values (``IndexError`` for a cut
+    ``Content-Disposition: attachment; filename*``, and others). Such a header is kept as an
+    unstructured header holding its raw value (see :func:`_lenient`): the legacy ``Message``
+    methods we use (``get_content_type``, ``get_filename``, ``get_param``...) read it as a string,
+    so the mail still gets its proper answer instead of failing as a whole.
     """
 
     def header_fetch_parse(self, name: str, value: str) -> str:
         if hasattr(value, "name") or len(value) > _CACHED_VALUE_MAX:
-            return email_policy.default.header_fetch_parse(name, value)  # type: ignore[no-any-return]
+            return _parsed_or_lenient(name, value)
         return _parsed_header(name, value)
 
 
 _CACHED_VALUE_MAX = 998   # RFC 5322's line limit: longer values are parsed each time, not kept
 
 
+class _LenientHeader(UnstructuredHeader, BaseHeader):
+    """A header kept as its raw text (the stdlib could not parse it as its structured kind)."""
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lenient(name: str, value: str) -> str:
+    """The raw value as an unstructured header; if even that fails, the raw value as a string
+    (lone surrogates that are no raw byte replaced, so it can always be encoded)."""
+    flat = "".join(value.splitlines())
+    try:
+        return _LenientHeader(name, flat)
+    except Exception:   # the unstructured parser too (never seen): plain text is all we need
+        return _SURROGATE.sub("\ufffd", flat)
+
+
+def _parsed_or_lenient(name: str, value: str) -> str:
+    try:
+        return email_policy.default.header_fetch_parse(name, value)  # type: ignore[no-any-return]
+    except Exception:   # the stdlib's header parser fails on some malformed values (IndexError...)
+        if hasattr(value, "name"):
+            return value
+        return _lenient(name, value)
+
+
 @functools.lru_cache(maxsize=2048)
-def _parsed_header(name: str, value: str) -> BaseHeader:
-    return email_policy.default.header_fetch_parse(name, value)  # type: ignore[no-any-return]
+def _parsed_header(name: str, value: str) -> str:
+    return _parsed_or_lenient(name, value)
 
 
 PARSE_POLICY = _OncePolicy()

@@ -25,7 +25,9 @@ Window: 5 days, Postfix's default ``maximal_queue_lifetime``: a relay stops retr
 
 from __future__ import annotations
 
+import binascii
 import contextlib
+import email.errors
 import hashlib
 import mmap
 import os
@@ -43,7 +45,8 @@ from faxbridge.clock import Clock
 from faxbridge.config import Config
 from faxbridge.documents import text_to_pdf
 from faxbridge.errors import DocumentError, DuplicateJob, StoreError
-from faxbridge.ingress import mime
+from faxbridge.ingress import mime, mime_bounds
+from faxbridge.ingress.mime_bounds import MailLimits
 from faxbridge.ingress.mime_slim import Raw, digest
 from faxbridge.ingress.rcpt import Recipient, normal_sender
 from faxbridge.ingress.workers import StoreThreads
@@ -60,6 +63,8 @@ log = structlog.get_logger("faxbridge.smtp")
 DEDUP_WINDOW = timedelta(days=5)
 
 UNREADABLE_MESSAGE = "554 5.6.0 The message could not be read as a mail message"
+INTERNAL_ERROR = ("554 5.6.0 The message could not be read: the fax server failed on it "
+                  "(the error is logged for its operator)")
 NO_CONTENT = ("554 5.6.0 Nothing to fax: attach a PDF, TIFF, JPEG, PNG, GIF or text file, "
               "or write the text in the mail body")
 OUR_TROUBLE = "451 4.3.0 Temporary trouble on the fax server: please try again later"
@@ -128,13 +133,54 @@ class _Plan:
     message_key: str
 
 
-def _plan(raw: Raw, cover_mode: str) -> _Plan | str:
-    """Parse and decide (pure work, in a worker thread). A reply string when the message is refused."""
+# What the stdlib parser and our extraction may raise for input that can never be read: these
+# are the message's fault, answered 554 5.6.0 and logged as a warning.
+_UNREADABLE = (email.errors.MessageError, UnicodeError, binascii.Error)
+
+
+DEFAULT_LIMITS = MailLimits()
+
+
+def mail_limits(cfg: Config) -> MailLimits:
+    lim = cfg.limits
+    return MailLimits(max_parts=lim.max_parts, max_nesting=lim.max_nesting, max_headers=lim.max_headers,
+                      max_parameters=lim.max_parameters)
+
+
+def _plan(raw: Raw, cover_mode: str, limits: MailLimits = DEFAULT_LIMITS) -> _Plan | str:
+    """Parse and decide (pure work, in a worker). A reply string when the message is refused.
+
+    Bounds first: the parsed tree's shape (parts, nesting, header and parameter counts) is checked
+    before a header value is parsed or a part decoded (``mime_bounds``). A message nested so deep
+    that the stdlib parser itself runs out of recursion gets the same "nested too deep" answer.
+
+    Errors, and why each gets the answer it gets (contract section 9: 451 only when trying again
+    can help):
+
+    - the input's own fault (``_UNREADABLE``): 554 5.6.0, a warning;
+    - anything else is a bug (ours or the stdlib's). It is deterministic: the same bytes fail the
+      same way every time, so a 451 would only make the relay send the message again for days
+      (Postfix: 5) while the sender hears nothing. It is answered 554 5.6.0 with a generic "could
+      not be read" (the sender learns at once; the relay drops it), logged as an error with its
+      traceback (``smtp.intake_bug``) and counted (:data:`INTERNAL_ERROR` replies are counted by
+      :meth:`MailIntake.accept`), so the operator sees it and can fix it;
+    - our trouble where retrying can help (OSError, the store) does not come from here: it is
+      answered 451 4.3.0 by :meth:`MailIntake.accept_now`.
+    """
     try:
-        content = mime.extract(*mime.parse_fast(raw))
-    except (ValueError, TypeError, LookupError, IndexError, AttributeError, AssertionError) as exc:
+        content = _read(raw, limits)
+    except RecursionError:
+        return mime_bounds.too_deep(limits.max_nesting)
+    except _UNREADABLE as exc:
         log.warning("smtp.unparsable", error=f"{type(exc).__name__}: {exc}")
         return UNREADABLE_MESSAGE
+    except (MemoryError, OSError):
+        raise                   # the job's memory cap, or our trouble: decided by the caller
+    except Exception as exc:
+        log.error("smtp.intake_bug", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+        return INTERNAL_ERROR
+    if isinstance(content, str):
+        return content
     if content.refusals:
         return unreadable_part(content.refusals[0].why, len(content.refusals) - 1)
     cover = mime.wants_cover(cover_mode, content)
@@ -144,6 +190,15 @@ def _plan(raw: Raw, cover_mode: str) -> _Plan | str:
         return NO_CONTENT
     message_key = content.headers.message_id or "sha256:" + digest(raw)
     return _Plan(content, cover, mime.content_hash(content, cover), message_key)
+
+
+def _read(raw: Raw, limits: MailLimits) -> mime.MailContent | str:
+    """The message parsed, its shape checked, its content extracted (or the refusal of its shape)."""
+    msg, stash = mime.parse_fast(raw)
+    refusal = mime_bounds.verdict(mime_bounds.measure(msg, limits), limits)
+    if refusal is not None:
+        return refusal
+    return mime.extract(msg, stash)
 
 
 def dedup_key(message_key: str, to: str, doc_hash: str) -> str:
@@ -216,7 +271,7 @@ class MailIntake:
     def accept_now(self, store: Store, sender: str, recipients: Sequence[Recipient], raw: Raw,
                    extra_meta: dict[str, Any]) -> str:
         """The whole DATA decision, blocking (in a worker thread, on that thread's store)."""
-        plan = _plan(raw, self.cfg.smtp.cover_page)
+        plan = _plan(raw, self.cfg.smtp.cover_page, mail_limits(self.cfg))
         if isinstance(plan, str):
             log.info("smtp.refused", stage="data", reply=plan, sender=sender)
             return plan
