@@ -17,7 +17,7 @@ from PIL import Image, ImageSequence
 
 from faxbridge.documents import prepare, sniff
 from faxbridge.documents._images import _tiff_pages as tiff_pages
-from faxbridge.documents._pdf import count_pages, open_pdf, page_papers
+from faxbridge.documents._pdf import count_pages, open_pdf
 from faxbridge.documents._sniff import HEAD_SIZE
 from faxbridge.errors import DocumentError
 from faxbridge.models import InputFile, Paper, PreparedDocument
@@ -54,10 +54,8 @@ def incomplete(path: Path, name: str) -> str | None:
         kind = sniff(head)
         fh.seek(0)
         if kind == "pdf":
-            try:
-                reader = open_pdf(fh, name=name)
-                count_pages(reader, name=name)
-                page_papers(reader, name=name)
+            try:   # complete: it ends whole and its page tree reads; its pages are read when prepared
+                count_pages(open_pdf(fh, name=name), name=name)
             except DocumentError as exc:
                 return exc.reason
         elif kind in _IMAGE_KINDS:

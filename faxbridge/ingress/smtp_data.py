@@ -28,6 +28,7 @@ from __future__ import annotations
 import binascii
 import contextlib
 import email.errors
+import functools
 import hashlib
 import mmap
 import os
@@ -43,14 +44,14 @@ import structlog
 from faxbridge import crashpoints, intake
 from faxbridge.clock import Clock
 from faxbridge.config import Config
-from faxbridge.documents import text_to_pdf
+from faxbridge.documents import copy_prepared, join, prepare, text_pages_at_least, text_to_pdf
 from faxbridge.errors import DocumentError, DuplicateJob, StoreError
 from faxbridge.ingress import mime, mime_bounds
 from faxbridge.ingress.mime_bounds import MailLimits
 from faxbridge.ingress.mime_slim import Raw, digest
 from faxbridge.ingress.rcpt import Recipient, normal_sender
 from faxbridge.ingress.workers import StoreThreads
-from faxbridge.models import FaxOptions, InputFile, NewJob, PreparedDocument, Source
+from faxbridge.models import FaxOptions, InputFile, NewJob, Paper, PreparedDocument, Source
 from faxbridge.providers.openfax import HEADER_MAX as OPENFAX_HEADER_MAX
 from faxbridge.providers.phaxio import HEADER_MAX as PHAXIO_HEADER_MAX
 from faxbridge.store import Store, new_job_id
@@ -303,10 +304,11 @@ class MailIntake:
             work = store.staging / f"mail-{new_job_id()}"
             try:
                 work.mkdir(parents=True)
-                files = _write_parts(work, plan.content)
+                body = self._prepare_once(work, plan)
                 for rcpt, key in fresh:
                     job_id = new_job_id()
-                    doc = self._stage(store, job_id, rcpt, plan, files, work)
+                    doc = intake.stage_with(store, job_id, functools.partial(self._document, rcpt=rcpt, plan=plan,
+                                                                             body=body, work=work))
                     new = self._new_job(sender, rcpt, key, plan, extra_meta)
                     try:
                         made.append(intake.commit(store, self.clock, job_id, new, doc,
@@ -323,15 +325,41 @@ class MailIntake:
         log.info("smtp.accepted", jobs=made, duplicates=[job_id for _, job_id in duplicates], sender=sender)
         return reply
 
-    def _stage(self, store: Store, job_id: str, rcpt: Recipient, plan: _Plan, files: list[InputFile],
-               work: Path) -> PreparedDocument:
-        inputs = list(files)
-        if plan.cover:
-            cover = work / f"cover-{job_id}.pdf"
-            text_to_pdf(plan.content.body, cover, name="the cover page",
-                        heading=mime.cover_heading(plan.content, rcpt.number.e164))
-            inputs.insert(0, InputFile("the cover page", cover))
-        return intake.stage_document(store, job_id, inputs, max_pages=self.cfg.numbers.max_pages)
+    def _prepare_once(self, work: Path, plan: _Plan) -> PreparedDocument | None:
+        """The message's attachments as one checked fax-ready PDF, made ONCE for all its recipients
+        (only the cover page, which names each recipient, is made per job); None without any.
+
+        Bounds first: a cover page text that would fill more than ``limits.max_cover_pages`` pages
+        (or, with the attachments, more than ``numbers.max_pages``) is refused (554 5.3.4) before
+        anything is set in type: a 5 MB line of text is refused at once, not after minutes."""
+        max_pages = self.cfg.numbers.max_pages
+        cover_pages = text_pages_at_least(plan.content.body, Paper.LETTER) if plan.cover else 0
+        if cover_pages > self.cfg.limits.max_cover_pages:
+            limit = self.cfg.limits.max_cover_pages
+            raise DocumentError(f"the mail text would fill more than {limit} cover pages (the limit is {limit}); "
+                                "send long text as an attached file", too_many_pages=True)
+        if cover_pages > max_pages:
+            raise DocumentError(f"the mail text would fill more than {max_pages} pages; the limit is {max_pages}",
+                                too_many_pages=True)
+        if not plan.content.parts:
+            return None
+        files = _write_parts(work, plan.content)
+        return prepare(files, work / "attachments.pdf", max_pages=max_pages,
+                       max_decompressed=self.cfg.limits.max_decompressed)
+
+    def _document(self, out: Path, *, rcpt: Recipient, plan: _Plan, body: PreparedDocument | None,
+                  work: Path) -> PreparedDocument:
+        """One recipient's document: its cover page and the message's prepared attachments."""
+        max_pages = self.cfg.numbers.max_pages
+        if not plan.cover:
+            assert body is not None    # _plan: a message without a cover page has parts
+            return copy_prepared(body, out)
+        cover = work / f"cover-{out.parent.name}.pdf"
+        text_to_pdf(plan.content.body, cover, name="the cover page",
+                    heading=mime.cover_heading(plan.content, rcpt.number.e164))
+        if body is None:
+            return prepare([InputFile("the cover page", cover)], out, max_pages=max_pages)
+        return join(cover, body, out, max_pages=max_pages)
 
     def _new_job(self, sender: str, rcpt: Recipient, key: str, plan: _Plan, extra_meta: dict[str, Any]) -> NewJob:
         h = plan.content.headers
