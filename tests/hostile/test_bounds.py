@@ -1,0 +1,197 @@
+"""Bounded work before expensive work (contract section 9; issue 11 findings 7 and 8).
+
+The daemon runs in a subprocess, fed by real SMTP clients and real files in its watch folder:
+
+- a 4 MB PDF of 60 pages, each a FlateDecode stream inflating to 74 MB, is refused by mail (the
+  exact 554) and by folder (a ``rejected`` result naming why), and the daemon tree's memory stays
+  bounded (peak RSS of every process, read from /proc); good mail and files go on;
+- mails that would cost minutes of CPU (a huge cover text, thousands of parts, thousands of RFC 2231
+  continuations, deep nesting) get their exact answer at once, while a good mail sent at the same
+  time on another connection is accepted;
+- the pure bounds are table-tested.
+"""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import zlib
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from faxbridge.ingress.mime_bounds import MailLimits, Shape, verdict
+from tests.conftest import free_port, wait_until
+from tests.support import DaemonProcess, base_settings, make_pdf, process_tree, write_config
+
+TO = "15555551212@fax.local"
+
+
+# --- documents made on the spot -----------------------------------------------------------------------------
+
+
+def pdf_with_streams(streams: list[bytes], *, flate: bool = True) -> bytes:
+    """A valid PDF with one page per content stream (each its own object), given already encoded."""
+    kids = " ".join(f"{3 + 2 * i} 0 R" for i in range(len(streams)))
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
+               f"<< /Type /Pages /Kids [{kids}] /Count {len(streams)} >>".encode()]
+    for i, stream in enumerate(streams):
+        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {4 + 2 * i} 0 R >>".encode())
+        filters = b"/Filter /FlateDecode " if flate else b""
+        objects.append(b"<< " + filters + b"/Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream
+                       + b"\nendstream")
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for n, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{n} 0 obj\n".encode() + body + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return bytes(out)
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    """Issue 11's memory bomb: 60 pages, each a content stream of 74 MB of zeros, compressed."""
+    page = zlib.compress(b"\0" * 74_000_000, 9)
+    return pdf_with_streams([page] * 60)
+
+
+BOMB_REASON = ("bomb.pdf is too large when unpacked: its pages hold more than 200 MB of content "
+               "(the limit is 200 MB); it cannot be faxed")
+
+
+# --- the daemon -----------------------------------------------------------------------------------------------
+
+
+class Bridge:
+    def __init__(self, tmp: Path, **limits: Any) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        s = base_settings(tmp)
+        s["smtp"] = {"enabled": True, "listen": f"127.0.0.1:{self.port}"}
+        s["limits"] = limits
+        self.outbox, self.results = tmp / "outbox", tmp / "results"
+        s["watch"] = [{"path": str(self.outbox), "results": str(self.results), "done": str(tmp / "done"),
+                       "failed": str(tmp / "failed"), "settle": "200ms"}]
+        self.outbox.mkdir()
+        self.daemon = DaemonProcess(write_config(tmp / "faxbridge.toml", s), tmp / "daemon.log")
+
+    @property
+    def pid(self) -> int:
+        assert self.daemon.proc is not None
+        return self.daemon.proc.pid
+
+    def mail(self, message: bytes, recipients: tuple[str, ...] = (TO,)) -> tuple[int, str]:
+        """One SMTP dialogue; the answer to DATA (code, text on one line)."""
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=120) as client:
+            client.ehlo()
+            client.mail("alice@example.com")
+            for rcpt in recipients:
+                assert client.rcpt(rcpt)[0] == 250
+            try:
+                code, text = client.data(message)
+            except smtplib.SMTPResponseException as exc:
+                code, text = exc.smtp_code, exc.smtp_error
+        return code, text.decode("utf-8", "replace").replace("\n", " ")
+
+    def result(self, stem: str, timeout: float = 60.0) -> dict[str, Any]:
+        path = self.results / f"{stem}.result.json"
+        wait_until(path.exists, timeout=timeout, what=f"{path.name}")
+        data: dict[str, Any] = json.loads(path.read_bytes())
+        return data
+
+    def good_mail(self, n: int) -> None:
+        code, text = self.mail(attachment(make_pdf(self.tmp / f"good{n}.pdf").read_bytes(), f"good{n}.pdf",
+                                          f"<good-{n}@example.com>"))
+        assert (code, text.startswith("2.0.0 Queued as job ")) == (250, True), (code, text)
+
+    def good_file(self, stem: str) -> None:
+        make_pdf(self.outbox / f"{stem}.pdf")
+        result = self.result(stem)
+        assert result["state"] in ("queued", "submitted", "sending", "delivered"), result
+
+
+@pytest.fixture
+def bridge(tmp_path: Path) -> Iterator[Bridge]:
+    """The daemon with the default limits, ready."""
+    b = Bridge(tmp_path)
+    b.daemon.start()
+    try:
+        b.daemon.wait_ready()
+        yield b
+    finally:
+        b.daemon.stop()
+
+
+def attachment(data: bytes, name: str, message_id: str, *, text: str = "see attached") -> bytes:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"], msg["Message-ID"] = "alice@example.com", TO, "Test", message_id
+    msg.set_content(text)
+    msg.add_attachment(data, maintype="application", subtype="pdf", filename=name)
+    return msg.as_bytes()
+
+
+def tree_kb(pid: int, field: str) -> int:
+    """The sum of a /proc status field (VmRSS: now, VmHWM: each process's peak) over the daemon's tree."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            lines = Path(f"/proc/{member}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) for line in lines if line.startswith(field + ":")), 0)
+    return total
+
+
+# --- finding 7: a memory bomb --------------------------------------------------------------------------------
+
+
+def test_a_small_pdf_that_inflates_to_gigabytes_is_refused_not_parsed(bridge: Bridge, bomb: bytes) -> None:
+    assert len(bomb) < 6_000_000              # 4.4 GB of page content in a few MB
+    bridge.good_mail(1)                       # the intake workers and the folder pool are up
+    bridge.good_file("15555551213")
+    before = tree_kb(bridge.pid, "VmRSS")
+
+    code, text = bridge.mail(attachment(bomb, "bomb.pdf", "<bomb-1@example.com>"))
+    assert f"{code} {text}" == f"554 5.6.1 {BOMB_REASON}"
+
+    (bridge.outbox / "15555551212_bomb.pdf").write_bytes(bomb)
+    result = bridge.result("15555551212_bomb")
+    assert (result["state"], result["reason"]) == ("rejected", BOMB_REASON.replace("bomb.pdf", "15555551212_bomb.pdf"))
+
+    peak = tree_kb(bridge.pid, "VmHWM")        # every process's own peak, summed: at least the tree's peak
+    assert peak < before + 500_000, (before, peak)
+    bridge.good_mail(2)
+    bridge.good_file("15555551214")
+
+
+# --- the pure bounds ------------------------------------------------------------------------------------------
+
+LIMITS = MailLimits(max_parts=100, max_nesting=20, max_headers=500, max_parameters=100)
+
+
+@pytest.mark.parametrize(("shape", "expected"), [
+    (Shape(parts=100, depth=20, headers=500, parameters=100), None),
+    (Shape(parts=1, depth=1, headers=10, parameters=1), None),
+    (Shape(parts=101, depth=2, headers=10, parameters=1),
+     "554 5.3.4 The message has more than 100 parts; the limit is 100: send fewer attachments per message"),
+    (Shape(parts=1, depth=21, headers=10, parameters=1),
+     "554 5.6.0 The message is nested more than 20 levels deep (multiparts or forwarded messages within "
+     "each other); the limit is 20"),
+    (Shape(parts=1, depth=2, headers=501, parameters=1),
+     "554 5.6.0 The message has a part with more than 500 header fields; the limit is 500"),
+    (Shape(parts=1, depth=2, headers=10, parameters=101),
+     "554 5.6.0 The message has a Content-Type or Content-Disposition with more than 100 parameters; "
+     "the limit is 100"),
+    (Shape(parts=5000, depth=1000, headers=10, parameters=1),       # nesting is named first
+     "554 5.6.0 The message is nested more than 20 levels deep (multiparts or forwarded messages within "
+     "each other); the limit is 20"),
+])
+def test_the_shape_verdict(shape: Shape, expected: str | None) -> None:
+    assert verdict(shape, LIMITS) == expected
