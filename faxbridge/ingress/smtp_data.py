@@ -68,6 +68,8 @@ INTERNAL_ERROR = ("554 5.6.0 The message could not be read: the fax server faile
                   "(the error is logged for its operator)")
 NO_CONTENT = ("554 5.6.0 Nothing to fax: attach a PDF, TIFF, JPEG, PNG, GIF or text file, "
               "or write the text in the mail body")
+TOO_MUCH_WORK = ("554 5.3.4 Too much work: the message needs more CPU time or memory than the fax server "
+                 "allows one message; send fewer or smaller documents")
 OUR_TROUBLE = "451 4.3.0 Temporary trouble on the fax server: please try again later"
 QUEUED = "250 2.0.0 Queued as job"     # how a reply that made new jobs begins
 

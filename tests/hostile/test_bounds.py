@@ -195,3 +195,89 @@ LIMITS = MailLimits(max_parts=100, max_nesting=20, max_headers=500, max_paramete
 ])
 def test_the_shape_verdict(shape: Shape, expected: str | None) -> None:
     assert verdict(shape, LIMITS) == expected
+
+
+# --- finding 8: CPU before limits ----------------------------------------------------------------------------
+
+
+def raw_mail(head: str, body: bytes) -> bytes:
+    return (f"From: alice@example.com\r\nTo: {TO}\r\nSubject: hostile\r\n{head}".encode() + b"\r\n" + body)
+
+
+def long_text_body() -> bytes:
+    line = "All work and no play makes Jack a dull boy. " * 2
+    return raw_mail("Message-ID: <long-1@example.com>\r\nContent-Type: text/plain; charset=utf-8\r\n",
+                    (line.strip() + "\r\n").encode() * 12_000)          # 1 MB, some 190 pages
+
+
+def one_line_body() -> bytes:
+    return raw_mail("Message-ID: <line-1@example.com>\r\nContent-Type: text/plain; charset=utf-8\r\n",
+                    b"x" * 5_000_000 + b"\r\n")
+
+
+def many_pdfs(count: int) -> bytes:
+    import base64
+
+    pdf = base64.encodebytes(pdf_with_streams([b"BT ET"], flate=False)).replace(b"\n", b"\r\n")
+    part = (b"--B\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n"
+            b"Content-Disposition: attachment; filename=\"page.pdf\"\r\n\r\n" + pdf)
+    return raw_mail("Message-ID: <many-1@example.com>\r\nMIME-Version: 1.0\r\n"
+                    "Content-Type: multipart/mixed; boundary=B\r\n",
+                    b"--B\r\nContent-Type: text/plain\r\n\r\nmany pages\r\n" + part * count + b"--B--\r\n")
+
+
+def continuations(count: int) -> bytes:
+    name = ";\r\n ".join(f"filename*{i}*=utf-8''part{i}" if i == 0 else f"filename*{i}=part{i}" for i in range(count))
+    return raw_mail("Message-ID: <rfc2231-1@example.com>\r\nMIME-Version: 1.0\r\n"
+                    "Content-Type: multipart/mixed; boundary=B\r\n",
+                    b"--B\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment;\r\n "
+                    + name.encode() + b"\r\n\r\n%PDF-1.4\r\n--B--\r\n")
+
+
+def many_headers(count: int) -> bytes:
+    head = "".join(f"X-Filler-{i}: {i}\r\n" for i in range(count))
+    return raw_mail(f"Message-ID: <headers-1@example.com>\r\n{head}Content-Type: text/plain\r\n", b"hello\r\n")
+
+
+def deep(depth: int) -> bytes:
+    body = b"".join(b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i) for i in range(depth))
+    body += b"Content-Type: text/plain\r\n\r\nhello\r\n" + b"".join(b"--b%d--\r\n" % i for i in reversed(range(depth)))
+    return (f"From: alice@example.com\r\nTo: {TO}\r\nSubject: deep\r\nMessage-ID: <deep-1@example.com>\r\n"
+            "MIME-Version: 1.0\r\n").encode() + body        # the first Content-Type is the message's own
+
+
+COVER_TOO_LONG = ("554 5.3.4 Too many pages: the mail text would fill more than 20 cover pages (the limit is 20); "
+                  "send long text as an attached file")
+HOSTILE = {
+    "1 MB body": (long_text_body, COVER_TOO_LONG),
+    "5 MB line": (one_line_body, COVER_TOO_LONG),
+    "10,000 PDFs": (lambda: many_pdfs(10_000),
+                    "554 5.3.4 The message has more than 100 parts; the limit is 100: send fewer attachments "
+                    "per message"),
+    "4,000 RFC 2231 continuations": (lambda: continuations(4_000),
+                                     "554 5.6.0 The message has a Content-Type or Content-Disposition with more "
+                                     "than 100 parameters; the limit is 100"),
+    "2,000 headers": (lambda: many_headers(2_000),
+                      "554 5.6.0 The message has a part with more than 500 header fields; the limit is 500"),
+    "nested 1,000 deep": (lambda: deep(1_000),
+                          "554 5.6.0 The message is nested more than 20 levels deep (multiparts or forwarded "
+                          "messages within each other); the limit is 20"),
+}
+
+
+def test_expensive_mails_are_refused_before_the_work_and_a_good_mail_goes_on(bridge: Bridge) -> None:
+    """Every hostile mail at once, each on its own connection, and a good one among them: each gets
+    its exact answer, the good one its 250 (generous deadlines: the machine is loaded)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    mails = {what: make() for what, (make, _) in HOSTILE.items()}
+    assert all(len(m) < 25_000_000 for m in mails.values())
+    good = attachment(make_pdf(bridge.tmp / "good.pdf").read_bytes(), "good.pdf", "<good-at-once@example.com>")
+    with ThreadPoolExecutor(max_workers=len(mails) + 1) as pool:
+        answers = {what: pool.submit(bridge.mail, m) for what, m in mails.items()}
+        good_answer = pool.submit(bridge.mail, good)
+        got = {what: "{} {}".format(*a.result(timeout=120)) for what, a in answers.items()}
+        code, text = good_answer.result(timeout=120)
+    assert got == {what: reply for what, (_, reply) in HOSTILE.items()}
+    assert code == 250 and text.startswith("2.0.0 Queued as job "), (code, text)
+    bridge.good_mail(3)
