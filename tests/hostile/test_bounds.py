@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import smtplib
+import struct
 import zlib
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -281,3 +282,68 @@ def test_expensive_mails_are_refused_before_the_work_and_a_good_mail_goes_on(bri
     assert got == {what: reply for what, (_, reply) in HOSTILE.items()}
     assert code == 250 and text.startswith("2.0.0 Queued as job "), (code, text)
     bridge.good_mail(3)
+
+
+TOO_MUCH_WORK = ("554 5.3.4 Too much work: the message needs more CPU time or memory than the fax server allows "
+                 "one message; send fewer or smaller documents")
+
+
+def text_attachment(pages: int, message_id: str) -> bytes:
+    """A text file of about ``pages`` pages (within max_pages: only the CPU cap can refuse it)."""
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"], msg["Message-ID"] = "alice@example.com", TO, "Report", message_id
+    msg.set_content("see attached")
+    line = "The quick brown fox jumps over the lazy dog, again and again and again.\n"
+    msg.add_attachment(line * (60 * pages), subtype="plain", filename="report.txt")
+    return msg.as_bytes()
+
+
+def big_png(width: int, height: int) -> bytes:
+    """A white RGB PNG that decodes to width x height x 3 bytes (a few hundred KB as a file)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = (b"\0" + b"\xff" * (3 * width)) * height
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows, 6)) + chunk(b"IEND", b""))
+
+
+def image_mail(png: bytes, message_id: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"], msg["Message-ID"] = "alice@example.com", TO, "Poster", message_id
+    msg.set_content("see attached")
+    msg.add_attachment(png, maintype="image", subtype="png", filename="poster.png")
+    return msg.as_bytes()
+
+
+def test_a_job_over_its_cpu_time_or_memory_is_refused_and_its_worker_replaced(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    bridge = Bridge(tmp_path, job_cpu="2s", job_memory="450MB")   # a worker itself takes some 190 MB
+    bridge.daemon.start()
+    try:
+        bridge.daemon.wait_ready()
+        bridge.good_mail(1)                                     # a worker is up
+        workers = set(process_tree(bridge.pid)[1:])
+        heavy = text_attachment(180, "<heavy-1@example.com>")   # ~180 pages set in type: >2 s of CPU
+        good = attachment(make_pdf(tmp_path / "good.pdf").read_bytes(), "good.pdf", "<good-meanwhile@example.com>")
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            heavy_answer = pool.submit(bridge.mail, heavy)
+            good_answer = pool.submit(bridge.mail, good)
+            assert "{} {}".format(*heavy_answer.result(timeout=120)) == TOO_MUCH_WORK
+            code, text = good_answer.result(timeout=120)
+        assert code == 250 and text.startswith("2.0.0 Queued as job "), (code, text)
+        events = [e for e in bridge.daemon.events() if e.get("event") == "smtp.too_much_work"]
+        assert len(events) == 1 and "TooMuchWork" in events[0]["error"]
+        bridge.good_mail(2)                                     # and the next mail goes through
+        assert len(set(process_tree(bridge.pid)[1:]) - workers) >= 1   # a fresh worker took its place
+
+        # 81 megapixels (under Pillow's bomb limit) decode to 243 MB: over this worker's memory cap.
+        code, text = bridge.mail(image_mail(big_png(9000, 9000), "<poster-1@example.com>"))
+        assert f"{code} {text}" == TOO_MUCH_WORK
+        events = [e for e in bridge.daemon.events() if e.get("event") == "smtp.too_much_work"]
+        assert len(events) == 2 and "MemoryError" in events[1]["error"]
+        bridge.good_mail(3)
+        bridge.good_mail(4)
+    finally:
+        bridge.daemon.stop()
