@@ -347,3 +347,51 @@ def test_a_job_over_its_cpu_time_or_memory_is_refused_and_its_worker_replaced(tm
         bridge.good_mail(4)
     finally:
         bridge.daemon.stop()
+
+
+def test_a_mail_to_three_numbers_prepares_its_documents_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The attachments are decoded, checked and converted once per message; per recipient only its
+    cover page is set and joined (the real functions, counted on the way through)."""
+    import faxbridge.documents as documents
+    from faxbridge import intake
+    from faxbridge.clock import SystemClock
+    from faxbridge.config import load
+    from faxbridge.ingress import smtp_data
+    from faxbridge.ingress.rcpt import Recipient
+    from faxbridge.store import Store
+    from tests.support import base_settings
+
+    calls: dict[str, int] = {"prepare": 0, "image_to_pdf": 0, "text_to_pdf": 0}
+
+    def counted(module: Any, name: str, key: str) -> None:
+        real = getattr(module, name)
+
+        def through(*args: Any, **kwargs: Any) -> Any:
+            calls[key] += 1
+            return real(*args, **kwargs)
+        monkeypatch.setattr(module, name, through)
+
+    counted(smtp_data, "prepare", "prepare")
+    counted(documents, "image_to_pdf", "image_to_pdf")
+    counted(smtp_data, "text_to_pdf", "text_to_pdf")
+
+    cfg = load(write_config(tmp_path / "faxbridge.toml", base_settings(tmp_path)), {})
+    store = Store(cfg.state_dir, "simulator")
+    try:
+        numbers = ["15555551212", "15555551213", "15555551214"]
+        recipients = [Recipient(f"{n}@fax.local", intake.destination(n, cfg.numbers)) for n in numbers]
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"], msg["Message-ID"] = "alice@example.com", TO, "Both", "<three@x>"
+        msg.set_content("Three copies, please.")
+        msg.add_attachment(make_pdf(tmp_path / "a.pdf", pages=2).read_bytes(), maintype="application",
+                           subtype="pdf", filename="a.pdf")
+        msg.add_attachment(big_png(200, 100), maintype="image", subtype="png", filename="logo.png")
+        reply = smtp_data.MailIntake(cfg, lambda: store, SystemClock(), threads=0).accept_now(
+            store, "alice@example.com", recipients, msg.as_bytes(), {})
+        assert reply.startswith("250 2.0.0 Queued as jobs "), reply
+        jobs = [store.get(job_id) for job_id in reply.removeprefix("250 2.0.0 Queued as jobs ").split(", ")]
+        assert sorted(j.to for j in jobs) == ["+15555551212", "+15555551213", "+15555551214"]
+        assert [j.pages for j in jobs] == [4, 4, 4]            # cover + 2 PDF pages + the image
+        assert calls == {"prepare": 1, "image_to_pdf": 1, "text_to_pdf": 3}
+    finally:
+        store.close()
