@@ -395,3 +395,61 @@ def test_a_mail_to_three_numbers_prepares_its_documents_once(tmp_path: Path, mon
         assert calls == {"prepare": 1, "image_to_pdf": 1, "text_to_pdf": 3}
     finally:
         store.close()
+
+
+# --- documents: bounds from the structure, before the pages are read ---------------------------------------
+
+
+def declaring(count: int, real: int) -> bytes:
+    """A PDF whose page tree declares ``count`` pages but holds only ``real`` (the rest are missing)."""
+    data = pdf_with_streams([b"BT ET"] * real, flate=False)
+    return data.replace(f"/Count {real} >>".encode(), f"/Count {count} >>".encode(), 1)
+
+
+@pytest.mark.parametrize(("data", "max_decompressed", "reason"), [
+    # The declared /Count is checked before the tree is walked: a tree that declares 10,000 pages
+    # is refused as too long, not walked to find that most of them are missing.
+    (lambda: declaring(10_000, 3), 200_000_000, "doc.pdf has 10000 pages; the limit is 200"),
+    (lambda: declaring(150, 3), 200_000_000, "doc.pdf is damaged: only 3 of its 150 pages can be read"),
+    (lambda: pdf_with_streams([zlib.compress(b"\0" * 3_000_000)] * 4), 10_000_000,
+     "doc.pdf is too large when unpacked: its pages hold more than 10 MB of content (the limit is 10 MB); "
+     "it cannot be faxed"),
+], ids=["declared-too-many", "declared-but-missing", "inflates-over-the-limit"])
+def test_documents_are_refused_from_their_structure(tmp_path: Path, data: Any, max_decompressed: int,
+                                                    reason: str) -> None:
+    from faxbridge.documents import prepare
+    from faxbridge.errors import DocumentError
+    from faxbridge.models import InputFile
+
+    src = tmp_path / "doc.pdf"
+    src.write_bytes(data())
+    (tmp_path / "out").mkdir()
+    with pytest.raises(DocumentError) as refused:
+        prepare([InputFile("doc.pdf", src)], tmp_path / "out" / "fax.pdf", max_pages=200,
+                max_decompressed=max_decompressed)
+    assert refused.value.reason == reason
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_pdf_within_the_inflation_limit_is_sent_as_it_is(tmp_path: Path) -> None:
+    from faxbridge.documents import prepare
+    from faxbridge.models import InputFile
+
+    data = pdf_with_streams([zlib.compress(b"\0" * 3_000_000)] * 3)      # 9 MB of content, limit 10 MB
+    src = tmp_path / "doc.pdf"
+    src.write_bytes(data)
+    doc = prepare([InputFile("doc.pdf", src)], tmp_path / "fax.pdf", max_pages=200, max_decompressed=10_000_000)
+    assert (doc.pages, (tmp_path / "fax.pdf").read_bytes()) == (3, data)
+
+
+@pytest.mark.parametrize(("used", "job_cpu", "hard", "expected"), [
+    (0.0, 120.0, -1, 120),          # -1: RLIM_INFINITY
+    (10.2, 2.0, -1, 13),            # whole seconds, rounded up: never less than the job's share
+    (500.0, 120.0, 550, 550),       # never above the hard limit
+])
+def test_the_cpu_limit_moves_on_with_each_job(used: float, job_cpu: float, hard: int, expected: int) -> None:
+    import resource
+
+    from faxbridge.ingress.job_caps import cpu_limit
+
+    assert cpu_limit(used, job_cpu, resource.RLIM_INFINITY if hard == -1 else hard) == expected
