@@ -31,8 +31,9 @@ Rules beyond the contract's table, decided here:
 - ``smtp.tls_cert``/``tls_key`` (both or neither), and ``users_file`` (required by ``require_auth``)
   must exist when SMTP is enabled, so ``check-config`` catches a wrong path before the daemon starts.
 - ``numbers.blocked_prefixes`` are digits; a leading ``+`` is dropped. Country codes are upper-cased.
-- Extension keys: ``provider.reconcile_grace``, ``provider.low_balance``, ``provider.openfax.confirm_postbacks``
-  and ``[log]``.
+- Extension keys: ``provider.reconcile_grace``, ``provider.low_balance``, ``provider.openfax.confirm_postbacks``,
+  ``[log]``, and the bounds in ``[limits]`` (``max_parts``, ``max_nesting``, ``max_headers``,
+  ``max_parameters``, ``max_decompressed``, ``max_cover_pages``, ``job_cpu``, ``job_memory``).
 """
 
 from __future__ import annotations
