@@ -27,7 +27,9 @@ class TooMuchWork(BaseException):
 
 
 def _on_xcpu(signum: int, frame: FrameType | None) -> None:
-    _lift()
+    if not _capped:
+        return       # a late signal after the work was done: nothing to stop
+    work_done()
     raise TooMuchWork("over the CPU time one message may take (limits.job_cpu)")
 
 
@@ -56,15 +58,29 @@ def cpu_limit(used: float, job_cpu: float, hard: int) -> int:
     return soft if hard == resource.RLIM_INFINITY else min(soft, hard)
 
 
+_capped = False    # a cap is set in this (worker) process now
+
+
 @contextlib.contextmanager
 def cpu_cap(job_cpu: float) -> Iterator[None]:
-    """At most ``job_cpu`` seconds of CPU time for the work inside (0: no cap)."""
+    """At most ``job_cpu`` seconds of CPU time for the work inside (0: no cap), or until
+    :func:`work_done` says the rest (committing the jobs) must not be cut short."""
+    global _capped
     if job_cpu <= 0:
         yield
         return
     _, hard = resource.getrlimit(resource.RLIMIT_CPU)
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_limit(_used(), job_cpu, hard), hard))
+    _capped = True
     try:
         yield
     finally:
+        work_done()
+
+
+def work_done() -> None:
+    """The capped work is over (a no-op where no cap is set: threads, tools, tests)."""
+    global _capped
+    if _capped:
+        _capped = False
         _lift()

@@ -10,8 +10,10 @@ The I/O shell around the pure ``mime`` module and ``intake``:
    reply mail either: the first job's reply is the one answer for that message. The key is
    looked for again inside the committing transaction, so the same mail arriving on two
    connections at once also makes one job;
-3. the fax-ready PDF per recipient (cover page with that recipient's number, then the
-   attachments); more than ``numbers.max_pages`` pages: 554 5.3.4;
+3. the attachments prepared ONCE per message (decoded, checked, converted: ``_prepare_once``),
+   then per recipient only its cover page (with that recipient's number) set and joined to them;
+   every recipient's document is staged before any job is committed. More than
+   ``numbers.max_pages`` pages, or a cover text over ``limits.max_cover_pages``: 554 5.3.4;
 4. each job committed (fsynced); only when every recipient's job is committed is 250 answered.
    Our own trouble (database busy, disk full, any OSError) answers 451 4.3.0: the client keeps
    the message and retries, and the retry finds the jobs committed so far by their dedup keys.
@@ -46,7 +48,7 @@ from faxbridge.clock import Clock
 from faxbridge.config import Config
 from faxbridge.documents import copy_prepared, join, prepare, text_pages_at_least, text_to_pdf
 from faxbridge.errors import DocumentError, DuplicateJob, StoreError
-from faxbridge.ingress import mime, mime_bounds
+from faxbridge.ingress import job_caps, mime, mime_bounds
 from faxbridge.ingress.mime_bounds import MailLimits
 from faxbridge.ingress.mime_slim import Raw, digest
 from faxbridge.ingress.rcpt import Recipient, normal_sender
@@ -302,30 +304,48 @@ class MailIntake:
             else:
                 fresh.append((rcpt, key))
         made: list[str] = []
-        if fresh:
-            work = store.staging / f"mail-{new_job_id()}"
-            try:
-                work.mkdir(parents=True)
-                body = self._prepare_once(work, plan)
-                for rcpt, key in fresh:
-                    job_id = new_job_id()
-                    doc = intake.stage_with(store, job_id, functools.partial(self._document, rcpt=rcpt, plan=plan,
-                                                                             body=body, work=work))
-                    new = self._new_job(sender, rcpt, key, plan, extra_meta)
-                    try:
-                        made.append(intake.commit(store, self.clock, job_id, new, doc,
-                                                  dedup_window=DEDUP_WINDOW).id)
-                    except DuplicateJob as dup:   # the same mail on another connection, just now
-                        duplicates.append((rcpt, dup.job_id))
-                        log.info("smtp.duplicate", job_id=dup.job_id, to=rcpt.number.e164,
-                                 message_id=plan.content.headers.message_id)
-                        continue
-                    crashpoints.hit("smtp.job_committed")
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
+        staged = self._stage_all(store, fresh, plan) if fresh else []
+        job_caps.work_done()   # the CPU cap is for the work: committing what was staged is never cut short
+        try:
+            while staged:
+                rcpt, key, job_id, doc = staged[0]
+                new = self._new_job(sender, rcpt, key, plan, extra_meta)
+                staged.pop(0)
+                try:
+                    made.append(intake.commit(store, self.clock, job_id, new, doc, dedup_window=DEDUP_WINDOW).id)
+                except DuplicateJob as dup:   # the same mail on another connection, just now
+                    duplicates.append((rcpt, dup.job_id))
+                    log.info("smtp.duplicate", job_id=dup.job_id, to=rcpt.number.e164,
+                             message_id=plan.content.headers.message_id)
+                    continue
+                crashpoints.hit("smtp.job_committed")
+        finally:
+            for _, _, job_id, _ in staged:     # not committed (our trouble): not left behind
+                store.discard_stage(job_id)
         reply = queued(made, [(r.address, job_id) for r, job_id in duplicates])
         log.info("smtp.accepted", jobs=made, duplicates=[job_id for _, job_id in duplicates], sender=sender)
         return reply
+
+    def _stage_all(self, store: Store, fresh: Sequence[tuple[Recipient, str]],
+                   plan: _Plan) -> list[tuple[Recipient, str, str, PreparedDocument]]:
+        """Every fresh recipient's document staged, before any job is committed: the work that may
+        be refused (pages, content, the job's CPU or memory cap) never leaves half the jobs made."""
+        staged: list[tuple[Recipient, str, str, PreparedDocument]] = []
+        work = store.staging / f"mail-{new_job_id()}"
+        try:
+            work.mkdir(parents=True)
+            body = self._prepare_once(work, plan)
+            for rcpt, key in fresh:
+                job_id = new_job_id()
+                make = functools.partial(self._document, rcpt=rcpt, plan=plan, body=body, work=work)
+                staged.append((rcpt, key, job_id, intake.stage_with(store, job_id, make)))
+        except BaseException:
+            for _, _, job_id, _ in staged:
+                store.discard_stage(job_id)
+            raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return staged
 
     def _prepare_once(self, work: Path, plan: _Plan) -> PreparedDocument | None:
         """The message's attachments as one checked fax-ready PDF, made ONCE for all its recipients
