@@ -72,6 +72,7 @@ NO_CONTENT = ("554 5.6.0 Nothing to fax: attach a PDF, TIFF, JPEG, PNG, GIF or t
               "or write the text in the mail body")
 TOO_MUCH_WORK = ("554 5.3.4 Too much work: the message needs more CPU time or memory than the fax server "
                  "allows one message; send fewer or smaller documents")
+_REFUSED_WORK = {INTERNAL_ERROR: "bug", TOO_MUCH_WORK: "too_much_work"}
 OUR_TROUBLE = "451 4.3.0 Temporary trouble on the fax server: please try again later"
 QUEUED = "250 2.0.0 Queued as job"     # how a reply that made new jobs begins
 
@@ -234,6 +235,9 @@ class MailIntake:
         self.header_limit, self.header_fixed = header_policy(cfg)
         self.workers = StoreThreads(open_store, size=threads)
         self.processes = processes
+        # Called with "bug" (INTERNAL_ERROR) or "too_much_work" (TOO_MUCH_WORK) for each such reply,
+        # in the daemon's process whichever worker made it: the daemon counts them in a metric.
+        self.on_refused_work: Callable[[str], None] = lambda kind: None
 
     async def start(self) -> None:
         if self.processes is not None:
@@ -257,8 +261,12 @@ class MailIntake:
         """The reply to DATA; ``raw`` is the message, or the file a big one was spooled to."""
         extra = extra_meta or {}
         if self.processes is not None:
-            return await self.processes.mail(sender, recipients, raw, extra)
-        return await self.workers.run(lambda store: self.accept_file(store, sender, recipients, raw, extra))
+            reply = await self.processes.mail(sender, recipients, raw, extra)
+        else:
+            reply = await self.workers.run(lambda store: self.accept_file(store, sender, recipients, raw, extra))
+        if reply in _REFUSED_WORK:
+            self.on_refused_work(_REFUSED_WORK[reply])
+        return reply
 
     def accept_file(self, store: Store, sender: str, recipients: Sequence[Recipient], raw: bytes | Path,
                     extra_meta: dict[str, Any]) -> str:

@@ -118,3 +118,23 @@ def test_our_own_bug_while_reading_is_a_5xx_logged_with_its_traceback(monkeypatc
     assert bugs[0]["error"] == "KeyError: 'a bug of ours'" and isinstance(bugs[0]["exc_info"], KeyError)
     monkeypatch.undo()
     assert not isinstance(_plan(with_subject(b"hello", "bug@example.com"), "if-body"), str)
+
+
+async def test_our_own_bug_reaches_the_client_as_a_5xx_and_is_counted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same through the real listener (intake in threads, so the bug can be planted here): the
+    exact 554 on the wire, the daemon's hook counts it, and once the bug is gone mail flows again."""
+    def broken(*args: object) -> mime.MailContent:
+        raise KeyError("a bug of ours")
+
+    cfg = config_of(tmp_path, smtp_settings(tmp_path))
+    async with listening(cfg) as bench:
+        counted: list[str] = []
+        bench.listener.handler.intake.on_refused_work = counted.append
+        monkeypatch.setattr(smtp_data.mime, "extract", broken)
+        answers = await asend(bench.address, SENDER, TO, with_subject(b"hello", "bug-2@example.com"))
+        assert answers[-1].line == INTERNAL_ERROR
+        assert counted == ["bug"]
+        monkeypatch.undo()
+        await good_mail_goes_through(bench, tmp_path, 4)
+        assert counted == ["bug"]
