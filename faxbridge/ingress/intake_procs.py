@@ -18,6 +18,11 @@ event loop), given one end of the socket pair; the first frame sets them up (con
 logging). They leave when the daemon closes the socket pair, and at once when the daemon dies
 (``lifeline``). Their log lines go to the daemon's own stderr. A new configuration (SIGHUP) is
 sent to each worker before its next message.
+
+Each job is capped (``job_caps``): CPU time per message (``limits.job_cpu``) and the worker's
+address space (``limits.job_memory``, set when it starts). A message over either is answered
+``554 5.3.4`` (``TOO_MUCH_WORK``: it would cost as much on every retry) and its worker leaves; the
+daemon puts a fresh one in its place before taking the next message to it.
 """
 
 from __future__ import annotations

@@ -319,7 +319,7 @@ def image_mail(png: bytes, message_id: str) -> bytes:
 def test_a_job_over_its_cpu_time_or_memory_is_refused_and_its_worker_replaced(tmp_path: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    bridge = Bridge(tmp_path, job_cpu="2s", job_memory="450MB")   # a worker itself takes some 190 MB
+    bridge = Bridge(tmp_path, job_cpu="2s", job_memory="400MB")   # a worker itself takes some 190 MB
     bridge.daemon.start()
     try:
         bridge.daemon.wait_ready()
@@ -338,8 +338,8 @@ def test_a_job_over_its_cpu_time_or_memory_is_refused_and_its_worker_replaced(tm
         bridge.good_mail(2)                                     # and the next mail goes through
         assert len(set(process_tree(bridge.pid)[1:]) - workers) >= 1   # a fresh worker took its place
 
-        # 81 megapixels (under Pillow's bomb limit) decode to 243 MB: over this worker's memory cap.
-        code, text = bridge.mail(image_mail(big_png(9000, 9000), "<poster-1@example.com>"))
+        # 88 megapixels (just under Pillow's bomb limit) decode to 265 MB: over this worker's memory cap.
+        code, text = bridge.mail(image_mail(big_png(9400, 9400), "<poster-1@example.com>"))
         assert f"{code} {text}" == TOO_MUCH_WORK
         events = [e for e in bridge.daemon.events() if e.get("event") == "smtp.too_much_work"]
         assert len(events) == 2 and "MemoryError" in events[1]["error"]
