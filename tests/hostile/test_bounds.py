@@ -252,6 +252,8 @@ COVER_TOO_LONG = ("554 5.3.4 Too many pages: the mail text would fill more than 
 HOSTILE = {
     "1 MB body": (long_text_body, COVER_TOO_LONG),
     "5 MB line": (one_line_body, COVER_TOO_LONG),
+    "170,000 uuencode begins": (lambda: raw_mail("Message-ID: <uu-1@example.com>\r\nContent-Type: text/plain\r\n",
+                                                 b"begin 644 x\r\n" * 170_000), COVER_TOO_LONG),
     "10,000 PDFs": (lambda: many_pdfs(10_000),
                     "554 5.3.4 The message has more than 100 parts; the limit is 100: send fewer attachments "
                     "per message"),
