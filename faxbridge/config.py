@@ -36,8 +36,9 @@ Rules beyond the contract's table, decided here:
   once its first call attempt is over); a value set decides for every provider.
 - ``provider.phaxio.caller_id``, ``cancel_timeout`` (whole minutes are sent) and ``test_fail`` (test
   keys only) are Phaxio's own send parameters, sent only when set.
-- Extension keys: ``provider.reconcile_grace``, ``provider.low_balance``, ``provider.openfax.confirm_postbacks``
-  and ``[log]``.
+- Extension keys: ``provider.reconcile_grace``, ``provider.low_balance``, ``provider.openfax.confirm_postbacks``,
+  ``[log]``, and the bounds in ``[limits]`` (``max_parts``, ``max_nesting``, ``max_headers``,
+  ``max_parameters``, ``max_decompressed``, ``max_cover_pages``, ``job_cpu``, ``job_memory``).
 """
 
 from __future__ import annotations
@@ -144,6 +145,15 @@ class LimitsConfig:
     per_sender_per_hour: int
     max_in_flight: int
     per_client_per_hour: int = 60       # section 9: jobs per hour from one client address (0: no limit)
+    # Bounds before work (contract section 9; extension keys): see ingress/mime_bounds, documents.
+    max_parts: int = 100
+    max_nesting: int = 20
+    max_headers: int = 500
+    max_parameters: int = 100
+    max_decompressed: int = 200_000_000
+    max_cover_pages: int = 20
+    job_cpu: float = 120.0
+    job_memory: int = 2_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +297,14 @@ SCHEMA: Schema = {
         "per_sender_per_hour": integer(60),
         "max_in_flight": integer(50, minimum=1),
         "per_client_per_hour": integer(60),
+        "max_parts": integer(100, minimum=1),
+        "max_nesting": integer(20, minimum=2),
+        "max_headers": integer(500, minimum=50),
+        "max_parameters": integer(100, minimum=10),
+        "max_decompressed": size("200MB"),
+        "max_cover_pages": integer(20, minimum=1),
+        "job_cpu": duration("120s"),
+        "job_memory": size("2GB"),
     },
     "notify": {
         "smarthost": hostport("", optional=True),

@@ -10,14 +10,16 @@ files and commits their jobs together with :func:`commit_many` (one transaction)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
+from pathlib import Path
 
 import structlog
 
 from faxbridge.clock import Clock
 from faxbridge.config import NumbersConfig
 from faxbridge.documents import prepare
+from faxbridge.documents._pdf import DEFAULT_MAX_DECOMPRESSED
 from faxbridge.models import InputFile, Job, NewJob, Paper, PreparedDocument
 from faxbridge.numbers import ParsedNumber, check_policy, parse
 from faxbridge.store import DOC_NAME, Store, new_job_id
@@ -40,7 +42,7 @@ def accept(store: Store, clock: Clock, new: NewJob, files: Sequence[InputFile], 
 
 
 def stage_document(store: Store, job_id: str, files: Sequence[InputFile], *, max_pages: int,
-                   paper: Paper | None = None) -> PreparedDocument:
+                   paper: Paper | None = None, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> PreparedDocument:
     """The first half of :func:`accept`: the fax-ready PDF in the job's staging folder, fsynced.
 
     Touches no database, so a caller may run it in a worker thread (the SMTP listener does, to keep
@@ -48,7 +50,18 @@ def stage_document(store: Store, job_id: str, files: Sequence[InputFile], *, max
     """
     staged = store.stage(job_id)
     try:
-        return prepare(files, staged / DOC_NAME, max_pages=max_pages, paper=paper)
+        return prepare(files, staged / DOC_NAME, max_pages=max_pages, paper=paper, max_decompressed=max_decompressed)
+    except BaseException:
+        store.discard_stage(job_id)
+        raise
+
+
+def stage_with(store: Store, job_id: str, make: Callable[[Path], PreparedDocument]) -> PreparedDocument:
+    """:func:`stage_document` for a document made by ``make(path)`` (a mail's document prepared
+    once for all its recipients, copied or joined to each one's cover page)."""
+    staged = store.stage(job_id)
+    try:
+        return make(staged / DOC_NAME)
     except BaseException:
         store.discard_stage(job_id)
         raise

@@ -39,13 +39,23 @@ from pypdf import PdfReader, PdfWriter
 from faxbridge.documents._common import FAXABLE, discard, majority_paper, publish, staging_path, translated
 from faxbridge.documents._images import count_pages as count_image_pages
 from faxbridge.documents._images import image_to_pdf
-from faxbridge.documents._pdf import count_pages, damaged, inspect_pdf, open_pdf, page_papers
+from faxbridge.documents._pdf import (
+    DEFAULT_MAX_DECOMPRESSED,
+    Inflation,
+    count_pages,
+    damaged,
+    inspect_pdf,
+    open_pdf,
+    page_papers,
+    too_many,
+)
 from faxbridge.documents._sniff import HEAD_SIZE, describe, sniff
-from faxbridge.documents._text import chars_per_line, decode_text, lines_per_page, text_to_pdf
+from faxbridge.documents._text import decode_text, text_pages_at_least, text_to_pdf
 from faxbridge.errors import DocumentError
 from faxbridge.models import InputFile, Paper, PreparedDocument
 
-__all__ = ["describe", "inspect_pdf", "prepare", "sniff", "text_to_pdf"]
+__all__ = ["copy_prepared", "describe", "inspect_pdf", "join", "prepare", "sniff", "text_pages_at_least",
+           "text_to_pdf"]
 
 _CHUNK = 1 << 20
 
@@ -59,11 +69,6 @@ def _kind(file: InputFile) -> str:
     if kind is None:
         raise DocumentError(f"{file.name} is {describe(head)}; {FAXABLE}", name=file.name)
     return kind
-
-
-def _too_many(pages: int, max_pages: int, name: str | None) -> DocumentError:
-    who = f"{name} has" if name else "the documents together have"
-    return DocumentError(f"{who} {pages} pages; the limit is {max_pages}", name=name, too_many_pages=True)
 
 
 def _copy(source: Path, target: Path) -> tuple[str, int]:
@@ -84,24 +89,22 @@ def _digest(path: Path) -> tuple[str, int]:
         return hashlib.file_digest(fh, "sha256").hexdigest(), os.fstat(fh.fileno()).st_size
 
 
-def _measure(path: Path, *, name: str, max_pages: int) -> tuple[int, Paper]:
+def _measure(path: Path, *, name: str, max_pages: int, budget: Inflation | None) -> tuple[int, Paper]:
+    """Pages and paper of a PDF; with ``budget`` every page's content is decoded and counted too
+    (``None``: a PDF we made ourselves from inputs already checked: sizes only)."""
     with path.open("rb") as fh:
         reader = open_pdf(fh, name=name)
-        pages = count_pages(reader, name=name)
+        pages = count_pages(reader, name=name, max_pages=max_pages)
         if pages > max_pages:
-            raise _too_many(pages, max_pages, name)
-        return pages, majority_paper(page_papers(reader, name=name))
+            raise too_many(pages, max_pages, name)
+        return pages, majority_paper(page_papers(reader, name=name, budget=budget, contents=budget is not None))
 
 
 def _text_part(file: InputFile, part: Path, *, paper: Paper, max_pages: int) -> int:
     text = decode_text(file.path.read_bytes())
     if not text.strip():
         raise DocumentError(f"{file.name} has no text to fax", name=file.name)
-    # A lower bound, to refuse before setting a huge text in type (fpdf2 sets ~15 pages a second).
-    # Halved by characters: glyphs from proportional fallback fonts can be narrower than monospace.
-    lines, chars = lines_per_page(paper), chars_per_line(paper)
-    at_least = max(text.count("\n") // lines, len(text) // (2 * lines * chars), text.count("\f")) + 1
-    if at_least > max_pages:
+    if text_pages_at_least(text, paper) > max_pages:
         raise DocumentError(
             f"{file.name} has more than {max_pages} pages of text; the limit is {max_pages}",
             name=file.name, too_many_pages=True,
@@ -110,7 +113,8 @@ def _text_part(file: InputFile, part: Path, *, paper: Paper, max_pages: int) -> 
 
 
 def _merge(
-    files: Sequence[InputFile], kinds: Sequence[str], parts: Path, out: Path, *, max_pages: int, paper: Paper
+    files: Sequence[InputFile], kinds: Sequence[str], parts: Path, out: Path, *, max_pages: int, paper: Paper,
+    budget: Inflation,
 ) -> None:
     """Every input as pages, checked and counted first (cheaply), then converted and merged in order."""
     with ExitStack() as stack:
@@ -120,20 +124,19 @@ def _merge(
             source: PdfReader | Path | None = None
             if kind == "pdf":
                 source = open_pdf(stack.enter_context(file.path.open("rb")), name=file.name)
-                pages = count_pages(source, name=file.name)
-                if pages <= max_pages:
-                    page_papers(source, name=file.name)  # reads every page: refuses a damaged one
+                pages = count_pages(source, name=file.name, max_pages=max_pages)
+                page_papers(source, name=file.name, budget=budget)  # every page: refuses a damaged one
             elif kind == "text":
                 source = parts / f"{index}.pdf"
                 pages = _text_part(file, source, paper=paper, max_pages=max_pages)
             else:
                 pages = count_image_pages(file.path, name=file.name, kind=kind)
             if pages > max_pages:
-                raise _too_many(pages, max_pages, file.name)
+                raise too_many(pages, max_pages, file.name)
             total += pages
+            if total > max_pages:     # refused as soon as it is known, before the next part is read
+                raise too_many(total, max_pages, None, more=index + 1 < len(files))
             plan.append((file, kind, source))
-        if total > max_pages:
-            raise _too_many(total, max_pages, None)
         writer = PdfWriter()
         for index, (file, kind, source) in enumerate(plan):
             if source is None:
@@ -153,12 +156,17 @@ def _merge(
 
 
 def prepare(
-    files: Sequence[InputFile], out_path: Path, *, max_pages: int, paper: Paper | None = None
+    files: Sequence[InputFile], out_path: Path, *, max_pages: int, paper: Paper | None = None,
+    max_decompressed: int = DEFAULT_MAX_DECOMPRESSED,
 ) -> PreparedDocument:
     """Make one fax-ready PDF at out_path (written to a temp name beside it, fsynced, renamed).
 
     ``paper`` (default letter) is the page size for images and text; PDF pages keep their own.
+    Bounds before work: a PDF's declared page count is checked before its pages are read, and the
+    page content of all its PDFs together may inflate to at most ``max_decompressed`` bytes
+    (``limits.max_decompressed``), counted as it is decoded and never held whole.
     """
+    budget = Inflation(max_decompressed)
     if not files:
         raise DocumentError("there is nothing to fax")
     kinds = [_kind(file) for file in files]
@@ -167,12 +175,59 @@ def prepare(
     try:
         if kinds == ["pdf"]:
             sha256, size = _copy(files[0].path, tmp)
-            pages, measured = _measure(tmp, name=name, max_pages=max_pages)
+            pages, measured = _measure(tmp, name=name, max_pages=max_pages, budget=budget)
         else:
             with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=f".{out_path.name}.parts.") as parts:
-                _merge(files, kinds, Path(parts), tmp, max_pages=max_pages, paper=paper or Paper.LETTER)
-            pages, measured = _measure(tmp, name=name, max_pages=max_pages)
+                _merge(files, kinds, Path(parts), tmp, max_pages=max_pages, paper=paper or Paper.LETTER,
+                       budget=budget)
+            pages, measured = _measure(tmp, name=name, max_pages=max_pages, budget=None)
             sha256, size = _digest(tmp)
+        publish(tmp, out_path)
+    finally:
+        discard(tmp)
+    return PreparedDocument(path=out_path, pages=pages, paper=measured, sha256=sha256, size=size)
+
+
+# --- a document prepared once, used for several jobs (a mail to several fax numbers) ------------------------
+
+
+def copy_prepared(doc: PreparedDocument, out_path: Path) -> PreparedDocument:
+    """A document ``prepare`` made, copied to ``out_path`` (fsynced, renamed) without reading it again."""
+    tmp = staging_path(out_path)
+    try:
+        sha256, size = _copy(doc.path, tmp)
+        publish(tmp, out_path)
+    finally:
+        discard(tmp)
+    return PreparedDocument(path=out_path, pages=doc.pages, paper=doc.paper, sha256=sha256, size=size)
+
+
+def join(cover: Path, body: PreparedDocument, out_path: Path, *, max_pages: int) -> PreparedDocument:
+    """A cover page PDF (``text_to_pdf``) followed by a document ``prepare`` made, as one fax-ready PDF.
+
+    Both are our own output, already checked, so their content is not decoded again: the body's
+    work (its parts decoded, converted, counted) is done once per message, and only the cover,
+    which names each recipient, is made per job.
+    """
+    name = "the combined document"
+    tmp = staging_path(out_path)
+    try:
+        with ExitStack() as stack:
+            readers = [open_pdf(stack.enter_context(path.open("rb")), name=name) for path in (cover, body.path)]
+            total = len(readers[0].pages) + body.pages
+            if total > max_pages:
+                raise too_many(total, max_pages, None)
+            writer = PdfWriter()
+            with translated("the pages could not be put together into one PDF", name=None):
+                for reader in readers:
+                    for page in reader.pages:
+                        writer.add_page(page)
+                with tmp.open("wb") as fh:
+                    writer.write(fh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        pages, measured = _measure(tmp, name=name, max_pages=max_pages, budget=None)
+        sha256, size = _digest(tmp)
         publish(tmp, out_path)
     finally:
         discard(tmp)

@@ -44,8 +44,8 @@ def translated(reason: str, *, name: str | None) -> Iterator[None]:
     """
     try:
         yield
-    except DocumentError:
-        raise
+    except (DocumentError, MemoryError):
+        raise        # MemoryError: the job's memory cap (``limits.job_memory``), not a damaged file
     except OSError as exc:
         if exc.errno is not None:
             raise

@@ -87,6 +87,14 @@ def chars_per_line(paper: Paper) -> int:
     return int((PAPER_SIZES[paper][0] - 2 * MARGIN) // (FONT_SIZE * _ADVANCE))
 
 
+def text_pages_at_least(text: str, paper: Paper) -> int:
+    """A lower bound of the pages a text sets to, to refuse before setting a huge text in type
+    (fpdf2 sets ~15 pages a second; a 5 MB line would take minutes). Halved by characters:
+    glyphs from proportional fallback fonts can be narrower than monospace."""
+    lines, chars = lines_per_page(paper), chars_per_line(paper)
+    return max(text.count("\n") // lines, len(text) // (2 * lines * chars), text.count("\f")) + 1
+
+
 class _Cleaner(dict[int, str | None]):
     """A str.translate table, filled on demand: what each code point becomes on the page."""
 

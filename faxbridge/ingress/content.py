@@ -17,7 +17,7 @@ from PIL import Image, ImageSequence
 
 from faxbridge.documents import prepare, sniff
 from faxbridge.documents._images import _tiff_pages as tiff_pages
-from faxbridge.documents._pdf import count_pages, open_pdf, page_papers
+from faxbridge.documents._pdf import DEFAULT_MAX_DECOMPRESSED, count_pages, open_pdf
 from faxbridge.documents._sniff import HEAD_SIZE
 from faxbridge.errors import DocumentError
 from faxbridge.models import InputFile, Paper, PreparedDocument
@@ -30,11 +30,14 @@ def warm() -> int:
     return os.getpid()
 
 
-def stage(path: Path, name: str, out: Path, max_pages: int, paper: Paper | None) -> PreparedDocument | str:
+def stage(path: Path, name: str, out: Path, max_pages: int, paper: Paper | None,
+          max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> PreparedDocument | str:
     """The fax-ready PDF of a claimed file at ``out`` (fsynced), or why it cannot be faxed.
-    Pure work on files (no database): runs in a worker process when the intake has a pool."""
+    Pure work on files (no database): runs in a worker process when the intake has a pool.
+    ``max_decompressed``: ``limits.max_decompressed`` (a PDF inflating to more is refused)."""
     try:
-        return prepare([InputFile(name, path)], out, max_pages=max_pages, paper=paper)
+        return prepare([InputFile(name, path)], out, max_pages=max_pages, paper=paper,
+                       max_decompressed=max_decompressed)
     except DocumentError as exc:
         return exc.reason
 
@@ -54,10 +57,8 @@ def incomplete(path: Path, name: str) -> str | None:
         kind = sniff(head)
         fh.seek(0)
         if kind == "pdf":
-            try:
-                reader = open_pdf(fh, name=name)
-                count_pages(reader, name=name)
-                page_papers(reader, name=name)
+            try:   # complete: it ends whole and its page tree reads; its pages are read when prepared
+                count_pages(open_pdf(fh, name=name), name=name)
             except DocumentError as exc:
                 return exc.reason
         elif kind in _IMAGE_KINDS:

@@ -18,6 +18,11 @@ event loop), given one end of the socket pair; the first frame sets them up (con
 logging). They leave when the daemon closes the socket pair, and at once when the daemon dies
 (``lifeline``). Their log lines go to the daemon's own stderr. A new configuration (SIGHUP) is
 sent to each worker before its next message.
+
+Each job is capped (``job_caps``): CPU time per message (``limits.job_cpu``) and the worker's
+address space (``limits.job_memory``, set when it starts). A message over either is answered
+``554 5.3.4`` (``TOO_MUCH_WORK``: it would cost as much on every retry) and its worker leaves; the
+daemon puts a fresh one in its place before taking the next message to it.
 """
 
 from __future__ import annotations
@@ -39,8 +44,9 @@ import structlog
 from faxbridge import crashpoints, lifeline, logs
 from faxbridge.clock import SystemClock
 from faxbridge.config import Config
+from faxbridge.ingress import job_caps
 from faxbridge.ingress.rcpt import Recipient
-from faxbridge.ingress.smtp_data import OUR_TROUBLE, MailIntake
+from faxbridge.ingress.smtp_data import OUR_TROUBLE, TOO_MUCH_WORK, MailIntake
 from faxbridge.store import Store
 
 log = structlog.get_logger("faxbridge.smtp")
@@ -78,6 +84,7 @@ def main() -> None:
     _, cfg, provider, log_args, secrets = pickle.loads(setup[0])
     logs.setup(*log_args)
     logs.register_secrets(secrets)
+    job_caps.install(cfg.limits.job_memory)
     try:
         _serve(sock, stream, MailIntake(cfg, lambda: Store(cfg.state_dir, provider), SystemClock(), threads=0),
                provider)
@@ -111,9 +118,18 @@ def _serve(sock: socket.socket, stream: Any, intake: MailIntake, provider: str) 
             try:
                 if store is None:
                     store = Store(intake.cfg.state_dir, provider)
-                reply = intake.accept_file(store, sender, recipients, spooled or frame[1], extra)
+                with job_caps.cpu_cap(intake.cfg.limits.job_cpu):
+                    reply = intake.accept_file(store, sender, recipients, spooled or frame[1], extra)
+            except (job_caps.TooMuchWork, MemoryError) as exc:
+                # Over this job's CPU time or memory: the message's own fault (it would be again on
+                # every retry), so 5xx; and this worker leaves (its heap, its store connection may be
+                # in any state): the daemon starts a fresh one (``IntakeProcesses.mail``).
+                log.warning("smtp.too_much_work", error=f"{type(exc).__name__}: {exc}", sender=sender)
+                encoded = TOO_MUCH_WORK.encode("utf-8")
+                sock.sendall(_REPLY.pack(len(encoded)) + encoded)
+                return
             except Exception as exc:   # the client hears 451 and keeps its mail; never a silent loss
-                log.error("smtp.intake_failed", error=f"{type(exc).__name__}: {exc}", sender=sender)
+                log.error("smtp.intake_failed", error=f"{type(exc).__name__}: {exc}", sender=sender, exc_info=exc)
                 if store is not None:
                     store.close()
                     store = None
@@ -197,6 +213,7 @@ class IntakeProcesses:
         """The reply to DATA for this message (``raw``: its bytes, or the file a big one was spooled to)."""
         worker = await self._take()
         answered = False
+        reply = OUR_TROUBLE
         try:
             if worker.generation != self.generation:
                 self._send_to(worker.writer, ("config", self.cfg), b"")
@@ -214,8 +231,10 @@ class IntakeProcesses:
                       exitcode=worker.process.poll())
             return OUR_TROUBLE
         finally:
-            if answered:
+            if answered and reply != TOO_MUCH_WORK:
                 self._idle.put_nowait(worker)
+            elif answered:   # that worker leaves after this answer: a fresh one takes its place
+                await asyncio.shield(self._replace(worker))
             else:   # died, or we were cancelled mid-message: its socket may hold half a frame
                 await asyncio.shield(self._replace(worker))
         return reply

@@ -28,7 +28,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email import policy as email_policy
-from email.headerregistry import BaseHeader
+from email.headerregistry import BaseHeader, UnstructuredHeader
 from email.message import EmailMessage, Message
 from urllib.parse import unquote
 
@@ -95,27 +95,76 @@ class MailContent:
 
 
 class _OncePolicy(email_policy.EmailPolicy):
-    """``policy.default``, except that a header value is parsed once, not at every look.
+    """``policy.default``, except that a header value is parsed once, not at every look, and a value
+    the stdlib's header parser cannot read does not raise.
 
     ``policy.default`` parses a header (its slow, pure-Python header parser) each time it is read,
     and finding out what a part is reads ``Content-Type`` a dozen times. The parse depends on the
     name and value only and gives an immutable header object, so the result is kept (a bounded
     cache, shared by threads: ``lru_cache`` is thread-safe) and the answers are those of
     ``policy.default`` itself.
+
+    That parser raises on some malformed values (``IndexError`` for a cut
+    ``Content-Disposition: attachment; filename*``, and others). Such a header is kept as an
+    unstructured header holding its raw value (see :func:`_lenient`): the legacy ``Message``
+    methods we use (``get_content_type``, ``get_filename``, ``get_param``...) read it as a string,
+    so the mail still gets its proper answer instead of failing as a whole.
     """
 
     def header_fetch_parse(self, name: str, value: str) -> str:
-        if hasattr(value, "name") or len(value) > _CACHED_VALUE_MAX:
-            return email_policy.default.header_fetch_parse(name, value)  # type: ignore[no-any-return]
+        if hasattr(value, "name"):
+            return value
+        if len(value) > PARSED_VALUE_MAX:
+            raw = _unfolded(value)
+            return _COMMENT.sub(" ", raw) if name.lower().startswith("content-") else raw
+        if len(value) > _CACHED_VALUE_MAX:
+            return _parsed_or_lenient(name, value)
         return _parsed_header(name, value)
 
 
 _CACHED_VALUE_MAX = 998   # RFC 5322's line limit: longer values are parsed each time, not kept
+# Longer header values are not given to the stdlib's header parser at all: it is pure Python and
+# quadratic on some input (a 400 KB comment in Content-Type took 119 s of CPU, a 400 KB Subject 8 s).
+# They are kept as their raw text, which every legacy ``Message`` method we use reads as a string.
+PARSED_VALUE_MAX = 4096
+
+
+_COMMENT = re.compile(r"\([^()]*\)")     # an RFC 5322 comment (not nested): what the legacy methods do not skip
+
+
+def _unfolded(value: str) -> str:
+    return value.replace("\r", "").replace("\n", "")
+
+
+class _LenientHeader(UnstructuredHeader, BaseHeader):
+    """A header kept as its raw text (the stdlib could not parse it as its structured kind)."""
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lenient(name: str, value: str) -> str:
+    """The raw value as an unstructured header; if even that fails, the raw value as a string
+    (lone surrogates that are no raw byte replaced, so it can always be encoded)."""
+    flat = _unfolded(value)
+    try:
+        return _LenientHeader(name, flat)
+    except Exception:   # the unstructured parser too (never seen): plain text is all we need
+        return _SURROGATE.sub("\ufffd", flat)
+
+
+def _parsed_or_lenient(name: str, value: str) -> str:
+    try:
+        return email_policy.default.header_fetch_parse(name, value)  # type: ignore[no-any-return]
+    except Exception:   # the stdlib's header parser fails on some malformed values (IndexError...)
+        if hasattr(value, "name"):
+            return value
+        return _lenient(name, value)
 
 
 @functools.lru_cache(maxsize=2048)
-def _parsed_header(name: str, value: str) -> BaseHeader:
-    return email_policy.default.header_fetch_parse(name, value)  # type: ignore[no-any-return]
+def _parsed_header(name: str, value: str) -> str:
+    return _parsed_or_lenient(name, value)
 
 
 PARSE_POLICY = _OncePolicy()
@@ -222,7 +271,7 @@ class _Walker:
         except (ValueError, TypeError, LookupError, IndexError):
             raw = ""
         name = safe_name(raw if isinstance(raw, str) else "")
-        return name or f"attachment {index} ({part.get_content_type()})"
+        return name or f"attachment {index} ({part.get_content_type()[:80]})"
 
     def leaf(self, part: Message, body: bool) -> None:
         ctype = part.get_content_type()
@@ -331,30 +380,47 @@ def extract(msg: Message, stash: Mapping[str, bytes] | None = None) -> MailConte
     return MailContent(headers_of(msg), body.strip(), walker.parts, walker.skipped, walker.refusals)
 
 
-_UU_BLOCK = re.compile(r"^begin [0-7]{3,4} ([^\n]+)\n(.*?)^end$\n?", re.MULTILINE | re.DOTALL)
+_UU_BEGIN = re.compile(r"^begin [0-7]{3,4} ([^\n]+)\n", re.MULTILINE)
+_UU_END = re.compile(r"^end$\n?", re.MULTILINE)
 
 
 def _uudecode_into(body: str, walker: _Walker) -> str:
-    """Files uuencoded into a plain body (old Outlook, Eudora): taken out as attachments."""
-    def take(match: re.Match[str]) -> str:
-        walker.count += 1
-        name = safe_name(match.group(1)) or f"attachment {walker.count}"
-        data = bytearray()
-        try:
-            for line in match.group(2).splitlines():
-                if line.strip() and line != "`":
-                    data += binascii.a2b_uu(line)
-        except binascii.Error:
-            walker.refusals.append(Refusal(name, f"{name} (uuencoded in the text) is damaged"))
-            return ""
-        kind = sniff(bytes(data[:HEAD_SIZE]))
-        if kind is None:
-            walker.refusals.append(Refusal(name, f"{name} is {describe(bytes(data[:HEAD_SIZE]))}; {FAXABLE}"))
-        else:
-            walker.parts.append(Part(name, bytes(data), kind))
-        return ""
+    """Files uuencoded into a plain body (old Outlook, Eudora): taken out as attachments.
 
-    return _UU_BLOCK.sub(take, body) if "begin " in body else body
+    Scanned forward once (linear): a ``begin`` line, then the first ``end`` line after it. When no
+    ``end`` follows a ``begin``, none follows a later one either, so the scan stops (a regex with a
+    lazy ``.*?`` retried from each of 170,000 ``begin`` lines took minutes)."""
+    if "begin " not in body:
+        return body
+    out: list[str] = []
+    pos = 0
+    while (begin := _UU_BEGIN.search(body, pos)) is not None:
+        end = _UU_END.search(body, begin.end())
+        if end is None:
+            break
+        out.append(body[pos:begin.start()])
+        _take_uu(begin.group(1), body[begin.end():end.start()], walker)
+        pos = end.end()
+    out.append(body[pos:])
+    return "".join(out)
+
+
+def _take_uu(raw_name: str, block: str, walker: _Walker) -> None:
+    walker.count += 1
+    name = safe_name(raw_name) or f"attachment {walker.count}"
+    data = bytearray()
+    try:
+        for line in block.splitlines():
+            if line.strip() and line != "`":
+                data += binascii.a2b_uu(line)
+    except binascii.Error:
+        walker.refusals.append(Refusal(name, f"{name} (uuencoded in the text) is damaged"))
+        return
+    kind = sniff(bytes(data[:HEAD_SIZE]))
+    if kind is None:
+        walker.refusals.append(Refusal(name, f"{name} is {describe(bytes(data[:HEAD_SIZE]))}; {FAXABLE}"))
+    else:
+        walker.parts.append(Part(name, bytes(data), kind))
 
 
 # --- decisions on the content -------------------------------------------------------------------------------
@@ -369,9 +435,13 @@ def wants_cover(mode: str, content: MailContent) -> bool:
     return bool(content.body.strip())
 
 
+COVER_VALUE_MAX = 1000    # characters of a heading value set on the cover page (a huge Subject is cut)
+
+
 def cover_heading(content: MailContent, to: str) -> list[tuple[str, str]]:
     h = content.headers
-    return [("From", h.from_), ("To", to), ("Subject", h.subject), ("Date", h.date)]
+    return [(label, value if len(value) <= COVER_VALUE_MAX else value[:COVER_VALUE_MAX] + " [...]")
+            for label, value in (("From", h.from_), ("To", to), ("Subject", h.subject), ("Date", h.date))]
 
 
 def fax_header(subject: str, limit: int) -> str | None:

@@ -8,17 +8,26 @@ from email.message import Message
 from html.parser import HTMLParser
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 
 
 def clean(text: str) -> str:
-    """Printable text: raw 8-bit bytes (kept as surrogates by the parser) read as UTF-8 or Latin-1."""
-    if any("\udc80" <= ch <= "\udcff" for ch in text):
-        raw = text.encode("utf-8", "surrogateescape")
+    """Printable text: raw 8-bit bytes (kept as surrogates by the parser) read as UTF-8 or Latin-1;
+    any other lone surrogate (an encoded-word or a charset that decodes to one) becomes U+FFFD, so
+    the text can always be stored, logged and set on a page (contract section 9: a Subject with a
+    lone surrogate is accepted with the bad character replaced, not answered 451)."""
+    if _SURROGATE.search(text):
         try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text = raw.decode("latin-1")
+            raw = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:   # a surrogate that stands for no raw byte: leave the rest as is
+            pass
+        else:
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode("latin-1")
+        text = _SURROGATE.sub("\ufffd", text)
     return _CONTROL.sub("", text)
 
 

@@ -1,0 +1,86 @@
+"""A CPU-time and memory cap per intake job, in the intake worker processes (``intake_procs``).
+
+- Memory: the worker's address space is capped (``RLIMIT_AS``, soft limit, ``limits.job_memory``)
+  once at start; an allocation over it raises MemoryError in the job that made it.
+- CPU: ``RLIMIT_CPU`` counts a process's whole life, so before each job its soft limit is set to
+  the CPU time used so far plus ``limits.job_cpu`` (rounded up to whole seconds, as the kernel
+  counts), and lifted after. Over it, the kernel sends SIGXCPU, which here raises
+  :class:`TooMuchWork` in the job (a BaseException: no ``except Exception`` on the way turns it
+  into something else). The hard limit is left alone, so the worker may lift it again.
+
+Both end the job with 554 5.3.4 (the message would cost as much on every retry) and the worker is
+replaced. Used only in worker processes: threads share one process, and its limits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import resource
+import signal
+from collections.abc import Iterator
+from types import FrameType
+
+
+class TooMuchWork(BaseException):
+    """This job used more CPU time than ``limits.job_cpu``."""
+
+
+def _on_xcpu(signum: int, frame: FrameType | None) -> None:
+    if not _capped:
+        return       # a late signal after the work was done: nothing to stop
+    work_done()
+    raise TooMuchWork("over the CPU time one message may take (limits.job_cpu)")
+
+
+def install(job_memory: int) -> None:
+    """In a worker process at start: the memory cap, and SIGXCPU raising :class:`TooMuchWork`."""
+    signal.signal(signal.SIGXCPU, _on_xcpu)
+    if job_memory > 0:
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        soft = job_memory if hard == resource.RLIM_INFINITY else min(job_memory, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _used() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _lift() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
+
+
+def cpu_limit(used: float, job_cpu: float, hard: int) -> int:
+    """The soft RLIMIT_CPU (whole seconds) that lets a job use ``job_cpu`` more seconds. Pure."""
+    soft = math.ceil(used + job_cpu)
+    return soft if hard == resource.RLIM_INFINITY else min(soft, hard)
+
+
+_capped = False    # a cap is set in this (worker) process now
+
+
+@contextlib.contextmanager
+def cpu_cap(job_cpu: float) -> Iterator[None]:
+    """At most ``job_cpu`` seconds of CPU time for the work inside (0: no cap), or until
+    :func:`work_done` says the rest (committing the jobs) must not be cut short."""
+    global _capped
+    if job_cpu <= 0:
+        yield
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_limit(_used(), job_cpu, hard), hard))
+    _capped = True
+    try:
+        yield
+    finally:
+        work_done()
+
+
+def work_done() -> None:
+    """The capped work is over (a no-op where no cap is set: threads, tools, tests)."""
+    global _capped
+    if _capped:
+        _capped = False
+        _lift()
