@@ -53,6 +53,7 @@ import structlog
 from faxbridge import crashpoints
 from faxbridge.clock import Clock
 from faxbridge.config import NumbersConfig, WatchConfig
+from faxbridge.documents import DEFAULT_MAX_DECOMPRESSED
 from faxbridge.errors import InputError, NumberError, StoreError
 from faxbridge.ingress import claimed, claims, safedir
 from faxbridge.ingress.content import incomplete, stage
@@ -138,7 +139,8 @@ def _call(fn: Callable[..., T], args: tuple[Any, ...]) -> T | BaseException:
 
 class FolderIntake:
     def __init__(self, watch: WatchConfig, store: Store, clock: Clock, numbers: NumbersConfig, *,
-                 incomplete_after: float | None = None, pool: Executor | None = None) -> None:
+                 incomplete_after: float | None = None, pool: Executor | None = None,
+                 max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> None:
         self.watch = watch
         self.root = watch.path
         self.area = claims.processing_dir(watch.path)
@@ -146,6 +148,7 @@ class FolderIntake:
         self.clock = clock
         self.numbers = numbers
         self.pool = pool             # content checks and document copies run here (None: in this thread)
+        self.max_decompressed = max_decompressed      # limits.max_decompressed
         self.tracker = SettleTracker(watch.settle, incomplete_after or default_incomplete_after(watch.settle))
         self._retry_at: float | None = None
         self._tries: dict[str, int] = {}
@@ -419,7 +422,8 @@ class FolderIntake:
             return _Started(claim_id, None, None, error=exc)
         except Exception as exc:
             return self._unexpected(claim_id, exc)
-        result = self._later(stage, copy, document.name, out, self.numbers.max_pages, new.options.paper)
+        result = self._later(stage, copy, document.name, out, self.numbers.max_pages, new.options.paper,
+                             self.max_decompressed)
         return _Started(claim_id, new, document, job_id=job_id, result=result)
 
     def _unexpected(self, claim_id: str, exc: Exception) -> _Started:

@@ -10,6 +10,10 @@
 
 Both end the job with 554 5.3.4 (the message would cost as much on every retry) and the worker is
 replaced. Used only in worker processes: threads share one process, and its limits.
+
+Where the limits cannot be set (a seccomp filter that refuses ``setrlimit``, as a unit with
+``SystemCallFilter=~@resources`` and no exception for it would), the caps are off in that worker,
+said once in the log; mail is still taken (the unit's ``MemoryMax`` then bounds the whole tree).
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ import resource
 import signal
 from collections.abc import Iterator
 from types import FrameType
+
+import structlog
+
+log = structlog.get_logger("faxbridge.intake")
 
 
 class TooMuchWork(BaseException):
@@ -33,13 +41,30 @@ def _on_xcpu(signum: int, frame: FrameType | None) -> None:
     raise TooMuchWork("over the CPU time one message may take (limits.job_cpu)")
 
 
+_refused = False   # setrlimit is not allowed here: the caps are off in this process
+
+
+def _setrlimit(which: int, limits: tuple[int, int]) -> bool:
+    global _refused
+    if _refused:
+        return False
+    try:
+        resource.setrlimit(which, limits)
+    except (OSError, ValueError) as exc:
+        _refused = True
+        log.warning("intake.caps_unavailable", error=str(exc),
+                    why="setrlimit is refused here; limits.job_cpu and limits.job_memory are not applied")
+        return False
+    return True
+
+
 def install(job_memory: int) -> None:
     """In a worker process at start: the memory cap, and SIGXCPU raising :class:`TooMuchWork`."""
     signal.signal(signal.SIGXCPU, _on_xcpu)
     if job_memory > 0:
         _, hard = resource.getrlimit(resource.RLIMIT_AS)
         soft = job_memory if hard == resource.RLIM_INFINITY else min(job_memory, hard)
-        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        _setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def _used() -> float:
@@ -49,7 +74,7 @@ def _used() -> float:
 
 def _lift() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_CPU)
-    resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
+    _setrlimit(resource.RLIMIT_CPU, (hard, hard))
 
 
 def cpu_limit(used: float, job_cpu: float, hard: int) -> int:
@@ -70,7 +95,9 @@ def cpu_cap(job_cpu: float) -> Iterator[None]:
         yield
         return
     _, hard = resource.getrlimit(resource.RLIMIT_CPU)
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_limit(_used(), job_cpu, hard), hard))
+    if not _setrlimit(resource.RLIMIT_CPU, (cpu_limit(_used(), job_cpu, hard), hard)):
+        yield
+        return
     _capped = True
     try:
         yield

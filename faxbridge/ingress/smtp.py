@@ -341,4 +341,7 @@ def build(runtime: Runtime) -> Component | None:
     replies = runtime.metrics.smtp_replies
     listener.handler.on_reply = lambda code: replies.labels(code).inc()
     listener.handler.on_queued = runtime.dispatcher.wake
+    refused = runtime.metrics.counter("smtp_refused_work_total", "Mails refused for too much work or for an "
+                                      "error of ours while reading them, by kind", ["kind"])
+    listener.handler.intake.on_refused_work = lambda kind: refused.labels(kind).inc()
     return listener

@@ -116,7 +116,8 @@ class FolderWatcher:
         store = self._store = Store(self.runtime.store.state_dir, self.runtime.store.provider)
         finished = 0
         for watch in self.watches:
-            intake = FolderIntake(watch, store, self.runtime.clock, self.runtime.cfg.numbers, pool=self._pool)
+            intake = FolderIntake(watch, store, self.runtime.clock, self.runtime.cfg.numbers, pool=self._pool,
+                                  max_decompressed=self.runtime.cfg.limits.max_decompressed)
             intake.on_result = self._count_file
             self._intakes.append(intake)
             try:

@@ -480,3 +480,32 @@ def test_huge_header_values_are_read_as_raw_text_not_parsed(tmp_path: Path) -> N
         bridge.good_mail(5)
     finally:
         bridge.daemon.stop()
+
+
+def test_caps_refused_by_a_seccomp_filter_leave_mail_flowing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where setrlimit is refused (EPERM, as a unit's SystemCallFilter would), the caps are off in that
+    worker, said once; the job still runs."""
+    import errno
+    import resource
+
+    import structlog
+
+    from faxbridge.ingress import job_caps
+
+    def refuse(which: int, limits: tuple[int, int]) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    import signal
+
+    monkeypatch.setattr(job_caps, "_refused", False)
+    monkeypatch.setattr(resource, "setrlimit", refuse)
+    before = signal.getsignal(signal.SIGXCPU)
+    with structlog.testing.capture_logs() as logs:
+        job_caps.install(2_000_000_000)
+        signal.signal(signal.SIGXCPU, before)          # this is the test process, not a worker
+        with job_caps.cpu_cap(5.0):
+            ran = sum(range(1000))
+        with job_caps.cpu_cap(5.0):
+            ran += 1
+    assert ran == 499501
+    assert [e["event"] for e in logs] == ["intake.caps_unavailable"]
