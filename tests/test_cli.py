@@ -202,8 +202,9 @@ def test_a_second_daemon_on_the_same_state_dir_is_refused(tmp_path: Path) -> Non
         first.wait_ready()
         r = cli("run", "-c", str(config))
         assert r.returncode == 1
-        [line] = [json.loads(x) for x in r.stderr.splitlines()]
-        assert line["event"] == "daemon.failed" and "another faxbridge daemon is running" in line["error"]
+        lines = [json.loads(x) for x in r.stderr.splitlines()]         # every line JSON
+        [line] = [x for x in lines if x["event"] == "daemon.failed"]
+        assert "another faxbridge daemon is running" in line["error"]
     finally:
         assert first.stop() == 0
 
