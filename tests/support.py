@@ -64,6 +64,12 @@ def big_pdf(path: Path, megabytes: int) -> Path:
         b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
     ]
+    path.write_bytes(pdf_of(objects))
+    return path
+
+
+def pdf_of(objects: list[bytes]) -> bytes:
+    """A PDF file of these objects (numbered from 1, the first the catalog) with a correct xref table."""
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for n, body in enumerate(objects, start=1):
@@ -73,8 +79,7 @@ def big_pdf(path: Path, megabytes: int) -> Path:
     out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
     out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
     out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
-    path.write_bytes(bytes(out))
-    return path
+    return bytes(out)
 
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):

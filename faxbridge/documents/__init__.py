@@ -180,11 +180,18 @@ def prepare(
             with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=f".{out_path.name}.parts.") as parts:
                 _merge(files, kinds, Path(parts), tmp, max_pages=max_pages, paper=paper or Paper.LETTER,
                        budget=budget)
-            pages, measured = _measure(tmp, name=name, max_pages=max_pages, budget=None)
-            sha256, size = _digest(tmp)
+            return _publish_ours(tmp, out_path, name=name, max_pages=max_pages)
         publish(tmp, out_path)
     finally:
         discard(tmp)
+    return PreparedDocument(path=out_path, pages=pages, paper=measured, sha256=sha256, size=size)
+
+
+def _publish_ours(tmp: Path, out_path: Path, *, name: str, max_pages: int) -> PreparedDocument:
+    """A PDF we wrote at ``tmp`` (its content checked as it was made): measured, digested, renamed."""
+    pages, measured = _measure(tmp, name=name, max_pages=max_pages, budget=None)
+    sha256, size = _digest(tmp)
+    publish(tmp, out_path)
     return PreparedDocument(path=out_path, pages=pages, paper=measured, sha256=sha256, size=size)
 
 
@@ -226,9 +233,6 @@ def join(cover: Path, body: PreparedDocument, out_path: Path, *, max_pages: int)
                     writer.write(fh)
                     fh.flush()
                     os.fsync(fh.fileno())
-        pages, measured = _measure(tmp, name=name, max_pages=max_pages, budget=None)
-        sha256, size = _digest(tmp)
-        publish(tmp, out_path)
+        return _publish_ours(tmp, out_path, name=name, max_pages=max_pages)
     finally:
         discard(tmp)
-    return PreparedDocument(path=out_path, pages=pages, paper=measured, sha256=sha256, size=size)

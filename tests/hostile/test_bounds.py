@@ -26,7 +26,7 @@ import pytest
 
 from faxbridge.ingress.mime_bounds import MailLimits, Shape, verdict
 from tests.conftest import free_port, wait_until
-from tests.support import DaemonProcess, base_settings, make_pdf, process_tree, write_config
+from tests.support import DaemonProcess, base_settings, make_pdf, pdf_of, process_tree, write_config
 
 TO = "15555551212@fax.local"
 
@@ -44,16 +44,7 @@ def pdf_with_streams(streams: list[bytes], *, flate: bool = True) -> bytes:
         filters = b"/Filter /FlateDecode " if flate else b""
         objects.append(b"<< " + filters + b"/Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream
                        + b"\nendstream")
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for n, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += f"{n} 0 obj\n".encode() + body + b"\nendobj\n"
-    xref = len(out)
-    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
-    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
-    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
-    return bytes(out)
+    return pdf_of(objects)
 
 
 @pytest.fixture(scope="module")
