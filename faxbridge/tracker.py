@@ -69,6 +69,12 @@ class Tracker:
     def apply(self, update: StatusUpdate) -> tuple[Job, Decision] | None:
         """Apply one status update (from a poll or a webhook). None when it matches no job."""
         job = self.store.by_provider_id(update.provider_id)
+        if job is not None and update.job_id and update.job_id != job.id:
+            # The fax carries another job's tag: its id was given to a new fax (a provider that
+            # lost its records, the simulator before it kept them); never adopt its outcome.
+            log.warning("tracker.fax_of_another_job", provider_id=update.provider_id, job_id=job.id,
+                        tagged=update.job_id)
+            return None
         if job is None and update.job_id:
             try:
                 job = self.store.get(update.job_id)

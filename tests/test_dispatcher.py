@@ -14,7 +14,7 @@ from faxbridge.clock import SystemClock
 from faxbridge.dispatcher import Dispatcher
 from faxbridge.errors import StoreBusy
 from faxbridge.intake import accept
-from faxbridge.models import InputFile, JobState, NewJob, Source
+from faxbridge.models import FaxOutcome, InputFile, JobState, NewJob, Source, StatusUpdate
 from faxbridge.providers.base import Provider
 from faxbridge.providers.openfax import OpenfaxProvider
 from faxbridge.providers.phaxio import PhaxioProvider
@@ -460,3 +460,24 @@ async def test_a_fax_the_provider_forgot_ends_its_job_failed_after_the_grace(tmp
         await client.aclose()
         await server.stop()
         store.close()
+
+
+async def test_a_fax_tagged_with_another_job_is_never_adopted(tmp_path: Path, pdf: Callable[..., Path]) -> None:
+    """A provider that reused a fax id (records lost): the update names another job in its tag, so the
+    job waiting on that id does not take its outcome."""
+    e = await _make_env("phaxio", tmp_path, pdf, speed=1.0)
+    try:
+        job_id = e.enqueue("+15555551212")
+        await e.dispatcher.run_until_idle()
+        job = e.store.get(job_id)
+        assert job.state is JobState.SUBMITTED and job.provider_id
+        other = StatusUpdate(provider="phaxio", provider_id=job.provider_id, outcome=FaxOutcome.FAILED,
+                             reason="Busy: the line was busy on all 3 attempts", job_id="01ANOTHERJOB0000000000000")
+        assert e.tracker.apply(other) is None
+        assert e.store.get(job_id).state is JobState.SUBMITTED
+        mine = StatusUpdate(provider="phaxio", provider_id=job.provider_id, outcome=FaxOutcome.DELIVERED,
+                            job_id=job_id)
+        applied = e.tracker.apply(mine)
+        assert applied is not None and applied[0].state is JobState.DELIVERED
+    finally:
+        await _close_env(e)
