@@ -352,7 +352,8 @@ class Store:
                        sender, subject, document, options, meta, created_at, updated_at, doc_sha256,
                        next_attempt_at, finished_at, dedup_key)
                        VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
-                    (job_id, new.source.value, new.to, state.value, reason, doc.pages, doc.paper.value,
+                    (job_id, new.source.value, new.to, state.value, reason, doc.pages,
+                     (new.options.paper or doc.paper).value,
                      self.provider, new.sender, new.subject, new.document,
                      json.dumps(new.options.to_json()), json.dumps(dict(new.meta)), ts(now), ts(now),
                      doc.sha256, ts(now) if state is JobState.QUEUED else None,
@@ -399,7 +400,8 @@ class Store:
                            subject, document, options, meta, created_at, updated_at, doc_sha256,
                            next_attempt_at, dedup_key)
                            VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
-                        (job_id, new.source.value, new.to, JobState.QUEUED.value, doc.pages, doc.paper.value,
+                        (job_id, new.source.value, new.to, JobState.QUEUED.value, doc.pages,
+                         (new.options.paper or doc.paper).value,
                          self.provider, new.sender, new.subject, new.document,
                          json.dumps(new.options.to_json()), json.dumps(dict(new.meta)), ts(now), ts(now),
                          doc.sha256, ts(now), new.dedup_key),

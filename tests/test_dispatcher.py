@@ -14,7 +14,7 @@ from faxbridge.clock import SystemClock
 from faxbridge.dispatcher import Dispatcher
 from faxbridge.errors import StoreBusy
 from faxbridge.intake import accept
-from faxbridge.models import FaxOutcome, InputFile, JobState, NewJob, Source, StatusUpdate
+from faxbridge.models import FaxOptions, FaxOutcome, InputFile, JobState, NewJob, Paper, Source, StatusUpdate
 from faxbridge.providers.base import Provider
 from faxbridge.providers.openfax import OpenfaxProvider
 from faxbridge.providers.phaxio import PhaxioProvider
@@ -479,5 +479,19 @@ async def test_a_fax_tagged_with_another_job_is_never_adopted(tmp_path: Path, pd
                             job_id=job_id)
         applied = e.tracker.apply(mine)
         assert applied is not None and applied[0].state is JobState.DELIVERED
+    finally:
+        await _close_env(e)
+
+
+async def test_the_paper_asked_for_is_the_paper_sent(tmp_path: Path, pdf: Callable[..., Path]) -> None:
+    e = await _make_env("openfax", tmp_path, pdf)
+    try:
+        new = NewJob(source=Source.CLI, to="+15555551212", document="doc.pdf",
+                     options=FaxOptions(paper=Paper.LEGAL))
+        job = accept(e.store, SystemClock(), new, [InputFile("doc.pdf", e.pdf)], max_pages=200)
+        assert job.paper is Paper.LEGAL
+        await e.dispatcher.run_until_idle()
+        (sent,) = e.sim.sends
+        assert sent.paper == "legal"
     finally:
         await _close_env(e)

@@ -154,6 +154,7 @@ def test_json_control_file_gives_number_and_options(folder: Folder) -> None:
     o = job.options
     assert (o.header, o.resolution, o.paper, o.priority, dict(o.tags)) == \
         ("ACME Accounts", Resolution.FINE, Paper.A4, "Low", {"ref": "INV-42"})
+    assert job.paper is Paper.A4          # the control file's paper is the one sent, whatever the pages' size
     assert sorted(p.name for p in folder.claim_of(job).iterdir()) == ["letter.json", "letter.pdf"]
     assert sorted(p.name for p in folder.root.iterdir()) == [".faxbridge"]
 
