@@ -139,7 +139,8 @@ def check_policy(num: ParsedNumber, policy: NumbersConfig) -> None:
     if "*" not in allowed and num.region not in allowed:
         listed = ", ".join(allowed) or "none"
         raise NumberError(
-            f"calls to {_place(num.region, num.e164)} are not allowed (allowed: {listed})", policy=True
+            f"calls to {_place(num.region, num.e164)} are not allowed (numbers.allowed_countries: {listed})",
+            policy=True
         )
     digits = num.e164.removeprefix("+")
     for prefix in policy.blocked_prefixes:

@@ -106,7 +106,7 @@ def test_send_fine_and_header(capsys: pytest.CaptureFixture[str], config: Path, 
 
 @pytest.mark.parametrize(("to", "words"), [
     ("12", "this is not a usable fax number: it is too short"),
-    ("+442079460958", "calls to GB are not allowed (allowed: US, CA)"),
+    ("+442079460958", "calls to GB are not allowed (numbers.allowed_countries: US, CA)"),
     ("+19005551212", "numbers starting 1900 are blocked (numbers.blocked_prefixes)"),
 ], ids=["unreadable", "country-not-allowed", "blocked-prefix"])
 def test_send_refuses_numbers_with_the_reason(capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path,

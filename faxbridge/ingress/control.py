@@ -278,7 +278,20 @@ def choose_number(rel: PurePosixPath, control: Control | None, pattern: re.Patte
     return None
 
 
+FAXABLE = frozenset({"pdf", "tif", "tiff", "png", "jpg", "jpeg", "gif", "txt"})
+KINDS = {"doc": "a Word document", "docx": "a Word document", "xls": "an Excel workbook",
+         "xlsx": "an Excel workbook", "ppt": "a PowerPoint file", "pptx": "a PowerPoint file",
+         "odt": "an OpenDocument text", "ods": "an OpenDocument spreadsheet", "odp": "an OpenDocument presentation",
+         "rtf": "an RTF document", "htm": "an HTML page", "html": "an HTML page"}
+
+
 def no_number_reason(name: str) -> str:
+    """Why a document got no number; a file of a type that is not faxed is told so, not "no number"."""
+    ext = name.rpartition(".")[2].lower() if "." in name else ""
+    if ext and ext not in FAXABLE:
+        what = KINDS.get(ext, f"a .{ext} file")
+        return (f"{name} is {what}, which this server cannot fax: save it as PDF (or TIFF, PNG, JPEG, "
+                "text) and drop that file instead")
     return (f"no fax number for {name}: name the file after the number (15555551212.pdf or "
             f"15555551212_letter.pdf), or put a {stem(name)}.json control file with \"to\" beside it")
 

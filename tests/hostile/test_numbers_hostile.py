@@ -131,7 +131,7 @@ def test_nanp_blocked_prefixes(everywhere: NumbersConfig, number: str, blocked: 
     pytest.param("+49 900 3 1234567", {"allow_shared_cost": True}, PREMIUM, id="premium-stays-refused"),
     pytest.param("+881 6 1234 5678", {"allow_shared_cost": True}, network(881), id="satellite-stays-refused"),
     pytest.param("+49 900 3 1234567", {"allowed_countries": ("US", "CA")},
-                 "calls to DE are not allowed (allowed: US, CA)", id="country-rule-first"),
+                 "calls to DE are not allowed (numbers.allowed_countries: US, CA)", id="country-rule-first"),
 ])
 def test_the_settings_that_change_the_answer(everywhere: NumbersConfig, number: str,
                                              changes: dict[str, object], reason: str | None) -> None:

@@ -236,6 +236,9 @@ def _reject_case(folder: Folder, case: str) -> str:
         make_pdf(secret)
         (root / "15555551212.pdf").symlink_to(secret)
         return "15555551212.pdf"
+    if case == "office-file":
+        (root / "15555551212.docx").write_bytes(b"PK\x03\x04" + b"\x00" * 200 + b"word/document.xml")
+        return "15555551212.docx"
     if case == "symlink-control":
         drop_pdf(folder, "letter.pdf")
         secret = folder.root.parent / "secret.json"
@@ -252,13 +255,15 @@ REJECTIONS = {
                          "optional leading + and the separators - . ( ) or space",
     "refused-number": "19005551212 (from the file name): numbers starting 1900 are blocked",
     "country": "+442079460958 (from the file name): calls to the United Kingdom (+44) are not allowed "
-               "(allowed: US, CA)",
+               "(numbers.allowed_countries: US, CA)",
     "malformed-json": "letter.json is not valid JSON: Expecting property name enclosed in double quotes: "
                       "line 1 column 22 (char 21)",
     "not-a-document": "15555551212.pdf is a Word document; ",
     "encrypted": "15555551212.pdf is password-protected; send it without a password",
     "too-big": "15555551212.pdf is 2.0 MB; the limit is 2.0 MB (watch.max_size)",
     "symlink-out": "15555551212.pdf is a symbolic link; faxbridge takes only regular files",
+    "office-file": "15555551212.docx is a Word document, which this server cannot fax: save it as PDF (or TIFF, "
+                   "PNG, JPEG, text) and drop that file instead",
     "symlink-control": "letter.json cannot be read (Too many levels of symbolic links); a control file must "
                        "be a regular file",
 }
@@ -275,7 +280,7 @@ def test_every_rejection_with_its_reason(tmp_path: Path, case: str) -> None:
         assert job.reason is not None
         if case == "country":
             assert job.reason.startswith("+442079460958 (from the file name): calls to ")
-            assert job.reason.endswith("are not allowed (allowed: US, CA)")
+            assert job.reason.endswith("are not allowed (numbers.allowed_countries: US, CA)")
         else:
             assert job.reason.startswith(REJECTIONS[case]), job.reason
         assert job.document == name and job.id == job.meta["claim"]

@@ -42,7 +42,7 @@ RELAY = "550 5.7.1 Relaying denied: this server only accepts mail for fax number
     ("postmaster@fax.local", "550 5.1.1 Bad fax number: this is not a fax number: use digits, with an "
                              "optional leading + and the separators - . ( ) or space"),
     ("+442079460958@fax.local", "550 5.7.1 Fax number not allowed: calls to GB are not allowed "
-                                "(allowed: US, CA)"),
+                                "(numbers.allowed_countries: US, CA)"),
     ("19005551212@fax.local", "550 5.7.1 Fax number not allowed: numbers starting 1900 are blocked "
                               "(numbers.blocked_prefixes)"),
     ("+19765551212@fax.local", "550 5.7.1 Fax number not allowed: numbers starting 1976 are blocked "

@@ -53,7 +53,7 @@ async def test_rcpt_refusals_with_the_contract_codes(tmp_path: Path) -> None:
         "550 5.1.1 Bad fax number: this is not a fax number: use digits, with an optional leading + and the "
         "separators - . ( ) or space",
         "550 5.1.1 Bad fax number: this is not a usable fax number: it is too short",
-        "550 5.7.1 Fax number not allowed: calls to GB are not allowed (allowed: US, CA)",
+        "550 5.7.1 Fax number not allowed: calls to GB are not allowed (numbers.allowed_countries: US, CA)",
         "550 5.7.1 Fax number not allowed: numbers starting 1900 are blocked (numbers.blocked_prefixes)",
         "250 2.1.5 OK",
     ]
