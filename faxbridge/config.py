@@ -505,6 +505,8 @@ def _secret_state(cfg: Config, key: str) -> str:
     obj: Any = cfg
     for part in key.split("."):
         obj = getattr(obj, part)
+    if key == "webhook.token" and not obj:
+        return f"{key} generated at the first start and kept in the state folder"
     return f"{key} {'set' if obj else 'not set'}"
 
 

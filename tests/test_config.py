@@ -670,7 +670,7 @@ def test_summary_of_defaults(tmp_path: Path) -> None:
         f"watch: {tmp_path / 'var/outbox'} (results in {tmp_path / 'var/results'})",
         "webhook: 127.0.0.1:8025, reached at http://127.0.0.1:8025",
         "reply mail: off (no notify.smarthost)",
-        "secrets: webhook.token not set",
+        "secrets: webhook.token generated at the first start and kept in the state folder",
     ]
 
 
