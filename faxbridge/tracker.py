@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 import structlog
 
@@ -38,6 +39,8 @@ from faxbridge.store import Store
 from faxbridge.workflow import advance
 
 log = structlog.get_logger("faxbridge.tracker")
+
+MAX_HINTS = 10_000           # hints kept at most (the oldest go first)
 
 
 class Tracker:
@@ -58,6 +61,7 @@ class Tracker:
         self.last_pending = 0        # faxes the last cycle asked about
         self.last_cpu_s = 0.0        # process CPU seconds the last cycle used
         self.test_faxes = 0          # updates about faxes the provider marked is_test (warned once)
+        self._hints: dict[str, StatusUpdate] = {}   # provider id -> a hinting webhook's final update
 
     @property
     def cursor_key(self) -> str:
@@ -66,8 +70,24 @@ class Tracker:
     def wake(self) -> None:
         self._wake.set()
 
+    def hint(self, update: StatusUpdate) -> None:
+        """A webhook that only hints at the end (an Openfax postback, confirmed from the report):
+        kept so that a confirming report row without a reason (no ``LastStatus``) still says why."""
+        if update.outcome.final:
+            self._hints[update.provider_id] = update
+            while len(self._hints) > MAX_HINTS:
+                del self._hints[next(iter(self._hints))]
+
+    def _with_hint(self, update: StatusUpdate) -> StatusUpdate:
+        hint = self._hints.pop(update.provider_id, None) if update.outcome.final else None
+        if (hint is not None and hint.outcome is update.outcome and update.status_code is None
+                and hint.status_code is not None):
+            return replace(update, reason=hint.reason, status_code=hint.status_code, retryable=hint.retryable)
+        return update
+
     def apply(self, update: StatusUpdate) -> tuple[Job, Decision] | None:
         """Apply one status update (from a poll or a webhook). None when it matches no job."""
+        update = self._with_hint(update)
         job = self.store.by_provider_id(update.provider_id)
         if job is not None and update.job_id and update.job_id != job.id:
             # The fax carries another job's tag: its id was given to a new fax (a provider that

@@ -261,7 +261,9 @@ class Handlers:
             return answer(200, "unknown fax")
         if not ctx.confirm_postbacks:
             return self._apply("openfax", replace(update, job_id=job.id))
-        # A hint: confirm from the report (one poll cycle, shared with other postbacks).
+        # A hint: confirm from the report (one poll cycle, shared with other postbacks). The
+        # postback's LastStatus words are kept for a report row that has none.
+        ctx.tracker.hint(update)
         try:
             await ctx.tracker.refresh()
         except (ProviderError, StoreError) as exc:

@@ -60,6 +60,7 @@ class Simulator:
         if openfax_rows not in OPENFAX_ROWS:
             raise ValueError(f"openfax_rows must be one of {', '.join(OPENFAX_ROWS)}")
         self.openfax_rows = openfax_rows
+        self.openfax_laststatus = True      # False: report rows without LastStatus (the doc does not promise it)
         self.speed = float(speed)
         # Phaxio callbacks are signed with it: a secret of this simulator (credentials.callback_token).
         self.callback_token = credentials.callback_token(callback_token)

@@ -206,4 +206,8 @@ async def report(sim: Simulator, form: Form) -> Response:
         if row.account == account and first <= row.submitted <= last and row.history_id > after
         and (detail == 1 or row.final)
     ]
-    return reply([row.to_json() for row in rows[:limit]])
+    out = [row.to_json() for row in rows[:limit]]
+    if not sim.openfax_laststatus:
+        for row_json in out:
+            del row_json["LastStatus"]
+    return reply(out)

@@ -105,3 +105,21 @@ async def test_generated_token_is_kept_and_never_logged(tmp_path: Path, start: S
     assert webhook_token(daemon.cfg, store) == token      # read back from the store, not made anew
     out, err = capfd.readouterr()
     assert token not in out + err
+
+
+async def test_a_postbacks_reason_is_kept_when_the_report_says_none(
+        tmp_path: Path, start: Start, simulator: tuple[Simulator, str]) -> None:
+    """Report rows need not carry LastStatus: the postback that hinted at the end said why, and that
+    reason stays (not "failed without saying why")."""
+    sim, base = simulator
+    sim.openfax_laststatus = False
+    values = settings(tmp_path, poll_interval="1h", **openfax_at(base))
+    values["webhook"]["token"] = TOKEN
+    daemon = await start(values)
+    sim.openfax_postback = PostbackTarget(f"{web_url(daemon)}/webhooks/openfax/{TOKEN}")
+    busy, not_fax = queue(daemon, tmp_path, "+15555551219"), queue(daemon, tmp_path, "+15555551218")
+    job = await wait_job(daemon, busy, "failed", "delivered")
+    assert job.reason == "Busy: the line was busy on every attempt" and job.attempts == 3     # the postback's words
+    job = await wait_job(daemon, not_fax, "failed", "delivered")
+    assert job.reason == "Not a fax machine: the number answered but no fax machine did"
+    assert job.status_code == 3
