@@ -16,6 +16,7 @@ process (tests) never share or clash. Two kinds of metric live here:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -23,6 +24,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from faxbridge.models import Job, JobState
+from faxbridge.states import OVERDUE_S
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "faxbridge_"
@@ -116,6 +118,8 @@ class _Store(Protocol):
 
     def outbox_backlog(self) -> int: ...
 
+    def overdue(self, submitted_before: datetime) -> int: ...
+
 
 class _Tracker(Protocol):
     cycles: int
@@ -135,6 +139,9 @@ def watch_core(metrics: Metrics, store: _Store, tracker: _Tracker, provider: str
     metrics.on_scrape("jobs", "Jobs in the store, by state", ["state"], by_state)
     metrics.on_scrape("jobs_in_flight", "Jobs submitting or submitted (not final)", [],
                       lambda: [((), float(store.in_flight()))])
+    metrics.on_scrape("jobs_overdue", "Jobs overdue at the provider: accepted over a day ago and not final, "
+                      "or unknown to the provider", [],
+                      lambda: [((), float(store.overdue(datetime.now(UTC) - timedelta(seconds=OVERDUE_S))))])
     metrics.on_scrape("outbox_backlog", "Notifications (reply mail, result files) not delivered yet", [],
                       lambda: [((), float(store.outbox_backlog()))])
     metrics.on_scrape("poll_requests_last_cycle", "Provider requests the last status poll cycle cost",

@@ -41,6 +41,10 @@ class Policy:
 TEST_FAX = ("a test fax: the provider marked it is_test (a test API key in use?); "
             "test faxes are not really sent")
 
+OVERDUE_S = 86400.0
+"""A fax the provider accepted this long ago and has not finished is *overdue* (``/healthz`` warns,
+``faxbridge_jobs_overdue`` counts it), as is one the provider has no record of."""
+
 HOLD_UNKNOWN = "unknown"
 """``hold`` of a submitted job whose fax the provider says it has no record of; ``next_attempt_at``
 is then when the job is given up (ended failed) unless the fax shows up again."""

@@ -648,6 +648,16 @@ class Store:
             ).fetchone()
         return int(row[0])
 
+    def overdue(self, submitted_before: datetime) -> int:
+        """Jobs overdue at the provider: accepted before ``submitted_before`` and not final yet, or
+        held because the provider says it has no record of their fax."""
+        with _translate():
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE state = 'submitted' AND (hold = 'unknown' OR submitted_at < ?)",
+                (ts(submitted_before),),
+            ).fetchone()
+        return int(row[0])
+
     def counts(self) -> dict[str, int]:
         with _translate():
             rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()

@@ -41,6 +41,7 @@ import json
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -57,7 +58,7 @@ from faxbridge.metrics import CONTENT_TYPE, Metrics
 from faxbridge.models import Job
 from faxbridge.providers import openfax, phaxio
 from faxbridge.providers.base import as_int
-from faxbridge.states import Ignore
+from faxbridge.states import OVERDUE_S, Ignore
 from faxbridge.store import Store
 from faxbridge.tracker import Tracker
 from faxbridge.webform import BadRequest, TooLarge, read_form
@@ -300,8 +301,17 @@ class Handlers:
             if not ok:
                 problems.append(f"{component.name} not healthy")
         status = 503 if problems else 200
+        # Worth a look, but no reason to restart the daemon (the watchdog follows /healthz's status).
+        warnings: list[str] = []
+        try:
+            overdue = ctx.store.overdue(datetime.now(UTC) - timedelta(seconds=OVERDUE_S))
+        except Exception:
+            overdue = 0
+        if overdue:
+            warnings.append(f"{overdue} job(s) overdue at the provider (accepted over {OVERDUE_S // 3600:.0f} h ago, "
+                            "or unknown to it): see `faxbridge jobs --state submitted`")
         return JSONResponse({"status": "ok" if not problems else "unhealthy", "components": parts,
-                             "problems": problems}, status_code=status)
+                             "problems": problems, "warnings": warnings}, status_code=status)
 
     async def metrics(self, request: Request) -> Response:
         return Response(self.ctx.metrics.render(), media_type=CONTENT_TYPE)

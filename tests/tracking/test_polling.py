@@ -151,3 +151,24 @@ async def test_a_test_key_in_production_is_noticed(tmp_path: Path, start: Start,
         text = (await client.get(f"http://{daemon.cfg.webhook.listen}/metrics")).text
     line = next(x for x in text.splitlines() if x.startswith("faxbridge_provider_test_fax_updates{"))
     assert float(line.rsplit(" ", 1)[1]) >= 2
+
+
+async def test_jobs_overdue_at_the_provider_show_in_healthz_and_metrics(
+        tmp_path: Path, start: Start, simulator: tuple[Simulator, str]) -> None:
+    sim, base = simulator
+    sim.speed = 1.0                                    # the fax stays in flight
+    daemon = await start(settings(tmp_path, **phaxio_at(base, sim), poll_interval="1h"))
+    store, rt = parts(daemon)
+    job = await wait_job(daemon, queue(daemon, tmp_path, "+15555551212"), "submitted")
+    assert job.provider_id
+    sim.forget("phaxio", job.provider_id)              # the provider loses it
+    rt.tracker.provider._lag = 0.0                     # type: ignore[attr-defined]   (ask for it alone now)
+    await rt.tracker.poll_once()
+    assert store.get(job.id).hold == "unknown"
+    async with httpx.AsyncClient(timeout=30) as client:
+        health = await client.get(f"http://{daemon.cfg.webhook.listen}/healthz")
+        text = (await client.get(f"http://{daemon.cfg.webhook.listen}/metrics")).text
+    assert health.status_code == 200                   # worth a look, not a reason to restart
+    assert health.json()["warnings"] == ["1 job(s) overdue at the provider (accepted over 24 h ago, or unknown "
+                                         "to it): see `faxbridge jobs --state submitted`"]
+    assert "faxbridge_jobs_overdue 1.0" in text
