@@ -2,7 +2,7 @@
 
 What ext4 does with ``errors=remount-ro`` after an I/O error: here a real ext4 error raised in a
 loop-device file system (statefs.break_fs). The watched folders are elsewhere and stay writable.
-At that moment one job waits to be retried (the provider said 503, Retry-After) and one is in the
+At that moment one job waits to be retried (the provider said 429, Retry-After) and one is in the
 middle of its submission (the provider hangs, then accepts it).
 
 While read-only: SMTP answers 451 4.3.0 and makes no job; a dropped file is claimed and stays, whole,
@@ -51,7 +51,7 @@ from tests.torture import statefs
 
 SEND = {"path": "/faxes", "method": "POST"}   # faults for submissions only, not status polls
 HANG_S = 20.0        # the held submission's provider answers this long after it started ...
-RETRY_AFTER_S = 10   # ... and the refused one may be retried this long after the 503: both after the break
+RETRY_AFTER_S = 10   # ... and the refused one may be retried this long after the 429: both after the break
 
 
 @pytest.fixture
@@ -116,10 +116,11 @@ def test_state_turns_read_only_then_repaired(tmp_path: Path, ext4_disk: Path, si
         wait_until(lambda: logged(daemon, "job.submitting", held), timeout=60, interval=0.05,
                    what="the submission under way")
         # ... and one waiting for its retry, due a few seconds after the break
-        sim.fault(kind="status", status=503, retry_after=RETRY_AFTER_S, **SEND)
+        # 429: nothing was taken, so a plain retry (a 5xx would be reconciled first)
+        sim.fault(kind="status", status=429, retry_after=RETRY_AFTER_S, **SEND)
         waiting = send("15555551222")
         wait_until(lambda: logged(daemon, "job.retry_scheduled", waiting), timeout=60, interval=0.05,
-                   what="the first try refused with 503")
+                   what="the first try refused with 429")
 
         statefs.break_fs(ext4_disk)
         broke_at, mark = time.monotonic(), len(daemon.events())
