@@ -158,7 +158,7 @@ def test_the_built_in_simulator_keeps_its_faxes_across_a_restart(tmp_path: Path,
     """The default first run: faxes in flight at a stop go on after the restart and end as their
     numbers say; fax ids never repeat; `faxbridge balance` shows the daemon's network."""
     settings = base_settings(tmp_path)
-    settings["provider"]["simulator"]["speed"] = 20.0          # redials minutes apart: seconds here
+    settings["provider"]["simulator"]["speed"] = 40.0          # redials minutes apart: seconds here
     config = write_config(tmp_path / "faxbridge.toml", settings)
     doc = make_pdf(tmp_path / "a.pdf")
     expected = {"+15555551210": "delivered", "+15555551216": "delivered", "+15555551217": "failed",
