@@ -523,12 +523,20 @@ def summary(cfg: Config) -> list[str]:
         auth = ", AUTH required" if cfg.smtp.require_auth else ""
         tls = ", STARTTLS" if cfg.smtp.tls_cert else ""
         lines.append(f"smtp: {cfg.smtp.listen} for {', '.join(cfg.smtp.domains) or 'no domain'}{tls}{auth}")
+        m = cfg.smtp
+        lines.append(f"smtp limits: {m.max_sessions} sessions ({m.max_sessions_per_client} per client), "
+                     f"{m.timeout:g}s without a byte drops one, AUTH closed after {m.auth_max_failures} failures")
     else:
         lines.append("smtp: disabled")
     if p.reconcile_grace is not None:
         lines.append(f"reconcile grace: {p.reconcile_grace:g} s (provider.reconcile_grace)")
     elif p.kind == "openfax":
         lines.append("reconcile grace: 10 min + 1 min a page (Openfax's default; provider.reconcile_grace)")
+    lim = cfg.limits
+    lines.append(f"work bounds: {lim.max_parts} parts, nesting {lim.max_nesting}, {lim.max_decompressed / 1e6:g}MB "
+                 f"unpacked, {lim.max_cover_pages} cover pages, {lim.job_cpu:g}s CPU and "
+                 f"{lim.job_memory / 1e9:g}GB a mail; {lim.per_sender_per_hour} faxes/hour a sender, "
+                 f"{lim.per_client_per_hour} a client address")
     lines += [f"watch: {w.path} (results in {w.results})" for w in cfg.watch] or ["watch: no folder"]
     if cfg.webhook.enabled:
         lines.append(f"webhook: {cfg.webhook.listen}, reached at {_no_userinfo(cfg.webhook.public_url)}")
