@@ -539,7 +539,10 @@ def summary(cfg: Config) -> list[str]:
                  f"{lim.per_client_per_hour} a client address")
     lines += [f"watch: {w.path} (results in {w.results})" for w in cfg.watch] or ["watch: no folder"]
     if cfg.webhook.enabled:
-        lines.append(f"webhook: {cfg.webhook.listen}, reached at {_no_userinfo(cfg.webhook.public_url)}")
+        w = cfg.webhook
+        lines.append(f"webhook: {w.listen}, reached at {_no_userinfo(w.public_url)}")
+        lines.append(f"webhook limits: bodies up to {w.max_body / 1e6:g}MB, headers within {w.header_timeout:g}s, "
+                     f"{w.max_connections} connections")
     else:
         lines.append("webhook: disabled (polling alone finishes jobs)")
     smarthost = cfg.notify.smarthost

@@ -672,6 +672,7 @@ def test_summary_of_defaults(tmp_path: Path) -> None:
         "60 faxes/hour a sender, 60 a client address",
         f"watch: {tmp_path / 'var/outbox'} (results in {tmp_path / 'var/results'})",
         "webhook: 127.0.0.1:8025, reached at http://127.0.0.1:8025",
+        "webhook limits: bodies up to 1MB, headers within 10s, 100 connections",
         "reply mail: off (no notify.smarthost)",
         "secrets: webhook.token generated at the first start and kept in the state folder",
     ]
