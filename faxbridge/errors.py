@@ -9,6 +9,7 @@
     │   └── NumberError              unreadable number, or one the number policy forbids
     ├── StoreError                   the job store failed (disk full, database locked, corrupt)
     │   ├── StoreBusy                transient: try again (SMTP answers 451 4.3.0)
+    │   ├── Conflict                 the job changed since it was read: read again, decide again
     │   └── JobNotFound              no job with that id
     ├── ProviderError                a fax provider call failed; .reason is words for a person
     │   ├── TransientProviderError   connect error, timeout, 5xx, 429: retry with backoff
@@ -73,6 +74,10 @@ class StoreError(FaxbridgeError):
 
 class StoreBusy(StoreError):
     """Transient store trouble (locked database, full disk): the caller should try again later."""
+
+
+class Conflict(StoreError):
+    """The job changed since it was read; read it again and decide again."""
 
 
 class JobNotFound(StoreError):

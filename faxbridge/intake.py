@@ -22,7 +22,7 @@ from faxbridge.documents import prepare
 from faxbridge.documents._pdf import DEFAULT_MAX_DECOMPRESSED
 from faxbridge.models import InputFile, Job, NewJob, Paper, PreparedDocument
 from faxbridge.numbers import ParsedNumber, check_policy, parse
-from faxbridge.store import DOC_NAME, Store, new_job_id
+from faxbridge.store import DOC_NAME, Staged, Store, new_job_id
 
 log = structlog.get_logger("faxbridge.intake")
 
@@ -88,7 +88,7 @@ def commit_many(store: Store, clock: Clock, items: Sequence[tuple[str, NewJob, P
     """:func:`commit` for several staged documents in ONE transaction (all or none): the folder
     intake commits a round of files at once. On failure every staging folder is removed."""
     try:
-        jobs = store.enqueue_many(items, clock.now())
+        jobs = store.enqueue_many([Staged(*item) for item in items], clock.now())
     except BaseException:
         for job_id, _, _ in items:
             store.discard_stage(job_id)

@@ -9,6 +9,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from ulid import ULID
+
+
+def new_job_id() -> str:
+    """A fresh job id: a ULID (26 characters, sortable by creation time)."""
+    return str(ULID())
+
 
 class JobState(StrEnum):
     RECEIVED = "received"      # accepted; documents stored, not yet ready to send

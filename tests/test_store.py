@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from faxbridge import store as store_module
+from faxbridge.store import sqlite as store_module
 from faxbridge.errors import DuplicateJob, JobNotFound, StoreError
 from faxbridge.models import FaxOutcome, JobState, NewJob, Paper, PreparedDocument, Source, StatusUpdate
 from faxbridge.states import Accepted, Claimed, Policy, Status, Transition, decide

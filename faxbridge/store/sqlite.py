@@ -1,4 +1,9 @@
-"""The job store: SQLite (WAL) in ``state_dir`` plus a document spool. The only SQL.
+"""The SQLite job store (WAL) in ``state_dir`` plus its document spool: the only SQL.
+
+Synchronous, and bound to the thread that opened it: the daemon and the CLI reach it through
+:class:`faxbridge.store.threaded.ThreadedStore` (its one store thread), which implements
+:class:`faxbridge.store.protocol.JobStore`. The notes below are this backend's.
+
 
 - ``jobs``: one row per job; ``version`` makes every change optimistic (apply fails with
   :class:`Conflict` if someone changed the job meanwhile, e.g. the CLI cancelling it).
@@ -23,16 +28,14 @@ import sqlite3
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import structlog
-from ulid import ULID
 
 from faxbridge.durable import fsync_dir
-from faxbridge.errors import DuplicateJob, JobNotFound, StoreBusy, StoreError
+from faxbridge.errors import Conflict, DuplicateJob, JobNotFound, StoreBusy, StoreError
 from faxbridge.models import (
     FaxOptions,
     Job,
@@ -44,10 +47,11 @@ from faxbridge.models import (
     Source,
 )
 from faxbridge.states import Transition
+from faxbridge.store.protocol import DOC_NAME, OutboxItem, Staged
+from faxbridge.store.spool import FileSpool
 
 log = structlog.get_logger("faxbridge.store")
 
-DOC_NAME = "fax.pdf"
 
 MIGRATIONS: list[str] = [
     # 1: the first schema
@@ -136,19 +140,6 @@ _JOB_FIELDS = {
 }
 
 
-class Conflict(StoreError):
-    """The job changed since it was read; read it again and decide again."""
-
-
-@dataclass(frozen=True)
-class OutboxItem:
-    id: int
-    job_id: str
-    kind: str
-    payload: dict[str, Any]
-    attempts: int
-
-
 def ts(dt: datetime | None) -> str | None:
     """Sortable UTC text with microseconds: 2026-11-22T10:00:00.000000Z."""
     if dt is None:
@@ -161,10 +152,6 @@ def _dt(text: str | None) -> datetime | None:
         return None
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
-
-
-def new_job_id() -> str:
-    return str(ULID())
 
 
 def _newest_with_key(db: sqlite3.Connection, dedup_key: str, since: datetime) -> sqlite3.Row | None:
@@ -242,12 +229,13 @@ def _private_spooled(folder: Path) -> None:
                 _private_file(Path(entry.path), create=False)
 
 
-class Store:
+class SqliteStore:
     def __init__(self, state_dir: Path, provider: str, *, readonly: bool = False) -> None:
         self.state_dir = state_dir
         self.provider = provider
-        self.spool = state_dir / "spool"
-        self.staging = self.spool / ".staging"
+        self.files = FileSpool(state_dir)
+        self.spool = self.files.root
+        self.staging = self.files.staging
         # Called after each committed change made through this connection: (before, after, event).
         self.observers: list[Callable[[Job | None, Job, str], None]] = []
         with _translate():
@@ -308,16 +296,14 @@ class Store:
 
     def stage(self, job_id: str) -> Path:
         """A fresh staging folder for a job's documents (moved into the spool by enqueue)."""
-        path = self.staging / job_id
         with _translate():
-            path.mkdir(mode=0o700, parents=True, exist_ok=False)
-        return path
+            return self.files.stage(job_id)
 
     def document_path(self, job_id: str) -> Path:
-        return self.spool / job_id / DOC_NAME
+        return self.files.document_path(job_id)
 
     def discard_stage(self, job_id: str) -> None:
-        shutil.rmtree(self.staging / job_id, ignore_errors=True)
+        self.files.discard_stage(job_id)
 
     # ---- writes ---------------------------------------------------------------------------
 
@@ -370,7 +356,7 @@ class Store:
         self._observe(None, job, f"job.{state.value}")
         return job
 
-    def enqueue_many(self, items: Sequence[tuple[str, NewJob, PreparedDocument]], now: datetime) -> list[Job]:
+    def enqueue_many(self, items: Sequence[Staged], now: datetime) -> list[Job]:
         """Commit several queued jobs, each with its document staged at ``stage(job_id)/fax.pdf``,
         in ONE transaction: all or none.
 
@@ -760,3 +746,6 @@ class Store:
 
     def integrity_check(self) -> str:
         return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+Store = SqliteStore   # the name callers used before the JobStore protocol; new code opens a JobStore

@@ -1,0 +1,35 @@
+"""The job store: the one place job state changes, behind the :class:`JobStore` protocol.
+
+::
+
+    callers (dispatcher, tracker, web, notify, ingress, CLI)
+        │  await store.enqueue / claim_due / apply / outbox_due / get ...   (typed values only)
+        ▼
+    JobStore (protocol.py) ── opened by open_store(cfg) ──▶ ThreadedStore (threaded.py)
+                                                               │ one store thread; errors → StoreError
+                                                               ▼
+                                                            SqliteStore (sqlite.py): the only SQL
+    DocumentSpool (protocol.py) ── FileSpool (spool.py): staging folders and job documents on disk
+
+A PostgreSQL backend will implement the same protocol (contract section 10).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from faxbridge.errors import Conflict
+from faxbridge.models import new_job_id
+from faxbridge.store.protocol import DOC_NAME, DocumentSpool, JobStore, Observer, OutboxItem, Staged
+from faxbridge.store.spool import FileSpool
+from faxbridge.store.sqlite import MIGRATIONS, OUTBOX_KINDS, SqliteStore, Store, ts
+from faxbridge.store.threaded import ThreadedStore
+
+__all__ = ["DOC_NAME", "MIGRATIONS", "OUTBOX_KINDS", "Conflict", "DocumentSpool", "FileSpool", "JobStore",
+           "Observer", "OutboxItem", "SqliteStore", "Staged", "Store", "ThreadedStore", "new_job_id",
+           "open_store", "ts"]
+
+
+async def open_store(state_dir: Path, provider: str, *, readonly: bool = False) -> JobStore:
+    """The job store for ``state_dir`` (the one factory; a ``store.url`` will choose PostgreSQL)."""
+    return await ThreadedStore.open(state_dir, provider, readonly=readonly)

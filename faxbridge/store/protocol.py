@@ -1,0 +1,145 @@
+"""What the rest of faxbridge may ask of a job store: :class:`JobStore` and :class:`DocumentSpool`.
+
+Callers see typed values only (``Job``, ``JobEvent``, ``OutboxItem``, datetimes, ids): no
+``sqlite3`` types, no database paths. Every method of :class:`JobStore` is a coroutine, so the
+event loop never waits on a commit; a backend does its blocking work elsewhere (the SQLite store on
+its one store thread, :mod:`faxbridge.store.threaded`; a PostgreSQL store on an async driver).
+Every failure comes out as :class:`~faxbridge.errors.StoreError` (``StoreBusy`` when trying again
+may help), translated at one chokepoint per backend.
+
+Documents are the :class:`DocumentSpool`'s: intake writes a job's fax-ready PDF into a staging
+folder (``spool.stage(job_id)``; plain files, so an intake worker process may write there too),
+and :meth:`JobStore.enqueue` takes it from there into the store before the job row commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+from faxbridge.models import Job, JobEvent, JobState, NewJob, PreparedDocument
+from faxbridge.states import Transition
+
+DOC_NAME = "fax.pdf"
+"""The file name of a job's fax-ready document in its staging folder (and in the spool)."""
+
+Observer = Callable[[Job | None, Job, str], None]
+"""Told (before, after, event name) after each committed change; must not raise or block."""
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """A notification owed for a final job (reply mail, result file)."""
+
+    id: int
+    job_id: str
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+class Staged(NamedTuple):
+    """A job ready to commit: its id, what intake made of it, and its document staged at
+    ``spool.stage(job_id) / DOC_NAME``."""
+
+    job_id: str
+    new: NewJob
+    doc: PreparedDocument
+
+
+class DocumentSpool(Protocol):
+    """Where job documents are staged by intake and read back for sending. Plain paths, picklable
+    (intake worker processes stage into it)."""
+
+    def stage(self, job_id: str) -> Path:
+        """A fresh private folder for ``job_id``'s documents (taken by ``enqueue``)."""
+        ...
+
+    def discard_stage(self, job_id: str) -> None:
+        """Remove what was staged for ``job_id`` (never committed); nothing if there is none."""
+        ...
+
+    def document_path(self, job_id: str) -> Path:
+        """The committed document of a job, as a file the provider adapter can upload."""
+        ...
+
+
+class JobStore(Protocol):
+    """The job store: jobs, their history, leases, the outbox and small durable settings."""
+
+    provider: str            # the provider name new jobs record
+
+    @property
+    def spool(self) -> DocumentSpool:
+        """Where intake stages documents for this store."""
+        ...
+
+    def observe(self, observer: Observer) -> None:
+        """Call ``observer`` after every change committed through this store."""
+        ...
+
+    async def close(self) -> None: ...
+
+    # ---- writes
+    async def enqueue(self, job_id: str, new: NewJob, doc: PreparedDocument, now: datetime, *,
+                      state: JobState = JobState.QUEUED, reason: str | None = None,
+                      dedup_since: datetime | None = None) -> Job:
+        """Commit one job whose document is staged; with ``dedup_since``, a job with the same
+        ``dedup_key`` made since then raises :class:`~faxbridge.errors.DuplicateJob` instead."""
+        ...
+
+    async def enqueue_many(self, items: Sequence[Staged], now: datetime) -> list[Job]:
+        """Commit several queued jobs in one transaction: all or none."""
+        ...
+
+    async def reject(self, job_id: str, new: NewJob, reason: str, now: datetime) -> Job:
+        """Record input refused at intake: a final ``rejected`` job owing its result."""
+        ...
+
+    async def apply(self, job: Job, t: Transition, now: datetime, detail: dict[str, Any] | None = None) -> Job:
+        """Apply a transition decided on ``job``; :class:`Conflict` if the job changed meanwhile."""
+        ...
+
+    # ---- claims and leases
+    async def claim_due(self, owner: str, now: datetime, limit: int, lease_s: float, *,
+                        reconcile: bool = False) -> list[Job]: ...
+    async def abandoned(self, now: datetime, owner: str) -> list[Job]: ...
+    async def release(self, job_id: str, owner: str) -> None: ...
+    async def defer(self, job_id: str, until: datetime) -> None: ...
+    async def recover(self) -> list[Job]:
+        """At start-up: drop this store's stale leases; the jobs caught mid-submission."""
+        ...
+    async def clean_spool(self) -> int: ...
+
+    # ---- reads
+    async def get(self, job_id: str) -> Job:
+        """The job with this id (or unambiguous id prefix); :class:`JobNotFound` otherwise."""
+        ...
+    async def jobs(self, state: JobState | None = None, limit: int | None = None) -> list[Job]: ...
+    async def events(self, job_id: str) -> list[JobEvent]: ...
+    async def find_duplicate(self, dedup_key: str, since: datetime) -> Job | None: ...
+    async def count_by_sender(self, sender: str, since: datetime) -> int: ...
+    async def count_by_client(self, peer: str, since: datetime) -> int: ...
+    async def in_flight(self) -> int: ...
+    async def overdue(self, submitted_before: datetime) -> int: ...
+    async def counts(self) -> dict[str, int]: ...
+    async def submitted(self, provider: str | None = None) -> list[Job]: ...
+    async def cancel_requested(self) -> list[Job]: ...
+    async def by_provider_id(self, provider_id: str, provider: str | None = None) -> Job | None: ...
+    async def known_provider_ids(self, provider: str | None = None) -> frozenset[str]: ...
+    async def next_due(self) -> datetime | None: ...
+
+    # ---- outbox
+    async def outbox_due(self, now: datetime, kinds: Sequence[str], limit: int = 100) -> list[OutboxItem]: ...
+    async def outbox_delivered(self, item_id: int, now: datetime, error: str | None = None) -> None: ...
+    async def outbox_failed(self, item_id: int, error: str, next_at: datetime) -> None: ...
+    async def outbox_backlog(self) -> int: ...
+
+    # ---- small durable settings (poll cursors, the webhook token)
+    async def kv_get(self, key: str) -> str | None: ...
+    async def kv_set(self, key: str, value: str) -> None: ...
+
+    async def integrity_check(self) -> str: ...

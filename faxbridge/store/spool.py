@@ -1,0 +1,34 @@
+"""The document spool on local disk: ``state_dir/spool/<job id>/fax.pdf``, staged under ``.staging``.
+
+Intake (in the daemon or in an intake worker process) makes a private staging folder per job
+(:meth:`FileSpool.stage`) and writes the fax-ready PDF into it; the store moves that folder into
+the spool (rename + fsync) before it commits the job's row. Plain paths: a :class:`FileSpool` is
+picklable, so worker processes get their own.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from faxbridge.store.protocol import DOC_NAME
+
+
+class FileSpool:
+    def __init__(self, state_dir: Path) -> None:
+        self.root = state_dir / "spool"
+        self.staging = self.root / ".staging"
+
+    def stage(self, job_id: str) -> Path:
+        path = self.staging / job_id
+        path.mkdir(mode=0o700, parents=True, exist_ok=False)
+        return path
+
+    def discard_stage(self, job_id: str) -> None:
+        shutil.rmtree(self.staging / job_id, ignore_errors=True)
+
+    def document_path(self, job_id: str) -> Path:
+        return self.root / job_id / DOC_NAME
+
+    def __repr__(self) -> str:
+        return f"FileSpool({str(self.root)!r})"
