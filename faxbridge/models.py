@@ -18,7 +18,10 @@ def new_job_id() -> str:
 
 
 class JobState(StrEnum):
-    RECEIVED = "received"      # accepted; documents stored, not yet ready to send
+    # No job is ever in ``received`` (intake commits a job only once its documents are ready, as
+    # ``queued``, or rejects it), but the contract lists it (section 7's job object, and
+    # ``faxbridge jobs --state received`` is a valid, empty query): kept for that promise.
+    RECEIVED = "received"
     QUEUED = "queued"          # ready; waiting for its turn (or for a retry's backoff)
     SUBMITTING = "submitting"  # the provider call is under way, or its outcome is unknown
     SUBMITTED = "submitted"    # the provider accepted it (provider_id set); not yet final

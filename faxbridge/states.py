@@ -1,18 +1,22 @@
 """The job state machine: ``decide(job, outcome, now, policy) -> Transition | Ignore``.
 
-Pure: values in, values out. Every change of a job's state goes through here, and the
-store applies the returned transition in one transaction (with an event row, and an
-outbox row when the job becomes final).
+Pure: values in, values out. Every change of a stored job's state goes through here, and
+the store applies the returned transition in one transaction (with an event row, and an
+outbox row when the job becomes final). A job is born by the store: ``queued`` (intake
+committed it) or, for an input that cannot be sent at all, ``rejected`` (``reject``).
 
-States (contract section 7)::
+States (contract section 7; ``received`` is listed there but no job is in it: intake
+commits a job only once its documents are ready)::
 
-    received ──▶ queued ──claim──▶ submitting ──accepted──▶ submitted ──final status──▶ delivered
-                   ▲  ▲               │  │  │                    │                        failed
-                   │  └─transient─────┘  │  └─unknown outcome──▶ submitting (hold)        canceled
-                   │     (backoff)       │        │ reconcile: found ──▶ submitted
-                   │                     │        └ no record after grace ──▶ queued (resend)
-                   │                     └─refused / account──▶ rejected / failed
-                   └──────────── retry (operator) ◀── failed, canceled
+    enqueue ──▶ queued ──claim──▶ submitting ──accepted──▶ submitted ──final status──▶ delivered
+                ▲ ▲ ▲                │ │ │                    │                        failed
+                │ │ └──transient─────┘ │ └─unknown outcome──▶ submitting, hold reconcile:   canceled
+                │ │    (backoff)       │     found ──▶ submitted; no record after grace ──▶ queued
+                │ └────account─────────┤                      │
+                │    (sending paused)  └─refused──▶ rejected  └─no record─▶ submitted, hold unknown
+                │                                                           ──after grace──▶ failed
+                └──────────── retry (operator) ◀── failed, canceled (or hold unknown)
+    reject ──▶ rejected                (an input that cannot be sent at all)
 
 A ``submitting`` job is never sent again blindly: after a crash or a timeout it is held
 and checked against the provider's records first.
@@ -51,11 +55,6 @@ is then when the job is given up (ended failed) unless the fax shows up again.""
 
 
 # ---- outcomes: what happened to a job -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """The documents of a received job are ready."""
 
 
 @dataclass(frozen=True)
@@ -119,16 +118,9 @@ class Unknown:
     provider_id: str
 
 
-@dataclass(frozen=True)
-class Rejected:
-    """Intake refused the job after it was stored (e.g. its document turned out unreadable)."""
-
-    reason: str
-
-
 Outcome = (
-    Prepared | Claimed | Accepted | SubmitFailed | Status | Recovered | Reconciled
-    | CancelRequested | CancelFailed | RetryRequested | Rejected | Unknown
+    Claimed | Accepted | SubmitFailed | Status | Recovered | Reconciled
+    | CancelRequested | CancelFailed | RetryRequested | Unknown
 )
 
 
@@ -222,16 +214,6 @@ def last_error(reason: str | None) -> str | None:
 def decide(job: Job, outcome: Outcome, now: datetime, policy: Policy) -> Decision:
     s = job.state
     match outcome:
-        case Prepared():
-            if s is JobState.RECEIVED:
-                return Transition(JobState.QUEUED, "job.queued", None, {"next_attempt_at": now})
-            return Ignore(f"job is {s.value}, not received")
-
-        case Rejected(reason=reason):
-            if s in (JobState.RECEIVED, JobState.QUEUED):
-                return Transition(JobState.REJECTED, "job.rejected", reason, {"finished_at": now})
-            return Ignore(f"job is {s.value}")
-
         case Claimed():
             if s is JobState.QUEUED:
                 return Transition(
@@ -379,7 +361,7 @@ def decide(job: Job, outcome: Outcome, now: datetime, policy: Policy) -> Decisio
                 return Transition(JobState.CANCELED, "job.canceled",
                                   f"canceled by {by} (the provider had no record of fax {job.provider_id})",
                                   {"finished_at": now, "next_attempt_at": None, "hold": None})
-            if s in (JobState.RECEIVED, JobState.QUEUED):
+            if s is JobState.QUEUED:
                 return Transition(JobState.CANCELED, "job.canceled", f"canceled by {by}",
                                   {"finished_at": now, "next_attempt_at": None})
             if job.cancel_requested:

@@ -17,10 +17,8 @@ from faxbridge.states import (
     Ignore,
     Outcome,
     Policy,
-    Prepared,
     Reconciled,
     Recovered,
-    Rejected,
     RetryRequested,
     Status,
     SubmitFailed,
@@ -58,9 +56,6 @@ HELD_FRESH = {"hold": "reconcile", "submit_started_at": NOW - timedelta(seconds=
 
 # (id, job, outcome, expected state, expected event, reason contains, changes that must be set)
 CHANGES: list[tuple[str, Job, Outcome, JobState, str, str | None, dict[str, Any]]] = [
-    ("received+prepared", job(S.RECEIVED), Prepared(), S.QUEUED, "job.queued", None, {"next_attempt_at": NOW}),
-    ("received+rejected", job(S.RECEIVED), Rejected("bad pdf"), S.REJECTED, "job.rejected", "bad pdf", {}),
-    ("queued+rejected", job(S.QUEUED), Rejected("bad pdf"), S.REJECTED, "job.rejected", "bad pdf", {}),
     ("queued+claimed", job(S.QUEUED), Claimed(), S.SUBMITTING, "job.submitting", None,
      {"submit_started_at": NOW}),
     ("submitting+accepted", job(S.SUBMITTING), Accepted("42", "http://cb"), S.SUBMITTED, "job.submitted", None,
@@ -111,7 +106,6 @@ CHANGES: list[tuple[str, Job, Outcome, JobState, str, str | None, dict[str, Any]
      update(FaxOutcome.ATTENTION, reason="Credit hold: add credit"), S.SUBMITTED, "job.attention",
      "Credit hold", {}),
     ("queued+cancel", job(S.QUEUED), CancelRequested(), S.CANCELED, "job.canceled", "canceled by the operator", {}),
-    ("received+cancel", job(S.RECEIVED), CancelRequested(), S.CANCELED, "job.canceled", "canceled", {}),
     ("submitted+cancel", job(S.SUBMITTED, provider_id="42"), CancelRequested(), S.SUBMITTED,
      "job.cancel_requested", None, {"cancel_requested": True}),
     ("submitting+cancel", job(S.SUBMITTING), CancelRequested(), S.SUBMITTING, "job.cancel_requested", None,
@@ -147,8 +141,6 @@ IGNORED: list[tuple[str, Job, Outcome, bool]] = [
     ("queued+recovered", job(S.QUEUED), Recovered(), False),
     ("submitted+recovered", job(S.SUBMITTED), Recovered(), False),
     ("not-held+reconciled", job(S.SUBMITTING), Reconciled("1"), False),
-    ("queued+prepared", job(S.QUEUED), Prepared(), False),
-    ("submitted+rejected", job(S.SUBMITTED), Rejected("x"), False),
     ("delivered+cancel", job(S.DELIVERED), CancelRequested(), True),
     ("submitted+cancel-twice", job(S.SUBMITTED, cancel_requested=True), CancelRequested(), False),
     ("cancel-failed-none-pending", job(S.SUBMITTED), CancelFailed("x"), False),
@@ -190,7 +182,7 @@ def test_ignored(j: Job, outcome: Outcome, refused: bool) -> None:
 
 def test_every_state_and_outcome_is_decided_without_error() -> None:
     outcomes: list[Outcome] = [
-        Prepared(), Rejected("r"), Claimed(), Accepted("1"), SubmitFailed("transient", "t"),
+        Claimed(), Accepted("1"), SubmitFailed("transient", "t"),
         SubmitFailed("transient", "t", maybe_sent=True), SubmitFailed("refused", "r"),
         SubmitFailed("account", "a"), Recovered(), Reconciled(None), Reconciled("1"),
         *(update(o) for o in FaxOutcome), CancelRequested(), CancelFailed("c"), RetryRequested(),
