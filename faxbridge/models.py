@@ -38,6 +38,21 @@ class JobState(StrEnum):
 FINAL_STATES = frozenset({JobState.DELIVERED, JobState.FAILED, JobState.REJECTED, JobState.CANCELED})
 
 
+class Hold(StrEnum):
+    """Why a job that is not final waits on something other than its turn (``Job.hold``).
+
+    The store keeps the value as text (``jobs.hold``): the values are what every database
+    already holds, so they never change."""
+
+    RECONCILE = "reconcile"
+    """A ``submitting`` job whose submission may have reached the provider (a crash, a timeout):
+    its records are checked before anything is sent again."""
+
+    UNKNOWN = "unknown"
+    """A ``submitted`` job whose fax the provider says it has no record of; ``next_attempt_at``
+    is then when the job is given up (ended failed) unless the fax shows up again."""
+
+
 class Source(StrEnum):
     SMTP = "smtp"
     FOLDER = "folder"
@@ -242,7 +257,7 @@ class Job:
     next_attempt_at: datetime | None = None
     submit_started_at: datetime | None = None
     submitted_at: datetime | None = None
-    hold: str | None = None             # why a `submitting` job waits (e.g. outcome unknown: reconcile first)
+    hold: Hold | None = None            # why the job waits on something other than its turn
     callback_url: str | None = None
     recoveries: int = 0                 # times a restart found this job mid-work
     cancel_requested: bool = False
