@@ -20,9 +20,9 @@ SUBMITTING_WORDS = ("the provider call is under way; if faxbridge stopped during
 
 HOLD_WORDS = {
     Hold.RECONCILE: "held: the outcome of the last submission is unknown; faxbridge is checking the "
-                 "provider's records before it sends anything again",
+                    "provider's records before it sends anything again",
     Hold.UNKNOWN: "held: the provider says it has no record of this fax; it is given up at the time below "
-               "unless it shows up (`faxbridge retry` or `cancel` act on it now)",
+                  "unless it shows up (`faxbridge retry` or `cancel` act on it now)",
 }
 HOLD_SHORT = {Hold.RECONCILE: "held: checking the provider's records", Hold.UNKNOWN: "held: unknown to the provider"}
 
