@@ -301,3 +301,16 @@ def test_a_hold_written_as_text_reads_back_as_the_member_and_is_stored_as_the_sa
             raw.close()
 
     asyncio.run(main())
+
+
+def test_a_hold_is_shown_in_words() -> None:
+    from faxbridge.jobview import job_line, job_object, job_text
+
+    held = job(S.SUBMITTING, hold=Hold.RECONCILE, next_attempt_at=NOW)
+    assert job_object(held)["hold"].startswith("held: the outcome of the last submission is unknown")
+    assert "next try at" in job_text(held, [])
+    lost = job(S.SUBMITTED, provider_id="42", hold=Hold.UNKNOWN, next_attempt_at=NOW)
+    text = job_text(lost, [])
+    assert "held: the provider says it has no record of this fax" in text and "gives up at" in text
+    assert "held: unknown to the provider" in job_line(lost)
+    assert "held: checking the provider's records" in job_line(held)
