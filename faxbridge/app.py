@@ -30,7 +30,7 @@ from faxbridge.balance import build_balance_watch
 from faxbridge.clock import Clock, SystemClock
 from faxbridge.config import Config
 from faxbridge.dispatcher import Dispatcher
-from faxbridge.errors import ConfigError, FaxbridgeError
+from faxbridge.errors import AlreadyRunning, ConfigError, FaxbridgeError
 from faxbridge.ingress import smtp as smtp_ingress
 from faxbridge.ingress import watch as folder_ingress
 from faxbridge.logs import register_secrets
@@ -54,10 +54,6 @@ from faxbridge.webserver import build_webserver
 from faxbridge.workflow import advance
 
 log = structlog.get_logger("faxbridge.app")
-
-
-class AlreadyRunning(FaxbridgeError):
-    pass
 
 
 def policy_of(cfg: Config) -> Policy:

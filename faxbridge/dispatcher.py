@@ -44,6 +44,7 @@ from faxbridge.providers.base import Provider
 from faxbridge.states import (
     Accepted,
     Claimed,
+    FailureKind,
     Ignore,
     Policy,
     Reconciled,
@@ -189,7 +190,8 @@ class Dispatcher:
             # reconciliation rather than leave it stuck or send it again.
             log.exception("dispatcher.internal_error", job_id=job.id, error=repr(exc))
             with contextlib.suppress(Exception):
-                advance(self.store, job.id, SubmitFailed("transient", f"internal error: {exc!r}", maybe_sent=True),
+                advance(self.store, job.id,
+                        SubmitFailed(FailureKind.TRANSIENT, f"internal error: {exc!r}", maybe_sent=True),
                         self.clock, self.policy)
         finally:
             self._working.discard(job.id)
@@ -215,16 +217,16 @@ class Dispatcher:
         try:
             receipt = await self.provider.submit(req)
         except TransientProviderError as exc:
-            outcome = SubmitFailed("transient", exc.reason, exc.retry_after, exc.maybe_sent)
+            outcome = SubmitFailed(FailureKind.TRANSIENT, exc.reason, exc.retry_after, exc.maybe_sent)
             log.warning("provider.submit_transient", job_id=job.id, provider=self.provider.name,
                         error=exc.reason, code=exc.code, maybe_sent=exc.maybe_sent)
         except AccountError as exc:
             pause = self._pause(exc.reason)
-            outcome = SubmitFailed("account", exc.reason, retry_after=pause)
+            outcome = SubmitFailed(FailureKind.ACCOUNT, exc.reason, retry_after=pause)
             log.error("provider.account_problem", job_id=job.id, provider=self.provider.name,
                       kind=exc.kind, error=exc.reason, paused_s=pause)
         except ProviderError as exc:
-            outcome = SubmitFailed("refused", exc.reason)
+            outcome = SubmitFailed(FailureKind.REFUSED, exc.reason)
         else:
             self._resume()
             crashpoints.hit("dispatch.accepted")

@@ -1,16 +1,24 @@
 """The one exception tree of faxbridge.
 
-::
+Every error faxbridge raises on purpose is a :class:`FaxbridgeError`. Most are defined here; the
+few that belong to one part are defined beside it (the module is named) and drawn here all the
+same, so this is the whole tree::
 
     FaxbridgeError
     ├── ConfigError                  the configuration is wrong; .problems lists "key: what" lines
+    ├── UsageError                   a command-line usage mistake (exit code 2)
+    ├── AlreadyRunning               another daemon holds the state_dir lock (one daemon per store)
     ├── InputError                   what a user handed us cannot be faxed (a rejection, with .reason)
     │   ├── DocumentError            unreadable, encrypted, unsupported, zero or too many pages
-    │   └── NumberError              unreadable number, or one the number policy forbids
+    │   ├── NumberError              unreadable number, or one the number policy forbids
+    │   └── ControlError             ingress/control.py: a control file (NAME.json) that cannot be
+    │                                used; .reason names the file and what is wrong
+    ├── DuplicateJob                 the job was not made: the same input made one within the window
+    │                                (.job_id is that job: the input is answered as that job's)
     ├── StoreError                   the job store failed (disk full, database locked, corrupt)
     │   ├── StoreBusy                transient: try again (SMTP answers 451 4.3.0)
     │   ├── Conflict                 the job changed since it was read: read again, decide again
-    │   └── JobNotFound              no job with that id
+    │   └── JobNotFound              no job with that id (or a prefix that names several: .matches)
     ├── ProviderError                a fax provider call failed; .reason is words for a person
     │   ├── TransientProviderError   connect error, timeout, 5xx, 429: retry with backoff
     │   │                            (.retry_after from Retry-After; .maybe_sent when the request
@@ -20,7 +28,25 @@
     │       ├── RefusedError         the provider refused this fax (number, document, field)
     │       └── AccountError         bad credentials, account inactive, no credit: the operator
     │                                must act (.kind: "auth" | "inactive" | "credit")
-    └── UsageError                   a command-line usage mistake (exit code 2)
+    ├── NotifyRetry                  notify/outbox.py: a reply mail (or result file) cannot be
+    │                                delivered now; the outbox row is tried again with backoff
+    ├── NotifyGiveUp                 notify/outbox.py: it can never be delivered (a 5xx for this
+    │                                reply, an unsafe result name); the row is given up with the reason
+    ├── BadRequest                   webform.py: a webhook body cannot be read as a form (400)
+    └── TooLarge                     webform.py: a webhook body passes webhook.max_body (413)
+
+Outside the tree on purpose:
+
+- ``ingress.rcpt.Refused`` (a bare ``Exception`` today): an SMTP refusal carrying its reply line,
+  caught in the dialogue itself; it belongs under ``FaxbridgeError`` (one line in rcpt.py).
+- ``ingress.job_caps.TooMuchWork`` is a ``BaseException``: raised from the CPU-time signal
+  handler in the middle of parsing, it must pass every ``except Exception`` of the libraries.
+- ``ingress.safedir.UnsafeFolder`` is an ``OSError``: a folder we will not use is file trouble
+  to its callers, who handle it as they handle any other ``OSError``.
+- ``config_parse.Invalid`` (a ``ValueError``) never leaves the config parser: it becomes one
+  line of a :class:`ConfigError`.
+- The simulator's own errors (``simulator.forms``, ``simulator.phaxio_submit.Refused``) are the
+  other side's: the simulator stands for a provider and shares nothing with the daemon.
 
 Foreign exceptions (httpx, sqlite3, pypdf, Pillow) are translated into this tree at one
 chokepoint per boundary, chained with ``from``.
@@ -144,3 +170,7 @@ class AccountError(PermanentProviderError):
 
 class UsageError(FaxbridgeError):
     """A command-line usage mistake."""
+
+
+class AlreadyRunning(FaxbridgeError):
+    """Another faxbridge daemon holds the lock on this ``state_dir``: one daemon per store."""

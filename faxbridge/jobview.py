@@ -13,18 +13,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from faxbridge.clock import iso, shown_time
-from faxbridge.models import Job, JobEvent, JobState
+from faxbridge.models import Hold, Job, JobEvent, JobState
 
 SUBMITTING_WORDS = ("the provider call is under way; if faxbridge stopped during it, the next start checks "
                     "the provider's records before anything is sent again")
 
 HOLD_WORDS = {
-    "reconcile": "held: the outcome of the last submission is unknown; faxbridge is checking the "
-                 "provider's records before it sends anything again",
-    "unknown": "held: the provider says it has no record of this fax; it is given up at the time below "
-               "unless it shows up (`faxbridge retry` or `cancel` act on it now)",
+    Hold.RECONCILE: "held: the outcome of the last submission is unknown; faxbridge is checking the "
+                    "provider's records before it sends anything again",
+    Hold.UNKNOWN: "held: the provider says it has no record of this fax; it is given up at the time below "
+                  "unless it shows up (`faxbridge retry` or `cancel` act on it now)",
 }
-HOLD_SHORT = {"reconcile": "held: checking the provider's records", "unknown": "held: unknown to the provider"}
+HOLD_SHORT = {Hold.RECONCILE: "held: checking the provider's records", Hold.UNKNOWN: "held: unknown to the provider"}
 
 
 # C0 and C1 controls, DEL, and the format characters that reorder or hide text (bidi overrides and
@@ -129,7 +129,7 @@ def job_text(job: Job, events: Sequence[JobEvent]) -> str:
     o = job_object(job)
     rows: list[tuple[str, object]] = [
         ("state", o["state"]), ("reason", o["reason"]), ("hold", o["hold"]),
-        ("gives up at" if job.hold == "unknown" else "next try at",
+        ("gives up at" if job.hold is Hold.UNKNOWN else "next try at",
          shown_time(job.next_attempt_at) if job.next_attempt_at and not job.final else None),
         ("to", job.to or "(no number)"), ("pages", job.pages), ("attempts", job.attempts),
         ("header", job.options.header), ("resolution", job.options.resolution.value),

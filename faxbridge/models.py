@@ -18,7 +18,10 @@ def new_job_id() -> str:
 
 
 class JobState(StrEnum):
-    RECEIVED = "received"      # accepted; documents stored, not yet ready to send
+    # No job is ever in ``received`` (intake commits a job only once its documents are ready, as
+    # ``queued``, or rejects it), but the contract lists it (section 7's job object, and
+    # ``faxbridge jobs --state received`` is a valid, empty query): kept for that promise.
+    RECEIVED = "received"
     QUEUED = "queued"          # ready; waiting for its turn (or for a retry's backoff)
     SUBMITTING = "submitting"  # the provider call is under way, or its outcome is unknown
     SUBMITTED = "submitted"    # the provider accepted it (provider_id set); not yet final
@@ -33,6 +36,21 @@ class JobState(StrEnum):
 
 
 FINAL_STATES = frozenset({JobState.DELIVERED, JobState.FAILED, JobState.REJECTED, JobState.CANCELED})
+
+
+class Hold(StrEnum):
+    """Why a job that is not final waits on something other than its turn (``Job.hold``).
+
+    The store keeps the value as text (``jobs.hold``): the values are what every database
+    already holds, so they never change."""
+
+    RECONCILE = "reconcile"
+    """A ``submitting`` job whose submission may have reached the provider (a crash, a timeout):
+    its records are checked before anything is sent again."""
+
+    UNKNOWN = "unknown"
+    """A ``submitted`` job whose fax the provider says it has no record of; ``next_attempt_at``
+    is then when the job is given up (ended failed) unless the fax shows up again."""
 
 
 class Source(StrEnum):
@@ -239,7 +257,7 @@ class Job:
     next_attempt_at: datetime | None = None
     submit_started_at: datetime | None = None
     submitted_at: datetime | None = None
-    hold: str | None = None             # why a `submitting` job waits (e.g. outcome unknown: reconcile first)
+    hold: Hold | None = None            # why the job waits on something other than its turn
     callback_url: str | None = None
     recoveries: int = 0                 # times a restart found this job mid-work
     cancel_requested: bool = False

@@ -1,18 +1,22 @@
 """The job state machine: ``decide(job, outcome, now, policy) -> Transition | Ignore``.
 
-Pure: values in, values out. Every change of a job's state goes through here, and the
-store applies the returned transition in one transaction (with an event row, and an
-outbox row when the job becomes final).
+Pure: values in, values out. Every change of a stored job's state goes through here, and
+the store applies the returned transition in one transaction (with an event row, and an
+outbox row when the job becomes final). A job is born by the store: ``queued`` (intake
+committed it) or, for an input that cannot be sent at all, ``rejected`` (``reject``).
 
-States (contract section 7)::
+States (contract section 7; ``received`` is listed there but no job is in it: intake
+commits a job only once its documents are ready)::
 
-    received ──▶ queued ──claim──▶ submitting ──accepted──▶ submitted ──final status──▶ delivered
-                   ▲  ▲               │  │  │                    │                        failed
-                   │  └─transient─────┘  │  └─unknown outcome──▶ submitting (hold)        canceled
-                   │     (backoff)       │        │ reconcile: found ──▶ submitted
-                   │                     │        └ no record after grace ──▶ queued (resend)
-                   │                     └─refused / account──▶ rejected / failed
-                   └──────────── retry (operator) ◀── failed, canceled
+    enqueue ──▶ queued ──claim──▶ submitting ──accepted──▶ submitted ──final status──▶ delivered
+                ▲ ▲ ▲                │ │ │                    │                        failed
+                │ │ └──transient─────┘ │ └─unknown outcome──▶ submitting, hold reconcile:   canceled
+                │ │    (backoff)       │     found ──▶ submitted; no record after grace ──▶ queued
+                │ └────account─────────┤                      │
+                │    (sending paused)  └─refused──▶ rejected  └─no record─▶ submitted, hold unknown
+                │                                                           ──after grace──▶ failed
+                └──────────── retry (operator) ◀── failed, canceled (or hold unknown)
+    reject ──▶ rejected                (an input that cannot be sent at all)
 
 A ``submitting`` job is never sent again blindly: after a crash or a timeout it is held
 and checked against the provider's records first.
@@ -23,9 +27,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
-from faxbridge.models import FaxOutcome, Job, JobState, StatusUpdate
+from faxbridge.models import FaxOutcome, Hold, Job, JobState, StatusUpdate
 
 
 @dataclass(frozen=True)
@@ -45,17 +50,16 @@ OVERDUE_S = 86400.0
 """A fax the provider accepted this long ago and has not finished is *overdue* (``/healthz`` warns,
 ``faxbridge_jobs_overdue`` counts it), as is one the provider has no record of."""
 
-HOLD_UNKNOWN = "unknown"
-"""``hold`` of a submitted job whose fax the provider says it has no record of; ``next_attempt_at``
-is then when the job is given up (ended failed) unless the fax shows up again."""
+
+class FailureKind(StrEnum):
+    """What kind of failure a failed provider call was (:class:`SubmitFailed`)."""
+
+    TRANSIENT = "transient"    # worth another try after a backoff (or a reconcile, when maybe sent)
+    REFUSED = "refused"        # the provider refused this fax: the job is rejected
+    ACCOUNT = "account"        # the account cannot send: the job waits while sending is paused
 
 
 # ---- outcomes: what happened to a job -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """The documents of a received job are ready."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ class Accepted:
 
 @dataclass(frozen=True)
 class SubmitFailed:
-    kind: str                      # "transient" | "refused" | "account"
+    kind: FailureKind
     reason: str
     retry_after: float | None = None
     maybe_sent: bool = False
@@ -119,16 +123,9 @@ class Unknown:
     provider_id: str
 
 
-@dataclass(frozen=True)
-class Rejected:
-    """Intake refused the job after it was stored (e.g. its document turned out unreadable)."""
-
-    reason: str
-
-
 Outcome = (
-    Prepared | Claimed | Accepted | SubmitFailed | Status | Recovered | Reconciled
-    | CancelRequested | CancelFailed | RetryRequested | Rejected | Unknown
+    Claimed | Accepted | SubmitFailed | Status | Recovered | Reconciled
+    | CancelRequested | CancelFailed | RetryRequested | Unknown
 )
 
 
@@ -222,16 +219,6 @@ def last_error(reason: str | None) -> str | None:
 def decide(job: Job, outcome: Outcome, now: datetime, policy: Policy) -> Decision:
     s = job.state
     match outcome:
-        case Prepared():
-            if s is JobState.RECEIVED:
-                return Transition(JobState.QUEUED, "job.queued", None, {"next_attempt_at": now})
-            return Ignore(f"job is {s.value}, not received")
-
-        case Rejected(reason=reason):
-            if s in (JobState.RECEIVED, JobState.QUEUED):
-                return Transition(JobState.REJECTED, "job.rejected", reason, {"finished_at": now})
-            return Ignore(f"job is {s.value}")
-
         case Claimed():
             if s is JobState.QUEUED:
                 return Transition(
@@ -252,10 +239,10 @@ def decide(job: Job, outcome: Outcome, now: datetime, policy: Policy) -> Decisio
         case SubmitFailed(kind=kind, reason=reason, retry_after=retry_after, maybe_sent=maybe_sent):
             if s is not JobState.SUBMITTING:
                 return Ignore(f"job is {s.value}, not submitting")
-            if kind == "refused":
+            if kind is FailureKind.REFUSED:
                 return Transition(JobState.REJECTED, "job.rejected", reason,
                                   {"finished_at": now, "hold": None})
-            if kind == "account":
+            if kind is FailureKind.ACCOUNT:
                 # The account, not this fax: the job waits while sending is paused (the
                 # dispatcher alerts and tries again); it is not failed for a problem of the account.
                 return Transition(
@@ -267,7 +254,7 @@ def decide(job: Job, outcome: Outcome, now: datetime, policy: Policy) -> Decisio
                 # The request may have reached the provider: find out before sending again.
                 return Transition(
                     JobState.SUBMITTING, "job.outcome_unknown", unknown_because(reason),
-                    {"submit_tries": tries, "hold": "reconcile",
+                    {"submit_tries": tries, "hold": Hold.RECONCILE,
                      "next_attempt_at": _at(now, min(backoff(policy, tries, job.id, retry_after),
                                                      policy.reconcile_grace))},
                 )
@@ -288,11 +275,11 @@ def decide(job: Job, outcome: Outcome, now: datetime, policy: Policy) -> Decisio
             return Transition(
                 JobState.SUBMITTING, "job.outcome_unknown",
                 f"outcome unknown {when}; checking with the provider before resending",
-                {"recoveries": job.recoveries + 1, "hold": "reconcile", "next_attempt_at": now},
+                {"recoveries": job.recoveries + 1, "hold": Hold.RECONCILE, "next_attempt_at": now},
             )
 
         case Reconciled(provider_id=pid):
-            if s is not JobState.SUBMITTING or job.hold != "reconcile":
+            if s is not JobState.SUBMITTING or job.hold is not Hold.RECONCILE:
                 return Ignore(f"job is {s.value}, not awaiting reconciliation")
             if pid is not None:
                 return Transition(
@@ -338,13 +325,13 @@ def decide(job: Job, outcome: Outcome, now: datetime, policy: Policy) -> Decisio
             if u.is_test and job.reason != TEST_FAX and s is JobState.SUBMITTED:
                 return Transition(s, "job.provider_test", TEST_FAX, {})
             changes: dict[str, Any] = {}
-            if s is JobState.SUBMITTING and u.provider_id and job.hold == "reconcile":
+            if s is JobState.SUBMITTING and u.provider_id and job.hold is Hold.RECONCILE:
                 return Transition(
                     JobState.SUBMITTED, "job.reconciled", None,
                     {"provider_id": u.provider_id, "submitted_at": now, "hold": None,
                      "next_attempt_at": None},
                 )
-            if job.hold == HOLD_UNKNOWN:
+            if job.hold is Hold.UNKNOWN:
                 changes.update({"hold": None, "next_attempt_at": None})   # it is known again
             if u.attempts is not None and u.attempts != job.attempts:
                 changes["attempts"] = u.attempts
@@ -357,13 +344,13 @@ def decide(job: Job, outcome: Outcome, now: datetime, policy: Policy) -> Decisio
         case Unknown(provider_id=pid):
             if s is not JobState.SUBMITTED or job.provider_id != pid:
                 return Ignore(f"job is {s.value} with fax {job.provider_id}")
-            if job.hold != HOLD_UNKNOWN or job.next_attempt_at is None:
+            if job.hold is not Hold.UNKNOWN or job.next_attempt_at is None:
                 until = _at(now, policy.unknown_grace)
                 return Transition(
                     s, "job.provider_unknown",
                     f"the provider has no record of fax {pid}; it is given up at {until:%Y-%m-%d %H:%M} UTC "
                     "unless it shows up again (`faxbridge retry` or `cancel` act on it now)",
-                    {"hold": HOLD_UNKNOWN, "next_attempt_at": until})
+                    {"hold": Hold.UNKNOWN, "next_attempt_at": until})
             if now < job.next_attempt_at:
                 return Ignore("the provider still has no record; waiting")
             return Transition(
@@ -375,11 +362,11 @@ def decide(job: Job, outcome: Outcome, now: datetime, policy: Policy) -> Decisio
         case CancelRequested(by=by):
             if s.final:
                 return Ignore(f"job is already {s.value}", refused=True)
-            if s is JobState.SUBMITTED and job.hold == HOLD_UNKNOWN:
+            if s is JobState.SUBMITTED and job.hold is Hold.UNKNOWN:
                 return Transition(JobState.CANCELED, "job.canceled",
                                   f"canceled by {by} (the provider had no record of fax {job.provider_id})",
                                   {"finished_at": now, "next_attempt_at": None, "hold": None})
-            if s in (JobState.RECEIVED, JobState.QUEUED):
+            if s is JobState.QUEUED:
                 return Transition(JobState.CANCELED, "job.canceled", f"canceled by {by}",
                                   {"finished_at": now, "next_attempt_at": None})
             if job.cancel_requested:
@@ -392,7 +379,7 @@ def decide(job: Job, outcome: Outcome, now: datetime, policy: Policy) -> Decisio
             return Transition(s, "job.cancel_failed", f"cannot cancel: {reason}", {"cancel_requested": False})
 
         case RetryRequested(by=by):
-            stuck = s is JobState.SUBMITTED and job.hold == HOLD_UNKNOWN
+            stuck = s is JobState.SUBMITTED and job.hold is Hold.UNKNOWN
             if s not in (JobState.FAILED, JobState.CANCELED) and not stuck:
                 return Ignore(f"only failed or canceled jobs, or one whose fax the provider has no record of, "
                               f"can be retried; this one is {s.value}", refused=True)

@@ -55,7 +55,7 @@ from starlette.routing import Route
 from faxbridge import crashpoints
 from faxbridge.errors import JobNotFound, ProviderError, StoreError
 from faxbridge.metrics import CONTENT_TYPE, Metrics
-from faxbridge.models import Job
+from faxbridge.models import Hold, Job
 from faxbridge.providers import openfax, phaxio
 from faxbridge.providers.base import as_int
 from faxbridge.states import OVERDUE_S, Ignore
@@ -202,7 +202,7 @@ class Handlers:
             self._count("phaxio", "ignored")
             log.info("webhook.other_fax", provider="phaxio", job_id=job.id, provider_id=update.provider_id)
             return answer(200, "ignored", why="about an earlier fax of this job")
-        if not job.provider_id and job.hold != "reconcile":
+        if not job.provider_id and job.hold is not Hold.RECONCILE:
             # The submit call is still under way (or the job was sent again): we cannot yet tell
             # this fax is the one. Phaxio retries; polling would find it anyway.
             self._count("phaxio", "deferred")

@@ -24,6 +24,8 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
+from faxbridge.errors import FaxbridgeError
+
 MAX_FIELDS = 200
 MAX_FILES = 20
 MAX_PART_HEADERS = 16
@@ -31,11 +33,11 @@ MAX_PART_HEADERS = 16
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="faxbridge-webform")
 
 
-class BadRequest(Exception):
+class BadRequest(FaxbridgeError):
     """The body cannot be read as a form (400)."""
 
 
-class TooLarge(Exception):
+class TooLarge(FaxbridgeError):
     """The body is larger than the configured ``webhook.max_body`` (413)."""
 
 

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from faxbridge.models import FaxOptions, FaxOutcome, Job, JobState, Paper, Source, StatusUpdate
+from faxbridge.models import FaxOptions, FaxOutcome, Hold, Job, JobState, Paper, Source, StatusUpdate
 from faxbridge.states import (
     Accepted,
     CancelFailed,
     CancelRequested,
     Claimed,
+    FailureKind,
     Ignore,
     Outcome,
     Policy,
-    Prepared,
     Reconciled,
     Recovered,
-    Rejected,
     RetryRequested,
     Status,
     SubmitFailed,
@@ -30,11 +32,14 @@ from faxbridge.states import (
     decide,
     unknown_because,
 )
+from faxbridge.store import open_store, ts
+from tests.test_store_threaded import _enqueue
 
 NOW = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
 POLICY = Policy(submit_retries=3, retry_initial=2.0, retry_max=60.0, reconcile_grace=60.0, max_recoveries=2,
                 unknown_grace=3600.0)
 S = JobState
+K = FailureKind
 
 
 def job(state: JobState, **kw: Any) -> Job:
@@ -52,32 +57,29 @@ def update(outcome: FaxOutcome, **kw: Any) -> Status:
     return Status(StatusUpdate(provider="simulator", provider_id="42", outcome=outcome, **kw))
 
 
-HELD = {"hold": "reconcile", "submit_started_at": NOW - timedelta(minutes=2)}
-GONE = {"hold": "unknown", "next_attempt_at": NOW - timedelta(seconds=1)}
-HELD_FRESH = {"hold": "reconcile", "submit_started_at": NOW - timedelta(seconds=5)}
+HELD = {"hold": Hold.RECONCILE, "submit_started_at": NOW - timedelta(minutes=2)}
+GONE = {"hold": Hold.UNKNOWN, "next_attempt_at": NOW - timedelta(seconds=1)}
+HELD_FRESH = {"hold": Hold.RECONCILE, "submit_started_at": NOW - timedelta(seconds=5)}
 
 # (id, job, outcome, expected state, expected event, reason contains, changes that must be set)
 CHANGES: list[tuple[str, Job, Outcome, JobState, str, str | None, dict[str, Any]]] = [
-    ("received+prepared", job(S.RECEIVED), Prepared(), S.QUEUED, "job.queued", None, {"next_attempt_at": NOW}),
-    ("received+rejected", job(S.RECEIVED), Rejected("bad pdf"), S.REJECTED, "job.rejected", "bad pdf", {}),
-    ("queued+rejected", job(S.QUEUED), Rejected("bad pdf"), S.REJECTED, "job.rejected", "bad pdf", {}),
     ("queued+claimed", job(S.QUEUED), Claimed(), S.SUBMITTING, "job.submitting", None,
      {"submit_started_at": NOW}),
     ("submitting+accepted", job(S.SUBMITTING), Accepted("42", "http://cb"), S.SUBMITTED, "job.submitted", None,
      {"provider_id": "42", "callback_url": "http://cb"}),
-    ("submitting+transient", job(S.SUBMITTING), SubmitFailed("transient", "HTTP 503"), S.QUEUED,
+    ("submitting+transient", job(S.SUBMITTING), SubmitFailed(K.TRANSIENT, "HTTP 503"), S.QUEUED,
      "job.retry_scheduled", "HTTP 503", {"submit_tries": 1}),
-    ("submitting+transient-last", job(S.SUBMITTING, submit_tries=3), SubmitFailed("transient", "HTTP 503"),
+    ("submitting+transient-last", job(S.SUBMITTING, submit_tries=3), SubmitFailed(K.TRANSIENT, "HTTP 503"),
      S.FAILED, "job.failed", "gave up after 4 tries: HTTP 503", {"submit_tries": 4}),
-    ("submitting+maybe-sent", job(S.SUBMITTING), SubmitFailed("transient", "timeout", maybe_sent=True),
-     S.SUBMITTING, "job.outcome_unknown", "outcome unknown", {"hold": "reconcile", "submit_tries": 1}),
-    ("submitting+refused", job(S.SUBMITTING), SubmitFailed("refused", "Bad number"), S.REJECTED,
+    ("submitting+maybe-sent", job(S.SUBMITTING), SubmitFailed(K.TRANSIENT, "timeout", maybe_sent=True),
+     S.SUBMITTING, "job.outcome_unknown", "outcome unknown", {"hold": Hold.RECONCILE, "submit_tries": 1}),
+    ("submitting+refused", job(S.SUBMITTING), SubmitFailed(K.REFUSED, "Bad number"), S.REJECTED,
      "job.rejected", "Bad number", {}),
-    ("submitting+account", job(S.SUBMITTING), SubmitFailed("account", "bad credentials.", retry_after=120),
+    ("submitting+account", job(S.SUBMITTING), SubmitFailed(K.ACCOUNT, "bad credentials.", retry_after=120),
      S.QUEUED, "job.account_problem", "waiting: bad credentials; sending is paused",
      {"next_attempt_at": NOW + timedelta(seconds=120), "hold": None}),
     ("submitting+recovered", job(S.SUBMITTING), Recovered(), S.SUBMITTING, "job.outcome_unknown",
-     "after a restart", {"hold": "reconcile", "recoveries": 1}),
+     "after a restart", {"hold": Hold.RECONCILE, "recoveries": 1}),
     ("held+found", job(S.SUBMITTING, **HELD), Reconciled("77"), S.SUBMITTED, "job.reconciled", None,
      {"provider_id": "77", "hold": None}),
     ("held+none-in-grace", job(S.SUBMITTING, **HELD_FRESH), Reconciled(None), S.SUBMITTING,
@@ -111,7 +113,6 @@ CHANGES: list[tuple[str, Job, Outcome, JobState, str, str | None, dict[str, Any]
      update(FaxOutcome.ATTENTION, reason="Credit hold: add credit"), S.SUBMITTED, "job.attention",
      "Credit hold", {}),
     ("queued+cancel", job(S.QUEUED), CancelRequested(), S.CANCELED, "job.canceled", "canceled by the operator", {}),
-    ("received+cancel", job(S.RECEIVED), CancelRequested(), S.CANCELED, "job.canceled", "canceled", {}),
     ("submitted+cancel", job(S.SUBMITTED, provider_id="42"), CancelRequested(), S.SUBMITTED,
      "job.cancel_requested", None, {"cancel_requested": True}),
     ("submitting+cancel", job(S.SUBMITTING), CancelRequested(), S.SUBMITTING, "job.cancel_requested", None,
@@ -123,7 +124,7 @@ CHANGES: list[tuple[str, Job, Outcome, JobState, str, str | None, dict[str, Any]
     ("canceled+retry", job(S.CANCELED), RetryRequested(), S.QUEUED, "job.retry", "sent again", {}),
     # a fax the provider says it has no record of: held, then given up; cancel and retry act on it
     ("submitted+unknown", job(S.SUBMITTED, provider_id="42"), Unknown("42"), S.SUBMITTED, "job.provider_unknown",
-     "the provider has no record of fax 42", {"hold": "unknown", "next_attempt_at": NOW + timedelta(hours=1)}),
+     "the provider has no record of fax 42", {"hold": Hold.UNKNOWN, "next_attempt_at": NOW + timedelta(hours=1)}),
     ("unknown+unknown-after-grace", job(S.SUBMITTED, provider_id="42", **GONE), Unknown("42"), S.FAILED,
      "job.failed", "the provider has no record of fax 42: it was lost at the provider; `faxbridge retry`",
      {"hold": None}),
@@ -143,12 +144,10 @@ IGNORED: list[tuple[str, Job, Outcome, bool]] = [
     ("queued+status", job(S.QUEUED), update(FaxOutcome.DELIVERED), False),
     ("submitted+claimed", job(S.SUBMITTED), Claimed(), False),
     ("queued+accepted", job(S.QUEUED), Accepted("1"), False),
-    ("delivered+submit-failed", job(S.DELIVERED), SubmitFailed("transient", "x"), False),
+    ("delivered+submit-failed", job(S.DELIVERED), SubmitFailed(K.TRANSIENT, "x"), False),
     ("queued+recovered", job(S.QUEUED), Recovered(), False),
     ("submitted+recovered", job(S.SUBMITTED), Recovered(), False),
     ("not-held+reconciled", job(S.SUBMITTING), Reconciled("1"), False),
-    ("queued+prepared", job(S.QUEUED), Prepared(), False),
-    ("submitted+rejected", job(S.SUBMITTED), Rejected("x"), False),
     ("delivered+cancel", job(S.DELIVERED), CancelRequested(), True),
     ("submitted+cancel-twice", job(S.SUBMITTED, cancel_requested=True), CancelRequested(), False),
     ("cancel-failed-none-pending", job(S.SUBMITTED), CancelFailed("x"), False),
@@ -156,7 +155,7 @@ IGNORED: list[tuple[str, Job, Outcome, bool]] = [
     ("rejected+retry", job(S.REJECTED), RetryRequested(), True),
     ("queued+retry", job(S.QUEUED), RetryRequested(), True),
     ("submitted+retry", job(S.SUBMITTED, provider_id="42"), RetryRequested(), True),
-    ("unknown-in-grace", job(S.SUBMITTED, provider_id="42", hold="unknown", next_attempt_at=NOW + timedelta(1)),
+    ("unknown-in-grace", job(S.SUBMITTED, provider_id="42", hold=Hold.UNKNOWN, next_attempt_at=NOW + timedelta(1)),
      Unknown("42"), False),
     ("unknown-other-fax", job(S.SUBMITTED, provider_id="43"), Unknown("42"), False),
     ("queued+unknown", job(S.QUEUED), Unknown("42"), False),
@@ -190,9 +189,9 @@ def test_ignored(j: Job, outcome: Outcome, refused: bool) -> None:
 
 def test_every_state_and_outcome_is_decided_without_error() -> None:
     outcomes: list[Outcome] = [
-        Prepared(), Rejected("r"), Claimed(), Accepted("1"), SubmitFailed("transient", "t"),
-        SubmitFailed("transient", "t", maybe_sent=True), SubmitFailed("refused", "r"),
-        SubmitFailed("account", "a"), Recovered(), Reconciled(None), Reconciled("1"),
+        Claimed(), Accepted("1"), SubmitFailed(K.TRANSIENT, "t"),
+        SubmitFailed(K.TRANSIENT, "t", maybe_sent=True), SubmitFailed(K.REFUSED, "r"),
+        SubmitFailed(K.ACCOUNT, "a"), Recovered(), Reconciled(None), Reconciled("1"),
         *(update(o) for o in FaxOutcome), CancelRequested(), CancelFailed("c"), RetryRequested(),
     ]
     for state in JobState:
@@ -204,14 +203,14 @@ def test_every_state_and_outcome_is_decided_without_error() -> None:
 
 
 def test_transient_retry_is_delayed_by_backoff() -> None:
-    t = decide(job(S.SUBMITTING, submit_tries=2), SubmitFailed("transient", "503"), NOW, POLICY)
+    t = decide(job(S.SUBMITTING, submit_tries=2), SubmitFailed(K.TRANSIENT, "503"), NOW, POLICY)
     assert isinstance(t, Transition)
     delay = (t.changes["next_attempt_at"] - NOW).total_seconds()
     assert 4.0 <= delay <= 8.0  # third try: step 8 s, jittered to 50-100 %
 
 
 def test_retry_after_is_honoured() -> None:
-    t = decide(job(S.SUBMITTING), SubmitFailed("transient", "429", retry_after=30.0), NOW, POLICY)
+    t = decide(job(S.SUBMITTING), SubmitFailed(K.TRANSIENT, "429", retry_after=30.0), NOW, POLICY)
     assert isinstance(t, Transition)
     assert (t.changes["next_attempt_at"] - NOW).total_seconds() == 30.0
 
@@ -223,3 +222,95 @@ def test_backoff_is_capped_and_jittered(tries: int) -> None:
     assert all(step / 2 <= v <= step for v in values)
     assert len(values) > 1  # jobs that fail together spread out
     assert backoff(POLICY, tries, "same") == backoff(POLICY, tries, "same")  # pure
+
+
+# ---- Hold and FailureKind: members in code, the same text in every database ----------
+
+
+def test_the_enums_keep_the_words_databases_and_logs_already_hold() -> None:
+    assert {h.value for h in Hold} == {"reconcile", "unknown"}
+    assert {k.value for k in FailureKind} == {"transient", "refused", "account"}
+
+
+@pytest.mark.parametrize(("outcome", "hold"), [
+    (SubmitFailed(K.TRANSIENT, "timeout", maybe_sent=True), Hold.RECONCILE),
+    (Recovered(), Hold.RECONCILE),
+])
+def test_a_held_submission_is_held_by_the_member(outcome: Outcome, hold: Hold) -> None:
+    t = decide(job(S.SUBMITTING), outcome, NOW, POLICY)
+    assert isinstance(t, Transition)
+    assert t.changes["hold"] is hold
+
+
+def test_a_fax_unknown_to_the_provider_is_held_by_the_member() -> None:
+    t = decide(job(S.SUBMITTED, provider_id="42"), Unknown("42"), NOW, POLICY)
+    assert isinstance(t, Transition)
+    assert t.changes["hold"] is Hold.UNKNOWN
+
+
+@pytest.mark.parametrize(("kind", "state", "event"), [
+    (K.TRANSIENT, S.QUEUED, "job.retry_scheduled"),
+    (K.REFUSED, S.REJECTED, "job.rejected"),
+    (K.ACCOUNT, S.QUEUED, "job.account_problem"),
+])
+def test_each_failure_kind_decides_its_own_way(kind: FailureKind, state: JobState, event: str) -> None:
+    t = decide(job(S.SUBMITTING), SubmitFailed(kind, "why"), NOW, POLICY)
+    assert isinstance(t, Transition)
+    assert (t.state, t.event) == (state, event)
+
+
+def test_a_hold_written_as_text_reads_back_as_the_member_and_is_stored_as_the_same_text(tmp_path: Path) -> None:
+    """A row as every database before the enum holds it (``hold = 'reconcile'``, plain text) reads
+    back as ``Hold.RECONCILE`` and is found by the store's queries; a hold the store writes now is
+    the same text."""
+    job_id = "01JHOLDTEXT000000000000001"
+
+    async def main() -> None:
+        store = await open_store(tmp_path, "simulator")
+        try:
+            await _enqueue(store, job_id)
+            raw = sqlite3.connect(tmp_path / "faxbridge.db", isolation_level=None)
+            try:
+                raw.execute("UPDATE jobs SET state = 'submitting', hold = 'reconcile', submit_started_at = ?, "
+                            "next_attempt_at = ? WHERE id = ?", (ts(NOW), ts(NOW), job_id))
+            finally:
+                raw.close()
+            held = await store.get(job_id)
+            assert held.state is S.SUBMITTING and held.hold is Hold.RECONCILE
+            claimed = await store.claim_due("test", NOW + timedelta(seconds=1), 10, 30.0, reconcile=True)
+            assert [j.hold for j in claimed] == [Hold.RECONCILE]
+            assert await store.abandoned(NOW, "test") == []          # held: not abandoned
+            assert await store.next_due() == NOW
+
+            found = decide(held, Reconciled("42"), NOW, POLICY)      # it reached the provider after all
+            assert isinstance(found, Transition)
+            submitted = await store.apply(held, found, NOW)
+            assert submitted.state is S.SUBMITTED and submitted.hold is None
+            lost = decide(submitted, Unknown("42"), NOW, POLICY)
+            assert isinstance(lost, Transition)
+            after = await store.apply(submitted, lost, NOW)
+            assert after.hold is Hold.UNKNOWN and (await store.get(job_id)).hold is Hold.UNKNOWN
+            assert await store.overdue(NOW - timedelta(days=1)) == 1  # found by its hold, not its age
+        finally:
+            await store.close()
+        raw = sqlite3.connect(tmp_path / "faxbridge.db")
+        try:
+            assert raw.execute("SELECT hold, typeof(hold) FROM jobs WHERE id = ?", (job_id,)).fetchone() == (
+                "unknown", "text")
+        finally:
+            raw.close()
+
+    asyncio.run(main())
+
+
+def test_a_hold_is_shown_in_words() -> None:
+    from faxbridge.jobview import job_line, job_object, job_text
+
+    held = job(S.SUBMITTING, hold=Hold.RECONCILE, next_attempt_at=NOW)
+    assert job_object(held)["hold"].startswith("held: the outcome of the last submission is unknown")
+    assert "next try at" in job_text(held, [])
+    lost = job(S.SUBMITTED, provider_id="42", hold=Hold.UNKNOWN, next_attempt_at=NOW)
+    text = job_text(lost, [])
+    assert "held: the provider says it has no record of this fax" in text and "gives up at" in text
+    assert "held: unknown to the provider" in job_line(lost)
+    assert "held: checking the provider's records" in job_line(held)

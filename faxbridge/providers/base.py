@@ -33,6 +33,9 @@ from faxbridge.models import (
 
 class Provider(Protocol):
     name: str  # "openfax" | "phaxio"
+    header_limit: int | None
+    """The longest fax header text the provider takes (longer is cut to it); None: no limit. Intake
+    cuts a mail's Subject to it, so it needs the number, not the provider's module."""
 
     async def submit(self, req: SubmitRequest) -> SubmitReceipt:
         """Send one fax. Raises TransientProviderError / RefusedError / AccountError."""

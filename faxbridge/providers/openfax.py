@@ -219,6 +219,7 @@ taken (the report may list a fax only once its first call attempt is over): the 
 
 class OpenfaxProvider:
     name = NAME
+    header_limit: int | None = HEADER_MAX    # toHeader and fromHeader: 15 characters
 
     def __init__(
         self,

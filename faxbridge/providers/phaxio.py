@@ -201,6 +201,7 @@ def verify_signature(
 
 class PhaxioProvider:
     name = NAME
+    header_limit: int | None = HEADER_MAX    # header_text: 50 characters (the simulator's too)
 
     def __init__(
         self,

@@ -38,6 +38,7 @@ from faxbridge.durable import fsync_dir
 from faxbridge.errors import Conflict, DuplicateJob, JobNotFound, StoreBusy, StoreError
 from faxbridge.models import (
     FaxOptions,
+    Hold,
     Job,
     JobEvent,
     JobState,
@@ -488,7 +489,7 @@ class SqliteStore:
         if limit <= 0:
             return []
         until = ts(now + timedelta(seconds=lease_s))
-        where = "state = 'submitting' AND hold = 'reconcile'" if reconcile else "state = 'queued'"
+        where = f"state = 'submitting' AND hold = '{Hold.RECONCILE}'" if reconcile else "state = 'queued'"
         with self._write() as db:
             rows = db.execute(
                 f"""SELECT id FROM jobs
@@ -510,7 +511,7 @@ class SqliteStore:
         ``owner`` (who knows which of its jobs it is working on): left so by a store failure after
         the provider was called. ``recover`` finds the same at start-up; this while running."""
         rows = self._db.execute(
-            """SELECT * FROM jobs WHERE state = 'submitting' AND (hold IS NULL OR hold != 'reconcile')
+            f"""SELECT * FROM jobs WHERE state = 'submitting' AND (hold IS NULL OR hold != '{Hold.RECONCILE}')
                AND (lease_until IS NULL OR lease_until < ? OR lease_owner = ?)""", (ts(now), owner)).fetchall()
         return [self._job(r) for r in rows]
 
@@ -531,7 +532,7 @@ class SqliteStore:
         with self._write() as db:
             db.execute("UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL")
         rows = self._db.execute(
-            "SELECT * FROM jobs WHERE state = 'submitting' AND (hold IS NULL OR hold != 'reconcile')"
+            f"SELECT * FROM jobs WHERE state = 'submitting' AND (hold IS NULL OR hold != '{Hold.RECONCILE}')"
         ).fetchall()
         return [self._job(r) for r in rows]
 
@@ -561,7 +562,8 @@ class SqliteStore:
             updated_at=_dt(r["updated_at"]) or datetime.now(UTC), finished_at=_dt(r["finished_at"]),
             doc_sha256=r["doc_sha256"], submit_tries=r["submit_tries"],
             next_attempt_at=_dt(r["next_attempt_at"]), submit_started_at=_dt(r["submit_started_at"]),
-            submitted_at=_dt(r["submitted_at"]), hold=r["hold"], callback_url=r["callback_url"],
+            submitted_at=_dt(r["submitted_at"]), hold=Hold(r["hold"]) if r["hold"] else None,
+            callback_url=r["callback_url"],
             recoveries=r["recoveries"], cancel_requested=bool(r["cancel_requested"]), version=r["version"],
         )
 
@@ -639,7 +641,8 @@ class SqliteStore:
         held because the provider says it has no record of their fax."""
         with _translate():
             row = self._db.execute(
-                "SELECT COUNT(*) FROM jobs WHERE state = 'submitted' AND (hold = 'unknown' OR submitted_at < ?)",
+                f"SELECT COUNT(*) FROM jobs WHERE state = 'submitted' "
+                f"AND (hold = '{Hold.UNKNOWN}' OR submitted_at < ?)",
                 (ts(submitted_before),),
             ).fetchone()
         return int(row[0])
@@ -689,8 +692,8 @@ class SqliteStore:
         """When the next queued job or reconciliation is due (for the dispatcher's sleep)."""
         with _translate():
             row = self._db.execute(
-                """SELECT MIN(next_attempt_at) FROM jobs
-                   WHERE state = 'queued' OR (state = 'submitting' AND hold = 'reconcile')"""
+                f"""SELECT MIN(next_attempt_at) FROM jobs
+                   WHERE state = 'queued' OR (state = 'submitting' AND hold = '{Hold.RECONCILE}')"""
             ).fetchone()
         return _dt(row[0])
 

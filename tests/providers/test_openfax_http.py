@@ -370,3 +370,14 @@ async def test_large_pdf_is_streamed(client: httpx.AsyncClient, stub: StubServer
     stub.reply(SEND, Reply({"Response": "Success", "OutTransID": 9}))
     assert (await adapter(client, stub).submit(request(big))).provider_id == "9"
     assert len(stub.seen[-1].field("PDF_encode") or "") == 4 * ((big.stat().st_size + 2) // 3)
+
+
+async def test_header_limit_is_what_the_adapter_sends(client: httpx.AsyncClient, stub: StubServer,
+                                                      pdf: Path) -> None:
+    """``header_limit`` (what intake cuts a Subject to) is the longest header the adapter sends whole."""
+    p = adapter(client, stub)
+    assert p.header_limit == 15             # Openfax toHeader / fromHeader: 15 characters
+    for header, sent in [("x" * 15, "x" * 15), ("y" * 15 + "z", "y" * 15)]:
+        stub.reply(SEND, Reply({"Response": "Success", "OutTransID": 779029}))
+        await p.submit(request(pdf, header=header))
+        assert dict(stub.seen[-1].fields)["toHeader"] == sent

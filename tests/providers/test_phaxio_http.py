@@ -244,3 +244,15 @@ def test_callback_payload_roundtrip_matches_list_rows() -> None:
 
     row = fax(50, "success", "J50")
     assert parse_callback({"fax": json.dumps(row)}) == fax_update(row)
+
+
+async def test_header_limit_is_what_the_adapter_sends(client: httpx.AsyncClient, stub: StubServer,
+                                                      pdf: Path) -> None:
+    """``header_limit`` (what intake cuts a Subject to) is the longest header the adapter sends whole;
+    the simulator path uses this adapter, so it is the simulator's limit too."""
+    p = adapter(client, stub)
+    assert p.header_limit == 50             # Phaxio header_text: 50 characters
+    for header, sent in [("x" * 50, "x" * 50), ("y" * 50 + "z", "y" * 50)]:
+        stub.reply("/v2.1/faxes", OK)
+        await p.submit(request(pdf, header=header))
+        assert dict(stub.seen[-1].fields)["header_text"] == sent
