@@ -51,6 +51,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,6 +200,8 @@ def run_faxbridge(template: bytes, seconds: float, connections: int, warmup: int
                                      root / "var"))
         finally:
             daemon.stop()
+            events = Counter(str(e.get("event")) for e in daemon.events())
+            print("  daemon log events: " + ", ".join(f"{name} {n}" for name, n in events.most_common(12)))
 
 
 def show(r: Result) -> None:
