@@ -3,10 +3,16 @@ cpu_per_message load (the faxbridge half of it: the same config, client, warm-up
 
 The daemon is started under ``py-spy record --subprocesses -f speedscope -r RATE -- python -m faxbridge
 run -c CONFIG`` (attaching to a running pid does not work on this machine's Python: py-spy cannot find
-its version; launching under py-spy does). py-spy samples every thread of the daemon and of each
-descendant ``--rate`` times a second and keeps only samples of threads that are running (not
-waiting), so a function's share of the samples is its share of the CPU; C code called from Python
-(zlib, base64, hashlib, SQLite, the socket calls) is charged to the Python line that called it.
+its version; launching under py-spy does; ``pip install -e '.[bench]'`` installs it). py-spy samples
+every thread of the daemon and of each descendant ``--rate`` times a second. Two views:
+
+- default: the samples of threads the kernel shows running (state R or D). That includes threads
+  waiting for the disk (fsync, SQLite's COMMIT) and, on a loaded machine, runnable threads
+  waiting for a core: "where the threads are when they are not asleep", waits included;
+- ``--gil``: only the thread holding the GIL, i.e. where the Python CPU goes. C code called with
+  the GIL held (base64, pypdf's regexes, strptime) is charged to the Python line that called it;
+  C code that releases the GIL (SQLite's steps, fsync, hashing large buffers, socket I/O) is not
+  in this view.
 Stacks under ``importlib._bootstrap`` are left out (start-up and first-use imports). The samples
 cover the whole life of the processes: start-up, the warm-up, the window and the drain, so they
 are the steady state plus a little of the rest.
@@ -52,16 +58,16 @@ CONNECTIONS, WARMUP = 4, 5          # as cpu_per_message's defaults
 class ProfiledDaemon(DaemonProcess):
     """``faxbridge run`` as the child of ``py-spy record``; ``pid`` is the daemon's own."""
 
-    def __init__(self, config: Path, log_path: Path, out: Path, rate: int) -> None:
+    def __init__(self, config: Path, log_path: Path, out: Path, rate: int, gil: bool) -> None:
         super().__init__(config, log_path)
-        self.out, self.rate = out, rate
+        self.out, self.rate, self.gil = out, rate, gil
         self.pid = 0
 
     def start(self) -> ProfiledDaemon:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [str(PYSPY), "record", "--subprocesses", "-f", "speedscope", "-r", str(self.rate), "-o", str(self.out),
-             "--", sys.executable, "-m", "faxbridge", "run", "-c", str(self.config)],
+             *(["--gil"] if self.gil else []), "--", sys.executable, "-m", "faxbridge", "run", "-c", str(self.config)],
             stdout=self._log, stderr=self._log, env=self.env)
         deadline = time.monotonic() + 30
         while not self.pid and time.monotonic() < deadline:
@@ -116,8 +122,10 @@ def analyse(path: Path, daemon_pid: int, messages: int, rate: int, top: int) -> 
         role = "daemon process" if pid_of(profile["name"]) == daemon_pid else "worker processes"
         roles[role].extend(profile["samples"])
     imports = {i for i, f in enumerate(frames) if "importlib._bootstrap" in f["file"]}
+    markers = {i for i, f in enumerate(frames) if not f["file"] and f["name"].startswith("process ")}
     for role in ("daemon process", "worker processes"):
-        samples = [s for s in roles.get(role, []) if s and not imports.intersection(s)]
+        samples = [[i for i in s if i not in markers] for s in roles.get(role, []) if not imports.intersection(s)]
+        samples = [s for s in samples if s]
         skipped = len(roles.get(role, [])) - len(samples)
         total = len(samples)
         if not total:
@@ -129,7 +137,10 @@ def analyse(path: Path, daemon_pid: int, messages: int, rate: int, top: int) -> 
         by_module: Counter[str] = Counter()
         self_time: Counter[str] = Counter()
         inclusive: Counter[str] = Counter()
+        modules: Counter[str] = Counter()
         for stack in samples:
+            for name in {module_of(frames[i]["file"]) for i in stack}:
+                modules[name] += 1
             leaf = frames[stack[-1]]
             by_module[module_of(leaf["file"])] += 1
             self_time[f"{leaf['name']}  ({module_of(leaf['file'])}:{leaf['line']})"] += 1
@@ -139,9 +150,11 @@ def analyse(path: Path, daemon_pid: int, messages: int, rate: int, top: int) -> 
         table(f"### {role}: self time by module (the leaf frame's file)", by_module, total, rate, messages, top)
         table(f"### {role}: self time by line", self_time, total, rate, messages, top)
         table(f"### {role}: inclusive time by function", inclusive, total, rate, messages, top)
+        table(f"### {role}: inclusive time by module (any frame of it on the stack)", modules, total, rate, messages,
+              top)
 
 
-def main(seconds: float, rate: int, top: int, keep: Path | None) -> None:
+def main(seconds: float, rate: int, top: int, keep: Path | None, gil: bool) -> None:
     template = make_message(200, body=False)
     print(f"load average {loadavg()}; {seconds:g} s window, py-spy at {rate} Hz")
     with tempfile.TemporaryDirectory() as tmp:
@@ -150,7 +163,7 @@ def main(seconds: float, rate: int, top: int, keep: Path | None) -> None:
         out = root / "profile.json"
         try:
             port = free_port()
-            daemon = ProfiledDaemon(daemon_config(root, port, sim), root / "daemon.log", out, rate).start()
+            daemon = ProfiledDaemon(daemon_config(root, port, sim), root / "daemon.log", out, rate, gil).start()
             try:
                 daemon.wait_ready(90)
                 result = asyncio.run(drive("faxbridge", daemon.pid, port, template, seconds, CONNECTIONS, WARMUP,
@@ -175,5 +188,6 @@ if __name__ == "__main__":
     ap.add_argument("--rate", type=int, default=100, help="samples a second")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--keep", type=Path, help="copy the speedscope file here")
+    ap.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL (py-spy --gil)")
     a = ap.parse_args()
-    main(a.seconds, a.rate, a.top, a.keep)
+    main(a.seconds, a.rate, a.top, a.keep, a.gil)
