@@ -1,5 +1,6 @@
 """Where the daemon's CPU per message goes: py-spy on the daemon and its worker processes under the
-cpu_per_message load (the faxbridge half of it: the same config, client, warm-up, window and drain).
+cpu_per_message load (the faxbridge half of it: the same config, client, warm-up, window and drain;
+the same ``--provider`` choice, null_provider.py by default).
 
 The daemon is started under ``py-spy record --subprocesses -f speedscope -r RATE -- python -m faxbridge
 run -c CONFIG`` (attaching to a running pid does not work on this machine's Python: py-spy cannot find
@@ -45,11 +46,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _kit import command, loadavg
-from cpu_per_message import SPEED, daemon_config, drive, show
+from cpu_per_message import PROVIDERS, Provider, daemon_config, drive, show
 from smtp_ingest import make_message
 
 from tests.conftest import free_port
-from tests.support import DaemonProcess, SimProcess, process_tree
+from tests.support import DaemonProcess, process_tree
 
 PYSPY = Path(sys.executable).parent / "py-spy"
 CONNECTIONS, WARMUP = 4, 5          # as cpu_per_message's defaults
@@ -154,25 +155,22 @@ def analyse(path: Path, daemon_pid: int, messages: int, rate: int, top: int) -> 
               top)
 
 
-def main(seconds: float, rate: int, top: int, keep: Path | None, gil: bool) -> None:
+def main(seconds: float, rate: int, top: int, keep: Path | None, gil: bool, provider: str) -> None:
     template = make_message(200, body=False)
-    print(f"load average {loadavg()}; {seconds:g} s window, py-spy at {rate} Hz")
-    with tempfile.TemporaryDirectory() as tmp:
+    print(f"load average {loadavg()}; {seconds:g} s window, py-spy at {rate} Hz{' --gil' if gil else ''}; "
+          f"provider: {PROVIDERS[provider]}")
+    with tempfile.TemporaryDirectory() as tmp, Provider(provider, Path(tmp)) as prov:
         root = Path(tmp)
-        sim = SimProcess(free_port(), root / "sim.log", speed=SPEED).start()
         out = root / "profile.json"
+        port = free_port()
+        daemon = ProfiledDaemon(daemon_config(root, port, prov.settings), root / "daemon.log", out, rate, gil).start()
         try:
-            port = free_port()
-            daemon = ProfiledDaemon(daemon_config(root, port, sim), root / "daemon.log", out, rate, gil).start()
-            try:
-                daemon.wait_ready(90)
-                result = asyncio.run(drive("faxbridge", daemon.pid, port, template, seconds, CONNECTIONS, WARMUP,
-                                           root / "var"))
-                tree = {p: command(p) for p in process_tree(daemon.pid)}
-            finally:
-                daemon.stop()
+            daemon.wait_ready(90)
+            result = asyncio.run(drive("faxbridge", daemon.pid, port, template, seconds, CONNECTIONS, WARMUP,
+                                       root / "var"))
+            tree = {p: command(p) for p in process_tree(daemon.pid)}
         finally:
-            sim.stop()
+            daemon.stop()
         show(result)
         print("processes: " + "; ".join(f"{p}: {c[:60]}" for p, c in tree.items()))
         print(f"load average {loadavg()}")
@@ -189,5 +187,6 @@ if __name__ == "__main__":
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--keep", type=Path, help="copy the speedscope file here")
     ap.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL (py-spy --gil)")
+    ap.add_argument("--provider", choices=list(PROVIDERS), default="null")
     a = ap.parse_args()
-    main(a.seconds, a.rate, a.top, a.keep, a.gil)
+    main(a.seconds, a.rate, a.top, a.keep, a.gil, a.provider)
