@@ -213,9 +213,9 @@ class Provider:
         return tree_cpu(self.pid)[0] if self.pid is not None else 0.0
 
 
-def daemon_config(root: Path, smtp_port: int, provider_settings: dict[str, object]) -> Path:
+def daemon_config(root: Path, smtp_port: int, provider: dict[str, object]) -> Path:
+    """The daemon's config: SMTP and webhook on free loopback ports, the hourly limits off, ``provider``."""
     web_port = free_port()
-    provider = provider_settings
     return write_config(root / "faxbridge.toml", {
         "state_dir": str(root / "var"),
         "smtp": {"enabled": True, "listen": f"127.0.0.1:{smtp_port}"},
@@ -275,7 +275,7 @@ def main(seconds: float, connections: int, warmup: int, provider: str) -> None:
     print(f"CPU per message: faxbridge {ours.ms_per_message:.1f} ms, bare {bare.ms_per_message:.1f} ms, "
           f"bare/faxbridge {cpu_ratio:.2f} (target >= 1.0, stretch >= 2)")
     print(json.dumps({"figure": f"CPU per accepted message, 282 KB mail, {connections} conns",
-                      "target": "bare/ours >= 1 (2)", "measured_ms": round(ours.ms_per_message, 1),
+                      "target": "ratio >= 1 (2)", "measured_ms": round(ours.ms_per_message, 1),
                       "baseline_ms": round(bare.ms_per_message, 1), "ratio": round(cpu_ratio, 2),
                       "provider": provider}))
     for load, (bare, ours) in pairs.items():
@@ -283,7 +283,7 @@ def main(seconds: float, connections: int, warmup: int, provider: str) -> None:
         print(f"throughput, {load}: faxbridge {ours.rate:.1f} msg/s (intake alone {ours.intake_rate:.1f}), bare "
               f"{bare.rate:.1f} msg/s, faxbridge/bare {ratio:.2f} (target >= 1.0)")
         print(json.dumps({"figure": "throughput with submissions" + (", other core busy" if load != "quiet" else ""),
-                          "target": "ours/bare >= 1.0", "measured_msg/s": round(ours.rate, 1),
+                          "target": "ratio >= 1.0", "measured_msg/s": round(ours.rate, 1),
                           "baseline_msg/s": round(bare.rate, 1), "ratio": round(ratio, 2),
                           "provider": provider}))
 
