@@ -228,12 +228,22 @@ def open_jobs(state_dir: Path) -> tuple[int, int]:
     return int(total), int(pending)
 
 
-def wait_drained(state_dir: Path, jobs: int, timeout: float = 600.0, interval: float = 0.1) -> bool:
-    """Until at least ``jobs`` jobs are in the store and none of them is still open."""
+def wait_drained(state_dir: Path, jobs: int, timeout: float = 600.0, interval: float = 0.1,
+                 config: Path | None = None) -> bool:
+    """Until at least ``jobs`` jobs are in the store and none of them is still open. Should the
+    database not answer for 10 s in a row (busy, or its layout changed), ``config`` given, the
+    daemon's own CLI is asked instead (``wait_final``)."""
     deadline = time.monotonic() + timeout
+    failing_since: float | None = None
     while time.monotonic() < deadline:
-        with contextlib.suppress(sqlite3.OperationalError):   # busy, or the file not there yet
+        try:
             total, pending = open_jobs(state_dir)
+        except sqlite3.Error:
+            failing_since = failing_since or time.monotonic()
+            if config is not None and time.monotonic() - failing_since > 10:
+                return wait_final(config, jobs, deadline - time.monotonic()) is not None
+        else:
+            failing_since = None
             if total >= jobs and pending == 0:
                 return True
         time.sleep(interval)

@@ -56,6 +56,7 @@ import asyncio
 import contextlib
 import json
 import resource
+import sqlite3
 import sys
 import tempfile
 import time
@@ -151,6 +152,8 @@ async def session(port: int, template: bytes, index: int, warmup: int, shared: S
 
 async def drive(kind: str, pid: int, port: int, template: bytes, seconds: float, connections: int, warmup: int,
                 state_dir: Path | None) -> Result:
+    """One server's run (see the module docstring); ``state_dir`` (faxbridge's): wait for its jobs."""
+    config = state_dir.parent / "faxbridge.toml" if state_dir is not None else None
     shared = Shared(asyncio.Event())
     tasks = [asyncio.create_task(session(port, template, i, warmup, shared)) for i in range(connections)]
     while shared.warmed < connections:
@@ -158,7 +161,8 @@ async def drive(kind: str, pid: int, port: int, template: bytes, seconds: float,
         for t in tasks:
             if t.done():
                 t.result()            # a session that failed in its warm-up: its error, now
-    if state_dir is not None and not await asyncio.to_thread(wait_drained, state_dir, connections * warmup):
+    if state_dir is not None and not await asyncio.to_thread(wait_drained, state_dir, connections * warmup, 600,
+                                                                   0.1, config):
         raise SystemExit("the warm-up jobs were not final in time")
     cpu0, _ = tree_cpu(pid)
     client0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -172,8 +176,10 @@ async def drive(kind: str, pid: int, port: int, template: bytes, seconds: float,
     client1 = resource.getrusage(resource.RUSAGE_SELF)
     t2, cpu2, backlog = t1, cpu1, 0
     if state_dir is not None:
-        backlog = open_jobs(state_dir)[1]
-        if not await asyncio.to_thread(wait_drained, state_dir, connections * warmup + shared.accepted, 600, 0.05):
+        with contextlib.suppress(sqlite3.Error):
+            backlog = open_jobs(state_dir)[1]
+        if not await asyncio.to_thread(wait_drained, state_dir, connections * warmup + shared.accepted, 600, 0.05,
+                                       config):
             raise SystemExit("the jobs of the window were not final in time")
         t2 = time.monotonic()
         cpu2, processes = tree_cpu(pid)

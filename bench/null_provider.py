@@ -24,18 +24,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import re
 import signal
 import subprocess
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+JOB_TAG = "faxbridge_job"      # the tag the daemon's Phaxio adapter puts its job id in
 
-from faxbridge.providers.phaxio import JOB_TAG, signature
+
+def signature(token: str, url: str, fields: dict[str, str]) -> str:
+    """X-Phaxio-Signature as Phaxio makes it: HMAC-SHA1 over the URL and the sorted name+value fields
+    (no file parts here). Written out on this side, as the simulator does, so the bench does not
+    depend on where the daemon keeps its own check."""
+    text = url + "".join(k + v for k, v in sorted(fields.items()))
+    return hmac.new(token.encode(), text.encode(), hashlib.sha1).hexdigest()
+
 
 FIELD = re.compile(rb'name="([^"]+)"\r\n\r\n([^\r]*)\r\n')
 
@@ -106,7 +114,7 @@ class NullPhaxio:
         parts = urlsplit(url)
         request = (f"POST {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n"
                    f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n"
-                   f"X-Phaxio-Signature: {signature(self.token, url, fields, [])}\r\n\r\n").encode() + body
+                   f"X-Phaxio-Signature: {signature(self.token, url, fields)}\r\n\r\n").encode() + body
         await asyncio.sleep(0.02)
         for _ in range(600):
             with contextlib.suppress(OSError, asyncio.IncompleteReadError):
