@@ -26,11 +26,13 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _kit import wait_final
 
 from faxbridge.simulator import credentials
 from tests.conftest import free_port
-from tests.support import DaemonProcess, SimProcess, base_settings, big_pdf, cli, process_tree, write_config
+from tests.support import DaemonProcess, SimProcess, base_settings, big_pdf, process_tree, write_config
 
 
 def rss(pid: int, key: str) -> float:
@@ -122,17 +124,6 @@ def hand_over(path_kind: str, root: Path, smtp_port: int, pdf: Path) -> None:
         tmp = root / "outbox" / ".15555551212.pdf.part"
         tmp.write_bytes(pdf.read_bytes())
         tmp.rename(root / "outbox" / "15555551212.pdf")
-
-
-def wait_final(config: Path, jobs: int) -> str | None:
-    """Until ``jobs`` jobs are final; the newest one's state."""
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        out = [json.loads(line) for line in cli("jobs", "--json", config=config).stdout.splitlines()]
-        if len(out) >= jobs and all(j["final"] for j in out):
-            return str(out[0]["state"])
-        time.sleep(0.2)
-    return None
 
 
 def main(megabytes: int) -> None:

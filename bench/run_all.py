@@ -28,6 +28,8 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [   # script, full args, quick
     ("folder_burst.py", [], ["--files", "500"]),
     ("large_document_rss.py", [], ["--mb", "10"]),
     ("restart_healthy.py", [], ["--jobs", "20000", "--runs", "1"]),
+    ("footprint.py", [], []),
+    ("cpu_per_message.py", ["--seconds", "20"], ["--seconds", "8"]),
 ]
 
 

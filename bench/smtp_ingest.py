@@ -102,7 +102,8 @@ async def serve(kind: str, port: int, state: Path, cover: bool) -> None:
 # --- the client ---------------------------------------------------------------------------------------------
 
 
-def make_message(size_kb: int, body: bool) -> bytes:
+def scan_pdf(size_kb: int) -> bytes:
+    """A one-page PDF of about ``size_kb`` KB: one page of random grey pixels, as a scanner makes it."""
     from fpdf import FPDF
     from PIL import Image
 
@@ -113,7 +114,12 @@ def make_message(size_kb: int, body: bool) -> bytes:
     pdf = FPDF(unit="pt", format="letter")
     pdf.add_page()
     pdf.image(png, x=36, y=36, w=540)
-    data = bytes(pdf.output())
+    return bytes(pdf.output())
+
+
+def make_message(size_kb: int, body: bool) -> bytes:
+    """The scanner's mail carrying ``scan_pdf(size_kb)``; ``{mid}`` in it is to be made unique per send."""
+    data = scan_pdf(size_kb)
     encoded = base64.encodebytes(data).decode().replace("\n", "\r\n")
     text = "Please fax the attached scan.\r\n" if body else ""
     return (
