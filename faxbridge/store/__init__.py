@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from faxbridge.clock import stamp as ts
 from faxbridge.errors import Conflict
 from faxbridge.models import new_job_id
 from faxbridge.store.protocol import DOC_NAME, DocumentSpool, JobStore, Observer, OutboxItem, Staged
 from faxbridge.store.spool import FileSpool
-from faxbridge.store.sqlite import MIGRATIONS, OUTBOX_KINDS, SqliteStore, Store, ts
+from faxbridge.store.sqlite import MIGRATIONS, OUTBOX_KINDS, SqliteStore, Store
 from faxbridge.store.threaded import ThreadedStore
 
 __all__ = ["DOC_NAME", "MIGRATIONS", "OUTBOX_KINDS", "Conflict", "DocumentSpool", "FileSpool", "JobStore",
