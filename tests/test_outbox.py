@@ -114,3 +114,30 @@ async def test_close_runs_a_last_round(tmp_path: Path) -> None:
     await worker.close(5)
     assert seen == [job_id]
     await store.close()
+
+
+async def test_a_job_row_that_does_not_decode_waits_and_the_other_rows_go_out(tmp_path: Path) -> None:
+    """The outbox row of a job whose row does not decode is this row's trouble, not the store's: it
+    is retried with back-off (an operator may repair the row; nothing is dropped), and the rows
+    after it are delivered meanwhile."""
+    clock = FakeClock()
+    store = await open_store(tmp_path, "simulator")
+    seen: list[str] = []
+
+    async def deliver(job: Job, events: Sequence[JobEvent], item: OutboxItem) -> None:
+        seen.append(job.id)
+
+    worker = OutboxWorker(store, clock, "sidecar", deliver, retry_initial=10, retry_max=10)
+    bad, good = await final_job(store, clock), await final_job(store, clock)
+    raw = sqlite3.connect(tmp_path / "faxbridge.db", isolation_level=None)
+    try:
+        raw.execute("UPDATE jobs SET meta = '{not json' WHERE id = ?", (bad,))
+        assert await worker.run_once() == 1 and seen == [good]
+        assert await store.outbox_backlog() == 1
+        raw.execute("UPDATE jobs SET meta = '{}' WHERE id = ?", (bad,))       # repaired
+    finally:
+        raw.close()
+    clock.advance(10)
+    assert await worker.run_once() == 1 and seen == [good, bad]
+    assert await store.outbox_backlog() == 0
+    await store.close()

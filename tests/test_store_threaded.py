@@ -12,7 +12,7 @@ import pytest
 
 from faxbridge.errors import JobNotFound, StoreBusy, StoreError
 from faxbridge.models import FaxOptions, Job, NewJob, Source
-from faxbridge.store import DOC_NAME, JobStore, ThreadedStore, open_store
+from faxbridge.store import DOC_NAME, JobStore, ThreadedStore, UnreadableJob, open_store
 from faxbridge.store.threaded import translate
 from tests.support import make_pdf
 
@@ -135,7 +135,7 @@ def test_a_row_that_does_not_decode_is_skipped_by_lists_and_named_by_get(tmp_pat
                 claimed = await store.claim_due("me", datetime.now(UTC), 10, 60.0)
                 assert [j.id for j in claimed] == [good.id]
             assert [(e["event"], e["job_id"]) for e in logs] == [("store.bad_row", bad.id)]
-            with pytest.raises(StoreError, match=bad.id):
+            with pytest.raises(UnreadableJob, match=bad.id):
                 await store.get(bad.id)
             # the unreadable row keeps its lease: not due again (no busy loop) until it runs out
             due = await store.next_due()

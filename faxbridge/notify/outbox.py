@@ -15,8 +15,11 @@ delivering a row (a bug, a stored sender no mail header can hold) gives that row
 error as its reason, and the worker goes on with the next row; a given-up row is marked done, so
 a restart does not meet it again. The store records a give-up as a ``notify.given_up`` event in
 the job's history, which ``faxbridge job ID`` shows. Store trouble is not a row's fault: the round
-ends and is tried again. Under all that the loop runs in a :class:`faxbridge.loops.Supervisor`,
-which restarts it with back-off should it still raise; ``healthy()`` is False while it is down.
+ends and is tried again; but a job whose row does not decode (:class:`UnreadableJob`) is this
+row's trouble: it is retried later with back-off, like :class:`NotifyRetry` (nothing is dropped:
+an operator may repair the row), and the other rows go on. Under all that the loop runs in a
+:class:`faxbridge.loops.Supervisor`, which restarts it with back-off should it still raise;
+``healthy()`` is False while it is down.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from faxbridge.errors import FaxbridgeError, JobNotFound, StoreError
 from faxbridge.loops import OnRestart, Supervisor, nap
 from faxbridge.models import Job, JobEvent
 from faxbridge.states import Policy, backoff
-from faxbridge.store import JobStore, OutboxItem
+from faxbridge.store import JobStore, OutboxItem, UnreadableJob
 
 log = structlog.get_logger("faxbridge.notify")
 
@@ -106,7 +109,7 @@ class OutboxWorker:
             job = await self.store.get(item.job_id)
             events = await self.store.events(item.job_id)
             await self.deliver(job, events, item)
-        except NotifyRetry as exc:
+        except (NotifyRetry, UnreadableJob) as exc:
             delay = retry_delay(item, self.retry_initial, self.retry_max)
             log.warning("notify.retry", kind=self.kind, job_id=item.job_id, attempts=item.attempts + 1,
                         retry_in_s=delay, error=printable(str(exc)))

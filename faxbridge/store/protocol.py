@@ -20,11 +20,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+from faxbridge.errors import StoreError
 from faxbridge.models import Job, JobEvent, JobState, NewJob, PreparedDocument
 from faxbridge.states import Transition
 
 DOC_NAME = "fax.pdf"
 """The file name of a job's fax-ready document in its staging folder (and in the spool)."""
+
+class UnreadableJob(StoreError):
+    """A job's stored row does not decode (a ``state`` no :class:`JobState` has, ``meta`` that is
+    not JSON...): raised by :meth:`JobStore.get` naming the id. List reads skip such a row (logged
+    once as ``store.bad_row``), so one corrupt row never stops a loop. (A ``StoreError`` of the
+    tree in :mod:`faxbridge.errors`.)"""
+
+    def __init__(self, job_id: str, why: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id}: its row in the job store does not decode: {why}")
+
 
 Observer = Callable[[Job | None, Job, str], None]
 """Told (before, after, event name) after each committed change; must not raise or block."""

@@ -49,7 +49,7 @@ from faxbridge.models import (
     Source,
 )
 from faxbridge.states import Transition
-from faxbridge.store.protocol import DOC_NAME, OutboxItem, Staged
+from faxbridge.store.protocol import DOC_NAME, OutboxItem, Staged, UnreadableJob
 from faxbridge.store.spool import FileSpool
 
 log = structlog.get_logger("faxbridge.store")
@@ -594,7 +594,7 @@ class SqliteStore:
         try:
             return self._job(row)
         except (ValueError, TypeError, KeyError) as exc:
-            raise StoreError(f"job {row['id']}: its row in the job store does not decode: {exc!r}") from exc
+            raise UnreadableJob(row["id"], repr(exc)) from exc
 
     def jobs(self, state: JobState | None = None, limit: int | None = None) -> list[Job]:
         sql = "SELECT * FROM jobs"
