@@ -53,7 +53,7 @@ from faxbridge.states import (
     Recovered,
     SubmitFailed,
 )
-from faxbridge.store import JobStore
+from faxbridge.store import JobStore, UnreadableJob
 from faxbridge.workflow import advance
 
 log = structlog.get_logger("faxbridge.dispatcher")
@@ -148,6 +148,8 @@ class Dispatcher:
             await advance(self.store, job.id, Recovered("after the job store failed during its submission"),
                           self.clock, self.policy)
             await self.store.release(job.id, self.owner)
+        except UnreadableJob as exc:            # its row stopped decoding: this job only
+            log.error("dispatcher.job_error", job_id=job.id, error=str(exc))
         except StoreError:
             raise                               # the store as a whole: the round is retried
         except Exception as exc:                # this job only: the next round tries it again

@@ -35,7 +35,7 @@ from faxbridge.loops import nap
 from faxbridge.models import Job, PendingFax, StatusUpdate
 from faxbridge.providers.base import Provider
 from faxbridge.states import CancelFailed, Decision, Ignore, Policy, Status, Unknown
-from faxbridge.store import JobStore
+from faxbridge.store import JobStore, UnreadableJob
 from faxbridge.workflow import advance
 
 log = structlog.get_logger("faxbridge.tracker")
@@ -154,6 +154,10 @@ class Tracker:
         for update in result.updates:
             try:
                 applied = await self.apply(update)
+            except UnreadableJob as exc:    # that job's row does not decode: this update only
+                log.error("tracker.update_failed", provider_id=update.provider_id, job_id=update.job_id,
+                          error=str(exc))
+                continue
             except StoreError:
                 raise                   # the store as a whole: this cycle (and its cursor) is retried
             except Exception as exc:    # this update only

@@ -496,12 +496,13 @@ async def test_the_paper_asked_for_is_the_paper_sent(tmp_path: Path, pdf: Callab
         await _close_env(e)
 
 
+@pytest.mark.parametrize("when", ["queued", "submitted"])
 @pytest.mark.parametrize("corruption", [
     "UPDATE jobs SET state = 'no-such-state' WHERE id = ?",
     "UPDATE jobs SET meta = '{not json' WHERE id = ?",
 ], ids=["state", "meta"])
 async def test_a_row_that_does_not_decode_stops_neither_dispatcher_nor_tracker(
-        tmp_path: Path, pdf: Callable[..., Path], corruption: str) -> None:
+        tmp_path: Path, pdf: Callable[..., Path], corruption: str, when: str) -> None:
     """A job row written by hand (or by a broken disk) that does not decode: the list reads skip it
     (``store.bad_row``, once), ``get`` names it in a StoreError, and every other job is dispatched
     and tracked to delivered."""
@@ -511,9 +512,12 @@ async def test_a_row_that_does_not_decode_stops_neither_dispatcher_nor_tracker(
 
     from faxbridge.errors import StoreError
 
-    e = await _make_env("phaxio", tmp_path, pdf)
+    e = await _make_env("phaxio", tmp_path, pdf, speed=100.0)
     try:
         bad, good = await e.enqueue("+15555551212"), await e.enqueue("+15555551213")
+        if when == "submitted":           # both faxes at the provider: its news names the bad job too
+            await e.dispatcher.run_until_idle()
+            assert {(await e.store.get(j)).state for j in (bad, good)} == {JobState.SUBMITTED}
         raw = sqlite3.connect(tmp_path / "var" / "faxbridge.db", isolation_level=None)
         try:
             raw.execute(corruption, (bad,))
@@ -523,7 +527,7 @@ async def test_a_row_that_does_not_decode_stops_neither_dispatcher_nor_tracker(
             await e.finish()                       # every job that can be read ends
             await e.finish()
         assert (await e.store.get(good)).state is JobState.DELIVERED
-        assert await e.sends(good) == 1
+        assert await e.sends(good) == 1 and len(e.sim.sends) == (2 if when == "submitted" else 1)
         assert [j.id for j in await e.store.jobs()] == [good]
         with pytest.raises(StoreError, match=bad):
             await e.store.get(bad)
