@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from faxbridge import logs
 from faxbridge.clock import SystemClock
 from faxbridge.dispatcher import Dispatcher
-from faxbridge.intake import accept
 from faxbridge.models import InputFile, NewJob, Paper, Source, SubmitRequest
 from faxbridge.simulator import Simulator, SimulatorServer
 from faxbridge.states import Policy
-from faxbridge.store import Store
+from faxbridge.store import open_store
+from faxbridge.workflow import accept
 from tests.support import make_pdf, sim_provider
 
 
@@ -54,11 +54,11 @@ async def main(jobs: int, kind: str) -> None:
             await asyncio.gather(*(one(n) for n in range(jobs)))
             baseline = time.perf_counter() - t0
 
-            store = Store(root / "var", kind)
+            store = await open_store(root / "var", kind)
             t0 = time.perf_counter()
             for _ in range(jobs):
-                accept(store, SystemClock(), NewJob(source=Source.CLI, to="+15555551212", document="one.pdf"),
-                       [InputFile("one.pdf", pdf)], max_pages=200)
+                await accept(store, SystemClock(), NewJob(source=Source.CLI, to="+15555551212", document="one.pdf"),
+                             [InputFile("one.pdf", pdf)], max_pages=200)
             enqueue = time.perf_counter() - t0
             d = Dispatcher(store, provider, SystemClock(), Policy(), max_in_flight=50, owner="bench")
             t0 = time.perf_counter()
@@ -67,8 +67,9 @@ async def main(jobs: int, kind: str) -> None:
             d.max_in_flight = jobs + 1
             await d.run_until_idle()
             dispatched = time.perf_counter() - t0
-            assert store.counts().get("submitted") == jobs, store.counts()
-            store.close()
+            counts = await store.counts()
+            assert counts.get("submitted") == jobs, counts
+            await store.close()
         await server.stop()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"provider={kind} jobs={jobs}")

@@ -39,7 +39,7 @@ from faxbridge.clock import SystemClock
 from faxbridge.providers.base import Provider
 from faxbridge.simulator import Simulator, SimulatorServer
 from faxbridge.states import Policy
-from faxbridge.store import Store
+from faxbridge.store import JobStore, open_store
 from faxbridge.tracker import Tracker
 from tests.support import sim_provider
 from tests.tracking.bulk import fill_sim, fill_store
@@ -77,7 +77,7 @@ async def measure(kind: str, count: int, cycles: int, spread: float, baseline: b
     out = Figures()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            store = Store(Path(tmp), kind)
+            store = await open_store(Path(tmp), kind)
             fill_store(store, rows)
             async with httpx.AsyncClient(timeout=120) as client:
                 provider = sim_provider(kind, client, base)
@@ -92,16 +92,16 @@ async def measure(kind: str, count: int, cycles: int, spread: float, baseline: b
                     reqs += tracker.last_requests
                     cpu += tracker.last_cpu_s
                 out.steady = (reqs / cycles, cpu / cycles)
-            store.close()
+            await store.close()
     finally:
         here.send("stop")
         child.join(30)
     return out
 
 
-async def naive(kind: str, provider: Provider, store: Store) -> tuple[float, float]:
+async def naive(kind: str, provider: Provider, store: JobStore) -> tuple[float, float]:
     """One cycle the naive way; (requests, CPU seconds)."""
-    jobs = store.submitted()
+    jobs = await store.submitted()
     t0 = time.process_time()
     if kind == "phaxio":
         sem = asyncio.Semaphore(20)

@@ -1,13 +1,19 @@
 """Composition root: build the daemon from the configuration, run it, stop it in order.
 
-Holds no job logic. Start order: take the state-dir lock, open the store, recover jobs a
-crash left mid-work, start the provider (and the built-in simulator when
-``provider.kind = "simulator"``), then the dispatcher and tracker loops, each under a
+Holds no job logic. Start order: take the state-dir lock, open the store (``open_store``: every
+store call is awaited, the event loop never waits on a commit), recover jobs a crash left
+mid-work, start the provider (and the built-in simulator when ``provider.kind = "simulator"``),
+then the dispatcher and tracker loops, each under a
 :class:`faxbridge.loops.Supervisor`: a loop that dies is logged, counted in
 ``faxbridge_loop_restarts_total{loop}`` and restarted with capped back-off, and ``/healthz``
 names it while it is down; it never ends the daemon. Stop order
 (SIGTERM/SIGINT): stop taking new work, let calls in progress finish for up to
 ``shutdown_grace``, close the provider, the simulator and the store, exit 0.
+
+Health: :meth:`Daemon.healthy` stays synchronous (the systemd watchdog and tests call it) and
+never touches the store: a small probe loop (:meth:`Daemon._probe_store`) asks the store a cheap
+question every ``PROBE_S`` seconds and keeps the answer; the store is unhealthy when its last
+answer was an error, or when a question has waited longer than ``PROBE_WAIT_S``.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from faxbridge.errors import AlreadyRunning, ConfigError, FaxbridgeError
 from faxbridge.ingress import smtp as smtp_ingress
 from faxbridge.ingress import watch as folder_ingress
 from faxbridge.logs import register_secrets
-from faxbridge.loops import Supervisor
+from faxbridge.loops import Supervisor, nap
 from faxbridge.metrics import Metrics, transition_observer, watch_core
 from faxbridge.notify import mail as mail_notify
 from faxbridge.notify import sidecar as sidecar_notify
@@ -48,12 +54,15 @@ from faxbridge.sdnotify import Notifier
 from faxbridge.simulator import Simulator, SimulatorServer, credentials
 from faxbridge.statelock import LOCK_NAME, is_served
 from faxbridge.states import Policy, Recovered
-from faxbridge.store import Store, new_job_id
+from faxbridge.store import JobStore, new_job_id, open_store
 from faxbridge.tracker import Tracker
 from faxbridge.webserver import build_webserver
 from faxbridge.workflow import advance
 
 log = structlog.get_logger("faxbridge.app")
+
+PROBE_S = 5.0            # the store is asked this often whether it answers
+PROBE_WAIT_S = 10.0      # ... and is unhealthy when an answer takes longer (SQLite's busy timeout)
 
 
 def policy_of(cfg: Config) -> Policy:
@@ -208,7 +217,8 @@ class Daemon:
         self.policy = policy_of(cfg)
         self.owner = f"{os.getpid()}-{new_job_id()[-8:]}"
         self.ready = asyncio.Event()
-        self.store: Store | None = None
+        self.store: JobStore | None = None
+        self.store_ok = False                      # the store probe's last word (see healthy)
         self.handle: ProviderHandle | None = None
         self.dispatcher: Dispatcher | None = None
         self.tracker: Tracker | None = None
@@ -217,14 +227,25 @@ class Daemon:
         self.metrics = Metrics()
 
     def healthy(self) -> bool:
-        """The store answers and every started component (and supervised loop) reports healthy."""
-        if self.store is None or self.runtime is None:
-            return False
-        try:
-            self.store.counts()
-        except FaxbridgeError:
+        """The store answered the last probe and every started component (and supervised loop)
+        reports healthy. Synchronous, and never calls the store (see the module docstring)."""
+        if self.store is None or self.runtime is None or not self.store_ok:
             return False
         return all(c.healthy() for c in self.runtime.components)
+
+    async def _probe_store(self, store: JobStore, stop: asyncio.Event) -> None:
+        """Keep :attr:`store_ok` up to date: a cheap read, awaited, every ``PROBE_S`` seconds."""
+        while not stop.is_set():
+            try:
+                async with asyncio.timeout(PROBE_WAIT_S):
+                    await store.kv_get("health")
+            except (TimeoutError, FaxbridgeError) as exc:
+                if self.store_ok:
+                    log.warning("store.unhealthy", error=repr(exc))
+                self.store_ok = False
+            else:
+                self.store_ok = True
+            await nap(PROBE_S, stop)
 
     def reload(self) -> None:
         """SIGHUP: re-read the configuration; apply what can change live, log the rest."""
@@ -249,29 +270,34 @@ class Daemon:
         if p.not_applied:
             log.warning("config.not_reloaded", keys=p.not_applied, why="these keys need a restart")
 
-    def recover(self, store: Store) -> None:
-        removed = store.clean_spool()
+    async def recover(self, store: JobStore) -> None:
+        removed = await store.clean_spool()
         if removed:
             log.info("store.spool_cleaned", removed=removed)
-        for job in store.recover():
-            advance(store, job.id, Recovered(), self.clock, self.policy)
+        for job in await store.recover():
+            await advance(store, job.id, Recovered(), self.clock, self.policy)
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
         register_secrets(secrets_of(cfg))
         raise_nofile()
         lock = lock_state_dir(cfg.state_dir)
-        store = self.store = Store(cfg.state_dir, provider_name(cfg))
         try:
-            self.recover(store)
+            store = self.store = await open_store(cfg.state_dir, provider_name(cfg))
+        except BaseException:
+            lock.close()
+            raise
+        try:
+            await self.recover(store)
+            self.store_ok = True                        # it just answered
             async with open_provider(cfg, self.metrics, build=self.build) as handle:
                 self.handle = handle
                 await self._serve(store, handle, stop)
         finally:
-            store.close()
+            await store.close()
             lock.close()
 
-    async def _serve(self, store: Store, handle: ProviderHandle, stop: asyncio.Event) -> None:
+    async def _serve(self, store: JobStore, handle: ProviderHandle, stop: asyncio.Event) -> None:
         cfg = self.cfg
         dispatcher = self.dispatcher = Dispatcher(store, handle.provider, self.clock, self.policy,
                                                   max_in_flight=cfg.limits.max_in_flight, owner=self.owner)
@@ -287,14 +313,15 @@ class Daemon:
         runtime.metrics.on_scrape(
             "provider_test_fax_updates", "Status updates about faxes the provider marked is_test (a test key "
             "in use), since start", ["provider"], lambda: [((cfg.provider.kind,), float(tracker.test_faxes))])
-        store.observers.append(transition_observer(runtime.metrics))
+        store.observe(transition_observer(runtime.metrics))
         components = [c for c in (build(runtime) for build in COMPONENTS) if c is not None]
         started: list[Component] = []
         work_stop = asyncio.Event()
         loops = [SupervisedLoop(self._supervise("dispatcher", lambda: dispatcher.run(work_stop), work_stop)),
                  SupervisedLoop(self._supervise("tracker", lambda: tracker.run(work_stop), work_stop))]
         tasks: list[asyncio.Task[None]] = []
-        background: list[asyncio.Task[None]] = []
+        background: list[asyncio.Task[None]] = [
+            asyncio.create_task(self._probe_store(store, work_stop), name="store-probe")]
         try:
             for component in components:
                 await component.start()
@@ -312,7 +339,7 @@ class Daemon:
             self.ready.set()
             self.notifier.ready(f"serving: {', '.join(c.name for c in started) or 'queue only'}")
             log.info("daemon.ready", state_dir=str(cfg.state_dir), provider=cfg.provider.kind,
-                     components=[c.name for c in started], jobs=store.counts(), pid=os.getpid())
+                     components=[c.name for c in started], jobs=await store.counts(), pid=os.getpid())
             await stop.wait()            # a core loop that dies is restarted by its supervisor
         finally:
             # Stop order: listeners first, then let provider calls in progress finish, then the rest.

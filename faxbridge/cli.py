@@ -2,6 +2,11 @@
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage, configuration or input error. Errors are
 one readable line on stderr (``faxbridge: error: ...``); ``--debug`` adds the traceback.
+
+Every command that needs the job store opens it through the one factory
+(:func:`faxbridge.store.open_store`, read-only where it only reads) inside ``asyncio.run`` at
+the command's edge. Commands that only look at or act on jobs (``jobs``, ``job``, ``cancel``,
+``retry``) never create a store where none is.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 
@@ -31,13 +37,14 @@ from faxbridge.errors import (
     UsageError,
 )
 from faxbridge.jobview import JOBS_HEADER, job_line, job_object, job_text
-from faxbridge.models import FaxOptions, InputFile, JobState, NewJob, Resolution, Source
+from faxbridge.models import FaxOptions, InputFile, Job, JobEvent, JobState, NewJob, Resolution, Source
 from faxbridge.statelock import has_store, is_served
-from faxbridge.states import CancelRequested, Ignore, Outcome, RetryRequested
-from faxbridge.store import Store
+from faxbridge.states import CancelRequested, Decision, Ignore, Outcome, RetryRequested
+from faxbridge.store import JobStore, open_store
 from faxbridge.workflow import advance
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
 log = structlog.get_logger("faxbridge.cli")
 
 
@@ -100,11 +107,11 @@ def _no_store(cfg: Config) -> str:
             "(check -c / $FAXBRIDGE_CONFIG, or the folder you run this from)")
 
 
-def _existing_store(cfg: Config) -> Store:
+async def _existing_store(cfg: Config, *, readonly: bool = False) -> JobStore:
     """The store for commands that only look or act on jobs: never made anew where none is."""
     if not has_store(cfg.state_dir):
         raise FaxbridgeError(_no_store(cfg))
-    return _store(cfg)
+    return await _store(cfg, readonly=readonly)
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -112,8 +119,21 @@ def _load(args: argparse.Namespace) -> Config:
     return config.load(path, os.environ)
 
 
-def _store(cfg: Config) -> Store:
-    return Store(cfg.state_dir, cfg.provider.kind)  # = app.provider_name, without importing the daemon
+async def _store(cfg: Config, *, readonly: bool = False) -> JobStore:
+    # cfg.provider.kind = app.provider_name, without importing the daemon
+    return await open_store(cfg.state_dir, cfg.provider.kind, readonly=readonly)
+
+
+def _with_store(open_: Callable[[], Awaitable[JobStore]], use: Callable[[JobStore], Awaitable[T]]) -> T:
+    """Open the store, ``use`` it, close it: one ``asyncio.run`` at the command's edge."""
+    async def main() -> T:
+        store = await open_()
+        try:
+            return await use(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
 
 
 # ---- commands --------------------------------------------------------------------------
@@ -168,7 +188,8 @@ def cmd_send(args: argparse.Namespace) -> int:
     for f in args.files:
         if not f.is_file():
             raise UsageError(f"{f}: no such file")
-    from faxbridge.intake import accept, destination  # documents load only when sending
+    from faxbridge.intake import destination  # number policy loads only when sending
+    from faxbridge.workflow import accept
 
     number = destination(args.to, cfg.numbers)
     if args.header is not None and len(args.header) > 50:
@@ -181,11 +202,8 @@ def cmd_send(args: argparse.Namespace) -> int:
         user = None
     new = NewJob(source=Source.CLI, to=number.e164, document=", ".join(f.name for f in files),
                  options=options, sender=user)
-    store = _store(cfg)
-    try:
-        job = accept(store, SystemClock(), new, files, max_pages=cfg.numbers.max_pages)
-    finally:
-        store.close()
+    job = _with_store(lambda: _store(cfg), lambda store: accept(store, SystemClock(), new, files,
+                                                       max_pages=cfg.numbers.max_pages))
     print(job.id)
     if not is_served(cfg.state_dir):
         print(f"faxbridge: note: no daemon serves {cfg.state_dir} now; the fax is sent once "
@@ -200,11 +218,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         if not args.json:
             print(JOBS_HEADER)
         return EXIT_OK
-    store = _store(cfg)
-    try:
-        jobs = store.jobs(JobState(args.state) if args.state else None, args.limit)
-    finally:
-        store.close()
+    jobs = _with_store(lambda: _store(cfg, readonly=True),
+                       lambda store: store.jobs(JobState(args.state) if args.state else None, args.limit))
     if args.json:
         for job in jobs:
             print(json.dumps(job_object(job)))
@@ -216,26 +231,26 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_job(args: argparse.Namespace) -> int:
-    store = _existing_store(_load(args))
-    try:
-        job = store.get(args.id)
-        events = store.events(job.id)
-    finally:
-        store.close()
+    cfg = _load(args)
+
+    async def read(store: JobStore) -> tuple[Job, list[JobEvent]]:
+        job = await store.get(args.id)
+        return job, await store.events(job.id)
+
+    job, events = _with_store(lambda: _existing_store(cfg, readonly=True), read)
     print(json.dumps(job_object(job, events)) if args.json else job_text(job, events))
     return EXIT_OK
 
 
 def _operator(args: argparse.Namespace, outcome: Outcome, done: str) -> int:
     cfg = _load(args)
-    store = _existing_store(cfg)
-    try:
-        job = store.get(args.id)
-        from faxbridge.app import policy_of
+    from faxbridge.app import policy_of
 
-        job, decision = advance(store, job.id, outcome, SystemClock(), policy_of(cfg))
-    finally:
-        store.close()
+    async def act(store: JobStore) -> tuple[Job, Decision]:
+        job = await store.get(args.id)
+        return await advance(store, job.id, outcome, SystemClock(), policy_of(cfg))
+
+    job, decision = _with_store(lambda: _existing_store(cfg), act)
     if isinstance(decision, Ignore):
         print(f"faxbridge: job {job.id}: {decision.why}", file=sys.stderr)
         return EXIT_FAIL if decision.refused else EXIT_OK

@@ -51,6 +51,14 @@ def iso(dt: datetime | None) -> str | None:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def stamp(dt: datetime | None) -> str | None:
+    """Sortable UTC text with microseconds, as the job store keeps times: 2026-11-22T10:00:00.000000Z
+    (:func:`parse_iso` reads it back)."""
+    if dt is None:
+        return None
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def parse_iso(text: str | None) -> datetime | None:
     if not text:
         return None

@@ -10,7 +10,10 @@
 - One job never stops the others: an unexpected error while working on a job (a bug in a
   provider adapter, a raw database error) holds that job for reconciliation like a cut-off
   submission (``job.outcome_unknown``, then the usual back-off and ``submit_retries``), and a
-  row that cannot even be read stays leased for ``LEASE_S`` while every other job goes on.
+  row that cannot even be read is skipped by the store (``store.bad_row``): it stays leased for
+  ``LEASE_S`` while every other job goes on.
+- Every store call is awaited (:class:`faxbridge.store.JobStore`): a commit waiting on the
+  write lock never holds up the event loop.
   An error outside any one job ends :meth:`Dispatcher.run`; the daemon's supervisor restarts it.
 - An account problem (bad credentials, an inactive account, Openfax ``InvalidMissingValue``)
   concerns every fax: sending is *paused* (no job is claimed) for ``PAUSE_S`` at first, doubling
@@ -25,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import structlog
@@ -51,7 +54,7 @@ from faxbridge.states import (
     Recovered,
     SubmitFailed,
 )
-from faxbridge.store import Store
+from faxbridge.store import JobStore, UnreadableJob
 from faxbridge.workflow import advance
 
 log = structlog.get_logger("faxbridge.dispatcher")
@@ -72,7 +75,7 @@ def pdf_filename(document: str) -> str:
 class Dispatcher:
     def __init__(
         self,
-        store: Store,
+        store: JobStore,
         provider: Provider,
         clock: Clock,
         policy: Policy,
@@ -93,7 +96,6 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._working: set[str] = set()
         self._reconcile_lock = asyncio.Lock()
-        self._unreadable = False     # the last round met a row it could not read (still "due")
         self.account_problem: str | None = None      # why sending is paused (the provider's words)
         self.paused_until: datetime | None = None
         self._pause_first = self._pause_s = pause_s
@@ -124,48 +126,35 @@ class Dispatcher:
         self.account_problem = self.paused_until = None
         self._pause_s = self._pause_first
 
-    def step(self) -> int:
+    async def step(self) -> int:
         """Start work on every due job there is room for. Returns how many were started."""
         now = self.clock.now()
         started = 0
         if self.paused(now):
             return 0
-        for job in self.store.abandoned(now, self.owner):
+        for job in await self.store.abandoned(now, self.owner):
             if job.id not in self._working:     # held, then reconciled like a submission a crash cut off
-                self._hold_abandoned(job)
-        for job in self._claim(now, 100, reconcile=True):
+                await self._hold_abandoned(job)
+        for job in await self.store.claim_due(self.owner, now, 100, LEASE_S, reconcile=True):
             started += self._start(job)
-        room = self.max_in_flight - self.store.in_flight()
-        for job in self._claim(now, room, reconcile=False):
+        room = self.max_in_flight - await self.store.in_flight()
+        # a row that does not decode is left leased by the store (it costs only itself)
+        for job in await self.store.claim_due(self.owner, now, room, LEASE_S, reconcile=False):
             started += self._start(job)
         return started
 
-    def _hold_abandoned(self, job: Job) -> None:
+    async def _hold_abandoned(self, job: Job) -> None:
         log.warning("dispatcher.abandoned_submission", job_id=job.id)
         try:
-            advance(self.store, job.id, Recovered("after the job store failed during its submission"),
-                    self.clock, self.policy)
-            self.store.release(job.id, self.owner)
+            await advance(self.store, job.id, Recovered("after the job store failed during its submission"),
+                          self.clock, self.policy)
+            await self.store.release(job.id, self.owner)
+        except UnreadableJob as exc:            # its row stopped decoding: this job only
+            log.error("dispatcher.job_error", job_id=job.id, error=str(exc))
         except StoreError:
             raise                               # the store as a whole: the round is retried
         except Exception as exc:                # this job only: the next round tries it again
             log.error("dispatcher.job_error", job_id=job.id, error=repr(exc), exc_info=exc)
-
-    def _claim(self, now: datetime, limit: int, *, reconcile: bool) -> Iterator[Job]:
-        """Lease due jobs one at a time, so a row that cannot be read costs only itself: it keeps
-        its lease (``LEASE_S``, its back-off) and the next round's claims go on past it."""
-        for _ in range(max(limit, 0)):
-            try:
-                jobs = self.store.claim_due(self.owner, now, 1, LEASE_S, reconcile=reconcile)
-            except StoreError:
-                raise
-            except Exception as exc:
-                log.error("dispatcher.unreadable_job", error=repr(exc), retry_in_s=LEASE_S, exc_info=exc)
-                self._unreadable = True
-                return
-            if not jobs:
-                return
-            yield jobs[0]
 
     def _start(self, job: Job) -> int:
         if job.id in self._working:
@@ -190,23 +179,23 @@ class Dispatcher:
             # reconciliation rather than leave it stuck or send it again.
             log.exception("dispatcher.internal_error", job_id=job.id, error=repr(exc))
             with contextlib.suppress(Exception):
-                advance(self.store, job.id,
-                        SubmitFailed(FailureKind.TRANSIENT, f"internal error: {exc!r}", maybe_sent=True),
-                        self.clock, self.policy)
+                await advance(self.store, job.id,
+                              SubmitFailed(FailureKind.TRANSIENT, f"internal error: {exc!r}", maybe_sent=True),
+                              self.clock, self.policy)
         finally:
             self._working.discard(job.id)
             with contextlib.suppress(StoreError):
-                self.store.release(job.id, self.owner)
+                await self.store.release(job.id, self.owner)
             self._wake.set()
 
     async def _submit(self, job: Job) -> None:
-        job, decision = advance(self.store, job.id, Claimed(), self.clock, self.policy)
+        job, decision = await advance(self.store, job.id, Claimed(), self.clock, self.policy)
         if isinstance(decision, Ignore):
             return
         req = SubmitRequest(
             job_id=job.id,
             to=job.to,
-            pdf=self.store.document_path(job.id),
+            pdf=self.store.spool.document_path(job.id),
             filename=pdf_filename(job.document),
             pages=job.pages,
             paper=job.paper,
@@ -230,10 +219,10 @@ class Dispatcher:
         else:
             self._resume()
             crashpoints.hit("dispatch.accepted")
-            advance(self.store, job.id, Accepted(receipt.provider_id, receipt.callback_url),
+            await advance(self.store, job.id, Accepted(receipt.provider_id, receipt.callback_url),
                     self.clock, self.policy, {"provider_id": receipt.provider_id})
             return
-        advance(self.store, job.id, outcome, self.clock, self.policy)
+        await advance(self.store, job.id, outcome, self.clock, self.policy)
 
     async def _reconcile(self, job: Job) -> None:
         # One at a time: two held jobs to the same number must not both adopt the same fax.
@@ -246,17 +235,17 @@ class Dispatcher:
             to=job.to,
             pages=job.pages,
             since=job.submit_started_at or job.created_at,
-            known_ids=self.store.known_provider_ids(),
+            known_ids=await self.store.known_provider_ids(),
         )
         try:
             provider_id = await self.provider.find_submission(lookup)
         except ProviderError as exc:
             log.warning("provider.reconcile_failed", job_id=job.id, error=exc.reason)
-            self.store.defer(job.id, self.clock.now() + timedelta(seconds=self.policy.retry_initial * 5))
+            await self.store.defer(job.id, self.clock.now() + timedelta(seconds=self.policy.retry_initial * 5))
             return
         log.info("provider.reconcile_result", job_id=job.id, found=provider_id is not None,
                  provider_id=provider_id)
-        advance(self.store, job.id, Reconciled(provider_id), self.clock, self.policy)
+        await advance(self.store, job.id, Reconciled(provider_id), self.clock, self.policy)
 
     # ---- loops ----------------------------------------------------------------------------
 
@@ -264,12 +253,11 @@ class Dispatcher:
         while not stop.is_set():
             timeout = IDLE_POLL_S
             try:
-                self._unreadable = False
-                self.step()
-                due = self.store.next_due()
+                await self.step()
+                due = await self.store.next_due()
                 if self.paused_until is not None and self.paused(self.clock.now()):
                     due = self.paused_until if due is None else max(due, self.paused_until)
-                if due is not None and not self._unreadable:   # (the unreadable row looks due)
+                if due is not None:
                     timeout = min(timeout, max(0.0, (due - self.clock.now()).total_seconds()))
             except StoreError as exc:
                 # e.g. a read-only file system: the due job stays due; try again after the idle
@@ -292,7 +280,7 @@ class Dispatcher:
     async def run_until_idle(self, max_rounds: int = 10_000) -> None:
         """Submit everything due now, and wait for it; returns when nothing is due or running."""
         for _ in range(max_rounds):
-            started = self.step()
+            started = await self.step()
             if self._tasks:
                 await asyncio.wait(set(self._tasks))
             elif not started:

@@ -17,6 +17,7 @@ same, so this is the whole tree::
     │                                (.job_id is that job: the input is answered as that job's)
     ├── StoreError                   the job store failed (disk full, database locked, corrupt)
     │   ├── StoreBusy                transient: try again (SMTP answers 451 4.3.0)
+    │   ├── UnreadableJob            a job's row does not decode (lists skip it; get names it)
     │   ├── Conflict                 the job changed since it was read: read again, decide again
     │   └── JobNotFound              no job with that id (or a prefix that names several: .matches)
     ├── ProviderError                a fax provider call failed; .reason is words for a person
@@ -104,6 +105,16 @@ class StoreBusy(StoreError):
 
 class Conflict(StoreError):
     """The job changed since it was read; read it again and decide again."""
+
+
+class UnreadableJob(StoreError):
+    """A job's stored row does not decode (a ``state`` no :class:`JobState` has, ``meta`` that is
+    not JSON...): raised by :meth:`faxbridge.store.JobStore.get` naming the id. List reads skip such a row (logged
+    once as ``store.bad_row``), so one corrupt row never stops a loop."""
+
+    def __init__(self, job_id: str, why: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id}: its row in the job store does not decode: {why}")
 
 
 class JobNotFound(StoreError):

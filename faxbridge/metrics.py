@@ -9,16 +9,22 @@ process (tests) never share or clash. Two kinds of metric live here:
 - pulled: values read at scrape time from the parts that already know them (jobs by state
   from the store, jobs in flight, the poller's request counts), through :meth:`Metrics.on_scrape`.
   Nothing has to remember to keep them up to date, and they are right after a restart.
+  What only the store knows is read asynchronously just before the scrape (:meth:`Metrics.refresh`
+  awaits the readers given to :meth:`Metrics.on_refresh`, which fill values the gauges then read):
+  a scrape never waits on the store on the event loop. A store that does not answer within
+  ``REFRESH_S`` leaves the last values read (logged once per stall).
 
-``GET /metrics`` serves :meth:`Metrics.render`.
+``GET /metrics`` awaits :meth:`Metrics.refresh`, then serves :meth:`Metrics.render`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -28,6 +34,9 @@ from faxbridge.states import OVERDUE_S
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "faxbridge_"
+REFRESH_S = 10.0         # a scrape waits this long at most for the store's numbers
+
+log = structlog.get_logger("faxbridge.metrics")
 
 Sample = tuple[Sequence[str], float]
 """One labelled value of a scrape-time gauge: (label values, value)."""
@@ -56,6 +65,8 @@ class _ScrapeGauge(Collector):
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._refreshers: list[Callable[[], Awaitable[None]]] = []
+        self._stalled = False
         self.webhooks = self.counter(
             "webhooks_total", "Provider webhooks received, by provider and result "
             "(applied, ignored, rejected, unknown, error)", ["provider", "result"])
@@ -104,6 +115,25 @@ class Metrics:
         """A gauge read from ``read()`` at each scrape (it must be cheap and must not block long)."""
         self.registry.register(_ScrapeGauge(PREFIX + name, documentation, labels, read))
 
+    def on_refresh(self, refresh: Callable[[], Awaitable[None]]) -> None:
+        """A coroutine function awaited before each scrape (it reads what its gauges show)."""
+        self._refreshers.append(refresh)
+
+    async def refresh(self, timeout: float = REFRESH_S) -> None:
+        """Await every refresher, for ``timeout`` seconds at most; on failure or timeout the
+        gauges keep the values last read."""
+        if not self._refreshers:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*(refresh() for refresh in self._refreshers))
+        except Exception as exc:     # a stalled or failing store: last values, said once
+            if not self._stalled:
+                log.warning("metrics.refresh_failed", error=repr(exc), timeout_s=timeout)
+            self._stalled = True
+        else:
+            self._stalled = False
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -112,13 +142,13 @@ class Metrics:
 
 
 class _Store(Protocol):
-    def counts(self) -> dict[str, int]: ...
+    async def counts(self) -> dict[str, int]: ...
 
-    def in_flight(self) -> int: ...
+    async def in_flight(self) -> int: ...
 
-    def outbox_backlog(self) -> int: ...
+    async def outbox_backlog(self) -> int: ...
 
-    def overdue(self, submitted_before: datetime) -> int: ...
+    async def overdue(self, submitted_before: datetime) -> int: ...
 
 
 class _Tracker(Protocol):
@@ -130,20 +160,20 @@ class _Tracker(Protocol):
 
 
 def watch_core(metrics: Metrics, store: _Store, tracker: _Tracker, provider: str) -> None:
-    """Register the gauges read from the store and the poller."""
+    """Register the gauges read from the store (refreshed before each scrape) and the poller."""
+    read = _StoreNumbers(store)
+    metrics.on_refresh(read.refresh)
 
     def by_state() -> Iterable[Sample]:
-        counts = store.counts()
-        return [((state.value,), float(counts.get(state.value, 0))) for state in JobState]
+        return [((state.value,), float(read.counts.get(state.value, 0))) for state in JobState]
 
     metrics.on_scrape("jobs", "Jobs in the store, by state", ["state"], by_state)
     metrics.on_scrape("jobs_in_flight", "Jobs submitting or submitted (not final)", [],
-                      lambda: [((), float(store.in_flight()))])
+                      lambda: [((), float(read.in_flight))])
     metrics.on_scrape("jobs_overdue", "Jobs overdue at the provider: accepted over a day ago and not final, "
-                      "or unknown to the provider", [],
-                      lambda: [((), float(store.overdue(datetime.now(UTC) - timedelta(seconds=OVERDUE_S))))])
+                      "or unknown to the provider", [], lambda: [((), float(read.overdue))])
     metrics.on_scrape("outbox_backlog", "Notifications (reply mail, result files) not delivered yet", [],
-                      lambda: [((), float(store.outbox_backlog()))])
+                      lambda: [((), float(read.outbox_backlog))])
     metrics.on_scrape("poll_requests_last_cycle", "Provider requests the last status poll cycle cost",
                       ["provider"], lambda: [((provider,), float(tracker.last_requests))])
     metrics.on_scrape("poll_pending_last_cycle", "Faxes the last status poll cycle asked about",
@@ -154,6 +184,22 @@ def watch_core(metrics: Metrics, store: _Store, tracker: _Tracker, provider: str
                       lambda: [((provider,), float(tracker.cycles))])
     metrics.on_scrape("poll_requests", "Provider requests made by status polling since start (a counter)",
                       ["provider"], lambda: [((provider,), float(tracker.requests))])
+
+
+class _StoreNumbers:
+    """The store's numbers as last read (by :meth:`refresh`, before a scrape)."""
+
+    def __init__(self, store: _Store) -> None:
+        self.store = store
+        self.counts: dict[str, int] = {}
+        self.in_flight = self.overdue = self.outbox_backlog = 0
+
+    async def refresh(self) -> None:
+        store = self.store
+        self.counts = await store.counts()
+        self.in_flight = await store.in_flight()
+        self.overdue = await store.overdue(datetime.now(UTC) - timedelta(seconds=OVERDUE_S))
+        self.outbox_backlog = await store.outbox_backlog()
 
 
 # ---- what the state changes say ------------------------------------------------------------------

@@ -23,14 +23,14 @@ from faxbridge.metrics import Metrics
 from faxbridge.providers.base import Provider
 from faxbridge.simulator import Simulator
 from faxbridge.states import Policy
-from faxbridge.store import Store
+from faxbridge.store import JobStore
 from faxbridge.tracker import Tracker
 
 
 @dataclass
 class Runtime:
     cfg: Config
-    store: Store
+    store: JobStore
     clock: Clock
     policy: Policy
     provider: Provider

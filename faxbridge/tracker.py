@@ -35,7 +35,7 @@ from faxbridge.loops import nap
 from faxbridge.models import Job, PendingFax, StatusUpdate
 from faxbridge.providers.base import Provider
 from faxbridge.states import CancelFailed, Decision, Ignore, Policy, Status, Unknown
-from faxbridge.store import Store
+from faxbridge.store import JobStore, UnreadableJob
 from faxbridge.workflow import advance
 
 log = structlog.get_logger("faxbridge.tracker")
@@ -44,7 +44,7 @@ MAX_HINTS = 10_000           # hints kept at most (the oldest go first)
 
 
 class Tracker:
-    def __init__(self, store: Store, provider: Provider, clock: Clock, policy: Policy, *,
+    def __init__(self, store: JobStore, provider: Provider, clock: Clock, policy: Policy, *,
                  interval: float) -> None:
         self.store = store
         self.provider = provider
@@ -85,10 +85,10 @@ class Tracker:
             return replace(update, reason=hint.reason, status_code=hint.status_code, retryable=hint.retryable)
         return update
 
-    def apply(self, update: StatusUpdate) -> tuple[Job, Decision] | None:
+    async def apply(self, update: StatusUpdate) -> tuple[Job, Decision] | None:
         """Apply one status update (from a poll or a webhook). None when it matches no job."""
         update = self._with_hint(update)
-        job = self.store.by_provider_id(update.provider_id)
+        job = await self.store.by_provider_id(update.provider_id)
         if job is not None and update.job_id and update.job_id != job.id:
             # The fax carries another job's tag: its id was given to a new fax (a provider that
             # lost its records, the simulator before it kept them); never adopt its outcome.
@@ -97,7 +97,7 @@ class Tracker:
             return None
         if job is None and update.job_id:
             try:
-                job = self.store.get(update.job_id)
+                job = await self.store.get(update.job_id)
             except JobNotFound:
                 job = None
         if job is None:
@@ -108,15 +108,15 @@ class Tracker:
                 log.warning("provider.test_fax", provider=update.provider, job_id=job.id,
                             why="the provider marked a fax is_test: a test API key in production sends nothing")
             self.test_faxes += 1
-        return advance(self.store, job.id, Status(update), self.clock, self.policy,
+        return await advance(self.store, job.id, Status(update), self.clock, self.policy,
                        {"provider_status": update.raw_status} if update.raw_status else None)
 
-    def _unknown(self, provider_id: str) -> int:
+    async def _unknown(self, provider_id: str) -> int:
         """The provider says it has no record of this fax: hold the job, end it after the grace."""
-        job = self.store.by_provider_id(provider_id)
+        job = await self.store.by_provider_id(provider_id)
         if job is None:
             return 0
-        _, decision = advance(self.store, job.id, Unknown(provider_id), self.clock, self.policy)
+        _, decision = await advance(self.store, job.id, Unknown(provider_id), self.clock, self.policy)
         return 0 if isinstance(decision, Ignore) else 1
 
     async def refresh(self) -> None:
@@ -135,7 +135,7 @@ class Tracker:
     async def _poll_locked(self) -> int:
         self._started += 1
         await self._send_cancels()
-        jobs = self.store.submitted()
+        jobs = await self.store.submitted()
         if not jobs:
             self.last_pending = self.last_requests = 0
             return 0
@@ -145,7 +145,7 @@ class Tracker:
             for j in jobs
         ]
         cpu = time.process_time()
-        result = await self.provider.poll(pending, self.store.kv_get(self.cursor_key))
+        result = await self.provider.poll(pending, await self.store.kv_get(self.cursor_key))
         self.cycles += 1
         self.requests += result.requests
         self.last_requests = result.requests
@@ -153,7 +153,11 @@ class Tracker:
         changed = 0
         for update in result.updates:
             try:
-                applied = self.apply(update)
+                applied = await self.apply(update)
+            except UnreadableJob as exc:    # that job's row does not decode: this update only
+                log.error("tracker.update_failed", provider_id=update.provider_id, job_id=update.job_id,
+                          error=str(exc))
+                continue
             except StoreError:
                 raise                   # the store as a whole: this cycle (and its cursor) is retried
             except Exception as exc:    # this update only
@@ -163,22 +167,22 @@ class Tracker:
             if applied is not None and not isinstance(applied[1], Ignore):
                 changed += 1
         for provider_id in result.unknown:
-            changed += self._unknown(provider_id)
+            changed += await self._unknown(provider_id)
         if result.cursor is not None:
-            self.store.kv_set(self.cursor_key, result.cursor)
+            await self.store.kv_set(self.cursor_key, result.cursor)
         self.last_cpu_s = time.process_time() - cpu
         log.debug("tracker.poll", pending=len(pending), updates=len(result.updates), changed=changed,
                   requests=result.requests)
         return changed
 
     async def _send_cancels(self) -> None:
-        for job in self.store.cancel_requested():
+        for job in await self.store.cancel_requested():
             if not job.provider_id or job.provider_id in self._cancel_sent:
                 continue
             try:
                 await self.provider.cancel(job.provider_id)
             except PermanentProviderError as exc:
-                advance(self.store, job.id, CancelFailed(exc.reason), self.clock, self.policy)
+                await advance(self.store, job.id, CancelFailed(exc.reason), self.clock, self.policy)
                 continue
             except ProviderError as exc:
                 log.warning("provider.cancel_failed", job_id=job.id, error=exc.reason)

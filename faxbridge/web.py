@@ -18,10 +18,12 @@ Routes (contract section 5):
   (the method is undocumented). The token is compared in constant time. Postbacks carry no
   signature: with ``provider.openfax.confirm_postbacks`` one is only a hint, and the job changes
   only when the report confirms it (a poll cycle runs before the answer).
-- ``GET /healthz``: 200 only when the daemon is ready, the store answers, its state folder is
-  writable (a file system turned read-only after an error still answers reads) and every started
+- ``GET /healthz``: 200 only when the daemon is ready, the store answers (awaited, within
+  ``store_wait`` seconds: a commit waiting on the write lock never holds up the loop), its state
+  folder is writable (a file system turned read-only after an error still answers reads) and every started
   component says it is healthy; else 503 naming what is not.
-- ``GET /metrics``: Prometheus text from the daemon's own registry.
+- ``GET /metrics``: Prometheus text from the daemon's own registry (the store's numbers awaited
+  first, :meth:`faxbridge.metrics.Metrics.refresh`).
 
 Answers: 403 for a request that fails its check (bad signature, a signature header that is not
 ASCII, wrong token, a fax we cannot tie to a job), and nothing changes; 400 for a malformed one
@@ -36,6 +38,7 @@ state machine, which ignores what changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import os
@@ -59,7 +62,7 @@ from faxbridge.models import Hold, Job
 from faxbridge.providers import openfax, phaxio
 from faxbridge.providers.base import as_int
 from faxbridge.states import OVERDUE_S, Ignore
-from faxbridge.store import Store
+from faxbridge.store import JobStore
 from faxbridge.tracker import Tracker
 from faxbridge.webform import BadRequest, TooLarge, read_form
 
@@ -71,7 +74,7 @@ MALFORMED = (ValueError, TypeError, KeyError, IndexError, AttributeError, Overfl
 
 @dataclass
 class WebContext:
-    store: Store
+    store: JobStore
     tracker: Tracker
     metrics: Metrics
     provider: str                                  # "openfax" | "phaxio" | "simulator"
@@ -82,7 +85,9 @@ class WebContext:
     callback_for: Callable[[Job], str | None]      # the callback_url the dispatcher sends for a job
     components: Sequence[Any]                      # started parts (each has name, healthy())
     ready: Callable[[], bool]
+    state_dir: Path                                # /healthz checks that it is writable
     max_body: int = 1_000_000                      # webhook.max_body
+    store_wait: float = 10.0                       # /healthz: the store must answer within this (s)
 
 
 def answer(status: int, result: str, **extra: Any) -> JSONResponse:
@@ -136,24 +141,24 @@ class Handlers:
     def _count(self, provider: str, result: str) -> None:
         self.ctx.metrics.webhooks.labels(provider, result).inc()
 
-    def _job_of(self, request: Request, fax: Mapping[str, Any] | None) -> Job | None:
+    async def _job_of(self, request: Request, fax: Mapping[str, Any] | None) -> Job | None:
         store = self.ctx.store
         named = request.query_params.get("job")
         fax_id = as_int(fax.get("id")) if fax else None
         if named:
             try:
-                return store.get(named)
+                return await store.get(named)
             except JobNotFound:
                 return None
         if fax_id is not None:
-            job = store.by_provider_id(str(fax_id))
+            job = await store.by_provider_id(str(fax_id))
             if job is not None:
                 return job
         tags = fax.get("tags") if fax else None
         tagged = tags.get(phaxio.JOB_TAG) if isinstance(tags, Mapping) else None
         if tagged:
             try:
-                return store.get(str(tagged))
+                return await store.get(str(tagged))
             except JobNotFound:
                 return None
         return None
@@ -172,7 +177,7 @@ class Handlers:
             return self._malformed("phaxio", str(exc))
         try:
             fax = _fax_object(fields)
-            job = self._job_of(request, fax)
+            job = await self._job_of(request, fax)
         except MALFORMED as exc:
             return self._malformed("phaxio", f"cannot read the fax field: {type(exc).__name__}")
         if job is None:
@@ -208,11 +213,11 @@ class Handlers:
             self._count("phaxio", "deferred")
             return JSONResponse({"result": "retry later"}, status_code=503, headers={"Retry-After": "60"})
         crashpoints.hit("webhook.parsed")
-        return self._apply("phaxio", replace(update, job_id=job.id))
+        return await self._apply("phaxio", replace(update, job_id=job.id))
 
-    def _apply(self, provider: str, update: Any) -> Response:
+    async def _apply(self, provider: str, update: Any) -> Response:
         try:
-            applied = self.ctx.tracker.apply(update)
+            applied = await self.ctx.tracker.apply(update)
         except StoreError as exc:
             self._count(provider, "error")
             log.error("webhook.store_error", provider=provider, error=str(exc))
@@ -255,13 +260,13 @@ class Handlers:
             update = openfax.parse_postback(fields)
         except MALFORMED as exc:
             return self._malformed("openfax", str(exc) if isinstance(exc, ValueError) else type(exc).__name__)
-        job = ctx.store.by_provider_id(update.provider_id)
+        job = await ctx.store.by_provider_id(update.provider_id)
         if job is None:
             self._count("openfax", "unknown")
             log.info("webhook.unknown_fax", provider="openfax", provider_id=update.provider_id)
             return answer(200, "unknown fax")
         if not ctx.confirm_postbacks:
-            return self._apply("openfax", replace(update, job_id=job.id))
+            return await self._apply("openfax", replace(update, job_id=job.id))
         # A hint: confirm from the report (one poll cycle, shared with other postbacks). The
         # postback's LastStatus words are kept for a report row that has none.
         ctx.tracker.hint(update)
@@ -270,7 +275,7 @@ class Handlers:
         except (ProviderError, StoreError) as exc:
             log.warning("webhook.confirm_failed", provider="openfax", job_id=job.id,
                         error=getattr(exc, "reason", str(exc)))
-        job = ctx.store.get(job.id)
+        job = await ctx.store.get(job.id)
         self._count("openfax", "confirmed" if job.final else "hint")
         log.info("webhook.postback", provider="openfax", job_id=job.id, confirmed=job.final,
                  state=job.state.value)
@@ -286,10 +291,15 @@ class Handlers:
         if not ctx.ready():
             problems.append("daemon not ready")
         try:
-            ctx.store.kv_get("health")
+            # awaited, so a commit waiting on the write lock does not hold up the loop; bounded
+            # like SQLite's own busy wait, so a store that stopped answering is named
+            async with asyncio.timeout(ctx.store_wait):
+                await ctx.store.kv_get("health")
+        except TimeoutError:
+            problems.append(f"store: no answer within {ctx.store_wait:g} s")
         except Exception as exc:
             problems.append(f"store: {type(exc).__name__}")
-        if not _writable(ctx.store.state_dir):
+        if not _writable(ctx.state_dir):
             problems.append("store: the state folder is not writable")
         parts: dict[str, bool] = {}
         for component in ctx.components:
@@ -304,7 +314,8 @@ class Handlers:
         # Worth a look, but no reason to restart the daemon (the watchdog follows /healthz's status).
         warnings: list[str] = []
         try:
-            overdue = ctx.store.overdue(datetime.now(UTC) - timedelta(seconds=OVERDUE_S))
+            async with asyncio.timeout(ctx.store_wait):
+                overdue = await ctx.store.overdue(datetime.now(UTC) - timedelta(seconds=OVERDUE_S))
         except Exception:
             overdue = 0
         if overdue:
@@ -314,6 +325,7 @@ class Handlers:
                              "problems": problems, "warnings": warnings}, status_code=status)
 
     async def metrics(self, request: Request) -> Response:
+        await self.ctx.metrics.refresh()
         return Response(self.ctx.metrics.render(), media_type=CONTENT_TYPE)
 
 

@@ -3,7 +3,7 @@
 Not a thread, not a second process: uvicorn's ``Server.serve`` runs as a task of the running
 loop, on a socket bound before :meth:`WebServer.start` returns (so the port is known and held),
 with uvicorn's signal capture switched off, since the daemon owns SIGINT/SIGTERM (the same
-pattern as :mod:`faxbridge.simulator.server`). Webhook handlers therefore call the store and
+pattern as :mod:`faxbridge.simulator.server`). Webhook handlers therefore await the store and
 the tracker directly, with no locks between threads.
 
 Partial requests cannot hold the listener (contract section 9): the request line and headers must
@@ -12,7 +12,7 @@ be complete within ``webhook.header_timeout`` (16 KiB at most), a body must not 
 keep-alive connections), and a request that arrives while ``webhook.max_connections`` connections
 are open (its own included) is answered 503 by uvicorn's ``limit_concurrency``.
 
-:func:`build_webserver` is the ``app.COMPONENTS`` builder: it resolves the Openfax postback
+:func:`build_webserver` is the ``app.COMPONENTS`` builder: at start it resolves the Openfax postback
 token (``webhook.token``, else one generated once and kept in the store's kv, never logged),
 points the dispatcher's ``callback_url`` at ``/webhooks/phaxio?job=ID`` (for Phaxio and the
 built-in simulator, which posts its Phaxio callbacks there, signed with its callback token),
@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import h11
 import structlog
@@ -40,7 +40,7 @@ from faxbridge.logs import register_secrets
 from faxbridge.models import Job
 from faxbridge.runtime import Runtime
 from faxbridge.simulator.server import bind
-from faxbridge.store import Store
+from faxbridge.store import JobStore
 from faxbridge.web import WebContext, build_app
 
 log = structlog.get_logger("faxbridge.web")
@@ -130,6 +130,7 @@ class WebServer:
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
+        self.setup: Callable[[], Awaitable[None]] | None = None   # awaited at start (may set ``app``)
 
     @property
     def local_url(self) -> str:
@@ -140,6 +141,8 @@ class WebServer:
     async def start(self) -> None:
         if self._task is not None:
             return
+        if self.setup is not None:
+            await self.setup()
         if self.app is None:
             raise FaxbridgeError("the web server has no application")
         try:
@@ -186,12 +189,12 @@ class WebServer:
                     and not server.should_exit)
 
 
-def webhook_token(cfg: Config, store: Store) -> str:
+async def webhook_token(cfg: Config, store: JobStore) -> str:
     """``webhook.token``, or the one generated at the first start and kept in the store."""
-    token = cfg.webhook.token or store.kv_get(KV_TOKEN)
+    token = cfg.webhook.token or await store.kv_get(KV_TOKEN)
     if not token:
         token = secrets.token_urlsafe(32)
-        store.kv_set(KV_TOKEN, token)
+        await store.kv_set(KV_TOKEN, token)
         log.info("webhook.token_generated", where="kept in the state folder's job store; set webhook.token to "
                  "choose one")
     register_secrets([token])
@@ -221,14 +224,18 @@ def build_webserver(rt: Runtime) -> WebServer | None:
     phaxio_token = {"phaxio": cfg.provider.phaxio.callback_token, "simulator": simulated}.get(kind)
     if phaxio_token:
         rt.dispatcher.callback_url = callback_for
-    token = webhook_token(cfg, rt.store)
-    ctx = WebContext(
-        store=rt.store, tracker=rt.tracker, metrics=rt.metrics, provider=kind,
-        openfax_token=token if kind == "openfax" else None,
-        openfax_account=cfg.provider.openfax.account_id or None,
-        confirm_postbacks=cfg.provider.openfax.confirm_postbacks,
-        phaxio_token=phaxio_token or None, callback_for=callback_for,
-        components=rt.components, ready=lambda: rt.ready, max_body=hook.max_body,
-    )
-    server.app = build_app(ctx)
+
+    async def setup() -> None:
+        token = await webhook_token(cfg, rt.store)
+        ctx = WebContext(
+            store=rt.store, tracker=rt.tracker, metrics=rt.metrics, provider=kind,
+            openfax_token=token if kind == "openfax" else None,
+            openfax_account=cfg.provider.openfax.account_id or None,
+            confirm_postbacks=cfg.provider.openfax.confirm_postbacks,
+            phaxio_token=phaxio_token or None, callback_for=callback_for,
+            components=rt.components, ready=lambda: rt.ready, state_dir=cfg.state_dir, max_body=hook.max_body,
+        )
+        server.app = build_app(ctx)
+
+    server.setup = setup
     return server

@@ -216,9 +216,10 @@ def test_a_folder_no_daemon_has_used_is_named_not_made(capsys: pytest.CaptureFix
     assert code == 0 and out.splitlines()[0].startswith("ID")
     assert err.strip() == (f"faxbridge: note: no job store in {state}: no daemon has run with this configuration "
                            "here (check -c / $FAXBRIDGE_CONFIG, or the folder you run this from)")
-    code, _, err = run(capsys, "job", "-c", str(config), "01JABCDEF")
-    assert code == 1 and err.startswith(f"faxbridge: error: no job store in {state}:")
-    assert not state.exists()                               # looking made nothing
+    for command in ("job", "cancel", "retry"):
+        code, _, err = run(capsys, command, "-c", str(config), "01JABCDEF")
+        assert code == 1 and err.startswith(f"faxbridge: error: no job store in {state}:"), command
+    assert not state.exists()                               # looking (or acting on nothing) made nothing
 
 
 def test_send_says_when_no_daemon_serves_the_folder(capsys: pytest.CaptureFixture[str], config: Path,

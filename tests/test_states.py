@@ -277,10 +277,11 @@ def test_a_hold_written_as_text_reads_back_as_the_member_and_is_stored_as_the_sa
                 raw.close()
             held = await store.get(job_id)
             assert held.state is S.SUBMITTING and held.hold is Hold.RECONCILE
+            assert await store.next_due() == NOW                   # found by its hold, due now
             claimed = await store.claim_due("test", NOW + timedelta(seconds=1), 10, 30.0, reconcile=True)
             assert [j.hold for j in claimed] == [Hold.RECONCILE]
             assert await store.abandoned(NOW, "test") == []          # held: not abandoned
-            assert await store.next_due() == NOW
+            assert await store.next_due() == NOW + timedelta(seconds=31)   # leased: due when the lease ends
 
             found = decide(held, Reconciled("42"), NOW, POLICY)      # it reached the provider after all
             assert isinstance(found, Transition)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -325,3 +325,16 @@ def test_enqueue_many_refuses_an_unstaged_document_and_moves_nothing(store: Stor
     assert store.jobs() == []
     assert sorted(p.name for p in store.staging.iterdir()) == sorted(j for j, _, _ in items)  # still staged
     assert [p.name for p in store.spool.iterdir()] == [".staging"]
+
+
+def test_times_keep_the_text_format_existing_databases_hold() -> None:
+    """The store's times are ``faxbridge.clock.stamp`` text (microseconds, a Z), read back by
+    ``parse_iso``: exactly what the store wrote before the helper moved to the clock module."""
+    from faxbridge.clock import parse_iso, stamp
+
+    at = datetime(2026, 11, 22, 10, 0, 0, 123456, tzinfo=UTC)
+    assert stamp(at) == "2026-11-22T10:00:00.123456Z" == store_module.ts(at)
+    assert stamp(datetime(2026, 11, 22, 11, 0, tzinfo=timezone(timedelta(hours=1)))) == "2026-11-22T10:00:00.000000Z"
+    old = datetime.strptime("2026-11-22T10:00:00.123456Z", "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    assert parse_iso("2026-11-22T10:00:00.123456Z") == old == at
+    assert stamp(None) is None and parse_iso(None) is None

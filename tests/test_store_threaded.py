@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from faxbridge.errors import JobNotFound, StoreBusy, StoreError
 from faxbridge.models import FaxOptions, Job, NewJob, Source
-from faxbridge.store import DOC_NAME, JobStore, ThreadedStore, open_store
+from faxbridge.store import DOC_NAME, JobStore, ThreadedStore, UnreadableJob, open_store
 from faxbridge.store.threaded import translate
 from tests.support import make_pdf
 
@@ -21,8 +22,6 @@ def _new(to: str = "+15555551212") -> NewJob:
 
 
 async def _enqueue(store: JobStore, job_id: str) -> Job:
-    from datetime import UTC, datetime
-
     from faxbridge.documents import prepare
     from faxbridge.models import InputFile
 
@@ -106,6 +105,41 @@ def test_a_raw_error_inside_a_call_reaches_the_caller_as_a_store_error(tmp_path:
             with pytest.raises(StoreError, match="no such table") as caught:
                 await store._run(broken)
             assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("corruption", [
+    "UPDATE jobs SET state = 'no-such-state' WHERE id = ?",
+    "UPDATE jobs SET meta = '{not json' WHERE id = ?",
+    "UPDATE jobs SET created_at = 'yesterday' WHERE id = ?",
+], ids=["state", "meta", "time"])
+def test_a_row_that_does_not_decode_is_skipped_by_lists_and_named_by_get(tmp_path: Path, corruption: str) -> None:
+    import structlog
+
+    async def main() -> None:
+        store = await open_store(tmp_path, "simulator")
+        try:
+            bad = await _enqueue(store, "01JOBBADROW000000000000001")
+            good = await _enqueue(store, "01JOBGOODROW00000000000001")
+            raw = sqlite3.connect(tmp_path / "faxbridge.db", isolation_level=None)
+            try:
+                raw.execute(corruption, (bad.id,))
+            finally:
+                raw.close()
+            with structlog.testing.capture_logs() as logs:
+                assert [j.id for j in await store.jobs()] == [good.id]
+                assert [j.id for j in await store.jobs()] == [good.id]            # logged once only
+                claimed = await store.claim_due("me", datetime.now(UTC), 10, 60.0)
+                assert [j.id for j in claimed] == [good.id]
+            assert [(e["event"], e["job_id"]) for e in logs] == [("store.bad_row", bad.id)]
+            with pytest.raises(UnreadableJob, match=bad.id):
+                await store.get(bad.id)
+            # the unreadable row keeps its lease: not due again (no busy loop) until it runs out
+            due = await store.next_due()
+            assert due is not None and due > datetime.now(UTC)
         finally:
             await store.close()
 

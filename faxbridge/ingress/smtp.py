@@ -262,6 +262,7 @@ class SmtpListener:
         self._server: asyncio.Server | None = None
         self._sessions: weakref.WeakSet[FaxSMTP] = weakref.WeakSet()
         self.address: tuple[str, int] | None = None
+        self.on_close: Callable[[], None] | None = None    # called last by close (the daemon's store)
 
     def _protocol(self) -> FaxSMTP:
         smtp = self.cfg.smtp
@@ -312,6 +313,8 @@ class SmtpListener:
             self._server.close()
             await self._server.wait_closed()
         await self.handler.intake.close()
+        if self.on_close is not None:
+            self.on_close()
 
     def healthy(self) -> bool:
         return self._server is not None and self._server.is_serving()
@@ -336,8 +339,11 @@ def build(runtime: Runtime) -> Component | None:
     cfg = runtime.cfg
     if not cfg.smtp.enabled:
         return None
-    store = runtime.store
-    listener = SmtpListener(cfg, store, make_intake(cfg, store.state_dir, store.provider, runtime.clock))
+    # its own synchronous connection for the quick reads at RCPT (the daemon's JobStore is async)
+    state_dir, provider = cfg.state_dir, runtime.store.provider
+    store = Store(state_dir, provider)
+    listener = SmtpListener(cfg, store, make_intake(cfg, state_dir, provider, runtime.clock))
+    listener.on_close = store.close
     replies = runtime.metrics.smtp_replies
     listener.handler.on_reply = lambda code: replies.labels(code).inc()
     listener.handler.on_queued = runtime.dispatcher.wake

@@ -113,7 +113,7 @@ class FolderWatcher:
         return await self.loop.run_in_executor(self._executor, fn, *args)
 
     def _open(self) -> int:
-        store = self._store = Store(self.runtime.store.state_dir, self.runtime.store.provider)
+        store = self._store = Store(self.runtime.cfg.state_dir, self.runtime.store.provider)
         finished = 0
         for watch in self.watches:
             intake = FolderIntake(watch, store, self.runtime.clock, self.runtime.cfg.numbers, pool=self._pool,

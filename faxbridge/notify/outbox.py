@@ -5,8 +5,8 @@ due rows in order, calls its ``deliver`` function, and marks the row delivered o
 ``deliver`` returned: delivery is at least once, and a restart never repeats a notification
 that was marked (a mark that fails, the store having turned read-only, is retried alone: the
 running worker does not deliver that row again). ``deliver`` raises :class:`NotifyRetry` for
-trouble that may pass (the smarthost is down: retried with capped backoff, forever; nothing is
-dropped) and
+trouble that may pass (the smarthost is down: retried with capped, jittered backoff, forever;
+nothing is dropped: :func:`faxbridge.states.backoff`, the dispatcher's own) and
 :class:`NotifyGiveUp` for a notification that can never be delivered (logged, marked
 done with the error). A notifier failure never changes a job's state.
 
@@ -15,8 +15,11 @@ delivering a row (a bug, a stored sender no mail header can hold) gives that row
 error as its reason, and the worker goes on with the next row; a given-up row is marked done, so
 a restart does not meet it again. The store records a give-up as a ``notify.given_up`` event in
 the job's history, which ``faxbridge job ID`` shows. Store trouble is not a row's fault: the round
-ends and is tried again. Under all that the loop runs in a :class:`faxbridge.loops.Supervisor`,
-which restarts it with back-off should it still raise; ``healthy()`` is False while it is down.
+ends and is tried again; but a job whose row does not decode (:class:`UnreadableJob`) is this
+row's trouble: it is retried later with back-off, like :class:`NotifyRetry` (nothing is dropped:
+an operator may repair the row), and the other rows go on. Under all that the loop runs in a
+:class:`faxbridge.loops.Supervisor`, which restarts it with back-off should it still raise;
+``healthy()`` is False while it is down.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from faxbridge.clock import Clock
 from faxbridge.errors import FaxbridgeError, JobNotFound, StoreError
 from faxbridge.loops import OnRestart, Supervisor, nap
 from faxbridge.models import Job, JobEvent
-from faxbridge.store import OutboxItem, Store
+from faxbridge.states import Policy, backoff
+from faxbridge.store import JobStore, OutboxItem, UnreadableJob
 
 log = structlog.get_logger("faxbridge.notify")
 
@@ -53,14 +57,17 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF else ascii(c)[1:-1] for c in text)
 
 
-def retry_delay(attempts: int, initial: float, maximum: float) -> float:
-    return float(min(maximum, initial * (2 ** max(0, attempts))))
+def retry_delay(item: OutboxItem, initial: float, maximum: float) -> float:
+    """Seconds before the next try of a row that failed ``item.attempts`` times before: the
+    dispatcher's capped backoff with its jitter (50-100% of ``initial * 2**attempts``, at most
+    ``maximum``), spread by the row's id."""
+    return backoff(Policy(retry_initial=initial, retry_max=maximum), item.attempts + 1, f"outbox:{item.id}")
 
 
 class OutboxWorker:
     """A :class:`faxbridge.runtime.Component` that delivers one kind of outbox row."""
 
-    def __init__(self, store: Store, clock: Clock, kind: str, deliver: Deliver, *, interval: float = 0.5,
+    def __init__(self, store: JobStore, clock: Clock, kind: str, deliver: Deliver, *, interval: float = 0.5,
                  retry_initial: float = 5.0, retry_max: float = 600.0,
                  on_restart: OnRestart | None = None) -> None:
         self.name = f"notify.{kind}"
@@ -88,7 +95,7 @@ class OutboxWorker:
     async def run_once(self) -> int:
         """Deliver every due row of this kind. Returns how many were finished (delivered or given up)."""
         done = 0
-        for item in self.store.outbox_due(self.clock.now(), [self.kind]):
+        for item in await self.store.outbox_due(self.clock.now(), [self.kind]):
             if self._stop.is_set():
                 break
             done += await self._one(item)
@@ -96,21 +103,21 @@ class OutboxWorker:
 
     async def _one(self, item: OutboxItem) -> int:
         if item.id in self._unmarked:
-            self._mark(item, self._unmarked[item.id])
+            await self._mark(item, self._unmarked[item.id])
             return 1
         try:
-            job = self.store.get(item.job_id)
-            events = self.store.events(item.job_id)
+            job = await self.store.get(item.job_id)
+            events = await self.store.events(item.job_id)
             await self.deliver(job, events, item)
-        except NotifyRetry as exc:
-            delay = retry_delay(item.attempts, self.retry_initial, self.retry_max)
+        except (NotifyRetry, UnreadableJob) as exc:
+            delay = retry_delay(item, self.retry_initial, self.retry_max)
             log.warning("notify.retry", kind=self.kind, job_id=item.job_id, attempts=item.attempts + 1,
                         retry_in_s=delay, error=printable(str(exc)))
-            self.store.outbox_failed(item.id, printable(str(exc)), self.clock.now() + timedelta(seconds=delay))
+            await self.store.outbox_failed(item.id, printable(str(exc)), self.clock.now() + timedelta(seconds=delay))
             return 0
         except (NotifyGiveUp, JobNotFound) as exc:
             log.error("notify.undeliverable", kind=self.kind, job_id=item.job_id, error=printable(str(exc)))
-            self._mark(item, printable(f"undeliverable: {exc}"))
+            await self._mark(item, printable(f"undeliverable: {exc}"))
             return 1
         except StoreError:
             raise                       # not this row's fault: the round ends, the row stays due
@@ -118,14 +125,14 @@ class OutboxWorker:
             error = printable(f"{type(exc).__name__}: {exc}")
             log.error("notify.undeliverable", kind=self.kind, job_id=item.job_id,
                       error=f"internal error: {error}", exc_info=exc)
-            self._mark(item, f"undeliverable: internal error: {error}")
+            await self._mark(item, f"undeliverable: internal error: {error}")
             return 1
-        self._mark(item, None)
+        await self._mark(item, None)
         return 1
 
-    def _mark(self, item: OutboxItem, error: str | None) -> None:
+    async def _mark(self, item: OutboxItem, error: str | None) -> None:
         self._unmarked[item.id] = error
-        self.store.outbox_delivered(item.id, self.clock.now(), error=error)
+        await self.store.outbox_delivered(item.id, self.clock.now(), error=error)
         del self._unmarked[item.id]
         if error is not None:
             self.given_up += 1

@@ -18,16 +18,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from faxbridge.errors import Conflict
+from faxbridge.clock import stamp as ts
+from faxbridge.errors import Conflict, UnreadableJob
 from faxbridge.models import new_job_id
 from faxbridge.store.protocol import DOC_NAME, DocumentSpool, JobStore, Observer, OutboxItem, Staged
 from faxbridge.store.spool import FileSpool
-from faxbridge.store.sqlite import MIGRATIONS, OUTBOX_KINDS, SqliteStore, Store, ts
+from faxbridge.store.sqlite import MIGRATIONS, OUTBOX_KINDS, SqliteStore, Store
 from faxbridge.store.threaded import ThreadedStore
 
 __all__ = ["DOC_NAME", "MIGRATIONS", "OUTBOX_KINDS", "Conflict", "DocumentSpool", "FileSpool", "JobStore",
-           "Observer", "OutboxItem", "SqliteStore", "Staged", "Store", "ThreadedStore", "new_job_id",
-           "open_store", "ts"]
+           "Observer", "OutboxItem", "SqliteStore", "Staged", "Store", "ThreadedStore", "UnreadableJob",
+           "new_job_id", "open_store", "ts"]
 
 
 async def open_store(state_dir: Path, provider: str, *, readonly: bool = False) -> JobStore:

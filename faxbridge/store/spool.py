@@ -20,8 +20,15 @@ class FileSpool:
         self.staging = self.root / ".staging"
 
     def stage(self, job_id: str) -> Path:
+        """A fresh staging folder; a failure (a full or read-only disk) is the store's
+        (:func:`faxbridge.store.threaded.translate`: StoreBusy / StoreError)."""
         path = self.staging / job_id
-        path.mkdir(mode=0o700, parents=True, exist_ok=False)
+        try:
+            path.mkdir(mode=0o700, parents=True, exist_ok=False)
+        except OSError as exc:
+            from faxbridge.store.threaded import translate  # (threaded imports this module)
+
+            raise translate(exc) from exc
         return path
 
     def discard_stage(self, job_id: str) -> None:

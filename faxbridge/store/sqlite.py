@@ -34,8 +34,10 @@ from typing import Any
 
 import structlog
 
+from faxbridge.clock import parse_iso as _dt
+from faxbridge.clock import stamp as ts
 from faxbridge.durable import fsync_dir
-from faxbridge.errors import Conflict, DuplicateJob, JobNotFound, StoreBusy, StoreError
+from faxbridge.errors import Conflict, DuplicateJob, JobNotFound, StoreBusy, StoreError, UnreadableJob
 from faxbridge.models import (
     FaxOptions,
     Hold,
@@ -141,19 +143,6 @@ _JOB_FIELDS = {
 }
 
 
-def ts(dt: datetime | None) -> str | None:
-    """Sortable UTC text with microseconds: 2026-11-22T10:00:00.000000Z."""
-    if dt is None:
-        return None
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _dt(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-
-
 
 def _newest_with_key(db: sqlite3.Connection, dedup_key: str, since: datetime) -> sqlite3.Row | None:
     """The newest job row with this intake (dedup) key created at or after ``since``."""
@@ -239,6 +228,7 @@ class SqliteStore:
         self.staging = self.files.staging
         # Called after each committed change made through this connection: (before, after, event).
         self.observers: list[Callable[[Job | None, Job, str], None]] = []
+        self._bad_rows: set[str] = set()         # ids of rows that did not decode (logged once each)
         with _translate():
             self.db_path = state_dir / "faxbridge.db"
             if not readonly:
@@ -504,7 +494,12 @@ class SqliteStore:
                 "UPDATE jobs SET lease_owner = ?, lease_until = ? WHERE id = ?",
                 [(owner, until, i) for i in ids],
             )
-        return [self.get(i) for i in ids]
+        # a row that does not decode stays leased (its back-off): the others go on
+        with _translate():
+            claimed = self._db.execute(
+                f"SELECT * FROM jobs WHERE id IN ({','.join('?' for _ in ids)}) ORDER BY next_attempt_at",
+                ids).fetchall()
+        return self._jobs(claimed)
 
     def abandoned(self, now: datetime, owner: str) -> list[Job]:
         """Jobs in ``submitting``, not held for reconciliation, with no live lease or a lease of
@@ -513,7 +508,7 @@ class SqliteStore:
         rows = self._db.execute(
             f"""SELECT * FROM jobs WHERE state = 'submitting' AND (hold IS NULL OR hold != '{Hold.RECONCILE}')
                AND (lease_until IS NULL OR lease_until < ? OR lease_owner = ?)""", (ts(now), owner)).fetchall()
-        return [self._job(r) for r in rows]
+        return self._jobs(rows)
 
     def release(self, job_id: str, owner: str) -> None:
         with self._write() as db:
@@ -534,7 +529,7 @@ class SqliteStore:
         rows = self._db.execute(
             f"SELECT * FROM jobs WHERE state = 'submitting' AND (hold IS NULL OR hold != '{Hold.RECONCILE}')"
         ).fetchall()
-        return [self._job(r) for r in rows]
+        return self._jobs(rows)
 
     def clean_spool(self) -> int:
         """Remove staging leftovers and spool folders that belong to no job. Returns the count."""
@@ -550,6 +545,24 @@ class SqliteStore:
         return removed
 
     # ---- reads ----------------------------------------------------------------------------
+
+    def _jobs(self, rows: Sequence[sqlite3.Row]) -> list[Job]:
+        """The rows that decode; one that does not is skipped (``store.bad_row``, logged once per id),
+        so a corrupt row never stops the loops that list jobs."""
+        jobs = []
+        for row in rows:
+            try:
+                jobs.append(self._job(row))
+            except (ValueError, TypeError, KeyError) as exc:
+                if row["id"] not in self._bad_rows:
+                    self._bad_rows.add(row["id"])
+                    log.error("store.bad_row", job_id=row["id"], error=repr(exc))
+        return jobs
+
+    def _one(self, row: sqlite3.Row | None) -> Job | None:
+        """A lookup's row (by provider id, by dedup key): one that does not decode counts as none."""
+        jobs = self._jobs([row]) if row is not None else []
+        return jobs[0] if jobs else None
 
     def _job(self, r: sqlite3.Row) -> Job:
         return Job(
@@ -580,7 +593,10 @@ class SqliteStore:
                 row = rows[0] if len(rows) == 1 else None
         if row is None:
             raise JobNotFound(job_id, matches)
-        return self._job(row)
+        try:
+            return self._job(row)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise UnreadableJob(row["id"], repr(exc)) from exc
 
     def jobs(self, state: JobState | None = None, limit: int | None = None) -> list[Job]:
         sql = "SELECT * FROM jobs"
@@ -593,7 +609,8 @@ class SqliteStore:
             sql += " LIMIT ?"
             args.append(limit)
         with _translate():
-            return [self._job(r) for r in self._db.execute(sql, args)]
+            rows = self._db.execute(sql, args).fetchall()
+        return self._jobs(rows)
 
     def events(self, job_id: str) -> list[JobEvent]:
         with _translate():
@@ -610,7 +627,7 @@ class SqliteStore:
         """The newest job with this intake key created at or after ``since``."""
         with _translate():
             row = _newest_with_key(self._db, dedup_key, since)
-        return self._job(row) if row else None
+        return self._one(row)
 
     def count_by_sender(self, sender: str, since: datetime) -> int:
         """Jobs this sender created at or after ``since`` (for per-sender rate limits)."""
@@ -659,14 +676,14 @@ class SqliteStore:
                 "SELECT * FROM jobs WHERE state = 'submitted' AND provider = ? ORDER BY submitted_at",
                 (provider or self.provider,),
             ).fetchall()
-        return [self._job(r) for r in rows]
+        return self._jobs(rows)
 
     def cancel_requested(self) -> list[Job]:
         with _translate():
             rows = self._db.execute(
                 "SELECT * FROM jobs WHERE cancel_requested = 1 AND state = 'submitted'"
             ).fetchall()
-        return [self._job(r) for r in rows]
+        return self._jobs(rows)
 
     def by_provider_id(self, provider_id: str, provider: str | None = None) -> Job | None:
         with _translate():
@@ -674,7 +691,7 @@ class SqliteStore:
                 "SELECT * FROM jobs WHERE provider = ? AND provider_id = ? ORDER BY created_at DESC LIMIT 1",
                 (provider or self.provider, provider_id),
             ).fetchone()
-        return self._job(row) if row else None
+        return self._one(row)
 
     def known_provider_ids(self, provider: str | None = None) -> frozenset[str]:
         """Every provider id any job has owned (now or before a retry): not ours to adopt."""
@@ -689,10 +706,11 @@ class SqliteStore:
         return frozenset(str(r[0]) for r in rows)
 
     def next_due(self) -> datetime | None:
-        """When the next queued job or reconciliation is due (for the dispatcher's sleep)."""
+        """When the next queued job or reconciliation is due (for the dispatcher's sleep); a leased
+        one (being worked, or a row that did not decode) is due when its lease runs out."""
         with _translate():
             row = self._db.execute(
-                f"""SELECT MIN(next_attempt_at) FROM jobs
+                f"""SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, next_attempt_at))) FROM jobs
                    WHERE state = 'queued' OR (state = 'submitting' AND hold = '{Hold.RECONCILE}')"""
             ).fetchone()
         return _dt(row[0])

@@ -21,7 +21,7 @@ from faxbridge.errors import ConfigError
 from faxbridge.ingress.smtp_auth import read_users
 from faxbridge.notify.mail import make_deliver
 from faxbridge.notify.outbox import OutboxWorker
-from faxbridge.store import Store
+from faxbridge.store import open_store
 from tests.ingress import mailkit
 from tests.ingress.mailkit import config_of, listening, mail_sink
 from tests.ingress.test_smtp_auth import PASSWORD, auth_settings
@@ -182,21 +182,21 @@ def test_a_bad_sender_list_in_users_file_is_a_config_error(tmp_path: Path) -> No
 
 async def test_replies_go_from_the_null_sender_and_only_to_checked_senders(tmp_path: Path) -> None:
     clock = FakeClock()
-    store = Store(tmp_path / "var", "simulator")
+    store = await open_store(tmp_path / "var", "simulator")
     with mail_sink() as sink:
         settings = base_settings(tmp_path)
         settings["smtp"] = {"enabled": False, "allowed_senders": ["*@example.com"]}
         settings["notify"] = {"smarthost": f"127.0.0.1:{sink.port}", "from_address": "fax@fax.local"}
         cfg = config_of(tmp_path, settings)
-        checked = final_smtp_job(store, clock, sender="alice@example.com", sender_check="any")
-        old_ok = final_smtp_job(store, clock, sender="bob@example.com")                 # stored before the check
-        old_bad = final_smtp_job(store, clock, sender="victim@elsewhere.example")       # fails allowed_senders
-        unchecked = final_smtp_job(store, clock, sender="carol@example.com", sender_check="")
+        checked = await final_smtp_job(store, clock, sender="alice@example.com", sender_check="any")
+        old_ok = await final_smtp_job(store, clock, sender="bob@example.com")           # stored before the check
+        old_bad = await final_smtp_job(store, clock, sender="victim@elsewhere.example")  # fails allowed_senders
+        unchecked = await final_smtp_job(store, clock, sender="carol@example.com", sender_check="")
         worker = OutboxWorker(store, clock, "mail", make_deliver(cfg, clock))
         with structlog.testing.capture_logs() as logs:
             assert await worker.run_once() == 4
         received = sink.received
-    store.close()
+    await store.close()
     assert sorted((r.mail_from, tuple(r.rcpt_tos), r.message["X-Faxbridge-Job"]) for r in received) == sorted([
         ("<>", ("alice@example.com",), checked), ("<>", ("bob@example.com",), old_ok)])
     assert {e["job_id"]: e["why"] for e in logs if e["event"] == "notify.mail_suppressed"} == {

@@ -17,7 +17,7 @@ import pytest
 from faxbridge.clock import FakeClock
 from faxbridge.models import Job, JobEvent
 from faxbridge.notify.outbox import OutboxWorker
-from faxbridge.store import OutboxItem, Store
+from faxbridge.store import OutboxItem, open_store
 from tests.conftest import async_wait_until
 from tests.ingress import mailkit
 from tests.ingress.mailkit import config_of, listening, mail_sink, running, smtp_settings
@@ -126,21 +126,24 @@ async def test_poisoned_reply_rows_are_given_up_and_the_others_go_out_also_after
         cfg = config_of(tmp_path, settings)
         # Rows as an older faxbridge stored them: a sender with a bare CR (MAIL took it then), and a
         # row whose stored data makes composing the reply raise (a list that is not one).
-        store = Store(cfg.state_dir, "simulator")
+        store = await open_store(cfg.state_dir, "simulator")
         clock = FakeClock(datetime.now(UTC))
-        bad_sender = final_smtp_job(store, clock, sender="eve\r@example.com")
-        bad_header = final_smtp_job(store, clock, skipped=5)
-        store.close()
+        bad_sender = await final_smtp_job(store, clock, sender="eve\r@example.com")
+        bad_header = await final_smtp_job(store, clock, skipped=5)
+        await store.close()
         async with running(cfg) as daemon:
             answers = await mailkit.asend(mailkit.address(daemon), "alice@example.com", ["15555551212@fax.local"],
                                           mailkit.plain("good one"))
             assert answers[-1].code == 250, answers
             await async_wait_until(lambda: len(sink.received) >= 1, timeout=60, what="the good job's reply")
-            assert daemon.store is not None
-            await async_wait_until(lambda: daemon.store is not None and daemon.store.outbox_backlog() == 0,
-                                   timeout=30, what="outbox drained")
+            running_store = daemon.store
+            assert running_store is not None
+
+            async def drained() -> bool:
+                return await running_store.outbox_backlog() == 0
+            await async_wait_until(drained, timeout=30, what="outbox drained")
             assert daemon.healthy()
-            events = {j: daemon.store.events(j) for j in (bad_sender, bad_header)}
+            events = {j: await running_store.events(j) for j in (bad_sender, bad_header)}
         (reply,) = sink.received
         assert reply.rcpt_tos == ["alice@example.com"] and reply.mail_from == "<>"
         assert reply.message["X-Faxbridge-State"] == "delivered"
@@ -162,7 +165,7 @@ async def test_poisoned_reply_rows_are_given_up_and_the_others_go_out_also_after
             await async_wait_until(lambda: len(sink.received) >= 2, timeout=60, what="the second reply")
             assert daemon.healthy()
             assert daemon.store is not None
-            assert [e.event for e in daemon.store.events(bad_sender)].count("notify.given_up") == 1
+            assert [e.event for e in await daemon.store.events(bad_sender)].count("notify.given_up") == 1
         assert [r.rcpt_tos for r in sink.received] == [["alice@example.com"], ["bob@example.com"]]
 
 
@@ -202,8 +205,8 @@ async def test_an_outbox_round_that_still_raises_is_restarted_and_reported_down(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The net under the per-row handling: the worker's loop runs in a loops.Supervisor."""
     clock = FakeClock(datetime.now(UTC))
-    store = Store(tmp_path / "var", "simulator")
-    job_id = final_smtp_job(store, clock, sender_check="any")
+    store = await open_store(tmp_path / "var", "simulator")
+    job_id = await final_smtp_job(store, clock, sender_check="any")
     delivered: list[str] = []
 
     async def deliver(job: Job, events: Sequence[JobEvent], item: OutboxItem) -> None:
@@ -212,12 +215,12 @@ async def test_an_outbox_round_that_still_raises_is_restarted_and_reported_down(
     real = store.outbox_due
     calls = 0
 
-    def outbox_due(now: datetime, kinds: Sequence[str], limit: int = 100) -> list[OutboxItem]:
+    async def outbox_due(now: datetime, kinds: Sequence[str], limit: int = 100) -> list[OutboxItem]:
         nonlocal calls
         calls += 1
         if calls == 1:                      # a fault outside any row (injected into the store)
             raise RuntimeError("a bug outside any row")
-        return real(now, kinds, limit)
+        return await real(now, kinds, limit)
 
     monkeypatch.setattr(store, "outbox_due", outbox_due)
     worker = OutboxWorker(store, clock, "mail", deliver, interval=0.05)
@@ -229,5 +232,5 @@ async def test_an_outbox_round_that_still_raises_is_restarted_and_reported_down(
         assert (worker.supervisor.restarts, worker.supervisor.last_error) == (1, "RuntimeError: a bug outside any row")
     finally:
         await worker.close(5.0)
-        store.close()
+        await store.close()
     assert worker.delivered == 1

@@ -271,9 +271,9 @@ async def test_malformed_phaxio_webhooks_get_4xx_and_a_good_one_still_applies(
     daemon = await start(settings(tmp_path, poll_interval="1h", simulator={"speed": 1.0}))
     store, _ = parts(daemon)
     token = callback_token(daemon)
-    job = await wait_job(daemon, queue(daemon, tmp_path, "+15555551212"), "submitted")
+    job = await wait_job(daemon, await queue(daemon, tmp_path, "+15555551212"), "submitted")
     assert job.callback_url and job.provider_id
-    events = len(store.events(job.id))
+    events = len(await store.events(job.id))
     got = {}
     async with httpx.AsyncClient(timeout=60) as client:
         for case_id, fields, ctype, _, _ in MALFORMED_CASES:
@@ -304,12 +304,12 @@ async def test_malformed_phaxio_webhooks_get_4xx_and_a_good_one_still_applies(
     assert got == {**{c[0]: (c[3], c[4]) for c in MALFORMED_CASES},
                    "deep-json-unsigned": (400, "malformed"),
                    "signature-latin1": (403, "forbidden"), "signature-utf8": (403, "forbidden")}
-    assert store.get(job.id).state.value == "submitted" and len(store.events(job.id)) == events
+    assert (await store.get(job.id)).state.value == "submitted" and len(await store.events(job.id)) == events
     assert error_lines(tap) == []
     # a genuine callback afterwards still applies
     response = await post_callback(job.callback_url, done, token=token)
     assert (response.status_code, response.json()) == (200, {"result": "applied", "state": "delivered"})
-    assert store.get(job.id).state.value == "delivered"
+    assert (await store.get(job.id)).state.value == "delivered"
     assert error_lines(tap) == []
 
 
@@ -321,13 +321,13 @@ async def test_the_built_in_simulator_signs_with_a_token_of_its_own(
     second = await start(settings(tmp_path / "b", poll_interval="1h", simulator={"speed": 1.0}), name="b.toml")
     assert callback_token(first) != callback_token(second) and len(callback_token(first)) >= 32
     assert not hasattr(credentials, "PHAXIO_CALLBACK_TOKEN")
-    job = await wait_job(first, queue(first, tmp_path, "+15555551212"), "submitted")
+    job = await wait_job(first, await queue(first, tmp_path, "+15555551212"), "submitted")
     assert job.callback_url and job.provider_id
     done = callback_fields(fax_now(first, job.provider_id, status="success", num_pages=1,
                                    recipient={"status": "success"}))
     forged = await post_callback(job.callback_url, done, token=callback_token(second))
     assert (forged.status_code, forged.json()) == (403, {"result": "forbidden"})
-    assert parts(first)[0].get(job.id).state.value == "submitted"
+    assert (await parts(first)[0].get(job.id)).state.value == "submitted"
     genuine = await post_callback(job.callback_url, done, token=callback_token(first))
     assert (genuine.status_code, genuine.json()) == (200, {"result": "applied", "state": "delivered"})
 
@@ -340,12 +340,12 @@ async def test_malformed_openfax_postbacks_get_4xx_and_a_good_one_still_applies(
     values["webhook"]["token"] = TOKEN
     daemon = await start(values)
     store, _ = parts(daemon)
-    job = await wait_job(daemon, queue(daemon, tmp_path, "+15555551212"), "submitted")
+    job = await wait_job(daemon, await queue(daemon, tmp_path, "+15555551212"), "submitted")
     assert job.provider_id
     url = f"{web_url(daemon)}/webhooks/openfax/{TOKEN}"
     good = {"OutTransID": job.provider_id, "AccountID": credentials.OPENFAX_ACCOUNT_ID,
             "PagesSent": "1", "CallDuration": "40", "LastStatus": "0", "RealCost": "0.07"}
-    events = len(store.events(job.id))
+    events = len(await store.events(job.id))
     async with httpx.AsyncClient(timeout=60) as client:
         got = {
             "last-status-infinite": await client.get(url, params={**good, "LastStatus": "1e999"}),
@@ -360,7 +360,7 @@ async def test_malformed_openfax_postbacks_get_4xx_and_a_good_one_still_applies(
         assert statuses == {"last-status-infinite": (400, "malformed"), "pages-infinite": (400, "malformed"),
                             "no-out-trans-id": (400, "malformed"), "too-many-fields": (400, "malformed"),
                             "no-boundary": (400, "malformed"), "non-ascii-token": (403, "forbidden")}
-        assert store.get(job.id).state.value == "submitted" and len(store.events(job.id)) == events
+        assert (await store.get(job.id)).state.value == "submitted" and len(await store.events(job.id)) == events
         response = await client.post(url, data=good)
     assert (response.status_code, response.json()) == (200, {"result": "applied", "state": "delivered"})
     assert error_lines(tap) == []

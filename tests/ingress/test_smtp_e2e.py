@@ -26,10 +26,13 @@ async def test_mail_in_fax_out_reply_back(tmp_path: Path) -> None:
                                           ["15555551212@fax.local", "15555551219@fax.local"], mailkit.outlook(pdf))
             assert answers[-1].code == 250
             await async_wait_until(lambda: len(sink.received) >= 2, timeout=60, what="two replies")
-            assert daemon.store is not None
-            jobs = {j.to: j for j in daemon.store.jobs()}
-            await async_wait_until(lambda: daemon.store is not None and daemon.store.outbox_backlog() == 0,
-                                   timeout=30, what="outbox drained")
+            store = daemon.store
+            assert store is not None
+            jobs = {j.to: j for j in await store.jobs()}
+
+            async def drained() -> bool:
+                return await store.outbox_backlog() == 0
+            await async_wait_until(drained, timeout=30, what="outbox drained")
         replies = {r.message["X-Faxbridge-Job"]: r for r in sink.received}
     assert len(sink.received) == 2
     ok, busy = jobs["+15555551212"], jobs["+15555551219"]

@@ -16,7 +16,7 @@ from faxbridge.models import FaxOutcome, NewJob, Paper, PreparedDocument, Source
 from faxbridge.notify.mail import make_deliver
 from faxbridge.notify.outbox import OutboxWorker
 from faxbridge.states import Accepted, Claimed, Policy, Status
-from faxbridge.store import DOC_NAME, Store, new_job_id
+from faxbridge.store import DOC_NAME, JobStore, new_job_id, open_store
 from faxbridge.workflow import advance
 from tests.conftest import free_port
 from tests.ingress.mailkit import MailSink, config_of, mail_sink
@@ -29,29 +29,29 @@ def cfg_for(tmp: Path, port: int | None) -> Config:
     return config_of(tmp, settings)
 
 
-def final_smtp_job(store: Store, clock: FakeClock, *, sender: str | None = "alice@example.com",
+async def final_smtp_job(store: JobStore, clock: FakeClock, *, sender: str | None = "alice@example.com",
                    outcome: FaxOutcome = FaxOutcome.DELIVERED, **meta: Any) -> str:
     job_id = new_job_id()
-    path = store.stage(job_id) / DOC_NAME
+    path = store.spool.stage(job_id) / DOC_NAME
     path.write_bytes(b"%PDF-1.4")
     doc = PreparedDocument(path, 2, Paper.LETTER, hashlib.sha256(b"%PDF-1.4").hexdigest(), 8)
     new = NewJob(source=Source.SMTP, to="+15555551212", document="a.pdf", sender=sender, subject="Hello",
                  meta={"message_id": "<m1@example.com>", "no_reply": None, **meta})
-    store.enqueue(job_id, new, doc, clock.now())
+    await store.enqueue(job_id, new, doc, clock.now())
     reason = None if outcome is FaxOutcome.DELIVERED else "Busy: the line was busy on all 3 attempts"
     update = StatusUpdate("simulator", "9", outcome, reason=reason, attempts=3, duration_s=30.0, cost=0.07)
     for step in (Claimed(), Accepted("9"), Status(update)):
-        advance(store, job_id, step, clock, Policy())
+        await advance(store, job_id, step, clock, Policy())
     return job_id
 
 
 async def test_smarthost_down_then_up_exactly_one_reply(tmp_path: Path) -> None:
     clock = FakeClock()
-    store = Store(tmp_path / "var", "simulator")
+    store = await open_store(tmp_path / "var", "simulator")
     sink = MailSink()                                   # its port is chosen, nothing listens yet
     cfg = cfg_for(tmp_path, sink.port)
     worker = OutboxWorker(store, clock, "mail", make_deliver(cfg, clock), retry_initial=10, retry_max=60)
-    job_id = final_smtp_job(store, clock, outcome=FaxOutcome.FAILED)
+    job_id = await final_smtp_job(store, clock, outcome=FaxOutcome.FAILED)
     try:
         with structlog.testing.capture_logs() as logs:
             assert await worker.run_once() == 0          # refused: retried later
@@ -66,7 +66,7 @@ async def test_smarthost_down_then_up_exactly_one_reply(tmp_path: Path) -> None:
         received = sink.received
     finally:
         sink.down()
-        store.close()
+        await store.close()
     assert [e["event"] for e in logs if e["event"].startswith("notify.")] == [
         "notify.retry", "notify.mail_sent", "notify.delivered"]
     assert len(received) == 1
@@ -84,16 +84,16 @@ async def test_smarthost_down_then_up_exactly_one_reply(tmp_path: Path) -> None:
 
 async def test_no_reply_to_bounces_or_auto_submitted_mail(tmp_path: Path) -> None:
     clock = FakeClock()
-    store = Store(tmp_path / "var", "simulator")
+    store = await open_store(tmp_path / "var", "simulator")
     with mail_sink() as sink:
         cfg = cfg_for(tmp_path, sink.port)
-        final_smtp_job(store, clock, sender=None, no_reply="the envelope sender is empty (a bounce)")
-        final_smtp_job(store, clock, no_reply="the mail is marked Auto-Submitted")
+        await final_smtp_job(store, clock, sender=None, no_reply="the envelope sender is empty (a bounce)")
+        await final_smtp_job(store, clock, no_reply="the mail is marked Auto-Submitted")
         worker = OutboxWorker(store, clock, "mail", make_deliver(cfg, clock))
         with structlog.testing.capture_logs() as logs:
             assert await worker.run_once() == 2
         received = sink.received
-    store.close()
+    await store.close()
     assert received == []
     assert [e["why"] for e in logs if e["event"] == "notify.mail_suppressed"] == [
         "the envelope sender is empty (a bounce)", "the mail is marked Auto-Submitted"]
@@ -101,13 +101,13 @@ async def test_no_reply_to_bounces_or_auto_submitted_mail(tmp_path: Path) -> Non
 
 async def test_without_smarthost_reply_mail_is_not_sent(tmp_path: Path) -> None:
     clock = FakeClock()
-    store = Store(tmp_path / "var", "simulator")
+    store = await open_store(tmp_path / "var", "simulator")
     cfg = cfg_for(tmp_path, None)
-    job_id = final_smtp_job(store, clock)
+    job_id = await final_smtp_job(store, clock)
     with structlog.testing.capture_logs() as logs:
         assert await OutboxWorker(store, clock, "mail", make_deliver(cfg, clock)).run_once() == 1
-    assert store.outbox_backlog() == 0
-    store.close()
+    assert await store.outbox_backlog() == 0
+    await store.close()
     assert [(e["event"], e.get("job_id")) for e in logs if e["event"].startswith("notify.")] == [
         ("notify.mail_not_sent", job_id), ("notify.delivered", job_id)]
 
@@ -122,19 +122,19 @@ async def test_recipient_refused_for_good_is_given_up(tmp_path: Path) -> None:
     from aiosmtpd.controller import Controller
 
     clock = FakeClock()
-    store = Store(tmp_path / "var", "simulator")
+    store = await open_store(tmp_path / "var", "simulator")
     port = free_port()
     controller = Controller(_Refusing(), hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        job_id = final_smtp_job(store, clock)
+        job_id = await final_smtp_job(store, clock)
         with structlog.testing.capture_logs() as logs:
             worker = OutboxWorker(store, clock, "mail", make_deliver(cfg_for(tmp_path, port), clock))
             assert await worker.run_once() == 1
     finally:
         controller.stop()
-    assert store.outbox_backlog() == 0
-    store.close()
+    assert await store.outbox_backlog() == 0
+    await store.close()
     undeliverable = [e for e in logs if e["event"] == "notify.undeliverable"]
     assert [(e["job_id"], e["error"]) for e in undeliverable] == [
         (job_id, "the smarthost refused the recipient (550)")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from faxbridge.models import FaxOptions, FaxOutcome, Job, JobState, NewJob, Sour
 from faxbridge.notify import sidecar
 from faxbridge.notify.outbox import NotifyRetry, OutboxWorker
 from faxbridge.states import Accepted, CancelRequested, Claimed, Policy, Status
+from faxbridge.store import JobStore, open_store
 from faxbridge.workflow import advance
 from tests.ingress.folder_kit import Folder, open_folder, sha
 from tests.support import make_pdf
@@ -24,6 +25,14 @@ from tests.support import make_pdf
 @pytest.fixture
 def folder(tmp_path: Path) -> Iterator[Folder]:
     yield from open_folder(tmp_path)
+
+
+@pytest.fixture
+async def store(folder: Folder) -> AsyncIterator[JobStore]:
+    """The daemon's kind of store (async) on the folder's state dir, for the worker and the state machine."""
+    opened = await open_store(folder.cfg.state_dir, "simulator")
+    yield opened
+    await opened.close()
 
 
 def take(folder: Folder, name: str, control: str | None = None) -> Job:
@@ -46,10 +55,10 @@ async def deliver(folder: Folder, job: Job) -> None:
     await sidecar.deliver(job, folder.store.events(job.id), None)  # type: ignore[arg-type]
 
 
-async def test_rejected_result_at_once_and_original_to_failed(folder: Folder) -> None:
+async def test_rejected_result_at_once_and_original_to_failed(folder: Folder, store: JobStore) -> None:
     job = take(folder, "letter.pdf")
     assert job.state is JobState.REJECTED
-    worker = OutboxWorker(folder.store, folder.clock, "sidecar", sidecar.deliver)
+    worker = OutboxWorker(store, folder.clock, "sidecar", sidecar.deliver)
     assert await worker.run_once() == 1
     w = folder.cfg.watch[0]
     assert sorted(os.listdir(w.failed)) == ["letter.pdf"] and os.listdir(w.done) == []
@@ -67,10 +76,10 @@ async def test_rejected_result_at_once_and_original_to_failed(folder: Folder) ->
     assert await worker.run_once() == 0                     # once per final job
 
 
-async def test_delivered_goes_to_done_with_its_control_file(folder: Folder) -> None:
+async def test_delivered_goes_to_done_with_its_control_file(folder: Folder, store: JobStore) -> None:
     job = take(folder, "invoice.pdf", control='{"to": "15555551212", "tags": {"ref": "7"}}')
     digest = job.doc_sha256
-    done = _final(folder, job, delivered=True)
+    done = await _final(store, folder, job, delivered=True)
     assert done.state is JobState.DELIVERED
     await deliver(folder, done)
     w = folder.cfg.watch[0]
@@ -81,15 +90,15 @@ async def test_delivered_goes_to_done_with_its_control_file(folder: Folder) -> N
     assert [e["state"] for e in result["events"]] == ["queued", "submitting", "submitted", "delivered"]
 
 
-def _final(folder: Folder, job: Job, delivered: bool) -> Job:
+async def _final(store: JobStore, folder: Folder, job: Job, delivered: bool) -> Job:
     """Drive a queued job to a final state through the state machine, as dispatcher and tracker would."""
-    advance(folder.store, job.id, Claimed(), folder.clock, Policy())
-    advance(folder.store, job.id, Accepted("p1"), folder.clock, Policy())
+    await advance(store, job.id, Claimed(), folder.clock, Policy())
+    await advance(store, job.id, Accepted("p1"), folder.clock, Policy())
     update = StatusUpdate(provider="simulator", provider_id="p1",
                           outcome=FaxOutcome.DELIVERED if delivered else FaxOutcome.FAILED,
                           reason=None if delivered else "Busy: the line was busy on all 3 attempts", pages=1,
                           attempts=1)
-    final, _ = advance(folder.store, job.id, Status(update), folder.clock, Policy())
+    final, _ = await advance(store, job.id, Status(update), folder.clock, Policy())
     assert final.final
     return final
 
@@ -127,9 +136,9 @@ async def test_crash_between_move_and_result(folder: Folder) -> None:
     assert results(folder)["memo.result.json"]["id"] == job.id
 
 
-async def test_canceled_goes_to_failed(folder: Folder) -> None:
+async def test_canceled_goes_to_failed(folder: Folder, store: JobStore) -> None:
     job = take(folder, "15555551212.pdf")
-    canceled, _ = advance(folder.store, job.id, CancelRequested(), folder.clock, Policy())
+    canceled, _ = await advance(store, job.id, CancelRequested(), folder.clock, Policy())
     assert canceled.state is JobState.CANCELED
     await deliver(folder, canceled)
     assert os.listdir(folder.cfg.watch[0].failed) == ["15555551212.pdf"]
@@ -148,13 +157,13 @@ async def test_unwritable_results_folder_is_retried(folder: Folder) -> None:
     assert results(folder)["memo.result.json"]["id"] == job.id
 
 
-async def test_not_a_folder_job_is_given_up(folder: Folder) -> None:
-    job = folder.store.reject("01JNOTAFOLDERJOB0000000000", NewJob(source=Source.FOLDER, to="", document="x.pdf",
+async def test_not_a_folder_job_is_given_up(folder: Folder, store: JobStore) -> None:
+    job = await store.reject("01JNOTAFOLDERJOB0000000000", NewJob(source=Source.FOLDER, to="", document="x.pdf",
                                                                   options=FaxOptions()), "why", folder.clock.now())
-    worker = OutboxWorker(folder.store, folder.clock, "sidecar", sidecar.deliver)
+    worker = OutboxWorker(store, folder.clock, "sidecar", sidecar.deliver)
     assert job.final
     assert await worker.run_once() == 1 and worker.delivered == 0     # recorded as undeliverable
-    assert folder.store.outbox_backlog() == 0 and os.listdir(folder.cfg.watch[0].results) == []
+    assert await store.outbox_backlog() == 0 and os.listdir(folder.cfg.watch[0].results) == []
 
 
 def test_a_polling_reader_never_sees_a_partial_result(folder: Folder) -> None:

@@ -89,3 +89,59 @@ def test_metrics_move_with_the_work(tmp_path: Path) -> None:
     # webhooks and polling race to finish each job, so which of them counts is not fixed; the
     # poll gauge is there all the same
     assert ("faxbridge_poll_cycles", (("provider", "simulator"),)) in after
+
+
+def test_a_scrape_while_the_store_waits_on_a_lock_shows_the_last_numbers(tmp_path: Path) -> None:
+    """The store's gauges are read by an awaited refresh before the scrape: while a commit waits on
+    a write lock another connection holds, a scrape neither blocks the loop nor fails, it shows
+    the numbers last read (and says so once in the log); then the new ones."""
+    import asyncio
+    import sqlite3
+
+    from structlog.testing import capture_logs
+
+    from faxbridge.metrics import Metrics, watch_core
+    from faxbridge.store import open_store
+    from tests.test_store_threaded import _enqueue
+
+    class Poller:
+        cycles = requests = last_requests = last_pending = 0
+        last_cpu_s = 0.0
+
+    async def main() -> None:
+        store = await open_store(tmp_path / "var", "simulator")
+        metrics = Metrics()
+        watch_core(metrics, store, Poller(), "simulator")
+        other = sqlite3.connect(tmp_path / "var" / "faxbridge.db", isolation_level=None)
+        try:
+            await metrics.refresh()
+            assert b'faxbridge_jobs{state="queued"} 0.0' in metrics.render()
+            await store.kv_set("seen", "1")
+            await _enqueue(store, "01JOBMETRICS00000000000001")    # not scraped yet
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("UPDATE kv SET value = '2' WHERE key = 'seen'")
+            write = asyncio.create_task(store.kv_set("seen", "3"))     # waits on the lock
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0.01)
+
+            tick = asyncio.create_task(ticker())
+            with capture_logs() as logs:
+                await metrics.refresh(timeout=0.5)          # the store thread is busy: gives up
+            assert ticks > 0 and not write.done()
+            assert b'faxbridge_jobs{state="queued"} 0.0' in metrics.render()     # the last numbers read
+            assert [e["event"] for e in logs] == ["metrics.refresh_failed"]
+            other.execute("COMMIT")
+            await asyncio.wait_for(write, 30)
+            await metrics.refresh()
+            assert b'faxbridge_jobs{state="queued"} 1.0' in metrics.render()
+            tick.cancel()
+        finally:
+            other.close()
+            await store.close()
+
+    asyncio.run(main())

@@ -43,7 +43,7 @@ from faxbridge.errors import StoreError
 from faxbridge.ingress.smtp_data import OUR_TROUBLE
 from faxbridge.models import Job, JobEvent, Source
 from faxbridge.notify.outbox import OutboxWorker
-from faxbridge.store import OutboxItem, Store
+from faxbridge.store import OutboxItem, open_store
 from tests.conftest import free_port, wait_until
 from tests.support import DaemonProcess, SimProcess, base_settings, cli, make_pdf, write_config
 from tests.test_outbox import final_job
@@ -205,8 +205,8 @@ async def test_reply_mail_not_repeated_while_its_mark_cannot_be_recorded(tmp_pat
     """The file system turns read-only while a reply mail goes out: the mail is sent, marking it
     fails. The worker goes on trying to record the mark, and does not send the mail again."""
     clock = FakeClock()
-    store = Store(ext4_disk / "var", "simulator")
-    job_id = final_job(store, clock, Source.SMTP)
+    store = await open_store(ext4_disk / "var", "simulator")
+    job_id = await final_job(store, clock, Source.SMTP)
     sent: list[str] = []
 
     async def deliver(job: Job, events: Sequence[JobEvent], item: OutboxItem) -> None:
@@ -218,5 +218,5 @@ async def test_reply_mail_not_repeated_while_its_mark_cannot_be_recorded(tmp_pat
         with pytest.raises(StoreError):
             await worker.run_once()
     assert sent == [job_id]
-    assert worker.delivered == 0 and store.outbox_backlog() == 1
-    store.close()
+    assert worker.delivered == 0 and await store.outbox_backlog() == 1
+    await store.close()

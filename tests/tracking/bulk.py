@@ -17,7 +17,7 @@ from faxbridge.simulator import Simulator, credentials
 from faxbridge.simulator.phaxio_submit import CreateRequest, Document, build_fax
 from faxbridge.simulator.records import SimFax, SimRecipient, SimSend
 from faxbridge.simulator.timing import plan
-from faxbridge.store import Store, new_job_id, ts
+from faxbridge.store import JobStore, new_job_id, ts
 
 SHA = hashlib.sha256(b"bulk").hexdigest()
 
@@ -59,14 +59,14 @@ def fill_sim(sim: Simulator, kind: str, count: int, *, now: datetime, spread_s: 
     return out
 
 
-def fill_store(store: Store, rows: list[Row]) -> list[str]:
+def fill_store(store: JobStore, rows: list[Row]) -> list[str]:
     """Their jobs, in state ``submitted`` under ``store.provider``. Returns the job ids."""
     values = []
     for job_id, fax_id, to, at in rows:
         stamp = ts(datetime.fromisoformat(at))
         values.append((job_id, "cli", to, "submitted", 1, "letter", store.provider, fax_id, "bulk.pdf",
                        json.dumps({}), json.dumps({}), stamp, stamp, SHA, stamp, stamp))
-    db = sqlite3.connect(store.db_path)
+    db = sqlite3.connect(store.state_dir / "faxbridge.db")  # type: ignore[attr-defined]
     try:
         with db:
             db.executemany(
@@ -78,7 +78,7 @@ def fill_store(store: Store, rows: list[Row]) -> list[str]:
     return [r[0] for r in rows]
 
 
-def fill(sim: Simulator, store: Store, kind: str, count: int, *, now: datetime, spread_s: float) -> list[str]:
+def fill(sim: Simulator, store: JobStore, kind: str, count: int, *, now: datetime, spread_s: float) -> list[str]:
     """``count`` faxes in the simulator and their jobs in the store, all in flight.
 
     ``kind`` is the provider protocol ("phaxio" | "openfax"). Returns the job ids.

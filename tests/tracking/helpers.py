@@ -11,17 +11,17 @@ import httpx
 
 from faxbridge.app import Daemon
 from faxbridge.clock import SystemClock
-from faxbridge.intake import accept
 from faxbridge.models import InputFile, Job, NewJob, Source
 from faxbridge.simulator import phaxio_signature
 from faxbridge.simulator.phaxio_model import fax_json
 from faxbridge.simulator.webhooks import encode_multipart
-from faxbridge.store import Store
+from faxbridge.store import JobStore
+from faxbridge.workflow import accept
 from tests.conftest import async_wait_until
 from tests.support import make_pdf
 
 
-def parts(daemon: Daemon) -> tuple[Store, Any]:
+def parts(daemon: Daemon) -> tuple[JobStore, Any]:
     assert daemon.store is not None and daemon.runtime is not None
     return daemon.store, daemon.runtime
 
@@ -32,21 +32,24 @@ def web_url(daemon: Daemon) -> str:
     return str(web.local_url)
 
 
-def queue(daemon: Daemon, tmp: Path, to: str, pages: int = 1) -> str:
+async def queue(daemon: Daemon, tmp: Path, to: str, pages: int = 1) -> str:
     store, rt = parts(daemon)
     pdf = tmp / f"doc{pages}.pdf"
     if not pdf.exists():
         make_pdf(pdf, pages=pages)
-    job = accept(store, SystemClock(), NewJob(source=Source.CLI, to=to, document=pdf.name),
-                 [InputFile(pdf.name, pdf)], max_pages=200)
+    job = await accept(store, SystemClock(), NewJob(source=Source.CLI, to=to, document=pdf.name),
+                       [InputFile(pdf.name, pdf)], max_pages=200)
     rt.dispatcher.wake()
     return job.id
 
 
 async def wait_job(daemon: Daemon, job_id: str, *states: str, timeout: float = 30.0) -> Job:
     store, _ = parts(daemon)
-    return await async_wait_until(lambda: (j := store.get(job_id)).state.value in states and j,  # type: ignore[return-value]
-                                  timeout=timeout, what=f"job {job_id} in {states}")
+    async def there() -> Job | None:
+        job = await store.get(job_id)
+        return job if job.state.value in states else None
+
+    return await async_wait_until(there, timeout=timeout, what=f"job {job_id} in {states}")  # type: ignore[no-any-return]
 
 
 def callback_fields(fax: dict[str, Any], *, version: str = "v2.1", event: str | None = "fax_completed",

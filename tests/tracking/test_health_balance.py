@@ -12,6 +12,7 @@ from faxbridge.balance import BalanceWatch
 from faxbridge.metrics import Metrics
 from faxbridge.providers.phaxio import PhaxioProvider
 from faxbridge.simulator import Simulator, credentials
+from tests.conftest import async_wait_until
 from tests.support import base_settings, cli, write_config
 from tests.tracking.conftest import Start, settings
 from tests.tracking.helpers import parts, web_url
@@ -87,3 +88,47 @@ def test_balance_command(tmp_path: Path, threshold: float, warned: bool) -> None
     assert r.stdout.splitlines()[0] == "balance: 100.00"
     warning = "faxbridge: warning: the balance is below provider.low_balance (150.00)"
     assert (warning in r.stderr) is warned, r.stderr
+
+
+async def test_the_loop_serves_while_a_commit_waits_on_the_write_lock(
+        tmp_path: Path, start: Start, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another connection (an intake worker, say) holds the database's write lock: a commit through
+    the daemon's store waits for it, and meanwhile the event loop goes on: the web server answers,
+    /healthz and /metrics wait for the store without holding anything up, the watchdog's
+    ``healthy()`` follows the store probe (it never calls the store itself); once the lock is
+    released everything answers as before."""
+    import asyncio
+    import sqlite3
+
+    from faxbridge import app
+
+    monkeypatch.setattr(app, "PROBE_S", 0.05)          # the probe asks often and
+    monkeypatch.setattr(app, "PROBE_WAIT_S", 0.5)      # ... gives up on an answer soon
+    daemon = await start(settings(tmp_path))
+    store, _ = parts(daemon)
+    url = web_url(daemon)
+    other = sqlite3.connect(tmp_path / "var" / "faxbridge.db", isolation_level=None)
+    try:
+        async with httpx.AsyncClient(timeout=60) as client:
+            assert (await client.get(url + "/healthz")).status_code == 200
+            other.execute("BEGIN IMMEDIATE")           # the write lock, held
+            write = asyncio.create_task(store.kv_set("waiting", "1"))
+            health = asyncio.create_task(client.get(url + "/healthz"))
+            scrape = asyncio.create_task(client.get(url + "/metrics"))
+            # the loop is free: requests that need no store are answered while the commit waits
+            for _ in range(5):
+                assert (await client.post(url + "/healthz")).status_code == 405
+                assert (await client.get(url + "/nothing")).status_code == 404
+            assert not write.done()
+            await async_wait_until(lambda: not daemon.healthy(), timeout=30, what="the probe noticing")
+            assert not write.done() and not health.done()
+            other.execute("COMMIT")                    # released
+            await asyncio.wait_for(write, 30)
+            answered = await asyncio.wait_for(health, 30)
+            assert answered.status_code == 200, answered.json()
+            scraped = await asyncio.wait_for(scrape, 30)
+            assert scraped.status_code == 200 and 'faxbridge_jobs{state="queued"} 0.0' in scraped.text
+            await async_wait_until(daemon.healthy, timeout=30, what="healthy again")
+            assert await store.kv_get("waiting") == "1"
+    finally:
+        other.close()

@@ -26,7 +26,7 @@ async def test_postbacks_finish_jobs_after_the_report_confirms(
     daemon = await start(values)
     store, rt = parts(daemon)
     sim.openfax_postback = PostbackTarget(f"{web_url(daemon)}/webhooks/openfax/{TOKEN}", method)
-    ids = {queue(daemon, tmp_path, f"+1555555121{d}"): d for d in (1, 6, 8, 9)}
+    ids = {await queue(daemon, tmp_path, f"+1555555121{d}"): d for d in (1, 6, 8, 9)}
     for job_id, digit in ids.items():
         job = await wait_job(daemon, job_id, "delivered", "failed")
         assert job.state.value == ("delivered" if digit in (1, 6) else "failed")
@@ -34,7 +34,7 @@ async def test_postbacks_finish_jobs_after_the_report_confirms(
     assert [status for _, status in sim.webhook_log] == [200] * 4
     # each postback triggered a report read; the tracker's own hourly poll never ran a second time
     assert 1 <= rt.tracker.cycles <= 4
-    by_digit = {ids[j.id]: j for j in store.jobs() if j.id in ids}
+    by_digit = {ids[j.id]: j for j in await store.jobs() if j.id in ids}
     assert by_digit[9].reason == "Busy: the line was busy on all 3 attempts" and by_digit[9].attempts == 3
     assert by_digit[8].reason == "Not a fax machine: the number answered but no fax machine did"
 
@@ -47,11 +47,11 @@ async def test_wrong_token_forged_postback_and_unconfirmed_hint(
     values["webhook"]["token"] = TOKEN
     daemon = await start(values)
     store, _ = parts(daemon)
-    job = await wait_job(daemon, queue(daemon, tmp_path, "+15555551212"), "submitted")
+    job = await wait_job(daemon, await queue(daemon, tmp_path, "+15555551212"), "submitted")
     fields = {"OutTransID": job.provider_id or "", "AccountID": credentials.OPENFAX_ACCOUNT_ID,
               "PagesSent": "1", "CallDuration": "40", "LastStatus": "0", "RealCost": "0.07"}
     url = f"{web_url(daemon)}/webhooks/openfax"
-    events = len(store.events(job.id))
+    events = len(await store.events(job.id))
     async with httpx.AsyncClient() as client:
         for response in (await client.post(f"{url}/wrong-token", data=fields),
                          await client.get(f"{url}/wrong-token", params=fields),
@@ -67,7 +67,7 @@ async def test_wrong_token_forged_postback_and_unconfirmed_hint(
         assert response.status_code == 400 and response.json()["result"] == "malformed"
         response = await client.post(f"{url}/{TOKEN}", data={**fields, "OutTransID": "1"})
         assert response.status_code == 200 and response.json()["result"] == "unknown fax"
-    assert store.get(job.id).state.value == "submitted" and len(store.events(job.id)) == events
+    assert (await store.get(job.id)).state.value == "submitted" and len(await store.events(job.id)) == events
 
 
 async def test_unconfirmed_postbacks_apply_at_once(tmp_path: Path, start: Start,
@@ -78,14 +78,14 @@ async def test_unconfirmed_postbacks_apply_at_once(tmp_path: Path, start: Start,
     values["webhook"]["token"] = TOKEN
     daemon = await start(values)
     store, rt = parts(daemon)
-    job = await wait_job(daemon, queue(daemon, tmp_path, "+15555551212"), "submitted")
+    job = await wait_job(daemon, await queue(daemon, tmp_path, "+15555551212"), "submitted")
     fields = {"OutTransID": job.provider_id or "", "LastStatus": "2", "PagesSent": "0", "RetryCount": "3"}
     async with httpx.AsyncClient() as client:
         response = await client.get(f"{web_url(daemon)}/webhooks/openfax/{TOKEN}", params=fields)
         assert response.status_code == 200 and response.json() == {"result": "applied", "state": "failed"}
         again = await client.post(f"{web_url(daemon)}/webhooks/openfax/{TOKEN}", data=fields)
         assert again.status_code == 200 and again.json()["result"] == "ignored"
-    job = store.get(job.id)
+    job = await store.get(job.id)
     assert job.state.value == "failed" and job.reason == "Busy: the line was busy on all 3 attempts"
     assert rt.tracker.requests == 0
 
@@ -97,12 +97,12 @@ async def test_generated_token_is_kept_and_never_logged(tmp_path: Path, start: S
     values = settings(tmp_path, **openfax_at(base))
     daemon = await start(values)
     store, _ = parts(daemon)
-    token = store.kv_get(KV_TOKEN)
+    token = await store.kv_get(KV_TOKEN)
     assert token and len(token) >= 32
     async with httpx.AsyncClient() as client:
         assert (await client.get(f"{web_url(daemon)}/webhooks/openfax/{token}")).status_code == 400
         assert (await client.get(f"{web_url(daemon)}/webhooks/openfax/guess")).status_code == 403
-    assert webhook_token(daemon.cfg, store) == token      # read back from the store, not made anew
+    assert await webhook_token(daemon.cfg, store) == token      # read back from the store, not made anew
     out, err = capfd.readouterr()
     assert token not in out + err
 
@@ -117,7 +117,7 @@ async def test_a_postbacks_reason_is_kept_when_the_report_says_none(
     values["webhook"]["token"] = TOKEN
     daemon = await start(values)
     sim.openfax_postback = PostbackTarget(f"{web_url(daemon)}/webhooks/openfax/{TOKEN}")
-    busy, not_fax = queue(daemon, tmp_path, "+15555551219"), queue(daemon, tmp_path, "+15555551218")
+    busy, not_fax = await queue(daemon, tmp_path, "+15555551219"), await queue(daemon, tmp_path, "+15555551218")
     job = await wait_job(daemon, busy, "failed", "delivered")
     assert job.reason == "Busy: the line was busy on every attempt" and job.attempts == 3     # the postback's words
     job = await wait_job(daemon, not_fax, "failed", "delivered")

@@ -34,13 +34,13 @@ async def test_signed_callbacks_alone_finish_every_job(tmp_path: Path, start: St
     daemon = await start(settings(tmp_path, poll_interval="1h"))
     store, rt = parts(daemon)
     expected = {d: ("delivered" if d <= 6 else "failed") for d in range(10)}
-    ids = {queue(daemon, tmp_path, f"+1555555121{d}"): d for d in expected}
+    ids = {await queue(daemon, tmp_path, f"+1555555121{d}"): d for d in expected}
     for job_id, digit in ids.items():
         job = await wait_job(daemon, job_id, "delivered", "failed")
         assert job.state.value == expected[digit], job
         assert job.callback_url == f"{web_url(daemon)}/webhooks/phaxio?job={job_id}"
     assert rt.tracker.requests == 0                      # no poll asked the provider anything
-    reasons = {ids[j.id]: j.reason for j in store.jobs() if j.id in ids}
+    reasons = {ids[j.id]: j.reason for j in await store.jobs() if j.id in ids}
     assert reasons[9] == "Busy: the line was busy on all 3 attempts"
     assert reasons[7] == "No Answer: there was no answer on all 3 attempts"
     assert rt.simulator.webhook_log and all(status == 200 for _, status in rt.simulator.webhook_log)
@@ -57,18 +57,18 @@ async def test_forged_replayed_duplicate_and_out_of_order_callbacks(tmp_path: Pa
     daemon = await start(settings(tmp_path, poll_interval="1h", simulator={"speed": 1.0}))
     store, rt = parts(daemon)
     post = functools.partial(post_callback, token=callback_token(daemon))
-    a = await wait_job(daemon, queue(daemon, tmp_path, "+15555551212"), "submitted")
-    b = await wait_job(daemon, queue(daemon, tmp_path, "+15555551213"), "submitted")
-    c = await wait_job(daemon, queue(daemon, tmp_path, "+15555551214"), "submitted")
+    a = await wait_job(daemon, await queue(daemon, tmp_path, "+15555551212"), "submitted")
+    b = await wait_job(daemon, await queue(daemon, tmp_path, "+15555551213"), "submitted")
+    c = await wait_job(daemon, await queue(daemon, tmp_path, "+15555551214"), "submitted")
     assert a.provider_id and b.provider_id and c.provider_id and a.callback_url and b.callback_url
     done = callback_fields(fax_now(daemon, a.provider_id, status="success", num_pages=1,
                                    recipient={"status": "success"}))
 
-    def unchanged(job_id: str, events: int) -> None:
-        job = store.get(job_id)
-        assert job.state.value == "submitted" and len(store.events(job_id)) == events
+    async def unchanged(job_id: str, events: int) -> None:
+        job = await store.get(job_id)
+        assert job.state.value == "submitted" and len(await store.events(job_id)) == events
 
-    events_a = len(store.events(a.id))
+    events_a = len(await store.events(a.id))
     forged = [
         ("wrong token", await post(a.callback_url, done, token="not-the-token")),
         ("no signature", await post(a.callback_url, done, sign=False)),
@@ -87,20 +87,20 @@ async def test_forged_replayed_duplicate_and_out_of_order_callbacks(tmp_path: Pa
     for what, response in forged:
         assert response.status_code == 403, (what, response.text)
         assert response.json() == {"result": "forbidden"}
-    unchanged(a.id, events_a)
-    unchanged(b.id, len(store.events(b.id)))
+    await unchanged(a.id, events_a)
+    await unchanged(b.id, len(await store.events(b.id)))
 
     # in flight: never final, even signed
     inflight = callback_fields(fax_now(daemon, a.provider_id, status="inprogress"), event="transmitting_page",
                                page="1", recipient_phone_number="+15555551212")
     response = await post(a.callback_url, inflight)
     assert (response.status_code, response.json()["result"]) == (200, "ignored")
-    unchanged(a.id, events_a)
+    await unchanged(a.id, events_a)
 
     # the genuine final callback, then the same again (Phaxio retries), then late in-flight ones
     response = await post(a.callback_url, done)
     assert response.status_code == 200 and response.json() == {"result": "applied", "state": "delivered"}
-    after = len(store.events(a.id))
+    after = len(await store.events(a.id))
     late = [done,
             callback_fields(fax_now(daemon, a.provider_id, status="inprogress"), event="retry_scheduled",
                             retry_count="1", recipient_phone_number="+15555551212"),
@@ -109,16 +109,16 @@ async def test_forged_replayed_duplicate_and_out_of_order_callbacks(tmp_path: Pa
     for fields in late:
         response = await post(a.callback_url, fields)
         assert response.status_code == 200 and response.json()["result"] == "ignored", response.text
-    job = store.get(a.id)
-    assert job.state.value == "delivered" and len(store.events(a.id)) == after
-    assert [e.event for e in store.events(a.id)].count("job.delivered") == 1
+    job = await store.get(a.id)
+    assert job.state.value == "delivered" and len(await store.events(a.id)) == after
+    assert [e.event for e in await store.events(a.id)].count("job.delivered") == 1
 
     # a v2 payload (no event_type, success flag, urlencoded body) that says busy
     busy = fax_now(daemon, b.provider_id, status="failure", recipient={
         "status": "failure", "retry_count": 2, "error_type": "lineError", "error_id": 17, "error_message": "Busy"})
     response = await post(b.callback_url, callback_fields(busy, version="v2"), multipart=False)
     assert response.status_code == 200, response.text
-    job = store.get(b.id)
+    job = await store.get(b.id)
     assert job.state.value == "failed" and job.reason == "Busy: the line was busy on all 3 attempts"
     assert job.status_code == 17
 
@@ -126,7 +126,7 @@ async def test_forged_replayed_duplicate_and_out_of_order_callbacks(tmp_path: Pa
     assert c.callback_url
     response = await post(c.callback_url, {"fax": "{not json", "event_type": "fax_completed"})
     assert response.status_code == 400 and response.json()["result"] == "malformed"
-    unchanged(c.id, len(store.events(c.id)))
+    await unchanged(c.id, len(await store.events(c.id)))
 
     async with httpx.AsyncClient() as client:
         text = (await client.get(web_url(daemon) + "/metrics")).text
@@ -141,13 +141,13 @@ async def test_a_callback_to_the_account_wide_url_is_matched_by_fax_id(tmp_path:
     daemon = await start(settings(tmp_path, poll_interval="1h", simulator={"speed": 1.0}))
     store, _ = parts(daemon)
     token = callback_token(daemon)
-    job = await wait_job(daemon, queue(daemon, tmp_path, "+15555551212"), "submitted")
+    job = await wait_job(daemon, await queue(daemon, tmp_path, "+15555551212"), "submitted")
     assert job.provider_id
     done = callback_fields(fax_now(daemon, job.provider_id, status="success", num_pages=1,
                                    recipient={"status": "success"}))
     account_url = f"{web_url(daemon)}/webhooks/phaxio"
     forged = await post_callback(account_url, done, token=token, sign_url=f"{web_url(daemon)}/elsewhere")
-    assert forged.status_code == 403 and store.get(job.id).state.value == "submitted"
+    assert forged.status_code == 403 and (await store.get(job.id)).state.value == "submitted"
     r = await post_callback(account_url, done, token=token)
     assert r.status_code == 200, r.text
-    assert store.get(job.id).state.value == "delivered"
+    assert (await store.get(job.id)).state.value == "delivered"

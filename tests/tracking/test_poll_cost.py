@@ -19,7 +19,7 @@ from faxbridge.clock import FakeClock, SystemClock
 from faxbridge.providers.openfax import Cursor
 from faxbridge.simulator import Simulator
 from faxbridge.states import Policy
-from faxbridge.store import Store
+from faxbridge.store import open_store
 from faxbridge.tracker import Tracker
 from tests.support import served_simulator, sim_provider
 from tests.tracking.bulk import fill
@@ -39,7 +39,7 @@ async def real_time_sim() -> AsyncIterator[tuple[Simulator, str]]:
 async def test_ten_thousand_in_flight_cost_at_most_ten_requests_a_cycle(
         tmp_path: Path, real_time_sim: tuple[Simulator, str], kind: str) -> None:
     sim, base = real_time_sim
-    store = Store(tmp_path / "var", kind)
+    store = await open_store(tmp_path / "var", kind)
     try:
         # accepted over the last 4 minutes: some have finished, most are still going
         fill(sim, store, kind, IN_FLIGHT, now=sim.clock.now(), spread_s=240)
@@ -50,7 +50,7 @@ async def test_ten_thousand_in_flight_cost_at_most_ten_requests_a_cycle(
             first = tracker.last_requests
             assert tracker.last_pending == IN_FLIGHT
             assert first_changed > 0                                  # the ones already final were found
-            still = store.in_flight()
+            still = await store.in_flight()
             assert 0 < still < IN_FLIGHT
             await tracker.poll_once()
             second = tracker.last_requests
@@ -64,16 +64,16 @@ async def test_ten_thousand_in_flight_cost_at_most_ten_requests_a_cycle(
             rows = len(sim.history())
             assert first == rows // 1000 + 1
             assert 1 <= second <= 10
-            assert Cursor.load(store.kv_get(tracker.cursor_key)).high is not None
+            assert Cursor.load(await store.kv_get(tracker.cursor_key)).high is not None
         assert first <= 10 and second <= 10
     finally:
-        store.close()
+        await store.close()
 
 
 async def test_phaxio_asks_for_the_overdue_few_alone(tmp_path: Path,
                                                       real_time_sim: tuple[Simulator, str]) -> None:
     sim, base = real_time_sim
-    store = Store(tmp_path / "var", "phaxio")
+    store = await open_store(tmp_path / "var", "phaxio")
     try:
         now = sim.clock.now()
         fill(sim, store, "phaxio", 300, now=now, spread_s=60)
@@ -84,8 +84,8 @@ async def test_phaxio_asks_for_the_overdue_few_alone(tmp_path: Path,
             tracker = Tracker(store, provider, SystemClock(), Policy(), interval=30)
             await tracker.poll_once()
             assert tracker.last_requests == 1 + 2             # one list page + two GETs
-            assert {store.get(i).state.value for i in old} == {"delivered"}
+            assert {(await store.get(i)).state.value for i in old} == {"delivered"}
             await tracker.poll_once()
             assert tracker.last_requests == 1                 # the old ones are final now
     finally:
-        store.close()
+        await store.close()

@@ -31,7 +31,7 @@ async def test_every_webhook_lost_polling_finishes_every_job(
     sim.openfax_postback = PostbackTarget(f"{dead}/webhooks/openfax/x")
     daemon = await start(values)
     _, rt = parts(daemon)
-    ids = {queue(daemon, tmp_path, f"+1555555121{d}"): d for d in OUTCOMES}
+    ids = {await queue(daemon, tmp_path, f"+1555555121{d}"): d for d in OUTCOMES}
     for job_id, digit in ids.items():
         job = await wait_job(daemon, job_id, "delivered", "failed", "canceled")
         assert job.state.value == OUTCOMES[digit], job
@@ -52,13 +52,13 @@ async def test_hang_503_and_429_then_recovery_send_each_fax_once(
     values = settings(tmp_path, **phaxio_at(base, sim), request_timeout="500ms")
     daemon = await start(values)
     store, _ = parts(daemon)
-    ids = [queue(daemon, tmp_path, f"+1555555121{d}") for d in (1, 2, 3)]
+    ids = [await queue(daemon, tmp_path, f"+1555555121{d}") for d in (1, 2, 3)]
     for job_id in ids:
         job = await wait_job(daemon, job_id, "delivered", "failed")
         assert job.state.value == "delivered", job
     assert not sim.faults.pending
     assert Counter(s.job_tag for s in sim.sends) == {i: 1 for i in ids}
-    events = [e.event for i in ids for e in store.events(i)]
+    events = [e.event for i in ids for e in await store.events(i)]
     assert "job.outcome_unknown" in events and "job.resend" in events and "job.retry_scheduled" in events
 
 
@@ -71,11 +71,11 @@ async def test_openfax_honours_the_configured_reconcile_grace(
     values = settings(tmp_path, **openfax_at(base), request_timeout="500ms", reconcile_grace="1s")
     daemon = await start(values)
     store, _ = parts(daemon)
-    job_id = queue(daemon, tmp_path, "+15555551212", pages=3)
+    job_id = await queue(daemon, tmp_path, "+15555551212", pages=3)
     job = await wait_job(daemon, job_id, "delivered", "failed", timeout=60)
     assert job.state.value == "delivered", job
     assert len(sim.sends) == 1
-    events = [e.event for e in store.events(job_id)]
+    events = [e.event for e in await store.events(job_id)]
     assert events.index("job.outcome_unknown") < events.index("job.resend"), events
 
 
@@ -127,7 +127,7 @@ async def test_phaxio_send_parameters_from_the_config_reach_phaxio(
     provider = phaxio_at(base)
     provider["phaxio"].update(caller_id="+15555550100", cancel_timeout="10m", test_fail="lineError")
     daemon = await start(settings(tmp_path, **provider))
-    job_id = queue(daemon, tmp_path, "+15555551212")
+    job_id = await queue(daemon, tmp_path, "+15555551212")
     job = await wait_job(daemon, job_id, "delivered", "failed", timeout=60)
     assert job.state.value == "failed" and job.reason is not None and job.reason.startswith("Line error"), job
     (fax,) = sim.faxes("phaxio")
@@ -141,7 +141,7 @@ async def test_a_test_key_in_production_is_noticed(tmp_path: Path, start: Start,
     provider = phaxio_at(base, sim)
     provider["phaxio"]["api_key"] = credentials.PHAXIO_TEST_KEY
     daemon = await start(settings(tmp_path, **provider))
-    ids = [queue(daemon, tmp_path, "+15555551212"), queue(daemon, tmp_path, "+15555551213")]
+    ids = [await queue(daemon, tmp_path, "+15555551212"), await queue(daemon, tmp_path, "+15555551213")]
     for job_id in ids:
         job = await wait_job(daemon, job_id, "delivered", "failed", timeout=60)
         assert job.state.value == "delivered" and job.reason == TEST_FAX, job
@@ -159,12 +159,12 @@ async def test_jobs_overdue_at_the_provider_show_in_healthz_and_metrics(
     sim.speed = 1.0                                    # the fax stays in flight
     daemon = await start(settings(tmp_path, **phaxio_at(base, sim), poll_interval="1h"))
     store, rt = parts(daemon)
-    job = await wait_job(daemon, queue(daemon, tmp_path, "+15555551212"), "submitted")
+    job = await wait_job(daemon, await queue(daemon, tmp_path, "+15555551212"), "submitted")
     assert job.provider_id
     sim.forget("phaxio", job.provider_id)              # the provider loses it
     rt.tracker.provider._lag = 0.0                     # type: ignore[attr-defined]   (ask for it alone now)
     await rt.tracker.poll_once()
-    assert store.get(job.id).hold == "unknown"
+    assert (await store.get(job.id)).hold == "unknown"
     async with httpx.AsyncClient(timeout=30) as client:
         health = await client.get(f"http://{daemon.cfg.webhook.listen}/healthz")
         text = (await client.get(f"http://{daemon.cfg.webhook.listen}/metrics")).text
