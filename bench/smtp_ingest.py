@@ -63,7 +63,7 @@ async def serve(kind: str, port: int, state: Path, cover: bool) -> None:
         from faxbridge import logs
         from faxbridge.clock import SystemClock
         from faxbridge.config import load
-        from faxbridge.ingress.smtp import SmtpListener, make_intake
+        from faxbridge.ingress.smtp.listener import SmtpListener, make_intake
         from faxbridge.store import Store
         from tests.support import write_config
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from faxbridge.store import sqlite as store_module
 from faxbridge.errors import DuplicateJob, JobNotFound, StoreError
 from faxbridge.models import FaxOutcome, JobState, NewJob, Paper, PreparedDocument, Source, StatusUpdate
 from faxbridge.states import Accepted, Claimed, Policy, Status, Transition, decide
 from faxbridge.store import DOC_NAME, MIGRATIONS, Conflict, Store, new_job_id
+from faxbridge.store import sqlite as store_module
 
 NOW = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
 POLICY = Policy()

@@ -13,7 +13,6 @@ from faxbridge.errors import JobNotFound, StoreBusy, StoreError
 from faxbridge.models import FaxOptions, Job, NewJob, Source
 from faxbridge.store import DOC_NAME, JobStore, ThreadedStore, open_store
 from faxbridge.store.threaded import translate
-
 from tests.support import make_pdf
 
 

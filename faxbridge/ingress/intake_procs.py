@@ -45,8 +45,8 @@ from faxbridge import crashpoints, lifeline, logs
 from faxbridge.clock import SystemClock
 from faxbridge.config import Config
 from faxbridge.ingress import job_caps
-from faxbridge.ingress.rcpt import Recipient
-from faxbridge.ingress.smtp_data import OUR_TROUBLE, TOO_MUCH_WORK, MailIntake
+from faxbridge.ingress.smtp.data import OUR_TROUBLE, TOO_MUCH_WORK, MailIntake
+from faxbridge.ingress.smtp.policy import Recipient
 from faxbridge.store import Store
 
 log = structlog.get_logger("faxbridge.smtp")

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from faxbridge.ingress.mime_bounds import MailLimits, Shape, verdict
+from faxbridge.ingress.smtp.mime_bounds import MailLimits, Shape, verdict
 from tests.conftest import free_port, wait_until
 from tests.support import DaemonProcess, base_settings, make_pdf, pdf_of, process_tree, write_config
 
@@ -349,8 +349,8 @@ def test_a_mail_to_three_numbers_prepares_its_documents_once(tmp_path: Path, mon
     from faxbridge import intake
     from faxbridge.clock import SystemClock
     from faxbridge.config import load
-    from faxbridge.ingress import smtp_data
-    from faxbridge.ingress.rcpt import Recipient
+    from faxbridge.ingress.smtp import data as smtp_data
+    from faxbridge.ingress.smtp.policy import Recipient
     from faxbridge.store import Store
     from tests.support import base_settings
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import structlog.testing
 
-from faxbridge.ingress import mime, smtp_data
-from faxbridge.ingress.smtp_data import INTERNAL_ERROR, _plan
+from faxbridge.ingress.smtp import data as smtp_data
+from faxbridge.ingress.smtp import mime
+from faxbridge.ingress.smtp.data import INTERNAL_ERROR, _plan
 from tests.ingress.mailkit import Bench, asend, config_of, listening, pdf_bytes, scanner, smtp_settings
 
 SENDER = "alice@example.com"

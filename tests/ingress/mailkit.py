@@ -29,8 +29,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from faxbridge.app import Daemon
 from faxbridge.clock import SystemClock
 from faxbridge.config import Config, load
-from faxbridge.ingress.smtp import SmtpListener, make_intake
-from faxbridge.ingress.smtp_data import MailIntake
+from faxbridge.ingress.smtp.data import MailIntake
+from faxbridge.ingress.smtp.listener import SmtpListener, make_intake
 from faxbridge.store import Store
 from tests.conftest import async_wait_until, free_port
 from tests.support import base_settings, make_pdf, write_config

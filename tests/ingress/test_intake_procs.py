@@ -15,7 +15,7 @@ import signal
 from pathlib import Path
 
 from faxbridge.ingress.intake_procs import IntakeProcesses
-from faxbridge.ingress.smtp_data import OUR_TROUBLE
+from faxbridge.ingress.smtp.data import OUR_TROUBLE
 from faxbridge.store import Store
 from tests.conftest import async_wait_until
 from tests.ingress.mailkit import Bench, asend, config_of, listening, pdf_bytes, scanner, smtp_settings

@@ -7,8 +7,8 @@ import ipaddress
 import pytest
 
 from faxbridge.config import NumbersConfig
-from faxbridge.ingress import rcpt
-from faxbridge.ingress.rcpt import Refused, recipient
+from faxbridge.ingress.smtp import policy as rcpt
+from faxbridge.ingress.smtp.policy import Refused, recipient
 
 NUMBERS = NumbersConfig(default_country="US", strict=False, allowed_countries=("US", "CA"),
                         blocked_prefixes=("1900", "1976"), max_pages=200)

@@ -11,8 +11,8 @@ import smtplib
 import socket
 from pathlib import Path
 
-from faxbridge.ingress import rcpt
-from faxbridge.ingress.smtp_data import NO_CONTENT
+from faxbridge.ingress.smtp import policy as rcpt
+from faxbridge.ingress.smtp.data import NO_CONTENT
 from faxbridge.models import JobState
 from tests.ingress import mailkit
 from tests.ingress.mailkit import Answer, Dialogue, config_of, listening, smtp_settings

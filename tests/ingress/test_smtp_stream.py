@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from faxbridge.ingress import mime_slim
-from faxbridge.ingress.smtp_protocol import SPOOL_OVER
-from faxbridge.ingress.smtp_stream import DataSpool, Unstuffer
+from faxbridge.ingress.smtp import mime_slim
+from faxbridge.ingress.smtp.protocol import SPOOL_OVER
+from faxbridge.ingress.smtp.stream import DataSpool, Unstuffer
 from tests.ingress.mailkit import asend, config_of, listening, scanner, smtp_settings
 from tests.support import big_pdf
 

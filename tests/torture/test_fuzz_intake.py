@@ -22,10 +22,10 @@ from faxbridge.clock import SystemClock
 from faxbridge.config import load
 from faxbridge.documents import prepare
 from faxbridge.errors import DocumentError, InputError
-from faxbridge.ingress import mime
 from faxbridge.ingress.control import ControlError, parse_control, result_name, safe_component
-from faxbridge.ingress.rcpt import Recipient
-from faxbridge.ingress.smtp_data import MailIntake
+from faxbridge.ingress.smtp import mime
+from faxbridge.ingress.smtp.data import MailIntake
+from faxbridge.ingress.smtp.policy import Recipient
 from faxbridge.models import InputFile
 from faxbridge.store import Store
 from tests.support import base_settings, write_config

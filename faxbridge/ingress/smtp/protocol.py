@@ -32,11 +32,12 @@ import structlog
 from aiosmtpd.smtp import MISSING, SMTP, Envelope
 
 from faxbridge import crashpoints
-from faxbridge.ingress import rcpt as policy
-from faxbridge.ingress import smtp_limits, smtp_stream
+from faxbridge.ingress.smtp import limits as smtp_limits
+from faxbridge.ingress.smtp import policy
+from faxbridge.ingress.smtp import stream as smtp_stream
 
 if TYPE_CHECKING:
-    from faxbridge.ingress.smtp import FaxHandler
+    from faxbridge.ingress.smtp.listener import FaxHandler
 
 log = structlog.get_logger("faxbridge.smtp")
 

@@ -38,9 +38,9 @@ from argon2.exceptions import Argon2Error, InvalidHashError
 
 from faxbridge.config_parse import Invalid, sender
 from faxbridge.errors import ConfigError
-from faxbridge.ingress.rcpt import sender_allowed
-from faxbridge.ingress.smtp_limits import AUTH_TOO_MANY, AuthThrottle
-from faxbridge.ingress.smtp_protocol import FaxSMTP, peer_host
+from faxbridge.ingress.smtp.limits import AUTH_TOO_MANY, AuthThrottle
+from faxbridge.ingress.smtp.policy import sender_allowed
+from faxbridge.ingress.smtp.protocol import FaxSMTP, peer_host
 
 log = structlog.get_logger("faxbridge.smtp")
 

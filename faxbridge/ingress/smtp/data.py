@@ -48,10 +48,11 @@ from faxbridge.clock import Clock
 from faxbridge.config import Config
 from faxbridge.documents import copy_prepared, join, prepare, text_pages_at_least, text_to_pdf
 from faxbridge.errors import DocumentError, DuplicateJob, StoreError
-from faxbridge.ingress import job_caps, mime, mime_bounds
-from faxbridge.ingress.mime_bounds import MailLimits
-from faxbridge.ingress.mime_slim import Raw, digest
-from faxbridge.ingress.rcpt import Recipient, normal_sender
+from faxbridge.ingress import job_caps
+from faxbridge.ingress.smtp import mime, mime_bounds
+from faxbridge.ingress.smtp.mime_bounds import MailLimits
+from faxbridge.ingress.smtp.mime_slim import Raw, digest
+from faxbridge.ingress.smtp.policy import Recipient, normal_sender
 from faxbridge.ingress.workers import StoreThreads
 from faxbridge.models import FaxOptions, InputFile, NewJob, Paper, PreparedDocument, Source
 from faxbridge.providers.openfax import HEADER_MAX as OPENFAX_HEADER_MAX

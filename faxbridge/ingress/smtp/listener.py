@@ -1,6 +1,6 @@
 """The SMTP listener: aiosmtpd's protocol on the daemon's own event loop, policy in the dialogue.
 
-- :class:`~faxbridge.ingress.smtp_protocol.FaxSMTP` (``smtp_protocol``) is aiosmtpd's protocol with
+- :class:`~faxbridge.ingress.smtp.protocol.FaxSMTP` (``smtp_protocol``) is aiosmtpd's protocol with
   the contract's size replies, the null sender, a fast DATA path and big messages spooled to a file.
 - :class:`FaxHandler` holds the hooks: the client's address is checked at connect and answered
   at MAIL (550 5.7.1), the sender at MAIL, each recipient at RCPT (``rcpt``), the message at
@@ -35,12 +35,12 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 from faxbridge.clock import Clock
 from faxbridge.config import Config
 from faxbridge.errors import StoreError
-from faxbridge.ingress import rcpt as policy
 from faxbridge.ingress.intake_procs import IntakeProcesses
-from faxbridge.ingress.smtp_auth import LOGIN_SENDER_DENIED, Authenticator, read_users
-from faxbridge.ingress.smtp_data import OUR_TROUBLE, QUEUED, MailIntake
-from faxbridge.ingress.smtp_limits import AuthThrottle, LogBudget, SessionCaps, limit_logger
-from faxbridge.ingress.smtp_protocol import NULL_SENDER, FaxEnvelope, FaxSMTP, peer_host
+from faxbridge.ingress.smtp import policy
+from faxbridge.ingress.smtp.auth import LOGIN_SENDER_DENIED, Authenticator, read_users
+from faxbridge.ingress.smtp.data import OUR_TROUBLE, QUEUED, MailIntake
+from faxbridge.ingress.smtp.limits import AuthThrottle, LogBudget, SessionCaps, limit_logger
+from faxbridge.ingress.smtp.protocol import NULL_SENDER, FaxEnvelope, FaxSMTP, peer_host
 from faxbridge.runtime import Component, Runtime
 from faxbridge.store import Store
 
