@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 
 from faxbridge.ingress.smtp import policy as rcpt
-from faxbridge.ingress.smtp.data import NO_CONTENT
+from faxbridge.ingress.smtp.replies import NO_CONTENT
 from faxbridge.models import JobState
 from tests.ingress import mailkit
 from tests.ingress.mailkit import Answer, Dialogue, config_of, listening, smtp_settings

@@ -1,26 +1,27 @@
 """DATA: a received message → one durable job per fax recipient, and the SMTP reply.
 
-The I/O shell around the pure ``mime`` module and ``intake``:
+Two halves, so that the CPU work runs in a worker process and only the daemon touches the store:
 
-1. parse and pick the parts; refusals give 554 5.6.1 naming the part, nothing to fax 554 5.6.0;
-2. per recipient, the dedup key = sha256(Message-ID (or, without one, the whole message) +
-   recipient + hash of what would be faxed). A job with that key made within
-   :data:`DEDUP_WINDOW` means the message was sent before (a relay retrying after our 4xx, or a
-   confused client): no second fax, and the 250 reply names the job it duplicates. No second
-   reply mail either: the first job's reply is the one answer for that message. The key is
-   looked for again inside the committing transaction, so the same mail arriving on two
-   connections at once also makes one job;
-3. the attachments prepared ONCE per message (decoded, checked, converted: ``_prepare_once``),
-   then per recipient only its cover page (with that recipient's number) set and joined to them;
-   every recipient's document is staged before any job is committed. More than
-   ``numbers.max_pages`` pages, or a cover text over ``limits.max_cover_pages``: 554 5.3.4;
-4. each job committed (fsynced); only when every recipient's job is committed is 250 answered.
-   Our own trouble (database busy, disk full, any OSError) answers 451 4.3.0: the client keeps
-   the message and retries, and the retry finds the jobs committed so far by their dedup keys.
+- in a worker (:func:`stage_mail`, run by the ``faxbridge.workers`` engine; no store, no clock):
 
-All of this is :meth:`MailIntake.accept_now`, run away from the event loop: in the daemon in
-worker processes (``intake_procs``: other cores, not the event loop's interpreter lock), in
-tests and tools also in worker threads with their own store connections (``workers``).
+  1. parse and pick the parts; refusals give 554 5.6.1 naming the part, nothing to fax 554 5.6.0;
+  2. per recipient, the dedup key = sha256(Message-ID (or, without one, the whole message) +
+     recipient + hash of what would be faxed);
+  3. the attachments prepared ONCE per message (decoded, checked, converted: ``_prepare_once``),
+     then per recipient only its cover page (with that recipient's number) set and joined to
+     them; every recipient's document is staged (``spool.stage(job_id)``) before any job is
+     committed. More than ``numbers.max_pages`` pages, or a cover text over
+     ``limits.max_cover_pages``: 554 5.3.4. The answer is a :class:`MailPlan` (or the refusal);
+
+- in the daemon (:class:`MailIntake`): each staged job committed (fsynced) through the
+  :class:`~faxbridge.store.JobStore`, looking in the same transaction for a job with the same key
+  made within :data:`DEDUP_WINDOW`: then the message was sent before (a relay retrying after our
+  4xx, or a confused client, or the same mail on two connections at once): no second fax, and
+  the 250 reply names the job it duplicates (no second reply mail either). Only when every
+  recipient's job is committed is 250 answered. Our own trouble (database busy, disk full, any
+  OSError, a worker that died) answers 451 4.3.0: the client keeps the message and retries, and
+  the retry finds the jobs committed so far by their dedup keys. Over the job's CPU time or
+  memory (``limits.job_cpu``, ``limits.job_memory``): 554 5.3.4.
 
 Window: 5 days, Postfix's default ``maximal_queue_lifetime``: a relay stops retrying by then.
 """
@@ -34,12 +35,13 @@ import functools
 import hashlib
 import mmap
 import os
+import pickle
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
@@ -48,54 +50,32 @@ from faxbridge.clock import Clock
 from faxbridge.config import Config
 from faxbridge.documents import copy_prepared, join, prepare, text_pages_at_least, text_to_pdf
 from faxbridge.errors import DocumentError, DuplicateJob, StoreError
-from faxbridge.ingress import job_caps
 from faxbridge.ingress.smtp import mime, mime_bounds
 from faxbridge.ingress.smtp.mime_bounds import MailLimits
 from faxbridge.ingress.smtp.mime_slim import Raw, digest
 from faxbridge.ingress.smtp.policy import Recipient, normal_sender
-from faxbridge.ingress.workers import StoreThreads
+from faxbridge.ingress.smtp.replies import (
+    INTERNAL_ERROR,
+    NO_CONTENT,
+    OUR_TROUBLE,
+    TOO_MUCH_WORK,
+    UNREADABLE_MESSAGE,
+    queued,
+    too_many_pages,
+    unreadable_part,
+)
 from faxbridge.models import FaxOptions, InputFile, NewJob, Paper, PreparedDocument, Source
-from faxbridge.providers.openfax import HEADER_MAX as OPENFAX_HEADER_MAX
-from faxbridge.providers.phaxio import HEADER_MAX as PHAXIO_HEADER_MAX
-from faxbridge.store import Store, new_job_id
-
-if TYPE_CHECKING:
-    from faxbridge.ingress.intake_procs import IntakeProcesses
+from faxbridge.store import DocumentSpool, JobStore, Staged, new_job_id
+from faxbridge.workers import Engine, TooMuchWork, WorkerLost
 
 log = structlog.get_logger("faxbridge.smtp")
 
 DEDUP_WINDOW = timedelta(days=5)
-
-UNREADABLE_MESSAGE = "554 5.6.0 The message could not be read as a mail message"
-INTERNAL_ERROR = ("554 5.6.0 The message could not be read: the fax server failed on it "
-                  "(the error is logged for its operator)")
-NO_CONTENT = ("554 5.6.0 Nothing to fax: attach a PDF, TIFF, JPEG, PNG, GIF or text file, "
-              "or write the text in the mail body")
-TOO_MUCH_WORK = ("554 5.3.4 Too much work: the message needs more CPU time or memory than the fax server "
-                 "allows one message; send fewer or smaller documents")
 _REFUSED_WORK = {INTERNAL_ERROR: "bug", TOO_MUCH_WORK: "too_much_work"}
-OUR_TROUBLE = "451 4.3.0 Temporary trouble on the fax server: please try again later"
-QUEUED = "250 2.0.0 Queued as job"     # how a reply that made new jobs begins
 
-
-def unreadable_part(why: str, more: int = 0) -> str:
-    extra = f" (and {more} more part{'s' if more > 1 else ''} that cannot be faxed)" if more else ""
-    return f"554 5.6.1 {_line(why)}{extra}"
-
-
-def too_many_pages(why: str) -> str:
-    return f"554 5.3.4 Too many pages: {_line(why)}"
-
-
-def queued(new_ids: Sequence[str], duplicates: Sequence[tuple[str, str]]) -> str:
-    """250 naming the jobs made, and the jobs an earlier copy of this message already made."""
-    words = []
-    if new_ids:
-        words.append(f"Queued as job{'s' if len(new_ids) > 1 else ''} {', '.join(new_ids)}")
-    if duplicates:
-        dup = ", ".join(sorted({job_id for _, job_id in duplicates}))
-        words.append(f"Duplicate of job {dup}: already received, not faxed again")
-    return "250 2.0.0 " + "; ".join(words)
+HeaderLimit = Callable[[Config], "int | None"]
+"""The provider's fax header length for a configuration, or None when the configuration fixes the
+header text (then no job carries one): given to :class:`MailIntake` by whoever builds it."""
 
 
 def message_bytes(raw: bytes | Path) -> Raw:
@@ -116,20 +96,29 @@ def done_with(raw: Raw) -> None:
             raw.close()
 
 
-def _line(text: str) -> str:
-    return " ".join(text.split())
+@dataclass(frozen=True)
+class MailSettings:
+    """What the worker half needs of the configuration (plain values: sent with each message)."""
+
+    cover_mode: str
+    limits: MailLimits
+    max_pages: int
+    max_cover_pages: int
+    max_decompressed: int
+    header_limit: int | None             # None: the configuration fixes the header text
+    domains: tuple[str, ...]
 
 
-def header_policy(cfg: Config) -> tuple[int, bool]:
-    """The provider's header length, and whether the configuration fixes the header text.
+def mail_settings(cfg: Config, header_limit: int | None) -> MailSettings:
+    return MailSettings(cfg.smtp.cover_page, mail_limits(cfg), cfg.numbers.max_pages, cfg.limits.max_cover_pages,
+                        cfg.limits.max_decompressed, header_limit, tuple(cfg.smtp.domains))
 
-    Openfax takes the job's header as ``toHeader`` (``provider.openfax.to_header`` fixes it);
-    Phaxio and the simulator as ``header_text`` (``provider.phaxio.header_text`` fixes it).
-    """
-    p = cfg.provider
-    if p.kind == "openfax":
-        return OPENFAX_HEADER_MAX, bool(p.openfax.to_header)
-    return PHAXIO_HEADER_MAX, bool(p.phaxio.header_text)
+
+@dataclass(frozen=True)
+class MailPlan:
+    """The worker's answer for a message it could read: each fresh recipient's job, staged."""
+
+    staged: tuple[Staged, ...]
 
 
 @dataclass(frozen=True)
@@ -172,7 +161,7 @@ def _plan(raw: Raw, cover_mode: str, limits: MailLimits = DEFAULT_LIMITS) -> _Pl
       traceback (``smtp.intake_bug``) and counted (:data:`INTERNAL_ERROR` replies are counted by
       :meth:`MailIntake.accept`), so the operator sees it and can fix it;
     - our trouble where retrying can help (OSError, the store) does not come from here: it is
-      answered 451 4.3.0 by :meth:`MailIntake.accept_now`.
+      answered 451 4.3.0 (:func:`stage_mail`, :class:`MailIntake`).
     """
     try:
         content = _read(raw, limits)
@@ -222,194 +211,208 @@ def _write_parts(work: Path, content: mime.MailContent) -> list[InputFile]:
     return files
 
 
-class MailIntake:
-    """Turns one received message into jobs; ``accept`` returns the SMTP reply for DATA.
 
-    The work runs in :class:`StoreThreads` (each with its own store connection), so the event loop
-    keeps serving other sessions while documents are converted and fsynced.
-    """
+# --- the worker half: a message in, a plan (or a refusal) out ----------------------------------------------
 
-    def __init__(self, cfg: Config, open_store: Callable[[], Store], clock: Clock, *, threads: int = 4,
-                 processes: IntakeProcesses | None = None) -> None:
-        self.cfg = cfg
-        self.clock = clock
-        self.header_limit, self.header_fixed = header_policy(cfg)
-        self.workers = StoreThreads(open_store, size=threads)
-        self.processes = processes
-        # Called with "bug" (INTERNAL_ERROR) or "too_much_work" (TOO_MUCH_WORK) for each such reply,
-        # in the daemon's process whichever worker made it: the daemon counts them in a metric.
-        self.on_refused_work: Callable[[str], None] = lambda kind: None
 
-    async def start(self) -> None:
-        if self.processes is not None:
-            await self.processes.start()
-        else:
-            self.workers.start()
-
-    async def close(self) -> None:
-        if self.processes is not None:
-            await self.processes.close()
-        await self.workers.close()
-
-    def reconfigure(self, cfg: Config) -> None:
-        self.cfg = cfg
-        self.header_limit, self.header_fixed = header_policy(cfg)
-        if self.processes is not None:
-            self.processes.reconfigure(cfg)
-
-    async def accept(self, sender: str, recipients: Sequence[Recipient], raw: bytes | Path,
-                     extra_meta: dict[str, Any] | None = None) -> str:
-        """The reply to DATA; ``raw`` is the message, or the file a big one was spooled to."""
-        extra = extra_meta or {}
-        if self.processes is not None:
-            reply = await self.processes.mail(sender, recipients, raw, extra)
-        else:
-            reply = await self.workers.run(lambda store: self.accept_file(store, sender, recipients, raw, extra))
-        if reply in _REFUSED_WORK:
-            self.on_refused_work(_REFUSED_WORK[reply])
-        return reply
-
-    def accept_file(self, store: Store, sender: str, recipients: Sequence[Recipient], raw: bytes | Path,
-                    extra_meta: dict[str, Any]) -> str:
-        """:meth:`accept_now` for a message given as bytes or as its spool file."""
-        try:
-            message = message_bytes(raw)
-        except OSError as exc:
-            log.error("smtp.intake_failed", error=f"{type(exc).__name__}: {exc}", sender=sender)
-            return OUR_TROUBLE
-        try:
-            return self.accept_now(store, sender, recipients, message, extra_meta)
-        finally:
-            done_with(message)
-
-    def accept_now(self, store: Store, sender: str, recipients: Sequence[Recipient], raw: Raw,
-                   extra_meta: dict[str, Any]) -> str:
-        """The whole DATA decision, blocking (in a worker thread, on that thread's store)."""
-        plan = _plan(raw, self.cfg.smtp.cover_page, mail_limits(self.cfg))
+def stage_mail(settings: MailSettings, spool: DocumentSpool, sender: str, recipients: Sequence[Recipient],
+               raw: bytes | Path, extra_meta: dict[str, Any], job_ids: Sequence[str], work_id: str) -> MailPlan | str:
+    """Everything of DATA but the commit (in a worker process): the plan with each recipient's
+    document staged as ``job_ids[i]``, or the reply that refuses the message. ``work_id`` names
+    the scratch folder in the staging area (the daemon removes both if the worker dies)."""
+    try:
+        message = message_bytes(raw)
+    except OSError as exc:
+        log.error("smtp.intake_failed", error=f"{type(exc).__name__}: {exc}", sender=sender)
+        return OUR_TROUBLE
+    try:
+        plan = _plan(message, settings.cover_mode, settings.limits)
         if isinstance(plan, str):
             log.info("smtp.refused", stage="data", reply=plan, sender=sender)
             return plan
         try:
-            return self._jobs(store, sender, recipients, plan, extra_meta)
+            return MailPlan(tuple(_stage_all(spool, settings, sender, recipients, plan, extra_meta, job_ids,
+                                             work_id)))
         except DocumentError as exc:
             reply = too_many_pages(exc.reason) if exc.too_many_pages else unreadable_part(exc.reason)
             log.info("smtp.refused", stage="data", reply=reply, sender=sender)
             return reply
+        except OSError as exc:
+            log.error("smtp.intake_failed", error=f"{type(exc).__name__}: {exc}", sender=sender)
+            return OUR_TROUBLE
+    finally:
+        done_with(message)
+
+
+def _stage_all(spool: DocumentSpool, settings: MailSettings, sender: str, recipients: Sequence[Recipient],
+               plan: _Plan, extra_meta: dict[str, Any], job_ids: Sequence[str], work_id: str) -> list[Staged]:
+    """Every recipient's document staged, before any job is committed: the work that may be
+    refused (pages, content, the job's CPU or memory cap) never leaves half the jobs made."""
+    staged: list[Staged] = []
+    work = spool.stage(f"mail-{work_id}")
+    try:
+        body = _prepare_once(settings, work, plan)
+        for rcpt, job_id in zip(recipients, job_ids, strict=True):
+            key = dedup_key(plan.message_key, rcpt.number.e164, plan.doc_hash)
+            make = functools.partial(_document, settings=settings, rcpt=rcpt, plan=plan, body=body, work=work)
+            doc = intake.stage_with(spool, job_id, make)
+            staged.append(Staged(job_id, _new_job(settings, sender, rcpt, key, plan, extra_meta), doc))
+    except BaseException:
+        for item in staged:
+            spool.discard_stage(item.job_id)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return staged
+
+
+def _prepare_once(settings: MailSettings, work: Path, plan: _Plan) -> PreparedDocument | None:
+    """The message's attachments as one checked fax-ready PDF, made ONCE for all its recipients
+    (only the cover page, which names each recipient, is made per job); None without any.
+
+    Bounds first: a cover page text that would fill more than ``limits.max_cover_pages`` pages
+    (or, with the attachments, more than ``numbers.max_pages``) is refused (554 5.3.4) before
+    anything is set in type: a 5 MB line of text is refused at once, not after minutes."""
+    max_pages = settings.max_pages
+    cover_pages = text_pages_at_least(plan.content.body, Paper.LETTER) if plan.cover else 0
+    if cover_pages > settings.max_cover_pages:
+        limit = settings.max_cover_pages
+        raise DocumentError(f"the mail text would fill more than {limit} cover pages (the limit is {limit}); "
+                            "send long text as an attached file", too_many_pages=True)
+    if cover_pages > max_pages:
+        raise DocumentError(f"the mail text would fill more than {max_pages} pages; the limit is {max_pages}",
+                            too_many_pages=True)
+    if not plan.content.parts:
+        return None
+    files = _write_parts(work, plan.content)
+    return prepare(files, work / "attachments.pdf", max_pages=max_pages,
+                   max_decompressed=settings.max_decompressed)
+
+def _document(out: Path, *, settings: MailSettings, rcpt: Recipient, plan: _Plan,
+          body: PreparedDocument | None, work: Path) -> PreparedDocument:
+    """One recipient's document: its cover page and the message's prepared attachments."""
+    max_pages = settings.max_pages
+    if not plan.cover:
+        assert body is not None    # _plan: a message without a cover page has parts
+        return copy_prepared(body, out)
+    cover = work / f"cover-{out.parent.name}.pdf"
+    text_to_pdf(plan.content.body, cover, name="the cover page",
+                heading=mime.cover_heading(plan.content, rcpt.number.e164))
+    if body is None:
+        return prepare([InputFile("the cover page", cover)], out, max_pages=max_pages)
+    return join(cover, body, out, max_pages=max_pages)
+
+
+def _new_job(settings: MailSettings, sender: str, rcpt: Recipient, key: str, plan: _Plan,
+         extra_meta: dict[str, Any]) -> NewJob:
+    h = plan.content.headers
+    names = [p.name for p in plan.content.parts]
+    document = names[0] if names else "the mail text"
+    if len(names) > 1:
+        document += f" (+{len(names) - 1} more)"
+    header = None if settings.header_limit is None else mime.fax_header(h.subject, settings.header_limit)
+    meta: dict[str, Any] = {
+        "message_id": h.message_id or None,
+        "from": h.from_ or None,
+        "reply_to": h.reply_to or None,
+        "recipient": rcpt.address,
+        "documents": names,
+        "cover_page": plan.cover,
+        "skipped": [{"name": s.name, "why": s.why} for s in plan.content.skipped],
+        "no_reply": mime.no_reply_reason(sender, h, settings.domains),
+        **extra_meta,
+    }
+    return NewJob(source=Source.SMTP, to=rcpt.number.e164, document=document,
+                  options=FaxOptions(header=header), sender=normal_sender(sender) or None,
+                  subject=h.subject or None, meta=meta, dedup_key=key)
+
+
+# --- the daemon half: the plan committed, the reply -----------------------------------------------------
+
+
+class MailIntake:
+    """Turns one received message into jobs; ``accept`` returns the SMTP reply for DATA.
+
+    The message goes to a worker process (:func:`stage_mail` on the ``engine``), the plan it
+    answers is committed here through the store, so the event loop only moves bytes and awaits.
+    ``header_limit`` gives the provider's fax header length for a configuration (or None when the
+    configuration fixes the header): the caller knows the provider, ingress does not.
+    """
+
+    def __init__(self, cfg: Config, engine: Engine, clock: Clock, *, header_limit: HeaderLimit) -> None:
+        self.cfg = cfg
+        self.engine = engine
+        self.clock = clock
+        self.header_limit = header_limit
+        self.settings = mail_settings(cfg, header_limit(cfg))
+        self.work: Callable[..., MailPlan | str] = stage_mail     # what a worker runs for each message
+        # Called with "bug" (INTERNAL_ERROR) or "too_much_work" (TOO_MUCH_WORK) for each such reply,
+        # in the daemon's process whichever worker made it: the daemon counts them in a metric.
+        self.on_refused_work: Callable[[str], None] = lambda kind: None
+
+    def reconfigure(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.settings = mail_settings(cfg, self.header_limit(cfg))
+
+    async def accept(self, store: JobStore, sender: str, recipients: Sequence[Recipient], raw: bytes | Path,
+                     extra_meta: dict[str, Any] | None = None) -> str:
+        """The reply to DATA; ``raw`` is the message, or the file a big one was spooled to."""
+        reply = await self._accept(store, sender, recipients, raw, extra_meta or {})
+        if reply in _REFUSED_WORK:
+            self.on_refused_work(_REFUSED_WORK[reply])
+        return reply
+
+    async def _accept(self, store: JobStore, sender: str, recipients: Sequence[Recipient], raw: bytes | Path,
+                      extra_meta: dict[str, Any]) -> str:
+        spool = store.spool
+        job_ids = [new_job_id() for _ in recipients]
+        work_id = new_job_id()
+        message: Path | pickle.PickleBuffer = raw if isinstance(raw, Path) else pickle.PickleBuffer(raw)
+        answered = False
+        try:
+            plan = await self.engine.run(self.work, self.settings, spool, sender, list(recipients), message,
+                                         extra_meta, job_ids, work_id)
+            answered = True
+        except TooMuchWork as exc:
+            log.warning("smtp.too_much_work", error=f"{type(exc).__name__}: {exc}", sender=sender)
+            return TOO_MUCH_WORK
+        except WorkerLost as exc:
+            log.error("smtp.intake_worker_lost", error=str(exc), sender=sender)
+            return OUR_TROUBLE
+        except Exception as exc:   # the client hears 451 and keeps its mail; never a silent loss
+            log.error("smtp.intake_failed", error=f"{type(exc).__name__}: {exc}", sender=sender, exc_info=exc)
+            return OUR_TROUBLE
+        finally:
+            if not answered:       # the worker may have left staged documents behind: not kept
+                for name in (*job_ids, f"mail-{work_id}"):
+                    spool.discard_stage(name)
+        if isinstance(plan, str):
+            return plan
+        return await self.commit(store, sender, plan)
+
+    async def commit(self, store: JobStore, sender: str, plan: MailPlan) -> str:
+        """Each staged job committed (a duplicate of an earlier copy is not); the 250 reply naming
+        them, or 451 for our trouble (what was committed stays: the retry finds it)."""
+        made: list[str] = []
+        duplicates: list[str] = []
+        pending = list(plan.staged)
+        try:
+            while pending:
+                item = pending.pop(0)
+                try:
+                    job = await intake.commit_staged(store, self.clock, item, dedup_window=DEDUP_WINDOW)
+                except DuplicateJob as dup:   # sent before, or the same mail on another connection just now
+                    duplicates.append(dup.job_id)
+                    log.info("smtp.duplicate", job_id=dup.job_id, to=item.new.to,
+                             message_id=item.new.meta.get("message_id"))
+                    continue
+                made.append(job.id)
+                crashpoints.hit("smtp.job_committed")
         except (StoreError, OSError) as exc:
             log.error("smtp.intake_failed", error=f"{type(exc).__name__}: {exc}", sender=sender)
             return OUR_TROUBLE
-
-    def _jobs(self, store: Store, sender: str, recipients: Sequence[Recipient], plan: _Plan,
-              extra_meta: dict[str, Any]) -> str:
-        fresh: list[tuple[Recipient, str]] = []
-        duplicates: list[tuple[Recipient, str]] = []
-        for rcpt in recipients:
-            key = dedup_key(plan.message_key, rcpt.number.e164, plan.doc_hash)
-            earlier = intake.find_duplicate(store, self.clock, key, DEDUP_WINDOW)
-            if earlier is not None:
-                duplicates.append((rcpt, earlier.id))
-                log.info("smtp.duplicate", job_id=earlier.id, to=rcpt.number.e164,
-                         message_id=plan.content.headers.message_id)
-            else:
-                fresh.append((rcpt, key))
-        made: list[str] = []
-        staged = self._stage_all(store, fresh, plan) if fresh else []
-        job_caps.work_done()   # the CPU cap is for the work: committing what was staged is never cut short
-        try:
-            while staged:
-                rcpt, key, job_id, doc = staged[0]
-                new = self._new_job(sender, rcpt, key, plan, extra_meta)
-                staged.pop(0)
-                try:
-                    made.append(intake.commit(store, self.clock, job_id, new, doc, dedup_window=DEDUP_WINDOW).id)
-                except DuplicateJob as dup:   # the same mail on another connection, just now
-                    duplicates.append((rcpt, dup.job_id))
-                    log.info("smtp.duplicate", job_id=dup.job_id, to=rcpt.number.e164,
-                             message_id=plan.content.headers.message_id)
-                    continue
-                crashpoints.hit("smtp.job_committed")
         finally:
-            for _, _, job_id, _ in staged:     # not committed (our trouble): not left behind
-                store.discard_stage(job_id)
-        reply = queued(made, [(r.address, job_id) for r, job_id in duplicates])
-        log.info("smtp.accepted", jobs=made, duplicates=[job_id for _, job_id in duplicates], sender=sender)
-        return reply
-
-    def _stage_all(self, store: Store, fresh: Sequence[tuple[Recipient, str]],
-                   plan: _Plan) -> list[tuple[Recipient, str, str, PreparedDocument]]:
-        """Every fresh recipient's document staged, before any job is committed: the work that may
-        be refused (pages, content, the job's CPU or memory cap) never leaves half the jobs made."""
-        staged: list[tuple[Recipient, str, str, PreparedDocument]] = []
-        work = store.staging / f"mail-{new_job_id()}"
-        try:
-            work.mkdir(parents=True)
-            body = self._prepare_once(work, plan)
-            for rcpt, key in fresh:
-                job_id = new_job_id()
-                make = functools.partial(self._document, rcpt=rcpt, plan=plan, body=body, work=work)
-                staged.append((rcpt, key, job_id, intake.stage_with(store, job_id, make)))
-        except BaseException:
-            for _, _, job_id, _ in staged:
-                store.discard_stage(job_id)
-            raise
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        return staged
-
-    def _prepare_once(self, work: Path, plan: _Plan) -> PreparedDocument | None:
-        """The message's attachments as one checked fax-ready PDF, made ONCE for all its recipients
-        (only the cover page, which names each recipient, is made per job); None without any.
-
-        Bounds first: a cover page text that would fill more than ``limits.max_cover_pages`` pages
-        (or, with the attachments, more than ``numbers.max_pages``) is refused (554 5.3.4) before
-        anything is set in type: a 5 MB line of text is refused at once, not after minutes."""
-        max_pages = self.cfg.numbers.max_pages
-        cover_pages = text_pages_at_least(plan.content.body, Paper.LETTER) if plan.cover else 0
-        if cover_pages > self.cfg.limits.max_cover_pages:
-            limit = self.cfg.limits.max_cover_pages
-            raise DocumentError(f"the mail text would fill more than {limit} cover pages (the limit is {limit}); "
-                                "send long text as an attached file", too_many_pages=True)
-        if cover_pages > max_pages:
-            raise DocumentError(f"the mail text would fill more than {max_pages} pages; the limit is {max_pages}",
-                                too_many_pages=True)
-        if not plan.content.parts:
-            return None
-        files = _write_parts(work, plan.content)
-        return prepare(files, work / "attachments.pdf", max_pages=max_pages,
-                       max_decompressed=self.cfg.limits.max_decompressed)
-
-    def _document(self, out: Path, *, rcpt: Recipient, plan: _Plan, body: PreparedDocument | None,
-                  work: Path) -> PreparedDocument:
-        """One recipient's document: its cover page and the message's prepared attachments."""
-        max_pages = self.cfg.numbers.max_pages
-        if not plan.cover:
-            assert body is not None    # _plan: a message without a cover page has parts
-            return copy_prepared(body, out)
-        cover = work / f"cover-{out.parent.name}.pdf"
-        text_to_pdf(plan.content.body, cover, name="the cover page",
-                    heading=mime.cover_heading(plan.content, rcpt.number.e164))
-        if body is None:
-            return prepare([InputFile("the cover page", cover)], out, max_pages=max_pages)
-        return join(cover, body, out, max_pages=max_pages)
-
-    def _new_job(self, sender: str, rcpt: Recipient, key: str, plan: _Plan, extra_meta: dict[str, Any]) -> NewJob:
-        h = plan.content.headers
-        names = [p.name for p in plan.content.parts]
-        document = names[0] if names else "the mail text"
-        if len(names) > 1:
-            document += f" (+{len(names) - 1} more)"
-        header = None if self.header_fixed else mime.fax_header(h.subject, self.header_limit)
-        meta: dict[str, Any] = {
-            "message_id": h.message_id or None,
-            "from": h.from_ or None,
-            "reply_to": h.reply_to or None,
-            "recipient": rcpt.address,
-            "documents": names,
-            "cover_page": plan.cover,
-            "skipped": [{"name": s.name, "why": s.why} for s in plan.content.skipped],
-            "no_reply": mime.no_reply_reason(sender, h, self.cfg.smtp.domains),
-            **extra_meta,
-        }
-        return NewJob(source=Source.SMTP, to=rcpt.number.e164, document=document,
-                      options=FaxOptions(header=header), sender=normal_sender(sender) or None,
-                      subject=h.subject or None, meta=meta, dedup_key=key)
+            for item in pending:       # not committed (our trouble): not left behind
+                store.spool.discard_stage(item.job_id)
+        log.info("smtp.accepted", jobs=made, duplicates=duplicates, sender=sender)
+        return queued(made, duplicates)

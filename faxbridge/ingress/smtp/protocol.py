@@ -242,7 +242,7 @@ class FaxSMTP(SMTP):
         whether it passed the size limit (then nothing is kept)."""
         reader = self._reader
         limit = self.data_size_limit or 0
-        spool = smtp_stream.DataSpool(self.fax_handler.store.staging, SPOOL_OVER)
+        spool = smtp_stream.DataSpool(self.fax_handler.data_dir, SPOOL_OVER)
         unstuff = smtp_stream.Unstuffer()
         size = 0
         too_much = False
