@@ -40,6 +40,13 @@ class TooMuchWork(WorkerError):
     would again on every try."""
 
 
+def _alive(worker: _Worker) -> bool:
+    """Whether an idle worker can take a job: its process not ended, its socket not closed (a
+    process that was killed closes its socket a moment before the kernel lets it be reaped)."""
+    reader = worker.reader
+    return worker.process.poll() is None and not reader.at_eof() and reader.exception() is None
+
+
 def default_size() -> int:
     """One worker per core this process may run on."""
     try:
@@ -153,7 +160,7 @@ class Engine:
                 worker = self._idle.pop()
                 if worker.timer is not None:
                     worker.timer.cancel()
-                if worker.process.poll() is None:
+                if _alive(worker):
                     return worker
                 log.warning("workers.died", pid=worker.process.pid, exitcode=worker.process.returncode)
                 self._retire(worker, kill=True)
@@ -173,7 +180,7 @@ class Engine:
                     self._release(given)             # handed to us just as we were cancelled
                 raise
             if handed is not None:
-                if handed.process.poll() is None:
+                if _alive(handed):
                     return handed
                 self._retire(handed, kill=True)
 

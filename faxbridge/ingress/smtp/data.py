@@ -50,7 +50,7 @@ from faxbridge.clock import Clock
 from faxbridge.config import Config
 from faxbridge.documents import copy_prepared, join, prepare, text_pages_at_least, text_to_pdf
 from faxbridge.errors import DocumentError, DuplicateJob, StoreError
-from faxbridge.ingress.smtp import mime, mime_bounds
+from faxbridge.ingress.smtp import mime, mime_bounds, replies
 from faxbridge.ingress.smtp.mime_bounds import MailLimits
 from faxbridge.ingress.smtp.mime_slim import Raw, digest
 from faxbridge.ingress.smtp.policy import Recipient, normal_sender
@@ -166,7 +166,7 @@ def _plan(raw: Raw, cover_mode: str, limits: MailLimits = DEFAULT_LIMITS) -> _Pl
     try:
         content = _read(raw, limits)
     except RecursionError:
-        return mime_bounds.too_deep(limits.max_nesting)
+        return replies.too_deep(limits.max_nesting)
     except _UNREADABLE as exc:
         log.warning("smtp.unparsable", error=f"{type(exc).__name__}: {exc}")
         return UNREADABLE_MESSAGE

@@ -1,20 +1,24 @@
 """The SMTP listener: aiosmtpd's protocol on the daemon's own event loop, policy in the dialogue.
 
-- :class:`~faxbridge.ingress.smtp.protocol.FaxSMTP` (``smtp_protocol``) is aiosmtpd's protocol with
-  the contract's size replies, the null sender, a fast DATA path and big messages spooled to a file.
+- :class:`~faxbridge.ingress.smtp.protocol.FaxSMTP` (``protocol``) is aiosmtpd's protocol with
+  the contract's size replies, the null sender, a fast DATA path and big messages spooled to a file
+  (``stream``).
 - :class:`FaxHandler` holds the hooks: the client's address is checked at connect and answered
-  at MAIL (550 5.7.1), the sender at MAIL, each recipient at RCPT (``rcpt``), the message at
-  DATA (``smtp_data``). Reply strings live in ``rcpt`` and ``smtp_data``.
+  at MAIL (550 5.7.1), the sender at MAIL, each recipient at RCPT (``policy``; the hourly limits
+  awaited on the :class:`~faxbridge.store.JobStore`), the message at DATA (``data``: staged in a
+  worker process, committed here). Every reply string lives in ``replies``.
 - AUTH (PLAIN, LOGIN) is offered when ``users_file`` is set: over STARTTLS, or in plain text
   from a loopback client only. ``require_auth`` makes MAIL wait for it (530 5.7.0). After AUTH the
-  sender must be one of the login's senders (``smtp_auth``; 550 5.7.1); failures are throttled
-  (``smtp_limits``). How the sender passed is recorded on the job (``meta["sender_check"]``): reply
+  sender must be one of the login's senders (``auth``; 550 5.7.1); failures are throttled
+  (``limits``). How the sender passed is recorded on the job (``meta["sender_check"]``): reply
   mail goes only to a sender that passed (``notify.mail``).
-- Section 9: session caps and the per-read timeout (``smtp_protocol``, ``smtp_limits``); the hourly
+- Section 9: session caps and the per-read timeout (``protocol``, ``limits``); the hourly
   limit counts per sender and per client address; per-connection log lines stay within a budget.
-- :class:`SmtpListener` is the daemon component: ``start`` returns once bound, ``stop`` closes
-  the listening socket (new connections are refused; sessions in progress go on), ``close``
-  waits for messages being accepted and then drops the remaining sessions.
+- :class:`SmtpListener` is the daemon component: ``start`` opens its store and returns once bound,
+  ``stop`` closes the listening socket (new connections are refused; sessions in progress go on),
+  ``close`` waits for messages being accepted, then drops the remaining sessions, stops its
+  worker engine and closes its store. :func:`make_listener` wires it; :func:`build` is what the
+  daemon calls (the one place here that names a provider module: ``providers.limits``).
 """
 
 from __future__ import annotations
@@ -35,8 +39,8 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 from faxbridge.clock import Clock
 from faxbridge.config import Config
 from faxbridge.errors import StoreError
-from faxbridge.ingress.smtp import policy
-from faxbridge.ingress.smtp.auth import LOGIN_SENDER_DENIED, Authenticator, read_users
+from faxbridge.ingress.smtp import policy, replies
+from faxbridge.ingress.smtp.auth import Authenticator, read_users
 from faxbridge.ingress.smtp.data import HeaderLimit, MailIntake
 from faxbridge.ingress.smtp.limits import AuthThrottle, LogBudget, SessionCaps, limit_logger
 from faxbridge.ingress.smtp.protocol import NULL_SENDER, FaxEnvelope, FaxSMTP, peer_host
@@ -121,36 +125,36 @@ class FaxHandler:
     async def handle_MAIL(self, server: FaxSMTP, session: Session, envelope: Envelope, address: str,
                           options: list[str]) -> str:
         if not server.client_ok:
-            return policy.CLIENT_DENIED
+            return replies.CLIENT_DENIED
         why = policy.address_problem(address)
         if why is not None:                         # FaxSMTP refuses these first; kept as a second net
-            return policy.bad_sender_syntax(why)
+            return replies.bad_sender_syntax(why)
         sender = "" if address == NULL_SENDER else address
         login = _login(session)
         allowed = self.cfg.smtp.allowed_senders
         if login is not None and self.auth is not None:
             if not self.auth.may_send_as(login, sender, allowed):
                 log.info("smtp.sender_refused", sender=sender, peer=peer_host(session.peer), auth_user=login)
-                return LOGIN_SENDER_DENIED.format(user=login)
+                return replies.LOGIN_SENDER_DENIED.format(user=login)
             check = "login"
         elif not policy.sender_allowed(sender, allowed):
             log.info("smtp.sender_refused", sender=sender, peer=peer_host(session.peer))
-            return policy.SENDER_DENIED
+            return replies.SENDER_DENIED
         else:
             check = "allowed_senders" if allowed else "any"
         if isinstance(envelope, FaxEnvelope):
             envelope.sender_check = check
         envelope.mail_from = address
         envelope.mail_options.extend(options)
-        return policy.SENDER_OK
+        return replies.SENDER_OK
 
     async def handle_RCPT(self, server: FaxSMTP, session: Session, envelope: FaxEnvelope,
                           address: str, options: list[str]) -> str:
         if not server.client_ok:
-            return policy.CLIENT_DENIED
+            return replies.CLIENT_DENIED
         why = policy.address_problem(address)
         if why is not None:
-            return policy.bad_rcpt_syntax(why)
+            return replies.bad_rcpt_syntax(why)
         smtp = self.cfg.smtp
         try:
             rcpt = policy.recipient(address, smtp.domains, self.cfg.numbers)
@@ -158,16 +162,16 @@ class FaxHandler:
             log.info("smtp.rcpt_refused", to=address.rpartition("@")[0], reply=exc.reply)
             return exc.reply
         if any(r.number.e164 == rcpt.number.e164 for r in envelope.recipients):
-            return policy.OK                       # the same number twice: one fax
+            return replies.OK                       # the same number twice: one fax
         if len(envelope.recipients) >= policy.MAX_RCPTS_PER_MESSAGE:
-            return policy.MAX_RECIPIENTS.format(limit=policy.MAX_RCPTS_PER_MESSAGE)
+            return replies.MAX_RECIPIENTS.format(limit=policy.MAX_RCPTS_PER_MESSAGE)
         refused = await self._over_limit(envelope, peer_host(session.peer), len(envelope.recipients))
         if refused is not None:
             return refused
         envelope.recipients.append(rcpt)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
-        return policy.OK
+        return replies.OK
 
     async def _over_limit(self, envelope: FaxEnvelope, peer: str | None, accepted: int) -> str | None:
         """The reply when one more recipient would pass the hourly limit of the sender
@@ -186,12 +190,12 @@ class FaxHandler:
                 sent = await store.count_by_sender(sender, since) + self.in_flight[sender]
                 if policy.over_limit(sent, accepted, limit):
                     log.info("smtp.rate_limited", sender=sender, sent_last_hour=sent, limit=limit)
-                    return policy.rate_limited(limit)
+                    return replies.rate_limited(limit)
             if client_limit > 0:
                 sent = await store.count_by_client(peer or "", since) + self.in_flight_clients[peer or ""]
                 if policy.over_limit(sent, accepted, client_limit):
                     log.info("smtp.rate_limited", peer=peer, sent_last_hour=sent, limit=client_limit)
-                    return policy.client_rate_limited(client_limit)
+                    return replies.client_rate_limited(client_limit)
         except StoreError as exc:
             log.error("smtp.store_error", error=str(exc))
             return OUR_TROUBLE
@@ -363,8 +367,8 @@ def build(runtime: Runtime) -> Component | None:
         return None
     store = runtime.store
     listener = make_listener(cfg, store.state_dir, store.provider, runtime.clock)
-    replies = runtime.metrics.smtp_replies
-    listener.handler.on_reply = lambda code: replies.labels(code).inc()
+    reply_codes = runtime.metrics.smtp_replies
+    listener.handler.on_reply = lambda code: reply_codes.labels(code).inc()
     listener.handler.on_queued = runtime.dispatcher.wake
     refused = runtime.metrics.counter("smtp_refused_work_total", "Mails refused for too much work or for an "
                                       "error of ours while reading them, by kind", ["kind"])

@@ -1,8 +1,8 @@
 """The SMTP dialogue's decisions (contract section 3), as pure functions and reply strings.
 
-Every reply the listener gives for a policy decision is a named constant or built by a function
-here, so the tests check the exact text the client hears. No I/O: the shell (``smtp.py``) passes
-in what it knows (the peer's address, the envelope sender, the recipient, a count from the store).
+The replies for these decisions are in ``replies`` (the tests check the exact text the client
+hears). No I/O: the shell (``listener``) passes in what it knows (the peer's address, the envelope
+sender, the recipient, a count from the store).
 
 Decisions:
 
@@ -32,28 +32,11 @@ from dataclasses import dataclass
 
 from faxbridge.config import NumbersConfig
 from faxbridge.errors import NumberError
+from faxbridge.ingress.smtp.replies import bad_number, forbidden_number, relay_denied
 from faxbridge.intake import destination
 from faxbridge.numbers import ParsedNumber
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-# --- replies -----------------------------------------------------------------------------------
-
-OK = "250 2.1.5 OK"
-SENDER_OK = "250 2.1.0 OK"
-RELAY_DENIED = "550 5.7.1 Relaying denied: this server only accepts mail for fax numbers at {domains}"
-CLIENT_DENIED = "550 5.7.1 Client address not allowed to send faxes"
-SENDER_DENIED = "550 5.7.1 Sender address not allowed to send faxes"
-RATE_LIMITED = "451 4.7.1 Too many faxes from this sender in the last hour (limit {limit}): try again later"
-CLIENT_RATE_LIMITED = ("451 4.7.1 Too many faxes from this client address in the last hour (limit {limit}): "
-                       "try again later")
-MAX_RECIPIENTS = "452 4.5.3 Too many fax recipients in one message (limit {limit})"
-TOO_BIG = "552 5.3.4 Message too big: the limit is {limit} bytes"
-AUTH_REQUIRED = "530 5.7.0 Authentication required"
-AUTH_NEEDS_TLS = "538 5.7.11 Encryption required: use STARTTLS before AUTH"
-
-BAD_SENDER_SYNTAX = "501 5.1.7 Bad sender address syntax: {why} is not allowed in an address"
-BAD_RCPT_SYNTAX = "501 5.1.3 Bad recipient address syntax: {why} is not allowed in an address"
 
 MAX_RCPTS_PER_MESSAGE = 100
 
@@ -72,42 +55,13 @@ def address_problem(text: str) -> str | None:
     return None
 
 
-def bad_sender_syntax(why: str) -> str:
-    return BAD_SENDER_SYNTAX.format(why=why)
 
 
-def bad_rcpt_syntax(why: str) -> str:
-    return BAD_RCPT_SYNTAX.format(why=why)
 
 
-def bad_number(reason: str) -> str:
-    """An unreadable number: 550 5.1.1 with the reason in words."""
-    return f"550 5.1.1 Bad fax number: {_one_line(reason)}"
 
 
-def forbidden_number(reason: str) -> str:
-    """A number the ``[numbers]`` policy forbids: 550 5.7.1 naming the reason."""
-    return f"550 5.7.1 Fax number not allowed: {_one_line(reason)}"
 
-
-def relay_denied(domains: Sequence[str]) -> str:
-    return RELAY_DENIED.format(domains=", ".join(domains) or "no domain")
-
-
-def rate_limited(limit: int) -> str:
-    return RATE_LIMITED.format(limit=limit)
-
-
-def client_rate_limited(limit: int) -> str:
-    return CLIENT_RATE_LIMITED.format(limit=limit)
-
-
-def too_big(limit: int) -> str:
-    return TOO_BIG.format(limit=limit)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 # --- decisions ---------------------------------------------------------------------------------
