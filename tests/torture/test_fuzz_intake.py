@@ -25,7 +25,8 @@ from faxbridge.documents import prepare
 from faxbridge.errors import DocumentError, InputError
 from faxbridge.ingress.control import ControlError, parse_control, result_name, safe_component
 from faxbridge.ingress.smtp import mime
-from faxbridge.ingress.smtp.data import MailIntake, mail_settings, stage_mail
+from faxbridge.ingress.smtp.commit import MailIntake
+from faxbridge.ingress.smtp.data import mail_settings, stage_mail
 from faxbridge.ingress.smtp.policy import Recipient
 from faxbridge.models import InputFile
 from faxbridge.providers.limits import header_limit

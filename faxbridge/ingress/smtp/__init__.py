@@ -12,12 +12,12 @@
        │
     DATA ── protocol + stream: read in large blocks; a big message spooled to a file
        │
-       ▼  listener.FaxHandler.handle_DATA → data.MailIntake.accept
-    worker (faxbridge.workers engine; data.prepare in another process): parse (mime, mime_slim,
+       ▼  listener.FaxHandler.handle_DATA → commit.MailIntake.accept
+    worker (faxbridge.workers engine; data.stage_mail in another process): parse (mime, mime_slim,
        │   mime_bounds, mime_text), the dedup keys, every recipient's document staged in the
        │   spool's staging area; no store. Answers a plan, or the refusal (554 ...)
        ▼
-    commit (the daemon, data.MailIntake): one ``await store.enqueue(..., dedup_since=...)`` per
+    commit (the daemon, commit.MailIntake): one ``await store.enqueue(..., dedup_since=...)`` per
        │   recipient (a duplicate within 5 days: no second job)
        ▼
     250 2.0.0 Queued as job ... (or 451 4.3.0 for our trouble, 554 5.3.4 over the work caps)

@@ -1,6 +1,7 @@
-"""DATA: a received message → one durable job per fax recipient, and the SMTP reply.
+"""DATA, the worker's half: a received message → each recipient's document staged, or the refusal.
 
-Two halves, so that the CPU work runs in a worker process and only the daemon touches the store:
+Two halves, so that the CPU work runs in a worker process and only the daemon touches the store
+(the daemon's half is :mod:`~faxbridge.ingress.smtp.commit`):
 
 - in a worker (:func:`stage_mail`, run by the ``faxbridge.workers`` engine; no store, no clock):
 
@@ -13,7 +14,7 @@ Two halves, so that the CPU work runs in a worker process and only the daemon to
      committed. More than ``numbers.max_pages`` pages, or a cover text over
      ``limits.max_cover_pages``: 554 5.3.4. The answer is a :class:`MailPlan` (or the refusal);
 
-- in the daemon (:class:`MailIntake`): each staged job committed (fsynced) through the
+- in the daemon (:class:`~faxbridge.ingress.smtp.commit.MailIntake`): each staged job committed (fsynced) through the
   :class:`~faxbridge.store.JobStore`, looking in the same transaction for a job with the same key
   made within :data:`DEDUP_WINDOW`: then the message was sent before (a relay retrying after our
   4xx, or a confused client, or the same mail on two connections at once): no second fax, and
@@ -35,9 +36,8 @@ import functools
 import hashlib
 import mmap
 import os
-import pickle
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -45,11 +45,10 @@ from typing import Any
 
 import structlog
 
-from faxbridge import crashpoints, intake
-from faxbridge.clock import Clock
+from faxbridge import intake
 from faxbridge.config import Config
 from faxbridge.documents import copy_prepared, join, prepare, text_pages_at_least, text_to_pdf
-from faxbridge.errors import DocumentError, DuplicateJob, StoreError
+from faxbridge.errors import DocumentError
 from faxbridge.ingress.smtp import mime, mime_bounds, replies
 from faxbridge.ingress.smtp.mime_bounds import MailLimits
 from faxbridge.ingress.smtp.mime_slim import Raw, digest
@@ -58,24 +57,16 @@ from faxbridge.ingress.smtp.replies import (
     INTERNAL_ERROR,
     NO_CONTENT,
     OUR_TROUBLE,
-    TOO_MUCH_WORK,
     UNREADABLE_MESSAGE,
-    queued,
     too_many_pages,
     unreadable_part,
 )
 from faxbridge.models import FaxOptions, InputFile, NewJob, Paper, PreparedDocument, Source
-from faxbridge.store import DocumentSpool, JobStore, Staged, new_job_id
-from faxbridge.workers import Engine, TooMuchWork, WorkerLost
+from faxbridge.store import DocumentSpool, Staged
 
 log = structlog.get_logger("faxbridge.smtp")
 
 DEDUP_WINDOW = timedelta(days=5)
-_REFUSED_WORK = {INTERNAL_ERROR: "bug", TOO_MUCH_WORK: "too_much_work"}
-
-HeaderLimit = Callable[[Config], "int | None"]
-"""The provider's fax header length for a configuration, or None when the configuration fixes the
-header text (then no job carries one): given to :class:`MailIntake` by whoever builds it."""
 
 
 def message_bytes(raw: bytes | Path) -> Raw:
@@ -159,9 +150,9 @@ def _plan(raw: Raw, cover_mode: str, limits: MailLimits = DEFAULT_LIMITS) -> _Pl
       (Postfix: 5) while the sender hears nothing. It is answered 554 5.6.0 with a generic "could
       not be read" (the sender learns at once; the relay drops it), logged as an error with its
       traceback (``smtp.intake_bug``) and counted (:data:`INTERNAL_ERROR` replies are counted by
-      :meth:`MailIntake.accept`), so the operator sees it and can fix it;
+      :meth:`~faxbridge.ingress.smtp.commit.MailIntake.accept`), so the operator sees it and can fix it;
     - our trouble where retrying can help (OSError, the store) does not come from here: it is
-      answered 451 4.3.0 (:func:`stage_mail`, :class:`MailIntake`).
+      answered 451 4.3.0 (:func:`stage_mail`, ``commit.MailIntake``).
     """
     try:
         content = _read(raw, limits)
@@ -325,94 +316,3 @@ def _new_job(settings: MailSettings, sender: str, rcpt: Recipient, key: str, pla
     return NewJob(source=Source.SMTP, to=rcpt.number.e164, document=document,
                   options=FaxOptions(header=header), sender=normal_sender(sender) or None,
                   subject=h.subject or None, meta=meta, dedup_key=key)
-
-
-# --- the daemon half: the plan committed, the reply -----------------------------------------------------
-
-
-class MailIntake:
-    """Turns one received message into jobs; ``accept`` returns the SMTP reply for DATA.
-
-    The message goes to a worker process (:func:`stage_mail` on the ``engine``), the plan it
-    answers is committed here through the store, so the event loop only moves bytes and awaits.
-    ``header_limit`` gives the provider's fax header length for a configuration (or None when the
-    configuration fixes the header): the caller knows the provider, ingress does not.
-    """
-
-    def __init__(self, cfg: Config, engine: Engine, clock: Clock, *, header_limit: HeaderLimit) -> None:
-        self.cfg = cfg
-        self.engine = engine
-        self.clock = clock
-        self.header_limit = header_limit
-        self.settings = mail_settings(cfg, header_limit(cfg))
-        self.work: Callable[..., MailPlan | str] = stage_mail     # what a worker runs for each message
-        # Called with "bug" (INTERNAL_ERROR) or "too_much_work" (TOO_MUCH_WORK) for each such reply,
-        # in the daemon's process whichever worker made it: the daemon counts them in a metric.
-        self.on_refused_work: Callable[[str], None] = lambda kind: None
-
-    def reconfigure(self, cfg: Config) -> None:
-        self.cfg = cfg
-        self.settings = mail_settings(cfg, self.header_limit(cfg))
-
-    async def accept(self, store: JobStore, sender: str, recipients: Sequence[Recipient], raw: bytes | Path,
-                     extra_meta: dict[str, Any] | None = None) -> str:
-        """The reply to DATA; ``raw`` is the message, or the file a big one was spooled to."""
-        reply = await self._accept(store, sender, recipients, raw, extra_meta or {})
-        if reply in _REFUSED_WORK:
-            self.on_refused_work(_REFUSED_WORK[reply])
-        return reply
-
-    async def _accept(self, store: JobStore, sender: str, recipients: Sequence[Recipient], raw: bytes | Path,
-                      extra_meta: dict[str, Any]) -> str:
-        spool = store.spool
-        job_ids = [new_job_id() for _ in recipients]
-        work_id = new_job_id()
-        message: Path | pickle.PickleBuffer = raw if isinstance(raw, Path) else pickle.PickleBuffer(raw)
-        answered = False
-        try:
-            plan = await self.engine.run(self.work, self.settings, spool, sender, list(recipients), message,
-                                         extra_meta, job_ids, work_id)
-            answered = True
-        except TooMuchWork as exc:
-            log.warning("smtp.too_much_work", error=f"{type(exc).__name__}: {exc}", sender=sender)
-            return TOO_MUCH_WORK
-        except WorkerLost as exc:
-            log.error("smtp.intake_worker_lost", error=str(exc), sender=sender)
-            return OUR_TROUBLE
-        except Exception as exc:   # the client hears 451 and keeps its mail; never a silent loss
-            log.error("smtp.intake_failed", error=f"{type(exc).__name__}: {exc}", sender=sender, exc_info=exc)
-            return OUR_TROUBLE
-        finally:
-            if not answered:       # the worker may have left staged documents behind: not kept
-                for name in (*job_ids, f"mail-{work_id}"):
-                    spool.discard_stage(name)
-        if isinstance(plan, str):
-            return plan
-        return await self.commit(store, sender, plan)
-
-    async def commit(self, store: JobStore, sender: str, plan: MailPlan) -> str:
-        """Each staged job committed (a duplicate of an earlier copy is not); the 250 reply naming
-        them, or 451 for our trouble (what was committed stays: the retry finds it)."""
-        made: list[str] = []
-        duplicates: list[str] = []
-        pending = list(plan.staged)
-        try:
-            while pending:
-                item = pending.pop(0)
-                try:
-                    job = await intake.commit_staged(store, self.clock, item, dedup_window=DEDUP_WINDOW)
-                except DuplicateJob as dup:   # sent before, or the same mail on another connection just now
-                    duplicates.append(dup.job_id)
-                    log.info("smtp.duplicate", job_id=dup.job_id, to=item.new.to,
-                             message_id=item.new.meta.get("message_id"))
-                    continue
-                made.append(job.id)
-                crashpoints.hit("smtp.job_committed")
-        except (StoreError, OSError) as exc:
-            log.error("smtp.intake_failed", error=f"{type(exc).__name__}: {exc}", sender=sender)
-            return OUR_TROUBLE
-        finally:
-            for item in pending:       # not committed (our trouble): not left behind
-                store.spool.discard_stage(item.job_id)
-        log.info("smtp.accepted", jobs=made, duplicates=duplicates, sender=sender)
-        return queued(made, duplicates)

@@ -6,7 +6,7 @@
 - :class:`FaxHandler` holds the hooks: the client's address is checked at connect and answered
   at MAIL (550 5.7.1), the sender at MAIL, each recipient at RCPT (``policy``; the hourly limits
   awaited on the :class:`~faxbridge.store.JobStore`), the message at DATA (``data``: staged in a
-  worker process, committed here). Every reply string lives in ``replies``.
+  worker process; ``commit``: committed here). Every reply string lives in ``replies``.
 - AUTH (PLAIN, LOGIN) is offered when ``users_file`` is set: over STARTTLS, or in plain text
   from a loopback client only. ``require_auth`` makes MAIL wait for it (530 5.7.0). After AUTH the
   sender must be one of the login's senders (``auth``; 550 5.7.1); failures are throttled
@@ -41,7 +41,7 @@ from faxbridge.config import Config
 from faxbridge.errors import StoreError
 from faxbridge.ingress.smtp import policy, replies
 from faxbridge.ingress.smtp.auth import Authenticator, read_users
-from faxbridge.ingress.smtp.data import HeaderLimit, MailIntake
+from faxbridge.ingress.smtp.commit import HeaderLimit, MailIntake
 from faxbridge.ingress.smtp.limits import AuthThrottle, LogBudget, SessionCaps, limit_logger
 from faxbridge.ingress.smtp.protocol import NULL_SENDER, FaxEnvelope, FaxSMTP, peer_host
 from faxbridge.ingress.smtp.replies import OUR_TROUBLE, QUEUED
