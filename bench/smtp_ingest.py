@@ -63,7 +63,7 @@ async def serve(kind: str, port: int, state: Path, cover: bool) -> None:
         from faxbridge import logs
         from faxbridge.clock import SystemClock
         from faxbridge.config import load
-        from faxbridge.ingress.smtp import SmtpListener, make_intake
+        from faxbridge.ingress.smtp.listener import make_listener
         from faxbridge.store import Store
         from tests.support import write_config
 
@@ -74,7 +74,7 @@ async def serve(kind: str, port: int, state: Path, cover: bool) -> None:
                     "log": {"level": "warning"}}
         cfg = load(write_config(state.parent / "bench.toml", settings), {})
         store = Store(cfg.state_dir, "simulator")
-        listener = SmtpListener(cfg, store, make_intake(cfg, cfg.state_dir, "simulator", SystemClock()))
+        listener = make_listener(cfg, cfg.state_dir, "simulator", SystemClock())
         await listener.start()
 
         async def closer_fn() -> None:

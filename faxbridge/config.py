@@ -154,6 +154,7 @@ class LimitsConfig:
     max_cover_pages: int = 20
     job_cpu: float = 120.0
     job_memory: int = 2_000_000_000
+    worker_idle: float = 5.0            # seconds a worker process waits for work before it leaves
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +306,7 @@ SCHEMA: Schema = {
         "max_cover_pages": integer(20, minimum=1),
         "job_cpu": duration("120s"),
         "job_memory": size("2GB"),
+        "worker_idle": duration("5s"),
     },
     "notify": {
         "smarthost": hostport("", optional=True),

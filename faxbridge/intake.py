@@ -3,8 +3,9 @@
 Every ingress (the CLI, SMTP, folders) ends here. The document is prepared into the store's
 staging folder and the job committed by :meth:`Store.enqueue`, which fsyncs before it
 commits: when ``accept`` returns, the job is durable. ``accept`` is ``stage_document`` (no
-database: may run in a worker thread) followed by ``commit`` (on the store's thread); the SMTP
-listener calls the halves itself, one job per recipient; the folder intake stages a round of
+database: may run in a worker process) followed by ``commit``; the SMTP listener calls the halves
+itself, one job per recipient (staged in a worker process, committed through the async
+:class:`~faxbridge.store.JobStore` with :func:`commit_staged`); the folder intake stages a round of
 files and commits their jobs together with :func:`commit_many` (one transaction).
 """
 
@@ -22,7 +23,7 @@ from faxbridge.documents import prepare
 from faxbridge.documents._pdf import DEFAULT_MAX_DECOMPRESSED
 from faxbridge.models import InputFile, Job, NewJob, Paper, PreparedDocument
 from faxbridge.numbers import ParsedNumber, check_policy, parse
-from faxbridge.store import DOC_NAME, Staged, Store, new_job_id
+from faxbridge.store import DOC_NAME, DocumentSpool, JobStore, Staged, Store, new_job_id
 
 log = structlog.get_logger("faxbridge.intake")
 
@@ -56,7 +57,7 @@ def stage_document(store: Store, job_id: str, files: Sequence[InputFile], *, max
         raise
 
 
-def stage_with(store: Store, job_id: str, make: Callable[[Path], PreparedDocument]) -> PreparedDocument:
+def stage_with(store: DocumentSpool, job_id: str, make: Callable[[Path], PreparedDocument]) -> PreparedDocument:
     """:func:`stage_document` for a document made by ``make(path)`` (a mail's document prepared
     once for all its recipients, copied or joined to each one's cover page)."""
     staged = store.stage(job_id)
@@ -78,6 +79,23 @@ def commit(store: Store, clock: Clock, job_id: str, new: NewJob, doc: PreparedDo
         job = store.enqueue(job_id, new, doc, now, dedup_since=None if dedup_window is None else now - dedup_window)
     except BaseException:
         store.discard_stage(job_id)
+        raise
+    log.info("job.enqueued", job_id=job.id, source=job.source.value, to=job.to, pages=job.pages,
+             document=job.document)
+    return job
+
+
+async def commit_staged(store: JobStore, clock: Clock, item: Staged, *,
+                        dedup_window: timedelta | None = None) -> Job:
+    """:func:`commit` through the async :class:`~faxbridge.store.JobStore` (the daemon's side of
+    a document staged in a worker process). On any failure, a :class:`DuplicateJob` too, the
+    staging folder is removed."""
+    now = clock.now()
+    try:
+        job = await store.enqueue(item.job_id, item.new, item.doc, now,
+                                  dedup_since=None if dedup_window is None else now - dedup_window)
+    except BaseException:
+        store.spool.discard_stage(item.job_id)
         raise
     log.info("job.enqueued", job_id=job.id, source=job.source.value, to=job.to, pages=job.pages,
              document=job.document)

@@ -6,9 +6,11 @@ into the event loop (``loop.call_soon_threadsafe``); the loop hands them, in rou
 thread that owns every :class:`~faxbridge.ingress.folder.FolderIntake` and its own store connection
 (SQLite connections belong to one thread), so stat calls, content checks, PDF copies and fsyncs
 never block the event loop. The CPU-heavy pure part of a round (content checks, document copies)
-runs in a small pool of worker processes (started with forkserver/spawn, never fork), so a burst of
-files uses every core. After a round that made jobs, the dispatcher and the result writer
-are woken.
+runs on the daemon's worker engine (:mod:`faxbridge.workers`: processes started when work comes,
+gone when idle, each job under the CPU and memory caps), so a burst of files uses every core.
+A file over a cap is rejected with :func:`too_costly`'s reason; a worker that died with a file in
+hand is our trouble, tried again. After a round that made jobs, the dispatcher and the result
+writer are woken.
 
 With ``recursive = true`` every folder (down to ``watch.max_depth``) gets a plain, non-recursive
 watch of its own (:class:`~faxbridge.ingress.tree.FolderWatches`), added as the intake's sweeps find
@@ -24,11 +26,11 @@ safety net for events the kernel dropped (inotify queue overflow).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
-import multiprocessing
 import os
-import sys
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +46,14 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from faxbridge import lifeline
 from faxbridge.config import Config, WatchConfig
 from faxbridge.errors import StoreError
-from faxbridge.ingress.content import warm
+from faxbridge.ingress.content import incomplete, stage
 from faxbridge.ingress.folder import FolderIntake, TickResult
 from faxbridge.ingress.tree import FolderWatches
 from faxbridge.runtime import Runtime
 from faxbridge.store import Store
+from faxbridge.workers import Engine, TooMuchWork, WorkerLost
 
 log = structlog.get_logger("faxbridge.watch")
 
@@ -59,7 +61,6 @@ SWEEP_S = 60.0
 IDLE_S = 1.0
 DEBOUNCE_S = 0.05
 ERROR_PAUSE_S = 2.0
-POOL_WORKERS = 4                # the pool waits on fsyncs too: more workers than cores pays
 ROUND_FILES = 100               # files taken per round (claimed, synced and committed together)
 _IGNORED_EVENTS = (DirModifiedEvent, FileOpenedEvent, FileClosedNoWriteEvent)
 
@@ -87,17 +88,60 @@ def make_observer(watch: WatchConfig) -> BaseObserver:
     return Observer()
 
 
+def too_costly(name: str) -> str:
+    """Why a file over the job caps (``limits.job_cpu``, ``limits.job_memory``) is rejected."""
+    return (f"{name} is too much work: it needs more CPU time or memory than the fax server allows one "
+            "document (limits.job_cpu, limits.job_memory); send a smaller or simpler document")
+
+
+# What a content function's answer is when its job went over a cap: a document to stage is
+# rejected with its reason; a completeness check says nothing (the file is claimed, and its
+# staging, which does the same work, is then refused).
+_OVER_CAP: dict[Callable[..., Any], Callable[[tuple[Any, ...]], Any]] = {
+    stage: lambda args: too_costly(args[1]),
+    incomplete: lambda args: None,
+}
+
+
+class EnginePool(Executor):
+    """The folder intake's ``pool`` on the worker engine: ``submit`` from the watcher's thread, the
+    job run on the daemon's loop. Over a cap: :data:`_OVER_CAP`'s answer; a worker lost: OSError
+    (our trouble: the file is tried again)."""
+
+    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> None:
+        self.engine = engine
+        self.loop = loop
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        if kwargs:
+            raise TypeError("the worker engine takes positional arguments only")
+        return asyncio.run_coroutine_threadsafe(self._run(fn, args), self.loop)
+
+    async def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        try:
+            return await self.engine.run(fn, *args)
+        except TooMuchWork:
+            over = _OVER_CAP.get(fn)
+            if over is None:
+                raise
+            return over(args)
+        except WorkerLost as exc:
+            raise OSError(f"the worker process was lost: {exc}") from exc
+
+
 class FolderWatcher:
     """A :class:`faxbridge.runtime.Component`: every ``[[watch]]`` folder of the configuration."""
 
     name = "folder"
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, engine: Engine | None = None) -> None:
         self.runtime = runtime
         self.watches = runtime.cfg.watch
         self.loop = asyncio.get_running_loop()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faxbridge-folder")
-        self._pool = make_pool()
+        self._own_engine = engine is None         # closed and reconfigured here when it is ours
+        self.engine = engine or Engine(runtime.cfg)
+        self._pool = EnginePool(self.engine, self.loop)
         self._store: Store | None = None
         self._intakes: list[FolderIntake] = []
         self._changed: list[set[Path]] = [set() for _ in self.watches]
@@ -158,8 +202,6 @@ class FolderWatcher:
         self.runtime.dispatcher.wake()
 
     async def start(self) -> None:
-        for _ in range(POOL_WORKERS):
-            self._pool.submit(warm)               # the workers start and import while we set up
         finished = await self._in_worker(self._open)
         for index, watch in enumerate(self.watches):
             observer = make_observer(watch)
@@ -226,6 +268,8 @@ class FolderWatcher:
         """SIGHUP: the number policy applies to the next file; folders need a restart."""
         for intake in self._intakes:
             intake.numbers = cfg.numbers
+        if self._own_engine:
+            self.engine.reconfigure(cfg)
 
     def healthy(self) -> bool:
         return (self._task is not None and not self._task.done()
@@ -250,23 +294,8 @@ class FolderWatcher:
                 log.error("folder.loop_crashed", error=repr(self._task.exception()))
         await self._in_worker(self._close_store)
         self._executor.shutdown(wait=False)
-        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
-
-
-# The pool's queues use named semaphores, which multiprocessing's resource tracker (a process of
-# its own, started with the interpreter flags of this one) removes when the daemon was killed,
-# warning on stderr in words that are no log line of ours. Removing them is right; the warning
-# is noise: the tracker is told to keep quiet.
-_QUIET_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
-
-
-def make_pool() -> ProcessPoolExecutor:
-    if _QUIET_TRACKER not in sys.warnoptions:
-        sys.warnoptions.append(_QUIET_TRACKER)
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    return ProcessPoolExecutor(max_workers=POOL_WORKERS, mp_context=context,
-                               initializer=lifeline.hold, initargs=(os.getpid(),))
+        if self._own_engine:
+            await self.engine.close()
 
 
 def _join(observers: list[BaseObserver]) -> None:

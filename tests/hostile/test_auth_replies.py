@@ -18,7 +18,7 @@ import structlog
 
 from faxbridge.clock import FakeClock
 from faxbridge.errors import ConfigError
-from faxbridge.ingress.smtp_auth import read_users
+from faxbridge.ingress.smtp.auth import read_users
 from faxbridge.notify.mail import make_deliver
 from faxbridge.notify.outbox import OutboxWorker
 from faxbridge.store import open_store

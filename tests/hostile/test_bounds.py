@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from faxbridge.ingress.mime_bounds import MailLimits, Shape, verdict
+from faxbridge.ingress.smtp.mime_bounds import MailLimits, Shape, verdict
 from tests.conftest import free_port, wait_until
 from tests.support import DaemonProcess, base_settings, make_pdf, pdf_of, process_tree, write_config
 
@@ -342,16 +342,59 @@ def test_a_job_over_its_cpu_time_or_memory_is_refused_and_its_worker_replaced(tm
         bridge.daemon.stop()
 
 
+def test_a_file_over_its_cpu_time_or_memory_is_rejected_and_the_next_one_goes_through(tmp_path: Path) -> None:
+    """Folder work runs under the same caps as mail (it had none): a file over either is rejected with
+    its reason (it would cost as much on every try), and the files after it are faxed."""
+    from faxbridge.ingress.watch import too_costly
+
+    bridge = Bridge(tmp_path, job_cpu="2s", job_memory="400MB")
+    bridge.daemon.start()
+    try:
+        bridge.daemon.wait_ready()
+        line = b"The quick brown fox jumps over the lazy dog, again and again and again.\n"
+        (bridge.outbox / "15555551212_report.txt").write_bytes(line * 60 * 180)   # ~180 pages: > 2 s of CPU
+        result = bridge.result("15555551212_report", timeout=120)
+        assert (result["state"], result["reason"]) == ("rejected", too_costly("15555551212_report.txt"))
+        bridge.good_file("15555551213")
+        # 88 megapixels (just under Pillow's bomb limit) decode to 265 MB: over this worker's memory cap.
+        # With a control file it is complete by declaration: the cap is met where it is faxed (the
+        # completeness check of a file without one takes any error of Pillow's for "not complete yet").
+        (bridge.outbox / "15555551214_poster.png").write_bytes(big_png(9400, 9400))
+        (bridge.outbox / "15555551214_poster.json").write_text("{}")
+        result = bridge.result("15555551214_poster", timeout=120)
+        assert (result["state"], result["reason"]) == ("rejected", too_costly("15555551214_poster.png"))
+        bridge.good_file("15555551215")
+        bridge.good_mail(1)
+    finally:
+        bridge.daemon.stop()
+
+
+def test_the_daemon_at_rest_is_one_process(tmp_path: Path) -> None:
+    """Workers start when work comes and leave after ``limits.worker_idle``: after a mail and a file
+    went through, the daemon started as a process has no child left."""
+    bridge = Bridge(tmp_path, worker_idle="1s")
+    bridge.daemon.start()
+    try:
+        bridge.daemon.wait_ready()
+        bridge.good_mail(1)
+        bridge.good_file("15555551213")
+        wait_until(lambda: process_tree(bridge.pid) == [bridge.pid], timeout=60, what="the workers gone")
+        bridge.good_mail(2)                   # and work still goes through: new workers come
+        bridge.good_file("15555551214")
+        wait_until(lambda: process_tree(bridge.pid) == [bridge.pid], timeout=60, what="the workers gone again")
+    finally:
+        bridge.daemon.stop()
+
+
 def test_a_mail_to_three_numbers_prepares_its_documents_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The attachments are decoded, checked and converted once per message; per recipient only its
     cover page is set and joined (the real functions, counted on the way through)."""
     import faxbridge.documents as documents
     from faxbridge import intake
-    from faxbridge.clock import SystemClock
     from faxbridge.config import load
-    from faxbridge.ingress import smtp_data
-    from faxbridge.ingress.rcpt import Recipient
-    from faxbridge.store import Store
+    from faxbridge.ingress.smtp import data as smtp_data
+    from faxbridge.ingress.smtp.policy import Recipient
+    from faxbridge.store import FileSpool, new_job_id
     from tests.support import base_settings
 
     calls: dict[str, int] = {"prepare": 0, "image_to_pdf": 0, "text_to_pdf": 0}
@@ -369,25 +412,21 @@ def test_a_mail_to_three_numbers_prepares_its_documents_once(tmp_path: Path, mon
     counted(smtp_data, "text_to_pdf", "text_to_pdf")
 
     cfg = load(write_config(tmp_path / "faxbridge.toml", base_settings(tmp_path)), {})
-    store = Store(cfg.state_dir, "simulator")
-    try:
-        numbers = ["15555551212", "15555551213", "15555551214"]
-        recipients = [Recipient(f"{n}@fax.local", intake.destination(n, cfg.numbers)) for n in numbers]
-        msg = EmailMessage()
-        msg["From"], msg["To"], msg["Subject"], msg["Message-ID"] = "alice@example.com", TO, "Both", "<three@x>"
-        msg.set_content("Three copies, please.")
-        msg.add_attachment(make_pdf(tmp_path / "a.pdf", pages=2).read_bytes(), maintype="application",
-                           subtype="pdf", filename="a.pdf")
-        msg.add_attachment(big_png(200, 100), maintype="image", subtype="png", filename="logo.png")
-        reply = smtp_data.MailIntake(cfg, lambda: store, SystemClock(), threads=0).accept_now(
-            store, "alice@example.com", recipients, msg.as_bytes(), {})
-        assert reply.startswith("250 2.0.0 Queued as jobs "), reply
-        jobs = [store.get(job_id) for job_id in reply.removeprefix("250 2.0.0 Queued as jobs ").split(", ")]
-        assert sorted(j.to for j in jobs) == ["+15555551212", "+15555551213", "+15555551214"]
-        assert [j.pages for j in jobs] == [4, 4, 4]            # cover + 2 PDF pages + the image
-        assert calls == {"prepare": 1, "image_to_pdf": 1, "text_to_pdf": 3}
-    finally:
-        store.close()
+    numbers = ["15555551212", "15555551213", "15555551214"]
+    recipients = [Recipient(f"{n}@fax.local", intake.destination(n, cfg.numbers)) for n in numbers]
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"], msg["Message-ID"] = "alice@example.com", TO, "Both", "<three@x>"
+    msg.set_content("Three copies, please.")
+    msg.add_attachment(make_pdf(tmp_path / "a.pdf", pages=2).read_bytes(), maintype="application",
+                       subtype="pdf", filename="a.pdf")
+    msg.add_attachment(big_png(200, 100), maintype="image", subtype="png", filename="logo.png")
+    plan = smtp_data.stage_mail(smtp_data.mail_settings(cfg, 50), FileSpool(cfg.state_dir), "alice@example.com",
+                                recipients, msg.as_bytes(), {}, [new_job_id() for _ in recipients], new_job_id())
+    assert isinstance(plan, smtp_data.MailPlan), plan      # what the worker answers: all staged
+    assert sorted(s.new.to for s in plan.staged) == ["+15555551212", "+15555551213", "+15555551214"]
+    assert [s.doc.pages for s in plan.staged] == [4, 4, 4]   # cover + 2 PDF pages + the image
+    assert all(s.doc.path.is_file() for s in plan.staged)
+    assert calls == {"prepare": 1, "image_to_pdf": 1, "text_to_pdf": 3}
 
 
 # --- documents: bounds from the structure, before the pages are read ---------------------------------------
@@ -443,7 +482,7 @@ def test_a_pdf_within_the_inflation_limit_is_sent_as_it_is(tmp_path: Path) -> No
 def test_the_cpu_limit_moves_on_with_each_job(used: float, job_cpu: float, hard: int, expected: int) -> None:
     import resource
 
-    from faxbridge.ingress.job_caps import cpu_limit
+    from faxbridge.workers.caps import cpu_limit
 
     assert cpu_limit(used, job_cpu, resource.RLIM_INFINITY if hard == -1 else hard) == expected
 
@@ -481,7 +520,7 @@ def test_caps_refused_by_a_seccomp_filter_leave_mail_flowing(monkeypatch: pytest
 
     import structlog
 
-    from faxbridge.ingress import job_caps
+    from faxbridge.workers import caps as job_caps
 
     def refuse(which: int, limits: tuple[int, int]) -> None:
         raise PermissionError(errno.EPERM, "Operation not permitted")

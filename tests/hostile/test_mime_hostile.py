@@ -12,12 +12,15 @@ and a good mail still goes through afterwards.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog.testing
 
-from faxbridge.ingress import mime, smtp_data
-from faxbridge.ingress.smtp_data import INTERNAL_ERROR, _plan
+from faxbridge.ingress.smtp import data as smtp_data
+from faxbridge.ingress.smtp import mime
+from faxbridge.ingress.smtp.data import _plan
+from faxbridge.ingress.smtp.replies import INTERNAL_ERROR
 from tests.ingress.mailkit import Bench, asend, config_of, listening, pdf_bytes, scanner, smtp_settings
 
 SENDER = "alice@example.com"
@@ -66,7 +69,7 @@ def job_of(bench: Bench, text: str) -> str:
 
 async def test_a_cut_filename_parameter_gets_its_proper_answer_not_a_refusal(tmp_path: Path) -> None:
     cfg = config_of(tmp_path, smtp_settings(tmp_path))
-    async with listening(cfg, processes=True) as bench:
+    async with listening(cfg) as bench:
         answers = await asend(bench.address, SENDER, TO, cut_disposition(pdf_bytes(tmp_path, pages=2)))
         assert [a.code for a in answers] == [250, 250, 250], answers
         job = bench.store.get(job_of(bench, answers[-1].text))
@@ -77,7 +80,7 @@ async def test_a_cut_filename_parameter_gets_its_proper_answer_not_a_refusal(tmp
 
 async def test_a_mail_nested_1000_deep_is_refused_for_good_naming_why(tmp_path: Path) -> None:
     cfg = config_of(tmp_path, smtp_settings(tmp_path))
-    async with listening(cfg, processes=True) as bench:
+    async with listening(cfg) as bench:
         for depth in (21, 1000):
             answers = await asend(bench.address, SENDER, TO, nested(depth))
             assert answers[-1].line == TOO_DEEP
@@ -95,7 +98,7 @@ async def test_a_mail_nested_1000_deep_is_refused_for_good_naming_why(tmp_path: 
 async def test_a_subject_with_bad_characters_is_accepted_with_them_replaced(
         tmp_path: Path, raw: bytes, expected: str) -> None:
     cfg = config_of(tmp_path, smtp_settings(tmp_path))
-    async with listening(cfg, processes=True) as bench:
+    async with listening(cfg) as bench:
         answers = await asend(bench.address, SENDER, TO, with_subject(raw, "subject-1@example.com"))
         assert [a.code for a in answers] == [250, 250, 250], answers
         job = bench.store.get(job_of(bench, answers[-1].text))
@@ -120,21 +123,32 @@ def test_our_own_bug_while_reading_is_a_5xx_logged_with_its_traceback(monkeypatc
     assert not isinstance(_plan(with_subject(b"hello", "bug@example.com"), "if-body"), str)
 
 
-async def test_our_own_bug_reaches_the_client_as_a_5xx_and_is_counted(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same through the real listener (intake in threads, so the bug can be planted here): the
-    exact 554 on the wire, the daemon's hook counts it, and once the bug is gone mail flows again."""
-    def broken(*args: object) -> mime.MailContent:
-        raise KeyError("a bug of ours")
+def _broken(*args: object) -> mime.MailContent:
+    raise KeyError("a bug of ours")
 
+
+def stage_with_a_bug(*args: Any) -> smtp_data.MailPlan | str:
+    """The worker's ``stage_mail`` with a bug planted in our extraction, in the worker that runs it."""
+    real = smtp_data.mime.extract
+    smtp_data.mime.extract = _broken
+    try:
+        return smtp_data.stage_mail(*args)
+    finally:
+        smtp_data.mime.extract = real
+
+
+async def test_our_own_bug_reaches_the_client_as_a_5xx_and_is_counted(tmp_path: Path) -> None:
+    """The same through the real listener and its worker processes (the bug planted in the worker):
+    the exact 554 on the wire, the daemon's hook counts it, and once the bug is gone mail flows again."""
     cfg = config_of(tmp_path, smtp_settings(tmp_path))
     async with listening(cfg) as bench:
         counted: list[str] = []
-        bench.listener.handler.intake.on_refused_work = counted.append
-        monkeypatch.setattr(smtp_data.mime, "extract", broken)
+        intake = bench.listener.handler.intake
+        intake.on_refused_work = counted.append
+        intake.work = stage_with_a_bug
         answers = await asend(bench.address, SENDER, TO, with_subject(b"hello", "bug-2@example.com"))
         assert answers[-1].line == INTERNAL_ERROR
         assert counted == ["bug"]
-        monkeypatch.undo()
+        intake.work = smtp_data.stage_mail
         await good_mail_goes_through(bench, tmp_path, 4)
         assert counted == ["bug"]

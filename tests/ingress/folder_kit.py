@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +15,10 @@ from faxbridge.clock import FakeClock
 from faxbridge.config import Config, load
 from faxbridge.ingress import claims
 from faxbridge.ingress.folder import FolderIntake
+from faxbridge.ingress.watch import EnginePool
 from faxbridge.models import Job
 from faxbridge.store import Store
+from faxbridge.workers import Engine
 from tests.support import write_config
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -32,6 +37,27 @@ def folder_config(tmp: Path, **watch: Any) -> Config:
                    "failed": str(tmp / "failed"), "settle": "2s", **watch}],
     }
     return load(write_config(tmp / "faxbridge.toml", settings), {})
+
+
+@contextlib.contextmanager
+def engine_pool(cfg: Config) -> Iterator[EnginePool]:
+    """The daemon's worker engine on an event loop of its own thread, as the folder intake's pool
+    (for the synchronous intake tests; the watcher does the same on the daemon's loop)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="test-engine-loop", daemon=True)
+    thread.start()
+    engine = asyncio.run_coroutine_threadsafe(_engine(cfg), loop).result(30)
+    try:
+        yield EnginePool(engine, loop)
+    finally:
+        asyncio.run_coroutine_threadsafe(engine.close(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
+
+
+async def _engine(cfg: Config) -> Engine:
+    return Engine(cfg)
 
 
 @dataclass

@@ -29,9 +29,9 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from faxbridge.app import Daemon
 from faxbridge.clock import SystemClock
 from faxbridge.config import Config, load
-from faxbridge.ingress.smtp import SmtpListener, make_intake
-from faxbridge.ingress.smtp_data import MailIntake
+from faxbridge.ingress.smtp.listener import SmtpListener, make_listener
 from faxbridge.store import Store
+from faxbridge.workers import Engine
 from tests.conftest import async_wait_until, free_port
 from tests.support import base_settings, make_pdf, write_config
 
@@ -156,16 +156,20 @@ class Bench:
         return self.listener.address
 
 
+    @property
+    def engine(self) -> Engine:
+        """The listener's worker engine (the one the daemon runs)."""
+        assert self.listener.engine is not None
+        return self.listener.engine
+
+
 @contextlib.asynccontextmanager
-async def listening(cfg: Config, *, processes: bool = False) -> AsyncIterator[Bench]:
-    """The listener alone; intake in threads, or as the daemon does it, in worker processes."""
+async def listening(cfg: Config) -> AsyncIterator[Bench]:
+    """The listener alone, its intake on the worker engine as in the daemon; ``store``: the test's own
+    connection to read what it made."""
     store = Store(cfg.state_dir, "simulator")
     clock = SystemClock()
-    if processes:
-        intake = make_intake(cfg, cfg.state_dir, "simulator", clock)
-    else:
-        intake = MailIntake(cfg, lambda: Store(cfg.state_dir, "simulator"), clock)
-    smtp = SmtpListener(cfg, store, intake)
+    smtp = make_listener(cfg, cfg.state_dir, "simulator", clock)
     await smtp.start()
     try:
         yield Bench(store, smtp, clock)

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from faxbridge.ingress.folder import RETRY_S, FolderIntake
-from faxbridge.ingress.watch import make_pool
 from faxbridge.models import JobState
-from tests.ingress.folder_kit import SAMPLES, Folder, open_folder, sha
+from tests.ingress.folder_kit import SAMPLES, Folder, engine_pool, open_folder, sha
 from tests.support import make_pdf
 
 NO_NUMBER = ('no fax number for letter.pdf: name the file after the number (15555551212.pdf or '
@@ -26,8 +25,7 @@ def folder(tmp_path: Path) -> Iterator[Folder]:
 
 
 def test_a_round_in_worker_processes_gives_the_same_answers(folder: Folder) -> None:
-    pool = make_pool()
-    try:
+    with engine_pool(folder.cfg) as pool:
         intake = folder.intake = FolderIntake(folder.cfg.watch[0], folder.store, folder.clock, folder.cfg.numbers,
                                               pool=pool)
         good = [make_pdf(folder.root / f"1555555121{n}.pdf", pages=n + 1, text=f"doc {n}") for n in range(3)]
@@ -55,8 +53,6 @@ def test_a_round_in_worker_processes_gives_the_same_answers(folder: Folder) -> N
         intake.observe([half])
         assert folder.settle(2.5) == 1
         assert len(folder.jobs()) == 6 and folder.settle(5) == 0
-    finally:
-        pool.shutdown()
 
 
 def test_a_failed_commit_keeps_every_claim_and_each_becomes_one_job_later(folder: Folder) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from faxbridge.ingress import mime
-from faxbridge.ingress.mime import Headers
+from faxbridge.ingress.smtp import mime
+from faxbridge.ingress.smtp.mime import Headers
 from tests.ingress import mailkit
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "mime"

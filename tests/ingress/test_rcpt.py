@@ -7,8 +7,9 @@ import ipaddress
 import pytest
 
 from faxbridge.config import NumbersConfig
-from faxbridge.ingress import rcpt
-from faxbridge.ingress.rcpt import Refused, recipient
+from faxbridge.ingress.smtp import policy as rcpt
+from faxbridge.ingress.smtp import replies
+from faxbridge.ingress.smtp.policy import Refused, recipient
 
 NUMBERS = NumbersConfig(default_country="US", strict=False, allowed_countries=("US", "CA"),
                         blocked_prefixes=("1900", "1976"), max_pages=200)
@@ -101,8 +102,8 @@ def test_hourly_limit(sent: int, now: int, limit: int, over: bool) -> None:
 
 
 def test_reply_strings() -> None:
-    assert rcpt.rate_limited(60) == ("451 4.7.1 Too many faxes from this sender in the last hour (limit 60): "
+    assert replies.rate_limited(60) == ("451 4.7.1 Too many faxes from this sender in the last hour (limit 60): "
                                      "try again later")
-    assert rcpt.too_big(1000) == "552 5.3.4 Message too big: the limit is 1000 bytes"
-    assert rcpt.CLIENT_DENIED.startswith("550 5.7.1 ")
-    assert rcpt.SENDER_DENIED.startswith("550 5.7.1 ")
+    assert replies.too_big(1000) == "552 5.3.4 Message too big: the limit is 1000 bytes"
+    assert replies.CLIENT_DENIED.startswith("550 5.7.1 ")
+    assert replies.SENDER_DENIED.startswith("550 5.7.1 ")

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from faxbridge.errors import ConfigError
-from faxbridge.ingress.smtp_auth import check_password, load_users
+from faxbridge.ingress.smtp.auth import check_password, load_users
 from tests.ingress import mailkit
 from tests.ingress.mailkit import config_of, listening, smtp_settings
 from tests.support import secret

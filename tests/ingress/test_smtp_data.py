@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from pypdf import PdfReader
 
-from faxbridge.ingress.smtp_data import OUR_TROUBLE
+from faxbridge.ingress.smtp.replies import OUR_TROUBLE
 from faxbridge.models import Source
 from tests.ingress import mailkit
 from tests.ingress.mailkit import config_of, listening, smtp_settings

@@ -11,8 +11,8 @@ import smtplib
 import socket
 from pathlib import Path
 
-from faxbridge.ingress import rcpt
-from faxbridge.ingress.smtp_data import NO_CONTENT
+from faxbridge.ingress.smtp import replies
+from faxbridge.ingress.smtp.replies import NO_CONTENT
 from faxbridge.models import JobState
 from tests.ingress import mailkit
 from tests.ingress.mailkit import Answer, Dialogue, config_of, listening, smtp_settings
@@ -84,8 +84,8 @@ async def test_client_outside_allowed_clients_refused_at_mail(tmp_path: Path) ->
         answers = await mailkit.asend(bench.address, "alice@example.com", ["15555551212@fax.local"],
                                       mailkit.plain("x"))
         assert bench.store.jobs() == []
-    assert lines(answers) == [rcpt.CLIENT_DENIED, "503 Error: need MAIL command", "503 Error: need RCPT command"]
-    assert rcpt.CLIENT_DENIED == "550 5.7.1 Client address not allowed to send faxes"
+    assert lines(answers) == [replies.CLIENT_DENIED, "503 Error: need MAIL command", "503 Error: need RCPT command"]
+    assert replies.CLIENT_DENIED == "550 5.7.1 Client address not allowed to send faxes"
 
 
 async def test_allowed_senders_with_wildcards(tmp_path: Path) -> None:
@@ -105,8 +105,8 @@ async def test_allowed_senders_with_wildcards(tmp_path: Path) -> None:
             finally:
                 d.close()
         answers = await asyncio.to_thread(senders)
-    assert lines(answers) == [rcpt.SENDER_DENIED, rcpt.SENDER_DENIED, "250 2.1.0 OK", "250 2.1.0 OK"]
-    assert rcpt.SENDER_DENIED == "550 5.7.1 Sender address not allowed to send faxes"
+    assert lines(answers) == [replies.SENDER_DENIED, replies.SENDER_DENIED, "250 2.1.0 OK", "250 2.1.0 OK"]
+    assert replies.SENDER_DENIED == "550 5.7.1 Sender address not allowed to send faxes"
 
 
 async def test_hourly_limit_per_sender(tmp_path: Path) -> None:

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from faxbridge.ingress import mime_slim
-from faxbridge.ingress.smtp_protocol import SPOOL_OVER
-from faxbridge.ingress.smtp_stream import DataSpool, Unstuffer
+from faxbridge.ingress.smtp import mime_slim
+from faxbridge.ingress.smtp.protocol import SPOOL_OVER
+from faxbridge.ingress.smtp.stream import DataSpool, Unstuffer
 from tests.ingress.mailkit import asend, config_of, listening, scanner, smtp_settings
 from tests.support import big_pdf
 
@@ -98,11 +98,10 @@ def test_slimming_a_mapped_file_equals_slimming_its_bytes(tmp_path: Path) -> Non
     assert len(slimmed_map) == len(slimmed) < 2000
 
 
-@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
-async def test_a_big_mail_is_spooled_faxed_whole_and_its_spool_file_removed(tmp_path: Path, processes: bool) -> None:
+async def test_a_big_mail_is_spooled_faxed_whole_and_its_spool_file_removed(tmp_path: Path) -> None:
     big = big_pdf(tmp_path / "big.pdf", SPOOL_OVER // 1_000_000 + 1).read_bytes()
     cfg = config_of(tmp_path, smtp_settings(tmp_path, max_message_size="20MB"))
-    async with listening(cfg, processes=processes) as bench:
+    async with listening(cfg) as bench:
         answers = await asend(bench.address, "scanner@office.example", ["15555551212@fax.local"],
                               scanner(big, message_id=True))
         assert answers[-1].code == 250, answers[-1]

@@ -7,6 +7,7 @@ The example counts are kept small so the suite stays fast (a first part of the t
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from email import policy
@@ -19,15 +20,18 @@ from hypothesis import strategies as st
 
 from faxbridge import intake as intake_numbers
 from faxbridge.clock import SystemClock
-from faxbridge.config import load
+from faxbridge.config import Config, load
 from faxbridge.documents import prepare
 from faxbridge.errors import DocumentError, InputError
-from faxbridge.ingress import mime
 from faxbridge.ingress.control import ControlError, parse_control, result_name, safe_component
-from faxbridge.ingress.rcpt import Recipient
-from faxbridge.ingress.smtp_data import MailIntake
+from faxbridge.ingress.smtp import mime
+from faxbridge.ingress.smtp.commit import MailIntake
+from faxbridge.ingress.smtp.data import mail_settings, stage_mail
+from faxbridge.ingress.smtp.policy import Recipient
 from faxbridge.models import InputFile
-from faxbridge.store import Store
+from faxbridge.providers.limits import header_limit
+from faxbridge.store import Store, new_job_id, open_store
+from faxbridge.workers import Engine
 from tests.support import base_settings, write_config
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -152,23 +156,38 @@ def test_mime_messages_extract_or_refuse(parts: list[tuple[str, str, bytes, str 
 
 
 @pytest.fixture(scope="module")
-def mail_intake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MailIntake, Store]]:
+def mail_intake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Config, Store]]:
     root = tmp_path_factory.mktemp("fuzz-mail")
     cfg = load(write_config(root / "faxbridge.toml", base_settings(root)), {})
     store = Store(cfg.state_dir, "simulator")
-    yield MailIntake(cfg, lambda: store, SystemClock(), threads=0), store
+    yield cfg, store
     store.close()
+
+
+async def through_data(cfg: Config, raw: bytes) -> str:
+    """DATA's two halves: the worker's (``stage_mail``, here in this process) and the daemon's commit."""
+    rcpt = Recipient("15555551212@fax.local", intake_numbers.destination("15555551212", cfg.numbers))
+    store = await open_store(cfg.state_dir, "simulator")
+    try:
+        plan = stage_mail(mail_settings(cfg, header_limit(cfg)), store.spool, "alice@example.com", [rcpt], raw, {},
+                          [new_job_id()], new_job_id())
+        if isinstance(plan, str):
+            return plan
+        intake = MailIntake(cfg, Engine(cfg), SystemClock(), header_limit=header_limit)   # no worker started
+        return await intake.commit(store, "alice@example.com", plan)
+    finally:
+        await store.close()
 
 
 @settings(max_examples=60, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(parts=st.lists(part_strategy, max_size=3), body=st.one_of(st.none(), st.text(max_size=200)),
        chop=st.one_of(st.none(), st.integers(0, 3000)), crlf=st.booleans(), n=st.integers(0, 1 << 30))
 def test_mime_messages_through_the_mail_intake_become_jobs_or_refusals(
-        mail_intake: tuple[MailIntake, Store], parts: list[tuple[str, str, bytes, str | None]],
+        mail_intake: tuple[Config, Store], parts: list[tuple[str, str, bytes, str | None]],
         body: str | None, chop: int | None, crlf: bool, n: int) -> None:
     """What DATA does with a message (the fast parser, dedup, documents, the commit): every message
     ends in 250 with its jobs committed, or a 5xx refusal with words; never our trouble (451)."""
-    intake, store = mail_intake
+    cfg, store = mail_intake
     try:
         raw = _message([p for p in parts if not (p[0] == "message" or (p[0] == "text" and p[1] != "plain"))],
                        f"fuzz {n}", body)
@@ -177,8 +196,7 @@ def test_mime_messages_through_the_mail_intake_become_jobs_or_refusals(
     raw = raw if crlf else raw.replace(b"\r\n", b"\n")
     raw = raw[:chop] if chop is not None else raw
     before = sum(store.counts().values())
-    number = intake_numbers.destination("15555551212", intake.cfg.numbers)
-    reply = intake.accept_now(store, "alice@example.com", [Recipient("15555551212@fax.local", number)], raw, {})
+    reply = asyncio.run(through_data(cfg, raw))
     made = sum(store.counts().values()) - before
     event(reply[:9])
     if reply.startswith("250 "):

@@ -40,7 +40,7 @@ import pytest
 
 from faxbridge.clock import FakeClock
 from faxbridge.errors import StoreError
-from faxbridge.ingress.smtp_data import OUR_TROUBLE
+from faxbridge.ingress.smtp.replies import OUR_TROUBLE
 from faxbridge.models import Job, JobEvent, Source
 from faxbridge.notify.outbox import OutboxWorker
 from faxbridge.store import OutboxItem, open_store

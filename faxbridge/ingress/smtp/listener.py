@@ -1,20 +1,24 @@
 """The SMTP listener: aiosmtpd's protocol on the daemon's own event loop, policy in the dialogue.
 
-- :class:`~faxbridge.ingress.smtp_protocol.FaxSMTP` (``smtp_protocol``) is aiosmtpd's protocol with
-  the contract's size replies, the null sender, a fast DATA path and big messages spooled to a file.
+- :class:`~faxbridge.ingress.smtp.protocol.FaxSMTP` (``protocol``) is aiosmtpd's protocol with
+  the contract's size replies, the null sender, a fast DATA path and big messages spooled to a file
+  (``stream``).
 - :class:`FaxHandler` holds the hooks: the client's address is checked at connect and answered
-  at MAIL (550 5.7.1), the sender at MAIL, each recipient at RCPT (``rcpt``), the message at
-  DATA (``smtp_data``). Reply strings live in ``rcpt`` and ``smtp_data``.
+  at MAIL (550 5.7.1), the sender at MAIL, each recipient at RCPT (``policy``; the hourly limits
+  awaited on the :class:`~faxbridge.store.JobStore`), the message at DATA (``data``: staged in a
+  worker process; ``commit``: committed here). Every reply string lives in ``replies``.
 - AUTH (PLAIN, LOGIN) is offered when ``users_file`` is set: over STARTTLS, or in plain text
   from a loopback client only. ``require_auth`` makes MAIL wait for it (530 5.7.0). After AUTH the
-  sender must be one of the login's senders (``smtp_auth``; 550 5.7.1); failures are throttled
-  (``smtp_limits``). How the sender passed is recorded on the job (``meta["sender_check"]``): reply
+  sender must be one of the login's senders (``auth``; 550 5.7.1); failures are throttled
+  (``limits``). How the sender passed is recorded on the job (``meta["sender_check"]``): reply
   mail goes only to a sender that passed (``notify.mail``).
-- Section 9: session caps and the per-read timeout (``smtp_protocol``, ``smtp_limits``); the hourly
+- Section 9: session caps and the per-read timeout (``protocol``, ``limits``); the hourly
   limit counts per sender and per client address; per-connection log lines stay within a budget.
-- :class:`SmtpListener` is the daemon component: ``start`` returns once bound, ``stop`` closes
-  the listening socket (new connections are refused; sessions in progress go on), ``close``
-  waits for messages being accepted and then drops the remaining sessions.
+- :class:`SmtpListener` is the daemon component: ``start`` opens its store and returns once bound,
+  ``stop`` closes the listening socket (new connections are refused; sessions in progress go on),
+  ``close`` waits for messages being accepted, then drops the remaining sessions, stops its
+  worker engine and closes its store. :func:`make_listener` wires it; :func:`build` is what the
+  daemon calls (the one place here that names a provider module: ``providers.limits``).
 """
 
 from __future__ import annotations
@@ -35,14 +39,16 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 from faxbridge.clock import Clock
 from faxbridge.config import Config
 from faxbridge.errors import StoreError
-from faxbridge.ingress import rcpt as policy
-from faxbridge.ingress.intake_procs import IntakeProcesses
-from faxbridge.ingress.smtp_auth import LOGIN_SENDER_DENIED, Authenticator, read_users
-from faxbridge.ingress.smtp_data import OUR_TROUBLE, QUEUED, MailIntake
-from faxbridge.ingress.smtp_limits import AuthThrottle, LogBudget, SessionCaps, limit_logger
-from faxbridge.ingress.smtp_protocol import NULL_SENDER, FaxEnvelope, FaxSMTP, peer_host
+from faxbridge.ingress.smtp import policy, replies
+from faxbridge.ingress.smtp.auth import Authenticator, read_users
+from faxbridge.ingress.smtp.commit import HeaderLimit, MailIntake
+from faxbridge.ingress.smtp.limits import AuthThrottle, LogBudget, SessionCaps, limit_logger
+from faxbridge.ingress.smtp.protocol import NULL_SENDER, FaxEnvelope, FaxSMTP, peer_host
+from faxbridge.ingress.smtp.replies import OUR_TROUBLE, QUEUED
+from faxbridge.providers.limits import header_limit
 from faxbridge.runtime import Component, Runtime
-from faxbridge.store import Store
+from faxbridge.store import FileSpool, JobStore, open_store
+from faxbridge.workers import Engine
 
 log = structlog.get_logger("faxbridge.smtp")
 
@@ -65,9 +71,10 @@ def _login(session: Session) -> str | None:
 class FaxHandler:
     """aiosmtpd hooks: each returns the reply line the client hears."""
 
-    def __init__(self, cfg: Config, store: Store, intake: MailIntake, auth: Authenticator | None) -> None:
+    def __init__(self, cfg: Config, intake: MailIntake, auth: Authenticator | None) -> None:
         self.cfg = cfg
-        self.store = store          # the daemon's own connection: only for quick reads at RCPT
+        self.store: JobStore | None = None      # set by the listener's start: RCPT counts, DATA commits
+        self.data_dir = Path(".")                # where a big message is spooled (set by the listener)
         self.intake = intake
         self.auth = auth
         self.clock = intake.clock
@@ -118,36 +125,36 @@ class FaxHandler:
     async def handle_MAIL(self, server: FaxSMTP, session: Session, envelope: Envelope, address: str,
                           options: list[str]) -> str:
         if not server.client_ok:
-            return policy.CLIENT_DENIED
+            return replies.CLIENT_DENIED
         why = policy.address_problem(address)
         if why is not None:                         # FaxSMTP refuses these first; kept as a second net
-            return policy.bad_sender_syntax(why)
+            return replies.bad_sender_syntax(why)
         sender = "" if address == NULL_SENDER else address
         login = _login(session)
         allowed = self.cfg.smtp.allowed_senders
         if login is not None and self.auth is not None:
             if not self.auth.may_send_as(login, sender, allowed):
                 log.info("smtp.sender_refused", sender=sender, peer=peer_host(session.peer), auth_user=login)
-                return LOGIN_SENDER_DENIED.format(user=login)
+                return replies.LOGIN_SENDER_DENIED.format(user=login)
             check = "login"
         elif not policy.sender_allowed(sender, allowed):
             log.info("smtp.sender_refused", sender=sender, peer=peer_host(session.peer))
-            return policy.SENDER_DENIED
+            return replies.SENDER_DENIED
         else:
             check = "allowed_senders" if allowed else "any"
         if isinstance(envelope, FaxEnvelope):
             envelope.sender_check = check
         envelope.mail_from = address
         envelope.mail_options.extend(options)
-        return policy.SENDER_OK
+        return replies.SENDER_OK
 
     async def handle_RCPT(self, server: FaxSMTP, session: Session, envelope: FaxEnvelope,
                           address: str, options: list[str]) -> str:
         if not server.client_ok:
-            return policy.CLIENT_DENIED
+            return replies.CLIENT_DENIED
         why = policy.address_problem(address)
         if why is not None:
-            return policy.bad_rcpt_syntax(why)
+            return replies.bad_rcpt_syntax(why)
         smtp = self.cfg.smtp
         try:
             rcpt = policy.recipient(address, smtp.domains, self.cfg.numbers)
@@ -155,18 +162,18 @@ class FaxHandler:
             log.info("smtp.rcpt_refused", to=address.rpartition("@")[0], reply=exc.reply)
             return exc.reply
         if any(r.number.e164 == rcpt.number.e164 for r in envelope.recipients):
-            return policy.OK                       # the same number twice: one fax
+            return replies.OK                       # the same number twice: one fax
         if len(envelope.recipients) >= policy.MAX_RCPTS_PER_MESSAGE:
-            return policy.MAX_RECIPIENTS.format(limit=policy.MAX_RCPTS_PER_MESSAGE)
-        refused = self._over_limit(envelope, peer_host(session.peer), len(envelope.recipients))
+            return replies.MAX_RECIPIENTS.format(limit=policy.MAX_RCPTS_PER_MESSAGE)
+        refused = await self._over_limit(envelope, peer_host(session.peer), len(envelope.recipients))
         if refused is not None:
             return refused
         envelope.recipients.append(rcpt)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
-        return policy.OK
+        return replies.OK
 
-    def _over_limit(self, envelope: FaxEnvelope, peer: str | None, accepted: int) -> str | None:
+    async def _over_limit(self, envelope: FaxEnvelope, peer: str | None, accepted: int) -> str | None:
         """The reply when one more recipient would pass the hourly limit of the sender
         (``limits.per_sender_per_hour``) or of the client address (``limits.per_client_per_hour``:
         the sender can be forged, the client address cannot), counting jobs of the last hour,
@@ -175,17 +182,20 @@ class FaxHandler:
         client_limit = self.cfg.limits.per_client_per_hour
         sender = _sender(envelope)
         since = self.clock.now() - _HOUR
+        store = self.store
+        if store is None:
+            return OUR_TROUBLE
         try:
             if limit > 0:
-                sent = self.store.count_by_sender(sender, since) + self.in_flight[sender]
+                sent = await store.count_by_sender(sender, since) + self.in_flight[sender]
                 if policy.over_limit(sent, accepted, limit):
                     log.info("smtp.rate_limited", sender=sender, sent_last_hour=sent, limit=limit)
-                    return policy.rate_limited(limit)
+                    return replies.rate_limited(limit)
             if client_limit > 0:
-                sent = self.store.count_by_client(peer or "", since) + self.in_flight_clients[peer or ""]
+                sent = await store.count_by_client(peer or "", since) + self.in_flight_clients[peer or ""]
                 if policy.over_limit(sent, accepted, client_limit):
                     log.info("smtp.rate_limited", peer=peer, sent_last_hour=sent, limit=client_limit)
-                    return policy.client_rate_limited(client_limit)
+                    return replies.client_rate_limited(client_limit)
         except StoreError as exc:
             log.error("smtp.store_error", error=str(exc))
             return OUR_TROUBLE
@@ -194,7 +204,7 @@ class FaxHandler:
     async def handle_DATA(self, server: FaxSMTP, session: Session, envelope: FaxEnvelope) -> str:
         # Checked again: another session of this sender may have gone through DATA since our RCPT.
         peer = peer_host(session.peer) or ""
-        refused = self._over_limit(envelope, peer, len(envelope.recipients) - 1)
+        refused = await self._over_limit(envelope, peer, len(envelope.recipients) - 1)
         if refused is not None:
             return refused
         key = _sender(envelope)
@@ -216,10 +226,12 @@ class FaxHandler:
         login = _login(session)
         if login is not None:
             extra["auth_user"] = login
+        if self.store is None:
+            return OUR_TROUBLE
         self.busy += 1
         self.idle.clear()
         try:
-            reply = await self.intake.accept(sender, list(envelope.recipients), raw, extra)
+            reply = await self.intake.accept(self.store, sender, list(envelope.recipients), raw, extra)
             if reply.startswith(QUEUED):
                 self.on_queued()
             return reply
@@ -248,15 +260,19 @@ class SmtpListener:
 
     name = "smtp"
 
-    def __init__(self, cfg: Config, store: Store, intake: MailIntake) -> None:
+    def __init__(self, cfg: Config, intake: MailIntake, *, state_dir: Path, provider: str,
+                 engine: Engine | None = None) -> None:
         self.cfg = cfg
-        self.store = store
+        self.state_dir = state_dir
+        self.provider = provider
+        self.engine = engine        # closed here when given (the lead's app may share one and close it there)
         smtp = cfg.smtp
         users = read_users(smtp.users_file) if smtp.users_file else None
         auth = None if users is None else Authenticator(
             users.hashes, AuthThrottle(smtp.auth_lockout_failures, smtp.auth_lockout), smtp.auth_max_failures,
             users.senders)
-        self.handler = FaxHandler(cfg, store, intake, auth)
+        self.handler = FaxHandler(cfg, intake, auth)
+        self.handler.data_dir = FileSpool(state_dir).staging
         self.tls = tls_context(cfg)
         self.hostname = socket.gethostname()
         self._server: asyncio.Server | None = None
@@ -283,11 +299,12 @@ class SmtpListener:
         limit_logger("asyncio")             # accept errors (out of file descriptors) likewise
         listen = self.cfg.smtp.listen
         loop = asyncio.get_running_loop()
-        await self.handler.intake.start()
+        # Until the daemon hands every part its one shared store, the listener opens its own.
+        self.handler.store = await open_store(self.state_dir, self.provider)
         try:
             self._server = await loop.create_server(self._protocol, host=listen.host, port=listen.port)
         except BaseException:
-            await self.handler.intake.close()
+            await self._close_parts()
             raise
         sockname = self._server.sockets[0].getsockname()
         self.address = (str(sockname[0]), int(sockname[1]))
@@ -312,9 +329,14 @@ class SmtpListener:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        await self.handler.intake.close()
-        if self.on_close is not None:
-            self.on_close()
+        await self._close_parts()
+
+    async def _close_parts(self) -> None:
+        if self.engine is not None:
+            await self.engine.close()
+        store, self.handler.store = self.handler.store, None
+        if store is not None:
+            await store.close()
 
     def healthy(self) -> bool:
         return self._server is not None and self._server.is_serving()
@@ -327,11 +349,16 @@ class SmtpListener:
         self.handler.sessions.total = cfg.smtp.max_sessions
         self.handler.sessions.per_client = cfg.smtp.max_sessions_per_client
         self.handler.intake.reconfigure(cfg)
+        if self.engine is not None:
+            self.engine.reconfigure(cfg)
 
 
-def make_intake(cfg: Config, state_dir: Path, provider: str, clock: Clock) -> MailIntake:
-    """The daemon's mail intake: in worker processes (``intake_procs``), on the system clock."""
-    return MailIntake(cfg, lambda: Store(state_dir, provider), clock, processes=IntakeProcesses(cfg, provider))
+def make_listener(cfg: Config, state_dir: Path, provider: str, clock: Clock, *,
+                  limit: HeaderLimit = header_limit, engine: Engine | None = None) -> SmtpListener:
+    """The SMTP listener with its mail intake on the worker engine (its own, unless one is given)."""
+    own = engine or Engine(cfg)
+    return SmtpListener(cfg, MailIntake(cfg, own, clock, header_limit=limit), state_dir=state_dir, provider=provider,
+                        engine=own if engine is None else None)
 
 
 def build(runtime: Runtime) -> Component | None:
@@ -339,13 +366,10 @@ def build(runtime: Runtime) -> Component | None:
     cfg = runtime.cfg
     if not cfg.smtp.enabled:
         return None
-    # its own synchronous connection for the quick reads at RCPT (the daemon's JobStore is async)
-    state_dir, provider = cfg.state_dir, runtime.store.provider
-    store = Store(state_dir, provider)
-    listener = SmtpListener(cfg, store, make_intake(cfg, state_dir, provider, runtime.clock))
-    listener.on_close = store.close
-    replies = runtime.metrics.smtp_replies
-    listener.handler.on_reply = lambda code: replies.labels(code).inc()
+    store = runtime.store
+    listener = make_listener(cfg, cfg.state_dir, store.provider, runtime.clock)
+    reply_codes = runtime.metrics.smtp_replies
+    listener.handler.on_reply = lambda code: reply_codes.labels(code).inc()
     listener.handler.on_queued = runtime.dispatcher.wake
     refused = runtime.metrics.counter("smtp_refused_work_total", "Mails refused for too much work or for an "
                                       "error of ours while reading them, by kind", ["kind"])

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from email.message import Message
 
+from faxbridge.ingress.smtp.replies import too_deep, too_many_headers, too_many_parameters, too_many_parts
+
 PARAMETER_HEADERS = frozenset({"content-type", "content-disposition"})
 
 
@@ -36,24 +38,16 @@ class Shape:
     parameters: int    # the most in one header
 
 
-def too_deep(limit: int) -> str:
-    return (f"554 5.6.0 The message is nested more than {limit} levels deep (multiparts or forwarded "
-            f"messages within each other); the limit is {limit}")
-
-
 def verdict(shape: Shape, limits: MailLimits) -> str | None:
     """The SMTP refusal for a message of this shape, or None when it is within the limits."""
     if shape.depth > limits.max_nesting:
         return too_deep(limits.max_nesting)
     if shape.parts > limits.max_parts:
-        return (f"554 5.3.4 The message has more than {limits.max_parts} parts; the limit is "
-                f"{limits.max_parts}: send fewer attachments per message")
+        return too_many_parts(limits.max_parts)
     if shape.headers > limits.max_headers:
-        return (f"554 5.6.0 The message has a part with more than {limits.max_headers} header fields; "
-                f"the limit is {limits.max_headers}")
+        return too_many_headers(limits.max_headers)
     if shape.parameters > limits.max_parameters:
-        return (f"554 5.6.0 The message has a Content-Type or Content-Disposition with more than "
-                f"{limits.max_parameters} parameters; the limit is {limits.max_parameters}")
+        return too_many_parameters(limits.max_parameters)
     return None
 
 

@@ -33,8 +33,8 @@ from email.message import EmailMessage, Message
 from urllib.parse import unquote
 
 from faxbridge.documents import describe, sniff
-from faxbridge.ingress.mime_slim import STASH_HEADER, Raw, slim
-from faxbridge.ingress.mime_text import clean, header, html_to_text, safe_name
+from faxbridge.ingress.smtp.mime_slim import STASH_HEADER, Raw, slim
+from faxbridge.ingress.smtp.mime_text import clean, header, html_to_text, safe_name
 
 HEAD_SIZE = 8192
 FAXABLE = "only PDF, TIFF, JPEG, PNG, GIF and plain text can be faxed"

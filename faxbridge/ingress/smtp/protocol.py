@@ -5,16 +5,16 @@ with the contract's 552 5.3.4 (at MAIL for a SIZE parameter, after DATA otherwis
 sender ``MAIL FROM:<>`` is accepted (RFC 5321 requires it; aiosmtpd refuses it); DATA is read in
 large chunks (``readuntil(b".\\r\\n")``) instead of line by line, which is what limits aiosmtpd's
 throughput for mail with attachments; and a big message goes to a file as it arrives
-(``smtp_stream``) instead of into memory. Lines are not limited to 1000 octets here: clients that
+(``stream``) instead of into memory. Lines are not limited to 1000 octets here: clients that
 send longer lines are common, and nothing downstream needs the limit.
 
 A command line ends with CRLF only (RFC 5321 section 2.3.8): a bare LF inside a command is part of
 the line (:class:`_CommandReader`), so ``MAIL FROM:<a\nb@example.com>`` is one command, refused
-501 5.1.7 for its control character like a bare CR, NUL or U+2028 (``rcpt.address_problem``).
+501 5.1.7 for its control character like a bare CR, NUL or U+2028 (``policy.address_problem``).
 
 Connections (contract section 9): a session over ``smtp.max_sessions`` or
 ``smtp.max_sessions_per_client`` is answered 421 4.7.0 as it connects and closed
-(``smtp_limits.SessionCaps``); ``smtp.timeout`` runs per read: every byte that arrives starts it
+(``limits.SessionCaps``); ``smtp.timeout`` runs per read: every byte that arrives starts it
 again, so a slow upload that keeps sending is never cut, and a client that sends nothing for that
 long is answered 421 4.4.2 and dropped. While the server itself works on a command (DATA being
 turned into jobs, a password being checked) the client is not expected to send: no timeout then.
@@ -32,11 +32,11 @@ import structlog
 from aiosmtpd.smtp import MISSING, SMTP, Envelope
 
 from faxbridge import crashpoints
-from faxbridge.ingress import rcpt as policy
-from faxbridge.ingress import smtp_limits, smtp_stream
+from faxbridge.ingress.smtp import policy, replies
+from faxbridge.ingress.smtp import stream as smtp_stream
 
 if TYPE_CHECKING:
-    from faxbridge.ingress.smtp import FaxHandler
+    from faxbridge.ingress.smtp.listener import FaxHandler
 
 log = structlog.get_logger("faxbridge.smtp")
 
@@ -159,7 +159,7 @@ class FaxSMTP(SMTP):
             self._reset_timeout(limit if self._working else max(limit - idle, 0.01))
             return
         self.fax_handler.log_limited("smtp.timeout", peer=self.host, idle_s=round(idle, 1))
-        reply = smtp_limits.TIMED_OUT.format(seconds=limit)
+        reply = replies.TIMED_OUT.format(seconds=limit)
         self.fax_handler.on_reply(reply[:3])
         transport = self.transport
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
@@ -170,12 +170,12 @@ class FaxSMTP(SMTP):
         rest = self._strip_command_keyword("FROM:", arg) if arg else None
         why = policy.address_problem(rest) if rest is not None else None
         if why is not None:
-            await self.push(policy.bad_sender_syntax(why))
+            await self.push(replies.bad_sender_syntax(why))
             return
         if rest is not None:
             size = _size_param(rest)
             if size is not None and self.data_size_limit and size > self.data_size_limit:
-                await self.push(policy.too_big(self.data_size_limit))
+                await self.push(replies.too_big(self.data_size_limit))
                 return
             if rest.lstrip().startswith("<>"):
                 await self._null_mail(rest.lstrip()[2:])
@@ -186,7 +186,7 @@ class FaxSMTP(SMTP):
         rest = self._strip_command_keyword("TO:", arg) if arg else None
         why = policy.address_problem(rest) if rest is not None else None
         if why is not None:
-            await self.push(policy.bad_rcpt_syntax(why))
+            await self.push(replies.bad_rcpt_syntax(why))
             return
         await super().smtp_RCPT(arg)
 
@@ -195,13 +195,13 @@ class FaxSMTP(SMTP):
             return
         assert self.envelope is not None and self.session is not None
         if self.envelope.mail_from:
-            await self.push("503 Error: nested MAIL command")
+            await self.push(replies.NESTED_MAIL)
             return
         options = params.upper().split()
         status = await self._call_handler_hook("MAIL", NULL_SENDER, options)
         if status is MISSING:
             self.envelope.mail_from = NULL_SENDER
-            status = policy.SENDER_OK
+            status = replies.SENDER_OK
         await self.push(status)
 
     async def smtp_DATA(self, arg: str) -> None:
@@ -209,17 +209,17 @@ class FaxSMTP(SMTP):
             return
         assert self.envelope is not None
         if not self.envelope.rcpt_tos:
-            await self.push("503 Error: need RCPT command")
+            await self.push(replies.NEED_RCPT)
             return
         if arg:
-            await self.push("501 Syntax: DATA")
+            await self.push(replies.DATA_SYNTAX)
             return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        await self.push(replies.START_DATA)
         content, too_much = await self._read_data()
         if too_much:
             assert self.data_size_limit is not None
             self.envelope = self._create_envelope()
-            await self.push(policy.too_big(self.data_size_limit))
+            await self.push(replies.too_big(self.data_size_limit))
             return
         envelope = self.envelope
         assert isinstance(envelope, FaxEnvelope)
@@ -234,14 +234,14 @@ class FaxSMTP(SMTP):
             smtp_stream.remove(envelope.spooled)
         self.envelope = self._create_envelope()
         crashpoints.hit("smtp.before_reply")
-        await self.push("250 OK" if status is MISSING else status)
+        await self.push(replies.DATA_OK if status is MISSING else status)
 
     async def _read_data(self) -> tuple[bytes | Path, bool]:
         """Everything up to the lone dot, un-dot-stuffed (in memory, or in a file when big); and
         whether it passed the size limit (then nothing is kept)."""
         reader = self._reader
         limit = self.data_size_limit or 0
-        spool = smtp_stream.DataSpool(self.fax_handler.store.staging, SPOOL_OVER)
+        spool = smtp_stream.DataSpool(self.fax_handler.data_dir, SPOOL_OVER)
         unstuff = smtp_stream.Unstuffer()
         size = 0
         too_much = False

@@ -13,7 +13,7 @@ the event loop keeps serving other sessions. An unknown user is checked against 
 the answer takes as long as for a known user. Passwords are never logged, nor are the AUTH lines
 (aiosmtpd logs client lines at INFO on the ``mail.log`` logger; the listener keeps it at WARNING).
 
-Throttling (contract section 9, ``smtp_limits.AuthThrottle``): every ``smtp.auth`` line names the
+Throttling (contract section 9, ``limits.AuthThrottle``): every ``smtp.auth`` line names the
 client address (``peer``); a failure is answered later the more failures its address had lately;
 the ``smtp.auth_max_failures``-th failure on a connection is answered 421 4.7.0 and the connection
 closed; an address with ``smtp.auth_lockout_failures`` failures within ``smtp.auth_lockout`` is
@@ -38,16 +38,15 @@ from argon2.exceptions import Argon2Error, InvalidHashError
 
 from faxbridge.config_parse import Invalid, sender
 from faxbridge.errors import ConfigError
-from faxbridge.ingress.rcpt import sender_allowed
-from faxbridge.ingress.smtp_limits import AUTH_TOO_MANY, AuthThrottle
-from faxbridge.ingress.smtp_protocol import FaxSMTP, peer_host
+from faxbridge.ingress.smtp.limits import AuthThrottle
+from faxbridge.ingress.smtp.policy import sender_allowed
+from faxbridge.ingress.smtp.protocol import FaxSMTP, peer_host
+from faxbridge.ingress.smtp.replies import AUTH_TOO_MANY, CANT_DECODE_BASE64, CANT_SPLIT_AUTH
 
 log = structlog.get_logger("faxbridge.smtp")
 
 _DUMMY = bcrypt.hashpw(b"faxbridge-dummy-password", bcrypt.gensalt(rounds=10))
 
-
-LOGIN_SENDER_DENIED = "550 5.7.1 Sender address not allowed for the login {user}: see its senders in smtp.users_file"
 
 
 @dataclass(frozen=True)
@@ -160,12 +159,12 @@ class Authenticator:
             try:
                 blob = b64decode(args[1].encode(), validate=True)
             except ValueError:
-                await server.push("501 5.5.2 Can't decode base64")
+                await server.push(CANT_DECODE_BASE64)
                 return AuthResult(success=False, handled=True)
         try:
             _, login, password = blob.split(b"\x00")
         except ValueError:
-            await server.push("501 5.5.2 Can't split auth value")
+            await server.push(CANT_SPLIT_AUTH)
             return AuthResult(success=False, handled=True)
         return await self._result(server, login, password)
 
@@ -179,7 +178,7 @@ class Authenticator:
             try:
                 login = b64decode(args[1].encode(), validate=True)
             except ValueError:
-                await server.push("501 5.5.2 Can't decode base64")
+                await server.push(CANT_DECODE_BASE64)
                 return AuthResult(success=False, handled=True)
         password = await server.challenge_auth(SMTP.AuthLoginPasswordChallenge)
         if password is MISSING:

@@ -2,10 +2,10 @@
 
 - :class:`SessionCaps`: at most ``smtp.max_sessions`` sessions at once, and at most
   ``smtp.max_sessions_per_client`` from one client address. A session over a cap is answered
-  ``421 4.7.0`` naming the cap as soon as it connects, and closed (``smtp_protocol``).
+  ``421 4.7.0`` naming the cap as soon as it connects, and closed (``protocol``).
 - :class:`AuthThrottle`: failed AUTH attempts, per connection and per client address. The
   ``smtp.auth_max_failures``-th failure on one connection is answered ``421 4.7.0`` and the
-  connection closed (``smtp_auth``). Across connections, each failure from an address within
+  connection closed (``auth``). Across connections, each failure from an address within
   ``smtp.auth_lockout`` makes that address's next failure answer later (:data:`DELAY_STEP` more
   each time, at most :data:`DELAY_MAX`); after ``smtp.auth_lockout_failures`` failures within that
   window the address may not try AUTH at all (``454 4.7.0``, no password is checked) until the
@@ -24,13 +24,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 
-TOO_MANY_SESSIONS = "421 4.7.0 Too many SMTP sessions at once (smtp.max_sessions = {limit}): try again later"
-TOO_MANY_FROM_CLIENT = ("421 4.7.0 Too many SMTP sessions from your address "
-                        "(smtp.max_sessions_per_client = {limit}): try again later")
-TIMED_OUT = "421 4.4.2 Timeout: nothing received for {seconds:g} seconds (smtp.timeout), closing the connection"
-AUTH_TOO_MANY = "421 4.7.0 Too many failed AUTH attempts on this connection: closing it"
-AUTH_LOCKED = ("454 4.7.0 Too many failed AUTH attempts from your address: "
-               "try again in {minutes} minutes")
+from faxbridge.ingress.smtp.replies import AUTH_LOCKED, TOO_MANY_FROM_CLIENT, TOO_MANY_SESSIONS
 
 DELAY_STEP = 0.5
 DELAY_MAX = 5.0

@@ -1,15 +1,17 @@
-"""A CPU-time and memory cap per intake job, in the intake worker processes (``intake_procs``).
+"""A CPU-time and memory cap per job, in the worker processes of the engine (``workers.child``).
 
 - Memory: the worker's address space is capped (``RLIMIT_AS``, soft limit, ``limits.job_memory``)
   once at start; an allocation over it raises MemoryError in the job that made it.
 - CPU: ``RLIMIT_CPU`` counts a process's whole life, so before each job its soft limit is set to
   the CPU time used so far plus ``limits.job_cpu`` (rounded up to whole seconds, as the kernel
   counts), and lifted after. Over it, the kernel sends SIGXCPU, which here raises
-  :class:`TooMuchWork` in the job (a BaseException: no ``except Exception`` on the way turns it
+  :class:`OverCpu` in the job (a BaseException: no ``except Exception`` on the way turns it
   into something else). The hard limit is left alone, so the worker may lift it again.
 
-Both end the job with 554 5.3.4 (the message would cost as much on every retry) and the worker is
-replaced. Used only in worker processes: threads share one process, and its limits.
+Both end the job: the engine raises :class:`faxbridge.workers.TooMuchWork` to its caller (a mail
+is answered 554 5.3.4, a folder file rejected: it would cost as much on every retry) and the worker
+leaves (a new one is started for the next job). Used only in worker processes: threads share one
+process, and its limits.
 
 Where the limits cannot be set (a seccomp filter that refuses ``setrlimit``, as a unit with
 ``SystemCallFilter=~@resources`` and no exception for it would), the caps are off in that worker,
@@ -30,15 +32,15 @@ import structlog
 log = structlog.get_logger("faxbridge.intake")
 
 
-class TooMuchWork(BaseException):
-    """This job used more CPU time than ``limits.job_cpu``."""
+class OverCpu(BaseException):
+    """This job used more CPU time than ``limits.job_cpu`` (raised inside the worker)."""
 
 
 def _on_xcpu(signum: int, frame: FrameType | None) -> None:
     if not _capped:
         return       # a late signal after the work was done: nothing to stop
     work_done()
-    raise TooMuchWork("over the CPU time one message may take (limits.job_cpu)")
+    raise OverCpu("over the CPU time one message may take (limits.job_cpu)")
 
 
 _refused = False   # setrlimit is not allowed here: the caps are off in this process
@@ -59,7 +61,7 @@ def _setrlimit(which: int, limits: tuple[int, int]) -> bool:
 
 
 def install(job_memory: int) -> None:
-    """In a worker process at start: the memory cap, and SIGXCPU raising :class:`TooMuchWork`."""
+    """In a worker process at start: the memory cap, and SIGXCPU raising :class:`OverCpu`."""
     signal.signal(signal.SIGXCPU, _on_xcpu)
     if job_memory > 0:
         _, hard = resource.getrlimit(resource.RLIMIT_AS)
