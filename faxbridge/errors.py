@@ -29,6 +29,9 @@ same, so this is the whole tree::
     │       ├── RefusedError         the provider refused this fax (number, document, field)
     │       └── AccountError         bad credentials, account inactive, no credit: the operator
     │                                must act (.kind: "auth" | "inactive" | "credit")
+    ├── WorkerError                  workers/engine.py: a job did not come back from its worker process
+    │   ├── WorkerLost               workers/engine.py: the worker died or could not start (try later)
+    │   └── TooMuchWork              workers/engine.py: over limits.job_cpu or job_memory (every try)
     ├── NotifyRetry                  notify/outbox.py: a reply mail (or result file) cannot be
     │                                delivered now; the outbox row is tried again with backoff
     ├── NotifyGiveUp                 notify/outbox.py: it can never be delivered (a 5xx for this
@@ -40,7 +43,7 @@ Outside the tree on purpose:
 
 - ``ingress.rcpt.Refused`` (a bare ``Exception`` today): an SMTP refusal carrying its reply line,
   caught in the dialogue itself; it belongs under ``FaxbridgeError`` (one line in rcpt.py).
-- ``ingress.job_caps.TooMuchWork`` is a ``BaseException``: raised from the CPU-time signal
+- ``workers.caps.OverCpu`` is a ``BaseException``: raised from the CPU-time signal
   handler in the middle of parsing, it must pass every ``except Exception`` of the libraries.
 - ``ingress.safedir.UnsafeFolder`` is an ``OSError``: a folder we will not use is file trouble
   to its callers, who handle it as they handle any other ``OSError``.

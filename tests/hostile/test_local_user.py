@@ -23,8 +23,8 @@ import pytest
 import structlog.testing
 
 from faxbridge.ingress import claims
-from faxbridge.models import JobState
-from faxbridge.store import new_job_id
+from faxbridge.models import Job, JobState
+from faxbridge.store import new_job_id, open_store
 from tests.conftest import async_wait_until
 from tests.ingress.folder_kit import Folder, open_folder, sha
 from tests.ingress.test_watch import config, daemon, results, sends
@@ -181,7 +181,7 @@ async def test_links_planted_at_result_names_are_never_written_through(
                        f"&& ln -s '{target}' 15555551212_letter.result.json")
     assert out.returncode == 0, out.stderr
     before = _secret_state(base)
-    await deliver(folder, _final(folder, job, delivered=True))
+    await deliver(folder, await _delivered(folder, job))
     assert _secret_state(base) == before
     # the planted temporary name is removed as a stale temporary of this job (the entry, not its target)
     assert not os.path.lexists(results_dir / old_tmp)
@@ -190,6 +190,15 @@ async def test_links_planted_at_result_names_are_never_written_through(
     written = results_dir / "15555551212_letter-2.result.json"
     assert not written.is_symlink() and '"state": "delivered"' in written.read_text()
     assert sha(folder.cfg.watch[0].done / "15555551212_letter.pdf") == sha(good)
+
+
+async def _delivered(folder: Folder, job: Job) -> Job:
+    """The job driven to delivered through the daemon's kind of store (as tests/notify/test_sidecar does)."""
+    store = await open_store(folder.cfg.state_dir, "simulator")
+    try:
+        return await _final(store, folder, job, delivered=True)
+    finally:
+        await store.close()
 
 
 @pytest.mark.parametrize("which", ["done", "failed"])
@@ -208,7 +217,7 @@ async def test_done_or_failed_replaced_by_a_link_is_refused(
     out = attacker.run(f"cd '{base}' && mv {which} {which}.old && ln -s '{base}/secret' {which}")
     assert out.returncode == 0, out.stderr
     before = _secret_state(base)
-    final = _final(folder, job, delivered=True) if which == "done" else folder.store.get(job.id)
+    final = await _delivered(folder, job) if which == "done" else folder.store.get(job.id)
     with structlog.testing.capture_logs() as logged:
         await deliver(folder, final)
     assert _secret_state(base) == before
