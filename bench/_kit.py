@@ -169,17 +169,24 @@ class BareSmtp:
         return self.proc.pid
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
+        if self.proc is not None:
+            stop(self.proc)
+
+
+def stop(proc: subprocess.Popen[str], grace: float = 15.0) -> str:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; returns what the process printed (stdout)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is None:
+        return ""
+    out = proc.stdout.read()
+    proc.stdout.close()
+    return out.strip()
 
 
 # --- load ------------------------------------------------------------------------------------------------------

@@ -32,7 +32,11 @@ import signal
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from urllib.parse import urlencode, urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _kit import stop
 
 JOB_TAG = "faxbridge_job"      # the tag the daemon's Phaxio adapter puts its job id in
 
@@ -153,18 +157,8 @@ class NullProcess:
                                              "api_secret": "null-secret", "callback_token": self.token}}
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        assert self.proc.stdout is not None
-        self.tail = self.proc.stdout.read().strip()
-        self.proc.stdout.close()
+        if self.proc is not None:
+            self.tail = stop(self.proc)
 
 
 async def main(port: int, token: str) -> None:

@@ -538,7 +538,8 @@ def summary(cfg: Config) -> list[str]:
     lines.append(f"work bounds: {lim.max_parts} parts, nesting {lim.max_nesting}, {lim.max_decompressed / 1e6:g}MB "
                  f"unpacked, {lim.max_cover_pages} cover pages, {lim.job_cpu:g}s CPU and "
                  f"{lim.job_memory / 1e9:g}GB a mail; {lim.per_sender_per_hour} faxes/hour a sender, "
-                 f"{lim.per_client_per_hour} a client address")
+                 f"{lim.per_client_per_hour} a client address; worker processes leave after "
+                 f"{lim.worker_idle:g}s idle")
     lines += [f"watch: {w.path} (results in {w.results})" for w in cfg.watch] or ["watch: no folder"]
     if cfg.webhook.enabled:
         w = cfg.webhook

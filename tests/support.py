@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -365,3 +366,27 @@ async def served_simulator(speed: float, clock: Any = None) -> AsyncIterator[tup
         yield sim, base
     finally:
         await server.stop()
+
+
+class LoopTicks:
+    """Counts turns of the running event loop (one every 10 ms while it is free), as proof that the
+    loop was not blocked: ``async with LoopTicks() as loop: ...; assert loop.ticks > 0``."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            self.ticks += 1
+            await asyncio.sleep(0.01)
+
+    async def __aenter__(self) -> LoopTicks:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

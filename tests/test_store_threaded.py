@@ -14,7 +14,7 @@ from faxbridge.errors import JobNotFound, StoreBusy, StoreError
 from faxbridge.models import FaxOptions, Job, NewJob, Source
 from faxbridge.store import DOC_NAME, JobStore, ThreadedStore, UnreadableJob, open_store
 from faxbridge.store.threaded import translate
-from tests.support import make_pdf
+from tests.support import LoopTicks, make_pdf
 
 
 def _new(to: str = "+15555551212") -> NewJob:
@@ -59,26 +59,17 @@ def test_the_loop_runs_while_a_call_waits_on_the_write_lock(tmp_path: Path) -> N
         store = await ThreadedStore.open(tmp_path, "simulator")
         other = sqlite3.connect(tmp_path / "faxbridge.db", isolation_level=None)
         other.execute("BEGIN IMMEDIATE")           # another writer holds the lock
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await asyncio.sleep(0.01)
-
-        task = asyncio.create_task(ticker())
         write = asyncio.create_task(store.kv_set("k", "v"))
         try:
-            deadline = asyncio.get_running_loop().time() + 5
-            while ticks < 20 and asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.01)
-            assert not write.done() and ticks >= 20      # the loop went on while the write waited
+            async with LoopTicks() as loop:
+                deadline = asyncio.get_running_loop().time() + 5
+                while loop.ticks < 20 and asyncio.get_running_loop().time() < deadline:
+                    await asyncio.sleep(0.01)
+                assert not write.done() and loop.ticks >= 20      # the loop went on while the write waited
             other.execute("COMMIT")
             await asyncio.wait_for(write, 30)
             assert await store.kv_get("k") == "v"
         finally:
-            task.cancel()
             other.close()
             await store.close()
 

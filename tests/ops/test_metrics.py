@@ -102,6 +102,7 @@ def test_a_scrape_while_the_store_waits_on_a_lock_shows_the_last_numbers(tmp_pat
 
     from faxbridge.metrics import Metrics, watch_core
     from faxbridge.store import open_store
+    from tests.support import LoopTicks
     from tests.test_store_threaded import _enqueue
 
     class Poller:
@@ -121,25 +122,16 @@ def test_a_scrape_while_the_store_waits_on_a_lock_shows_the_last_numbers(tmp_pat
             other.execute("BEGIN IMMEDIATE")
             other.execute("UPDATE kv SET value = '2' WHERE key = 'seen'")
             write = asyncio.create_task(store.kv_set("seen", "3"))     # waits on the lock
-            ticks = 0
-
-            async def ticker() -> None:
-                nonlocal ticks
-                while True:
-                    ticks += 1
-                    await asyncio.sleep(0.01)
-
-            tick = asyncio.create_task(ticker())
-            with capture_logs() as logs:
-                await metrics.refresh(timeout=0.5)          # the store thread is busy: gives up
-            assert ticks > 0 and not write.done()
+            async with LoopTicks() as loop:
+                with capture_logs() as logs:
+                    await metrics.refresh(timeout=0.5)          # the store thread is busy: gives up
+            assert loop.ticks > 0 and not write.done()
             assert b'faxbridge_jobs{state="queued"} 0.0' in metrics.render()     # the last numbers read
             assert [e["event"] for e in logs] == ["metrics.refresh_failed"]
             other.execute("COMMIT")
             await asyncio.wait_for(write, 30)
             await metrics.refresh()
             assert b'faxbridge_jobs{state="queued"} 1.0' in metrics.render()
-            tick.cancel()
         finally:
             other.close()
             await store.close()
