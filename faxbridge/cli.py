@@ -188,8 +188,10 @@ def cmd_send(args: argparse.Namespace) -> int:
     for f in args.files:
         if not f.is_file():
             raise UsageError(f"{f}: no such file")
-    from faxbridge.intake import destination  # number policy loads only when sending
-    from faxbridge.workflow import accept
+    from faxbridge.intake import (
+        accept,
+        destination,  # number policy loads only when sending
+    )
 
     number = destination(args.to, cfg.numbers)
     if args.header is not None and len(args.header) > 50:

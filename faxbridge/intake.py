@@ -3,7 +3,7 @@
 Every ingress (the CLI, SMTP, folders) ends here. The document is prepared into the store's
 staging folder and the job committed by :meth:`Store.enqueue`, which fsyncs before it
 commits: when ``accept`` returns, the job is durable. ``accept`` is ``stage_document`` (no
-database: may run in a worker process) followed by ``commit``; the SMTP listener calls the halves
+database: may run in a worker process) followed by ``commit_staged``; the SMTP listener calls the halves
 itself, one job per recipient (staged in a worker process, committed through the async
 :class:`~faxbridge.store.JobStore` with :func:`commit_staged`); the folder intake stages a round of
 files and commits their jobs together with :func:`commit_many` (one transaction).
@@ -35,26 +35,22 @@ def destination(text: str, policy: NumbersConfig) -> ParsedNumber:
     return number
 
 
-def accept(store: Store, clock: Clock, new: NewJob, files: Sequence[InputFile], *, max_pages: int) -> Job:
-    """Prepare the documents and commit the job. Raises DocumentError / StoreError; leaves no trace then."""
+async def accept(store: JobStore, clock: Clock, new: NewJob, files: Sequence[InputFile], *,
+                 max_pages: int) -> Job:
+    """Prepare the documents and commit one queued job (``faxbridge send``: the document is made on
+    the caller's thread, the CLI has nothing else to do meanwhile). Raises DocumentError /
+    StoreError and leaves no trace then."""
     job_id = new_job_id()
-    doc = stage_document(store, job_id, files, max_pages=max_pages, paper=new.options.paper)
-    return commit(store, clock, job_id, new, doc)
+    doc = stage_document(store.spool, job_id, files, max_pages=max_pages, paper=new.options.paper)
+    return await commit_staged(store, clock, Staged(job_id, new, doc))
 
 
-def stage_document(store: Store, job_id: str, files: Sequence[InputFile], *, max_pages: int,
+def stage_document(spool: DocumentSpool, job_id: str, files: Sequence[InputFile], *, max_pages: int,
                    paper: Paper | None = None, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> PreparedDocument:
     """The first half of :func:`accept`: the fax-ready PDF in the job's staging folder, fsynced.
-
-    Touches no database, so a caller may run it in a worker thread (the SMTP listener does, to keep
-    its event loop free while documents are converted). On failure the staging folder is removed.
-    """
-    staged = store.stage(job_id)
-    try:
-        return prepare(files, staged / DOC_NAME, max_pages=max_pages, paper=paper, max_decompressed=max_decompressed)
-    except BaseException:
-        store.discard_stage(job_id)
-        raise
+    Touches no database. On failure the staging folder is removed."""
+    return stage_with(spool, job_id, lambda out: prepare(files, out, max_pages=max_pages, paper=paper,
+                                                         max_decompressed=max_decompressed))
 
 
 def stage_with(store: DocumentSpool, job_id: str, make: Callable[[Path], PreparedDocument]) -> PreparedDocument:
@@ -68,28 +64,11 @@ def stage_with(store: DocumentSpool, job_id: str, make: Callable[[Path], Prepare
         raise
 
 
-def commit(store: Store, clock: Clock, job_id: str, new: NewJob, doc: PreparedDocument,
-           *, dedup_window: timedelta | None = None) -> Job:
-    """The second half of :func:`accept`: commit a staged document's job (on the store's thread).
-
-    With ``dedup_window``, a job with the same dedup key made within it is looked for in the same
-    transaction; then nothing is committed and :class:`DuplicateJob` names that job."""
-    now = clock.now()
-    try:
-        job = store.enqueue(job_id, new, doc, now, dedup_since=None if dedup_window is None else now - dedup_window)
-    except BaseException:
-        store.discard_stage(job_id)
-        raise
-    log.info("job.enqueued", job_id=job.id, source=job.source.value, to=job.to, pages=job.pages,
-             document=job.document)
-    return job
-
-
 async def commit_staged(store: JobStore, clock: Clock, item: Staged, *,
                         dedup_window: timedelta | None = None) -> Job:
-    """:func:`commit` through the async :class:`~faxbridge.store.JobStore` (the daemon's side of
-    a document staged in a worker process). On any failure, a :class:`DuplicateJob` too, the
-    staging folder is removed."""
+    """Commit a staged document's job through the :class:`~faxbridge.store.JobStore` (the
+    second half of :func:`accept`; the daemon's side of a document staged in a worker
+    process). On any failure, a :class:`DuplicateJob` too, the staging folder is removed."""
     now = clock.now()
     try:
         job = await store.enqueue(item.job_id, item.new, item.doc, now,
@@ -103,7 +82,7 @@ async def commit_staged(store: JobStore, clock: Clock, item: Staged, *,
 
 
 def commit_many(store: Store, clock: Clock, items: Sequence[tuple[str, NewJob, PreparedDocument]]) -> list[Job]:
-    """:func:`commit` for several staged documents in ONE transaction (all or none): the folder
+    """:func:`commit_staged` for several staged documents in ONE transaction (all or none): the folder
     intake commits a round of files at once. On failure every staging folder is removed."""
     try:
         jobs = store.enqueue_many([Staged(*item) for item in items], clock.now())
@@ -116,7 +95,3 @@ def commit_many(store: Store, clock: Clock, items: Sequence[tuple[str, NewJob, P
                  document=job.document)
     return jobs
 
-
-def find_duplicate(store: Store, clock: Clock, dedup_key: str, window: timedelta) -> Job | None:
-    """A job made from the same input within ``window`` (a resent mail), or None."""
-    return store.find_duplicate(dedup_key, clock.now() - window)

@@ -8,15 +8,14 @@ on a commit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import structlog
 
 from faxbridge.clock import Clock
-from faxbridge.models import InputFile, Job, NewJob, new_job_id
+from faxbridge.models import Job
 from faxbridge.states import Decision, Ignore, Outcome, Policy, Transition, decide
-from faxbridge.store import DOC_NAME, Conflict, JobStore
+from faxbridge.store import Conflict, JobStore
 
 log = structlog.get_logger("faxbridge.job")
 
@@ -51,24 +50,3 @@ async def advance(store: JobStore, job_id: str, outcome: Outcome, clock: Clock, 
         return job, decision
     raise Conflict(f"job {job_id} kept changing; gave up applying {type(outcome).__name__}")
 
-
-async def accept(store: JobStore, clock: Clock, new: NewJob, files: Sequence[InputFile], *,
-                 max_pages: int) -> Job:
-    """Prepare the documents into the store's spool and commit one queued job (``faxbridge send``).
-
-    The document is converted on the caller's thread (the CLI has nothing else to do meanwhile);
-    the daemon's ingress stages in its own workers. Raises DocumentError / StoreError and leaves
-    no trace then."""
-    from faxbridge.documents import prepare  # documents load only when sending
-
-    job_id = new_job_id()
-    staged = store.spool.stage(job_id)
-    try:
-        doc = prepare(files, staged / DOC_NAME, max_pages=max_pages, paper=new.options.paper)
-        job = await store.enqueue(job_id, new, doc, clock.now())
-    except BaseException:
-        store.spool.discard_stage(job_id)
-        raise
-    log.info("job.enqueued", job_id=job.id, source=job.source.value, to=job.to, pages=job.pages,
-             document=job.document)
-    return job

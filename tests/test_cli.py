@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -250,17 +251,22 @@ def test_jobs_limit_is_checked(capsys: pytest.CaptureFixture[str], config: Path,
 
 def test_jobs_into_a_closed_pipe_ends_quietly(config: Path, tmp_path: Path) -> None:
     """`faxbridge jobs | head -1`: the reader leaves early; no "Broken pipe" traceback, exit 0."""
-    store = Store(tmp_path / "var", "simulator")
-    try:
-        from faxbridge.clock import SystemClock
-        from faxbridge.intake import accept
-        from faxbridge.models import InputFile, NewJob, Source
-        doc = make_pdf(tmp_path / "a.pdf")
-        for _ in range(1000):                                 # more than a pipe holds (64 KiB)
-            accept(store, SystemClock(), NewJob(source=Source.CLI, to="+15555551212", document="a.pdf"),
-                   [InputFile("a.pdf", doc)], max_pages=10)
-    finally:
-        store.close()
+    from faxbridge.clock import SystemClock
+    from faxbridge.intake import accept
+    from faxbridge.models import InputFile, NewJob, Source
+    from faxbridge.store import open_store
+
+    async def fill() -> None:
+        store = await open_store(tmp_path / "var", "simulator")
+        try:
+            doc = make_pdf(tmp_path / "a.pdf")
+            for _ in range(1000):                             # more than a pipe holds (64 KiB)
+                await accept(store, SystemClock(), NewJob(source=Source.CLI, to="+15555551212", document="a.pdf"),
+                             [InputFile("a.pdf", doc)], max_pages=10)
+        finally:
+            await store.close()
+
+    asyncio.run(fill())
     shell = f"{sys.executable} -m faxbridge jobs -c {config} | head -1; exit ${{PIPESTATUS[0]}}"
     r = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60, check=False)
     assert r.stdout.startswith("ID") and len(r.stdout.splitlines()) == 1

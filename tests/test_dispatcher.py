@@ -13,6 +13,7 @@ import pytest
 from faxbridge.clock import SystemClock
 from faxbridge.dispatcher import Dispatcher
 from faxbridge.errors import StoreBusy
+from faxbridge.intake import accept
 from faxbridge.models import FaxOptions, FaxOutcome, InputFile, JobState, NewJob, Paper, Source, StatusUpdate
 from faxbridge.providers.base import Provider
 from faxbridge.providers.openfax import OpenfaxProvider
@@ -21,7 +22,7 @@ from faxbridge.simulator import Fault, Simulator, SimulatorServer, credentials
 from faxbridge.states import Ignore, Policy
 from faxbridge.store import JobStore, open_store
 from faxbridge.tracker import Tracker
-from faxbridge.workflow import accept, advance
+from faxbridge.workflow import advance
 from tests.conftest import async_wait_until
 from tests.support import sim_provider
 

@@ -11,12 +11,12 @@ import httpx
 
 from faxbridge.app import Daemon
 from faxbridge.clock import SystemClock
+from faxbridge.intake import accept
 from faxbridge.models import InputFile, Job, NewJob, Source
 from faxbridge.simulator import phaxio_signature
 from faxbridge.simulator.phaxio_model import fax_json
 from faxbridge.simulator.webhooks import encode_multipart
 from faxbridge.store import JobStore
-from faxbridge.workflow import accept
 from tests.conftest import async_wait_until
 from tests.support import make_pdf
 
