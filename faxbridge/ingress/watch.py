@@ -46,13 +46,14 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from faxbridge.clock import Clock
 from faxbridge.config import Config, WatchConfig
 from faxbridge.errors import StoreError
 from faxbridge.ingress.content import incomplete, stage
 from faxbridge.ingress.folder import FolderIntake, TickResult
 from faxbridge.ingress.tree import FolderWatches
 from faxbridge.runtime import Runtime
-from faxbridge.store import Store
+from faxbridge.store import JobStore, Store
 from faxbridge.workers import Engine, TooMuchWork, WorkerLost
 
 log = structlog.get_logger("faxbridge.watch")
@@ -134,13 +135,22 @@ class FolderWatcher:
 
     name = "folder"
 
-    def __init__(self, runtime: Runtime, engine: Engine | None = None) -> None:
-        self.runtime = runtime
-        self.watches = runtime.cfg.watch
+    def __init__(self, cfg: Config, store: JobStore, clock: Clock, *, engine: Engine | None = None,
+                 on_jobs: Callable[[], None] = lambda: None,
+                 on_file: Callable[[str], None] = lambda result: None) -> None:
+        """``store``: the daemon's; ``engine``: the daemon's worker engine (None: one of its own,
+        closed with it); ``on_jobs``: called after a round that made or finished jobs (app.py wakes
+        the dispatcher and the result-file writer); ``on_file``: each file's result (a metric)."""
+        self.cfg = cfg
+        self.store = store
+        self.clock = clock
+        self.on_jobs = on_jobs
+        self.on_file = on_file
+        self.watches = cfg.watch
         self.loop = asyncio.get_running_loop()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faxbridge-folder")
         self._own_engine = engine is None         # closed and reconfigured here when it is ours
-        self.engine = engine or Engine(runtime.cfg)
+        self.engine = engine or Engine(cfg)
         self._pool = EnginePool(self.engine, self.loop)
         self._store: Store | None = None
         self._intakes: list[FolderIntake] = []
@@ -157,12 +167,12 @@ class FolderWatcher:
         return await self.loop.run_in_executor(self._executor, fn, *args)
 
     def _open(self) -> int:
-        store = self._store = Store(self.runtime.cfg.state_dir, self.runtime.store.provider)
+        store = self._store = Store(self.cfg.state_dir, self.store.provider)
         finished = 0
         for watch in self.watches:
-            intake = FolderIntake(watch, store, self.runtime.clock, self.runtime.cfg.numbers, pool=self._pool,
-                                  max_decompressed=self.runtime.cfg.limits.max_decompressed)
-            intake.on_result = self._count_file
+            intake = FolderIntake(watch, store, self.clock, self.cfg.numbers, pool=self._pool,
+                                  max_decompressed=self.cfg.limits.max_decompressed)
+            intake.on_result = self.on_file
             self._intakes.append(intake)
             try:
                 intake.prepare_folders()
@@ -194,12 +204,7 @@ class FolderWatcher:
         self._wake.set()
 
     def _woken(self) -> None:
-        for component in self.runtime.components:
-            if component.name == "notify.sidecar":
-                wake = getattr(component, "wake", None)
-                if wake is not None:
-                    wake()
-        self.runtime.dispatcher.wake()
+        self.on_jobs()
 
     async def start(self) -> None:
         finished = await self._in_worker(self._open)
@@ -261,9 +266,6 @@ class FolderWatcher:
             except TimeoutError:
                 pass
 
-    def _count_file(self, result: str) -> None:
-        self.runtime.metrics.folder_files.labels(result).inc()
-
     def reconfigure(self, cfg: Config) -> None:
         """SIGHUP: the number policy applies to the next file; folders need a restart."""
         for intake in self._intakes:
@@ -305,4 +307,16 @@ def _join(observers: list[BaseObserver]) -> None:
 
 def build(runtime: Runtime) -> FolderWatcher | None:
     """The folder watcher, when the configuration has at least one ``[[watch]]``."""
-    return FolderWatcher(runtime) if runtime.cfg.watch else None
+    if not runtime.cfg.watch:
+        return None
+
+    def on_jobs() -> None:
+        for component in runtime.components:
+            if component.name == "notify.sidecar":
+                wake = getattr(component, "wake", None)
+                if wake is not None:
+                    wake()
+        runtime.dispatcher.wake()
+
+    return FolderWatcher(runtime.cfg, runtime.store, runtime.clock, on_jobs=on_jobs,
+                         on_file=lambda result: runtime.metrics.folder_files.labels(result).inc())
