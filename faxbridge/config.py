@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import shutil
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -73,6 +74,7 @@ from faxbridge.config_parse import (
     mail_address,
     network,
     number,
+    office_setting,
     path,
     regex,
     region,
@@ -155,6 +157,20 @@ class LimitsConfig:
     job_cpu: float = 120.0
     job_memory: int = 2_000_000_000
     worker_idle: float = 5.0            # seconds a worker process waits for work before it leaves
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentsConfig:
+    office: str = "auto"             # section 11: "auto" (soffice on PATH), "off", or the path of soffice
+    convert_timeout: float = 60.0    # ... one conversion's limit
+
+    def soffice(self) -> str | None:
+        """The converter ``office`` names: "auto" looks on PATH; None: Office documents are refused."""
+        if self.office == "off":
+            return None
+        if self.office == "auto":
+            return shutil.which("soffice") or shutil.which("libreoffice")
+        return self.office if Path(self.office).is_file() else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +261,7 @@ class Config:
     provider: ProviderConfig
     log: LogConfig
     source: Path | None
+    documents: DocumentsConfig = field(default_factory=DocumentsConfig)
 
 
 # --- the schema (contract section 2) ---------------------------------------------------------------------
@@ -307,6 +324,10 @@ SCHEMA: Schema = {
         "job_cpu": duration("120s"),
         "job_memory": size("2GB"),
         "worker_idle": duration("5s"),
+    },
+    "documents": {
+        "office": string("auto", check=office_setting),
+        "convert_timeout": duration("60s", positive=True),
     },
     "notify": {
         "smarthost": hostport("", optional=True),
@@ -490,6 +511,7 @@ def _build(v: Mapping[str, Any], watches: tuple[WatchConfig, ...], source: Path 
         numbers=_section(NumbersConfig, v, "numbers"), limits=_section(LimitsConfig, v, "limits"),
         notify=_section(NotifyConfig, v, "notify"), webhook=_section(WebhookConfig, v, "webhook"),
         provider=provider, log=_section(LogConfig, v, "log"), source=source,
+        documents=_section(DocumentsConfig, v, "documents"),
     )
 
 
@@ -510,6 +532,17 @@ def _secret_state(cfg: Config, key: str) -> str:
     if key == "webhook.token" and not obj:
         return f"{key} generated at the first start and kept in the state folder"
     return f"{key} {'set' if obj else 'not set'}"
+
+
+def _office_line(d: DocumentsConfig) -> str:
+    found = d.soffice()
+    if d.office == "off":
+        return "office documents: refused (documents.office = off)"
+    if found is None and d.office == "auto":
+        return "office documents: refused, no LibreOffice (soffice) on PATH (documents.office = auto)"
+    if found is None:
+        return f"office documents: refused, {d.office} does not exist (documents.office)"
+    return f"office documents: converted by {found}, {d.convert_timeout:g}s each (documents.convert_timeout)"
 
 
 def summary(cfg: Config) -> list[str]:
@@ -540,6 +573,7 @@ def summary(cfg: Config) -> list[str]:
                  f"{lim.job_memory / 1e9:g}GB a mail; {lim.per_sender_per_hour} faxes/hour a sender, "
                  f"{lim.per_client_per_hour} a client address; worker processes leave after "
                  f"{lim.worker_idle:g}s idle")
+    lines.append(_office_line(cfg.documents))
     lines += [f"watch: {w.path} (results in {w.results})" for w in cfg.watch] or ["watch: no folder"]
     if cfg.webhook.enabled:
         w = cfg.webhook

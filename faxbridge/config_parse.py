@@ -181,6 +181,15 @@ def mail_address(value: str) -> str:
     return value
 
 
+def office_setting(value: str) -> str:
+    """``documents.office``: "auto", "off" or the absolute path of LibreOffice's ``soffice``."""
+    if value in ("auto", "off"):
+        return value
+    if not value.startswith("/"):
+        raise Invalid(f'expected "auto", "off" or the absolute path of soffice, got {value!r}')
+    return value
+
+
 def url_token(value: str) -> str:
     if value and not re.fullmatch(r"[A-Za-z0-9._~-]+", value):
         raise Invalid("may hold only letters, digits and . _ ~ - (it is part of a URL path)")
