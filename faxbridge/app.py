@@ -283,7 +283,8 @@ class Daemon:
         raise_nofile()
         lock = lock_state_dir(cfg.state_dir)
         try:
-            store = self.store = await open_store(cfg.state_dir, provider_name(cfg))
+            store = self.store = await open_store(cfg.state_dir, provider_name(cfg),
+                                                  copies=bool(cfg.notify.copy_to))
         except BaseException:
             lock.close()
             raise
@@ -367,5 +368,5 @@ class Daemon:
 
 
 # The daemon's pluggable parts, in start order (each returns None when disabled).
-COMPONENTS: list[Builder] = [mail_notify.build, smtp_ingress.build, sidecar_notify.build, folder_ingress.build,
-                             build_balance_watch, build_webserver]
+COMPONENTS: list[Builder] = [mail_notify.build, mail_notify.build_copies, smtp_ingress.build, sidecar_notify.build,
+                             folder_ingress.build, build_balance_watch, build_webserver]

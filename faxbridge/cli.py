@@ -121,7 +121,8 @@ def _load(args: argparse.Namespace) -> Config:
 
 async def _store(cfg: Config, *, readonly: bool = False) -> JobStore:
     # cfg.provider.kind = app.provider_name, without importing the daemon
-    return await open_store(cfg.state_dir, cfg.provider.kind, readonly=readonly)
+    return await open_store(cfg.state_dir, cfg.provider.kind, readonly=readonly,
+                            copies=bool(cfg.notify.copy_to))
 
 
 def _with_store(open_: Callable[[], Awaitable[JobStore]], use: Callable[[JobStore], Awaitable[T]]) -> T:

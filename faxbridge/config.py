@@ -180,6 +180,11 @@ class NotifyConfig:
     username: str
     password: str = field(repr=False)
     from_address: str
+    # section 12: what replies carry, and copies for an administrator
+    attach: str = "none"                    # "none", "preview" (the first page as a PNG) or "document" (the PDF)
+    copy_to: tuple[str, ...] = ()           # addresses that get a copy of every final result ...
+    copy_on: str = "failed"                 # ... of failed, rejected and canceled jobs, or "final": all
+    copy_attach: str = "none"               # what copies carry, as attach
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +273,8 @@ class Config:
 
 DEFAULT_PATTERN = r"^(?P<number>\+?[0-9(][0-9().\- ]{6,}[0-9])(?:[_ ].*)?\.(?i:pdf|tiff?|png|jpe?g|txt)$"
 
+ATTACH = ("none", "preview", "document")   # notify.attach, notify.copy_attach
+
 WATCH_SCHEMA: Schema = {
     "path": path("var/outbox"),
     "results": path("var/results"),
@@ -335,6 +342,10 @@ SCHEMA: Schema = {
         "username": string("", secret=True),
         "password": string("", secret=True),
         "from_address": string("faxbridge@fax.local", check=mail_address),
+        "attach": string("none", choices=ATTACH),
+        "copy_to": strings([], item=mail_address),
+        "copy_on": string("failed", choices=("failed", "final")),
+        "copy_attach": string("none", choices=ATTACH),
     },
     "webhook": {
         "enabled": boolean(True),
@@ -584,6 +595,14 @@ def summary(cfg: Config) -> list[str]:
         lines.append("webhook: disabled (polling alone finishes jobs)")
     smarthost = cfg.notify.smarthost
     lines.append(f"reply mail: through {smarthost}" if smarthost else "reply mail: off (no notify.smarthost)")
+    n = cfg.notify
+    if smarthost and n.attach != "none":
+        lines.append(f"replies carry: {'the first page as a PNG' if n.attach == 'preview' else 'the PDF sent'}")
+    if n.copy_to:
+        carry = {"none": "", "preview": ", with the first page", "document": ", with the PDF sent"}[n.copy_attach]
+        which = "every final job" if n.copy_on == "final" else "failed, rejected and canceled jobs"
+        lines.append(f"copies: of {which} to {', '.join(n.copy_to)}{carry}"
+                     + ("" if smarthost else " (not sent: no notify.smarthost)"))
     shown = [k for k in SECRET_KEYS if k.startswith(f"provider.{p.kind}.")]
     shown += ["webhook.token"] if cfg.webhook.enabled else []
     shown += ["notify.username", "notify.password"] if smarthost else []

@@ -763,3 +763,14 @@ def test_phaxio_send_parameters_are_checked(tmp_path: Path, text: str, problem: 
     with pytest.raises(ConfigError) as info:
         load(write(tmp_path, f"[provider.phaxio]\n{text}\n"), {})
     assert any(p.startswith(problem) for p in info.value.problems), info.value.problems
+
+
+def test_summary_says_what_replies_carry_and_who_gets_copies(tmp_path: Path) -> None:
+    text = ("[notify]\nsmarthost = 'mail.example.com:25'\nattach = 'preview'\n"
+            "copy_to = ['admin@example.com']\ncopy_attach = 'document'\n")
+    lines = summary(load(write(tmp_path, text), {}))
+    assert "replies carry: the first page as a PNG" in lines
+    assert "copies: of failed, rejected and canceled jobs to admin@example.com, with the PDF sent" in lines
+    lines = summary(load(write(tmp_path, "[notify]\ncopy_to = ['a@example.com']\ncopy_on = 'final'\n"), {}))
+    assert "copies: of every final job to a@example.com (not sent: no notify.smarthost)" in lines
+    assert not any(line.startswith("replies carry") for line in lines)

@@ -23,14 +23,15 @@ from faxbridge.errors import Conflict, UnreadableJob
 from faxbridge.models import new_job_id
 from faxbridge.store.protocol import DOC_NAME, DocumentSpool, JobStore, Observer, OutboxItem, Staged
 from faxbridge.store.spool import FileSpool
-from faxbridge.store.sqlite import MIGRATIONS, OUTBOX_KINDS, SqliteStore, Store
+from faxbridge.store.sqlite import COPY_KIND, MIGRATIONS, OUTBOX_KINDS, SqliteStore, Store
 from faxbridge.store.threaded import ThreadedStore
 
-__all__ = ["DOC_NAME", "MIGRATIONS", "OUTBOX_KINDS", "Conflict", "DocumentSpool", "FileSpool", "JobStore",
+__all__ = ["COPY_KIND", "DOC_NAME", "MIGRATIONS", "OUTBOX_KINDS", "Conflict", "DocumentSpool", "FileSpool", "JobStore",
            "Observer", "OutboxItem", "SqliteStore", "Staged", "Store", "ThreadedStore", "UnreadableJob",
            "new_job_id", "open_store", "ts"]
 
 
-async def open_store(state_dir: Path, provider: str, *, readonly: bool = False) -> JobStore:
-    """The job store for ``state_dir`` (the one factory; a ``store.url`` will choose PostgreSQL)."""
-    return await ThreadedStore.open(state_dir, provider, readonly=readonly)
+async def open_store(state_dir: Path, provider: str, *, readonly: bool = False, copies: bool = False) -> JobStore:
+    """The job store for ``state_dir`` (the one factory; a ``store.url`` will choose PostgreSQL).
+    ``copies``: every job that becomes final owes a ``"copy"`` outbox row too (``notify.copy_to``)."""
+    return await ThreadedStore.open(state_dir, provider, readonly=readonly, copies=copies)

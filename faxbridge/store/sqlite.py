@@ -136,6 +136,8 @@ OUTBOX_KINDS: dict[Source, tuple[str, ...]] = {
     Source.CLI: (),
 }
 
+COPY_KIND = "copy"     # a copy of the result for notify.copy_to, owed by every final job when copies are on
+
 _JOB_FIELDS = {
     "reason", "pages", "paper", "attempts", "provider_id", "status_code", "duration_s", "cost",
     "finished_at", "submit_tries", "next_attempt_at", "submit_started_at", "submitted_at", "hold",
@@ -220,9 +222,10 @@ def _private_spooled(folder: Path) -> None:
 
 
 class SqliteStore:
-    def __init__(self, state_dir: Path, provider: str, *, readonly: bool = False) -> None:
+    def __init__(self, state_dir: Path, provider: str, *, readonly: bool = False, copies: bool = False) -> None:
         self.state_dir = state_dir
         self.provider = provider
+        self.copies = copies        # every final job also owes a "copy" row (notify.copy_to is set)
         self.files = FileSpool(state_dir)
         self.spool = self.files.root
         self.staging = self.files.staging
@@ -465,7 +468,7 @@ class SqliteStore:
 
     def _outbox(self, db: sqlite3.Connection, job_id: str, now: datetime) -> None:
         row = db.execute("SELECT source FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        for kind in OUTBOX_KINDS[Source(row["source"])]:
+        for kind in (*OUTBOX_KINDS[Source(row["source"])], *((COPY_KIND,) if self.copies else ())):
             db.execute(
                 "INSERT INTO outbox (job_id, kind, payload, created_at, next_at) VALUES (?,?,?,?,?)",
                 (job_id, kind, "{}", ts(now), ts(now)),

@@ -56,10 +56,11 @@ def translate(exc: BaseException) -> BaseException:
 class ThreadedStore:
     """A :class:`JobStore` over SQLite; open it with :meth:`open` (or :func:`faxbridge.store.open_store`)."""
 
-    def __init__(self, state_dir: Path, provider: str, *, readonly: bool = False) -> None:
+    def __init__(self, state_dir: Path, provider: str, *, readonly: bool = False, copies: bool = False) -> None:
         self.state_dir = state_dir
         self.provider = provider
         self.readonly = readonly
+        self.copies = copies
         self._spool = FileSpool(state_dir)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._sync: SqliteStore | None = None
@@ -67,11 +68,13 @@ class ThreadedStore:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
-    async def open(cls, state_dir: Path, provider: str, *, readonly: bool = False) -> ThreadedStore:
-        store = cls(state_dir, provider, readonly=readonly)
+    async def open(cls, state_dir: Path, provider: str, *, readonly: bool = False,
+                   copies: bool = False) -> ThreadedStore:
+        store = cls(state_dir, provider, readonly=readonly, copies=copies)
         store._loop = asyncio.get_running_loop()
         try:
-            store._sync = await store._on_thread(lambda: SqliteStore(state_dir, provider, readonly=readonly))
+            store._sync = await store._on_thread(lambda: SqliteStore(state_dir, provider, readonly=readonly,
+                                                                     copies=copies))
         except BaseException:
             store._thread.shutdown(wait=False)
             raise
