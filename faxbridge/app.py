@@ -44,6 +44,7 @@ from faxbridge.loops import Supervisor, nap
 from faxbridge.metrics import Metrics, transition_observer, watch_core
 from faxbridge.notify import mail as mail_notify
 from faxbridge.notify import sidecar as sidecar_notify
+from faxbridge.notify.mail import notices_of
 from faxbridge.providers.base import Provider
 from faxbridge.providers.openfax import LOOKUP_GRACE, OpenfaxProvider
 from faxbridge.providers.phaxio import PhaxioProvider, label_for
@@ -283,8 +284,7 @@ class Daemon:
         raise_nofile()
         lock = lock_state_dir(cfg.state_dir)
         try:
-            store = self.store = await open_store(cfg.state_dir, provider_name(cfg),
-                                                  copies=bool(cfg.notify.copy_to))
+            store = self.store = await open_store(cfg.state_dir, provider_name(cfg), notices=notices_of(cfg))
         except BaseException:
             lock.close()
             raise
@@ -368,5 +368,6 @@ class Daemon:
 
 
 # The daemon's pluggable parts, in start order (each returns None when disabled).
-COMPONENTS: list[Builder] = [mail_notify.build, mail_notify.build_copies, smtp_ingress.build, sidecar_notify.build,
-                             folder_ingress.build, build_balance_watch, build_webserver]
+COMPONENTS: list[Builder] = [mail_notify.build, mail_notify.build_receipts, mail_notify.build_copies,
+                             smtp_ingress.build, sidecar_notify.build, folder_ingress.build, build_balance_watch,
+                             build_webserver]

@@ -38,6 +38,7 @@ from faxbridge.errors import (
 )
 from faxbridge.jobview import JOBS_HEADER, job_line, job_object, job_text
 from faxbridge.models import FaxOptions, InputFile, Job, JobEvent, JobState, NewJob, Resolution, Source
+from faxbridge.notify.mail import notices_of
 from faxbridge.statelock import has_store, is_served
 from faxbridge.states import CancelRequested, Decision, Ignore, Outcome, RetryRequested
 from faxbridge.store import JobStore, open_store
@@ -121,8 +122,7 @@ def _load(args: argparse.Namespace) -> Config:
 
 async def _store(cfg: Config, *, readonly: bool = False) -> JobStore:
     # cfg.provider.kind = app.provider_name, without importing the daemon
-    return await open_store(cfg.state_dir, cfg.provider.kind, readonly=readonly,
-                            copies=bool(cfg.notify.copy_to))
+    return await open_store(cfg.state_dir, cfg.provider.kind, readonly=readonly, notices=notices_of(cfg))
 
 
 def _with_store(open_: Callable[[], Awaitable[JobStore]], use: Callable[[JobStore], Awaitable[T]]) -> T:

@@ -185,6 +185,7 @@ class NotifyConfig:
     copy_to: tuple[str, ...] = ()           # addresses that get a copy of every final result ...
     copy_on: str = "failed"                 # ... of failed, rejected and canceled jobs, or "final": all
     copy_attach: str = "none"               # what copies carry, as attach
+    receipt: bool = False                   # a mail "accepted" to the sender right after the 250
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +347,7 @@ SCHEMA: Schema = {
         "copy_to": strings([], item=mail_address),
         "copy_on": string("failed", choices=("failed", "final")),
         "copy_attach": string("none", choices=ATTACH),
+        "receipt": boolean(False),
     },
     "webhook": {
         "enabled": boolean(True),

@@ -54,12 +54,13 @@ import structlog
 from faxbridge import crashpoints
 from faxbridge.clock import Clock, shown_time
 from faxbridge.config import Config, NotifyConfig
+from faxbridge.countries import country_name
 from faxbridge.ingress.rcpt import address_problem, sender_allowed
 from faxbridge.models import Job, JobEvent, JobState, Source
 from faxbridge.notify.outbox import Deliver, NotifyGiveUp, NotifyRetry, OutboxWorker
 from faxbridge.notify.preview import render_first_page
 from faxbridge.runtime import Component, Runtime
-from faxbridge.store import COPY_KIND, OutboxItem
+from faxbridge.store import COPY_KIND, RECEIPT_KIND, OutboxItem
 
 log = structlog.get_logger("faxbridge.notify.mail")
 
@@ -410,6 +411,92 @@ def make_deliver(cfg: Config, clock: Clock, *, document: Callable[[str], Path] |
     return deliver
 
 
+def number_as_read(e164: str) -> str:
+    """``+15555551212 (United States)``: the number in E.164 and the country it dials."""
+    try:
+        parsed = phonenumbers.parse(e164)
+    except phonenumbers.NumberParseException:
+        return e164
+    region = phonenumbers.region_code_for_number(parsed) or phonenumbers.region_code_for_country_code(
+        parsed.country_code or 0)
+    name = country_name(region)
+    return f"{e164} ({name})" if name else e164
+
+
+def receipt_body(job: Job) -> str:
+    """The receipt's words: the number as read, the pages that will go, each part faxed or skipped."""
+    number = pretty_number(job.to)
+    pages = str(job.pages) + (" (including the cover page)" if job.meta.get("cover_page") else "")
+    faxed = [str(name) for name in job.meta.get("documents") or []]
+    if job.meta.get("cover_page"):
+        faxed.insert(0, "the mail text, as the cover page")
+    lines = [f"Your fax to {number} was accepted and will be sent.", "",
+             f"{'Number:':<11}{number_as_read(job.to)}",
+             f"{'Pages:':<11}{pages}",
+             f"{'Subject:':<11}{job.subject or '(none)'}",
+             f"{'Job:':<11}{job.id}", "", "Faxed from your mail:"]
+    lines += [f"  - {name}" for name in faxed] or ["  (nothing but the cover page)"]
+    skipped = [s for s in job.meta.get("skipped") or [] if isinstance(s, dict)]
+    if skipped:
+        lines += ["", "Not faxed from your mail:"]
+        lines += [f"  - {s.get('name')}: {s.get('why')}" for s in skipped]
+    lines += ["", "You will get another mail when the fax has been delivered or has failed.",
+              "", "This is an automatic reply from faxbridge; replies to it are not read."]
+    return "\n".join(lines) + "\n"
+
+
+def compose_receipt(job: Job, *, from_address: str, now: datetime) -> EmailMessage:
+    """The receipt (``notify.receipt``): sent right after the 250, before the fax goes."""
+    assert job.sender
+    msg = EmailMessage()
+    msg["From"] = f"faxbridge <{from_address}>"
+    msg["To"] = job.sender
+    what = f"fax to {pretty_number(job.to)} accepted"
+    original = _one_line(job.subject or "")
+    while original[:3].lower() == "re:":
+        original = original[3:].lstrip()
+    if len(original) > SUBJECT_MAX:
+        original = original[: SUBJECT_MAX - 1] + "…"
+    msg["Subject"] = f"Re: {original} - {what}" if original else what[0].upper() + what[1:]
+    msg["Date"] = format_datetime(now)
+    msg["Message-ID"] = reply_message_id(job, from_address).replace("<faxbridge.", "<faxbridge.receipt.", 1)
+    original_id = message_id(job.meta.get("message_id"))
+    if original_id:
+        msg["In-Reply-To"] = original_id
+        msg["References"] = original_id
+    msg["Auto-Submitted"] = "auto-replied"
+    msg["X-Faxbridge-Job"] = job.id
+    msg["X-Faxbridge-Receipt"] = "accepted"
+    msg.set_content(receipt_body(job))
+    return msg
+
+
+def make_receipt_deliver(cfg: Config, clock: Clock) -> Deliver:
+    """The "receipt" rows' delivery: to the sender, under the same rules as the final reply."""
+    notify = cfg.notify
+
+    async def deliver(job: Job, events: Sequence[JobEvent], item: OutboxItem) -> None:
+        if notify.smarthost is None:
+            log.info("notify.receipt_not_sent", job_id=job.id, why="notify.smarthost is empty")
+            return
+        why = no_reply_reason(job, cfg.smtp.allowed_senders)
+        if why is not None:
+            log.info("notify.receipt_suppressed", job_id=job.id, why=why)
+            return
+        assert job.sender is not None
+        bad = sender_problem(job.sender)
+        if bad is not None:
+            raise NotifyGiveUp(f"the sender address cannot receive a receipt: {bad}")
+        msg = compose_receipt(job, from_address=notify.from_address, now=clock.now())
+        try:
+            await asyncio.to_thread(_send, notify, msg, job.sender)
+        except (smtplib.SMTPException, OSError) as exc:
+            raise _translate(exc) from exc
+        log.info("notify.receipt_sent", job_id=job.id, to=job.to)
+
+    return deliver
+
+
 def make_copy_deliver(cfg: Config, clock: Clock, *, document: Callable[[str], Path],
                       render: Render = _no_render) -> Deliver:
     """The "copy" rows' delivery (``notify.copy_to``, ``copy_on``, ``copy_attach``): one mail to
@@ -435,6 +522,11 @@ def make_copy_deliver(cfg: Config, clock: Clock, *, document: Callable[[str], Pa
     return deliver
 
 
+def notices_of(cfg: Config) -> frozenset[str]:
+    """The optional outbox rows the store must owe under ``cfg`` (copies, receipts)."""
+    return frozenset({*((COPY_KIND,) if cfg.notify.copy_to else ()), *((RECEIPT_KIND,) if cfg.notify.receipt else ())})
+
+
 def _render_in_thread(pdf: Path) -> Awaitable[bytes]:
     return asyncio.to_thread(render_first_page, pdf)
 
@@ -444,6 +536,13 @@ def build(runtime: Runtime) -> Component | None:
     return OutboxWorker(runtime.store, runtime.clock, "mail",
                         make_deliver(runtime.cfg, runtime.clock, document=runtime.store.spool.document_path,
                                      render=_render_in_thread))
+
+
+def build_receipts(runtime: Runtime) -> Component | None:
+    """The receipts worker, with ``notify.receipt = true`` (the store then owes "receipt" rows)."""
+    if not runtime.cfg.notify.receipt:
+        return None
+    return OutboxWorker(runtime.store, runtime.clock, RECEIPT_KIND, make_receipt_deliver(runtime.cfg, runtime.clock))
 
 
 def build_copies(runtime: Runtime) -> Component | None:

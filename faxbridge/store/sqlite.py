@@ -26,7 +26,7 @@ import os
 import shutil
 import sqlite3
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -136,7 +136,8 @@ OUTBOX_KINDS: dict[Source, tuple[str, ...]] = {
     Source.CLI: (),
 }
 
-COPY_KIND = "copy"     # a copy of the result for notify.copy_to, owed by every final job when copies are on
+COPY_KIND = "copy"        # a copy of the result for notify.copy_to: owed by every job that becomes final
+RECEIPT_KIND = "receipt"  # notify.receipt: owed by every mail job when it is committed (before it is final)
 
 _JOB_FIELDS = {
     "reason", "pages", "paper", "attempts", "provider_id", "status_code", "duration_s", "cost",
@@ -222,10 +223,15 @@ def _private_spooled(folder: Path) -> None:
 
 
 class SqliteStore:
-    def __init__(self, state_dir: Path, provider: str, *, readonly: bool = False, copies: bool = False) -> None:
+    def __init__(self, state_dir: Path, provider: str, *, readonly: bool = False,
+                 notices: Collection[str] = ()) -> None:
         self.state_dir = state_dir
         self.provider = provider
-        self.copies = copies        # every final job also owes a "copy" row (notify.copy_to is set)
+        unknown = set(notices) - {COPY_KIND, RECEIPT_KIND}
+        if unknown:
+            raise StoreError(f"unknown notices {sorted(unknown)}")
+        self.copies = COPY_KIND in notices          # every job that becomes final also owes a "copy" row
+        self.receipts = RECEIPT_KIND in notices     # every mail job owes a "receipt" row when committed
         self.files = FileSpool(state_dir)
         self.spool = self.files.root
         self.staging = self.files.staging
@@ -343,6 +349,8 @@ class SqliteStore:
                             {"source": new.source.value, "pages": doc.pages})
                 if state.final:
                     self._outbox(db, job_id, now)
+                else:
+                    self._receipt(db, job_id, new.source, now)
         except BaseException:
             shutil.rmtree(final_dir, ignore_errors=True)
             raise
@@ -388,6 +396,7 @@ class SqliteStore:
                     )
                     self._event(db, job_id, now, JobState.QUEUED, "job.queued", None,
                                 {"source": new.source.value, "pages": doc.pages})
+                    self._receipt(db, job_id, new.source, now)
         except BaseException:
             for final_dir in moved:
                 shutil.rmtree(final_dir, ignore_errors=True)
@@ -473,6 +482,12 @@ class SqliteStore:
                 "INSERT INTO outbox (job_id, kind, payload, created_at, next_at) VALUES (?,?,?,?,?)",
                 (job_id, kind, "{}", ts(now), ts(now)),
             )
+
+    def _receipt(self, db: sqlite3.Connection, job_id: str, source: Source, now: datetime) -> None:
+        """``notify.receipt``: a mail job owes its sender a receipt from the moment it is committed."""
+        if self.receipts and source is Source.SMTP:
+            db.execute("INSERT INTO outbox (job_id, kind, payload, created_at, next_at) VALUES (?,?,?,?,?)",
+                       (job_id, RECEIPT_KIND, "{}", ts(now), ts(now)))
 
     # ---- claims and leases ----------------------------------------------------------------
 

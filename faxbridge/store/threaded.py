@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -56,11 +56,11 @@ def translate(exc: BaseException) -> BaseException:
 class ThreadedStore:
     """A :class:`JobStore` over SQLite; open it with :meth:`open` (or :func:`faxbridge.store.open_store`)."""
 
-    def __init__(self, state_dir: Path, provider: str, *, readonly: bool = False, copies: bool = False) -> None:
+    def __init__(self, state_dir: Path, provider: str, *, readonly: bool = False,
+                 notices: Collection[str] = ()) -> None:
         self.state_dir = state_dir
         self.provider = provider
         self.readonly = readonly
-        self.copies = copies
         self._spool = FileSpool(state_dir)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._sync: SqliteStore | None = None
@@ -69,12 +69,12 @@ class ThreadedStore:
 
     @classmethod
     async def open(cls, state_dir: Path, provider: str, *, readonly: bool = False,
-                   copies: bool = False) -> ThreadedStore:
-        store = cls(state_dir, provider, readonly=readonly, copies=copies)
+                   notices: Collection[str] = ()) -> ThreadedStore:
+        store = cls(state_dir, provider, readonly=readonly, notices=notices)
         store._loop = asyncio.get_running_loop()
         try:
             store._sync = await store._on_thread(lambda: SqliteStore(state_dir, provider, readonly=readonly,
-                                                                     copies=copies))
+                                                                     notices=notices))
         except BaseException:
             store._thread.shutdown(wait=False)
             raise

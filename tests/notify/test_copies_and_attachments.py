@@ -147,7 +147,7 @@ async def test_by_default_a_reply_carries_nothing(tmp_path: Path) -> None:
 async def copies_of(tmp_path: Path, jobs: list[dict[str, Any]], *, copies: bool = True,
                     **notify: Any) -> tuple[list[Any], list[str], JobStore]:
     clock = FakeClock()
-    store = await open_store(tmp_path / "var", "simulator", copies=copies)
+    store = await open_store(tmp_path / "var", "simulator", notices=[COPY_KIND] if copies else [])
     with mail_sink() as sink:
         cfg = cfg_for(tmp_path, sink.port, **notify)
         ids = [await final_job(store, clock, **job) for job in jobs]
@@ -222,7 +222,7 @@ async def test_without_copies_the_store_owes_no_copy_rows(tmp_path: Path) -> Non
 
 async def test_a_copy_waits_for_the_smarthost(tmp_path: Path) -> None:
     clock = FakeClock()
-    store = await open_store(tmp_path / "var", "simulator", copies=True)
+    store = await open_store(tmp_path / "var", "simulator", notices=[COPY_KIND])
     cfg = cfg_for(tmp_path, None, copy_to=["admin@example.com"])
     await final_job(store, clock, outcome=FaxOutcome.FAILED)
     with structlog.testing.capture_logs() as logs:
@@ -239,3 +239,12 @@ def test_bad_settings_are_refused_naming_the_key(tmp_path: Path) -> None:
     assert "notify.attach" in text and "none, preview, document" in text
     assert "notify.copy_on" in text and "failed, final" in text
     assert "notify.copy_to" in text
+
+
+@pytest.mark.parametrize(("e164", "shown"), [("+15555551212", "+15555551212 (United States)"),
+                                             ("+442079460000", "+442079460000 (United Kingdom)"),
+                                             ("+16135550100", "+16135550100 (Canada)"),
+                                             ("+4930123456", "+4930123456 (Germany)"),
+                                             ("+999", "+999")])
+def test_the_receipt_says_the_number_as_read_with_its_country(e164: str, shown: str) -> None:
+    assert mail.number_as_read(e164) == shown

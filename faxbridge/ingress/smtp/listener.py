@@ -45,6 +45,7 @@ from faxbridge.ingress.smtp.commit import HeaderLimit, MailIntake
 from faxbridge.ingress.smtp.limits import AuthThrottle, LogBudget, SessionCaps, limit_logger
 from faxbridge.ingress.smtp.protocol import NULL_SENDER, FaxEnvelope, FaxSMTP, peer_host
 from faxbridge.ingress.smtp.replies import OUR_TROUBLE, QUEUED
+from faxbridge.notify.mail import notices_of
 from faxbridge.providers.limits import header_limit
 from faxbridge.runtime import Component, Runtime
 from faxbridge.store import FileSpool, JobStore, open_store
@@ -300,7 +301,7 @@ class SmtpListener:
         listen = self.cfg.smtp.listen
         loop = asyncio.get_running_loop()
         # Until the daemon hands every part its one shared store, the listener opens its own.
-        self.handler.store = await open_store(self.state_dir, self.provider)
+        self.handler.store = await open_store(self.state_dir, self.provider, notices=notices_of(self.cfg))
         try:
             self._server = await loop.create_server(self._protocol, host=listen.host, port=listen.port)
         except BaseException:
