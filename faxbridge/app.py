@@ -265,6 +265,7 @@ class Daemon:
                     reconfigure(p.config)
         if self.dispatcher is not None:
             self.dispatcher.max_in_flight = p.config.limits.max_in_flight
+            self.dispatcher.per_destination = p.config.limits.per_destination
         if "log.level" in p.applied:
             logs.setup(p.config.log.level, p.config.log.format, p.config.log.show_numbers)
         log.info("config.reloaded", applied=p.applied, source=str(self.cfg.source) if self.cfg.source else None)
@@ -301,7 +302,8 @@ class Daemon:
     async def _serve(self, store: JobStore, handle: ProviderHandle, stop: asyncio.Event) -> None:
         cfg = self.cfg
         dispatcher = self.dispatcher = Dispatcher(store, handle.provider, self.clock, self.policy,
-                                                  max_in_flight=cfg.limits.max_in_flight, owner=self.owner)
+                                                  max_in_flight=cfg.limits.max_in_flight, owner=self.owner,
+                                                  per_destination=cfg.limits.per_destination)
         tracker = self.tracker = Tracker(store, handle.provider, self.clock, self.policy,
                                          interval=cfg.provider.poll_interval)
         runtime = self.runtime = Runtime(cfg, store, self.clock, self.policy, handle.provider, dispatcher,

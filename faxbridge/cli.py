@@ -36,7 +36,7 @@ from faxbridge.errors import (
     ProviderError,
     UsageError,
 )
-from faxbridge.jobview import JOBS_HEADER, job_line, job_object, job_text
+from faxbridge.jobview import JOBS_HEADER, job_line, job_object, job_text, waiting
 from faxbridge.models import FaxOptions, InputFile, Job, JobEvent, JobState, NewJob, Resolution, Source
 from faxbridge.notify.mail import notices_of
 from faxbridge.statelock import has_store, is_served
@@ -236,12 +236,17 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 def cmd_job(args: argparse.Namespace) -> int:
     cfg = _load(args)
 
-    async def read(store: JobStore) -> tuple[Job, list[JobEvent]]:
+    async def read(store: JobStore) -> tuple[Job, list[JobEvent], int]:
         job = await store.get(args.id)
-        return job, await store.events(job.id)
+        busy = await store.at_provider(job.to) if job.state is JobState.QUEUED and job.to else 0
+        return job, await store.events(job.id), busy
 
-    job, events = _with_store(lambda: _existing_store(cfg, readonly=True), read)
-    print(json.dumps(job_object(job, events)) if args.json else job_text(job, events))
+    job, events, busy = _with_store(lambda: _existing_store(cfg, readonly=True), read)
+    waits = waiting(job, SystemClock().now(), at_provider=busy, per_destination=cfg.limits.per_destination)
+    if args.json:
+        print(json.dumps({**job_object(job, events), "waiting": waits}))
+    else:
+        print(job_text(job, events, waits=waits))
     return EXIT_OK
 
 

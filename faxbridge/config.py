@@ -147,6 +147,7 @@ class LimitsConfig:
     per_sender_per_hour: int
     max_in_flight: int
     per_client_per_hour: int = 60       # section 9: jobs per hour from one client address (0: no limit)
+    per_destination: int = 1            # section 11: jobs to one number at the provider at once (0: no limit)
     # Bounds before work (contract section 9; extension keys): see ingress/mime_bounds, documents.
     max_parts: int = 100
     max_nesting: int = 20
@@ -323,6 +324,7 @@ SCHEMA: Schema = {
         "per_sender_per_hour": integer(60),
         "max_in_flight": integer(50, minimum=1),
         "per_client_per_hour": integer(60),
+        "per_destination": integer(1),
         "max_parts": integer(100, minimum=1),
         "max_nesting": integer(20, minimum=2),
         "max_headers": integer(500, minimum=50),

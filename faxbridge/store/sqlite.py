@@ -127,7 +127,13 @@ MIGRATIONS: list[str] = [
     CREATE INDEX jobs_dedup ON jobs(dedup_key, created_at);
     CREATE INDEX jobs_sender ON jobs(sender, created_at);
     """,
+    # 3: limits.per_destination counts the jobs at the provider by number
+    """
+    CREATE INDEX jobs_destination ON jobs(to_number, state);
+    """,
 ]
+
+AT_PROVIDER = "state IN ('submitting', 'submitted')"   # a job the provider has (or may have) in hand
 
 # Which notifications a final job owes, by its source (delivered by later parts).
 OUTBOX_KINDS: dict[Source, tuple[str, ...]] = {
@@ -220,6 +226,12 @@ def _private_spooled(folder: Path) -> None:
         for entry in entries:
             if entry.is_file(follow_symlinks=False):
                 _private_file(Path(entry.path), create=False)
+
+
+def _first_try(new: NewJob, now: datetime) -> datetime:
+    """When a new queued job is first due: now, or its ``send_at`` (contract section 11)."""
+    at = new.options.send_at
+    return now if at is None or at <= now else at
 
 
 class SqliteStore:
@@ -342,7 +354,7 @@ class SqliteStore:
                      (new.options.paper or doc.paper).value,
                      self.provider, new.sender, new.subject, new.document,
                      json.dumps(new.options.to_json()), json.dumps(dict(new.meta)), ts(now), ts(now),
-                     doc.sha256, ts(now) if state is JobState.QUEUED else None,
+                     doc.sha256, ts(_first_try(new, now)) if state is JobState.QUEUED else None,
                      ts(now) if state.final else None, new.dedup_key),
                 )
                 self._event(db, job_id, now, state, f"job.{state.value}", reason,
@@ -392,7 +404,7 @@ class SqliteStore:
                          (new.options.paper or doc.paper).value,
                          self.provider, new.sender, new.subject, new.document,
                          json.dumps(new.options.to_json()), json.dumps(dict(new.meta)), ts(now), ts(now),
-                         doc.sha256, ts(now), new.dedup_key),
+                         doc.sha256, ts(_first_try(new, now)), new.dedup_key),
                     )
                     self._event(db, job_id, now, JobState.QUEUED, "job.queued", None,
                                 {"source": new.source.value, "pages": doc.pages})
@@ -492,21 +504,47 @@ class SqliteStore:
     # ---- claims and leases ----------------------------------------------------------------
 
     def claim_due(self, owner: str, now: datetime, limit: int, lease_s: float, *,
-                  reconcile: bool = False) -> list[Job]:
-        """Lease up to ``limit`` due jobs: queued ones, or (``reconcile``) held submissions."""
+                  reconcile: bool = False, per_destination: int = 0) -> list[Job]:
+        """Lease up to ``limit`` due jobs: queued ones, or (``reconcile``) held submissions.
+
+        ``per_destination`` (``limits.per_destination``; 0: no limit): a queued job is taken only
+        while fewer than that many jobs to its number are at the provider or being sent, the
+        oldest first (first in, first out per number; other numbers never wait for it)."""
         if limit <= 0:
             return []
         until = ts(now + timedelta(seconds=lease_s))
-        where = f"state = 'submitting' AND hold = '{Hold.RECONCILE}'" if reconcile else "state = 'queued'"
         with self._write() as db:
-            rows = db.execute(
-                f"""SELECT id FROM jobs
-                   WHERE {where}
-                     AND next_attempt_at <= ?
-                     AND (lease_until IS NULL OR lease_until < ?)
-                   ORDER BY next_attempt_at LIMIT ?""",
-                (ts(now), ts(now), limit),
-            ).fetchall()
+            if reconcile:
+                rows = db.execute(
+                    f"""SELECT id FROM jobs
+                       WHERE state = 'submitting' AND hold = '{Hold.RECONCILE}'
+                         AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?)
+                       ORDER BY next_attempt_at LIMIT ?""",
+                    (ts(now), ts(now), limit),
+                ).fetchall()
+            elif per_destination <= 0:
+                rows = db.execute(
+                    """SELECT id FROM jobs
+                       WHERE state = 'queued' AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?)
+                       ORDER BY next_attempt_at LIMIT ?""",
+                    (ts(now), ts(now), limit),
+                ).fetchall()
+            else:
+                # place: the job's rank among the due jobs to its number, oldest first; busy: the
+                # jobs to that number at the provider, or leased to be sent (queued, lease alive)
+                rows = db.execute(
+                    f"""SELECT id FROM (
+                           SELECT id, to_number, next_attempt_at,
+                                  ROW_NUMBER() OVER (PARTITION BY to_number ORDER BY created_at, id) AS place
+                           FROM jobs
+                           WHERE state = 'queued' AND next_attempt_at <= ?
+                             AND (lease_until IS NULL OR lease_until < ?)) AS due
+                       WHERE place + (SELECT COUNT(*) FROM jobs AS busy WHERE busy.to_number = due.to_number
+                                      AND ({AT_PROVIDER} OR (busy.state = 'queued' AND busy.lease_until >= ?)))
+                             <= ?
+                       ORDER BY next_attempt_at LIMIT ?""",
+                    (ts(now), ts(now), ts(now), per_destination, limit),
+                ).fetchall()
             ids = [r["id"] for r in rows]
             db.executemany(
                 "UPDATE jobs SET lease_owner = ?, lease_until = ? WHERE id = ?",
@@ -723,15 +761,26 @@ class SqliteStore:
             ).fetchall()
         return frozenset(str(r[0]) for r in rows)
 
-    def next_due(self) -> datetime | None:
+    def next_due(self, per_destination: int = 0) -> datetime | None:
         """When the next queued job or reconciliation is due (for the dispatcher's sleep); a leased
-        one (being worked, or a row that did not decode) is due when its lease runs out."""
+        one (being worked, or a row that did not decode) is due when its lease runs out. With
+        ``per_destination``, a job whose number has that many at the provider is not due (it is
+        taken when one of them leaves: the dispatcher is woken then, or polls)."""
+        waits = "" if per_destination <= 0 else (
+            f"AND (SELECT COUNT(*) FROM jobs AS busy WHERE busy.to_number = jobs.to_number AND busy.{AT_PROVIDER})"
+            f" < {int(per_destination)}")
         with _translate():
             row = self._db.execute(
                 f"""SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, next_attempt_at))) FROM jobs
-                   WHERE state = 'queued' OR (state = 'submitting' AND hold = '{Hold.RECONCILE}')"""
+                   WHERE (state = 'queued' {waits}) OR (state = 'submitting' AND hold = '{Hold.RECONCILE}')"""
             ).fetchone()
         return _dt(row[0])
+
+    def at_provider(self, to: str) -> int:
+        """How many jobs to ``to`` are at the provider now (submitting or submitted)."""
+        with _translate():
+            return int(self._db.execute(f"SELECT COUNT(*) FROM jobs WHERE to_number = ? AND {AT_PROVIDER}",
+                                        (to,)).fetchone()[0])
 
     # ---- outbox ---------------------------------------------------------------------------
 

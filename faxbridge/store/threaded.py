@@ -146,8 +146,9 @@ class ThreadedStore:
 
     # ---- claims and leases
     async def claim_due(self, owner: str, now: datetime, limit: int, lease_s: float, *,
-                        reconcile: bool = False) -> list[Job]:
-        return await self._run(self._db.claim_due, owner, now, limit, lease_s, reconcile=reconcile)
+                        reconcile: bool = False, per_destination: int = 0) -> list[Job]:
+        return await self._run(self._db.claim_due, owner, now, limit, lease_s, reconcile=reconcile,
+                               per_destination=per_destination)
 
     async def abandoned(self, now: datetime, owner: str) -> list[Job]:
         return await self._run(self._db.abandoned, now, owner)
@@ -204,8 +205,11 @@ class ThreadedStore:
     async def known_provider_ids(self, provider: str | None = None) -> frozenset[str]:
         return await self._run(self._db.known_provider_ids, provider)
 
-    async def next_due(self) -> datetime | None:
-        return await self._run(self._db.next_due)
+    async def next_due(self, per_destination: int = 0) -> datetime | None:
+        return await self._run(self._db.next_due, per_destination)
+
+    async def at_provider(self, to: str) -> int:
+        return await self._run(self._db.at_provider, to)
 
     # ---- outbox
     async def outbox_due(self, now: datetime, kinds: Sequence[str], limit: int = 100) -> list[OutboxItem]:
