@@ -26,7 +26,7 @@ from typing import TypeVar
 import structlog
 
 from faxbridge import __version__, config, crashpoints, logs
-from faxbridge.clock import SystemClock
+from faxbridge.clock import SystemClock, shown_time
 from faxbridge.config import Config
 from faxbridge.errors import (
     ConfigError,
@@ -37,7 +37,7 @@ from faxbridge.errors import (
     UsageError,
 )
 from faxbridge.jobview import JOBS_HEADER, job_line, job_object, job_text, waiting
-from faxbridge.models import FaxOptions, InputFile, Job, JobEvent, JobState, NewJob, Resolution, Source
+from faxbridge.models import InputFile, Job, JobEvent, JobState, NewJob, Source
 from faxbridge.notify.mail import notices_of
 from faxbridge.statelock import has_store, is_served
 from faxbridge.states import CancelRequested, Decision, Ignore, Outcome, RetryRequested
@@ -73,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--to", required=True, help="destination fax number")
     s.add_argument("--header", help="fax header text")
     s.add_argument("--fine", action="store_true", help="fine resolution (204x196 dpi)")
+    s.add_argument("--paper", metavar="P", help="paper for images and text: letter, legal or a4")
+    s.add_argument("--low", action="store_true", help="low priority (Openfax)")
+    s.add_argument("--at", metavar="TIME", help="send later: 2026-12-03T09:00:00+01:00, or 2026-12-03 09:00 in "
+                   "time_zone (at most 30 days ahead; a past time sends now)")
     s.add_argument("files", nargs="+", type=Path, metavar="FILE", help="PDF, image or text files, in order")
     j = cmd("jobs", "list jobs, newest first")
     j.add_argument("--state", choices=[s.value for s in JobState])
@@ -189,15 +193,19 @@ def cmd_send(args: argparse.Namespace) -> int:
     for f in args.files:
         if not f.is_file():
             raise UsageError(f"{f}: no such file")
+    from faxbridge import options as fax_options
     from faxbridge.intake import (
         accept,
         destination,  # number policy loads only when sending
     )
+    from faxbridge.providers.limits import header_limit
 
     number = destination(args.to, cfg.numbers)
-    if args.header is not None and len(args.header) > 50:
-        raise UsageError("--header: at most 50 characters")
-    options = FaxOptions(header=args.header, resolution=Resolution.FINE if args.fine else Resolution.STANDARD)
+    given = {"resolution": "fine" if args.fine else None, "paper": args.paper, "header": args.header,
+             "priority": "Low" if args.low else None, "send_at": args.at}
+    asked = fax_options.read({k: v for k, v in given.items() if v is not None}, fax_options.CLI,
+                             zone=cfg.zone(), now=SystemClock().now(), header_limit=header_limit(cfg) or 50)
+    options = asked.options()
     files = [InputFile(name=f.name, path=f) for f in args.files]
     try:
         user = getpass.getuser()
@@ -208,6 +216,8 @@ def cmd_send(args: argparse.Namespace) -> int:
     job = _with_store(lambda: _store(cfg), lambda store: accept(store, SystemClock(), new, files,
                                                        max_pages=cfg.numbers.max_pages))
     print(job.id)
+    if options.send_at is not None:
+        print(f"faxbridge: note: the fax waits until {shown_time(options.send_at)} (--at)", file=sys.stderr)
     if not is_served(cfg.state_dir):
         print(f"faxbridge: note: no daemon serves {cfg.state_dir} now; the fax is sent once "
               "`faxbridge run` is started with this configuration", file=sys.stderr)

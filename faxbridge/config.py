@@ -49,9 +49,11 @@ import shutil
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
 
 from faxbridge.config_parse import (
     Collected,
@@ -82,6 +84,7 @@ from faxbridge.config_parse import (
     size,
     string,
     strings,
+    time_zone,
     url_path,
     url_token,
     walk,
@@ -269,6 +272,14 @@ class Config:
     log: LogConfig
     source: Path | None
     documents: DocumentsConfig = field(default_factory=DocumentsConfig)
+    time_zone: str = ""      # section 11: how "YYYY-MM-DD HH:MM" send times are read (IANA; empty: the host's)
+
+    def zone(self) -> tzinfo:
+        """``time_zone`` as a tzinfo: the named zone, or the host's local zone."""
+        if self.time_zone:
+            return ZoneInfo(self.time_zone)
+        local = datetime.now().astimezone().tzinfo
+        return local if local is not None else UTC
 
 
 # --- the schema (contract section 2) ---------------------------------------------------------------------
@@ -293,6 +304,7 @@ WATCH_SCHEMA: Schema = {
 SCHEMA: Schema = {
     "state_dir": path("var"),
     "shutdown_grace": duration("30s"),
+    "time_zone": string("", check=time_zone),
     "smtp": {
         "enabled": boolean(True),
         "listen": hostport("127.0.0.1:2525"),
@@ -526,7 +538,7 @@ def _build(v: Mapping[str, Any], watches: tuple[WatchConfig, ...], source: Path 
         numbers=_section(NumbersConfig, v, "numbers"), limits=_section(LimitsConfig, v, "limits"),
         notify=_section(NotifyConfig, v, "notify"), webhook=_section(WebhookConfig, v, "webhook"),
         provider=provider, log=_section(LogConfig, v, "log"), source=source,
-        documents=_section(DocumentsConfig, v, "documents"),
+        documents=_section(DocumentsConfig, v, "documents"), time_zone=v["time_zone"],
     )
 
 
