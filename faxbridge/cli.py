@@ -36,7 +36,7 @@ from faxbridge.errors import (
     ProviderError,
     UsageError,
 )
-from faxbridge.jobview import JOBS_HEADER, job_line, job_object, job_text, waiting
+from faxbridge.jobview import JOBS_HEADER, job_line, job_object, job_text, shown, waiting
 from faxbridge.models import InputFile, Job, JobEvent, JobState, NewJob, Source
 from faxbridge.notify.mail import notices_of
 from faxbridge.statelock import has_store, is_served
@@ -77,11 +77,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--low", action="store_true", help="low priority (Openfax)")
     s.add_argument("--at", metavar="TIME", help="send later: 2026-12-03T09:00:00+01:00, or 2026-12-03 09:00 in "
                    "time_zone (at most 30 days ahead; a past time sends now)")
+    s.add_argument("--wait", action="store_true", help="show each state change until the fax is final; exit 0 "
+                   "when it was delivered, 1 when it failed, was rejected or canceled")
     s.add_argument("files", nargs="+", type=Path, metavar="FILE", help="PDF, image or text files, in order")
     j = cmd("jobs", "list jobs, newest first")
     j.add_argument("--state", choices=[s.value for s in JobState])
     j.add_argument("--limit", type=_positive, default=None, metavar="N", help="show at most N jobs (newest first)")
     j.add_argument("--json", action="store_true", help="one job object per line")
+    j.add_argument("--watch", action="store_true", help="keep the table current on the terminal (Ctrl-C ends it)")
     one = cmd("job", "one job with its history")
     one.add_argument("id")
     one.add_argument("--json", action="store_true")
@@ -221,11 +224,31 @@ def cmd_send(args: argparse.Namespace) -> int:
     if not is_served(cfg.state_dir):
         print(f"faxbridge: note: no daemon serves {cfg.state_dir} now; the fax is sent once "
               "`faxbridge run` is started with this configuration", file=sys.stderr)
-    return EXIT_OK
+    return _wait(cfg, job.id) if args.wait else EXIT_OK
+
+
+def _wait(cfg: Config, job_id: str) -> int:
+    """``send --wait``: follow the job to its end; 0 delivered, 1 failed, rejected or canceled."""
+    from faxbridge.progress import follow
+
+    sys.stdout.flush()
+    try:
+        job = _with_store(lambda: _existing_store(cfg, readonly=True), lambda store: follow(
+            store, job_id, sys.stdout, tty=sys.stdout.isatty(), now=SystemClock().now))
+    except KeyboardInterrupt:
+        print(f"\nfaxbridge: stopped waiting; the fax goes on (faxbridge job {job_id})", file=sys.stderr)
+        return EXIT_FAIL
+    if job.state is JobState.DELIVERED:
+        print(f"faxbridge: delivered: {job.pages} page{'s' if job.pages != 1 else ''} to {job.to}")
+        return EXIT_OK
+    print(f"faxbridge: {job.state.value}: {shown(job.reason or 'no reason given')}", file=sys.stderr)
+    return EXIT_FAIL
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     cfg = _load(args)
+    if args.watch:
+        return _watch(cfg, args)
     if not has_store(cfg.state_dir):
         print(f"faxbridge: note: {_no_store(cfg)}", file=sys.stderr)
         if not args.json:
@@ -240,6 +263,22 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         print(JOBS_HEADER)
         for job in jobs:
             print(job_line(job))
+    return EXIT_OK
+
+
+def _watch(cfg: Config, args: argparse.Namespace) -> int:
+    if args.json:
+        raise UsageError("--watch and --json do not go together (--json prints the jobs once)")
+    if not sys.stdout.isatty():
+        raise UsageError("--watch keeps a table current on a terminal; use `faxbridge jobs` (or --json) elsewhere")
+    from faxbridge.progress import watch_jobs
+
+    try:
+        _with_store(lambda: _existing_store(cfg, readonly=True), lambda store: watch_jobs(
+            store, sys.stdout, state=JobState(args.state) if args.state else None, limit=args.limit or 40,
+            now=SystemClock().now))
+    except KeyboardInterrupt:
+        print()
     return EXIT_OK
 
 
