@@ -148,7 +148,7 @@ RECEIPT_KIND = "receipt"  # notify.receipt: owed by every mail job when it is co
 _JOB_FIELDS = {
     "reason", "pages", "paper", "attempts", "provider_id", "status_code", "duration_s", "cost",
     "finished_at", "submit_tries", "next_attempt_at", "submit_started_at", "submitted_at", "hold",
-    "callback_url", "recoveries", "cancel_requested",
+    "callback_url", "recoveries", "cancel_requested", "options",
 }
 
 
@@ -459,6 +459,8 @@ class SqliteStore:
                 value = int(value)
             elif isinstance(value, Paper):
                 value = value.value
+            elif isinstance(value, FaxOptions):
+                value = json.dumps(value.to_json())
             vals.append(value)
         with self._write() as db:
             cur = db.execute(
