@@ -50,7 +50,7 @@ from faxbridge.models import (
     Source,
 )
 from faxbridge.states import Transition
-from faxbridge.store.protocol import DOC_NAME, OutboxItem, Staged
+from faxbridge.store.protocol import DOC_NAME, JobFilter, OutboxItem, Staged
 from faxbridge.store.spool import FileSpool
 
 log = structlog.get_logger("faxbridge.store")
@@ -226,6 +226,11 @@ def _private_spooled(folder: Path) -> None:
         for entry in entries:
             if entry.is_file(follow_symlinks=False):
                 _private_file(Path(entry.path), create=False)
+
+
+def _like(text: str) -> str:
+    """``text`` as a literal inside a LIKE pattern (``ESCAPE '\\'``)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _first_try(new: NewJob, now: datetime) -> datetime:
@@ -669,6 +674,30 @@ class SqliteStore:
         with _translate():
             rows = self._db.execute(sql, args).fetchall()
         return self._jobs(rows)
+
+    def search(self, wanted: JobFilter, offset: int = 0, limit: int = 50) -> tuple[list[Job], int]:
+        where: list[str] = []
+        args: list[Any] = []
+        if wanted.state is not None:
+            where.append("state = ?")
+            args.append(wanted.state.value)
+        if wanted.source is not None:
+            where.append("source = ?")
+            args.append(wanted.source.value)
+        for column, value in (("to_number", wanted.number), ("sender", wanted.sender)):
+            if value:
+                where.append(f"{column} LIKE ? ESCAPE '\\'")
+                args.append(f"%{_like(value)}%")
+        if wanted.text:
+            columns = ("id", "to_number", "sender", "subject", "document", "reason")
+            where.append("(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in columns) + ")")
+            args += [f"%{_like(wanted.text)}%"] * len(columns)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        with _translate():
+            total = int(self._db.execute(f"SELECT COUNT(*) FROM jobs{clause}", args).fetchone()[0])
+            rows = self._db.execute(f"SELECT * FROM jobs{clause} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+                                    [*args, limit, offset]).fetchall()
+        return self._jobs(rows), total
 
     def events(self, job_id: str) -> list[JobEvent]:
         with _translate():
