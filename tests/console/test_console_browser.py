@@ -123,8 +123,8 @@ def test_the_console_in_a_browser(daemon: dict[str, Any], browser: WebDriver, ar
     until(browser, "canceled", lambda d: d.find_element(By.ID, "state").text == "canceled")
     assert browser.find_element(By.ID, "message").text == "Cancel requested."
 
-    # retry a failed one (9: busy on every attempt)
-    failed = cli("send", "--to", "+15555551219", str(make_pdf(tmp_path / "c.pdf")), config=config).stdout.strip()
+    # retry a failed one (8: not a fax machine, at the first attempt)
+    failed = cli("send", "--to", "+15555551218", str(make_pdf(tmp_path / "c.pdf")), config=config).stdout.strip()
     browser.get(f"{url}/jobs/{failed}")
     until(browser, "the fax failed", lambda d: d.find_element(By.ID, "state").text == "failed")
     browser.find_element(By.ID, "action-retry").click()
