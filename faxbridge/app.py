@@ -37,7 +37,7 @@ from faxbridge.clock import Clock, SystemClock
 from faxbridge.config import Config
 from faxbridge.dispatcher import Dispatcher
 from faxbridge.errors import AlreadyRunning, ConfigError, FaxbridgeError
-from faxbridge.ingress import watch as folder_ingress
+from faxbridge.ingress.folder import watch as folder_ingress
 from faxbridge.ingress.smtp import listener as smtp_ingress
 from faxbridge.logs import register_secrets
 from faxbridge.loops import Supervisor, nap

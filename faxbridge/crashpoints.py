@@ -23,9 +23,9 @@ The points and where they are:
 - ``smtp.before_reply``: every job of the message committed, the DATA reply (250) not yet sent
   (``ingress.smtp_protocol.FaxSMTP.smtp_DATA``).
 - ``folder.claimed``: dropped files claimed (moved into the processing area, synced), no job
-  committed yet (``ingress.folder.FolderIntake._take``).
+  committed yet (``ingress.folder.intake.FolderIntake._take``).
 - ``folder.committed``: the folder round's jobs committed, nothing after
-  (``ingress.folder.FolderIntake._complete``).
+  (``ingress.folder.intake.FolderIntake._complete``).
 - ``dispatch.submitting``: ``submitting`` recorded, the provider request about to go out
   (``dispatcher.Dispatcher._submit``).
 - ``dispatch.accepted``: the provider accepted the fax and gave its id, not yet recorded

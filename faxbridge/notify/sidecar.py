@@ -15,7 +15,7 @@ folder job (the outbox row is written with the final state). In this order:
    The file holds ``schema_version``, the job object of contract section 7 and its history under
    ``events``.
 
-Every folder is reached by descriptor (:mod:`faxbridge.ingress.safedir`): the working area is
+Every folder is reached by descriptor (:mod:`faxbridge.ingress.folder.safedir`): the working area is
 checked before anything is moved out of it (refused: nothing in it is touched), and ``done``,
 ``failed`` and ``results`` are opened without following a link and must be ours or root's. When
 one of them is refused (a symbolic link, another user's folder), the original or the result goes
@@ -26,7 +26,7 @@ after ``deliver`` returns, so a restart calls it again; a document no longer in 
 area has already moved; a result file holding this job's id is this job's result, written again
 in place. ``letter.result.json`` holding another job's id (the same name dropped twice) is never
 overwritten: the next free ``letter-2.result.json`` is used. Result names are made from the
-document's name by :func:`faxbridge.ingress.control.result_name` and can never leave the folder.
+document's name by :func:`faxbridge.ingress.folder.control.result_name` and can never leave the folder.
 
 File-system trouble (results folder not writable, disk full) is :class:`NotifyRetry`: tried again
 with backoff, forever; nothing is dropped.
@@ -48,8 +48,8 @@ from typing import Any
 import structlog
 
 from faxbridge import crashpoints
-from faxbridge.ingress import claims, safedir
-from faxbridge.ingress.control import result_name, stem
+from faxbridge.ingress.folder import claims, safedir
+from faxbridge.ingress.folder.control import result_name, stem
 from faxbridge.jobview import job_object
 from faxbridge.models import Job, JobEvent, JobState
 from faxbridge.notify.outbox import NotifyGiveUp, NotifyRetry, OutboxWorker
@@ -87,7 +87,7 @@ def _holds_job(dir_fd: int, name: str, job_id: str) -> bool:
 def write_result(folder: Path, job: Job, events: Sequence[JobEvent], *, folder_fd: int | None = None) -> Path:
     """Write (or write again) this job's result file; returns its path. The folder is opened
     without following a link and must be ours or root's (:func:`safedir.open_target`; else
-    :class:`~faxbridge.ingress.safedir.UnsafeFolder`), unless the caller gives its descriptor."""
+    :class:`~faxbridge.ingress.folder.safedir.UnsafeFolder`), unless the caller gives its descriptor."""
     fd = safedir.open_target(folder) if folder_fd is None else os.dup(folder_fd)
     try:
         return _write_result_at(fd, folder, job, events)
@@ -129,7 +129,7 @@ def _write_result_at(fd: int, folder: Path, job: Job, events: Sequence[JobEvent]
 
 def move_original(job: Job) -> Path | None:
     """Move what the claim still holds to done/ or failed/; None when nothing was left to move.
-    By descriptor from the checked working area (:mod:`faxbridge.ingress.safedir`); a refused
+    By descriptor from the checked working area (:mod:`faxbridge.ingress.folder.safedir`); a refused
     ``done``/``failed`` keeps the original in ``.faxbridge/kept`` instead; a refused working area
     is left alone (nothing in it is touched)."""
     meta = job.meta

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import structlog.testing
 
-from faxbridge.ingress import claims
+from faxbridge.ingress.folder import claims
 from faxbridge.models import Job, JobState
 from faxbridge.store import new_job_id, open_store
 from tests.conftest import async_wait_until

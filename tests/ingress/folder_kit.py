@@ -13,9 +13,9 @@ from typing import Any
 
 from faxbridge.clock import FakeClock
 from faxbridge.config import Config, load
-from faxbridge.ingress import claims
-from faxbridge.ingress.folder import FolderIntake
-from faxbridge.ingress.watch import EnginePool
+from faxbridge.ingress.folder import claims
+from faxbridge.ingress.folder.intake import FolderIntake
+from faxbridge.ingress.folder.watch import EnginePool
 from faxbridge.models import Job
 from faxbridge.store import Store
 from faxbridge.workers import Engine

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from faxbridge.ingress import claims
+from faxbridge.ingress.folder import claims
 from faxbridge.models import JobState, Paper, Resolution, Source
 from tests.ingress.folder_kit import SAMPLES, Folder, open_folder, sha
 from tests.support import make_pdf

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from faxbridge.ingress import claims
-from faxbridge.ingress.folder import FolderIntake
+from faxbridge.ingress.folder import claims
+from faxbridge.ingress.folder.intake import FolderIntake
 from faxbridge.models import JobState
 from faxbridge.store import new_job_id
 from tests.ingress.folder_kit import Folder, open_folder, sha

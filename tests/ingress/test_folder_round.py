@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from faxbridge.ingress.folder import RETRY_S, FolderIntake
+from faxbridge.ingress.folder.intake import RETRY_S, FolderIntake
 from faxbridge.models import JobState
 from tests.ingress.folder_kit import SAMPLES, Folder, engine_pool, open_folder, sha
 from tests.support import make_pdf

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from faxbridge.ingress import claims
+from faxbridge.ingress.folder import claims
 from faxbridge.models import FaxOptions, FaxOutcome, Job, JobState, NewJob, Source, StatusUpdate
 from faxbridge.notify import sidecar
 from faxbridge.notify.outbox import NotifyRetry, OutboxWorker

@@ -2,7 +2,7 @@
 
 One :class:`FolderIntake` per ``[[watch]]``, used from ONE thread (the watcher's worker thread,
 with its own :class:`~faxbridge.store.Store` connection): it is told which paths changed, keeps
-each file's stability with the injected clock (:mod:`faxbridge.ingress.settle`), and on each
+each file's stability with the injected clock (:mod:`faxbridge.ingress.folder.settle`), and on each
 ``tick`` takes the files that are ready.
 
 A file is ready when (in this order; the first that fails decides):
@@ -17,11 +17,11 @@ A file is ready when (in this order; the first that fails decides):
    appending by path); a file still incomplete after ``incomplete_after`` seconds unchanged is
    rejected with the reason it was waiting for.
 
-Then it is claimed (renamed into the processing area, :mod:`faxbridge.ingress.claims`: the working
-area ``.faxbridge`` is ours, 0700, checked at every use; see :mod:`faxbridge.ingress.safedir`) and
+Then it is claimed (renamed into the processing area, :mod:`faxbridge.ingress.folder.claims`: the working
+area ``.faxbridge`` is ours, 0700, checked at every use; see :mod:`faxbridge.ingress.folder.safedir`) and
 only then read for faxing, through one descriptor opened without following links and checked with
 fstat, copied into the store's staging folder (under ``state_dir``): the destination is chosen
-(:mod:`faxbridge.ingress.control`) and the document prepared from that copy; any input that cannot
+(:mod:`faxbridge.ingress.folder.control`) and the document prepared from that copy; any input that cannot
 be faxed becomes a ``rejected`` job through ``store.reject`` with its reason. Either way the job
 owes a result file (outbox kind "sidecar"), written by :mod:`faxbridge.notify.sidecar`, which also
 moves the original out of the processing area. Trouble on our side (disk full, database busy) leaves
@@ -33,7 +33,7 @@ per file: every file is checked and claimed (each document starts staging at onc
 folder the claims touched is fsynced once, then rejections are committed and the round's staged
 jobs are committed together in ONE transaction (``intake.commit_many``). No job is committed before
 its claim is durable; a failed commit leaves the claims, tried again later. The pure content work
-(:mod:`faxbridge.ingress.content`: completeness checks, document copies) runs in the ``pool`` of
+(:mod:`faxbridge.ingress.folder.content`: completeness checks, document copies) runs in the ``pool`` of
 worker processes when there is one, in this thread otherwise.
 """
 
@@ -55,9 +55,9 @@ from faxbridge.clock import Clock
 from faxbridge.config import NumbersConfig, WatchConfig
 from faxbridge.documents import DEFAULT_MAX_DECOMPRESSED
 from faxbridge.errors import InputError, NumberError, StoreError
-from faxbridge.ingress import claimed, claims, safedir
-from faxbridge.ingress.content import incomplete, stage
-from faxbridge.ingress.control import (
+from faxbridge.ingress.folder import claimed, claims, safedir
+from faxbridge.ingress.folder.content import incomplete, stage
+from faxbridge.ingress.folder.control import (
     Control,
     choose_number,
     control_names,
@@ -67,8 +67,8 @@ from faxbridge.ingress.control import (
     relevant,
     stem,
 )
-from faxbridge.ingress.settle import Due, SettleTracker, Signature
-from faxbridge.ingress.tree import walk
+from faxbridge.ingress.folder.settle import Due, SettleTracker, Signature
+from faxbridge.ingress.folder.tree import walk
 from faxbridge.intake import commit_many, destination
 from faxbridge.models import FaxOptions, NewJob, PreparedDocument, Source
 from faxbridge.store import DOC_NAME, Store, new_job_id
@@ -171,7 +171,7 @@ class FolderIntake:
 
     def sweep(self, under: Path | None = None) -> int:
         """Look at every file in the folder (or a subfolder just moved in). Returns files seen.
-        Iterative and bounded (:func:`faxbridge.ingress.tree.walk`): folders deeper than
+        Iterative and bounded (:func:`faxbridge.ingress.folder.tree.walk`): folders deeper than
         ``watch.max_depth`` are not entered, links are never followed, and a folder that cannot
         be listed is logged and skipped."""
         start = under or self.root

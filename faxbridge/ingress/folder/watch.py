@@ -13,7 +13,7 @@ hand is our trouble, tried again. After a round that made jobs, the dispatcher a
 writer are woken.
 
 With ``recursive = true`` every folder (down to ``watch.max_depth``) gets a plain, non-recursive
-watch of its own (:class:`~faxbridge.ingress.tree.FolderWatches`), added as the intake's sweeps find
+watch of its own (:class:`~faxbridge.ingress.folder.tree.FolderWatches`), added as the intake's sweeps find
 folders, so that watchdog never walks a tree itself (its walk recursed, and a tree 1,100 levels deep
 killed it).
 
@@ -49,9 +49,9 @@ from watchdog.observers.polling import PollingObserver
 from faxbridge.clock import Clock
 from faxbridge.config import Config, WatchConfig
 from faxbridge.errors import StoreError
-from faxbridge.ingress.content import incomplete, stage
-from faxbridge.ingress.folder import FolderIntake, TickResult
-from faxbridge.ingress.tree import FolderWatches
+from faxbridge.ingress.folder.content import incomplete, stage
+from faxbridge.ingress.folder.intake import FolderIntake, TickResult
+from faxbridge.ingress.folder.tree import FolderWatches
 from faxbridge.runtime import Runtime
 from faxbridge.store import JobStore, Store
 from faxbridge.workers import Engine, TooMuchWork, WorkerLost
