@@ -35,7 +35,7 @@ The points and where they are:
 - ``webhook.applied``: the webhook's state change committed, the HTTP answer not yet sent
   (``web.Handlers._apply``).
 - ``sidecar.temp_written``: the result file's temporary copy written and fsynced, not yet renamed
-  (``notify.sidecar.write_result``).
+  (``ingress.folder.results.write_result``).
 - ``sidecar.written``: the result file in place, its outbox row not yet marked delivered
   (``notify.sidecar.deliver``).
 - ``mail.before_send``: the reply mail composed, not yet handed to the smarthost

@@ -36,6 +36,9 @@ same, so this is the whole tree::
     │                                delivered now; the outbox row is tried again with backoff
     ├── NotifyGiveUp                 notify/outbox.py: it can never be delivered (a 5xx for this
     │                                reply, an unsafe result name); the row is given up with the reason
+    ├── ResultRefused                ingress/folder/results.py: a folder job's result can never be
+    │                                written (no folder origin, an unsafe name); notify/sidecar.py
+    │                                gives its row up (NotifyGiveUp)
     ├── BadRequest                   webform.py: a webhook body cannot be read as a form (400)
     └── TooLarge                     webform.py: a webhook body passes webhook.max_body (413)
 

@@ -27,8 +27,8 @@ from faxbridge.models import Job, JobState
 from faxbridge.store import new_job_id, open_store
 from tests.conftest import async_wait_until
 from tests.ingress.folder_kit import Folder, open_folder, sha
+from tests.ingress.test_folder_results import _final, deliver
 from tests.ingress.test_watch import config, daemon, results, sends
-from tests.notify.test_sidecar import _final, deliver
 from tests.support import make_pdf
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("useradd") is None,
@@ -193,7 +193,7 @@ async def test_links_planted_at_result_names_are_never_written_through(
 
 
 async def _delivered(folder: Folder, job: Job) -> Job:
-    """The job driven to delivered through the daemon's kind of store (as tests/notify/test_sidecar does)."""
+    """The job driven to delivered through the daemon's kind of store (as tests/ingress/test_folder_results does)."""
     store = await open_store(folder.cfg.state_dir, "simulator")
     try:
         return await _final(store, folder, job, delivered=True)

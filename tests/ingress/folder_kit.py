@@ -15,6 +15,7 @@ from faxbridge.clock import FakeClock
 from faxbridge.config import Config, load
 from faxbridge.ingress.folder import claims
 from faxbridge.ingress.folder.intake import FolderIntake
+from faxbridge.ingress.folder.results import FolderOrigin
 from faxbridge.ingress.folder.watch import EnginePool
 from faxbridge.models import Job
 from faxbridge.store import Store
@@ -84,7 +85,14 @@ class Folder:
         return self.store.jobs()
 
     def claim_of(self, job: Job) -> Path:
-        return self.area / job.meta["claim"]
+        return self.area / claim_of_job(job)
+
+
+def claim_of_job(job: Job) -> str:
+    """The claim a folder job was made from (its typed origin)."""
+    origin = FolderOrigin.of(job.meta)
+    assert origin is not None, job
+    return origin.claim
 
 
 def open_folder(tmp: Path, incomplete_after: float | None = None, **watch: Any) -> Iterator[Folder]:

@@ -17,7 +17,7 @@ from faxbridge.ingress.folder import claims
 from faxbridge.ingress.folder.intake import FolderIntake
 from faxbridge.models import JobState
 from faxbridge.store import new_job_id
-from tests.ingress.folder_kit import Folder, open_folder, sha
+from tests.ingress.folder_kit import Folder, claim_of_job, open_folder, sha
 from tests.support import make_pdf
 
 
@@ -39,7 +39,7 @@ def test_killed_after_the_rename_before_the_job(folder: Folder) -> None:
     intake = restart(folder)
     assert intake.reconcile() == 1
     [job] = folder.jobs()
-    assert (job.state, job.to, job.doc_sha256, job.meta["claim"]) == (JobState.QUEUED, "+15555551212", digest, claim_id)
+    assert (job.state, job.to, job.doc_sha256, claim_of_job(job)) == (JobState.QUEUED, "+15555551212", digest, claim_id)
     assert intake.reconcile() == 0                     # a second start makes nothing new
     assert restart(folder).reconcile() == 0
     intake.sweep()
@@ -111,7 +111,7 @@ def test_a_claim_that_cannot_be_made_a_job_yet_stays_and_is_retried(folder: Fold
     assert folder.settle(1) == 0                        # retried after a pause, not at once
     assert folder.settle(5) == 1
     [job] = folder.jobs()
-    assert job.meta["claim"] == claim.name and job.state is JobState.QUEUED
+    assert claim_of_job(job) == claim.name and job.state is JobState.QUEUED
 
 
 def test_claims_use_the_same_filesystem(folder: Folder) -> None:

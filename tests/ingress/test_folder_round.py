@@ -12,7 +12,7 @@ import pytest
 
 from faxbridge.ingress.folder.intake import RETRY_S, FolderIntake
 from faxbridge.models import JobState
-from tests.ingress.folder_kit import SAMPLES, Folder, engine_pool, open_folder, sha
+from tests.ingress.folder_kit import SAMPLES, Folder, claim_of_job, engine_pool, open_folder, sha
 from tests.support import make_pdf
 
 NO_NUMBER = ('no fax number for letter.pdf: name the file after the number (15555551212.pdf or '
@@ -75,5 +75,5 @@ def test_a_failed_commit_keeps_every_claim_and_each_becomes_one_job_later(folder
     assert folder.settle(RETRY_S / 2) == 4
     jobs = folder.jobs()
     assert sorted(j.doc_sha256 for j in jobs) == digests and {j.state for j in jobs} == {JobState.QUEUED}
-    assert len({j.meta["claim"] for j in jobs}) == 4
+    assert len({claim_of_job(j) for j in jobs}) == 4
     assert folder.settle(RETRY_S) == 0 and len(folder.jobs()) == 4

@@ -67,6 +67,7 @@ from faxbridge.ingress.folder.control import (
     relevant,
     stem,
 )
+from faxbridge.ingress.folder.results import FolderOrigin
 from faxbridge.ingress.folder.settle import Due, SettleTracker, Signature
 from faxbridge.ingress.folder.tree import walk
 from faxbridge.intake import commit_many, destination
@@ -507,10 +508,8 @@ class FolderIntake:
         log.error("folder.intake_failed", claim=claim_id, watch=str(self.root), error=str(exc), tries=tries)
         self._retry_at = self.clock.monotonic() + RETRY_S
 
-    def _meta(self, claim_id: str, rel: PurePosixPath) -> dict[str, str]:
-        w = self.watch
-        return {"watch": str(self.root), "claim": claim_id, "file": str(rel), "results": str(w.results),
-                "done": str(w.done), "failed": str(w.failed)}
+    def _meta(self, claim_id: str, rel: PurePosixPath) -> dict[str, dict[str, str]]:
+        return FolderOrigin.taken(self.watch, claim_id, rel).meta()
 
     def _plan(self, claim_id: str, reject: str | None) -> tuple[NewJob, PurePosixPath, str | None]:
         """Everything about a claim but its document: (the job, the document, why it is rejected
@@ -562,7 +561,7 @@ class FolderIntake:
     def _reject(self, claim_id: str, new: NewJob, reason: str) -> None:
         self.store.reject(claim_id, new, reason, self.clock.now())
         self.on_result("rejected")
-        log.warning("folder.rejected", job_id=claim_id, file=new.meta.get("file"), watch=str(self.root),
+        log.warning("folder.rejected", job_id=claim_id, file=new.document, watch=str(self.root),
                     reason=reason)
 
     # ---- after a crash ------------------------------------------------------------------------
