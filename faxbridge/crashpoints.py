@@ -25,7 +25,7 @@ The points and where they are:
 - ``folder.claimed``: dropped files claimed (moved into the processing area, synced), no job
   committed yet (``ingress.folder.intake.FolderIntake._take``).
 - ``folder.committed``: the folder round's jobs committed, nothing after
-  (``ingress.folder.intake.FolderIntake._complete``).
+  (``ingress.folder.commit.Committer.complete``).
 - ``dispatch.submitting``: ``submitting`` recorded, the provider request about to go out
   (``dispatcher.Dispatcher._submit``).
 - ``dispatch.accepted``: the provider accepted the fax and gave its id, not yet recorded

@@ -152,7 +152,7 @@ def test_a_claimed_file_swapped_for_a_link_is_never_followed(folder: Folder, att
     assert out.returncode == 0, out.stderr
     claim_id = new_job_id()
     assert claims.claim(folder.root, claim_id, claims.PurePosixPath("15555551212_swap.pdf"), [])
-    assert folder.intake._finish_many([claim_id]) == 1
+    assert folder.intake.commit.finish([claim_id]) == 1
     [job] = folder.jobs()
     assert (job.state, job.reason) == (JobState.REJECTED, "15555551212_swap.pdf is not a regular file")
     swap = attacker.run(f"ln -sf '{base}/secret/secret.pdf' '{folder.area}/{claim_id}/x.pdf'")

@@ -28,8 +28,7 @@ def folder(tmp_path: Path) -> Iterator[Folder]:
 
 def restart(folder: Folder) -> FolderIntake:
     """A fresh intake (nothing in memory), as after a restart."""
-    folder.intake = FolderIntake(folder.cfg.watch[0], folder.store, folder.clock, folder.cfg.numbers)
-    return folder.intake
+    return folder.new_intake()
 
 
 def test_killed_after_the_rename_before_the_job(folder: Folder) -> None:

@@ -20,10 +20,13 @@
     final job ── outbox row "sidecar" ──▶ results: the original moved to ``done/`` or ``failed/``,
                                           ``results/NAME.result.json`` written (tmp + fsync + rename)
 
-Modules: :mod:`.watch` (the daemon component), :mod:`.intake` (one folder's round: scan, claim,
-commit), :mod:`.scan`, :mod:`.settle`, :mod:`.tree` (discovery and settling), :mod:`.claim`,
-:mod:`.claims`, :mod:`.claimed` (the processing area), :mod:`.commit`, :mod:`.content` (the jobs),
-:mod:`.control` (control files and names), :mod:`.results` (the result-file step, with the typed
-:class:`~faxbridge.ingress.folder.results.FolderOrigin` a folder job carries), :mod:`.safedir`
-(folders reached by descriptor).
+Modules, one job each: :mod:`.watch` (the daemon component: observers, the worker thread, the
+engine as the pool), :mod:`.intake` (one folder's round: scan, claim, commit), :mod:`.scan` with
+:mod:`.settle` and :mod:`.tree` (discovery and settling), :mod:`.claim` with :mod:`.claims` and
+:mod:`.claimed` (the processing area: claiming, reading a claim, reconcile), :mod:`.commit`
+(planning, staging on real futures, the grouped commit, rejections, retries), :mod:`.content`
+(the pure work the worker processes run), :mod:`.control` (control files and names),
+:mod:`.bridge` (the async JobStore reached from the worker thread), :mod:`.results` (the
+result-file step, with the typed :class:`~faxbridge.ingress.folder.results.FolderOrigin` a folder
+job carries) and :mod:`.safedir` (folders reached by descriptor, never through a link).
 """

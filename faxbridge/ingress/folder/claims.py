@@ -17,7 +17,7 @@ crash can leave, and what start-up does with it:
 - control files without their document: given back to the watched folder (taken again later);
 - a document, no job: the job is made now (exactly once: the document is no longer in the
   watched folder);
-- a document and its job: left for the result writer (``notify.sidecar``).
+- a document and its job: left for the result-file step (:mod:`faxbridge.ingress.folder.results`).
 
 The working area is ours alone: made 0700 and checked at every use, and everything in it is
 reached through directory descriptors, never a path through ``.faxbridge``
