@@ -9,16 +9,20 @@ import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from faxbridge.errors import StoreBusy
 from faxbridge.ingress.folder.bridge import LoopStore
 from faxbridge.ingress.folder.commit import Offload
 from faxbridge.models import Job
 from tests.conftest import wait_until
 from tests.ingress.folder_kit import Folder, open_folder
 from tests.support import make_pdf
+
+NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -104,3 +108,32 @@ def test_the_store_is_never_awaited_from_the_loops_own_thread(folder: Folder) ->
 
     with pytest.raises(RuntimeError, match="would wait for itself"):
         asyncio.run_coroutine_threadsafe(on_the_loop(), folder.loop).result(10)
+
+
+def test_a_loop_that_is_gone_is_store_trouble_not_a_hang(tmp_path: Path) -> None:
+    """The daemon's loop stopped (shutdown past its grace) or closed: the intake's store call is
+    StoreBusy (its claim stays for the next start), never a worker thread waiting forever."""
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+
+    async def stop_first(_key: str, _since: object) -> None:
+        started.set()
+        loop.stop()                                # the loop stops before this call can answer
+        await asyncio.Event().wait()
+
+    class Gone:
+        find_duplicate = staticmethod(stop_first)
+
+    thread = threading.Thread(target=loop.run_forever, name="test-stopping-loop", daemon=True)
+    thread.start()
+    bridge = LoopStore(Gone(), loop)  # type: ignore[arg-type]
+    with pytest.raises(StoreBusy, match="event loop stopped"):
+        bridge.find_duplicate("folder:x", NOW)
+    assert started.is_set()
+    thread.join(10)
+    for task in asyncio.all_tasks(loop):
+        task.cancel()
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+    with pytest.raises(StoreBusy, match="event loop is closed"):
+        bridge.find_duplicate("folder:x", NOW)

@@ -15,13 +15,16 @@ directly (``spool``).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
+from faxbridge.errors import StoreBusy
 from faxbridge.models import Job, NewJob
 from faxbridge.store import DocumentSpool, JobStore, Staged
 
+LOOP_CHECK_S = 1.0           # how often a wait looks whether the loop still runs
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -36,14 +39,29 @@ class LoopStore:
         return self.store.spool
 
     def call(self, method: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs) -> T:
-        """``await method(*args, **kwargs)`` on the loop, waited for in this (worker) thread."""
+        """``await method(*args, **kwargs)`` on the loop, waited for in this (worker) thread. A loop
+        that stops meanwhile (the daemon going down past its grace) is :class:`StoreBusy`: the
+        claim stays, and is taken up again at the next start."""
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         if running is self.loop:
             raise RuntimeError("LoopStore.call on the event loop's own thread would wait for itself")
-        return asyncio.run_coroutine_threadsafe(method(*args, **kwargs), self.loop).result()
+        if self.loop.is_closed():
+            raise StoreBusy("the job store is out of reach: the event loop is closed")
+        coro = method(*args, **kwargs)
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        except RuntimeError as exc:               # closed in between
+            coro.close()
+            raise StoreBusy("the job store is out of reach: the event loop is closed") from exc
+        while not future.done():
+            concurrent.futures.wait([future], timeout=LOOP_CHECK_S)
+            if not future.done() and not self.loop.is_running():
+                future.cancel()
+                raise StoreBusy("the job store is out of reach: the event loop stopped")
+        return future.result()
 
     # ---- what the folder intake asks of the store
 
