@@ -14,7 +14,7 @@ import structlog.testing
 
 from faxbridge.store import new_job_id
 from tests.conftest import async_wait_until, wait_until
-from tests.ingress.test_watch import config, daemon, results, sends
+from tests.ingress.test_folder_watch import config, daemon, results, sends
 from tests.support import DaemonProcess, base_settings, cli, make_pdf, write_config
 
 # (control file name, its bytes, the exact reason of the document's rejected result)

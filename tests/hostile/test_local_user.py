@@ -28,7 +28,7 @@ from faxbridge.store import new_job_id, open_store
 from tests.conftest import async_wait_until
 from tests.ingress.folder_kit import Folder, open_folder, sha
 from tests.ingress.test_folder_results import _final, deliver
-from tests.ingress.test_watch import config, daemon, results, sends
+from tests.ingress.test_folder_watch import config, daemon, results, sends
 from tests.support import make_pdf
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("useradd") is None,

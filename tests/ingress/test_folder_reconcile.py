@@ -2,7 +2,7 @@
 
 Each test builds the exact files a daemon killed at one moment of a claim leaves behind, then runs
 start-up's reconciliation (and the normal rounds) and counts jobs. The end-to-end SIGKILL test is in
-test_watch_crash.py.
+test_folder_watch_crash.py.
 """
 
 from __future__ import annotations
