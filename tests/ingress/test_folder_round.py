@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from faxbridge.ingress.folder.intake import RETRY_S
+from faxbridge.ingress.folder.claim import RETRY_S
 from faxbridge.models import JobState
 from tests.ingress.folder_kit import SAMPLES, Folder, claim_of_job, engine_pool, open_folder, sha
 from tests.support import make_pdf

@@ -38,14 +38,12 @@ from faxbridge.config import NumbersConfig, WatchConfig
 from faxbridge.documents import DEFAULT_MAX_DECOMPRESSED
 from faxbridge.ingress.folder import safedir
 from faxbridge.ingress.folder.bridge import LoopStore
-from faxbridge.ingress.folder.claim import RETRY_S, Claimer, Retry
-from faxbridge.ingress.folder.commit import MAX_TRIES, Committer, Offload, Started, Work
+from faxbridge.ingress.folder.claim import Claimer, Retry
+from faxbridge.ingress.folder.commit import Committer, Offload, Started, Work
 from faxbridge.ingress.folder.content import incomplete
-from faxbridge.ingress.folder.scan import Pick, Scanner, default_incomplete_after, fair
+from faxbridge.ingress.folder.scan import Pick, Scanner, default_incomplete_after
 from faxbridge.ingress.folder.settle import SettleTracker
 from faxbridge.store import JobStore, new_job_id
-
-__all__ = ["MAX_TRIES", "RETRY_S", "FolderIntake", "TickResult", "default_incomplete_after", "fair"]
 
 
 @dataclass(frozen=True)
