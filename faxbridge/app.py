@@ -38,7 +38,7 @@ from faxbridge.config import Config
 from faxbridge.console.server import make_console
 from faxbridge.dispatcher import Dispatcher
 from faxbridge.errors import AlreadyRunning, ConfigError, FaxbridgeError
-from faxbridge.ingress import watch as folder_ingress
+from faxbridge.ingress.folder import watch as folder_ingress
 from faxbridge.ingress.smtp import listener as smtp_ingress
 from faxbridge.logs import register_secrets
 from faxbridge.loops import Supervisor, nap
