@@ -54,6 +54,7 @@ from faxbridge.errors import StoreError
 from faxbridge.ingress.folder.content import incomplete, stage
 from faxbridge.ingress.folder.intake import FolderIntake, TickResult
 from faxbridge.ingress.folder.tree import FolderWatches
+from faxbridge.intake import office_settings
 from faxbridge.runtime import Runtime
 from faxbridge.store import JobStore
 from faxbridge.workers import Engine, TooMuchWork, WorkerLost
@@ -171,7 +172,8 @@ class FolderWatcher:
         finished = 0
         for watch in self.watches:
             intake = FolderIntake(watch, self.store, self.clock, self.cfg.numbers, loop=self.loop, pool=self._pool,
-                                  max_decompressed=self.cfg.limits.max_decompressed)
+                                  max_decompressed=self.cfg.limits.max_decompressed,
+                                  office=office_settings(self.cfg), zone=self.cfg.zone())
             intake.on_result = self.on_file
             self._intakes.append(intake)
             try:
