@@ -161,10 +161,10 @@ SAMPLE_CASES = {
     "pine-rfc2231-latin1-filename.eml": ([("HasenundFrösche.txt", "text")], [], []),
     "swiftmailer-pdf-docx-odt-rfc2231-png-base64-rfc822.eml": (
         [("Hello from SwiftMailer.pdf", "pdf"), ("Cours-Tutoriels-Serge-Tahé-1568x268.png", "png")], [], [
-            "Hello from SwiftMailer.docx is a Word document; only PDF, TIFF, JPEG, PNG, GIF and plain text "
-            "can be faxed",
-            "Hello from SwiftMailer.odt is an OpenDocument text; only PDF, TIFF, JPEG, PNG, GIF and plain text "
-            "can be faxed"]),
+            "Hello from SwiftMailer.docx is a Word document; this fax server cannot convert Office documents; "
+            "send it as PDF (only PDF, TIFF, JPEG, PNG, GIF and plain text can be faxed)",
+            "Hello from SwiftMailer.odt is an OpenDocument text; this fax server cannot convert Office documents; "
+            "send it as PDF (only PDF, TIFF, JPEG, PNG, GIF and plain text can be faxed)"]),
     "thunderbird-html-alternative-related-cid-inline-image.eml": ([], ["IntM6gnXFm00FEV5.png"], []),
 }
 

@@ -105,3 +105,122 @@ def test_a_control_file_sends_later_and_a_bad_time_is_refused_naming_the_key(fol
     job = queued_later()
     assert job is not None and job["state"] == "queued"
     assert job["send_at"] == later.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- by mail ------------------------------------------------------------------------------------------------
+
+
+def office_mail(attachment: bytes, name: str, *, headers: dict[str, str] | None = None,
+                text: str = "Please fax the attached letter.") -> bytes:
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"] = "alice@example.com"
+    msg["To"] = "15555551212@fax.local"
+    msg["Subject"] = "Letter"
+    msg["Message-ID"] = f"<office-{name}-{len(attachment)}-{sorted((headers or {}).items())!s:.40}@example.com>"
+    for key, value in (headers or {}).items():
+        msg[key] = value
+    msg.set_content(text)
+    msg.add_attachment(attachment, maintype="application", subtype="octet-stream", filename=name)
+    return msg.as_bytes()
+
+
+@pytest.fixture
+def mail_daemon(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    from tests.conftest import free_port
+
+    settings = folder_settings(tmp_path)
+    del settings["watch"]
+    port = free_port()
+    settings["smtp"] = {"enabled": True, "listen": f"127.0.0.1:{port}"}
+    settings["time_zone"] = "Europe/Berlin"
+    config = write_config(tmp_path / "faxbridge.toml", settings)
+    daemon = DaemonProcess(config, tmp_path / "daemon.log").start()
+    try:
+        daemon.wait_ready(timeout=60)
+        yield {"config": config, "smtp": ("127.0.0.1", port)}
+    finally:
+        daemon.stop()
+
+
+def job_of(config: Path, to: str) -> dict[str, Any]:
+    from tests.support import cli
+
+    jobs = [json.loads(line) for line in cli("jobs", "--json", config=config).stdout.splitlines()]
+    return next(j for j in jobs if j["to"] == to)
+
+
+def test_an_office_attachment_by_mail_with_options_from_headers_and_flags(mail_daemon: dict[str, Any],
+                                                                          tmp_path: Path) -> None:
+    from tests.ingress import mailkit
+
+    docx = make_docx(tmp_path / "made.docx", pages=3).read_bytes()
+    raw = office_mail(docx, "letter.docx", headers={"X-Fax-Header": "ACME billing", "X-Fax-Paper": "a4"})
+    answers = mailkit.send(mail_daemon["smtp"], "alice@example.com",
+                           ["15555551212+fine@fax.local", "15555551211+nocover+low@fax.local"], raw)
+    assert answers[-1].code == 250, answers[-1].line
+    config = mail_daemon["config"]
+    wait_until(lambda: job_of(config, "+15555551212")["final"] and job_of(config, "+15555551211")["final"],
+               timeout=180, what="both jobs final")
+    fine, plain = job_of(config, "+15555551212"), job_of(config, "+15555551211")
+    assert (fine["state"], fine["pages"], fine["resolution"], fine["header"]) == ("delivered", 4, "fine",
+                                                                                  "ACME billing")   # cover + 3
+    assert (plain["state"], plain["pages"], plain["resolution"]) == ("delivered", 3, "standard")    # no cover
+    assert fine["paper"] == plain["paper"] == "a4"
+
+
+def test_bad_options_are_refused_naming_them(mail_daemon: dict[str, Any], tmp_path: Path) -> None:
+    from tests.ingress import mailkit
+
+    pdf = mailkit.pdf_bytes(tmp_path)
+    bad_header = office_mail(pdf, "a.pdf", headers={"X-Fax-Resolution": "ultra"})
+    answers = mailkit.send(mail_daemon["smtp"], "alice@example.com", ["15555551212@fax.local"], bad_header)
+    assert answers[-1].line == "554 5.6.0 Bad fax option: X-Fax-Resolution: expected fine or standard, got 'ultra'"
+    far = office_mail(pdf, "a.pdf", headers={"X-Fax-Send-At": "2099-01-01 09:00"})
+    answers = mailkit.send(mail_daemon["smtp"], "alice@example.com", ["15555551212@fax.local"], far)
+    assert answers[-1].line == "554 5.6.0 Bad fax option: X-Fax-Send-At: at most 30 days ahead, got '2099-01-01 09:00'"
+    answers = mailkit.send(mail_daemon["smtp"], "alice@example.com", ["15555551212+urgent@fax.local"], pdf)
+    rcpt = next(a for a in answers if a.code >= 500)
+    assert rcpt.line == ("553 5.1.3 Bad fax option in the address: +urgent is not a fax option; the address flags "
+                         "are +fine, +standard, +letter, +legal, +a4, +cover, +nocover, +low")
+
+
+def test_a_mail_to_send_later_waits_with_its_time(mail_daemon: dict[str, Any], tmp_path: Path) -> None:
+    from zoneinfo import ZoneInfo
+
+    from tests.ingress import mailkit
+
+    when = (datetime.now(ZoneInfo("Europe/Berlin")) + timedelta(days=1)).replace(second=0, microsecond=0)
+    raw = office_mail(mailkit.pdf_bytes(tmp_path), "a.pdf", headers={"X-Fax-Send-At": when.strftime("%Y-%m-%d %H:%M")})
+    answers = mailkit.send(mail_daemon["smtp"], "alice@example.com", ["15555551212@fax.local"], raw)
+    assert answers[-1].code == 250
+    job = job_of(mail_daemon["config"], "+15555551212")
+    assert job["state"] == "queued" and job["send_at"] == when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_a_conversion_that_hangs_is_refused_at_the_timeout_and_other_mail_goes_on(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+    from tests.ingress import mailkit
+
+    hang = tmp_path / "soffice"
+    hang.write_text("#!/bin/sh\nsleep 600\n")
+    hang.chmod(0o755)
+    settings = base_settings(tmp_path)
+    port = free_port()
+    settings["smtp"] = {"enabled": True, "listen": f"127.0.0.1:{port}"}
+    settings["documents"] = {"office": str(hang), "convert_timeout": "3s"}
+    config = write_config(tmp_path / "faxbridge.toml", settings)
+    daemon = DaemonProcess(config, tmp_path / "daemon.log").start()
+    try:
+        daemon.wait_ready(timeout=60)
+        docx = make_docx(tmp_path / "made.docx").read_bytes()
+        answers = mailkit.send(("127.0.0.1", port), "alice@example.com", ["15555551212@fax.local"],
+                               office_mail(docx, "letter.docx"))
+        assert answers[-1].line == ("554 5.6.1 letter.docx could not be converted to PDF in 3 s "
+                                    "(documents.convert_timeout); send it as PDF")
+        pdf = office_mail(mailkit.pdf_bytes(tmp_path), "a.pdf")
+        assert mailkit.send(("127.0.0.1", port), "alice@example.com", ["15555551211@fax.local"], pdf)[-1].code == 250
+        wait_until(lambda: job_of(config, "+15555551211")["state"] == "delivered", timeout=120, what="the other mail")
+    finally:
+        daemon.stop()
