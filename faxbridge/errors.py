@@ -36,13 +36,13 @@ same, so this is the whole tree::
     │                                delivered now; the outbox row is tried again with backoff
     ├── NotifyGiveUp                 notify/outbox.py: it can never be delivered (a 5xx for this
     │                                reply, an unsafe result name); the row is given up with the reason
+    ├── Refused                      ingress/smtp/policy.py: an SMTP refusal at RCPT; .reply is the
+    │                                full reply line, answered in the dialogue itself
     ├── BadRequest                   webform.py: a webhook body cannot be read as a form (400)
     └── TooLarge                     webform.py: a webhook body passes webhook.max_body (413)
 
 Outside the tree on purpose:
 
-- ``ingress.rcpt.Refused`` (a bare ``Exception`` today): an SMTP refusal carrying its reply line,
-  caught in the dialogue itself; it belongs under ``FaxbridgeError`` (one line in rcpt.py).
 - ``workers.caps.OverCpu`` is a ``BaseException``: raised from the CPU-time signal
   handler in the middle of parsing, it must pass every ``except Exception`` of the libraries.
 - ``ingress.safedir.UnsafeFolder`` is an ``OSError``: a folder we will not use is file trouble
