@@ -52,11 +52,10 @@ import structlog
 from faxbridge import crashpoints
 from faxbridge.clock import Clock, shown_time
 from faxbridge.config import Config, NotifyConfig
-from faxbridge.ingress.rcpt import address_problem, sender_allowed
+from faxbridge.ingress.smtp.policy import address_problem, sender_allowed
 from faxbridge.models import Job, JobEvent, JobState
 from faxbridge.notify.outbox import Deliver, NotifyGiveUp, NotifyRetry, OutboxWorker
-from faxbridge.runtime import Component, Runtime
-from faxbridge.store import OutboxItem
+from faxbridge.store import JobStore, OutboxItem
 
 log = structlog.get_logger("faxbridge.notify.mail")
 
@@ -309,6 +308,6 @@ def make_deliver(cfg: Config, clock: Clock) -> Deliver:
     return deliver
 
 
-def build(runtime: Runtime) -> Component | None:
+def build(cfg: Config, store: JobStore, clock: Clock) -> OutboxWorker:
     """The reply-mail worker (always built: without a smarthost it marks rows done unsent)."""
-    return OutboxWorker(runtime.store, runtime.clock, "mail", make_deliver(runtime.cfg, runtime.clock))
+    return OutboxWorker(store, clock, "mail", make_deliver(cfg, clock))

@@ -48,13 +48,13 @@ from typing import Any
 import structlog
 
 from faxbridge import crashpoints
+from faxbridge.clock import Clock
 from faxbridge.ingress import claims, safedir
 from faxbridge.ingress.control import result_name, stem
 from faxbridge.jobview import job_object
 from faxbridge.models import Job, JobEvent, JobState
 from faxbridge.notify.outbox import NotifyGiveUp, NotifyRetry, OutboxWorker
-from faxbridge.runtime import Runtime
-from faxbridge.store import OutboxItem
+from faxbridge.store import JobStore, OutboxItem
 
 log = structlog.get_logger("faxbridge.sidecar")
 
@@ -231,7 +231,7 @@ async def deliver(job: Job, events: Sequence[JobEvent], item: OutboxItem) -> Non
              original=str(moved) if moved else None)
 
 
-def build(runtime: Runtime) -> OutboxWorker:
+def build(store: JobStore, clock: Clock) -> OutboxWorker:
     """The result writer; always on, so results owed by folder jobs from an earlier configuration
     are still written."""
-    return OutboxWorker(runtime.store, runtime.clock, KIND, deliver)
+    return OutboxWorker(store, clock, KIND, deliver)
