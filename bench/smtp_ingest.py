@@ -64,6 +64,7 @@ async def serve(kind: str, port: int, state: Path, cover: bool) -> None:
         from faxbridge.clock import SystemClock
         from faxbridge.config import load
         from faxbridge.ingress.smtp.listener import make_listener
+        from faxbridge.notify.mail import notices_of
         from faxbridge.providers.limits import header_limit
         from faxbridge.store import Store, open_store
         from faxbridge.workers import Engine
@@ -76,7 +77,8 @@ async def serve(kind: str, port: int, state: Path, cover: bool) -> None:
                     "log": {"level": "warning"}}
         cfg = load(write_config(state.parent / "bench.toml", settings), {})
         store = Store(cfg.state_dir, "simulator")
-        daemon_store, engine = await open_store(cfg.state_dir, "simulator"), Engine(cfg)   # as the daemon's
+        daemon_store = await open_store(cfg.state_dir, "simulator", notices=notices_of(cfg))   # as the daemon's
+        engine = Engine(cfg)
         listener = make_listener(cfg, daemon_store, SystemClock(), engine, header_limit=header_limit)
         await listener.start()
 

@@ -9,8 +9,8 @@ the ones that take a reload (:class:`~faxbridge.component.Reconfigurable`) for S
 Start order: take the state-dir lock, open the store (``open_store``: every
 store call is awaited, the event loop never waits on a commit), recover jobs a crash left
 mid-work, start the provider (and the built-in simulator when ``provider.kind = "simulator"``),
-then the parts (reply mail, SMTP listener, result files, folder watcher, balance watch, web
-server), then the dispatcher and tracker loops, each under a
+then the parts (reply mail, receipts and copies when configured, SMTP listener, result files,
+folder watcher, balance watch, web server), then the dispatcher and tracker loops, each under a
 :class:`faxbridge.loops.Supervisor`: a loop that dies is logged, counted in
 ``faxbridge_loop_restarts_total{loop}`` and restarted with capped back-off, and ``/healthz``
 names it while it is down; it never ends the daemon. Stop order
@@ -54,6 +54,7 @@ from faxbridge.metrics import Metrics, transition_observer, watch_core
 from faxbridge.models import Job
 from faxbridge.notify import mail as mail_notify
 from faxbridge.notify import sidecar as sidecar_notify
+from faxbridge.notify.mail import notices_of
 from faxbridge.providers.base import Provider
 from faxbridge.providers.limits import header_limit
 from faxbridge.providers.openfax import LOOKUP_GRACE, OpenfaxProvider
@@ -278,6 +279,7 @@ class Daemon:
             part.reconfigure(p.config)
         if self.dispatcher is not None:
             self.dispatcher.max_in_flight = p.config.limits.max_in_flight
+            self.dispatcher.per_destination = p.config.limits.per_destination
         if "log.level" in p.applied:
             logs.setup(p.config.log.level, p.config.log.format, p.config.log.show_numbers)
         log.info("config.reloaded", applied=p.applied, source=str(self.cfg.source) if self.cfg.source else None)
@@ -297,7 +299,7 @@ class Daemon:
         raise_nofile()
         lock = lock_state_dir(cfg.state_dir)
         try:
-            store = self.store = await open_store(cfg.state_dir, provider_name(cfg))
+            store = self.store = await open_store(cfg.state_dir, provider_name(cfg), notices=notices_of(cfg))
         except BaseException:
             lock.close()
             raise
@@ -329,6 +331,7 @@ class Daemon:
             web = server
         dispatcher = self.dispatcher = Dispatcher(store, handle.provider, clock, self.policy,
                                                   max_in_flight=cfg.limits.max_in_flight, owner=self.owner,
+                                                  per_destination=cfg.limits.per_destination,
                                                   callback_url=callback_url)
         watch_core(metrics, store, tracker, cfg.provider.kind)
         metrics.on_scrape(
@@ -352,6 +355,9 @@ class Daemon:
         """The daemon's parts, in start order, each with only what it uses."""
         cfg, clock, metrics = self.cfg, self.clock, self.metrics
         parts: list[Component] = [mail_notify.build(cfg, store, clock)]
+        for notices in (mail_notify.build_receipts(cfg, store, clock), mail_notify.build_copies(cfg, store, clock)):
+            if notices is not None:             # receipts, copies: only when configured
+                parts.append(notices)
         if cfg.smtp.enabled:
             reply_codes = metrics.smtp_replies
             refused = metrics.counter("smtp_refused_work_total", "Mails refused for too much work or for an "

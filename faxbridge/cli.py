@@ -26,7 +26,7 @@ from typing import TypeVar
 import structlog
 
 from faxbridge import __version__, config, crashpoints, logs
-from faxbridge.clock import SystemClock
+from faxbridge.clock import SystemClock, shown_time
 from faxbridge.config import Config
 from faxbridge.errors import (
     ConfigError,
@@ -36,8 +36,9 @@ from faxbridge.errors import (
     ProviderError,
     UsageError,
 )
-from faxbridge.jobview import JOBS_HEADER, job_line, job_object, job_text
-from faxbridge.models import FaxOptions, InputFile, Job, JobEvent, JobState, NewJob, Resolution, Source
+from faxbridge.jobview import JOBS_HEADER, job_line, job_object, job_text, shown, waiting
+from faxbridge.models import InputFile, Job, JobEvent, JobState, NewJob, Source
+from faxbridge.notify.mail import notices_of
 from faxbridge.statelock import has_store, is_served
 from faxbridge.states import CancelRequested, Decision, Ignore, Outcome, RetryRequested
 from faxbridge.store import JobStore, open_store
@@ -72,11 +73,18 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--to", required=True, help="destination fax number")
     s.add_argument("--header", help="fax header text")
     s.add_argument("--fine", action="store_true", help="fine resolution (204x196 dpi)")
+    s.add_argument("--paper", metavar="P", help="paper for images and text: letter, legal or a4")
+    s.add_argument("--low", action="store_true", help="low priority (Openfax)")
+    s.add_argument("--at", metavar="TIME", help="send later: 2026-12-03T09:00:00+01:00, or 2026-12-03 09:00 in "
+                   "time_zone (at most 30 days ahead; a past time sends now)")
+    s.add_argument("--wait", action="store_true", help="show each state change until the fax is final; exit 0 "
+                   "when it was delivered, 1 when it failed, was rejected or canceled")
     s.add_argument("files", nargs="+", type=Path, metavar="FILE", help="PDF, image or text files, in order")
     j = cmd("jobs", "list jobs, newest first")
     j.add_argument("--state", choices=[s.value for s in JobState])
     j.add_argument("--limit", type=_positive, default=None, metavar="N", help="show at most N jobs (newest first)")
     j.add_argument("--json", action="store_true", help="one job object per line")
+    j.add_argument("--watch", action="store_true", help="keep the table current on the terminal (Ctrl-C ends it)")
     one = cmd("job", "one job with its history")
     one.add_argument("id")
     one.add_argument("--json", action="store_true")
@@ -121,7 +129,7 @@ def _load(args: argparse.Namespace) -> Config:
 
 async def _store(cfg: Config, *, readonly: bool = False) -> JobStore:
     # cfg.provider.kind = app.provider_name, without importing the daemon
-    return await open_store(cfg.state_dir, cfg.provider.kind, readonly=readonly)
+    return await open_store(cfg.state_dir, cfg.provider.kind, readonly=readonly, notices=notices_of(cfg))
 
 
 def _with_store(open_: Callable[[], Awaitable[JobStore]], use: Callable[[JobStore], Awaitable[T]]) -> T:
@@ -188,15 +196,19 @@ def cmd_send(args: argparse.Namespace) -> int:
     for f in args.files:
         if not f.is_file():
             raise UsageError(f"{f}: no such file")
+    from faxbridge import options as fax_options
     from faxbridge.intake import (
         accept,
         destination,  # number policy loads only when sending
     )
+    from faxbridge.providers.limits import header_limit
 
     number = destination(args.to, cfg.numbers)
-    if args.header is not None and len(args.header) > 50:
-        raise UsageError("--header: at most 50 characters")
-    options = FaxOptions(header=args.header, resolution=Resolution.FINE if args.fine else Resolution.STANDARD)
+    given = {"resolution": "fine" if args.fine else None, "paper": args.paper, "header": args.header,
+             "priority": "Low" if args.low else None, "send_at": args.at}
+    asked = fax_options.read({k: v for k, v in given.items() if v is not None}, fax_options.CLI,
+                             zone=cfg.zone(), now=SystemClock().now(), header_limit=header_limit(cfg) or 50)
+    options = asked.options()
     files = [InputFile(name=f.name, path=f) for f in args.files]
     try:
         user = getpass.getuser()
@@ -207,14 +219,36 @@ def cmd_send(args: argparse.Namespace) -> int:
     job = _with_store(lambda: _store(cfg), lambda store: accept(store, SystemClock(), new, files,
                                                        max_pages=cfg.numbers.max_pages))
     print(job.id)
+    if options.send_at is not None:
+        print(f"faxbridge: note: the fax waits until {shown_time(options.send_at)} (--at)", file=sys.stderr)
     if not is_served(cfg.state_dir):
         print(f"faxbridge: note: no daemon serves {cfg.state_dir} now; the fax is sent once "
               "`faxbridge run` is started with this configuration", file=sys.stderr)
-    return EXIT_OK
+    return _wait(cfg, job.id) if args.wait else EXIT_OK
+
+
+def _wait(cfg: Config, job_id: str) -> int:
+    """``send --wait``: follow the job to its end; 0 delivered, 1 failed, rejected or canceled."""
+    from faxbridge.progress import follow
+
+    sys.stdout.flush()
+    try:
+        job = _with_store(lambda: _existing_store(cfg, readonly=True), lambda store: follow(
+            store, job_id, sys.stdout, tty=sys.stdout.isatty(), now=SystemClock().now))
+    except KeyboardInterrupt:
+        print(f"\nfaxbridge: stopped waiting; the fax goes on (faxbridge job {job_id})", file=sys.stderr)
+        return EXIT_FAIL
+    if job.state is JobState.DELIVERED:
+        print(f"faxbridge: delivered: {job.pages} page{'s' if job.pages != 1 else ''} to {job.to}")
+        return EXIT_OK
+    print(f"faxbridge: {job.state.value}: {shown(job.reason or 'no reason given')}", file=sys.stderr)
+    return EXIT_FAIL
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     cfg = _load(args)
+    if args.watch:
+        return _watch(cfg, args)
     if not has_store(cfg.state_dir):
         print(f"faxbridge: note: {_no_store(cfg)}", file=sys.stderr)
         if not args.json:
@@ -232,15 +266,36 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _watch(cfg: Config, args: argparse.Namespace) -> int:
+    if args.json:
+        raise UsageError("--watch and --json do not go together (--json prints the jobs once)")
+    if not sys.stdout.isatty():
+        raise UsageError("--watch keeps a table current on a terminal; use `faxbridge jobs` (or --json) elsewhere")
+    from faxbridge.progress import watch_jobs
+
+    try:
+        _with_store(lambda: _existing_store(cfg, readonly=True), lambda store: watch_jobs(
+            store, sys.stdout, state=JobState(args.state) if args.state else None, limit=args.limit or 40,
+            now=SystemClock().now))
+    except KeyboardInterrupt:
+        print()
+    return EXIT_OK
+
+
 def cmd_job(args: argparse.Namespace) -> int:
     cfg = _load(args)
 
-    async def read(store: JobStore) -> tuple[Job, list[JobEvent]]:
+    async def read(store: JobStore) -> tuple[Job, list[JobEvent], int]:
         job = await store.get(args.id)
-        return job, await store.events(job.id)
+        busy = await store.at_provider(job.to) if job.state is JobState.QUEUED and job.to else 0
+        return job, await store.events(job.id), busy
 
-    job, events = _with_store(lambda: _existing_store(cfg, readonly=True), read)
-    print(json.dumps(job_object(job, events)) if args.json else job_text(job, events))
+    job, events, busy = _with_store(lambda: _existing_store(cfg, readonly=True), read)
+    waits = waiting(job, SystemClock().now(), at_provider=busy, per_destination=cfg.limits.per_destination)
+    if args.json:
+        print(json.dumps({**job_object(job, events), "waiting": waits}))
+    else:
+        print(job_text(job, events, waits=waits))
     return EXIT_OK
 
 

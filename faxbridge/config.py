@@ -45,12 +45,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import shutil
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
 
 from faxbridge.config_parse import (
     Collected,
@@ -73,6 +76,7 @@ from faxbridge.config_parse import (
     mail_address,
     network,
     number,
+    office_setting,
     path,
     regex,
     region,
@@ -80,6 +84,7 @@ from faxbridge.config_parse import (
     size,
     string,
     strings,
+    time_zone,
     url_path,
     url_token,
     walk,
@@ -145,6 +150,7 @@ class LimitsConfig:
     per_sender_per_hour: int
     max_in_flight: int
     per_client_per_hour: int = 60       # section 9: jobs per hour from one client address (0: no limit)
+    per_destination: int = 1            # section 11: jobs to one number at the provider at once (0: no limit)
     # Bounds before work (contract section 9; extension keys): see ingress/mime_bounds, documents.
     max_parts: int = 100
     max_nesting: int = 20
@@ -158,12 +164,39 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DocumentsConfig:
+    office: str = "auto"             # section 11: "auto" (soffice on PATH), "off", or the path of soffice
+    convert_timeout: float = 60.0    # ... one conversion's limit
+
+    def soffice(self) -> str | None:
+        """The converter ``office`` names: "auto" looks on PATH; None: Office documents are refused."""
+        if self.office == "off":
+            return None
+        if self.office == "auto":
+            return shutil.which("soffice") or shutil.which("libreoffice")
+        return self.office if Path(self.office).is_file() else None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    enabled: bool = True                               # section 13: the web console
+    listen: HostPort = field(default_factory=lambda: HostPort("127.0.0.1", 8026))   # not the webhook listener
+    users_file: Path | None = None                     # "user:hash" lines; None: loopback clients only
+
+
+@dataclass(frozen=True, slots=True)
 class NotifyConfig:
     smarthost: HostPort | None
     starttls: bool
     username: str
     password: str = field(repr=False)
     from_address: str
+    # section 12: what replies carry, and copies for an administrator
+    attach: str = "none"                    # "none", "preview" (the first page as a PNG) or "document" (the PDF)
+    copy_to: tuple[str, ...] = ()           # addresses that get a copy of every final result ...
+    copy_on: str = "failed"                 # ... of failed, rejected and canceled jobs, or "final": all
+    copy_attach: str = "none"               # what copies carry, as attach
+    receipt: bool = False                   # a mail "accepted" to the sender right after the 250
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,11 +278,23 @@ class Config:
     provider: ProviderConfig
     log: LogConfig
     source: Path | None
+    documents: DocumentsConfig = field(default_factory=DocumentsConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    time_zone: str = ""      # section 11: how "YYYY-MM-DD HH:MM" send times are read (IANA; empty: the host's)
+
+    def zone(self) -> tzinfo:
+        """``time_zone`` as a tzinfo: the named zone, or the host's local zone."""
+        if self.time_zone:
+            return ZoneInfo(self.time_zone)
+        local = datetime.now().astimezone().tzinfo
+        return local if local is not None else UTC
 
 
 # --- the schema (contract section 2) ---------------------------------------------------------------------
 
 DEFAULT_PATTERN = r"^(?P<number>\+?[0-9(][0-9().\- ]{6,}[0-9])(?:[_ ].*)?\.(?i:pdf|tiff?|png|jpe?g|txt)$"
+
+ATTACH = ("none", "preview", "document")   # notify.attach, notify.copy_attach
 
 WATCH_SCHEMA: Schema = {
     "path": path("var/outbox"),
@@ -267,6 +312,7 @@ WATCH_SCHEMA: Schema = {
 SCHEMA: Schema = {
     "state_dir": path("var"),
     "shutdown_grace": duration("30s"),
+    "time_zone": string("", check=time_zone),
     "smtp": {
         "enabled": boolean(True),
         "listen": hostport("127.0.0.1:2525"),
@@ -298,6 +344,7 @@ SCHEMA: Schema = {
         "per_sender_per_hour": integer(60),
         "max_in_flight": integer(50, minimum=1),
         "per_client_per_hour": integer(60),
+        "per_destination": integer(1),
         "max_parts": integer(100, minimum=1),
         "max_nesting": integer(20, minimum=2),
         "max_headers": integer(500, minimum=50),
@@ -308,12 +355,26 @@ SCHEMA: Schema = {
         "job_memory": size("2GB"),
         "worker_idle": duration("5s"),
     },
+    "console": {
+        "enabled": boolean(True),
+        "listen": hostport("127.0.0.1:8026"),
+        "users_file": path("", optional=True),
+    },
+    "documents": {
+        "office": string("auto", check=office_setting),
+        "convert_timeout": duration("60s", positive=True),
+    },
     "notify": {
         "smarthost": hostport("", optional=True),
         "starttls": boolean(False),
         "username": string("", secret=True),
         "password": string("", secret=True),
         "from_address": string("faxbridge@fax.local", check=mail_address),
+        "attach": string("none", choices=ATTACH),
+        "copy_to": strings([], item=mail_address),
+        "copy_on": string("failed", choices=("failed", "final")),
+        "copy_attach": string("none", choices=ATTACH),
+        "receipt": boolean(False),
     },
     "webhook": {
         "enabled": boolean(True),
@@ -453,6 +514,9 @@ def _cross_check(v: Mapping[str, Any], problems: list[str]) -> None:
             file = v.get(f"smtp.{name}")
             if file is not None and not file.is_file():
                 problems.append(f"smtp.{name}: {file}: no such file")
+    console_users = v.get("console.users_file")
+    if v.get("console.enabled") and console_users is not None and not console_users.is_file():
+        problems.append(f"console.users_file: {console_users}: no such file")
     cancel = v.get("provider.phaxio.cancel_timeout")
     if cancel is not None and not 180 <= cancel <= 3600:
         problems.append("provider.phaxio.cancel_timeout: must be between 3m and 60m (Phaxio's range)")
@@ -490,6 +554,8 @@ def _build(v: Mapping[str, Any], watches: tuple[WatchConfig, ...], source: Path 
         numbers=_section(NumbersConfig, v, "numbers"), limits=_section(LimitsConfig, v, "limits"),
         notify=_section(NotifyConfig, v, "notify"), webhook=_section(WebhookConfig, v, "webhook"),
         provider=provider, log=_section(LogConfig, v, "log"), source=source,
+        documents=_section(DocumentsConfig, v, "documents"), time_zone=v["time_zone"],
+        console=_section(ConsoleConfig, v, "console"),
     )
 
 
@@ -510,6 +576,17 @@ def _secret_state(cfg: Config, key: str) -> str:
     if key == "webhook.token" and not obj:
         return f"{key} generated at the first start and kept in the state folder"
     return f"{key} {'set' if obj else 'not set'}"
+
+
+def _office_line(d: DocumentsConfig) -> str:
+    found = d.soffice()
+    if d.office == "off":
+        return "office documents: refused (documents.office = off)"
+    if found is None and d.office == "auto":
+        return "office documents: refused, no LibreOffice (soffice) on PATH (documents.office = auto)"
+    if found is None:
+        return f"office documents: refused, {d.office} does not exist (documents.office)"
+    return f"office documents: converted by {found}, {d.convert_timeout:g}s each (documents.convert_timeout)"
 
 
 def summary(cfg: Config) -> list[str]:
@@ -540,6 +617,13 @@ def summary(cfg: Config) -> list[str]:
                  f"{lim.job_memory / 1e9:g}GB a mail; {lim.per_sender_per_hour} faxes/hour a sender, "
                  f"{lim.per_client_per_hour} a client address; worker processes leave after "
                  f"{lim.worker_idle:g}s idle")
+    lines.append(_office_line(cfg.documents))
+    c = cfg.console
+    if c.enabled:
+        who = f"logins from {c.users_file}" if c.users_file else "this machine only (no console.users_file)"
+        lines.append(f"console: http://{c.listen}/ for {who}")
+    else:
+        lines.append("console: disabled")
     lines += [f"watch: {w.path} (results in {w.results})" for w in cfg.watch] or ["watch: no folder"]
     if cfg.webhook.enabled:
         w = cfg.webhook
@@ -550,6 +634,14 @@ def summary(cfg: Config) -> list[str]:
         lines.append("webhook: disabled (polling alone finishes jobs)")
     smarthost = cfg.notify.smarthost
     lines.append(f"reply mail: through {smarthost}" if smarthost else "reply mail: off (no notify.smarthost)")
+    n = cfg.notify
+    if smarthost and n.attach != "none":
+        lines.append(f"replies carry: {'the first page as a PNG' if n.attach == 'preview' else 'the PDF sent'}")
+    if n.copy_to:
+        carry = {"none": "", "preview": ", with the first page", "document": ", with the PDF sent"}[n.copy_attach]
+        which = "every final job" if n.copy_on == "final" else "failed, rejected and canceled jobs"
+        lines.append(f"copies: of {which} to {', '.join(n.copy_to)}{carry}"
+                     + ("" if smarthost else " (not sent: no notify.smarthost)"))
     shown = [k for k in SECRET_KEYS if k.startswith(f"provider.{p.kind}.")]
     shown += ["webhook.token"] if cfg.webhook.enabled else []
     shown += ["notify.username", "notify.password"] if smarthost else []

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 
@@ -178,6 +179,25 @@ def e164_number(value: str) -> str:
 def mail_address(value: str) -> str:
     if value.count("@") != 1 or value.startswith("@") or value.endswith("@"):
         raise Invalid(f"expected a mail address, got {value!r}")
+    return value
+
+
+def time_zone(value: str) -> str:
+    """``time_zone``: an IANA name (``Europe/Berlin``), or empty for the host's."""
+    if value:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise Invalid(f"expected an IANA time zone name such as Europe/Berlin, got {value!r}") from None
+    return value
+
+
+def office_setting(value: str) -> str:
+    """``documents.office``: "auto", "off" or the absolute path of LibreOffice's ``soffice``."""
+    if value in ("auto", "off"):
+        return value
+    if not value.startswith("/"):
+        raise Invalid(f'expected "auto", "off" or the absolute path of soffice, got {value!r}')
     return value
 
 

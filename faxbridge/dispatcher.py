@@ -82,6 +82,7 @@ class Dispatcher:
         *,
         max_in_flight: int,
         owner: str,
+        per_destination: int = 0,
         callback_url: Callable[[Job], str | None] = lambda job: None,
         pause_s: float = PAUSE_S,
     ) -> None:
@@ -90,6 +91,8 @@ class Dispatcher:
         self.clock = clock
         self.policy = policy
         self.max_in_flight = max_in_flight
+        self.per_destination = per_destination    # limits.per_destination (0: no limit)
+        self._full = False                        # the last round found max_in_flight reached
         self.owner = owner
         self.callback_url = callback_url
         self._wake = asyncio.Event()
@@ -138,8 +141,10 @@ class Dispatcher:
         for job in await self.store.claim_due(self.owner, now, 100, LEASE_S, reconcile=True):
             started += self._start(job)
         room = self.max_in_flight - await self.store.in_flight()
+        self._full = room <= 0
         # a row that does not decode is left leased by the store (it costs only itself)
-        for job in await self.store.claim_due(self.owner, now, room, LEASE_S, reconcile=False):
+        for job in await self.store.claim_due(self.owner, now, room, LEASE_S, reconcile=False,
+                                              per_destination=self.per_destination):
             started += self._start(job)
         return started
 
@@ -254,7 +259,10 @@ class Dispatcher:
             timeout = IDLE_POLL_S
             try:
                 await self.step()
-                due = await self.store.next_due()
+                due = await self.store.next_due(self.per_destination)
+                if self._full and due is not None:
+                    # no room: a job leaving the provider wakes us (or the idle poll), not a due time
+                    due = max(due, self.clock.now() + timedelta(seconds=IDLE_POLL_S))
                 if self.paused_until is not None and self.paused(self.clock.now()):
                     due = self.paused_until if due is None else max(due, self.paused_until)
                 if due is not None:

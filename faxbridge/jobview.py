@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from faxbridge.clock import iso, shown_time
@@ -65,6 +66,7 @@ def job_object(job: Job, events: Sequence[JobEvent] | None = None) -> dict[str, 
         "hold": _hold(job),
         "submit_tries": job.submit_tries,
         "next_attempt_at": iso(job.next_attempt_at) if not job.final else None,
+        "send_at": iso(job.options.send_at),
         "created_at": iso(job.created_at),
         "updated_at": iso(job.updated_at),
         "finished_at": iso(job.finished_at),
@@ -124,11 +126,27 @@ JOBS_HEADER = (f"{'ID':<26}  {'CREATED':<23}  {'STATE':<10}  {'TO':<16}  {'PAGES
                f"{'FINISHED':<23}  {'FROM / SUBJECT':<40}  NOTE")
 
 
-def job_text(job: Job, events: Sequence[JobEvent]) -> str:
-    """``faxbridge job ID``: what a person wants to know, in words and units; no internal fields."""
+def waiting(job: Job, now: datetime, *, at_provider: int = 0, per_destination: int = 0) -> str | None:
+    """Why a queued job is not being sent yet, in words (``faxbridge job``), or None."""
+    if job.state is not JobState.QUEUED:
+        return None
+    if job.options.send_at is not None and job.options.send_at > now:
+        return f"until {shown_time(job.options.send_at)}, the time it was asked to go (send_at)"
+    if per_destination > 0 and at_provider >= per_destination:
+        faxes = "a fax" if at_provider == 1 else f"{at_provider} faxes"
+        return (f"{faxes} to this number {'is' if at_provider == 1 else 'are'} at the provider; it goes when "
+                f"{'that one is' if at_provider == 1 else 'one of them is'} done (limits.per_destination = "
+                f"{per_destination})")
+    return None
+
+
+def job_text(job: Job, events: Sequence[JobEvent], *, waits: str | None = None) -> str:
+    """``faxbridge job ID``: what a person wants to know, in words and units; no internal fields.
+    ``waits``: why a queued job is not sent yet (:func:`waiting`)."""
     o = job_object(job)
     rows: list[tuple[str, object]] = [
-        ("state", o["state"]), ("reason", o["reason"]), ("hold", o["hold"]),
+        ("state", o["state"]), ("waiting", waits), ("reason", o["reason"]), ("hold", o["hold"]),
+        ("send at", shown_time(job.options.send_at) if job.options.send_at else None),
         ("gives up at" if job.hold is Hold.UNKNOWN else "next try at",
          shown_time(job.next_attempt_at) if job.next_attempt_at and not job.final else None),
         ("to", job.to or "(no number)"), ("pages", job.pages), ("attempts", job.attempts),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,7 @@ class FaxOptions:
     paper: Paper | None = None          # None: taken from the document's pages
     priority: str = "Normal"            # Openfax: "Normal" | "Low"
     tags: Mapping[str, str] = field(default_factory=dict)
+    send_at: datetime | None = None     # contract section 11: not sent before this time (aware, UTC)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -87,6 +88,7 @@ class FaxOptions:
             "paper": self.paper.value if self.paper else None,
             "priority": self.priority,
             "tags": dict(self.tags),
+            "send_at": self.send_at.astimezone(UTC).isoformat() if self.send_at else None,
         }
 
     @classmethod
@@ -97,6 +99,7 @@ class FaxOptions:
             paper=Paper(data["paper"]) if data.get("paper") else None,
             priority=data.get("priority") or "Normal",
             tags=dict(data.get("tags") or {}),
+            send_at=datetime.fromisoformat(data["send_at"]) if data.get("send_at") else None,
         )
 
 

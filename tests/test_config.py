@@ -660,7 +660,8 @@ def test_summary_names_the_reconcile_grace(tmp_path: Path, text: str, line: str)
     assert line in summary(load(write(tmp_path, text), {}))
 
 
-def test_summary_of_defaults(tmp_path: Path) -> None:
+def test_summary_of_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))
     lines = summary(defaults(tmp_path))
     assert lines == [
         "config file: none (built-in defaults)",
@@ -670,12 +671,41 @@ def test_summary_of_defaults(tmp_path: Path) -> None:
         "smtp limits: 100 sessions (10 per client), 300s without a byte drops one, AUTH closed after 3 failures",
         "work bounds: 100 parts, nesting 20, 200MB unpacked, 20 cover pages, 120s CPU and 2GB a mail; "
         "60 faxes/hour a sender, 60 a client address; worker processes leave after 5s idle",
+        "office documents: refused, no LibreOffice (soffice) on PATH (documents.office = auto)",
+        "console: http://127.0.0.1:8026/ for this machine only (no console.users_file)",
         f"watch: {tmp_path / 'var/outbox'} (results in {tmp_path / 'var/results'})",
         "webhook: 127.0.0.1:8025, reached at http://127.0.0.1:8025",
         "webhook limits: bodies up to 1MB, headers within 10s, 100 connections",
         "reply mail: off (no notify.smarthost)",
         "secrets: webhook.token generated at the first start and kept in the state folder",
     ]
+
+
+def test_summary_says_how_office_documents_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    soffice = tools / "soffice"
+    soffice.write_text("#!/bin/sh\nexit 0\n")
+    soffice.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tools))
+
+    def office_line(text: str) -> str:
+        return next(line for line in summary(load(write(tmp_path, text), {})) if line.startswith("office"))
+
+    assert office_line("") == f"office documents: converted by {soffice}, 60s each (documents.convert_timeout)"
+    assert office_line("[documents]\noffice = 'off'\n") == "office documents: refused (documents.office = off)"
+    assert office_line(f"[documents]\noffice = '{tmp_path}/none'\nconvert_timeout = '5s'\n") == (
+        f"office documents: refused, {tmp_path}/none does not exist (documents.office)")
+    assert office_line(f"[documents]\noffice = '{soffice}'\nconvert_timeout = '5s'\n") == (
+        f"office documents: converted by {soffice}, 5s each (documents.convert_timeout)")
+
+
+def test_a_bad_office_setting_is_refused_naming_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(write(tmp_path, "[documents]\noffice = 'soffice'\nconvert_timeout = '0s'\n"), {})
+    text = str(caught.value)
+    assert "documents.office" in text and 'expected "auto", "off" or the absolute path of soffice' in text
+    assert "documents.convert_timeout" in text
 
 
 def test_summary_of_a_file(tmp_path: Path) -> None:
@@ -734,3 +764,14 @@ def test_phaxio_send_parameters_are_checked(tmp_path: Path, text: str, problem: 
     with pytest.raises(ConfigError) as info:
         load(write(tmp_path, f"[provider.phaxio]\n{text}\n"), {})
     assert any(p.startswith(problem) for p in info.value.problems), info.value.problems
+
+
+def test_summary_says_what_replies_carry_and_who_gets_copies(tmp_path: Path) -> None:
+    text = ("[notify]\nsmarthost = 'mail.example.com:25'\nattach = 'preview'\n"
+            "copy_to = ['admin@example.com']\ncopy_attach = 'document'\n")
+    lines = summary(load(write(tmp_path, text), {}))
+    assert "replies carry: the first page as a PNG" in lines
+    assert "copies: of failed, rejected and canceled jobs to admin@example.com, with the PDF sent" in lines
+    lines = summary(load(write(tmp_path, "[notify]\ncopy_to = ['a@example.com']\ncopy_on = 'final'\n"), {}))
+    assert "copies: of every final job to a@example.com (not sent: no notify.smarthost)" in lines
+    assert not any(line.startswith("replies carry") for line in lines)

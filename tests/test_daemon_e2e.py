@@ -79,6 +79,9 @@ def test_outcome_digits_through_cli_and_daemon(tmp_path: Path) -> None:
 def _restart_config(tmp_path: Path, sim: SimProcess, **provider: Any) -> Path:
     settings = base_settings(tmp_path)
     settings["provider"].update(sim.phaxio_settings(), **provider)
+    # these tests put several faxes to one number at the provider at once (limits.per_destination
+    # is tested in tests/test_dispatch_order.py and below)
+    settings.setdefault("limits", {})["per_destination"] = 0
     return write_config(tmp_path / "faxbridge.toml", settings)
 
 

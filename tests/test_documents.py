@@ -574,7 +574,8 @@ def test_word_document_is_refused_with_what_it_is(tmp_path: Path, out: Path) -> 
     (tmp_path / "report.docx").write_bytes(_zip("[Content_Types].xml", "_rels/.rels", "word/document.xml"))
     error = refusal(only(tmp_path / "report.docx"), out)
     assert error.reason == (
-        "report.docx is a Word document; only PDF, TIFF, JPEG, PNG, GIF and text can be faxed"
+        "report.docx is a Word document; this fax server cannot convert Office documents; send it as PDF "
+        "(only PDF, TIFF, JPEG, PNG, GIF and text can be faxed)"
     )
     assert error.name == "report.docx"
 

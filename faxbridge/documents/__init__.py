@@ -39,6 +39,7 @@ from pypdf import PdfReader, PdfWriter
 from faxbridge.documents._common import FAXABLE, discard, majority_paper, publish, staging_path, translated
 from faxbridge.documents._images import count_pages as count_image_pages
 from faxbridge.documents._images import image_to_pdf
+from faxbridge.documents._office import NO_CONVERTER, OfficeSettings, convert, office_kind
 from faxbridge.documents._pdf import (
     DEFAULT_MAX_DECOMPRESSED,
     Inflation,
@@ -54,19 +55,27 @@ from faxbridge.documents._text import decode_text, text_pages_at_least, text_to_
 from faxbridge.errors import DocumentError
 from faxbridge.models import InputFile, Paper, PreparedDocument
 
-__all__ = ["DEFAULT_MAX_DECOMPRESSED", "copy_prepared", "describe", "inspect_pdf", "join", "prepare", "sniff",
-           "text_pages_at_least", "text_to_pdf"]
+__all__ = ["DEFAULT_MAX_DECOMPRESSED", "OfficeSettings", "copy_prepared", "describe", "inspect_pdf", "join",
+           "office_kind", "prepare", "sniff", "text_pages_at_least", "text_to_pdf"]
 
 _CHUNK = 1 << 20
 
 
-def _kind(file: InputFile) -> str:
+OFFICE = "office:"   # a kind "office:docx": an Office document, converted by LibreOffice (``_office``)
+
+
+def _kind(file: InputFile, office: OfficeSettings | None) -> str:
     with file.path.open("rb") as fh:
         head = fh.read(HEAD_SIZE)
     if not head:
         raise DocumentError(f"{file.name} is empty", name=file.name)
+    document = office_kind(head, file.path)
+    if document is not None and office is not None and office.enabled:
+        return OFFICE + document
     kind = sniff(head)
     if kind is None:
+        if document is not None:     # an Office document and no converter: CONTRACT §11
+            raise DocumentError(f"{file.name} is {describe(head)}; {NO_CONVERTER} ({FAXABLE})", name=file.name)
         raise DocumentError(f"{file.name} is {describe(head)}; {FAXABLE}", name=file.name)
     return kind
 
@@ -114,7 +123,7 @@ def _text_part(file: InputFile, part: Path, *, paper: Paper, max_pages: int) -> 
 
 def _merge(
     files: Sequence[InputFile], kinds: Sequence[str], parts: Path, out: Path, *, max_pages: int, paper: Paper,
-    budget: Inflation,
+    budget: Inflation, office: OfficeSettings | None,
 ) -> None:
     """Every input as pages, checked and counted first (cheaply), then converted and merged in order."""
     with ExitStack() as stack:
@@ -122,8 +131,12 @@ def _merge(
         total = 0
         for index, (file, kind) in enumerate(zip(files, kinds, strict=True)):
             source: PdfReader | Path | None = None
-            if kind == "pdf":
-                source = open_pdf(stack.enter_context(file.path.open("rb")), name=file.name)
+            pdf: Path | None = file.path if kind == "pdf" else None
+            if kind.startswith(OFFICE) and office is not None:
+                pdf = parts / f"{index}.office.pdf"
+                convert(file.path, pdf, kind=kind.removeprefix(OFFICE), name=file.name, settings=office)
+            if pdf is not None:
+                source = open_pdf(stack.enter_context(pdf.open("rb")), name=file.name)
                 pages = count_pages(source, name=file.name, max_pages=max_pages)
                 page_papers(source, name=file.name, budget=budget)  # every page: refuses a damaged one
             elif kind == "text":
@@ -157,9 +170,12 @@ def _merge(
 
 def prepare(
     files: Sequence[InputFile], out_path: Path, *, max_pages: int, paper: Paper | None = None,
-    max_decompressed: int = DEFAULT_MAX_DECOMPRESSED,
+    max_decompressed: int = DEFAULT_MAX_DECOMPRESSED, office: OfficeSettings | None = None,
 ) -> PreparedDocument:
     """Make one fax-ready PDF at out_path (written to a temp name beside it, fsynced, renamed).
+
+    ``office``: how Office documents are converted (``documents.office``); None or no converter:
+    they are refused saying this server cannot convert them.
 
     ``paper`` (default letter) is the page size for images and text; PDF pages keep their own.
     Bounds before work: a PDF's declared page count is checked before its pages are read, and the
@@ -169,7 +185,7 @@ def prepare(
     budget = Inflation(max_decompressed)
     if not files:
         raise DocumentError("there is nothing to fax")
-    kinds = [_kind(file) for file in files]
+    kinds = [_kind(file, office) for file in files]
     name = files[0].name if len(files) == 1 else "the combined document"
     tmp = staging_path(out_path)
     try:
@@ -179,7 +195,7 @@ def prepare(
         else:
             with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=f".{out_path.name}.parts.") as parts:
                 _merge(files, kinds, Path(parts), tmp, max_pages=max_pages, paper=paper or Paper.LETTER,
-                       budget=budget)
+                       budget=budget, office=office)
             return _publish_ours(tmp, out_path, name=name, max_pages=max_pages)
         publish(tmp, out_path)
     finally:

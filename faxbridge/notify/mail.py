@@ -41,10 +41,12 @@ import contextlib
 import smtplib
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
+from pathlib import Path
 
 import phonenumbers
 import structlog
@@ -52,10 +54,12 @@ import structlog
 from faxbridge import crashpoints
 from faxbridge.clock import Clock, shown_time
 from faxbridge.config import Config, NotifyConfig
+from faxbridge.countries import country_name
 from faxbridge.ingress.smtp.policy import address_problem, sender_allowed
-from faxbridge.models import Job, JobEvent, JobState
+from faxbridge.models import Job, JobEvent, JobState, Source
 from faxbridge.notify.outbox import Deliver, NotifyGiveUp, NotifyRetry, OutboxWorker
-from faxbridge.store import JobStore, OutboxItem
+from faxbridge.notify.preview import render_first_page
+from faxbridge.store import COPY_KIND, RECEIPT_KIND, JobStore, OutboxItem
 
 log = structlog.get_logger("faxbridge.notify.mail")
 
@@ -218,10 +222,58 @@ def reply_message_id(job: Job, from_address: str, outbox_id: int | None = None) 
     return f"<faxbridge.{job.id}{serial}@{domain}>"
 
 
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file a reply or copy carries (``notify.attach``), or why it carries none (``note``)."""
+
+    data: bytes = b""
+    filename: str = ""
+    maintype: str = "application"
+    subtype: str = "octet-stream"
+    note: str | None = None      # said in the body instead: the document is too big, could not be shown...
+
+
+ATTACH_MAX = 10_000_000          # bytes: a bigger PDF is not attached (smarthosts refuse big mail)
+Render = Callable[[Path], Awaitable[bytes]]
+"""The first page of a PDF as a PNG (``preview.render_first_page``, run in the worker engine)."""
+
+
+async def attachment(job: Job, what: str, document: Path, render: Render) -> Attachment | None:
+    """What ``notify.attach`` / ``copy_attach`` (``what``) asks a mail about ``job`` to carry."""
+    if what == "none" or job.pages == 0:
+        return None               # a job refused at intake has no document of ours to show
+    try:
+        size = document.stat().st_size
+        if what == "document":
+            if size > ATTACH_MAX:
+                return Attachment(note=f"The document sent ({size / 1e6:.1f} MB) is too big to attach to this mail.")
+            data = await asyncio.to_thread(document.read_bytes)
+            return Attachment(data, f"fax-{job.id}.pdf", "application", "pdf")
+        return Attachment(await render(document), f"fax-{job.id}-page1.png", "image", "png")
+    except FileNotFoundError:
+        return Attachment(note="The document sent is no longer kept, so it is not attached.")
+    except Exception as exc:      # the preview is a courtesy: the reply goes without it
+        log.warning("notify.attachment_failed", job_id=job.id, what=what, error=f"{type(exc).__name__}: {exc}")
+        return Attachment(note="The first page could not be shown in this mail.")
+
+
+def _attach(msg: EmailMessage, extra: Attachment | None) -> None:
+    if extra is not None and extra.note is None:
+        msg.add_attachment(extra.data, maintype=extra.maintype, subtype=extra.subtype, filename=extra.filename)
+
+
+def _with_note(text: str, extra: Attachment | None) -> str:
+    if extra is None or extra.note is None:
+        return text
+    head, sep, tail = text.rpartition("\n\nThis is an automatic")
+    return f"{head}\n\n{extra.note}{sep}{tail}" if sep else f"{text}\n{extra.note}\n"
+
+
 def compose(job: Job, events: Sequence[JobEvent], *, from_address: str, now: datetime,
-            outbox_id: int | None = None) -> EmailMessage:
+            outbox_id: int | None = None, extra: Attachment | None = None) -> EmailMessage:
     """The reply for a final job of source smtp (see the module docstring); ``outbox_id`` (the
-    outbox row) keeps the Message-ID of a job retried after its first reply apart from the first."""
+    outbox row) keeps the Message-ID of a job retried after its first reply apart from the first;
+    ``extra``: the preview or document it carries (``notify.attach``)."""
     assert job.sender
     msg = EmailMessage()
     msg["From"] = f"faxbridge <{from_address}>"
@@ -236,11 +288,52 @@ def compose(job: Job, events: Sequence[JobEvent], *, from_address: str, now: dat
     msg["Auto-Submitted"] = "auto-replied"
     msg["X-Faxbridge-Job"] = job.id
     msg["X-Faxbridge-State"] = job.state.value
-    msg.set_content(body(job, events))
+    msg.set_content(_with_note(body(job, events), extra))
+    _attach(msg, extra)
     return msg
 
 
-def _send(cfg: NotifyConfig, msg: EmailMessage, to: str) -> None:
+COPY_FAILED = frozenset({JobState.FAILED, JobState.REJECTED, JobState.CANCELED})
+
+
+def copy_recipients(job: Job, notify: NotifyConfig) -> list[str]:
+    """Who gets a copy of ``job``'s result: ``copy_to`` when ``copy_on`` covers its state, never its
+    own sender (who has the reply already)."""
+    if notify.copy_on == "failed" and job.state not in COPY_FAILED:
+        return []
+    sender = (job.sender or "").lower()
+    return [address for address in notify.copy_to if address.lower() != sender]
+
+
+def _origin(job: Job) -> str:
+    if job.source is Source.SMTP:
+        return f"a mail from {job.sender or '(no sender)'}"
+    if job.source is Source.FOLDER:
+        return f"the file {job.document} in a watched folder"
+    return f"faxbridge send ({job.document})"
+
+
+def compose_copy(job: Job, events: Sequence[JobEvent], to: Sequence[str], *, from_address: str, now: datetime,
+                 outbox_id: int | None = None, extra: Attachment | None = None) -> EmailMessage:
+    """A copy of ``job``'s result for ``notify.copy_to``: marked as a copy (Subject ``[Copy]``,
+    ``X-Faxbridge-Copy: yes``, a first line saying so), sent to ``to`` only."""
+    msg = EmailMessage()
+    msg["From"] = f"faxbridge <{from_address}>"
+    msg["To"] = ", ".join(to)
+    msg["Subject"] = "[Copy] " + subject(job)
+    msg["Date"] = format_datetime(now)
+    msg["Message-ID"] = reply_message_id(job, from_address, outbox_id).replace("<faxbridge.", "<faxbridge.copy.", 1)
+    msg["Auto-Submitted"] = "auto-generated"
+    msg["X-Faxbridge-Job"] = job.id
+    msg["X-Faxbridge-State"] = job.state.value
+    msg["X-Faxbridge-Copy"] = "yes"
+    first = f"This is a copy for the fax server's administrator: the result of {_origin(job)}.\n\n"
+    msg.set_content(first + _with_note(body(job, events), extra))
+    _attach(msg, extra)
+    return msg
+
+
+def _send(cfg: NotifyConfig, msg: EmailMessage, to: str | Sequence[str]) -> None:
     """One reply through the smarthost (blocking: runs in a worker thread).
 
     Once the smarthost has taken the message (250 after DATA) the reply is delivered: QUIT is sent
@@ -256,7 +349,7 @@ def _send(cfg: NotifyConfig, msg: EmailMessage, to: str) -> None:
             client.ehlo()
         if cfg.username:
             client.login(cfg.username, cfg.password)
-        client.send_message(msg, from_addr=NULL_SENDER, to_addrs=[to])
+        client.send_message(msg, from_addr=NULL_SENDER, to_addrs=[to] if isinstance(to, str) else list(to))
         with contextlib.suppress(smtplib.SMTPException, OSError):
             client.putcmd("quit")
     finally:
@@ -280,7 +373,14 @@ def _translate(exc: Exception) -> Exception:
     return NotifyRetry(f"the smarthost cannot be reached: {type(exc).__name__}: {exc}")
 
 
-def make_deliver(cfg: Config, clock: Clock) -> Deliver:
+async def _no_render(pdf: Path) -> bytes:
+    raise NotifyRetry("no renderer for previews was given")
+
+
+def make_deliver(cfg: Config, clock: Clock, *, document: Callable[[str], Path] | None = None,
+                 render: Render = _no_render) -> Deliver:
+    """The "mail" rows' delivery; ``document`` (the spool's ``document_path``) and ``render`` give
+    what ``notify.attach`` asks the reply to carry."""
     notify = cfg.notify
 
     async def deliver(job: Job, events: Sequence[JobEvent], item: OutboxItem) -> None:
@@ -295,7 +395,9 @@ def make_deliver(cfg: Config, clock: Clock) -> Deliver:
         bad = sender_problem(job.sender)
         if bad is not None:
             raise NotifyGiveUp(f"the sender address cannot receive a reply: {bad}")
-        msg = compose(job, events, from_address=notify.from_address, now=clock.now(), outbox_id=item.id)
+        extra = None if document is None else await attachment(job, notify.attach, document(job.id), render)
+        msg = compose(job, events, from_address=notify.from_address, now=clock.now(), outbox_id=item.id,
+                      extra=extra)
         crashpoints.hit("mail.before_send")
         try:
             await asyncio.to_thread(_send, notify, msg, job.sender)
@@ -308,6 +410,142 @@ def make_deliver(cfg: Config, clock: Clock) -> Deliver:
     return deliver
 
 
+def number_as_read(e164: str) -> str:
+    """``+15555551212 (United States)``: the number in E.164 and the country it dials."""
+    try:
+        parsed = phonenumbers.parse(e164)
+    except phonenumbers.NumberParseException:
+        return e164
+    region = phonenumbers.region_code_for_number(parsed) or phonenumbers.region_code_for_country_code(
+        parsed.country_code or 0)
+    name = country_name(region)
+    return f"{e164} ({name})" if name else e164
+
+
+def receipt_body(job: Job) -> str:
+    """The receipt's words: the number as read, the pages that will go, each part faxed or skipped."""
+    number = pretty_number(job.to)
+    pages = str(job.pages) + (" (including the cover page)" if job.meta.get("cover_page") else "")
+    faxed = [str(name) for name in job.meta.get("documents") or []]
+    if job.meta.get("cover_page"):
+        faxed.insert(0, "the mail text, as the cover page")
+    lines = [f"Your fax to {number} was accepted and will be sent.", "",
+             f"{'Number:':<11}{number_as_read(job.to)}",
+             f"{'Pages:':<11}{pages}",
+             f"{'Subject:':<11}{job.subject or '(none)'}",
+             f"{'Job:':<11}{job.id}", "", "Faxed from your mail:"]
+    lines += [f"  - {name}" for name in faxed] or ["  (nothing but the cover page)"]
+    skipped = [s for s in job.meta.get("skipped") or [] if isinstance(s, dict)]
+    if skipped:
+        lines += ["", "Not faxed from your mail:"]
+        lines += [f"  - {s.get('name')}: {s.get('why')}" for s in skipped]
+    lines += ["", "You will get another mail when the fax has been delivered or has failed.",
+              "", "This is an automatic reply from faxbridge; replies to it are not read."]
+    return "\n".join(lines) + "\n"
+
+
+def compose_receipt(job: Job, *, from_address: str, now: datetime) -> EmailMessage:
+    """The receipt (``notify.receipt``): sent right after the 250, before the fax goes."""
+    assert job.sender
+    msg = EmailMessage()
+    msg["From"] = f"faxbridge <{from_address}>"
+    msg["To"] = job.sender
+    what = f"fax to {pretty_number(job.to)} accepted"
+    original = _one_line(job.subject or "")
+    while original[:3].lower() == "re:":
+        original = original[3:].lstrip()
+    if len(original) > SUBJECT_MAX:
+        original = original[: SUBJECT_MAX - 1] + "…"
+    msg["Subject"] = f"Re: {original} - {what}" if original else what[0].upper() + what[1:]
+    msg["Date"] = format_datetime(now)
+    msg["Message-ID"] = reply_message_id(job, from_address).replace("<faxbridge.", "<faxbridge.receipt.", 1)
+    original_id = message_id(job.meta.get("message_id"))
+    if original_id:
+        msg["In-Reply-To"] = original_id
+        msg["References"] = original_id
+    msg["Auto-Submitted"] = "auto-replied"
+    msg["X-Faxbridge-Job"] = job.id
+    msg["X-Faxbridge-Receipt"] = "accepted"
+    msg.set_content(receipt_body(job))
+    return msg
+
+
+def make_receipt_deliver(cfg: Config, clock: Clock) -> Deliver:
+    """The "receipt" rows' delivery: to the sender, under the same rules as the final reply."""
+    notify = cfg.notify
+
+    async def deliver(job: Job, events: Sequence[JobEvent], item: OutboxItem) -> None:
+        if notify.smarthost is None:
+            log.info("notify.receipt_not_sent", job_id=job.id, why="notify.smarthost is empty")
+            return
+        why = no_reply_reason(job, cfg.smtp.allowed_senders)
+        if why is not None:
+            log.info("notify.receipt_suppressed", job_id=job.id, why=why)
+            return
+        assert job.sender is not None
+        bad = sender_problem(job.sender)
+        if bad is not None:
+            raise NotifyGiveUp(f"the sender address cannot receive a receipt: {bad}")
+        msg = compose_receipt(job, from_address=notify.from_address, now=clock.now())
+        try:
+            await asyncio.to_thread(_send, notify, msg, job.sender)
+        except (smtplib.SMTPException, OSError) as exc:
+            raise _translate(exc) from exc
+        log.info("notify.receipt_sent", job_id=job.id, to=job.to)
+
+    return deliver
+
+
+def make_copy_deliver(cfg: Config, clock: Clock, *, document: Callable[[str], Path],
+                      render: Render = _no_render) -> Deliver:
+    """The "copy" rows' delivery (``notify.copy_to``, ``copy_on``, ``copy_attach``): one mail to
+    every copy address, with the null envelope sender; a row whose job needs no copy is done."""
+    notify = cfg.notify
+
+    async def deliver(job: Job, events: Sequence[JobEvent], item: OutboxItem) -> None:
+        to = copy_recipients(job, notify)
+        if not to:
+            return
+        if notify.smarthost is None:
+            log.info("notify.copy_not_sent", job_id=job.id, why="notify.smarthost is empty")
+            return
+        extra = await attachment(job, notify.copy_attach, document(job.id), render)
+        msg = compose_copy(job, events, to, from_address=notify.from_address, now=clock.now(), outbox_id=item.id,
+                           extra=extra)
+        try:
+            await asyncio.to_thread(_send, notify, msg, to)
+        except (smtplib.SMTPException, OSError) as exc:
+            raise _translate(exc) from exc
+        log.info("notify.copy_sent", job_id=job.id, state=job.state.value, copies=len(to))
+
+    return deliver
+
+
+def notices_of(cfg: Config) -> frozenset[str]:
+    """The optional outbox rows the store must owe under ``cfg`` (copies, receipts)."""
+    return frozenset({*((COPY_KIND,) if cfg.notify.copy_to else ()), *((RECEIPT_KIND,) if cfg.notify.receipt else ())})
+
+
+def _render_in_thread(pdf: Path) -> Awaitable[bytes]:
+    return asyncio.to_thread(render_first_page, pdf)
+
+
 def build(cfg: Config, store: JobStore, clock: Clock) -> OutboxWorker:
     """The reply-mail worker (always built: without a smarthost it marks rows done unsent)."""
-    return OutboxWorker(store, clock, "mail", make_deliver(cfg, clock))
+    return OutboxWorker(store, clock, "mail",
+                        make_deliver(cfg, clock, document=store.spool.document_path, render=_render_in_thread))
+
+
+def build_receipts(cfg: Config, store: JobStore, clock: Clock) -> OutboxWorker | None:
+    """The receipts worker, with ``notify.receipt = true`` (the store then owes "receipt" rows)."""
+    if not cfg.notify.receipt:
+        return None
+    return OutboxWorker(store, clock, RECEIPT_KIND, make_receipt_deliver(cfg, clock))
+
+
+def build_copies(cfg: Config, store: JobStore, clock: Clock) -> OutboxWorker | None:
+    """The copies worker, when ``notify.copy_to`` names anyone (the store then owes "copy" rows)."""
+    if not cfg.notify.copy_to:
+        return None
+    return OutboxWorker(store, clock, COPY_KIND,
+                        make_copy_deliver(cfg, clock, document=store.spool.document_path, render=_render_in_thread))

@@ -26,7 +26,7 @@ import os
 import shutil
 import sqlite3
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,7 +50,7 @@ from faxbridge.models import (
     Source,
 )
 from faxbridge.states import Transition
-from faxbridge.store.protocol import DOC_NAME, OutboxItem, Staged
+from faxbridge.store.protocol import DOC_NAME, JobFilter, OutboxItem, Staged
 from faxbridge.store.spool import FileSpool
 
 log = structlog.get_logger("faxbridge.store")
@@ -127,7 +127,13 @@ MIGRATIONS: list[str] = [
     CREATE INDEX jobs_dedup ON jobs(dedup_key, created_at);
     CREATE INDEX jobs_sender ON jobs(sender, created_at);
     """,
+    # 3: limits.per_destination counts the jobs at the provider by number
+    """
+    CREATE INDEX jobs_destination ON jobs(to_number, state);
+    """,
 ]
+
+AT_PROVIDER = "state IN ('submitting', 'submitted')"   # a job the provider has (or may have) in hand
 
 # Which notifications a final job owes, by its source (delivered by later parts).
 OUTBOX_KINDS: dict[Source, tuple[str, ...]] = {
@@ -136,10 +142,13 @@ OUTBOX_KINDS: dict[Source, tuple[str, ...]] = {
     Source.CLI: (),
 }
 
+COPY_KIND = "copy"        # a copy of the result for notify.copy_to: owed by every job that becomes final
+RECEIPT_KIND = "receipt"  # notify.receipt: owed by every mail job when it is committed (before it is final)
+
 _JOB_FIELDS = {
     "reason", "pages", "paper", "attempts", "provider_id", "status_code", "duration_s", "cost",
     "finished_at", "submit_tries", "next_attempt_at", "submit_started_at", "submitted_at", "hold",
-    "callback_url", "recoveries", "cancel_requested",
+    "callback_url", "recoveries", "cancel_requested", "options",
 }
 
 
@@ -219,10 +228,27 @@ def _private_spooled(folder: Path) -> None:
                 _private_file(Path(entry.path), create=False)
 
 
+def _like(text: str) -> str:
+    """``text`` as a literal inside a LIKE pattern (``ESCAPE '\\'``)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _first_try(new: NewJob, now: datetime) -> datetime:
+    """When a new queued job is first due: now, or its ``send_at`` (contract section 11)."""
+    at = new.options.send_at
+    return now if at is None or at <= now else at
+
+
 class SqliteStore:
-    def __init__(self, state_dir: Path, provider: str, *, readonly: bool = False) -> None:
+    def __init__(self, state_dir: Path, provider: str, *, readonly: bool = False,
+                 notices: Collection[str] = ()) -> None:
         self.state_dir = state_dir
         self.provider = provider
+        unknown = set(notices) - {COPY_KIND, RECEIPT_KIND}
+        if unknown:
+            raise StoreError(f"unknown notices {sorted(unknown)}")
+        self.copies = COPY_KIND in notices          # every job that becomes final also owes a "copy" row
+        self.receipts = RECEIPT_KIND in notices     # every mail job owes a "receipt" row when committed
         self.files = FileSpool(state_dir)
         self.spool = self.files.root
         self.staging = self.files.staging
@@ -333,13 +359,15 @@ class SqliteStore:
                      (new.options.paper or doc.paper).value,
                      self.provider, new.sender, new.subject, new.document,
                      json.dumps(new.options.to_json()), json.dumps(dict(new.meta)), ts(now), ts(now),
-                     doc.sha256, ts(now) if state is JobState.QUEUED else None,
+                     doc.sha256, ts(_first_try(new, now)) if state is JobState.QUEUED else None,
                      ts(now) if state.final else None, new.dedup_key),
                 )
                 self._event(db, job_id, now, state, f"job.{state.value}", reason,
                             {"source": new.source.value, "pages": doc.pages})
                 if state.final:
                     self._outbox(db, job_id, now)
+                else:
+                    self._receipt(db, job_id, new.source, now)
         except BaseException:
             shutil.rmtree(final_dir, ignore_errors=True)
             raise
@@ -381,10 +409,11 @@ class SqliteStore:
                          (new.options.paper or doc.paper).value,
                          self.provider, new.sender, new.subject, new.document,
                          json.dumps(new.options.to_json()), json.dumps(dict(new.meta)), ts(now), ts(now),
-                         doc.sha256, ts(now), new.dedup_key),
+                         doc.sha256, ts(_first_try(new, now)), new.dedup_key),
                     )
                     self._event(db, job_id, now, JobState.QUEUED, "job.queued", None,
                                 {"source": new.source.value, "pages": doc.pages})
+                    self._receipt(db, job_id, new.source, now)
         except BaseException:
             for final_dir in moved:
                 shutil.rmtree(final_dir, ignore_errors=True)
@@ -435,6 +464,8 @@ class SqliteStore:
                 value = int(value)
             elif isinstance(value, Paper):
                 value = value.value
+            elif isinstance(value, FaxOptions):
+                value = json.dumps(value.to_json())
             vals.append(value)
         with self._write() as db:
             cur = db.execute(
@@ -465,30 +496,62 @@ class SqliteStore:
 
     def _outbox(self, db: sqlite3.Connection, job_id: str, now: datetime) -> None:
         row = db.execute("SELECT source FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        for kind in OUTBOX_KINDS[Source(row["source"])]:
+        for kind in (*OUTBOX_KINDS[Source(row["source"])], *((COPY_KIND,) if self.copies else ())):
             db.execute(
                 "INSERT INTO outbox (job_id, kind, payload, created_at, next_at) VALUES (?,?,?,?,?)",
                 (job_id, kind, "{}", ts(now), ts(now)),
             )
 
+    def _receipt(self, db: sqlite3.Connection, job_id: str, source: Source, now: datetime) -> None:
+        """``notify.receipt``: a mail job owes its sender a receipt from the moment it is committed."""
+        if self.receipts and source is Source.SMTP:
+            db.execute("INSERT INTO outbox (job_id, kind, payload, created_at, next_at) VALUES (?,?,?,?,?)",
+                       (job_id, RECEIPT_KIND, "{}", ts(now), ts(now)))
+
     # ---- claims and leases ----------------------------------------------------------------
 
     def claim_due(self, owner: str, now: datetime, limit: int, lease_s: float, *,
-                  reconcile: bool = False) -> list[Job]:
-        """Lease up to ``limit`` due jobs: queued ones, or (``reconcile``) held submissions."""
+                  reconcile: bool = False, per_destination: int = 0) -> list[Job]:
+        """Lease up to ``limit`` due jobs: queued ones, or (``reconcile``) held submissions.
+
+        ``per_destination`` (``limits.per_destination``; 0: no limit): a queued job is taken only
+        while fewer than that many jobs to its number are at the provider or being sent, the
+        oldest first (first in, first out per number; other numbers never wait for it)."""
         if limit <= 0:
             return []
         until = ts(now + timedelta(seconds=lease_s))
-        where = f"state = 'submitting' AND hold = '{Hold.RECONCILE}'" if reconcile else "state = 'queued'"
         with self._write() as db:
-            rows = db.execute(
-                f"""SELECT id FROM jobs
-                   WHERE {where}
-                     AND next_attempt_at <= ?
-                     AND (lease_until IS NULL OR lease_until < ?)
-                   ORDER BY next_attempt_at LIMIT ?""",
-                (ts(now), ts(now), limit),
-            ).fetchall()
+            if reconcile:
+                rows = db.execute(
+                    f"""SELECT id FROM jobs
+                       WHERE state = 'submitting' AND hold = '{Hold.RECONCILE}'
+                         AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?)
+                       ORDER BY next_attempt_at LIMIT ?""",
+                    (ts(now), ts(now), limit),
+                ).fetchall()
+            elif per_destination <= 0:
+                rows = db.execute(
+                    """SELECT id FROM jobs
+                       WHERE state = 'queued' AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?)
+                       ORDER BY next_attempt_at LIMIT ?""",
+                    (ts(now), ts(now), limit),
+                ).fetchall()
+            else:
+                # place: the job's rank among the due jobs to its number, oldest first; busy: the
+                # jobs to that number at the provider, or leased to be sent (queued, lease alive)
+                rows = db.execute(
+                    f"""SELECT id FROM (
+                           SELECT id, to_number, next_attempt_at,
+                                  ROW_NUMBER() OVER (PARTITION BY to_number ORDER BY created_at, id) AS place
+                           FROM jobs
+                           WHERE state = 'queued' AND next_attempt_at <= ?
+                             AND (lease_until IS NULL OR lease_until < ?)) AS due
+                       WHERE place + (SELECT COUNT(*) FROM jobs AS busy WHERE busy.to_number = due.to_number
+                                      AND ({AT_PROVIDER} OR (busy.state = 'queued' AND busy.lease_until >= ?)))
+                             <= ?
+                       ORDER BY next_attempt_at LIMIT ?""",
+                    (ts(now), ts(now), ts(now), per_destination, limit),
+                ).fetchall()
             ids = [r["id"] for r in rows]
             db.executemany(
                 "UPDATE jobs SET lease_owner = ?, lease_until = ? WHERE id = ?",
@@ -612,6 +675,30 @@ class SqliteStore:
             rows = self._db.execute(sql, args).fetchall()
         return self._jobs(rows)
 
+    def search(self, wanted: JobFilter, offset: int = 0, limit: int = 50) -> tuple[list[Job], int]:
+        where: list[str] = []
+        args: list[Any] = []
+        if wanted.state is not None:
+            where.append("state = ?")
+            args.append(wanted.state.value)
+        if wanted.source is not None:
+            where.append("source = ?")
+            args.append(wanted.source.value)
+        for column, value in (("to_number", wanted.number), ("sender", wanted.sender)):
+            if value:
+                where.append(f"{column} LIKE ? ESCAPE '\\'")
+                args.append(f"%{_like(value)}%")
+        if wanted.text:
+            columns = ("id", "to_number", "sender", "subject", "document", "reason")
+            where.append("(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in columns) + ")")
+            args += [f"%{_like(wanted.text)}%"] * len(columns)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        with _translate():
+            total = int(self._db.execute(f"SELECT COUNT(*) FROM jobs{clause}", args).fetchone()[0])
+            rows = self._db.execute(f"SELECT * FROM jobs{clause} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+                                    [*args, limit, offset]).fetchall()
+        return self._jobs(rows), total
+
     def events(self, job_id: str) -> list[JobEvent]:
         with _translate():
             rows = self._db.execute(
@@ -705,15 +792,26 @@ class SqliteStore:
             ).fetchall()
         return frozenset(str(r[0]) for r in rows)
 
-    def next_due(self) -> datetime | None:
+    def next_due(self, per_destination: int = 0) -> datetime | None:
         """When the next queued job or reconciliation is due (for the dispatcher's sleep); a leased
-        one (being worked, or a row that did not decode) is due when its lease runs out."""
+        one (being worked, or a row that did not decode) is due when its lease runs out. With
+        ``per_destination``, a job whose number has that many at the provider is not due (it is
+        taken when one of them leaves: the dispatcher is woken then, or polls)."""
+        waits = "" if per_destination <= 0 else (
+            f"AND (SELECT COUNT(*) FROM jobs AS busy WHERE busy.to_number = jobs.to_number AND busy.{AT_PROVIDER})"
+            f" < {int(per_destination)}")
         with _translate():
             row = self._db.execute(
                 f"""SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, next_attempt_at))) FROM jobs
-                   WHERE state = 'queued' OR (state = 'submitting' AND hold = '{Hold.RECONCILE}')"""
+                   WHERE (state = 'queued' {waits}) OR (state = 'submitting' AND hold = '{Hold.RECONCILE}')"""
             ).fetchone()
         return _dt(row[0])
+
+    def at_provider(self, to: str) -> int:
+        """How many jobs to ``to`` are at the provider now (submitting or submitted)."""
+        with _translate():
+            return int(self._db.execute(f"SELECT COUNT(*) FROM jobs WHERE to_number = ? AND {AT_PROVIDER}",
+                                        (to,)).fetchone()[0])
 
     # ---- outbox ---------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -31,7 +31,7 @@ import structlog
 from faxbridge.errors import FaxbridgeError, StoreBusy, StoreError
 from faxbridge.models import Job, JobEvent, JobState, NewJob, PreparedDocument
 from faxbridge.states import Transition
-from faxbridge.store.protocol import Observer, OutboxItem, Staged
+from faxbridge.store.protocol import JobFilter, Observer, OutboxItem, Staged
 from faxbridge.store.spool import FileSpool
 from faxbridge.store.sqlite import SqliteStore
 
@@ -56,7 +56,8 @@ def translate(exc: BaseException) -> BaseException:
 class ThreadedStore:
     """A :class:`JobStore` over SQLite; open it with :meth:`open` (or :func:`faxbridge.store.open_store`)."""
 
-    def __init__(self, state_dir: Path, provider: str, *, readonly: bool = False) -> None:
+    def __init__(self, state_dir: Path, provider: str, *, readonly: bool = False,
+                 notices: Collection[str] = ()) -> None:
         self.state_dir = state_dir
         self.provider = provider
         self.readonly = readonly
@@ -67,11 +68,13 @@ class ThreadedStore:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
-    async def open(cls, state_dir: Path, provider: str, *, readonly: bool = False) -> ThreadedStore:
-        store = cls(state_dir, provider, readonly=readonly)
+    async def open(cls, state_dir: Path, provider: str, *, readonly: bool = False,
+                   notices: Collection[str] = ()) -> ThreadedStore:
+        store = cls(state_dir, provider, readonly=readonly, notices=notices)
         store._loop = asyncio.get_running_loop()
         try:
-            store._sync = await store._on_thread(lambda: SqliteStore(state_dir, provider, readonly=readonly))
+            store._sync = await store._on_thread(lambda: SqliteStore(state_dir, provider, readonly=readonly,
+                                                                     notices=notices))
         except BaseException:
             store._thread.shutdown(wait=False)
             raise
@@ -143,8 +146,9 @@ class ThreadedStore:
 
     # ---- claims and leases
     async def claim_due(self, owner: str, now: datetime, limit: int, lease_s: float, *,
-                        reconcile: bool = False) -> list[Job]:
-        return await self._run(self._db.claim_due, owner, now, limit, lease_s, reconcile=reconcile)
+                        reconcile: bool = False, per_destination: int = 0) -> list[Job]:
+        return await self._run(self._db.claim_due, owner, now, limit, lease_s, reconcile=reconcile,
+                               per_destination=per_destination)
 
     async def abandoned(self, now: datetime, owner: str) -> list[Job]:
         return await self._run(self._db.abandoned, now, owner)
@@ -201,8 +205,14 @@ class ThreadedStore:
     async def known_provider_ids(self, provider: str | None = None) -> frozenset[str]:
         return await self._run(self._db.known_provider_ids, provider)
 
-    async def next_due(self) -> datetime | None:
-        return await self._run(self._db.next_due)
+    async def search(self, wanted: JobFilter, offset: int = 0, limit: int = 50) -> tuple[list[Job], int]:
+        return await self._run(self._db.search, wanted, offset, limit)
+
+    async def next_due(self, per_destination: int = 0) -> datetime | None:
+        return await self._run(self._db.next_due, per_destination)
+
+    async def at_provider(self, to: str) -> int:
+        return await self._run(self._db.at_provider, to)
 
     # ---- outbox
     async def outbox_due(self, now: datetime, kinds: Sequence[str], limit: int = 100) -> list[OutboxItem]:

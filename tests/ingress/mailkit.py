@@ -30,6 +30,7 @@ from faxbridge.app import Daemon
 from faxbridge.clock import SystemClock
 from faxbridge.config import Config, load
 from faxbridge.ingress.smtp.listener import SmtpListener, make_listener
+from faxbridge.notify.mail import notices_of
 from faxbridge.providers.limits import header_limit
 from faxbridge.store import Store, open_store
 from faxbridge.workers import Engine
@@ -164,7 +165,7 @@ async def listening(cfg: Config) -> AsyncIterator[Bench]:
     and closed here as the daemon does; ``store``: the test's own connection to read what it made."""
     store = Store(cfg.state_dir, "simulator")
     clock = SystemClock()
-    jobs, engine = await open_store(cfg.state_dir, "simulator"), Engine(cfg)
+    jobs, engine = await open_store(cfg.state_dir, "simulator", notices=notices_of(cfg)), Engine(cfg)
     smtp = make_listener(cfg, jobs, clock, engine, header_limit=header_limit)
     try:
         await smtp.start()
