@@ -11,6 +11,8 @@ same, so this is the whole tree::
     ├── InputError                   what a user handed us cannot be faxed (a rejection, with .reason)
     │   ├── DocumentError            unreadable, encrypted, unsupported, zero or too many pages
     │   ├── NumberError              unreadable number, or one the number policy forbids
+    │   ├── OptionError              options.py: a per-fax option with a value it cannot take; the
+    │   │                            message names the header, flag or key
     │   └── ControlError             ingress/control.py: a control file (NAME.json) that cannot be
     │                                used; .reason names the file and what is wrong
     ├── DuplicateJob                 the job was not made: the same input made one within the window
