@@ -55,8 +55,8 @@ from faxbridge.documents._text import decode_text, text_pages_at_least, text_to_
 from faxbridge.errors import DocumentError
 from faxbridge.models import InputFile, Paper, PreparedDocument
 
-__all__ = ["DEFAULT_MAX_DECOMPRESSED", "NO_CONVERTER", "OfficeSettings", "copy_prepared", "describe", "inspect_pdf", "join",
-           "office_kind", "prepare", "sniff", "text_pages_at_least", "text_to_pdf"]
+__all__ = ["DEFAULT_MAX_DECOMPRESSED", "NO_CONVERTER", "OfficeSettings", "copy_prepared", "describe", "inspect_pdf",
+           "join", "office_kind", "prepare", "sniff", "text_pages_at_least", "text_to_pdf"]
 
 _CHUNK = 1 << 20
 

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from faxbridge.config import NumbersConfig
-from faxbridge.errors import NumberError
+from faxbridge.errors import FaxbridgeError, NumberError
 from faxbridge.ingress.smtp.replies import bad_flag, bad_number, forbidden_number, relay_denied
 from faxbridge.intake import destination
 from faxbridge.numbers import ParsedNumber
@@ -111,8 +111,8 @@ class Recipient:
     flags: tuple[str, ...] = ()    # NUMBER+FLAG@DOMAIN: this recipient's fax options (contract section 11)
 
 
-class Refused(Exception):
-    """A refusal in the SMTP dialogue; ``reply`` is the full reply line."""
+class Refused(FaxbridgeError):
+    """A refusal in the SMTP dialogue; ``reply`` is the full reply line (answered in the dialogue itself)."""
 
     def __init__(self, reply: str) -> None:
         self.reply = reply
