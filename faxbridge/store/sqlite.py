@@ -437,11 +437,11 @@ class SqliteStore:
                 value = value.value
             vals.append(value)
         with self._write() as db:
-            cur = db.execute(
-                f"UPDATE jobs SET {', '.join(cols)} WHERE id = ? AND version = ?",
+            rows = db.execute(
+                f"UPDATE jobs SET {', '.join(cols)} WHERE id = ? AND version = ? RETURNING *",
                 [*vals, job.id, job.version],
-            )
-            if cur.rowcount != 1:
+            ).fetchall()
+            if len(rows) != 1:
                 raise Conflict(f"job {job.id} changed meanwhile")
             detail = dict(detail or {})
             if t.changes.get("provider_id"):
@@ -452,7 +452,7 @@ class SqliteStore:
             self._event(db, job.id, now, t.state, t.event, t.reason, detail)
             if t.final and not job.final:
                 self._outbox(db, job.id, now)
-        after = self.get(job.id)
+        after = self._decoded(rows[0])       # the row as the UPDATE left it: not read again
         self._observe(job, after, t.event)
         return after
 
@@ -593,6 +593,10 @@ class SqliteStore:
                 row = rows[0] if len(rows) == 1 else None
         if row is None:
             raise JobNotFound(job_id, matches)
+        return self._decoded(row)
+
+    def _decoded(self, row: sqlite3.Row) -> Job:
+        """One job's row, or :class:`UnreadableJob` naming it."""
         try:
             return self._job(row)
         except (ValueError, TypeError, KeyError) as exc:
