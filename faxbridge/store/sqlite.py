@@ -229,6 +229,8 @@ class SqliteStore:
         # Called after each committed change made through this connection: (before, after, event).
         self.observers: list[Callable[[Job | None, Job, str], None]] = []
         self._bad_rows: set[str] = set()         # ids of rows that did not decode (logged once each)
+        self._grouped = False                    # inside :meth:`grouped`: each write is a savepoint
+        self._held: list[tuple[Job | None, Job, str]] = []   # changes told the observers after COMMIT
         with _translate():
             self.db_path = state_dir / "faxbridge.db"
             if not readonly:
@@ -275,6 +277,17 @@ class SqliteStore:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         with _translate():
+            if self._grouped:                  # one write of a group: undone alone if it fails
+                self._db.execute("SAVEPOINT one_write")
+                try:
+                    yield self._db
+                except BaseException:
+                    if self._db.in_transaction:    # (SQLite may have rolled back the whole group)
+                        self._db.execute("ROLLBACK TO one_write")
+                        self._db.execute("RELEASE one_write")
+                    raise
+                self._db.execute("RELEASE one_write")
+                return
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -282,6 +295,47 @@ class SqliteStore:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def grouped(self, calls: Sequence[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+        """Run several writing calls (``enqueue``, ``apply``, ``release``...) in ONE transaction: one
+        COMMIT, one fsync of the WAL for the lot (a group commit). Each call's own transaction becomes
+        a savepoint, so a call that fails is undone alone and the others go on; each call's result is
+        ``(True, value)`` or ``(False, exception)``. Observers hear of the changes after the COMMIT,
+        and nothing is reported done before it: if the COMMIT fails (or SQLite gives up the whole
+        transaction on the way, disk full), every call reports that error, and nothing of the group
+        is in the database. A document ``enqueue`` moved into the spool for a job that was then not
+        committed stays there until :meth:`clean_spool` (at start-up) removes it, as after a crash.
+        """
+        results: list[tuple[bool, Any]] = []
+        with _translate():
+            self._db.execute("BEGIN IMMEDIATE")
+        self._grouped, self._held = True, []
+        try:
+            for call in calls:
+                try:
+                    results.append((True, call()))
+                except Exception as exc:
+                    results.append((False, exc))
+                if not self._db.in_transaction:
+                    raise StoreBusy("job store busy: the transaction was rolled back") from (
+                        results[-1][1] if not results[-1][0] else None)
+            with _translate():
+                self._db.execute("COMMIT")
+        except Exception as exc:
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            return [(False, exc) for _ in calls]
+        except BaseException:
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            raise
+        finally:
+            self._grouped, held, self._held = False, self._held, []
+        for before, after, event in held:
+            self._observe(before, after, event)
+        return results
 
     # ---- spool ---------------------------------------------------------------------------
 
@@ -414,6 +468,9 @@ class SqliteStore:
         return job
 
     def _observe(self, before: Job | None, after: Job, event: str) -> None:
+        if self._grouped:
+            self._held.append((before, after, event))
+            return
         for observer in self.observers:
             try:
                 observer(before, after, event)
