@@ -6,6 +6,7 @@ concurrent callers through the ThreadedStore each get their own result."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -18,8 +19,10 @@ from faxbridge.errors import Conflict
 from faxbridge.models import Job, JobState
 from faxbridge.states import Claimed, decide
 from faxbridge.store import open_store
+from faxbridge.store import sqlite as store_module
 from faxbridge.store.sqlite import SqliteStore
 from tests.test_states import POLICY
+from tests.test_store import new_jobs
 from tests.test_store_threaded import _enqueue
 
 NOW = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
@@ -108,3 +111,59 @@ async def test_concurrent_writes_through_the_store_thread_each_get_their_result(
         assert (await store.get(jobs[3].id)).state is JobState.QUEUED
     finally:
         await store.close()
+
+
+def test_a_groups_documents_are_fsynced_once_before_its_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = SqliteStore(tmp_path, "simulator")
+    reader = sqlite3.connect(store.db_path)
+    items = new_jobs(store, 3)
+    synced: list[tuple[str, int, bool]] = []
+    real_fsync_dir = store_module.fsync_dir
+
+    def spy(path: Path) -> None:
+        real_fsync_dir(path)
+        in_spool = all(store.document_path(job_id).exists() for job_id, _, _ in items)
+        synced.append((path.name, reader.execute("SELECT count(*) FROM jobs").fetchone()[0], in_spool))
+
+    monkeypatch.setattr(store_module, "fsync_dir", spy)
+    try:
+        results = store.grouped([functools.partial(store.enqueue, job_id, new, doc, NOW) for job_id, new, doc in items])
+        assert [ok for ok, _ in results] == [True, True, True]
+        assert synced == [("spool", 0, True), (".staging", 0, True)]     # once for the lot, before COMMIT
+        assert reader.execute("SELECT count(*) FROM jobs").fetchone()[0] == 3
+    finally:
+        reader.close()
+        store.close()
+
+
+def test_a_group_that_fails_leaves_no_document_in_the_spool(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path, "simulator")
+    items = new_jobs(store, 2)
+
+    def breaks_the_commit() -> None:
+        store._db.execute("PRAGMA defer_foreign_keys = ON")
+        store._db.execute("INSERT INTO events (job_id, at, state, event) VALUES ('nobody', '', 'queued', 'x')")
+
+    try:
+        calls = [functools.partial(store.enqueue, job_id, new, doc, NOW) for job_id, new, doc in items]
+        results = store.grouped([*calls, breaks_the_commit])
+        assert [ok for ok, _ in results] == [False, False, False]
+        assert store.jobs() == []
+        assert not any(store.document_path(job_id).exists() for job_id, _, _ in items)
+        assert sorted(p.name for p in store.spool.iterdir()) == [".staging"]
+    finally:
+        store.close()
+
+
+async def test_writes_taken_before_close_are_committed(tmp_path: Path) -> None:
+    jobs = await _queued(tmp_path, 3)
+    store = await open_store(tmp_path, "simulator")
+    # gather starts the writes first (each queued for the store thread), then the close
+    *done, _ = await asyncio.gather(*(store.apply(j, decide(j, Claimed(), NOW, POLICY), NOW) for j in jobs),
+                                    store.close())
+    assert [job.state for job in done] == [JobState.SUBMITTING] * 3
+    reopened = SqliteStore(tmp_path, "simulator")
+    try:
+        assert [reopened.get(j.id).state for j in jobs] == [JobState.SUBMITTING] * 3
+    finally:
+        reopened.close()

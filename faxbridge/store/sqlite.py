@@ -231,6 +231,7 @@ class SqliteStore:
         self._bad_rows: set[str] = set()         # ids of rows that did not decode (logged once each)
         self._grouped = False                    # inside :meth:`grouped`: each write is a savepoint
         self._held: list[tuple[Job | None, Job, str]] = []   # changes told the observers after COMMIT
+        self._moved: list[Path] = []             # documents the group moved into the spool
         with _translate():
             self.db_path = state_dir / "faxbridge.db"
             if not readonly:
@@ -303,8 +304,9 @@ class SqliteStore:
         ``(True, value)`` or ``(False, exception)``. Observers hear of the changes after the COMMIT,
         and nothing is reported done before it: if the COMMIT fails (or SQLite gives up the whole
         transaction on the way, disk full), every call reports that error, and nothing of the group
-        is in the database. A document ``enqueue`` moved into the spool for a job that was then not
-        committed stays there until :meth:`clean_spool` (at start-up) removes it, as after a crash.
+        is in the database, nor in the spool: the documents its enqueues moved there are removed.
+        The spool and staging folders are fsynced once for the group's documents, before its COMMIT
+        (so, as ever, a committed job has its document on disk).
         """
         results: list[tuple[bool, Any]] = []
         with _translate():
@@ -320,24 +322,35 @@ class SqliteStore:
                     raise StoreBusy("job store busy: the transaction was rolled back") from (
                         results[-1][1] if not results[-1][0] else None)
             with _translate():
+                if self._moved:
+                    fsync_dir(self.spool)
+                    fsync_dir(self.staging)
                 self._db.execute("COMMIT")
-        except Exception as exc:
+        except BaseException as exc:
             if self._db.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
+            for final_dir in self._moved:          # their jobs were not committed
+                shutil.rmtree(final_dir, ignore_errors=True)
+            if not isinstance(exc, Exception):
+                raise
             return [(False, exc) for _ in calls]
-        except BaseException:
-            if self._db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-            raise
         finally:
-            self._grouped, held, self._held = False, self._held, []
+            self._grouped, held, self._held, self._moved = False, self._held, [], []
         for before, after, event in held:
             self._observe(before, after, event)
         return results
 
     # ---- spool ---------------------------------------------------------------------------
+
+    def _spooled(self, moved: Sequence[Path]) -> None:
+        """Documents just moved from staging into the spool: both folders fsynced now, or, inside a
+        group, once for all the group's documents just before its COMMIT."""
+        if self._grouped:
+            self._moved.extend(moved)
+            return
+        fsync_dir(self.spool)
+        fsync_dir(self.staging)
 
     def stage(self, job_id: str) -> Path:
         """A fresh staging folder for a job's documents (moved into the spool by enqueue)."""
@@ -370,8 +383,7 @@ class SqliteStore:
                 raise StoreError(f"document for {job_id} is not staged at {staged / DOC_NAME}")
             _private_spooled(staged)
             os.replace(staged, final_dir)
-            fsync_dir(self.spool)
-            fsync_dir(self.staging)
+            self._spooled([final_dir])
         try:
             with self._write() as db:
                 if dedup_since is not None and new.dedup_key:
@@ -422,8 +434,7 @@ class SqliteStore:
                     _private_spooled(self.staging / job_id)
                     os.replace(self.staging / job_id, self.spool / job_id)
                     moved.append(self.spool / job_id)
-                fsync_dir(self.spool)
-                fsync_dir(self.staging)
+                self._spooled(moved)
             with self._write() as db:
                 for job_id, new, doc in items:
                     db.execute(

@@ -79,7 +79,8 @@ class ThreadedStore:
         self.readonly = readonly
         self._spool = FileSpool(state_dir)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-        self._sync: SqliteStore | None = None
+        self._sync: SqliteStore | None = None    # None once closing: no new call is taken
+        self._conn: SqliteStore | None = None    # ... while the writes already taken still run
         self._observers: list[Observer] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writes: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []   # waiting for the thread
@@ -96,6 +97,7 @@ class ThreadedStore:
             store._thread.shutdown(wait=False)
             raise
         store._sync.observers.append(store._observed)
+        store._conn = store._sync
         return store
 
     async def _on_thread(self, fn: Callable[[], T]) -> T:
@@ -142,7 +144,7 @@ class ThreadedStore:
         with self._writes_lock:
             batch, self._writes, self._flush_due = self._writes, [], False
         results: list[tuple[bool, Any]]
-        sync = self._sync
+        sync = self._conn
         if sync is None:
             results = [(False, StoreError("the job store is closed"))] * len(batch)
         elif len(batch) == 1:
@@ -181,7 +183,8 @@ class ThreadedStore:
     async def close(self) -> None:
         sync, self._sync = self._sync, None
         if sync is not None:
-            await self._on_thread(sync.close)
+            await self._on_thread(sync.close)    # after the writes already taken (the thread is FIFO)
+            self._conn = None
         self._thread.shutdown(wait=True)
 
     @property
