@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faxbridge.ingress.folder.watch import FolderWatcher
 
+from faxbridge.ingress.folder.watch import FolderWatcher
 from faxbridge.models import JobState
 from faxbridge.workers import WorkerLost
 from tests.conftest import async_wait_until

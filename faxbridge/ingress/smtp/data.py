@@ -48,7 +48,15 @@ import structlog
 from faxbridge import intake
 from faxbridge import options as fax_options
 from faxbridge.config import Config
-from faxbridge.documents import OfficeSettings, copy_prepared, join, prepare, text_pages_at_least, text_to_pdf
+from faxbridge.documents import (
+    OfficeSettings,
+    copy_prepared,
+    join,
+    move_prepared,
+    prepare,
+    text_pages_at_least,
+    text_to_pdf,
+)
 from faxbridge.errors import DocumentError
 from faxbridge.ingress.smtp import mime, mime_bounds, replies
 from faxbridge.ingress.smtp.mime_bounds import MailLimits
@@ -284,10 +292,11 @@ def _stage_all(spool: DocumentSpool, settings: MailSettings, sender: str, recipi
     work = spool.stage(f"mail-{work_id}")
     try:
         body = _prepare_once(settings, work, plan, paper=_message_paper(asked))
-        for rcpt, job_id, wants in zip(recipients, job_ids, asked, strict=True):
+        for index, (rcpt, job_id, wants) in enumerate(zip(recipients, job_ids, asked, strict=True)):
             mine = _with_cover(settings, plan, wants)
             key = dedup_key(mine.message_key, rcpt.number.e164, mine.doc_hash)
-            make = functools.partial(_document, settings=settings, rcpt=rcpt, plan=mine, body=body, work=work)
+            make = functools.partial(_document, settings=settings, rcpt=rcpt, plan=mine, body=body, work=work,
+                                     last=index == len(recipients) - 1)
             doc = intake.stage_with(spool, job_id, make)
             staged.append(Staged(job_id, _new_job(settings, sender, rcpt, key, mine, extra_meta, wants), doc))
     except BaseException:
@@ -323,12 +332,13 @@ def _prepare_once(settings: MailSettings, work: Path, plan: _Plan,
                    max_decompressed=settings.max_decompressed, office=settings.office)
 
 def _document(out: Path, *, settings: MailSettings, rcpt: Recipient, plan: _Plan,
-          body: PreparedDocument | None, work: Path) -> PreparedDocument:
-    """One recipient's document: its cover page and the message's prepared attachments."""
+          body: PreparedDocument | None, work: Path, last: bool = False) -> PreparedDocument:
+    """One recipient's document: its cover page and the message's prepared attachments (without a
+    cover page, the attachments as prepared: copied, or moved for the ``last`` recipient)."""
     max_pages = settings.max_pages
     if not plan.cover:
         assert body is not None    # _plan: a message without a cover page has parts
-        return copy_prepared(body, out)
+        return move_prepared(body, out) if last else copy_prepared(body, out)
     cover = work / f"cover-{out.parent.name}.pdf"
     text_to_pdf(plan.content.body, cover, name="the cover page",
                 heading=mime.cover_heading(plan.content, rcpt.number.e164))

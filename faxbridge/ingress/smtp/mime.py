@@ -115,6 +115,9 @@ class _OncePolicy(email_policy.EmailPolicy):
     def header_fetch_parse(self, name: str, value: str) -> str:
         if hasattr(value, "name"):
             return value
+        plain = _plain(name, value)
+        if plain is not None:
+            return plain
         if len(value) > PARSED_VALUE_MAX:
             raw = _unfolded(value)
             return _COMMENT.sub(" ", raw) if name.lower().startswith("content-") else raw
@@ -131,6 +134,40 @@ PARSED_VALUE_MAX = 4096
 
 
 _COMMENT = re.compile(r"\([^()]*\)")     # an RFC 5322 comment (not nested): what the legacy methods do not skip
+
+# Values the stdlib's header parser has nothing to do for: a MIME type (or disposition) and plain
+# parameters (no RFC 2231 "*", no encoded word, no comment, no backslash, quoted strings of printable
+# ASCII without quotes, each name once), our own stash marker, a plain Message-ID. Every legacy
+# ``Message`` method we use (``get_content_type``, ``get_param``, ``get_filename``, ``get_boundary``,
+# ``get_content_charset``, ``get_content_disposition``) answers on the raw text what it answers on the
+# parsed header (``tests/ingress/test_mime.py`` holds the two to the same answers), and a Message-ID
+# like this is its own parse. Parsing them is most of the parser's time per mail: a new file name
+# in every Content-Type and Content-Disposition, which no cache can keep.
+_TOKEN = r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+"
+_PARAMS = r"(?:[ \t]*;[ \t]*[A-Za-z0-9_.-]+=(?:\"[ !#-\[\]-~]*\"|[A-Za-z0-9!#$+.^_`{|}~-]+))*[ \t]*"
+_PARAM_NAME = re.compile(r";[ \t]*([A-Za-z0-9_.-]+)=")
+_QUOTED = re.compile(r'"[^"]*"')
+_PLAIN = {
+    "content-type": re.compile(_TOKEN + "/" + _TOKEN + _PARAMS),
+    "content-disposition": re.compile(_TOKEN + _PARAMS),
+    STASH_HEADER.lower(): re.compile(r"[0-9a-f]+-[0-9]+"),
+    "message-id": re.compile(r"<[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+>"),
+}
+
+
+def _plain(name: str, value: str) -> str | None:
+    """The unfolded value when it is one the parser would only give back (see ``_PLAIN``); else None."""
+    shape = _PLAIN.get(name.lower())
+    if shape is None or len(value) > _CACHED_VALUE_MAX:
+        return None
+    flat = _unfolded(value)
+    if "=?" in flat or not shape.fullmatch(flat):
+        return None
+    if ";" in flat:
+        names = [n.lower() for n in _PARAM_NAME.findall(_QUOTED.sub('""', flat))]
+        if len(names) != len(set(names)):
+            return None
+    return flat
 
 
 def _unfolded(value: str) -> str:
