@@ -606,19 +606,23 @@ class SqliteStore:
                 ).fetchall()
             else:
                 # place: the job's rank among the due jobs to its number, oldest first; busy: the
-                # jobs to that number at the provider, or leased to be sent (queued, lease alive)
+                # jobs to that number at the provider, or leased to be sent (queued, lease alive).
+                # A row that does not decode neither waits its turn nor holds its number.
+                bad = sorted(self._bad_rows)
+                not_bad = f"AND id NOT IN ({','.join('?' for _ in bad)})" if bad else ""
                 rows = db.execute(
                     f"""SELECT id FROM (
                            SELECT id, to_number, next_attempt_at,
                                   ROW_NUMBER() OVER (PARTITION BY to_number ORDER BY created_at, id) AS place
                            FROM jobs
                            WHERE state = 'queued' AND next_attempt_at <= ?
-                             AND (lease_until IS NULL OR lease_until < ?)) AS due
+                             AND (lease_until IS NULL OR lease_until < ?) {not_bad}) AS due
                        WHERE place + (SELECT COUNT(*) FROM jobs AS busy WHERE busy.to_number = due.to_number
-                                      AND ({AT_PROVIDER} OR (busy.state = 'queued' AND busy.lease_until >= ?)))
+                                      AND ({AT_PROVIDER} OR (busy.state = 'queued' AND busy.lease_until >= ?))
+                                      {not_bad.replace("id NOT IN", "busy.id NOT IN")})
                              <= ?
                        ORDER BY next_attempt_at LIMIT ?""",
-                    (ts(now), ts(now), ts(now), per_destination, limit),
+                    (ts(now), ts(now), *bad, ts(now), *bad, per_destination, limit),
                 ).fetchall()
             ids = [r["id"] for r in rows]
             db.executemany(
@@ -869,13 +873,16 @@ class SqliteStore:
         one (being worked, or a row that did not decode) is due when its lease runs out. With
         ``per_destination``, a job whose number has that many at the provider is not due (it is
         taken when one of them leaves: the dispatcher is woken then, or polls)."""
+        bad = sorted(self._bad_rows)
+        not_bad = f"AND busy.id NOT IN ({','.join('?' for _ in bad)})" if bad else ""
         waits = "" if per_destination <= 0 else (
-            f"AND (SELECT COUNT(*) FROM jobs AS busy WHERE busy.to_number = jobs.to_number AND busy.{AT_PROVIDER})"
-            f" < {int(per_destination)}")
+            f"AND (SELECT COUNT(*) FROM jobs AS busy WHERE busy.to_number = jobs.to_number AND busy.{AT_PROVIDER}"
+            f" {not_bad}) < {int(per_destination)}")
         with _translate():
             row = self._db.execute(
                 f"""SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, next_attempt_at))) FROM jobs
-                   WHERE (state = 'queued' {waits}) OR (state = 'submitting' AND hold = '{Hold.RECONCILE}')"""
+                   WHERE (state = 'queued' {waits}) OR (state = 'submitting' AND hold = '{Hold.RECONCILE}')""",
+                bad if waits else [],
             ).fetchone()
         return _dt(row[0])
 
