@@ -82,6 +82,8 @@ def _image_incomplete(fh: BinaryIO, name: str, kind: str) -> str | None:
             return None                                   # complete; refused when prepared
         except DocumentError as exc:
             return exc.reason
+        except MemoryError:
+            raise             # the job's memory cap (limits.job_memory): the engine says so, not "not yet"
         except Exception as exc:  # Pillow raises many kinds for a file cut short; all mean "not yet"
             return f"{name} is an incomplete or damaged {_IMAGE_KINDS[kind]} image ({type(exc).__name__}: {exc})"
     return None
