@@ -110,7 +110,7 @@ async def test_a_subject_with_bad_characters_is_accepted_with_them_replaced(
 def test_our_own_bug_while_reading_is_a_5xx_logged_with_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     """A bug in our extraction (here: extract raising KeyError) is deterministic: 554 with a generic
     text, not a 451 that a relay would retry for days; the operator gets the traceback."""
-    def broken(*args: object) -> mime.MailContent:
+    def broken(*args: object, **kwargs: object) -> mime.MailContent:
         raise KeyError("a bug of ours")
 
     monkeypatch.setattr(smtp_data.mime, "extract", broken)
