@@ -30,6 +30,7 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [   # script, full args, quick
     ("restart_healthy.py", [], ["--jobs", "20000", "--runs", "1"]),
     ("footprint.py", [], []),
     ("cpu_per_message.py", ["--seconds", "20"], ["--seconds", "8"]),
+    ("office_convert.py", [], ["--runs", "2"]),
 ]
 
 
