@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from faxbridge import logs
 from faxbridge.clock import SystemClock
 from faxbridge.dispatcher import Dispatcher
+from faxbridge.intake import accept
 from faxbridge.models import InputFile, NewJob, Paper, Source, SubmitRequest
 from faxbridge.simulator import Simulator, SimulatorServer
 from faxbridge.states import Policy
 from faxbridge.store import open_store
-from faxbridge.workflow import accept
 from tests.support import make_pdf, sim_provider
 
 

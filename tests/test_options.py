@@ -118,6 +118,7 @@ def test_send_takes_every_option_and_the_job_shows_them(capsys: pytest.CaptureFi
     code, out, _ = run(capsys, "job", "-c", str(config), out.strip(), "--json")
     data = json.loads(out)
     assert (data["resolution"], data["paper"], data["header"], data["state"]) == ("fine", "a4", "ACME", "queued")
+    assert data["priority"] == "Low"
     expected = datetime.strptime(later, "%Y-%m-%d %H:%M").replace(tzinfo=BERLIN).astimezone(UTC)
     assert data["send_at"] == expected.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert data["waiting"].startswith("until ")

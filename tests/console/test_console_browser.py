@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import pytest
 
 from tests.conftest import free_port, wait_until
@@ -61,7 +62,9 @@ def daemon(tmp_path: Path) -> Iterator[dict[str, Any]]:
     settings = base_settings(tmp_path)
     smtp_port, console_port = free_port(), free_port()
     settings["smtp"] = {"enabled": True, "listen": f"127.0.0.1:{smtp_port}"}
-    settings["console"] = {"enabled": True, "listen": f"127.0.0.1:{console_port}"}
+    users = tmp_path / "console-users"
+    users.write_text("alice:" + bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode() + "\n")
+    settings["console"] = {"enabled": True, "listen": f"127.0.0.1:{console_port}", "users_file": str(users)}
     settings["provider"]["simulator"] = {"speed": 5.0}      # slow enough to see a job move
     config = write_config(tmp_path / "faxbridge.toml", settings)
     process = DaemonProcess(config, tmp_path / "daemon.log").start()
@@ -99,7 +102,16 @@ def test_the_console_in_a_browser(daemon: dict[str, Any], browser: WebDriver, ar
                                   tmp_path: Path) -> None:
     url, config = daemon["url"], daemon["config"]
     browser.get(url + "/")
-    assert browser.title == "Queue - faxbridge"
+    assert browser.title == "Log in - faxbridge"                 # console.users_file: a login first
+    browser.save_screenshot(str(artifacts / "login.png"))
+    browser.find_element(By.NAME, "user").send_keys("alice")
+    browser.find_element(By.NAME, "password").send_keys("wrong")
+    browser.find_element(By.CSS_SELECTOR, "form.login button").click()
+    until(browser, "the refusal", lambda d: text_of(d, "message") == "The user name or the password is not right.")
+    browser.find_element(By.NAME, "user").send_keys("alice")
+    browser.find_element(By.NAME, "password").send_keys("s3cret")
+    browser.find_element(By.CSS_SELECTOR, "form.login button").click()
+    until(browser, "the queue after logging in", lambda d: d.title == "Queue - faxbridge")
     browser.save_screenshot(str(artifacts / "queue-empty.png"))
 
     # a mail comes in while the queue is open: its job appears, and turns delivered, without a reload

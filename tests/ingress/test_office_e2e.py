@@ -166,7 +166,8 @@ def test_an_office_attachment_by_mail_with_options_from_headers_and_flags(mail_d
     fine, plain = job_of(config, "+15555551212"), job_of(config, "+15555551211")
     assert (fine["state"], fine["pages"], fine["resolution"], fine["header"]) == ("delivered", 4, "fine",
                                                                                   "ACME billing")   # cover + 3
-    assert (plain["state"], plain["pages"], plain["resolution"]) == ("delivered", 3, "standard")    # no cover
+    assert (plain["state"], plain["pages"], plain["resolution"], plain["priority"]) == ("delivered", 3, "standard",
+                                                                              "Low")    # no cover
     assert fine["paper"] == plain["paper"] == "a4"
 
 
