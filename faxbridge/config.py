@@ -583,11 +583,12 @@ def _secret_state(cfg: Config, key: str) -> str:
     return f"{key} {'set' if obj else 'not set'}"
 
 
-def _store_line(s: StoreConfig) -> str:
+def _store_lines(s: StoreConfig) -> list[str]:
+    """The shared store, when there is one (SQLite in the state dir, the default, says nothing)."""
     if not s.url:
-        return "job store: SQLite in the state dir (one daemon; store.url is empty)"
+        return []
     shown = urlsplit(_no_userinfo(s.url))._replace(query="", fragment="").geturl()   # no password, ever
-    return f"job store: PostgreSQL at {shown}, node {s.node_name()}, leases of {s.lease:g}s (store.lease)"
+    return [f"job store: PostgreSQL at {shown}, node {s.node_name()}, leases of {s.lease:g}s (store.lease)"]
 
 
 def _office_line(d: DocumentsConfig) -> str:
@@ -608,7 +609,7 @@ def summary(cfg: Config) -> list[str]:
     lines = [
         f"config file: {cfg.source if cfg.source else 'none (built-in defaults)'}",
         f"state dir: {cfg.state_dir}",
-        _store_line(cfg.store),
+        *_store_lines(cfg.store),
         f"provider: {p.kind}" + (f" at {_no_userinfo(url)}" if url else f" (speed {p.simulator.speed:g})"),
     ]
     if cfg.smtp.enabled:
