@@ -43,9 +43,19 @@ class PgServer:
     host: str
     port: int
     folder: Path
+    pg_ctl: str
+    options: str
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{database}"
+
+    def stop(self) -> None:
+        """Stop the server (fast: connections are closed), as a database outage would."""
+        _run([self.pg_ctl, "-D", str(self.folder / "data"), "-m", "fast", "-w", "-t", "60", "stop"], "pg_ctl stop")
+
+    def start(self) -> None:
+        _run([self.pg_ctl, "-D", str(self.folder / "data"), "-o", self.options, "-l",
+              str(self.folder / "server.log"), "-w", "-t", "60", "start"], "pg_ctl start")
 
 
 def _as_server_user(argv: list[str]) -> list[str]:
@@ -88,9 +98,11 @@ def pg_server() -> Iterator[PgServer]:
             break
         if not started:
             raise RuntimeError(f"PostgreSQL did not start: {(folder / 'server.log').read_text(errors='replace')}")
-        yield PgServer("127.0.0.1", port, folder)
+        yield PgServer("127.0.0.1", port, folder, pg_ctl, options)
     finally:
-        if started:
+        status = subprocess.run(_as_server_user([pg_ctl, "-D", str(data), "status"]), capture_output=True,
+                                check=False)
+        if started and status.returncode == 0:      # (a test may have left it stopped)
             _run([pg_ctl, "-D", str(data), "-m", "immediate", "-w", "-t", "60", "stop"], "pg_ctl stop")
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -20,6 +20,7 @@ from faxbridge.states import Accepted, Claimed, Policy, Status, Transition, deci
 from faxbridge.store import JobStore, new_job_id, open_store
 from faxbridge.store.pg_schema import CHUNK, MIGRATION_LOCK, MIGRATIONS
 from faxbridge.store.postgres import PostgresStore, translate
+from tests.pg import PgServer
 from tests.stores import NOW, Backend, enqueue, stage_doc
 from tests.support import LoopTicks
 
@@ -251,3 +252,33 @@ async def test_the_cli_reads_a_shared_store_read_only_and_never_makes_one(pg: Ba
         assert [j.id for j in await cli.jobs()] == [job_id]
     finally:
         await cli.close()
+
+
+async def test_a_database_restart_is_busy_meanwhile_and_the_store_resumes_by_itself(
+        pg: Backend, pg_server: PgServer) -> None:
+    store = await pg.open()
+    job_id = await enqueue(store)
+    pg_server.stop()
+    try:
+        with pytest.raises(StoreBusy):
+            await store.get(job_id)
+    finally:
+        pg_server.start()
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:                                 # the pool replaces its broken connections by itself
+        try:
+            job = await store.get(job_id)
+            break
+        except StoreBusy:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+    assert job.state is JobState.QUEUED
+    await store.kv_set("after", "restart")
+    assert await store.kv_get("after") == "restart"
+
+
+async def test_daemons_starting_together_on_a_new_database_all_open_it(pg: Backend) -> None:
+    stores = await asyncio.gather(*(pg.open(f"n{i}") for i in range(3)))
+    ids = [await enqueue(s) for s in stores]
+    assert sorted(j.id for j in await stores[0].jobs()) == sorted(ids)

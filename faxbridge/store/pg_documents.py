@@ -18,11 +18,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import structlog
 from psycopg.rows import tuple_row
 
 from faxbridge.errors import StoreError
 from faxbridge.store.pg_schema import CHUNK
 from faxbridge.store.spool import FileSpool
+
+log = structlog.get_logger("faxbridge.store")
 
 
 async def write(conn: Any, job_id: str, path: Path) -> int:
@@ -40,10 +43,16 @@ async def write(conn: Any, job_id: str, path: Path) -> int:
 
 
 def settle(files: FileSpool, job_id: str) -> None:
-    """After the commit: the staged folder becomes the job's cached document (a rename)."""
+    """After the commit: the staged folder becomes the job's cached document (a rename). The job is
+    committed whatever happens here: if the rename fails the staging is dropped, and the document is
+    fetched from the database when it is needed."""
     cached = files.root / job_id
-    shutil.rmtree(cached, ignore_errors=True)
-    os.replace(files.staging / job_id, cached)
+    try:
+        shutil.rmtree(cached, ignore_errors=True)
+        os.replace(files.staging / job_id, cached)
+    except OSError as exc:
+        log.warning("store.cache_failed", job_id=job_id, error=exc.strerror or str(exc))
+        files.discard_stage(job_id)
 
 
 def cached(files: FileSpool, job_id: str) -> bool:
