@@ -282,3 +282,25 @@ async def test_daemons_starting_together_on_a_new_database_all_open_it(pg: Backe
     stores = await asyncio.gather(*(pg.open(f"n{i}") for i in range(3)))
     ids = [await enqueue(s) for s in stores]
     assert sorted(j.id for j in await stores[0].jobs()) == sorted(ids)
+
+
+async def test_enqueue_many_is_all_or_none_documents_included(pg: Backend, pg_url: str) -> None:
+    from tests.test_store_protocol import new_jobs
+
+    store = await pg.open()
+    items = new_jobs(store, 3)
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as raw:
+        # a real failure inside the transaction, after the first job's rows and document are written
+        await raw.execute(f"""CREATE FUNCTION fail() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN IF NEW.job_id = '{items[1].job_id}' THEN RAISE EXCEPTION 'disk trouble'; END IF;
+            RETURN NEW; END $$""")
+        await raw.execute("CREATE TRIGGER fail BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION fail()")
+        with pytest.raises(StoreError, match="disk trouble"):
+            await store.enqueue_many(items, NOW)
+        assert await store.jobs() == []
+        cur = await raw.execute("SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM documents)")
+        assert (await cur.fetchone()) == (0,)
+        assert [p.name for p in store.spool.root.iterdir()] == [".staging"]   # no document left without its job
+        await raw.execute("DROP TRIGGER fail ON events")
+    again = new_jobs(store, 3)
+    assert len(await store.enqueue_many(again, NOW)) == 3 and len(await store.jobs()) == 3
