@@ -222,7 +222,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     print(job.id)
     if options.send_at is not None:
         print(f"faxbridge: note: the fax waits until {shown_time(options.send_at)} (--at)", file=sys.stderr)
-    if not is_served(cfg.state_dir):
+    if not cfg.store.url and not is_served(cfg.state_dir):   # (a shared store's daemons are elsewhere)
         print(f"faxbridge: note: no daemon serves {cfg.state_dir} now; the fax is sent once "
               "`faxbridge run` is started with this configuration", file=sys.stderr)
     return _wait(cfg, job.id) if args.wait else EXIT_OK
