@@ -381,17 +381,25 @@ class PostgresStore:
                 cur = await conn.execute(
                     f"{lease} WHERE id = ANY(%(ids)s) AND state = 'queued' AND {free} RETURNING *", args)
             rows = sorted(await cur.fetchall(), key=lambda r: (r["next_attempt_at"], r["seq"]))
-        claimed = self._jobs(rows)
-        await self._fetch_documents(claimed, owner)
-        return claimed
+        return await self._fetch_documents(self._jobs(rows), owner)
 
-    async def _fetch_documents(self, jobs: Sequence[Job], owner: str | None) -> None:
-        """Make sure each job's document is in the local cache; on failure, give the claims back."""
+    async def _fetch_documents(self, jobs: Sequence[Job], owner: str | None) -> list[Job]:
+        """Make sure each job's document is in the local cache; the jobs whose document is there.
+        A document that does not match its SHA-256 costs only its job (``store.bad_document``; a
+        claim stays leased, its back-off, as a row that does not decode); trouble reaching the
+        database gives every claim back and raises."""
+        ready = []
         try:
             for job in jobs:
                 if job.doc_sha256 and not documents.cached(self._spool, job.id):
-                    async with self._db.connection() as conn:
-                        await documents.materialize(conn, self._spool, job.id, job.doc_sha256)
+                    try:
+                        async with self._db.connection() as conn:
+                            await documents.materialize(conn, self._spool, job.id, job.doc_sha256)
+                    except StoreError as exc:
+                        log.error("store.bad_document", job_id=job.id, error=str(exc))
+                        if owner is not None:
+                            continue
+                ready.append(job)
         except BaseException:
             if owner is not None:
                 for job in jobs:
@@ -400,6 +408,7 @@ class PostgresStore:
                     except Exception as exc:   # the lease runs out by itself
                         log.warning("store.release_failed", job_id=job.id, error=repr(exc))
             raise
+        return ready
 
     @_chokepoint
     async def abandoned(self, now: datetime, owner: str) -> list[Job]:
