@@ -32,12 +32,13 @@ import httpx
 import structlog
 
 from faxbridge import config, logs
-from faxbridge.balance import build_balance_watch
+from faxbridge.balance import BalanceWatch, build_balance_watch
 from faxbridge.clock import Clock, SystemClock
 from faxbridge.config import Config
+from faxbridge.console.server import make_console
 from faxbridge.dispatcher import Dispatcher
 from faxbridge.errors import AlreadyRunning, ConfigError, FaxbridgeError
-from faxbridge.ingress import watch as folder_ingress
+from faxbridge.ingress.folder import watch as folder_ingress
 from faxbridge.ingress.smtp import listener as smtp_ingress
 from faxbridge.logs import register_secrets
 from faxbridge.loops import Supervisor, nap
@@ -45,6 +46,7 @@ from faxbridge.metrics import Metrics, transition_observer, watch_core
 from faxbridge.notify import mail as mail_notify
 from faxbridge.notify import sidecar as sidecar_notify
 from faxbridge.notify.mail import notices_of
+from faxbridge.notify.preview import render_page
 from faxbridge.providers.base import Provider
 from faxbridge.providers.openfax import LOOKUP_GRACE, OpenfaxProvider
 from faxbridge.providers.phaxio import PhaxioProvider, label_for
@@ -371,6 +373,22 @@ class Daemon:
 
 
 # The daemon's pluggable parts, in start order (each returns None when disabled).
+def build_console(rt: Runtime) -> Component | None:
+    """The web console; it sees the parts started before it (and the balance watch's last answer)."""
+    def health() -> dict[str, bool]:
+        return {c.name: c.healthy() for c in rt.components if c.name != "console"}
+
+    def balance() -> float | None:
+        watch = next((c for c in rt.components if isinstance(c, BalanceWatch)), None)
+        last = watch.last if watch is not None else None
+        return None if last is None else float(last.amount)
+
+    async def render(pdf: Path, index: int) -> bytes:
+        return await asyncio.to_thread(render_page, pdf, index)
+
+    return make_console(rt.cfg, rt.store, rt.clock, rt.policy, render=render, health=health, balance=balance)
+
+
 COMPONENTS: list[Builder] = [mail_notify.build, mail_notify.build_receipts, mail_notify.build_copies,
                              smtp_ingress.build, sidecar_notify.build, folder_ingress.build, build_balance_watch,
-                             build_webserver]
+                             build_webserver, build_console]

@@ -180,6 +180,13 @@ class DocumentsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    enabled: bool = True                               # section 13: the web console
+    listen: HostPort = field(default_factory=lambda: HostPort("127.0.0.1", 8026))   # not the webhook listener
+    users_file: Path | None = None                     # "user:hash" lines; None: loopback clients only
+
+
+@dataclass(frozen=True, slots=True)
 class NotifyConfig:
     smarthost: HostPort | None
     starttls: bool
@@ -288,6 +295,7 @@ class Config:
     source: Path | None
     documents: DocumentsConfig = field(default_factory=DocumentsConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     time_zone: str = ""      # section 11: how "YYYY-MM-DD HH:MM" send times are read (IANA; empty: the host's)
 
     def zone(self) -> tzinfo:
@@ -367,6 +375,11 @@ SCHEMA: Schema = {
         "url": string("", secret=True, check=store_url),
         "lease": duration("30s", positive=True),
         "node": string(""),
+    },
+    "console": {
+        "enabled": boolean(True),
+        "listen": hostport("127.0.0.1:8026"),
+        "users_file": path("", optional=True),
     },
     "documents": {
         "office": string("auto", check=office_setting),
@@ -522,6 +535,9 @@ def _cross_check(v: Mapping[str, Any], problems: list[str]) -> None:
             file = v.get(f"smtp.{name}")
             if file is not None and not file.is_file():
                 problems.append(f"smtp.{name}: {file}: no such file")
+    console_users = v.get("console.users_file")
+    if v.get("console.enabled") and console_users is not None and not console_users.is_file():
+        problems.append(f"console.users_file: {console_users}: no such file")
     cancel = v.get("provider.phaxio.cancel_timeout")
     if cancel is not None and not 180 <= cancel <= 3600:
         problems.append("provider.phaxio.cancel_timeout: must be between 3m and 60m (Phaxio's range)")
@@ -561,6 +577,7 @@ def _build(v: Mapping[str, Any], watches: tuple[WatchConfig, ...], source: Path 
         provider=provider, log=_section(LogConfig, v, "log"), source=source,
         documents=_section(DocumentsConfig, v, "documents"), time_zone=v["time_zone"],
         store=_section(StoreConfig, v, "store"),
+        console=_section(ConsoleConfig, v, "console"),
     )
 
 
@@ -632,6 +649,12 @@ def summary(cfg: Config) -> list[str]:
                  f"{lim.per_client_per_hour} a client address; worker processes leave after "
                  f"{lim.worker_idle:g}s idle")
     lines.append(_office_line(cfg.documents))
+    c = cfg.console
+    if c.enabled:
+        who = f"logins from {c.users_file}" if c.users_file else "this machine only (no console.users_file)"
+        lines.append(f"console: http://{c.listen}/ for {who}")
+    else:
+        lines.append("console: disabled")
     lines += [f"watch: {w.path} (results in {w.results})" for w in cfg.watch] or ["watch: no folder"]
     if cfg.webhook.enabled:
         w = cfg.webhook

@@ -25,7 +25,7 @@ and checked against the provider's records first.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -117,6 +117,13 @@ class RetryRequested:
 
 
 @dataclass(frozen=True)
+class SendNow:
+    """Send a job waiting for its ``send_at`` now (the console's "send now")."""
+
+    by: str = "the operator"
+
+
+@dataclass(frozen=True)
 class Unknown:
     """The provider says it has no record of the job's fax (a 404, absent from its records)."""
 
@@ -125,7 +132,7 @@ class Unknown:
 
 Outcome = (
     Claimed | Accepted | SubmitFailed | Status | Recovered | Reconciled
-    | CancelRequested | CancelFailed | RetryRequested | Unknown
+    | CancelRequested | CancelFailed | RetryRequested | SendNow | Unknown
 )
 
 
@@ -389,4 +396,10 @@ def decide(job: Job, outcome: Outcome, now: datetime, policy: Policy) -> Decisio
                  "finished_at": None, "next_attempt_at": now, "recoveries": 0, "status_code": None,
                  "cancel_requested": False, "submitted_at": None, "submit_started_at": None},
             )
+        case SendNow(by=by):
+            if s is not JobState.QUEUED or job.options.send_at is None or job.options.send_at <= now:
+                return Ignore(f"only a queued job waiting for its send time can be sent now; this one is "
+                              f"{s.value}" + (" and not waiting" if s is JobState.QUEUED else ""), refused=True)
+            return Transition(JobState.QUEUED, "job.send_now", f"sent now by {by} (it was to go at a later time)",
+                              {"next_attempt_at": now, "options": replace(job.options, send_at=None)})
     raise AssertionError(f"unknown outcome {outcome!r}")  # pragma: no cover

@@ -27,6 +27,9 @@ def ready_lines(cfg: Config) -> list[str]:
     if cfg.webhook.enabled:
         lines.append(f"  Web:     {cfg.webhook.public_url}/healthz (health) and /metrics; the provider's "
                      "status reports come here too")
+    if cfg.console.enabled:
+        who = "log in with a user of console.users_file" if cfg.console.users_file else "from this machine only"
+        lines.append(f"  Console: open http://{cfg.console.listen}/ in a browser ({who})")
     if cfg.notify.smarthost:
         lines.append(f"  Replies: a reply mail for each fax goes to its sender through {cfg.notify.smarthost}")
     else:

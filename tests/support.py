@@ -132,6 +132,7 @@ def base_settings(tmp: Path, **provider: Any) -> dict[str, Any]:
         "shutdown_grace": "10s",
         "smtp": {"enabled": False},
         "webhook": {"enabled": False},
+        "console": {"enabled": False},
         "provider": {"kind": "simulator", "poll_interval": "100ms", "retry_initial": "100ms",
                      "retry_max": "1s", "request_timeout": "5s", "reconcile_grace": "1s",
                      "simulator": {"speed": 2000.0}, **provider},

@@ -676,6 +676,7 @@ def test_summary_of_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         "work bounds: 100 parts, nesting 20, 200MB unpacked, 20 cover pages, 120s CPU and 2GB a mail; "
         "60 faxes/hour a sender, 60 a client address; worker processes leave after 5s idle",
         "office documents: refused, no LibreOffice (soffice) on PATH (documents.office = auto)",
+        "console: http://127.0.0.1:8026/ for this machine only (no console.users_file)",
         f"watch: {tmp_path / 'var/outbox'} (results in {tmp_path / 'var/results'})",
         "webhook: 127.0.0.1:8025, reached at http://127.0.0.1:8025",
         "webhook limits: bodies up to 1MB, headers within 10s, 100 connections",

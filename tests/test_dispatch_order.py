@@ -233,3 +233,25 @@ def test_the_daemon_sends_one_at_a_time_to_a_number_by_default_and_says_why_the_
         assert "waiting:        a fax to this number is at the provider" in text
     finally:
         daemon.stop()
+
+
+async def test_send_now_sends_a_waiting_job_at_once(tmp_path: Path, pdf: Callable[..., Path]) -> None:
+    from faxbridge.states import Ignore, SendNow
+
+    e, clock = await later_env(tmp_path, pdf)
+    try:
+        job_id = await enqueue_at(e, clock, timedelta(days=1))
+        assert await e.dispatcher.step() == 0
+        await advance(e.store, job_id, SendNow(), clock, POLICY)
+        job = await e.store.get(job_id)
+        assert job.options.send_at is None and job.next_attempt_at == clock.now()
+        assert job_object(job)["send_at"] is None and waiting(job, clock.now()) is None
+        assert [ev.event for ev in await e.store.events(job_id)] == ["job.queued", "job.send_now"]
+        assert await e.dispatcher.step() == 1
+        assert await e.dispatcher.drain(30)
+        # once it is under way, send now has nothing to do
+        _, decision = await advance(e.store, job_id, SendNow(), clock, POLICY)
+        assert isinstance(decision, Ignore) and decision.refused
+        assert decision.why == "only a queued job waiting for its send time can be sent now; this one is submitted"
+    finally:
+        await _close_env(e)

@@ -267,3 +267,48 @@ async def test_observers_run_on_the_loop_before_the_call_returns_and_a_closed_st
     await store.close()
     with pytest.raises(StoreError, match="closed"):
         await store.counts()
+
+
+async def test_send_now_changes_the_jobs_options(jobstore: JobStore) -> None:
+    from faxbridge.models import FaxOptions
+    from faxbridge.states import SendNow
+
+    job_id = new_job_id()
+    later = NOW + timedelta(hours=3)
+    new = NewJob(source=Source.CLI, to="+15555551212", document="a.pdf",
+                 options=FaxOptions(header="Invoice", send_at=later))
+    job = await jobstore.enqueue(job_id, new, stage_doc(jobstore, job_id), NOW)
+    assert job.options.send_at == later and job.next_attempt_at == later
+    assert await jobstore.claim_due("x", NOW, 10, 60) == []
+    await step(jobstore, job_id, SendNow())
+    job = await jobstore.get(job_id)
+    assert job.options.send_at is None and job.options.header == "Invoice" and job.next_attempt_at == NOW
+    assert [j.id for j in await jobstore.claim_due("x", NOW, 10, 60)] == [job_id]
+
+
+async def test_search_filters_counts_and_pages_newest_first(jobstore: JobStore) -> None:
+    from faxbridge.store import JobFilter
+
+    made = []
+    for n, (source, to, sender) in enumerate([
+            (Source.SMTP, "+15555551212", "Alice@Example.com"), (Source.SMTP, "+15555551313", "bob@example.com"),
+            (Source.CLI, "+15555551212", "alice@example.com"), (Source.FOLDER, "+442079460958", None)]):
+        job_id = new_job_id()
+        await jobstore.enqueue(job_id, NewJob(source=source, to=to, document=f"doc_{n}%.pdf", sender=sender,
+                                              subject=f"Invoice {n}"), stage_doc(jobstore, job_id),
+                               NOW + timedelta(minutes=n))
+        made.append(job_id)
+
+    async def ids(wanted: JobFilter, offset: int = 0, limit: int = 50) -> tuple[list[str], int]:
+        jobs, total = await jobstore.search(wanted, offset, limit)
+        return [j.id for j in jobs], total
+
+    assert await ids(JobFilter()) == (made[::-1], 4)
+    assert await ids(JobFilter(), offset=1, limit=2) == (made[2:0:-1], 4)
+    assert await ids(JobFilter(source=Source.SMTP)) == ([made[1], made[0]], 2)
+    assert await ids(JobFilter(number="5551212")) == ([made[2], made[0]], 2)
+    assert await ids(JobFilter(sender="ALICE")) == ([made[2], made[0]], 2)          # case-insensitive
+    assert await ids(JobFilter(text="invoice 3")) == ([made[3]], 1)
+    assert await ids(JobFilter(text="_2%")) == ([made[2]], 1)                       # LIKE signs are literal
+    assert await ids(JobFilter(state=JobState.QUEUED, source=Source.CLI, sender="alice")) == ([made[2]], 1)
+    assert await ids(JobFilter(state=JobState.DELIVERED)) == ([], 0)

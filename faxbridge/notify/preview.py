@@ -1,4 +1,5 @@
-"""The first page of a fax as a PNG, for reply mail and copies (``notify.attach = "preview"``).
+"""A page of a fax as a PNG: the first for reply mail and copies (``notify.attach = "preview"``), any
+for the web console.
 
 Rendered with pypdfium2 (PDFium, the PDF engine of Chromium): it comes as a wheel from the package
 registry with nothing to install on the system, renders in-process in a few tens of milliseconds,
@@ -22,11 +23,18 @@ MAX_SIDE = 1700          # pixels on the long side (a Legal page at 100 dpi is 1
 
 def render_first_page(pdf: Path) -> bytes:
     """The first page of ``pdf`` as PNG bytes (grey, ``PREVIEW_DPI``, at most ``MAX_SIDE``)."""
+    return render_page(pdf, 0)
+
+
+def render_page(pdf: Path, index: int) -> bytes:
+    """Page ``index`` (from 0) of ``pdf`` as PNG bytes; IndexError past the last page."""
     import pypdfium2  # native code: loaded only in the worker that renders
 
     document = pypdfium2.PdfDocument(str(pdf))
     try:
-        page = document[0]
+        if not 0 <= index < len(document):
+            raise IndexError(f"the fax has {len(document)} pages, not {index + 1}")
+        page = document[index]
         try:
             width, height = page.get_size()             # points (1/72 inch)
             scale = min(PREVIEW_DPI / 72, MAX_SIDE / max(width, height, 1.0))

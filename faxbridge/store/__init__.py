@@ -25,32 +25,14 @@ from pathlib import Path
 from faxbridge.clock import stamp as ts
 from faxbridge.errors import Conflict, UnreadableJob
 from faxbridge.models import new_job_id
-from faxbridge.store.protocol import DOC_NAME, DocumentSpool, JobStore, Observer, OutboxItem, Staged
+from faxbridge.store.protocol import DOC_NAME, DocumentSpool, JobFilter, JobStore, Observer, OutboxItem, Staged
 from faxbridge.store.spool import FileSpool
 from faxbridge.store.sqlite import COPY_KIND, MIGRATIONS, OUTBOX_KINDS, RECEIPT_KIND, SqliteStore, Store
 from faxbridge.store.threaded import ThreadedStore
 
-__all__ = [
-    "COPY_KIND",
-    "DOC_NAME",
-    "MIGRATIONS",
-    "OUTBOX_KINDS",
-    "RECEIPT_KIND",
-    "Conflict",
-    "DocumentSpool",
-    "FileSpool",
-    "JobStore",
-    "Observer",
-    "OutboxItem",
-    "SqliteStore",
-    "Staged",
-    "Store",
-    "ThreadedStore",
-    "UnreadableJob",
-    "new_job_id",
-    "open_store",
-    "ts",
-]
+__all__ = ["COPY_KIND", "DOC_NAME", "MIGRATIONS", "OUTBOX_KINDS", "RECEIPT_KIND", "Conflict", "DocumentSpool",
+           "FileSpool", "JobFilter", "JobStore", "Observer", "OutboxItem", "SqliteStore", "Staged", "Store",
+           "ThreadedStore", "UnreadableJob", "new_job_id", "open_store", "ts"]
 
 
 async def open_store(state_dir: Path, provider: str, *, readonly: bool = False,

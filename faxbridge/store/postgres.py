@@ -45,6 +45,7 @@ import psycopg
 import structlog
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from faxbridge.errors import Conflict, DuplicateJob, FaxbridgeError, JobNotFound, StoreBusy, StoreError, UnreadableJob
@@ -52,9 +53,17 @@ from faxbridge.models import FaxOptions, Hold, Job, JobEvent, JobState, NewJob, 
 from faxbridge.states import Transition
 from faxbridge.store import pg_documents as documents
 from faxbridge.store.pg_schema import MIGRATIONS, migrate, schema_version
-from faxbridge.store.protocol import DOC_NAME, Observer, OutboxItem, Staged
+from faxbridge.store.protocol import DOC_NAME, JobFilter, Observer, OutboxItem, Staged
 from faxbridge.store.spool import FileSpool
-from faxbridge.store.sqlite import _JOB_FIELDS, COPY_KIND, OUTBOX_KINDS, RECEIPT_KIND, _first_try, _private_dirs
+from faxbridge.store.sqlite import (
+    _JOB_FIELDS,
+    COPY_KIND,
+    OUTBOX_KINDS,
+    RECEIPT_KIND,
+    _first_try,
+    _like,
+    _private_dirs,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -97,7 +106,10 @@ def _chokepoint(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any
 
 
 def _sql_value(value: Any) -> Any:
-    """A value for a parameter: enums as their values (psycopg would send an Enum's name)."""
+    """A value for a parameter: enums as their values (psycopg would send an Enum's name), options
+    as jsonb."""
+    if isinstance(value, FaxOptions):
+        return Jsonb(value.to_json())
     return value.value if isinstance(value, Enum) else value
 
 
@@ -532,6 +544,31 @@ class PostgresStore:
         rows = await self._rows("SELECT * FROM events WHERE job_id = %s ORDER BY id", (job_id,))
         return [JobEvent(at=r["at"].astimezone(UTC), state=JobState(r["state"]), event=r["event"],
                          reason=r["reason"], detail=dict(r["detail"])) for r in rows]
+
+    @_chokepoint
+    async def search(self, wanted: JobFilter, offset: int = 0, limit: int = 50) -> tuple[list[Job], int]:
+        """Jobs matching ``wanted`` (substrings case-insensitive), newest first; and how many match."""
+        where: list[str] = []
+        args: list[Any] = []
+        if wanted.state is not None:
+            where.append("state = %s")
+            args.append(wanted.state.value)
+        if wanted.source is not None:
+            where.append("source = %s")
+            args.append(wanted.source.value)
+        for column, value in (("to_number", wanted.number), ("sender", wanted.sender)):
+            if value:
+                where.append(f"{column} ILIKE %s ESCAPE '\\'")
+                args.append(f"%{_like(value)}%")
+        if wanted.text:
+            columns = ("id", "to_number", "sender", "subject", "document", "reason")
+            where.append("(" + " OR ".join(f"{c} ILIKE %s ESCAPE '\\'" for c in columns) + ")")
+            args += [f"%{_like(wanted.text)}%"] * len(columns)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        total = await self._count(f"SELECT COUNT(*) FROM jobs{clause}", args)
+        rows = await self._rows(f"SELECT * FROM jobs{clause} ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s",
+                                [*args, limit, offset])
+        return self._jobs(rows), total
 
     @_chokepoint
     async def find_duplicate(self, dedup_key: str, since: datetime) -> Job | None:

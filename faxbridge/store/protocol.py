@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from faxbridge.models import Job, JobEvent, JobState, NewJob, PreparedDocument
+from faxbridge.models import Job, JobEvent, JobState, NewJob, PreparedDocument, Source
 from faxbridge.states import Transition
 
 DOC_NAME = "fax.pdf"
@@ -39,6 +39,17 @@ class OutboxItem:
     kind: str
     payload: dict[str, Any]
     attempts: int
+
+
+class JobFilter(NamedTuple):
+    """Which jobs a search wants (the console's queue); each given field narrows it, text is a
+    case-insensitive substring of the id, number, sender, subject, document or reason."""
+
+    state: JobState | None = None
+    source: Source | None = None
+    number: str = ""         # a substring of the E.164 number (digits)
+    sender: str = ""
+    text: str = ""
 
 
 class Staged(NamedTuple):
@@ -125,6 +136,9 @@ class JobStore(Protocol):
         ...
     async def jobs(self, state: JobState | None = None, limit: int | None = None) -> list[Job]: ...
     async def events(self, job_id: str) -> list[JobEvent]: ...
+    async def search(self, wanted: JobFilter, offset: int = 0, limit: int = 50) -> tuple[list[Job], int]:
+        """Jobs matching ``wanted``, newest first, ``limit`` of them from ``offset``; and how many match."""
+        ...
     async def find_duplicate(self, dedup_key: str, since: datetime) -> Job | None: ...
     async def count_by_sender(self, sender: str, since: datetime) -> int: ...
     async def count_by_client(self, peer: str, since: datetime) -> int: ...

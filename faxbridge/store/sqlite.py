@@ -50,7 +50,7 @@ from faxbridge.models import (
     Source,
 )
 from faxbridge.states import Transition
-from faxbridge.store.protocol import DOC_NAME, OutboxItem, Staged
+from faxbridge.store.protocol import DOC_NAME, JobFilter, OutboxItem, Staged
 from faxbridge.store.spool import FileSpool
 
 log = structlog.get_logger("faxbridge.store")
@@ -148,7 +148,7 @@ RECEIPT_KIND = "receipt"  # notify.receipt: owed by every mail job when it is co
 _JOB_FIELDS = {
     "reason", "pages", "paper", "attempts", "provider_id", "status_code", "duration_s", "cost",
     "finished_at", "submit_tries", "next_attempt_at", "submit_started_at", "submitted_at", "hold",
-    "callback_url", "recoveries", "cancel_requested",
+    "callback_url", "recoveries", "cancel_requested", "options",
 }
 
 
@@ -226,6 +226,11 @@ def _private_spooled(folder: Path) -> None:
         for entry in entries:
             if entry.is_file(follow_symlinks=False):
                 _private_file(Path(entry.path), create=False)
+
+
+def _like(text: str) -> str:
+    """``text`` as a literal inside a LIKE pattern (``ESCAPE '\\'``)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _first_try(new: NewJob, now: datetime) -> datetime:
@@ -459,6 +464,8 @@ class SqliteStore:
                 value = int(value)
             elif isinstance(value, Paper):
                 value = value.value
+            elif isinstance(value, FaxOptions):
+                value = json.dumps(value.to_json())
             vals.append(value)
         with self._write() as db:
             cur = db.execute(
@@ -667,6 +674,30 @@ class SqliteStore:
         with _translate():
             rows = self._db.execute(sql, args).fetchall()
         return self._jobs(rows)
+
+    def search(self, wanted: JobFilter, offset: int = 0, limit: int = 50) -> tuple[list[Job], int]:
+        where: list[str] = []
+        args: list[Any] = []
+        if wanted.state is not None:
+            where.append("state = ?")
+            args.append(wanted.state.value)
+        if wanted.source is not None:
+            where.append("source = ?")
+            args.append(wanted.source.value)
+        for column, value in (("to_number", wanted.number), ("sender", wanted.sender)):
+            if value:
+                where.append(f"{column} LIKE ? ESCAPE '\\'")
+                args.append(f"%{_like(value)}%")
+        if wanted.text:
+            columns = ("id", "to_number", "sender", "subject", "document", "reason")
+            where.append("(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in columns) + ")")
+            args += [f"%{_like(wanted.text)}%"] * len(columns)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        with _translate():
+            total = int(self._db.execute(f"SELECT COUNT(*) FROM jobs{clause}", args).fetchone()[0])
+            rows = self._db.execute(f"SELECT * FROM jobs{clause} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+                                    [*args, limit, offset]).fetchall()
+        return self._jobs(rows), total
 
     def events(self, job_id: str) -> list[JobEvent]:
         with _translate():

@@ -31,7 +31,7 @@ import structlog
 from faxbridge.errors import FaxbridgeError, StoreBusy, StoreError
 from faxbridge.models import Job, JobEvent, JobState, NewJob, PreparedDocument
 from faxbridge.states import Transition
-from faxbridge.store.protocol import Observer, OutboxItem, Staged
+from faxbridge.store.protocol import JobFilter, Observer, OutboxItem, Staged
 from faxbridge.store.spool import FileSpool
 from faxbridge.store.sqlite import SqliteStore
 
@@ -204,6 +204,9 @@ class ThreadedStore:
 
     async def known_provider_ids(self, provider: str | None = None) -> frozenset[str]:
         return await self._run(self._db.known_provider_ids, provider)
+
+    async def search(self, wanted: JobFilter, offset: int = 0, limit: int = 50) -> tuple[list[Job], int]:
+        return await self._run(self._db.search, wanted, offset, limit)
 
     async def next_due(self, per_destination: int = 0) -> datetime | None:
         return await self._run(self._db.next_due, per_destination)

@@ -345,7 +345,7 @@ def test_a_job_over_its_cpu_time_or_memory_is_refused_and_its_worker_replaced(tm
 def test_a_file_over_its_cpu_time_or_memory_is_rejected_and_the_next_one_goes_through(tmp_path: Path) -> None:
     """Folder work runs under the same caps as mail (it had none): a file over either is rejected with
     its reason (it would cost as much on every try), and the files after it are faxed."""
-    from faxbridge.ingress.watch import too_costly
+    from faxbridge.ingress.folder.watch import too_costly
 
     bridge = Bridge(tmp_path, job_cpu="2s", job_memory="400MB")
     bridge.daemon.start()

@@ -28,6 +28,7 @@ def test_the_defaults_in_words(tmp_path: Path) -> None:
         f"  Folder:  drop NUMBER.pdf into {tmp_path / 'var/outbox'}; NAME.result.json appears in "
         f"{tmp_path / 'var/results'}",
         "  Web:     http://127.0.0.1:8025/healthz (health) and /metrics; the provider's status reports come here too",
+        "  Console: open http://127.0.0.1:8026/ in a browser (from this machine only)",
         "  Replies: off. To get a reply mail for each fax, set notify.smarthost = \"HOST:PORT\" "
         "(or FAXBRIDGE_NOTIFY_SMARTHOST)",
         "  See the queue with `faxbridge jobs`; stop with Ctrl-C.",

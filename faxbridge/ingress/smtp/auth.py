@@ -55,12 +55,13 @@ class Users:
     senders: dict[str, tuple[str, ...]] = field(default_factory=dict)   # only users with a third field
 
 
-def read_users(path: Path) -> Users:
-    """The users file; a ConfigError naming the key and line when it is wrong."""
+def read_users(path: Path, key: str = "smtp.users_file") -> Users:
+    """The users file (``key``: the setting that names it, for the errors); a ConfigError naming
+    the key and line when it is wrong."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"smtp.users_file: {path}: cannot be read ({exc})"]) from exc
+        raise ConfigError([f"{key}: {path}: cannot be read ({exc})"]) from exc
     users = Users()
     problems: list[str] = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -70,14 +71,14 @@ def read_users(path: Path) -> Users:
         user, sep, rest = line.partition(":")
         hashed, _, senders = rest.partition(":")
         if not sep or not user or not hashed.startswith(("$2a$", "$2b$", "$2y$", "$argon2")):
-            problems.append(f"smtp.users_file: {path} line {number}: expected user:bcrypt-or-argon2-hash")
+            problems.append(f"{key}: {path} line {number}: expected user:bcrypt-or-argon2-hash")
             continue
         users.hashes[user] = hashed.encode("ascii", "replace")
         if senders.strip():
             try:
                 users.senders[user] = tuple(sender(s.strip()) for s in senders.split(","))
             except Invalid as exc:
-                problems.append(f"smtp.users_file: {path} line {number}: the senders of {user}: {exc}")
+                problems.append(f"{key}: {path} line {number}: the senders of {user}: {exc}")
     if problems:
         raise ConfigError(problems)
     return users

@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 import pytest
 
 from faxbridge.config import DEFAULT_PATTERN
-from faxbridge.ingress.control import (
+from faxbridge.ingress.folder.control import (
     Control,
     ControlError,
     choose_number,

@@ -1,7 +1,7 @@
 """The pure work of a folder round, apart so that worker processes can run it: is a file complete
 yet, and its fax-ready copy. Files in, answers out; no store, no clock, no logging.
 
-These run in the folder watcher's pool of worker processes (:mod:`faxbridge.ingress.watch`), or in
+These run in the folder watcher's pool of worker processes (:mod:`faxbridge.ingress.folder.watch`), or in
 the calling thread when there is no pool; their arguments and answers are plain, picklable values.
 """
 

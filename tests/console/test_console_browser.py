@@ -1,0 +1,156 @@
+"""The web console end to end in a real browser (CONTRACT §13): headless Chromium from Debian
+(``chromium``, ``chromium-driver``; ``.ci/run`` installs them) driven by Selenium against the real
+daemon and its built-in simulator. A mail's job appears in the queue and turns delivered without a
+reload; its page shows the first page; a queued job is canceled and a failed one retried through the
+confirmation. A screenshot of each page is saved (``$FAXBRIDGE_TEST_ARTIFACTS``, default a folder
+in the test's temporary directory)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import free_port, wait_until
+from tests.ingress import mailkit
+from tests.support import DaemonProcess, base_settings, cli, make_pdf, write_config
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+if CHROMIUM is None or DRIVER is None:
+    if os.environ.get("CI"):
+        raise RuntimeError("CI must have chromium and chromium-driver: .ci/run installs them")
+    pytest.skip("Chromium and its driver are not installed; .ci/run installs them", allow_module_level=True)
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+WAIT_S = 60.0      # a loaded 2-core machine
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("FAXBRIDGE_TEST_ARTIFACTS", tmp_path / "artifacts"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM or ""
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,1000", f"--user-data-dir={tmp_path / 'chromium'}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(DRIVER or ""), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    settings = base_settings(tmp_path)
+    smtp_port, console_port = free_port(), free_port()
+    settings["smtp"] = {"enabled": True, "listen": f"127.0.0.1:{smtp_port}"}
+    settings["console"] = {"enabled": True, "listen": f"127.0.0.1:{console_port}"}
+    settings["provider"]["simulator"] = {"speed": 5.0}      # slow enough to see a job move
+    config = write_config(tmp_path / "faxbridge.toml", settings)
+    process = DaemonProcess(config, tmp_path / "daemon.log").start()
+    try:
+        process.wait_ready(timeout=60)
+        yield {"config": config, "smtp": ("127.0.0.1", smtp_port), "url": f"http://127.0.0.1:{console_port}"}
+    finally:
+        process.stop()
+
+
+def until(driver: WebDriver, what: str, test: Any) -> Any:
+    return WebDriverWait(driver, WAIT_S, poll_frequency=0.2).until(test, message=what)
+
+
+def row_state(driver: WebDriver, job_id: str) -> str | None:
+    """Read in one script: the part of the page that refreshes itself may be replaced at any moment,
+    so no element is held between two calls (that would be a stale reference)."""
+    return driver.execute_script(  # type: ignore[no-any-return]
+        "var c = document.querySelector('tr[data-job=\"' + arguments[0] + '\"] td.state');"
+        "return c ? c.textContent.trim() : null;", job_id)
+
+
+def click(driver: WebDriver, selector: str) -> None:
+    """Find and click in one script (see :func:`row_state`), once the element is there."""
+    until(driver, f"{selector} to click", lambda d: d.execute_script(
+        "var e = document.querySelector(arguments[0]); if (!e) return false; e.click(); return true;", selector))
+
+
+def text_of(driver: WebDriver, element_id: str) -> str | None:
+    return driver.execute_script(  # type: ignore[no-any-return]
+        "var e = document.getElementById(arguments[0]); return e ? e.textContent.trim() : null;", element_id)
+
+
+def test_the_console_in_a_browser(daemon: dict[str, Any], browser: WebDriver, artifacts: Path,
+                                  tmp_path: Path) -> None:
+    url, config = daemon["url"], daemon["config"]
+    browser.get(url + "/")
+    assert browser.title == "Queue - faxbridge"
+    browser.save_screenshot(str(artifacts / "queue-empty.png"))
+
+    # a mail comes in while the queue is open: its job appears, and turns delivered, without a reload
+    pdf = mailkit.pdf_bytes(tmp_path, pages=2)
+    answers = mailkit.send(daemon["smtp"], "alice@example.com", ["15555551212@fax.local"], mailkit.outlook(pdf))
+    assert answers[-1].code == 250
+    marker = browser.execute_script("window.faxbridgeNoReload = 1; return window.faxbridgeNoReload;")
+    assert marker == 1
+    job_id = until(browser, "the mail's job in the queue", lambda d: d.execute_script(
+        "var r = document.querySelector('tr[data-job]'); return r ? r.getAttribute('data-job') : null;"))
+    until(browser, "the job delivered", lambda d: row_state(d, job_id) == "delivered")
+    assert browser.execute_script("return window.faxbridgeNoReload;") == 1     # the same page all along
+    browser.save_screenshot(str(artifacts / "queue.png"))
+
+    # its page: the first page as an image that really loaded
+    click(browser, f'tr[data-job="{job_id}"] a')
+    until(browser, "the job page", lambda d: d.find_elements(By.ID, "first-page"))
+    assert text_of(browser, "state") == "delivered"
+    until(browser, "the first page drawn", lambda d: d.execute_script(
+        "var i = document.getElementById('first-page'); return i.complete && i.naturalWidth > 0;"))
+    assert browser.execute_script("return document.getElementById('first-page').naturalWidth;") == 850
+    browser.save_screenshot(str(artifacts / "job.png"))
+
+    # cancel a queued job (one to go tomorrow) through the confirmation
+    later = cli("send", "--to", "+15555551213", "--at", "2099-01-01T00:00:00Z", str(make_pdf(tmp_path / "b.pdf")),
+                config=config)
+    assert later.returncode == 2           # more than 30 days ahead: refused at once, naming --at
+    queued = cli("send", "--to", "+15555551213", "--at", _tomorrow(), str(make_pdf(tmp_path / "b.pdf")),
+                 config=config).stdout.strip()
+    browser.get(f"{url}/jobs/{queued}")
+    click(browser, "#action-cancel")
+    browser.save_screenshot(str(artifacts / "confirm.png"))
+    browser.find_element(By.ID, "confirm").click()
+    until(browser, "canceled", lambda d: text_of(d, "state") == "canceled")
+    assert text_of(browser, "message") == "Cancel requested."
+
+    # retry a failed one (8: not a fax machine, at the first attempt)
+    failed = cli("send", "--to", "+15555551218", str(make_pdf(tmp_path / "c.pdf")), config=config).stdout.strip()
+    browser.get(f"{url}/jobs/{failed}")
+    until(browser, "the fax failed", lambda d: text_of(d, "state") == "failed")
+    click(browser, "#action-retry")
+    browser.find_element(By.ID, "confirm").click()
+    until(browser, "sent again", lambda d: "job.retry" in (text_of(d, "history") or ""))
+    browser.get(url + "/overview")
+    browser.save_screenshot(str(artifacts / "overview.png"))
+    assert "Delivered" in browser.page_source
+    wait_until(lambda: all((artifacts / n).stat().st_size > 5000 for n in ("queue.png", "job.png", "overview.png")),
+               timeout=5, what="screenshots written")
+
+
+def _tomorrow() -> str:
+    from datetime import UTC, datetime, timedelta
+
+    return (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
