@@ -309,3 +309,18 @@ async def test_enqueue_many_is_all_or_none_documents_included(pg: Backend, pg_ur
         await raw.execute("DROP TRIGGER fail ON events")
     again = new_jobs(store, 3)
     assert len(await store.enqueue_many(again, NOW)) == 3 and len(await store.jobs()) == 3
+
+
+async def test_a_folder_jobs_result_goes_to_the_daemon_that_took_it_in(pg: Backend) -> None:
+    watching, other = await pg.open("watching"), await pg.open("other")
+    folder_job = await enqueue(watching, Source.FOLDER)
+    mail_job = await enqueue(watching, Source.SMTP)
+    for job_id in (folder_job, mail_job):                       # the other daemon sends both
+        await step(other, job_id, Claimed())
+        await step(other, job_id, Accepted(job_id[-4:]))
+        await step(other, job_id, Status(StatusUpdate("simulator", job_id[-4:], FaxOutcome.DELIVERED, pages=2,
+                                                      attempts=1)))
+    mine = await other.outbox_due(NOW, ["sidecar", "mail"])
+    assert [(i.kind, i.job_id) for i in mine] == [("mail", mail_job)]          # a reply mail: any daemon
+    [result] = await watching.outbox_due(NOW, ["sidecar", "mail"])
+    assert (result.kind, result.job_id) == ("sidecar", folder_job)

@@ -62,6 +62,7 @@ MIGRATIONS: list[str] = [
         lease_until timestamptz,
         lease_node text,
         node text,
+        intake_node text,
         dedup_key text
     );
     CREATE INDEX jobs_state_due ON jobs (state, next_attempt_at);

@@ -17,6 +17,8 @@ what differs because several daemons share the database:
   SQLite; READ COMMITTED alone does not).
 - **Outbox** rows are leased when :meth:`outbox_due` hands them out (the store's ``lease``), so two
   daemons do not both send one reply; delivered/failed clears the lease, a dead daemon's runs out.
+  A folder job's result file ("sidecar") goes only to the node that took the job in: the daemon
+  watching that folder (so ``store.node`` must stay the same across its restarts).
 - **Documents** live in the database (:mod:`faxbridge.store.pg_documents`); the local spool is
   staging plus a cache that :meth:`claim_due` and :meth:`outbox_due` fill for the jobs they return,
   so ``spool.document_path(job_id)`` names a local file the provider adapter can upload.
@@ -70,6 +72,7 @@ R = TypeVar("R")
 log = structlog.get_logger("faxbridge.store")
 
 AT_PROVIDER = "state IN ('submitting', 'submitted')"
+SIDECAR_KIND = OUTBOX_KINDS[Source.FOLDER][0]   # a folder job's result file: written by the daemon that took it in
 RECONCILE = Hold.RECONCILE.value
 BUSY_TYPES: tuple[type[Exception], ...] = (
     psycopg.OperationalError,            # connection lost or refused, the pool's timeout, admin shutdown...
@@ -218,13 +221,13 @@ class PostgresStore:
         await conn.execute(
             """INSERT INTO jobs (id, source, to_number, state, reason, pages, paper, provider, sender, subject,
                document, options, meta, created_at, updated_at, doc_sha256, next_attempt_at, finished_at,
-               dedup_key, node)
-               VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s::jsonb,%s,%s,%s,%s,%s,%s,%s)""",
+               dedup_key, node, intake_node)
+               VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s::jsonb,%s,%s,%s,%s,%s,%s,%s,%s)""",
             (job_id, new.source.value, new.to, state.value, reason, doc.pages if doc else 0, paper,
              self.provider, new.sender, new.subject, new.document, json.dumps(new.options.to_json()),
              json.dumps(dict(new.meta)), now, now, doc.sha256 if doc else "",
              _first_try(new, now) if state is JobState.QUEUED else None, now if state.final else None,
-             new.dedup_key, self.node))
+             new.dedup_key, self.node, self.node))
 
     def _check_staged(self, job_id: str, doc: PreparedDocument) -> Path:
         staged = self._spool.staging / job_id / DOC_NAME
@@ -645,16 +648,20 @@ class PostgresStore:
     @_chokepoint
     async def outbox_due(self, now: datetime, kinds: Sequence[str], limit: int = 100) -> list[OutboxItem]:
         """Due notifications, each leased to this daemon for ``lease`` (another daemon skips them);
-        a reply mail's or copy's job document is fetched into the local cache first."""
+        a folder job's result file only to the daemon that took the job in (its node: the one
+        watching that folder); a reply mail's or copy's job document is fetched into the local cache
+        first."""
         async with self._db.connection() as conn:
             cur = await conn.execute(
                 """UPDATE outbox SET lease_until = %(until)s, lease_node = %(node)s WHERE id IN (
                        SELECT id FROM outbox WHERE delivered_at IS NULL AND next_at <= %(now)s
                          AND kind = ANY(%(kinds)s) AND (lease_until IS NULL OR lease_until < %(now)s)
+                         AND (kind <> %(sidecar)s
+                              OR job_id IN (SELECT id FROM jobs WHERE intake_node = %(node)s))
                        ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
                    RETURNING *""",
                 {"until": now + timedelta(seconds=self.lease_s), "node": self.node, "now": now,
-                 "kinds": list(kinds), "limit": limit})
+                 "kinds": list(kinds), "limit": limit, "sidecar": SIDECAR_KIND})
             rows = sorted(await cur.fetchall(), key=lambda r: r["id"])
         wanted = {r["job_id"] for r in rows if r["kind"] in ("mail", COPY_KIND)}
         if wanted:
