@@ -1,10 +1,11 @@
 """Several bridges, one queue (contract section 10), end to end: two real daemons on one PostgreSQL,
 each with its own state_dir and node, the simulator as their one provider; faxes queued with
 `faxbridge send` from a third machine's config. Every job is delivered and reaches the provider
-exactly once (counted at the simulator), whichever daemon took it.
+exactly once (counted at the simulator), whichever daemon sent it; files dropped into each daemon's
+own watched folder get their results in that folder.
 
-(Mail and folder intake on PostgreSQL wait for the daemon to hand its one store to the listeners:
-the SMTP listener and the folder workers still open their own SQLite store today.)
+(Mail intake on PostgreSQL waits for the daemon to hand its one store to the SMTP listener, which
+still opens its own SQLite store today.)
 """
 
 from __future__ import annotations
@@ -29,13 +30,21 @@ def sim(tmp_path: Path) -> Iterator[SimProcess]:
     s.stop()
 
 
-def machine(tmp_path: Path, name: str, url: str, sim: SimProcess) -> Path:
+def machine(tmp_path: Path, name: str, url: str, sim: SimProcess, *, watch: bool = False) -> Path:
     folder = tmp_path / name
     folder.mkdir()
     settings: dict[str, Any] = base_settings(folder)
     settings["provider"].update(sim.phaxio_settings())
     settings["store"] = {"url": url, "node": name}
+    if watch:
+        settings["watch"] = [{"path": str(folder / "outbox"), "results": str(folder / "results"),
+                              "done": str(folder / "done"), "failed": str(folder / "failed"), "settle": "200ms"}]
     return write_config(folder / "faxbridge.toml", settings)
+
+
+def results(folder: Path) -> dict[str, str]:
+    found = folder.glob("*.result.json") if folder.is_dir() else []
+    return {p.name: json.loads(p.read_text())["state"] for p in found}
 
 
 def jobs(config: Path) -> list[dict[str, Any]]:
@@ -45,7 +54,8 @@ def jobs(config: Path) -> list[dict[str, Any]]:
 
 
 def test_two_daemons_share_one_queue_and_send_each_fax_once(tmp_path: Path, sim: SimProcess, pg_url: str) -> None:
-    shell, left, right = (machine(tmp_path, name, pg_url, sim) for name in ("shell", "left", "right"))
+    shell = machine(tmp_path, "shell", pg_url, sim)
+    left, right = (machine(tmp_path, name, pg_url, sim, watch=True) for name in ("left", "right"))
     doc = make_pdf(tmp_path / "a.pdf", pages=2)
     ids = []
     for n in range(8):
@@ -56,14 +66,24 @@ def test_two_daemons_share_one_queue_and_send_each_fax_once(tmp_path: Path, sim:
     try:
         for daemon in daemons:
             daemon.wait_ready()
+        for side in ("left", "right"):       # each daemon's own folder: files to numbers of their own
+            for n in range(3):
+                make_pdf(tmp_path / side / "outbox" / f"1555555{14 if side == 'left' else 15}{n}{n}.pdf")
+        wanted = {side: {f"1555555{14 if side == 'left' else 15}{n}{n}.result.json": "delivered" for n in range(3)}
+                  for side in ("left", "right")}
+        wait_until(lambda: all(results(tmp_path / side / "results") == wanted[side] for side in wanted),
+                   timeout=90, interval=0.2, what="every folder's results, in its own folder")
         wait_until(lambda: all(j["final"] for j in jobs(shell)), timeout=90, interval=0.2, what="all final")
     finally:
         codes = [daemon.stop() for daemon in daemons]
     assert codes == [0, 0]
     states = {j["id"]: j["state"] for j in jobs(shell)}
-    assert states == dict.fromkeys(ids, "delivered")
+    assert len(states) == len(ids) + 6 and set(states.values()) == {"delivered"}
     counts = Counter(s["job_tag"] for s in sim.sends())
-    assert {i: counts[i] for i in ids} == dict.fromkeys(ids, 1)
+    assert {i: counts[i] for i in states} == dict.fromkeys(states, 1)               # each reached it once
+    for side in ("left", "right"):
+        assert sorted(p.name for p in (tmp_path / side / "done").iterdir()) == sorted(
+            name.replace(".result.json", ".pdf") for name in wanted[side])
     with psycopg.connect(pg_url) as db:
         nodes = {row[0] for row in db.execute("SELECT node FROM jobs")}
     assert nodes <= {"left", "right"} and nodes
