@@ -16,12 +16,11 @@ unknown name, so a misspelt point in a test fails loudly instead of testing noth
 
 The points and where they are:
 
-- ``smtp.data``: DATA being received, no answer given (``ingress.smtp_protocol.FaxSMTP._read_data``).
+- ``smtp.data``: DATA being received, no answer given (``ingress.smtp.protocol.FaxSMTP._read_data``).
 - ``smtp.job_committed``: one recipient's job committed, the others of the message not yet
-  (``ingress.smtp_data.MailIntake._jobs``, in an intake worker process, which kills the daemon
-  with itself; ``:N`` for the N-th job of that worker's life).
+  (``ingress.smtp.commit.MailIntake.commit``, in the daemon; ``:N`` for the N-th job).
 - ``smtp.before_reply``: every job of the message committed, the DATA reply (250) not yet sent
-  (``ingress.smtp_protocol.FaxSMTP.smtp_DATA``).
+  (``ingress.smtp.protocol.FaxSMTP.smtp_DATA``).
 - ``folder.claimed``: dropped files claimed (moved into the processing area, synced), no job
   committed yet (``ingress.folder.intake.FolderIntake._take``).
 - ``folder.committed``: the folder round's jobs committed, nothing after

@@ -19,14 +19,19 @@ from pathlib import Path
 import structlog
 
 from faxbridge.clock import Clock
-from faxbridge.config import NumbersConfig
-from faxbridge.documents import prepare
+from faxbridge.config import Config, NumbersConfig
+from faxbridge.documents import OfficeSettings, prepare
 from faxbridge.documents._pdf import DEFAULT_MAX_DECOMPRESSED
 from faxbridge.models import InputFile, Job, NewJob, Paper, PreparedDocument
 from faxbridge.numbers import ParsedNumber, check_policy, parse
 from faxbridge.store import DOC_NAME, DocumentSpool, JobStore, Staged, new_job_id
 
 log = structlog.get_logger("faxbridge.intake")
+
+
+def office_settings(cfg: Config) -> OfficeSettings:
+    """How this configuration converts Office documents (``[documents]``; no converter: refused)."""
+    return OfficeSettings(soffice=cfg.documents.soffice(), timeout=cfg.documents.convert_timeout)
 
 
 def destination(text: str, policy: NumbersConfig) -> ParsedNumber:

@@ -16,11 +16,11 @@ from collections.abc import Sequence
 import structlog
 
 from faxbridge import crashpoints
+from faxbridge.clock import Clock
 from faxbridge.ingress.folder import results
 from faxbridge.models import Job, JobEvent
 from faxbridge.notify.outbox import NotifyGiveUp, NotifyRetry, OutboxWorker
-from faxbridge.runtime import Runtime
-from faxbridge.store import OutboxItem
+from faxbridge.store import JobStore, OutboxItem
 
 log = structlog.get_logger("faxbridge.sidecar")
 
@@ -42,7 +42,7 @@ async def deliver(job: Job, events: Sequence[JobEvent], item: OutboxItem) -> Non
              original=str(moved) if moved else None)
 
 
-def build(runtime: Runtime) -> OutboxWorker:
+def build(store: JobStore, clock: Clock) -> OutboxWorker:
     """The result writer; always on, so results owed by folder jobs from an earlier configuration
     are still written."""
-    return OutboxWorker(runtime.store, runtime.clock, KIND, deliver)
+    return OutboxWorker(store, clock, KIND, deliver)

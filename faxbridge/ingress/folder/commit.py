@@ -22,16 +22,18 @@ from __future__ import annotations
 import stat
 from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, tzinfo
 from pathlib import Path, PurePosixPath
 from typing import Any, Generic, TypeVar
 
 import structlog
 
 from faxbridge import crashpoints
+from faxbridge import options as fax_options
 from faxbridge.clock import Clock
 from faxbridge.config import NumbersConfig, WatchConfig
-from faxbridge.documents import DEFAULT_MAX_DECOMPRESSED
+from faxbridge.documents import DEFAULT_MAX_DECOMPRESSED, OfficeSettings
 from faxbridge.errors import InputError, NumberError, StoreError
 from faxbridge.ingress.folder import claims
 from faxbridge.ingress.folder.bridge import LoopStore
@@ -120,8 +122,11 @@ class Committer:
 
     def __init__(self, watch: WatchConfig, store: LoopStore, clock: Clock, numbers: NumbersConfig,
                  claimer: Claimer, offload: Offload, retry: Retry, *,
-                 max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> None:
+                 max_decompressed: int = DEFAULT_MAX_DECOMPRESSED, office: OfficeSettings | None = None,
+                 zone: tzinfo = UTC) -> None:
         self.watch = watch
+        self.office = office                          # documents.office: Office files converted (None: refused)
+        self.zone = zone                              # time_zone: how a control file's local send_at is read
         self.root = watch.path
         self.store = store
         self.clock = clock
@@ -168,7 +173,7 @@ class Committer:
         except Exception as exc:
             return self._unexpected(claim_id, exc)
         staging = self.offload.submit(stage, copy, document.name, out, self.numbers.max_pages, new.options.paper,
-                                      self.max_decompressed)
+                                      self.max_decompressed, self.office)
         return Started(claim_id, new, document, job_id=job_id, staging=staging)
 
     def discard(self, started: Sequence[Started]) -> None:
@@ -200,17 +205,22 @@ class Committer:
                                  f"{size_words(self.watch.max_size)} (watch.max_size)")
             found = choose_number(document, control, self.watch.pattern, self.watch.recursive)
             if found is None:
-                raise InputError(no_number_reason(document.name))
+                raise InputError(no_number_reason(document.name, office=self.office is not None
+                                                  and self.office.enabled))
             written, origin = found
             try:
                 number = destination(written, self.numbers)
             except NumberError as exc:
                 raise InputError(f"{written} (from the {origin}): {exc.reason}") from exc
+            options = control.options() if control else FaxOptions()
+            if control is not None and control.send_at is not None:
+                when = fax_options.send_at(f"{control.name}: send_at", control.send_at, zone=self.zone,
+                                           now=self.clock.now())
+                options = replace(options, send_at=when)
         except InputError as exc:
             return base, document, exc.reason
         new = NewJob(source=Source.FOLDER, to=number.e164, document=document.name,
-                     options=control.options() if control else FaxOptions(), meta=base.meta,
-                     dedup_key=base.dedup_key)
+                     options=options, meta=base.meta, dedup_key=base.dedup_key)
         return new, document, None
 
     def _base(self, claim_id: str, document: PurePosixPath) -> NewJob:

@@ -30,12 +30,13 @@ import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from datetime import UTC, tzinfo
 from pathlib import Path, PurePosixPath
 
 from faxbridge import crashpoints
 from faxbridge.clock import Clock
 from faxbridge.config import NumbersConfig, WatchConfig
-from faxbridge.documents import DEFAULT_MAX_DECOMPRESSED
+from faxbridge.documents import DEFAULT_MAX_DECOMPRESSED, OfficeSettings
 from faxbridge.ingress.folder import safedir
 from faxbridge.ingress.folder.bridge import LoopStore
 from faxbridge.ingress.folder.claim import Claimer, Retry
@@ -56,7 +57,8 @@ class TickResult:
 class FolderIntake:
     def __init__(self, watch: WatchConfig, store: JobStore, clock: Clock, numbers: NumbersConfig, *,
                  loop: asyncio.AbstractEventLoop, incomplete_after: float | None = None,
-                 pool: Executor | None = None, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> None:
+                 pool: Executor | None = None, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED,
+                 office: OfficeSettings | None = None, zone: tzinfo = UTC) -> None:
         """``store``: the daemon's JobStore, living on ``loop`` (this intake runs in another thread);
         ``pool``: where content checks and document copies run (None: in this thread)."""
         self.watch = watch
@@ -69,7 +71,7 @@ class FolderIntake:
                                                  or default_incomplete_after(watch.settle)))
         self.claims = Claimer(watch.path, bridge, self.retry)
         self.commit = Committer(watch, bridge, clock, numbers, self.claims, self.offload, self.retry,
-                                max_decompressed=max_decompressed)
+                                max_decompressed=max_decompressed, office=office, zone=zone)
 
     # ---- what the watcher sets and calls ---------------------------------------------------------
 

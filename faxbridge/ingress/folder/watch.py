@@ -54,7 +54,7 @@ from faxbridge.errors import StoreError
 from faxbridge.ingress.folder.content import incomplete, stage
 from faxbridge.ingress.folder.intake import FolderIntake, TickResult
 from faxbridge.ingress.folder.tree import FolderWatches
-from faxbridge.runtime import Runtime
+from faxbridge.intake import office_settings
 from faxbridge.store import JobStore
 from faxbridge.workers import Engine, TooMuchWork, WorkerLost
 
@@ -133,7 +133,7 @@ class EnginePool(Executor):
 
 
 class FolderWatcher:
-    """A :class:`faxbridge.runtime.Component`: every ``[[watch]]`` folder of the configuration."""
+    """A :class:`faxbridge.component.Component`: every ``[[watch]]`` folder of the configuration."""
 
     name = "folder"
 
@@ -171,7 +171,8 @@ class FolderWatcher:
         finished = 0
         for watch in self.watches:
             intake = FolderIntake(watch, self.store, self.clock, self.cfg.numbers, loop=self.loop, pool=self._pool,
-                                  max_decompressed=self.cfg.limits.max_decompressed)
+                                  max_decompressed=self.cfg.limits.max_decompressed,
+                                  office=office_settings(self.cfg), zone=self.cfg.zone())
             intake.on_result = self.on_file
             self._intakes.append(intake)
             try:
@@ -298,19 +299,3 @@ def _join(observers: list[BaseObserver]) -> None:
     for observer in observers:
         observer.join(5.0)
 
-
-def build(runtime: Runtime) -> FolderWatcher | None:
-    """The folder watcher, when the configuration has at least one ``[[watch]]``."""
-    if not runtime.cfg.watch:
-        return None
-
-    def on_jobs() -> None:
-        for component in runtime.components:
-            if component.name == "notify.sidecar":
-                wake = getattr(component, "wake", None)
-                if wake is not None:
-                    wake()
-        runtime.dispatcher.wake()
-
-    return FolderWatcher(runtime.cfg, runtime.store, runtime.clock, on_jobs=on_jobs,
-                         on_file=lambda result: runtime.metrics.folder_files.labels(result).inc())
