@@ -324,3 +324,15 @@ async def test_a_folder_jobs_result_goes_to_the_daemon_that_took_it_in(pg: Backe
     assert [(i.kind, i.job_id) for i in mine] == [("mail", mail_job)]          # a reply mail: any daemon
     [result] = await watching.outbox_due(NOW, ["sidecar", "mail"])
     assert (result.kind, result.job_id) == ("sidecar", folder_job)
+
+
+async def test_a_row_that_does_not_decode_neither_waits_its_turn_nor_holds_its_number(pg: Backend,
+                                                                                       pg_url: str) -> None:
+    store = await pg.open()
+    bad, good = await enqueue(store), await enqueue(store)           # both to one number
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as raw:
+        await raw.execute("UPDATE jobs SET state = 'submitted', paper = 'no-such-paper' WHERE id = %s", (bad,))
+    with structlog.testing.capture_logs():
+        assert await store.submitted() == []                          # seen (and logged) by a list read
+    assert await store.next_due(per_destination=1) == NOW
+    assert [j.id for j in await store.claim_due("x", NOW, 10, 60, per_destination=1)] == [good]

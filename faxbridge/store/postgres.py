@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import json
 import shutil
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from pathlib import Path
@@ -200,12 +200,12 @@ class PostgresStore:
         if pool is not None:
             await pool.close()
 
-    async def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    async def _rows(self, sql: str, args: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict[str, Any]]:
         async with self._db.connection() as conn:
             cur = await conn.execute(sql, args)
             return list(await cur.fetchall())
 
-    async def _row(self, sql: str, args: Sequence[Any] = ()) -> dict[str, Any] | None:
+    async def _row(self, sql: str, args: Sequence[Any] | Mapping[str, Any] = ()) -> dict[str, Any] | None:
         rows = await self._rows(sql, args)
         return rows[0] if rows else None
 
@@ -358,7 +358,7 @@ class PostgresStore:
         until = now + timedelta(seconds=lease_s)
         free = "(lease_until IS NULL OR lease_until < %(now)s)"
         args: dict[str, Any] = {"owner": owner, "node": self.node, "until": until, "now": now, "limit": limit,
-                                "per": per_destination, "reconcile": RECONCILE}
+                                "per": per_destination, "reconcile": RECONCILE, "bad": sorted(self._bad_rows)}
         lease = ("UPDATE jobs SET lease_owner = %(owner)s, lease_until = %(until)s, lease_node = %(node)s, "
                  "node = %(node)s")
         async with self._db.connection() as conn, conn.transaction():
@@ -370,11 +370,15 @@ class PostgresStore:
                            ORDER BY next_attempt_at, seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
                         RETURNING *""", args)
             else:
+                # a row that does not decode neither waits its turn nor holds its number
+                good = "NOT (id = ANY(%(bad)s::text[]))"
                 busy = (f"(SELECT COUNT(*) FROM jobs AS busy WHERE busy.to_number = due.to_number AND "
-                        f"(busy.{AT_PROVIDER} OR (busy.state = 'queued' AND busy.lease_until >= %(now)s)))")
+                        f"(busy.{AT_PROVIDER} OR (busy.state = 'queued' AND busy.lease_until >= %(now)s)) "
+                        f"AND NOT (busy.id = ANY(%(bad)s::text[])))")
                 numbers = [r["to_number"] for r in await (await conn.execute(
                     f"""SELECT to_number FROM jobs AS due
-                        WHERE state = 'queued' AND next_attempt_at <= %(now)s AND {free} AND {busy} < %(per)s
+                        WHERE state = 'queued' AND next_attempt_at <= %(now)s AND {free} AND {good}
+                          AND {busy} < %(per)s
                         GROUP BY to_number ORDER BY MIN(next_attempt_at), MIN(seq) LIMIT %(limit)s""",
                     args)).fetchall()]
                 if not numbers:
@@ -389,7 +393,7 @@ class PostgresStore:
                            SELECT id, to_number, next_attempt_at, seq,
                                   ROW_NUMBER() OVER (PARTITION BY to_number ORDER BY created_at, id) AS place
                            FROM jobs WHERE state = 'queued' AND next_attempt_at <= %(now)s AND {free}
-                             AND to_number = ANY(%(numbers)s)) AS due
+                             AND {good} AND to_number = ANY(%(numbers)s)) AS due
                         WHERE place + {busy} <= %(per)s
                         ORDER BY next_attempt_at, seq LIMIT %(limit)s""", args)).fetchall()]
                 args["ids"] = ids
@@ -632,11 +636,12 @@ class PostgresStore:
     @_chokepoint
     async def next_due(self, per_destination: int = 0) -> datetime | None:
         waits = "" if per_destination <= 0 else (
-            f"AND (SELECT COUNT(*) FROM jobs AS busy WHERE busy.to_number = jobs.to_number AND busy.{AT_PROVIDER})"
-            f" < {int(per_destination)}")
+            f"AND (SELECT COUNT(*) FROM jobs AS busy WHERE busy.to_number = jobs.to_number AND busy.{AT_PROVIDER}"
+            f" AND NOT (busy.id = ANY(%(bad)s::text[]))) < {int(per_destination)}")
         row = await self._row(
             f"""SELECT MIN(GREATEST(next_attempt_at, COALESCE(lease_until, next_attempt_at))) AS at FROM jobs
-                WHERE (state = 'queued' {waits}) OR (state = 'submitting' AND hold = %s)""", (RECONCILE,))
+                WHERE (state = 'queued' {waits}) OR (state = 'submitting' AND hold = %(reconcile)s)""",
+            {"reconcile": RECONCILE, "bad": sorted(self._bad_rows)})
         return None if row is None else _utc(row["at"])
 
     @_chokepoint
