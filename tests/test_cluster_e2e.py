@@ -1,11 +1,9 @@
 """Several bridges, one queue (contract section 10), end to end: two real daemons on one PostgreSQL,
 each with its own state_dir and node, the simulator as their one provider; faxes queued with
 `faxbridge send` from a third machine's config. Every job is delivered and reaches the provider
-exactly once (counted at the simulator), whichever daemon sent it; files dropped into each daemon's
-own watched folder get their results in that folder.
-
-(Mail intake on PostgreSQL waits for the daemon to hand its one store to the SMTP listener, which
-still opens its own SQLite store today.)
+exactly once (counted at the simulator), whichever daemon sent it; mails to each daemon's SMTP
+port make their jobs in the shared queue; files dropped into each daemon's own watched folder get
+their results in that folder.
 """
 
 from __future__ import annotations
@@ -19,7 +17,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from faxbridge.config import load
 from tests.conftest import free_port, wait_until
+from tests.ingress.mailkit import outlook, pdf_bytes
+from tests.ingress.mailkit import send as send_mail
 from tests.support import DaemonProcess, SimProcess, base_settings, cli, make_pdf, write_config
 
 
@@ -37,6 +38,7 @@ def machine(tmp_path: Path, name: str, url: str, sim: SimProcess, *, watch: bool
     settings["provider"].update(sim.phaxio_settings())
     settings["store"] = {"url": url, "node": name}
     if watch:
+        settings["smtp"] = {"enabled": True, "listen": f"127.0.0.1:{free_port()}"}
         settings["watch"] = [{"path": str(folder / "outbox"), "results": str(folder / "results"),
                               "done": str(folder / "done"), "failed": str(folder / "failed"), "settle": "200ms"}]
     return write_config(folder / "faxbridge.toml", settings)
@@ -69,6 +71,12 @@ def test_two_daemons_share_one_queue_and_send_each_fax_once(tmp_path: Path, sim:
         for side in ("left", "right"):       # each daemon's own folder: files to numbers of their own
             for n in range(3):
                 make_pdf(tmp_path / side / "outbox" / f"1555555{14 if side == 'left' else 15}{n}{n}.pdf")
+        for side, config in (("left", left), ("right", right)):   # a mail to each daemon, two faxes each
+            listen = load(config, {}).smtp.listen
+            message = outlook(pdf_bytes(tmp_path / side, name=f"mail-{side}.pdf"), subject=f"From {side}")
+            recipients = [f"1555555{16 if side == 'left' else 17}{n}{n}@fax.local" for n in range(2)]
+            answers = send_mail((listen.host, listen.port), "alice@example.com", recipients, message)
+            assert [a.code for a in answers] == [250, 250, 250, 250], answers
         wanted = {side: {f"1555555{14 if side == 'left' else 15}{n}{n}.result.json": "delivered" for n in range(3)}
                   for side in ("left", "right")}
         wait_until(lambda: all(results(tmp_path / side / "results") == wanted[side] for side in wanted),
@@ -78,7 +86,7 @@ def test_two_daemons_share_one_queue_and_send_each_fax_once(tmp_path: Path, sim:
         codes = [daemon.stop() for daemon in daemons]
     assert codes == [0, 0]
     states = {j["id"]: j["state"] for j in jobs(shell)}
-    assert len(states) == len(ids) + 6 and set(states.values()) == {"delivered"}
+    assert len(states) == len(ids) + 6 + 4 and set(states.values()) == {"delivered"}
     counts = Counter(s["job_tag"] for s in sim.sends())
     assert {i: counts[i] for i in states} == dict.fromkeys(states, 1)               # each reached it once
     for side in ("left", "right"):
