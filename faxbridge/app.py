@@ -301,7 +301,8 @@ class Daemon:
         raise_nofile()
         lock = lock_state_dir(cfg.state_dir)
         try:
-            store = self.store = await open_store(cfg.state_dir, provider_name(cfg), notices=notices_of(cfg))
+            store = self.store = await open_store(cfg.state_dir, provider_name(cfg), notices=notices_of(cfg),
+                                                  url=cfg.store.url, node=cfg.store.node, lease=cfg.store.lease)
         except BaseException:
             lock.close()
             raise

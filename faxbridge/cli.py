@@ -117,7 +117,7 @@ def _no_store(cfg: Config) -> str:
 
 async def _existing_store(cfg: Config, *, readonly: bool = False) -> JobStore:
     """The store for commands that only look or act on jobs: never made anew where none is."""
-    if not has_store(cfg.state_dir):
+    if not cfg.store.url and not has_store(cfg.state_dir):    # (a shared store says so itself)
         raise FaxbridgeError(_no_store(cfg))
     return await _store(cfg, readonly=readonly)
 
@@ -129,7 +129,8 @@ def _load(args: argparse.Namespace) -> Config:
 
 async def _store(cfg: Config, *, readonly: bool = False) -> JobStore:
     # cfg.provider.kind = app.provider_name, without importing the daemon
-    return await open_store(cfg.state_dir, cfg.provider.kind, readonly=readonly, notices=notices_of(cfg))
+    return await open_store(cfg.state_dir, cfg.provider.kind, readonly=readonly, notices=notices_of(cfg),
+                            url=cfg.store.url, node=cfg.store.node, lease=cfg.store.lease)
 
 
 def _with_store(open_: Callable[[], Awaitable[JobStore]], use: Callable[[JobStore], Awaitable[T]]) -> T:
@@ -221,7 +222,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     print(job.id)
     if options.send_at is not None:
         print(f"faxbridge: note: the fax waits until {shown_time(options.send_at)} (--at)", file=sys.stderr)
-    if not is_served(cfg.state_dir):
+    if not cfg.store.url and not is_served(cfg.state_dir):   # (a shared store's daemons are elsewhere)
         print(f"faxbridge: note: no daemon serves {cfg.state_dir} now; the fax is sent once "
               "`faxbridge run` is started with this configuration", file=sys.stderr)
     return _wait(cfg, job.id) if args.wait else EXIT_OK
@@ -249,7 +250,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     cfg = _load(args)
     if args.watch:
         return _watch(cfg, args)
-    if not has_store(cfg.state_dir):
+    if not cfg.store.url and not has_store(cfg.state_dir):    # (a shared store says so itself)
         print(f"faxbridge: note: {_no_store(cfg)}", file=sys.stderr)
         if not args.json:
             print(JOBS_HEADER)

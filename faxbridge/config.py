@@ -44,6 +44,7 @@ Rules beyond the contract's table, decided here:
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import shutil
 import tomllib
@@ -82,6 +83,7 @@ from faxbridge.config_parse import (
     region,
     sender,
     size,
+    store_url,
     string,
     strings,
     time_zone,
@@ -93,7 +95,7 @@ from faxbridge.errors import ConfigError
 
 __all__ = [
     "Config", "ConfigError", "HostPort", "LimitsConfig", "LogConfig", "NotifyConfig", "NumbersConfig",
-    "OpenfaxConfig", "PhaxioConfig", "ProviderConfig", "SimulatorConfig", "SmtpConfig", "WatchConfig",
+    "OpenfaxConfig", "PhaxioConfig", "ProviderConfig", "SimulatorConfig", "SmtpConfig", "StoreConfig", "WatchConfig",
     "WebhookConfig", "defaults", "load", "summary",
 ]
 
@@ -266,6 +268,19 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """Contract section 10: where jobs live. ``url`` empty: SQLite in ``state_dir`` (one daemon)."""
+
+    url: str = field(default="", repr=False)   # may hold the password: never shown (summary strips it)
+    lease: float = 30.0                        # a dead daemon's claims are taken over after this
+    node: str = ""                             # this daemon's name; empty: the host name
+
+    def node_name(self) -> str:
+        """``node``, or the host name when it is empty."""
+        return self.node or os.uname().nodename
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     state_dir: Path
     shutdown_grace: float
@@ -279,6 +294,7 @@ class Config:
     log: LogConfig
     source: Path | None
     documents: DocumentsConfig = field(default_factory=DocumentsConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     time_zone: str = ""      # section 11: how "YYYY-MM-DD HH:MM" send times are read (IANA; empty: the host's)
 
@@ -356,6 +372,11 @@ SCHEMA: Schema = {
         "job_cpu": duration("120s"),
         "job_memory": size("2GB"),
         "worker_idle": duration("5s"),
+    },
+    "store": {
+        "url": string("", secret=True, check=store_url),
+        "lease": duration("30s", positive=True),
+        "node": string(""),
     },
     "console": {
         "enabled": boolean(True),
@@ -557,6 +578,7 @@ def _build(v: Mapping[str, Any], watches: tuple[WatchConfig, ...], source: Path 
         notify=_section(NotifyConfig, v, "notify"), webhook=_section(WebhookConfig, v, "webhook"),
         provider=provider, log=_section(LogConfig, v, "log"), source=source,
         documents=_section(DocumentsConfig, v, "documents"), time_zone=v["time_zone"],
+        store=_section(StoreConfig, v, "store"),
         console=_section(ConsoleConfig, v, "console"),
     )
 
@@ -580,6 +602,14 @@ def _secret_state(cfg: Config, key: str) -> str:
     return f"{key} {'set' if obj else 'not set'}"
 
 
+def _store_lines(s: StoreConfig) -> list[str]:
+    """The shared store, when there is one (SQLite in the state dir, the default, says nothing)."""
+    if not s.url:
+        return []
+    shown = urlsplit(_no_userinfo(s.url))._replace(query="", fragment="").geturl()   # no password, ever
+    return [f"job store: PostgreSQL at {shown}, node {s.node_name()}, leases of {s.lease:g}s (store.lease)"]
+
+
 def _office_line(d: DocumentsConfig) -> str:
     found = d.soffice()
     if d.office == "off":
@@ -598,6 +628,7 @@ def summary(cfg: Config) -> list[str]:
     lines = [
         f"config file: {cfg.source if cfg.source else 'none (built-in defaults)'}",
         f"state dir: {cfg.state_dir}",
+        *_store_lines(cfg.store),
         f"provider: {p.kind}" + (f" at {_no_userinfo(url)}" if url else f" (speed {p.simulator.speed:g})"),
     ]
     if cfg.smtp.enabled:

@@ -201,6 +201,14 @@ def office_setting(value: str) -> str:
     return value
 
 
+def store_url(value: str) -> str:
+    """``store.url``: empty (SQLite in state_dir) or a ``postgresql://`` URL. A secret (it may hold the
+    password): never quoted back."""
+    if value and urlsplit(value).scheme not in ("postgresql", "postgres"):
+        raise Invalid("expected empty (SQLite in state_dir) or a postgresql://USER@HOST:PORT/DB URL")
+    return value
+
+
 def url_token(value: str) -> str:
     if value and not re.fullmatch(r"[A-Za-z0-9._~-]+", value):
         raise Invalid("may hold only letters, digits and . _ ~ - (it is part of a URL path)")

@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 
 from faxbridge import logs
+from tests.pg import pg_server, pg_url
+from tests.stores import backend, jobstore
 from tests.support import LOG_FILES, SECRETS, make_pdf, write_config
 
-__all__ = ["make_pdf", "write_config"]
+__all__ = ["backend", "jobstore", "make_pdf", "pg_server", "pg_url", "write_config"]
 
 # Fields every log line carries, and those a state change adds (contract section 8; issue 6).
 LINE_FIELDS = {"event", "level", "timestamp"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -109,6 +110,9 @@ CONTRACT_DEFAULTS: list[tuple[str, Any]] = [
     ("log.level", "info"),
     ("log.format", "auto"),
     ("log.show_numbers", False),
+    ("store.url", ""),
+    ("store.lease", 30.0),
+    ("store.node", ""),
     ("source", None),
 ]
 
@@ -775,3 +779,22 @@ def test_summary_says_what_replies_carry_and_who_gets_copies(tmp_path: Path) -> 
     lines = summary(load(write(tmp_path, "[notify]\ncopy_to = ['a@example.com']\ncopy_on = 'final'\n"), {}))
     assert "copies: of every final job to a@example.com (not sent: no notify.smarthost)" in lines
     assert not any(line.startswith("replies carry") for line in lines)
+
+
+def test_store_keys_of_section_10(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load(write(tmp_path, "[store]\nurl = 'postgresql://fax@db:5432/faxes'\nlease = '1m'\nnode = 'left'\n"), {})
+    assert (cfg.store.url, cfg.store.lease, cfg.store.node_name()) == ("postgresql://fax@db:5432/faxes", 60.0, "left")
+    assert defaults(tmp_path).store.node_name() == os.uname().nodename          # empty: the host name
+    secret = tmp_path / "store-url"
+    secret.write_text("postgresql://fax:pw@db/faxes\n")
+    from_file = load(write(tmp_path, f"[store]\nurl_file = '{secret}'\n"), {})
+    assert from_file.store.url == "postgresql://fax:pw@db/faxes" and "pw" not in repr(from_file.store)
+    from_env = load(write(tmp_path, ""), {"FAXBRIDGE_STORE_URL": "postgres://fax@db/faxes"})
+    assert from_env.store.url == "postgres://fax@db/faxes"
+
+
+def test_a_store_url_that_is_not_postgresql_is_refused_without_repeating_it(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, "[store]\nurl = 'mysql://fax:hunter2@db/faxes'\nlease = '0s'\n")
+    assert any(p.startswith("store.url: expected empty (SQLite in state_dir) or a postgresql://") for p in problems)
+    assert any(p.startswith("store.lease:") for p in problems)
+    assert not any("hunter2" in p for p in problems)

@@ -74,7 +74,9 @@ class DocumentSpool(Protocol):
         ...
 
     def document_path(self, job_id: str) -> Path:
-        """The committed document of a job, as a file the provider adapter can upload."""
+        """The committed document of a job, as a file the provider adapter can upload. (With
+        PostgreSQL the document lives in the database and this is its local cache, filled for the
+        jobs that ``claim_due`` and ``outbox_due`` hand out.)"""
         ...
 
 
