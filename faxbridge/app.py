@@ -50,6 +50,7 @@ from faxbridge.notify.preview import render_page
 from faxbridge.providers.base import Provider
 from faxbridge.providers.openfax import LOOKUP_GRACE, OpenfaxProvider
 from faxbridge.providers.phaxio import PhaxioProvider, label_for
+from faxbridge.providers.sinch import SinchProvider
 from faxbridge.providers.transport import TimedTransport
 from faxbridge.reload import plan as reload_plan
 from faxbridge.runtime import Builder, Component, Runtime, SupervisedLoop
@@ -83,7 +84,7 @@ def provider_name(cfg: Config) -> str:
 def secrets_of(cfg: Config) -> list[str]:
     p = cfg.provider
     return [p.openfax.api_key, p.phaxio.api_key, p.phaxio.api_secret, p.phaxio.callback_token,
-            cfg.notify.password, cfg.webhook.token]
+            p.sinch.key_id, p.sinch.key_secret, p.sinch.callback_token, cfg.notify.password, cfg.webhook.token]
 
 
 def build_provider(cfg: Config, client: httpx.AsyncClient, simulator_url: str | None = None) -> Provider:
@@ -102,6 +103,10 @@ def build_provider(cfg: Config, client: httpx.AsyncClient, simulator_url: str | 
         return PhaxioProvider(client, base_url=x.base_url, api_key=x.api_key, api_secret=x.api_secret,
                               header_text=x.header_text, caller_id=x.caller_id or None, test_fail=x.test_fail or None,
                               cancel_timeout=None if x.cancel_timeout is None else round(x.cancel_timeout / 60))
+    if p.kind == "sinch":
+        s = p.sinch
+        return SinchProvider(client, base_url=s.base_url, project_id=s.project_id, key_id=s.key_id,
+                             key_secret=s.key_secret, header_text=s.header_text)
     if p.kind == "simulator":
         if simulator_url is None:
             raise FaxbridgeError("the built-in simulator is not running")

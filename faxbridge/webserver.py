@@ -212,7 +212,11 @@ def build_webserver(rt: Runtime) -> WebServer | None:
                        read_timeout=hook.read_timeout, max_connections=hook.max_connections)
     public = cfg.webhook.public_url.rstrip("/")
 
+    sinch_token = cfg.provider.sinch.callback_token if kind == "sinch" else ""
+
     def callback_for(job: Job) -> str:
+        if sinch_token:
+            return f"{public}/webhooks/sinch/{sinch_token}"
         # The built-in simulator runs in this process and reaches us on the listener itself.
         base = server.local_url if kind == "simulator" else public
         return f"{base}/webhooks/phaxio?job={job.id}"
@@ -222,7 +226,7 @@ def build_webserver(rt: Runtime) -> WebServer | None:
     if simulated:
         register_secrets([simulated])
     phaxio_token = {"phaxio": cfg.provider.phaxio.callback_token, "simulator": simulated}.get(kind)
-    if phaxio_token:
+    if phaxio_token or sinch_token:
         rt.dispatcher.callback_url = callback_for
 
     async def setup() -> None:
@@ -234,6 +238,7 @@ def build_webserver(rt: Runtime) -> WebServer | None:
             confirm_postbacks=cfg.provider.openfax.confirm_postbacks,
             phaxio_token=phaxio_token or None, callback_for=callback_for,
             components=rt.components, ready=lambda: rt.ready, state_dir=cfg.state_dir, max_body=hook.max_body,
+            sinch_token=sinch_token or None,
         )
         server.app = build_app(ctx)
 
