@@ -62,6 +62,9 @@ def test_outcome_digits_with_sinch(tmp_path: Path, sim: SimProcess) -> None:
     check = cli("check-config", config=config)
     assert check.returncode == 0, check.stderr
     assert f"provider: sinch at {sim.base}/v3/projects/" in check.stdout and TOKEN not in check.stdout
+    balance = cli("balance", config=config)      # Sinch's Fax API has no balance: said, not a crash
+    assert balance.returncode != 0 and "offers no account balance" in balance.stderr, balance
+    assert "Traceback" not in balance.stderr
     doc = make_pdf(tmp_path / "letter.pdf", pages=2)
     expected = {
         **{f"1555555121{d}": ("delivered", 1, None) for d in range(6)},

@@ -46,6 +46,7 @@ async def test_callbacks_finish_jobs_once_sinch_confirms(tmp_path: Path, start: 
     assert by_digit[9].reason == "Busy: the line was busy on all 3 attempts" and by_digit[9].attempts == 3
     assert by_digit[8].reason == "Not a fax machine: the number answered but no fax machine did"
     assert by_digit[6].attempts == 2 and by_digit[1].cost == 0.07
+    assert rt.tracker.requests == 0          # the callbacks (each confirmed by a GET) did it, not polling
 
 
 async def test_wrong_token_forged_and_unconfirmed_callbacks_change_nothing(
