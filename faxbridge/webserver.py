@@ -166,7 +166,8 @@ class WebServer:
                 raise FaxbridgeError("the web server stopped while starting")
             await asyncio.sleep(0.005)
         log.info("web.listening", url=self.local_url,
-                 routes=["/webhooks/phaxio", "/webhooks/openfax/<token>", "/healthz", "/metrics"])
+                 routes=["/webhooks/phaxio", "/webhooks/openfax/<token>", "/webhooks/sinch/<token>", "/healthz",
+                         "/metrics"])
 
     async def stop(self) -> None:
         """Close the listener; requests in progress get up to 2 s to finish."""

@@ -51,12 +51,10 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 import httpx
-import structlog
 
 from faxbridge.clock import Clock, SystemClock, iso
 from faxbridge.errors import (
@@ -77,9 +75,8 @@ from faxbridge.models import (
 )
 from faxbridge.providers import base
 from faxbridge.providers.base import FilePart, MultipartBody, as_float, as_int
+from faxbridge.providers.polling import PollPlan, poll_result
 from faxbridge.providers.reasons import SINCH_FINAL, sinch_verdict
-
-log = structlog.get_logger("faxbridge.providers.sinch")
 
 NAME = "sinch"
 DEFAULT_BASE = "https://fax.api.sinch.com/v3"
@@ -210,11 +207,8 @@ class SinchProvider:
         self._auth_header = {"Authorization": f"Basic {token}", "Accept": "application/json"}
         self._header_text = header_text
         self._clock = clock or SystemClock()
-        self._horizon = list_horizon_s
-        self._budget = single_budget
-        self._lag = list_lag_s
-        self._recheck = recheck_s
-        self._checked: dict[str, float] = {}   # fax id → when it was last asked for alone
+        self.plan = PollPlan(NAME, horizon_s=list_horizon_s, budget=single_budget, lag_s=list_lag_s,
+                             recheck_s=recheck_s)
 
     def _message(self, data: Any) -> str:
         message = None
@@ -325,15 +319,14 @@ class SinchProvider:
         return [("direction", "OUTBOUND"), ("createTime>", iso(since - timedelta(minutes=1)) or "")]
 
     async def poll(self, pending: Sequence[PendingFax], cursor: str | None) -> PollResult:
-        """``GET /faxes`` for the bulk (created since the oldest, one list per final status:
-        COMPLETED, then FAILURE, 1,000 a page), ``GET /faxes/{id}`` for the few that are overdue;
-        the same horizon, budget and lag rules as the Phaxio adapter (see its ``poll``)."""
+        """``GET /faxes`` for the bulk (created since the oldest fax listed; one list per final
+        status, COMPLETED then FAILURE, 1,000 a page), ``GET /faxes/{id}`` for the few that are
+        overdue: :class:`~faxbridge.providers.polling.PollPlan`, as for Phaxio."""
         if not pending:
             return PollResult([], cursor, 0)
         now = self._clock.now()
-        by_id = {p.provider_id: p for p in pending}
-        old = [p for p in pending if (now - p.submitted_at).total_seconds() > self._horizon]
-        listed = [p for p in pending if p not in old] if len(old) <= self._budget else list(pending)
+        by_id = {p.provider_id for p in pending}
+        listed = self.plan.listed(pending, now)
         counter = [0]
         found: dict[str, StatusUpdate] = {}
         if listed:
@@ -343,37 +336,8 @@ class SinchProvider:
                     fax_id = fax_id_of(row)
                     if fax_id in by_id:
                         found[fax_id] = fax_update(row, self.label)
-        stamp = now.timestamp()
-        overdue = [
-            p for p in pending
-            if p.provider_id not in found
-            and ((now - p.submitted_at).total_seconds() >= self._lag or p in old)
-            and stamp - self._checked.get(p.provider_id, float("-inf")) >= self._recheck
-        ]
-        overdue.sort(key=lambda p: (self._checked.get(p.provider_id, float("-inf")), p.submitted_at))
-        unknown: list[str] = []
-        for p in overdue[: self._budget]:
-            counter[0] += 1
-            self._checked[p.provider_id] = stamp
-            try:
-                found[p.provider_id] = await self.status(p.provider_id)
-            except AccountError:
-                raise
-            except (TransientProviderError, PermanentProviderError) as exc:
-                log.warning("provider.status_failed", provider=NAME, provider_id=p.provider_id,
-                            job_id=p.job_id, code=exc.code, error=exc.reason)
-                if exc.code == "404":
-                    unknown.append(p.provider_id)
-                if exc.code == "429":
-                    break
-        for gone in self._checked.keys() - by_id.keys():
-            del self._checked[gone]
-        updates = [
-            u if u.job_id else replace(u, job_id=by_id[i].job_id)
-            for i, u in found.items()
-            if u.outcome is not FaxOutcome.PENDING
-        ]
-        return PollResult(updates, cursor, counter[0], unknown=tuple(unknown))
+        unknown = await self.plan.look_up(pending, found, now, self.status, counter)
+        return poll_result(pending, found, cursor, counter[0], unknown)
 
     async def find_submission(self, lookup: SubmissionLookup) -> str | None:
         """The fax a lost submission made: listed by ``createTime`` window and ``to``, told apart
