@@ -20,7 +20,6 @@ simulator holds no document bytes, so neither carries the file.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import re
@@ -33,12 +32,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from faxbridge.simulator import credentials
-from faxbridge.simulator.documents import count_pages
 from faxbridge.simulator.forms import BadForm, BodyTooLarge, Form, basic_auth, read_form
 from faxbridge.simulator.phaxio_model import recipient_error
-from faxbridge.simulator.phaxio_submit import E164, MAX_PAGES, MAX_REQUEST_BYTES, RESTRICTED
+from faxbridge.simulator.phaxio_submit import E164, MAX_PAGES, MAX_REQUEST_BYTES, RESTRICTED, document_of
 from faxbridge.simulator.records import SimFax, SimRecipient, SimSend
-from faxbridge.simulator.timing import CallResult, Phase, RenderError, plan
+from faxbridge.simulator.timing import CallResult, Phase, plan
 
 if TYPE_CHECKING:
     from faxbridge.simulator.core import Simulator
@@ -233,29 +231,21 @@ def parse_create(sim: Simulator, form: Form, account: str) -> SimFax:
     if ctype not in CALLBACK_TYPES:
         raise Refused(400, MSG_CALLBACK_TYPE)
     labels = _labels(form)
-    digest = hashlib.sha256()
-    size = pages = 0
-    render_error: RenderError | None = None
-    for part in files:
-        digest.update(part.data)
-        size += len(part.data)
-        counted = count_pages(part.data, part.filename or "", part.content_type)
-        pages += counted.pages
-        render_error = render_error or counted.error
-    if pages > MAX_PAGES:
+    doc = document_of(files)
+    if doc.pages > MAX_PAGES:
         raise Refused(400, MSG_TOO_MANY_PAGES)
     now = sim.clock.now()
     fax_id = sim.new_id("sinch")
     send = SimSend(
-        provider="sinch", id=fax_id, to=number, pdf_sha256=digest.hexdigest(), pdf_size=size, pages=pages,
+        provider="sinch", id=fax_id, to=number, pdf_sha256=doc.sha256, pdf_size=doc.size, pages=doc.pages,
         tags=labels, job_tag=labels.get("faxbridge_job"), header=header, resolution=None, paper=None,
-        accepted_at=now, callback_url=url, filenames=tuple(f.filename or "" for f in files),
+        accepted_at=now, callback_url=url, filenames=doc.filenames,
         recipients=(number,), api_version="v3",
     )
     return SimFax(
         provider="sinch", id=fax_id, account=account, accepted_at=now, speed=sim.speed,
-        recipients=[SimRecipient(number, plan(number, pages, render_error=render_error))], send=send,
-        pages=pages, api_version="v3", callback_url=url, callback_json=ctype == "application/json",
+        recipients=[SimRecipient(number, plan(number, doc.pages, render_error=doc.error))], send=send,
+        pages=doc.pages, api_version="v3", callback_url=url, callback_json=ctype == "application/json",
         account_project=credentials.SINCH_PROJECT_ID,
     )
 
