@@ -28,7 +28,9 @@ Written from Sinch's public reference; what each point rests on (tags as in shar
 - ``GET /faxes/{id}`` answers the fax object [C SDK GetFaxRequestData]. ``GET /faxes`` filters
   ``createTime`` (``createTime>=...`` / ``createTime<=...`` for a range), ``status``,
   ``direction``, ``to`` (starts-with), ``pageSize`` (default 100, at most 1000), ``page`` (a value
-  "returned from a previous List request") [C ListFaxesRequestData 0.0.4, 1.5]. The reply holds
+  "returned from a previous List request") [C ListFaxesRequestData 0.0.4, 1.5]. The range is sent
+  as the parameter ``createTime>`` with the value (the URL reads ``createTime%3E=...``, which a
+  server decodes to ``createTime>=...``) [I: the reference writes it unencoded]. The reply holds
   ``faxes`` [C FaxesList]; the paging fields are not shown in the SDK [U]: ``nextPageToken`` is
   followed when present, else ``totalItems``/``pageSize`` with numbered pages [I, from a derived
   schema with page/pageSize/totalItems].
