@@ -369,7 +369,6 @@ class Handlers:
             log.info("webhook.callback", provider="sinch", job_id=job.id, confirmed=False,
                      status=update.raw_status)
             return answer(202, "noted", why="not final at Sinch yet; polling goes on")
-        crashpoints.hit("webhook.parsed")
         return await self._apply("sinch", replace(update, job_id=job.id))
 
     # ---- health and metrics -------------------------------------------------------------
