@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from faxbridge.documents import OfficeSettings, prepare  # noqa: E402
-from faxbridge.models import InputFile  # noqa: E402
-from tests.test_documents_office import make_docx, make_xlsx  # noqa: E402
+from faxbridge.documents import OfficeSettings, prepare
+from faxbridge.models import InputFile
+from tests.test_documents_office import make_docx, make_xlsx
 
 
 def timed(path: Path, out: Path, office: OfficeSettings) -> tuple[float, int]:

@@ -64,7 +64,10 @@ async def serve(kind: str, port: int, state: Path, cover: bool) -> None:
         from faxbridge.clock import SystemClock
         from faxbridge.config import load
         from faxbridge.ingress.smtp.listener import make_listener
-        from faxbridge.store import Store
+        from faxbridge.notify.mail import notices_of
+        from faxbridge.providers.limits import header_limit
+        from faxbridge.store import Store, open_store
+        from faxbridge.workers import Engine
         from tests.support import write_config
 
         logs.setup(level="warning")
@@ -74,12 +77,16 @@ async def serve(kind: str, port: int, state: Path, cover: bool) -> None:
                     "log": {"level": "warning"}}
         cfg = load(write_config(state.parent / "bench.toml", settings), {})
         store = Store(cfg.state_dir, "simulator")
-        listener = make_listener(cfg, cfg.state_dir, "simulator", SystemClock())
+        daemon_store = await open_store(cfg.state_dir, "simulator", notices=notices_of(cfg))   # as the daemon's
+        engine = Engine(cfg)
+        listener = make_listener(cfg, daemon_store, SystemClock(), engine, header_limit=header_limit)
         await listener.start()
 
         async def closer_fn() -> None:
             await listener.stop()
             await listener.close(5)
+            await engine.close()
+            await daemon_store.close()
             jobs = store.counts()
             store.close()
             print(f"jobs in store: {jobs}", flush=True)

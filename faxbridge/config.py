@@ -307,6 +307,8 @@ class Config:
 # --- the schema (contract section 2) ---------------------------------------------------------------------
 
 DEFAULT_PATTERN = r"^(?P<number>\+?[0-9(][0-9().\- ]{6,}[0-9])(?:[_ ].*)?\.(?i:pdf|tiff?|png|jpe?g|txt)$"
+# The contract's default (section 2). Office documents (section 11) get their number from a control
+# file, a subfolder, or a pattern that names their extensions too (the example file shows one).
 
 ATTACH = ("none", "preview", "document")   # notify.attach, notify.copy_attach
 

@@ -16,16 +16,15 @@ unknown name, so a misspelt point in a test fails loudly instead of testing noth
 
 The points and where they are:
 
-- ``smtp.data``: DATA being received, no answer given (``ingress.smtp_protocol.FaxSMTP._read_data``).
+- ``smtp.data``: DATA being received, no answer given (``ingress.smtp.protocol.FaxSMTP._read_data``).
 - ``smtp.job_committed``: one recipient's job committed, the others of the message not yet
-  (``ingress.smtp_data.MailIntake._jobs``, in an intake worker process, which kills the daemon
-  with itself; ``:N`` for the N-th job of that worker's life).
+  (``ingress.smtp.commit.MailIntake.commit``, in the daemon; ``:N`` for the N-th job).
 - ``smtp.before_reply``: every job of the message committed, the DATA reply (250) not yet sent
-  (``ingress.smtp_protocol.FaxSMTP.smtp_DATA``).
+  (``ingress.smtp.protocol.FaxSMTP.smtp_DATA``).
 - ``folder.claimed``: dropped files claimed (moved into the processing area, synced), no job
-  committed yet (``ingress.folder.FolderIntake._take``).
+  committed yet (``ingress.folder.intake.FolderIntake._take``).
 - ``folder.committed``: the folder round's jobs committed, nothing after
-  (``ingress.folder.FolderIntake._complete``).
+  (``ingress.folder.commit.Committer.complete``).
 - ``dispatch.submitting``: ``submitting`` recorded, the provider request about to go out
   (``dispatcher.Dispatcher._submit``).
 - ``dispatch.accepted``: the provider accepted the fax and gave its id, not yet recorded
@@ -35,7 +34,7 @@ The points and where they are:
 - ``webhook.applied``: the webhook's state change committed, the HTTP answer not yet sent
   (``web.Handlers._apply``).
 - ``sidecar.temp_written``: the result file's temporary copy written and fsynced, not yet renamed
-  (``notify.sidecar.write_result``).
+  (``ingress.folder.results.write_result``).
 - ``sidecar.written``: the result file in place, its outbox row not yet marked delivered
   (``notify.sidecar.deliver``).
 - ``mail.before_send``: the reply mail composed, not yet handed to the smarthost

@@ -21,6 +21,10 @@
   ``account_problem`` set (a metric); the job waits ``queued`` saying why. The first fax the
   provider takes again ends the pause (``provider.account_ok``).
 - ``run_until_idle`` drains the due work and returns: tests call it instead of sleeping.
+- Per step, only what changes per step: abandoned submissions (``JobStore.abandoned``, which reads
+  every job in flight) are looked for after one of our calls ended in an error, and otherwise
+  once every ``IDLE_POLL_S``; a job just read from the store is handed to ``advance`` (``job=``),
+  which then does not read it again.
 """
 
 from __future__ import annotations
@@ -102,6 +106,10 @@ class Dispatcher:
         self.account_problem: str | None = None      # why sending is paused (the provider's words)
         self.paused_until: datetime | None = None
         self._pause_first = self._pause_s = pause_s
+        # Abandoned submissions are looked for when one of our calls ended in an error (the only way
+        # a running dispatcher leaves one), and otherwise at most every IDLE_POLL_S of loop time.
+        self._suspect_abandoned = True
+        self._abandoned_next = 0.0
 
     def wake(self) -> None:
         self._wake.set()
@@ -135,9 +143,7 @@ class Dispatcher:
         started = 0
         if self.paused(now):
             return 0
-        for job in await self.store.abandoned(now, self.owner):
-            if job.id not in self._working:     # held, then reconciled like a submission a crash cut off
-                await self._hold_abandoned(job)
+        await self._abandoned(now)
         for job in await self.store.claim_due(self.owner, now, 100, LEASE_S, reconcile=True):
             started += self._start(job)
         room = self.max_in_flight - await self.store.in_flight()
@@ -148,17 +154,34 @@ class Dispatcher:
             started += self._start(job)
         return started
 
+    async def _abandoned(self, now: datetime) -> None:
+        """Hold our ``submitting`` jobs that no call is working on any more (a store failure after
+        the provider call left them so). Not every step: the query reads every job in flight."""
+        loop_now = asyncio.get_running_loop().time()
+        if not self._suspect_abandoned and loop_now < self._abandoned_next:
+            return
+        self._suspect_abandoned = False
+        try:
+            for job in await self.store.abandoned(now, self.owner):
+                if job.id not in self._working:     # held, then reconciled like a submission a crash cut off
+                    await self._hold_abandoned(job)
+        except BaseException:
+            self._suspect_abandoned = True          # looked for again at the next step
+            raise
+        self._abandoned_next = loop_now + IDLE_POLL_S
+
     async def _hold_abandoned(self, job: Job) -> None:
         log.warning("dispatcher.abandoned_submission", job_id=job.id)
         try:
             await advance(self.store, job.id, Recovered("after the job store failed during its submission"),
-                          self.clock, self.policy)
+                          self.clock, self.policy, job=job)
             await self.store.release(job.id, self.owner)
         except UnreadableJob as exc:            # its row stopped decoding: this job only
             log.error("dispatcher.job_error", job_id=job.id, error=str(exc))
         except StoreError:
             raise                               # the store as a whole: the round is retried
         except Exception as exc:                # this job only: the next round tries it again
+            self._suspect_abandoned = True
             log.error("dispatcher.job_error", job_id=job.id, error=repr(exc), exc_info=exc)
 
     def _start(self, job: Job) -> int:
@@ -177,11 +200,14 @@ class Dispatcher:
             else:
                 await self._submit(job)
         except StoreError as exc:
-            # The job stays as the store has it; its lease runs out and it is picked up again.
+            # The job stays as the store has it; its lease runs out and it is picked up again (or,
+            # left in submitting, the next step finds it abandoned).
+            self._suspect_abandoned = True
             log.error("dispatcher.store_error", job_id=job.id, error=str(exc))
         except Exception as exc:
             # A bug of ours. If the provider call may have gone out, hold the job for
             # reconciliation rather than leave it stuck or send it again.
+            self._suspect_abandoned = True
             log.exception("dispatcher.internal_error", job_id=job.id, error=repr(exc))
             with contextlib.suppress(Exception):
                 await advance(self.store, job.id,
@@ -194,7 +220,7 @@ class Dispatcher:
             self._wake.set()
 
     async def _submit(self, job: Job) -> None:
-        job, decision = await advance(self.store, job.id, Claimed(), self.clock, self.policy)
+        job, decision = await advance(self.store, job.id, Claimed(), self.clock, self.policy, job=job)
         if isinstance(decision, Ignore):
             return
         req = SubmitRequest(
@@ -225,9 +251,9 @@ class Dispatcher:
             self._resume()
             crashpoints.hit("dispatch.accepted")
             await advance(self.store, job.id, Accepted(receipt.provider_id, receipt.callback_url),
-                    self.clock, self.policy, {"provider_id": receipt.provider_id})
+                    self.clock, self.policy, {"provider_id": receipt.provider_id}, job=job)
             return
-        await advance(self.store, job.id, outcome, self.clock, self.policy)
+        await advance(self.store, job.id, outcome, self.clock, self.policy, job=job)
 
     async def _reconcile(self, job: Job) -> None:
         # One at a time: two held jobs to the same number must not both adopt the same fax.
@@ -250,7 +276,7 @@ class Dispatcher:
             return
         log.info("provider.reconcile_result", job_id=job.id, found=provider_id is not None,
                  provider_id=provider_id)
-        await advance(self.store, job.id, Reconciled(provider_id), self.clock, self.policy)
+        await advance(self.store, job.id, Reconciled(provider_id), self.clock, self.policy, job=job)
 
     # ---- loops ----------------------------------------------------------------------------
 

@@ -11,7 +11,9 @@ same, so this is the whole tree::
     ├── InputError                   what a user handed us cannot be faxed (a rejection, with .reason)
     │   ├── DocumentError            unreadable, encrypted, unsupported, zero or too many pages
     │   ├── NumberError              unreadable number, or one the number policy forbids
-    │   └── ControlError             ingress/control.py: a control file (NAME.json) that cannot be
+    │   ├── OptionError              options.py: a per-fax option with a value it cannot take; the
+    │   │                            message names the header, flag or key
+    │   └── ControlError             ingress/folder/control.py: a control file (NAME.json) that cannot be
     │                                used; .reason names the file and what is wrong
     ├── DuplicateJob                 the job was not made: the same input made one within the window
     │                                (.job_id is that job: the input is answered as that job's)
@@ -36,16 +38,19 @@ same, so this is the whole tree::
     │                                delivered now; the outbox row is tried again with backoff
     ├── NotifyGiveUp                 notify/outbox.py: it can never be delivered (a 5xx for this
     │                                reply, an unsafe result name); the row is given up with the reason
+    ├── ResultRefused                ingress/folder/results.py: a folder job's result can never be
+    │                                written (no folder origin, an unsafe name); notify/sidecar.py
+    │                                gives its row up (NotifyGiveUp)
+    ├── Refused                      ingress/smtp/policy.py: an SMTP refusal at RCPT; .reply is the
+    │                                full reply line, answered in the dialogue itself
     ├── BadRequest                   webform.py: a webhook body cannot be read as a form (400)
     └── TooLarge                     webform.py: a webhook body passes webhook.max_body (413)
 
 Outside the tree on purpose:
 
-- ``ingress.rcpt.Refused`` (a bare ``Exception`` today): an SMTP refusal carrying its reply line,
-  caught in the dialogue itself; it belongs under ``FaxbridgeError`` (one line in rcpt.py).
 - ``workers.caps.OverCpu`` is a ``BaseException``: raised from the CPU-time signal
   handler in the middle of parsing, it must pass every ``except Exception`` of the libraries.
-- ``ingress.safedir.UnsafeFolder`` is an ``OSError``: a folder we will not use is file trouble
+- ``ingress.folder.safedir.UnsafeFolder`` is an ``OSError``: a folder we will not use is file trouble
   to its callers, who handle it as they handle any other ``OSError``.
 - ``config_parse.Invalid`` (a ``ValueError``) never leaves the config parser: it becomes one
   line of a :class:`ConfigError`.

@@ -6,7 +6,8 @@ commits: when ``accept`` returns, the job is durable. ``accept`` is ``stage_docu
 database: may run in a worker process) followed by ``commit_staged``; the SMTP listener calls the halves
 itself, one job per recipient (staged in a worker process, committed through the async
 :class:`~faxbridge.store.JobStore` with :func:`commit_staged`); the folder intake stages a round of
-files and commits their jobs together with :func:`commit_many` (one transaction).
+files and commits their jobs together (``JobStore.enqueue_many``, one transaction:
+:mod:`faxbridge.ingress.folder.commit`).
 """
 
 from __future__ import annotations
@@ -18,14 +19,19 @@ from pathlib import Path
 import structlog
 
 from faxbridge.clock import Clock
-from faxbridge.config import NumbersConfig
-from faxbridge.documents import prepare
+from faxbridge.config import Config, NumbersConfig
+from faxbridge.documents import OfficeSettings, prepare
 from faxbridge.documents._pdf import DEFAULT_MAX_DECOMPRESSED
 from faxbridge.models import InputFile, Job, NewJob, Paper, PreparedDocument
 from faxbridge.numbers import ParsedNumber, check_policy, parse
-from faxbridge.store import DOC_NAME, DocumentSpool, JobStore, Staged, Store, new_job_id
+from faxbridge.store import DOC_NAME, DocumentSpool, JobStore, Staged, new_job_id
 
 log = structlog.get_logger("faxbridge.intake")
+
+
+def office_settings(cfg: Config) -> OfficeSettings:
+    """How this configuration converts Office documents (``[documents]``; no converter: refused)."""
+    return OfficeSettings(soffice=cfg.documents.soffice(), timeout=cfg.documents.convert_timeout)
 
 
 def destination(text: str, policy: NumbersConfig) -> ParsedNumber:
@@ -79,19 +85,3 @@ async def commit_staged(store: JobStore, clock: Clock, item: Staged, *,
     log.info("job.enqueued", job_id=job.id, source=job.source.value, to=job.to, pages=job.pages,
              document=job.document)
     return job
-
-
-def commit_many(store: Store, clock: Clock, items: Sequence[tuple[str, NewJob, PreparedDocument]]) -> list[Job]:
-    """:func:`commit_staged` for several staged documents in ONE transaction (all or none): the folder
-    intake commits a round of files at once. On failure every staging folder is removed."""
-    try:
-        jobs = store.enqueue_many([Staged(*item) for item in items], clock.now())
-    except BaseException:
-        for job_id, _, _ in items:
-            store.discard_stage(job_id)
-        raise
-    for job in jobs:
-        log.info("job.enqueued", job_id=job.id, source=job.source.value, to=job.to, pages=job.pages,
-                 document=job.document)
-    return jobs
-

@@ -109,14 +109,14 @@ class Tracker:
                             why="the provider marked a fax is_test: a test API key in production sends nothing")
             self.test_faxes += 1
         return await advance(self.store, job.id, Status(update), self.clock, self.policy,
-                       {"provider_status": update.raw_status} if update.raw_status else None)
+                             {"provider_status": update.raw_status} if update.raw_status else None, job=job)
 
     async def _unknown(self, provider_id: str) -> int:
         """The provider says it has no record of this fax: hold the job, end it after the grace."""
         job = await self.store.by_provider_id(provider_id)
         if job is None:
             return 0
-        _, decision = await advance(self.store, job.id, Unknown(provider_id), self.clock, self.policy)
+        _, decision = await advance(self.store, job.id, Unknown(provider_id), self.clock, self.policy, job=job)
         return 0 if isinstance(decision, Ignore) else 1
 
     async def refresh(self) -> None:
@@ -182,7 +182,7 @@ class Tracker:
             try:
                 await self.provider.cancel(job.provider_id)
             except PermanentProviderError as exc:
-                await advance(self.store, job.id, CancelFailed(exc.reason), self.clock, self.policy)
+                await advance(self.store, job.id, CancelFailed(exc.reason), self.clock, self.policy, job=job)
                 continue
             except ProviderError as exc:
                 log.warning("provider.cancel_failed", job_id=job.id, error=exc.reason)

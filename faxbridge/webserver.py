@@ -12,11 +12,12 @@ be complete within ``webhook.header_timeout`` (16 KiB at most), a body must not 
 keep-alive connections), and a request that arrives while ``webhook.max_connections`` connections
 are open (its own included) is answered 503 by uvicorn's ``limit_concurrency``.
 
-:func:`build_webserver` is the ``app.COMPONENTS`` builder: at start it resolves the Openfax postback
-token (``webhook.token``, else one generated once and kept in the store's kv, never logged),
-points the dispatcher's ``callback_url`` at ``/webhooks/phaxio?job=ID`` (for Phaxio and the
-built-in simulator, which posts its Phaxio callbacks there, signed with its callback token),
-and registers the core metrics.
+:func:`build_webserver` is what app.py calls: at start the server resolves the Openfax postback
+token (``webhook.token``, else one generated once and kept in the store's kv, never logged) and
+builds the ASGI app. The Phaxio callbacks (Phaxio's, and the built-in simulator's, signed with its
+own callback token) come to ``/webhooks/phaxio?job=ID``: :func:`phaxio_callback` makes that URL
+from the server's bound address, and app.py hands the same function to the dispatcher, which
+sends it with each fax when :func:`phaxio_token` says callbacks can be checked.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import asyncio
 import contextlib
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import h11
 import structlog
@@ -33,14 +34,15 @@ import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from faxbridge.component import Component
 from faxbridge.config import Config
-from faxbridge.config_parse import HostPort
 from faxbridge.errors import FaxbridgeError
 from faxbridge.logs import register_secrets
+from faxbridge.metrics import Metrics
 from faxbridge.models import Job
-from faxbridge.runtime import Runtime
 from faxbridge.simulator.server import bind
 from faxbridge.store import JobStore
+from faxbridge.tracker import Tracker
 from faxbridge.web import WebContext, build_app
 
 log = structlog.get_logger("faxbridge.web")
@@ -115,7 +117,7 @@ class _GuardedH11(H11Protocol):
 
 
 class WebServer:
-    """A :class:`faxbridge.runtime.Component`: the HTTP listener on ``webhook.listen``."""
+    """A :class:`faxbridge.component.Component`: the HTTP listener on ``webhook.listen``."""
 
     name = "web"
 
@@ -202,44 +204,65 @@ async def webhook_token(cfg: Config, store: JobStore) -> str:
     return token
 
 
-def build_webserver(rt: Runtime) -> WebServer | None:
-    cfg = rt.cfg
-    if not cfg.webhook.enabled:
-        return None
-    listen: HostPort = cfg.webhook.listen
-    kind = cfg.provider.kind
-    hook = cfg.webhook
-    server = WebServer(None, listen.host, listen.port, header_timeout=hook.header_timeout,
-                       read_timeout=hook.read_timeout, max_connections=hook.max_connections)
+def phaxio_token(cfg: Config, simulator_token: str | None) -> str | None:
+    """The token Phaxio callbacks are signed with: ``provider.phaxio.callback_token``, or, for the
+    built-in simulator, its own (``simulator_token``, learnt in-process); None: no Phaxio route."""
+    if simulator_token:
+        register_secrets([simulator_token])
+    return {"phaxio": cfg.provider.phaxio.callback_token, "simulator": simulator_token}.get(cfg.provider.kind) or None
+
+
+def phaxio_callback(cfg: Config, server: WebServer) -> Callable[[Job], str]:
+    """The ``callback_url`` of a job's fax: ``/webhooks/phaxio?job=ID`` at ``webhook.public_url``,
+    or, for the built-in simulator (it runs in this process), at the server's own bound address."""
+    simulated = cfg.provider.kind == "simulator"
     public = cfg.webhook.public_url.rstrip("/")
 
-    sinch_token = cfg.provider.sinch.callback_token if kind == "sinch" else ""
-
     def callback_for(job: Job) -> str:
-        if sinch_token:
-            return f"{public}/webhooks/sinch/{sinch_token}"
-        # The built-in simulator runs in this process and reaches us on the listener itself.
-        base = server.local_url if kind == "simulator" else public
+        base = server.local_url if simulated else public
         return f"{base}/webhooks/phaxio?job={job.id}"
 
-    # The built-in simulator signs with a token of its own, learnt here in-process.
-    simulated = rt.simulator.callback_token if rt.simulator is not None else None
-    if simulated:
-        register_secrets([simulated])
-    phaxio_token = {"phaxio": cfg.provider.phaxio.callback_token, "simulator": simulated}.get(kind)
-    if phaxio_token or sinch_token:
-        rt.dispatcher.callback_url = callback_for
+    return callback_for
+
+
+def sinch_token(cfg: Config) -> str | None:
+    """``provider.sinch.callback_token`` when Sinch is the provider: the secret path part of its
+    callback URL (Sinch signs nothing); None: no Sinch route."""
+    return (cfg.provider.sinch.callback_token or None) if cfg.provider.kind == "sinch" else None
+
+
+def sinch_callback(cfg: Config) -> Callable[[Job], str] | None:
+    """The ``callbackUrl`` of a Sinch fax, ``{public_url}/webhooks/sinch/{token}`` (the same for
+    every job: a callback names its fax, confirmed by ``GET /faxes/{id}``); None without a token."""
+    token = sinch_token(cfg)
+    if token is None:
+        return None
+    url = f"{cfg.webhook.public_url.rstrip('/')}/webhooks/sinch/{token}"
+    return lambda job: url
+
+
+def build_webserver(cfg: Config, store: JobStore, tracker: Tracker, metrics: Metrics, *,
+                    phaxio_token: str | None, components: Sequence[Component],
+                    ready: Callable[[], bool]) -> WebServer:
+    """The web server on ``webhook.listen``: webhooks for the store and the tracker, ``/metrics``
+    from ``metrics``, ``/healthz`` asking ``ready`` and each of ``components`` (the daemon's
+    started parts, a list it keeps filling)."""
+    hook = cfg.webhook
+    kind = cfg.provider.kind
+    server = WebServer(None, hook.listen.host, hook.listen.port, header_timeout=hook.header_timeout,
+                       read_timeout=hook.read_timeout, max_connections=hook.max_connections)
+    callback_for = phaxio_callback(cfg, server)
 
     async def setup() -> None:
-        token = await webhook_token(cfg, rt.store)
+        token = await webhook_token(cfg, store)
         ctx = WebContext(
-            store=rt.store, tracker=rt.tracker, metrics=rt.metrics, provider=kind,
+            store=store, tracker=tracker, metrics=metrics, provider=kind,
             openfax_token=token if kind == "openfax" else None,
             openfax_account=cfg.provider.openfax.account_id or None,
             confirm_postbacks=cfg.provider.openfax.confirm_postbacks,
-            phaxio_token=phaxio_token or None, callback_for=callback_for,
-            components=rt.components, ready=lambda: rt.ready, state_dir=cfg.state_dir, max_body=hook.max_body,
-            sinch_token=sinch_token or None,
+            phaxio_token=phaxio_token, callback_for=callback_for,
+            components=components, ready=ready, state_dir=cfg.state_dir, max_body=hook.max_body,
+            sinch_token=sinch_token(cfg),
         )
         server.app = build_app(ctx)
 

@@ -35,12 +35,25 @@ def log_transition(job: Job, t: Transition) -> None:
 
 
 async def advance(store: JobStore, job_id: str, outcome: Outcome, clock: Clock, policy: Policy,
-                  detail: dict[str, Any] | None = None) -> tuple[Job, Decision]:
-    """Apply ``outcome`` to the job; returns the job as it is now and what was decided."""
-    for _ in range(5):
-        job = await store.get(job_id)
+                  detail: dict[str, Any] | None = None, *, job: Job | None = None) -> tuple[Job, Decision]:
+    """Apply ``outcome`` to the job; returns the job as it is now and what was decided.
+
+    ``job``: the job as the caller just had it from the store (claimed, found by its fax id, or
+    returned by the previous ``advance``), which saves reading it again. It is trusted only as far
+    as the store's version check lets it: a change decided on a stale copy is refused
+    (:class:`Conflict`, then the job is read again), and an ``Ignore`` decided on it is decided
+    again on the store's own copy before it is believed.
+    """
+    known = job if job is not None and job.id == job_id else None
+    for _ in range(5 if known is None else 6):     # the copy handed in is one more try
+        if known is not None:
+            job, known, fresh = known, None, False
+        else:
+            job, fresh = await store.get(job_id), True
         decision = decide(job, outcome, clock.now(), policy)
         if isinstance(decision, Ignore):
+            if not fresh:
+                continue
             return job, decision
         try:
             job = await store.apply(job, decision, clock.now(), detail)

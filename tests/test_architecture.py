@@ -2,8 +2,10 @@
 
 ``lint-imports`` (import-linter) checks who may import whom: the pure core imports no I/O part,
 providers know only HTTP, the simulator is the other side, the store knows the core only,
-nothing imports the CLI, only the CLI imports app.py. .ci/run runs it too; this test makes the
-README's test command check it as well.
+nothing imports the CLI, only the CLI imports app.py, ingress imports neither providers nor the
+dispatcher, tracker, simulator or notify, and the shape every part shares (``faxbridge.component``)
+knows no part (no service locator). .ci/run runs it too; this test makes the README's test command
+check it as well.
 """
 
 from __future__ import annotations

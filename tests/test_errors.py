@@ -59,6 +59,13 @@ def test_every_faxbridge_error_is_drawn() -> None:
     assert ours - drawn == set()
 
 
+def test_the_smtp_refusal_is_a_faxbridge_error() -> None:
+    from faxbridge.ingress.smtp import policy
+
+    assert issubclass(policy.Refused, errors.FaxbridgeError)
+    assert "Refused" in _drawn()
+
+
 def test_the_webhook_body_errors_are_faxbridge_errors() -> None:
     from faxbridge import app, webform
 

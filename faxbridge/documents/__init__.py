@@ -55,8 +55,8 @@ from faxbridge.documents._text import decode_text, text_pages_at_least, text_to_
 from faxbridge.errors import DocumentError
 from faxbridge.models import InputFile, Paper, PreparedDocument
 
-__all__ = ["DEFAULT_MAX_DECOMPRESSED", "OfficeSettings", "copy_prepared", "describe", "inspect_pdf", "join",
-           "office_kind", "prepare", "sniff", "text_pages_at_least", "text_to_pdf"]
+__all__ = ["DEFAULT_MAX_DECOMPRESSED", "NO_CONVERTER", "OfficeSettings", "copy_prepared", "describe", "inspect_pdf",
+           "join", "move_prepared", "office_kind", "prepare", "sniff", "text_pages_at_least", "text_to_pdf"]
 
 _CHUNK = 1 << 20
 
@@ -223,6 +223,14 @@ def copy_prepared(doc: PreparedDocument, out_path: Path) -> PreparedDocument:
     finally:
         discard(tmp)
     return PreparedDocument(path=out_path, pages=doc.pages, paper=doc.paper, sha256=sha256, size=size)
+
+
+def move_prepared(doc: PreparedDocument, out_path: Path) -> PreparedDocument:
+    """:func:`copy_prepared` for the last job that needs the document: renamed to ``out_path`` (same
+    file system; the rename made durable) instead of copied. The file was fsynced when it was
+    prepared, and its bytes, digest and size are those ``prepare`` measured."""
+    publish(doc.path, out_path)
+    return PreparedDocument(path=out_path, pages=doc.pages, paper=doc.paper, sha256=doc.sha256, size=doc.size)
 
 
 def join(cover: Path, body: PreparedDocument, out_path: Path, *, max_pages: int) -> PreparedDocument:

@@ -76,27 +76,28 @@ class OfficeSettings:
         return self.soffice is not None
 
 
-def office_kind(head: bytes, path: Path) -> str | None:
-    """What Office document ``path`` is ("docx", "odt", "ole2", "rtf", "html"...), or None.
+def office_kind(head: bytes, source: Path | bytes) -> str | None:
+    """What Office document ``source`` (a file, or its bytes) is ("docx", "odt", "ole2", "rtf",
+    "html"...), or None.
 
-    ``head`` is the file's first bytes (``_sniff.HEAD_SIZE``); a ZIP's central directory is read
-    from the file itself (its members are listed at the end).
+    ``head`` is its first bytes (``_sniff.HEAD_SIZE``); a ZIP's central directory is read from the
+    whole (its members are listed at the end).
     """
     if head.startswith(OLE2):
         return "ole2"
     if head.lstrip().startswith(b"{\\rtf"):
         return "rtf"
     if head.startswith(b"PK\x03\x04"):
-        return _zip_kind(path)
+        return _zip_kind(source)
     text = head[3:] if head.startswith(b"\xef\xbb\xbf") else head
     if _HTML.match(text):
         return "html"
     return None
 
 
-def _zip_kind(path: Path) -> str | None:
+def _zip_kind(source: Path | bytes) -> str | None:
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(source if isinstance(source, Path) else io.BytesIO(source)) as archive:
             infos = archive.infolist()
             if len(infos) > _MAX_MEMBERS:
                 return None

@@ -55,12 +55,10 @@ from faxbridge import crashpoints
 from faxbridge.clock import Clock, shown_time
 from faxbridge.config import Config, NotifyConfig
 from faxbridge.countries import country_name
-from faxbridge.ingress.rcpt import address_problem, sender_allowed
+from faxbridge.ingress.smtp.policy import address_problem, sender_allowed
 from faxbridge.models import Job, JobEvent, JobState, Source
 from faxbridge.notify.outbox import Deliver, NotifyGiveUp, NotifyRetry, OutboxWorker
-from faxbridge.notify.preview import render_first_page
-from faxbridge.runtime import Component, Runtime
-from faxbridge.store import COPY_KIND, RECEIPT_KIND, OutboxItem
+from faxbridge.store import COPY_KIND, RECEIPT_KIND, JobStore, OutboxItem
 
 log = structlog.get_logger("faxbridge.notify.mail")
 
@@ -527,28 +525,23 @@ def notices_of(cfg: Config) -> frozenset[str]:
     return frozenset({*((COPY_KIND,) if cfg.notify.copy_to else ()), *((RECEIPT_KIND,) if cfg.notify.receipt else ())})
 
 
-def _render_in_thread(pdf: Path) -> Awaitable[bytes]:
-    return asyncio.to_thread(render_first_page, pdf)
+def build(cfg: Config, store: JobStore, clock: Clock, render: Render = _no_render) -> OutboxWorker:
+    """The reply-mail worker (always built: without a smarthost it marks rows done unsent);
+    ``render``: the first page as a PNG (the daemon runs it in its worker engine)."""
+    return OutboxWorker(store, clock, "mail", make_deliver(cfg, clock, document=store.spool.document_path,
+                                                           render=render))
 
 
-def build(runtime: Runtime) -> Component | None:
-    """The reply-mail worker (always built: without a smarthost it marks rows done unsent)."""
-    return OutboxWorker(runtime.store, runtime.clock, "mail",
-                        make_deliver(runtime.cfg, runtime.clock, document=runtime.store.spool.document_path,
-                                     render=_render_in_thread))
-
-
-def build_receipts(runtime: Runtime) -> Component | None:
+def build_receipts(cfg: Config, store: JobStore, clock: Clock) -> OutboxWorker | None:
     """The receipts worker, with ``notify.receipt = true`` (the store then owes "receipt" rows)."""
-    if not runtime.cfg.notify.receipt:
+    if not cfg.notify.receipt:
         return None
-    return OutboxWorker(runtime.store, runtime.clock, RECEIPT_KIND, make_receipt_deliver(runtime.cfg, runtime.clock))
+    return OutboxWorker(store, clock, RECEIPT_KIND, make_receipt_deliver(cfg, clock))
 
 
-def build_copies(runtime: Runtime) -> Component | None:
+def build_copies(cfg: Config, store: JobStore, clock: Clock, render: Render = _no_render) -> OutboxWorker | None:
     """The copies worker, when ``notify.copy_to`` names anyone (the store then owes "copy" rows)."""
-    if not runtime.cfg.notify.copy_to:
+    if not cfg.notify.copy_to:
         return None
-    return OutboxWorker(runtime.store, runtime.clock, COPY_KIND,
-                        make_copy_deliver(runtime.cfg, runtime.clock, document=runtime.store.spool.document_path,
-                                          render=_render_in_thread))
+    return OutboxWorker(store, clock, COPY_KIND, make_copy_deliver(cfg, clock, document=store.spool.document_path,
+                                                                   render=render))

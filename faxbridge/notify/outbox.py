@@ -65,7 +65,7 @@ def retry_delay(item: OutboxItem, initial: float, maximum: float) -> float:
 
 
 class OutboxWorker:
-    """A :class:`faxbridge.runtime.Component` that delivers one kind of outbox row."""
+    """A :class:`faxbridge.component.Component` that delivers one kind of outbox row."""
 
     def __init__(self, store: JobStore, clock: Clock, kind: str, deliver: Deliver, *, interval: float = 0.5,
                  retry_initial: float = 5.0, retry_max: float = 600.0,

@@ -255,6 +255,9 @@ class SqliteStore:
         # Called after each committed change made through this connection: (before, after, event).
         self.observers: list[Callable[[Job | None, Job, str], None]] = []
         self._bad_rows: set[str] = set()         # ids of rows that did not decode (logged once each)
+        self._grouped = False                    # inside :meth:`grouped`: each write is a savepoint
+        self._held: list[tuple[Job | None, Job, str]] = []   # changes told the observers after COMMIT
+        self._moved: list[Path] = []             # documents the group moved into the spool
         with _translate():
             self.db_path = state_dir / "faxbridge.db"
             if not readonly:
@@ -301,6 +304,17 @@ class SqliteStore:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         with _translate():
+            if self._grouped:                  # one write of a group: undone alone if it fails
+                self._db.execute("SAVEPOINT one_write")
+                try:
+                    yield self._db
+                except BaseException:
+                    if self._db.in_transaction:    # (SQLite may have rolled back the whole group)
+                        self._db.execute("ROLLBACK TO one_write")
+                        self._db.execute("RELEASE one_write")
+                    raise
+                self._db.execute("RELEASE one_write")
+                return
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -309,7 +323,60 @@ class SqliteStore:
                 raise
             self._db.execute("COMMIT")
 
+    def grouped(self, calls: Sequence[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+        """Run several writing calls (``enqueue``, ``apply``, ``release``...) in ONE transaction: one
+        COMMIT, one fsync of the WAL for the lot (a group commit). Each call's own transaction becomes
+        a savepoint, so a call that fails is undone alone and the others go on; each call's result is
+        ``(True, value)`` or ``(False, exception)``. Observers hear of the changes after the COMMIT,
+        and nothing is reported done before it: if the COMMIT fails (or SQLite gives up the whole
+        transaction on the way, disk full), every call reports that error, and nothing of the group
+        is in the database, nor in the spool: the documents its enqueues moved there are removed.
+        The spool and staging folders are fsynced once for the group's documents, before its COMMIT
+        (so, as ever, a committed job has its document on disk).
+        """
+        results: list[tuple[bool, Any]] = []
+        with _translate():
+            self._db.execute("BEGIN IMMEDIATE")
+        self._grouped, self._held = True, []
+        try:
+            for call in calls:
+                try:
+                    results.append((True, call()))
+                except Exception as exc:
+                    results.append((False, exc))
+                if not self._db.in_transaction:
+                    raise StoreBusy("job store busy: the transaction was rolled back") from (
+                        results[-1][1] if not results[-1][0] else None)
+            with _translate():
+                if self._moved:
+                    fsync_dir(self.spool)
+                    fsync_dir(self.staging)
+                self._db.execute("COMMIT")
+        except BaseException as exc:
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            for final_dir in self._moved:          # their jobs were not committed
+                shutil.rmtree(final_dir, ignore_errors=True)
+            if not isinstance(exc, Exception):
+                raise
+            return [(False, exc) for _ in calls]
+        finally:
+            self._grouped, held, self._held, self._moved = False, self._held, [], []
+        for before, after, event in held:
+            self._observe(before, after, event)
+        return results
+
     # ---- spool ---------------------------------------------------------------------------
+
+    def _spooled(self, moved: Sequence[Path]) -> None:
+        """Documents just moved from staging into the spool: both folders fsynced now, or, inside a
+        group, once for all the group's documents just before its COMMIT."""
+        if self._grouped:
+            self._moved.extend(moved)
+            return
+        fsync_dir(self.spool)
+        fsync_dir(self.staging)
 
     def stage(self, job_id: str) -> Path:
         """A fresh staging folder for a job's documents (moved into the spool by enqueue)."""
@@ -342,8 +409,7 @@ class SqliteStore:
                 raise StoreError(f"document for {job_id} is not staged at {staged / DOC_NAME}")
             _private_spooled(staged)
             os.replace(staged, final_dir)
-            fsync_dir(self.spool)
-            fsync_dir(self.staging)
+            self._spooled([final_dir])
         try:
             with self._write() as db:
                 if dedup_since is not None and new.dedup_key:
@@ -396,8 +462,7 @@ class SqliteStore:
                     _private_spooled(self.staging / job_id)
                     os.replace(self.staging / job_id, self.spool / job_id)
                     moved.append(self.spool / job_id)
-                fsync_dir(self.spool)
-                fsync_dir(self.staging)
+                self._spooled(moved)
             with self._write() as db:
                 for job_id, new, doc in items:
                     db.execute(
@@ -443,6 +508,9 @@ class SqliteStore:
         return job
 
     def _observe(self, before: Job | None, after: Job, event: str) -> None:
+        if self._grouped:
+            self._held.append((before, after, event))
+            return
         for observer in self.observers:
             try:
                 observer(before, after, event)
@@ -468,11 +536,11 @@ class SqliteStore:
                 value = json.dumps(value.to_json())
             vals.append(value)
         with self._write() as db:
-            cur = db.execute(
-                f"UPDATE jobs SET {', '.join(cols)} WHERE id = ? AND version = ?",
+            rows = db.execute(
+                f"UPDATE jobs SET {', '.join(cols)} WHERE id = ? AND version = ? RETURNING *",
                 [*vals, job.id, job.version],
-            )
-            if cur.rowcount != 1:
+            ).fetchall()
+            if len(rows) != 1:
                 raise Conflict(f"job {job.id} changed meanwhile")
             detail = dict(detail or {})
             if t.changes.get("provider_id"):
@@ -483,7 +551,7 @@ class SqliteStore:
             self._event(db, job.id, now, t.state, t.event, t.reason, detail)
             if t.final and not job.final:
                 self._outbox(db, job.id, now)
-        after = self.get(job.id)
+        after = self._decoded(rows[0])       # the row as the UPDATE left it: not read again
         self._observe(job, after, t.event)
         return after
 
@@ -538,19 +606,23 @@ class SqliteStore:
                 ).fetchall()
             else:
                 # place: the job's rank among the due jobs to its number, oldest first; busy: the
-                # jobs to that number at the provider, or leased to be sent (queued, lease alive)
+                # jobs to that number at the provider, or leased to be sent (queued, lease alive).
+                # A row that does not decode neither waits its turn nor holds its number.
+                bad = sorted(self._bad_rows)
+                not_bad = f"AND id NOT IN ({','.join('?' for _ in bad)})" if bad else ""
                 rows = db.execute(
                     f"""SELECT id FROM (
                            SELECT id, to_number, next_attempt_at,
                                   ROW_NUMBER() OVER (PARTITION BY to_number ORDER BY created_at, id) AS place
                            FROM jobs
                            WHERE state = 'queued' AND next_attempt_at <= ?
-                             AND (lease_until IS NULL OR lease_until < ?)) AS due
+                             AND (lease_until IS NULL OR lease_until < ?) {not_bad}) AS due
                        WHERE place + (SELECT COUNT(*) FROM jobs AS busy WHERE busy.to_number = due.to_number
-                                      AND ({AT_PROVIDER} OR (busy.state = 'queued' AND busy.lease_until >= ?)))
+                                      AND ({AT_PROVIDER} OR (busy.state = 'queued' AND busy.lease_until >= ?))
+                                      {not_bad.replace("id NOT IN", "busy.id NOT IN")})
                              <= ?
                        ORDER BY next_attempt_at LIMIT ?""",
-                    (ts(now), ts(now), ts(now), per_destination, limit),
+                    (ts(now), ts(now), *bad, ts(now), *bad, per_destination, limit),
                 ).fetchall()
             ids = [r["id"] for r in rows]
             db.executemany(
@@ -656,6 +728,10 @@ class SqliteStore:
                 row = rows[0] if len(rows) == 1 else None
         if row is None:
             raise JobNotFound(job_id, matches)
+        return self._decoded(row)
+
+    def _decoded(self, row: sqlite3.Row) -> Job:
+        """One job's row, or :class:`UnreadableJob` naming it."""
         try:
             return self._job(row)
         except (ValueError, TypeError, KeyError) as exc:
@@ -797,13 +873,16 @@ class SqliteStore:
         one (being worked, or a row that did not decode) is due when its lease runs out. With
         ``per_destination``, a job whose number has that many at the provider is not due (it is
         taken when one of them leaves: the dispatcher is woken then, or polls)."""
+        bad = sorted(self._bad_rows)
+        not_bad = f"AND busy.id NOT IN ({','.join('?' for _ in bad)})" if bad else ""
         waits = "" if per_destination <= 0 else (
-            f"AND (SELECT COUNT(*) FROM jobs AS busy WHERE busy.to_number = jobs.to_number AND busy.{AT_PROVIDER})"
-            f" < {int(per_destination)}")
+            f"AND (SELECT COUNT(*) FROM jobs AS busy WHERE busy.to_number = jobs.to_number AND busy.{AT_PROVIDER}"
+            f" {not_bad}) < {int(per_destination)}")
         with _translate():
             row = self._db.execute(
                 f"""SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, next_attempt_at))) FROM jobs
-                   WHERE (state = 'queued' {waits}) OR (state = 'submitting' AND hold = '{Hold.RECONCILE}')"""
+                   WHERE (state = 'queued' {waits}) OR (state = 'submitting' AND hold = '{Hold.RECONCILE}')""",
+                bad if waits else [],
             ).fetchone()
         return _dt(row[0])
 

@@ -13,6 +13,12 @@ store trouble, never a foreign exception that would end its loop.
 
 Observers are called on the event loop (not the store thread), before the call that made the
 change returns to its caller.
+
+Group commit: the calls that write (enqueue, reject, apply, claims and leases, outbox marks, kv)
+wait in a list; the store thread takes every write waiting when it gets to them and runs them in
+one transaction (:meth:`SqliteStore.grouped`), so mails and status changes arriving together share
+one COMMIT and one fsync instead of one each. A call still returns only once its change is
+committed, and a write that fails is undone alone (a savepoint). Reads run one at a time as before.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
+import threading
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -53,6 +60,16 @@ def translate(exc: BaseException) -> BaseException:
     return StoreError(f"job store error: {type(exc).__name__}: {exc}")
 
 
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    """On the loop: a write's outcome to its caller (gone already if the caller was cancelled)."""
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
 class ThreadedStore:
     """A :class:`JobStore` over SQLite; open it with :meth:`open` (or :func:`faxbridge.store.open_store`)."""
 
@@ -63,9 +80,13 @@ class ThreadedStore:
         self.readonly = readonly
         self._spool = FileSpool(state_dir)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-        self._sync: SqliteStore | None = None
+        self._sync: SqliteStore | None = None    # None once closing: no new call is taken
+        self._conn: SqliteStore | None = None    # ... while the writes already taken still run
         self._observers: list[Observer] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._writes: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []   # waiting for the thread
+        self._writes_lock = threading.Lock()
+        self._flush_due = False              # a _flush is queued on the thread and has not started
 
     @classmethod
     async def open(cls, state_dir: Path, provider: str, *, readonly: bool = False,
@@ -79,6 +100,7 @@ class ThreadedStore:
             store._thread.shutdown(wait=False)
             raise
         store._sync.observers.append(store._observed)
+        store._conn = store._sync
         return store
 
     async def _on_thread(self, fn: Callable[[], T]) -> T:
@@ -96,6 +118,51 @@ class ThreadedStore:
         if self._sync is None:
             raise StoreError("the job store is closed")
         return await self._on_thread(functools.partial(method, *args, **kwargs))
+
+    async def _write(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """:meth:`_run` for a call that writes: committed with the other writes waiting (one
+        transaction, see the module's docstring); its errors through :func:`translate`."""
+        if self._sync is None:
+            raise StoreError("the job store is closed")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        with self._writes_lock:
+            self._writes.append((functools.partial(method, *args, **kwargs), future))
+            start = not self._flush_due
+            self._flush_due = True
+        if start:
+            try:
+                self._thread.submit(self._flush)
+            except RuntimeError as exc:          # the thread was shut down meanwhile (closing)
+                raise StoreError("the job store is closed") from exc
+        try:
+            return await future
+        except BaseException as exc:
+            mapped = translate(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+
+    def _flush(self) -> None:
+        """On the store thread: every write waiting, in one transaction (one alone: as it is)."""
+        with self._writes_lock:
+            batch, self._writes, self._flush_due = self._writes, [], False
+        results: list[tuple[bool, Any]]
+        sync = self._conn
+        if sync is None:
+            results = [(False, StoreError("the job store is closed"))] * len(batch)
+        elif len(batch) == 1:
+            try:
+                results = [(True, batch[0][0]())]
+            except BaseException as exc:
+                results = [(False, exc)]
+        else:
+            try:
+                results = sync.grouped([call for call, _ in batch])
+            except BaseException as exc:
+                results = [(False, exc)] * len(batch)
+        assert self._loop is not None
+        for (_, future), (ok, value) in zip(batch, results, strict=True):
+            self._loop.call_soon_threadsafe(_settle, future, ok, value)
 
     def _observed(self, before: Job | None, after: Job, event: str) -> None:
         """On the store thread: hand the change to the observers on the event loop."""
@@ -119,7 +186,8 @@ class ThreadedStore:
     async def close(self) -> None:
         sync, self._sync = self._sync, None
         if sync is not None:
-            await self._on_thread(sync.close)
+            await self._on_thread(sync.close)    # after the writes already taken (the thread is FIFO)
+            self._conn = None
         self._thread.shutdown(wait=True)
 
     @property
@@ -132,32 +200,32 @@ class ThreadedStore:
     async def enqueue(self, job_id: str, new: NewJob, doc: PreparedDocument, now: datetime, *,
                       state: JobState = JobState.QUEUED, reason: str | None = None,
                       dedup_since: datetime | None = None) -> Job:
-        return await self._run(self._db.enqueue, job_id, new, doc, now, state=state, reason=reason,
+        return await self._write(self._db.enqueue, job_id, new, doc, now, state=state, reason=reason,
                                dedup_since=dedup_since)
 
     async def enqueue_many(self, items: Sequence[Staged], now: datetime) -> list[Job]:
-        return await self._run(self._db.enqueue_many, list(items), now)
+        return await self._write(self._db.enqueue_many, list(items), now)
 
     async def reject(self, job_id: str, new: NewJob, reason: str, now: datetime) -> Job:
-        return await self._run(self._db.reject, job_id, new, reason, now)
+        return await self._write(self._db.reject, job_id, new, reason, now)
 
     async def apply(self, job: Job, t: Transition, now: datetime, detail: dict[str, Any] | None = None) -> Job:
-        return await self._run(self._db.apply, job, t, now, detail)
+        return await self._write(self._db.apply, job, t, now, detail)
 
     # ---- claims and leases
     async def claim_due(self, owner: str, now: datetime, limit: int, lease_s: float, *,
                         reconcile: bool = False, per_destination: int = 0) -> list[Job]:
-        return await self._run(self._db.claim_due, owner, now, limit, lease_s, reconcile=reconcile,
-                               per_destination=per_destination)
+        return await self._write(self._db.claim_due, owner, now, limit, lease_s, reconcile=reconcile,
+                                 per_destination=per_destination)
 
     async def abandoned(self, now: datetime, owner: str) -> list[Job]:
         return await self._run(self._db.abandoned, now, owner)
 
     async def release(self, job_id: str, owner: str) -> None:
-        await self._run(self._db.release, job_id, owner)
+        await self._write(self._db.release, job_id, owner)
 
     async def defer(self, job_id: str, until: datetime) -> None:
-        await self._run(self._db.defer, job_id, until)
+        await self._write(self._db.defer, job_id, until)
 
     async def recover(self) -> list[Job]:
         return await self._run(self._db.recover)
@@ -219,10 +287,10 @@ class ThreadedStore:
         return await self._run(self._db.outbox_due, now, list(kinds), limit)
 
     async def outbox_delivered(self, item_id: int, now: datetime, error: str | None = None) -> None:
-        await self._run(self._db.outbox_delivered, item_id, now, error)
+        await self._write(self._db.outbox_delivered, item_id, now, error)
 
     async def outbox_failed(self, item_id: int, error: str, next_at: datetime) -> None:
-        await self._run(self._db.outbox_failed, item_id, error, next_at)
+        await self._write(self._db.outbox_failed, item_id, error, next_at)
 
     async def outbox_backlog(self) -> int:
         return await self._run(self._db.outbox_backlog)
@@ -232,7 +300,7 @@ class ThreadedStore:
         return await self._run(self._db.kv_get, key)
 
     async def kv_set(self, key: str, value: str) -> None:
-        await self._run(self._db.kv_set, key, value)
+        await self._write(self._db.kv_set, key, value)
 
     async def integrity_check(self) -> str:
         return await self._run(self._db.integrity_check)

@@ -18,7 +18,7 @@
                daemon at rest is one process.
 
 Workers hold no store and commit nothing: they compute and write plain files (documents staged
-in the spool's staging area); the daemon commits (``faxbridge.ingress.smtp.listener``, ``ingress.watch``).
+in the spool's staging area); the daemon commits (``faxbridge.ingress.smtp.listener``, ``ingress.folder.watch``).
 """
 
 from __future__ import annotations

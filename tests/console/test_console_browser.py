@@ -77,8 +77,22 @@ def until(driver: WebDriver, what: str, test: Any) -> Any:
 
 
 def row_state(driver: WebDriver, job_id: str) -> str | None:
-    cells = driver.find_elements(By.CSS_SELECTOR, f'tr[data-job="{job_id}"] td.state')
-    return cells[0].text if cells else None
+    """Read in one script: the part of the page that refreshes itself may be replaced at any moment,
+    so no element is held between two calls (that would be a stale reference)."""
+    return driver.execute_script(  # type: ignore[no-any-return]
+        "var c = document.querySelector('tr[data-job=\"' + arguments[0] + '\"] td.state');"
+        "return c ? c.textContent.trim() : null;", job_id)
+
+
+def click(driver: WebDriver, selector: str) -> None:
+    """Find and click in one script (see :func:`row_state`), once the element is there."""
+    until(driver, f"{selector} to click", lambda d: d.execute_script(
+        "var e = document.querySelector(arguments[0]); if (!e) return false; e.click(); return true;", selector))
+
+
+def text_of(driver: WebDriver, element_id: str) -> str | None:
+    return driver.execute_script(  # type: ignore[no-any-return]
+        "var e = document.getElementById(arguments[0]); return e ? e.textContent.trim() : null;", element_id)
 
 
 def test_the_console_in_a_browser(daemon: dict[str, Any], browser: WebDriver, artifacts: Path,
@@ -94,17 +108,16 @@ def test_the_console_in_a_browser(daemon: dict[str, Any], browser: WebDriver, ar
     assert answers[-1].code == 250
     marker = browser.execute_script("window.faxbridgeNoReload = 1; return window.faxbridgeNoReload;")
     assert marker == 1
-    job_id = until(browser, "the mail's job in the queue", lambda d: (
-        d.find_elements(By.CSS_SELECTOR, "tr[data-job]") or [None])[0])
-    job_id = job_id.get_attribute("data-job")
+    job_id = until(browser, "the mail's job in the queue", lambda d: d.execute_script(
+        "var r = document.querySelector('tr[data-job]'); return r ? r.getAttribute('data-job') : null;"))
     until(browser, "the job delivered", lambda d: row_state(d, job_id) == "delivered")
     assert browser.execute_script("return window.faxbridgeNoReload;") == 1     # the same page all along
     browser.save_screenshot(str(artifacts / "queue.png"))
 
     # its page: the first page as an image that really loaded
-    browser.find_element(By.CSS_SELECTOR, f'tr[data-job="{job_id}"] a').click()
+    click(browser, f'tr[data-job="{job_id}"] a')
     until(browser, "the job page", lambda d: d.find_elements(By.ID, "first-page"))
-    assert browser.find_element(By.ID, "state").text == "delivered"
+    assert text_of(browser, "state") == "delivered"
     until(browser, "the first page drawn", lambda d: d.execute_script(
         "var i = document.getElementById('first-page'); return i.complete && i.naturalWidth > 0;"))
     assert browser.execute_script("return document.getElementById('first-page').naturalWidth;") == 850
@@ -117,21 +130,19 @@ def test_the_console_in_a_browser(daemon: dict[str, Any], browser: WebDriver, ar
     queued = cli("send", "--to", "+15555551213", "--at", _tomorrow(), str(make_pdf(tmp_path / "b.pdf")),
                  config=config).stdout.strip()
     browser.get(f"{url}/jobs/{queued}")
-    browser.find_element(By.ID, "action-cancel").click()
+    click(browser, "#action-cancel")
     browser.save_screenshot(str(artifacts / "confirm.png"))
     browser.find_element(By.ID, "confirm").click()
-    until(browser, "canceled", lambda d: d.find_element(By.ID, "state").text == "canceled")
-    assert browser.find_element(By.ID, "message").text == "Cancel requested."
+    until(browser, "canceled", lambda d: text_of(d, "state") == "canceled")
+    assert text_of(browser, "message") == "Cancel requested."
 
     # retry a failed one (8: not a fax machine, at the first attempt)
     failed = cli("send", "--to", "+15555551218", str(make_pdf(tmp_path / "c.pdf")), config=config).stdout.strip()
     browser.get(f"{url}/jobs/{failed}")
-    until(browser, "the fax failed", lambda d: d.find_element(By.ID, "state").text == "failed")
-    browser.find_element(By.ID, "action-retry").click()
+    until(browser, "the fax failed", lambda d: text_of(d, "state") == "failed")
+    click(browser, "#action-retry")
     browser.find_element(By.ID, "confirm").click()
-    until(browser, "sent again", lambda d: d.find_element(By.ID, "state").text in ("queued", "submitting",
-                                                                                   "submitted", "failed"))
-    assert "job.retry" in browser.find_element(By.ID, "history").text
+    until(browser, "sent again", lambda d: "job.retry" in (text_of(d, "history") or ""))
     browser.get(url + "/overview")
     browser.save_screenshot(str(artifacts / "overview.png"))
     assert "Delivered" in browser.page_source

@@ -345,7 +345,7 @@ def test_a_job_over_its_cpu_time_or_memory_is_refused_and_its_worker_replaced(tm
 def test_a_file_over_its_cpu_time_or_memory_is_rejected_and_the_next_one_goes_through(tmp_path: Path) -> None:
     """Folder work runs under the same caps as mail (it had none): a file over either is rejected with
     its reason (it would cost as much on every try), and the files after it are faxed."""
-    from faxbridge.ingress.watch import too_costly
+    from faxbridge.ingress.folder.watch import too_costly
 
     bridge = Bridge(tmp_path, job_cpu="2s", job_memory="400MB")
     bridge.daemon.start()
@@ -427,6 +427,37 @@ def test_a_mail_to_three_numbers_prepares_its_documents_once(tmp_path: Path, mon
     assert [s.doc.pages for s in plan.staged] == [4, 4, 4]   # cover + 2 PDF pages + the image
     assert all(s.doc.path.is_file() for s in plan.staged)
     assert calls == {"prepare": 1, "image_to_pdf": 1, "text_to_pdf": 3}
+
+
+def test_a_mail_without_a_cover_to_three_numbers_gets_the_pdf_byte_for_byte_each(tmp_path: Path) -> None:
+    """No cover page: the PDF prepared once is copied for the first recipients and moved (renamed,
+    not copied) for the last; each job has its own file holding the attached PDF's bytes."""
+    import hashlib
+
+    from faxbridge import intake
+    from faxbridge.config import load
+    from faxbridge.ingress.smtp import data as smtp_data
+    from faxbridge.ingress.smtp.policy import Recipient
+    from faxbridge.store import FileSpool, new_job_id
+    from tests.support import base_settings
+
+    cfg = load(write_config(tmp_path / "faxbridge.toml", base_settings(tmp_path)), {})
+    numbers = ["15555551212", "15555551213", "15555551214"]
+    recipients = [Recipient(f"{n}@fax.local", intake.destination(n, cfg.numbers)) for n in numbers]
+    pdf = make_pdf(tmp_path / "a.pdf", pages=2).read_bytes()
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"], msg["Message-ID"] = "alice@example.com", TO, "Scan", "<nocover@x>"
+    msg.add_attachment(pdf, maintype="application", subtype="pdf", filename="a.pdf")
+    job_ids = [new_job_id() for _ in recipients]
+    plan = smtp_data.stage_mail(smtp_data.mail_settings(cfg, 50), FileSpool(cfg.state_dir), "alice@example.com",
+                                recipients, msg.as_bytes(), {}, job_ids, new_job_id())
+    assert isinstance(plan, smtp_data.MailPlan), plan
+    assert [s.job_id for s in plan.staged] == job_ids
+    assert len({s.doc.path for s in plan.staged}) == 3
+    assert all(s.doc.path.read_bytes() == pdf for s in plan.staged)
+    assert {s.doc.sha256 for s in plan.staged} == {hashlib.sha256(pdf).hexdigest()}
+    assert [(s.doc.pages, s.doc.size) for s in plan.staged] == [(2, len(pdf))] * 3
+    assert not list(FileSpool(cfg.state_dir).staging.glob("mail-*"))    # the scratch folder is gone
 
 
 # --- documents: bounds from the structure, before the pages are read ---------------------------------------

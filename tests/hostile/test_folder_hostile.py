@@ -14,7 +14,7 @@ import structlog.testing
 
 from faxbridge.store import new_job_id
 from tests.conftest import async_wait_until, wait_until
-from tests.ingress.test_watch import config, daemon, results, sends
+from tests.ingress.test_folder_watch import config, daemon, results, sends
 from tests.support import DaemonProcess, base_settings, cli, make_pdf, write_config
 
 # (control file name, its bytes, the exact reason of the document's rejected result)
@@ -272,7 +272,7 @@ def test_a_claim_nothing_can_be_made_of_is_quarantined_with_its_reason(tmp_path:
     for folder in open_folder(tmp_path):
         claim_id = new_job_id()
         make_pdf(folder.area / claim_id / "odd.pdf")
-        folder.intake._quarantine(claim_id, "RecursionError: maximum recursion depth exceeded")
+        folder.intake.claims.quarantine(claim_id, "RecursionError: maximum recursion depth exceeded")
         quarantine = folder.root / ".faxbridge" / "quarantine"
         assert os.listdir(folder.area) == []
         assert sorted(os.listdir(quarantine)) == [claim_id, f"{claim_id}.REASON.txt"]

@@ -22,13 +22,13 @@ from pathlib import Path
 import pytest
 import structlog.testing
 
-from faxbridge.ingress import claims
+from faxbridge.ingress.folder import claims
 from faxbridge.models import Job, JobState
 from faxbridge.store import new_job_id, open_store
 from tests.conftest import async_wait_until
 from tests.ingress.folder_kit import Folder, open_folder, sha
-from tests.ingress.test_watch import config, daemon, results, sends
-from tests.notify.test_sidecar import _final, deliver
+from tests.ingress.test_folder_results import _final, deliver
+from tests.ingress.test_folder_watch import config, daemon, results, sends
 from tests.support import make_pdf
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("useradd") is None,
@@ -152,7 +152,7 @@ def test_a_claimed_file_swapped_for_a_link_is_never_followed(folder: Folder, att
     assert out.returncode == 0, out.stderr
     claim_id = new_job_id()
     assert claims.claim(folder.root, claim_id, claims.PurePosixPath("15555551212_swap.pdf"), [])
-    assert folder.intake._finish_many([claim_id]) == 1
+    assert folder.intake.commit.finish([claim_id]) == 1
     [job] = folder.jobs()
     assert (job.state, job.reason) == (JobState.REJECTED, "15555551212_swap.pdf is not a regular file")
     swap = attacker.run(f"ln -sf '{base}/secret/secret.pdf' '{folder.area}/{claim_id}/x.pdf'")
@@ -193,7 +193,7 @@ async def test_links_planted_at_result_names_are_never_written_through(
 
 
 async def _delivered(folder: Folder, job: Job) -> Job:
-    """The job driven to delivered through the daemon's kind of store (as tests/notify/test_sidecar does)."""
+    """The job driven to delivered through the daemon's kind of store (as tests/ingress/test_folder_results does)."""
     store = await open_store(folder.cfg.state_dir, "simulator")
     try:
         return await _final(store, folder, job, delivered=True)

@@ -30,7 +30,9 @@ from faxbridge.app import Daemon
 from faxbridge.clock import SystemClock
 from faxbridge.config import Config, load
 from faxbridge.ingress.smtp.listener import SmtpListener, make_listener
-from faxbridge.store import Store
+from faxbridge.notify.mail import notices_of
+from faxbridge.providers.limits import header_limit
+from faxbridge.store import Store, open_store
 from faxbridge.workers import Engine
 from tests.conftest import async_wait_until, free_port
 from tests.support import base_settings, make_pdf, write_config
@@ -149,6 +151,7 @@ class Bench:
     store: Store
     listener: SmtpListener
     clock: SystemClock
+    engine: Engine                       # the listener's worker engine (the one the daemon runs)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -156,32 +159,29 @@ class Bench:
         return self.listener.address
 
 
-    @property
-    def engine(self) -> Engine:
-        """The listener's worker engine (the one the daemon runs)."""
-        assert self.listener.engine is not None
-        return self.listener.engine
-
-
 @contextlib.asynccontextmanager
 async def listening(cfg: Config) -> AsyncIterator[Bench]:
-    """The listener alone, its intake on the worker engine as in the daemon; ``store``: the test's own
-    connection to read what it made."""
+    """The listener alone, committing to a job store and its intake on a worker engine, both made
+    and closed here as the daemon does; ``store``: the test's own connection to read what it made."""
     store = Store(cfg.state_dir, "simulator")
     clock = SystemClock()
-    smtp = make_listener(cfg, cfg.state_dir, "simulator", clock)
-    await smtp.start()
+    jobs, engine = await open_store(cfg.state_dir, "simulator", notices=notices_of(cfg)), Engine(cfg)
+    smtp = make_listener(cfg, jobs, clock, engine, header_limit=header_limit)
     try:
-        yield Bench(store, smtp, clock)
+        await smtp.start()
+        try:
+            yield Bench(store, smtp, clock, engine)
+        finally:
+            await smtp.stop()
+            await smtp.close(5.0)
     finally:
-        await smtp.stop()
-        await smtp.close(5.0)
+        await engine.close()
+        await jobs.close()
         store.close()
 
 
 def listener(daemon: Daemon) -> SmtpListener:
-    assert daemon.runtime is not None
-    return next(c for c in daemon.runtime.components if isinstance(c, SmtpListener))
+    return next(c for c in daemon.components if isinstance(c, SmtpListener))
 
 
 def address(daemon: Daemon) -> tuple[str, int]:

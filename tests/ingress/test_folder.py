@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from faxbridge.ingress import claims
+from faxbridge.ingress.folder import claims
 from faxbridge.models import JobState, Paper, Resolution, Source
-from tests.ingress.folder_kit import SAMPLES, Folder, open_folder, sha
+from tests.ingress.folder_kit import SAMPLES, Folder, claim_of_job, open_folder, sha
 from tests.support import make_pdf
 
 
@@ -38,7 +38,7 @@ def test_a_pdf_is_taken_after_settle_byte_for_byte(folder: Folder) -> None:
     assert not src.exists()
     claimed = folder.claim_of(job) / "15555551212_invoice.pdf"
     assert claimed.read_bytes() == data
-    assert folder.store.find_duplicate(claims.dedup_key(job.meta["claim"]), job.created_at) == job
+    assert folder.store.find_duplicate(claims.dedup_key(claim_of_job(job)), job.created_at) == job
     assert folder.settle(5) == 0 and len(folder.jobs()) == 1
 
 
@@ -283,7 +283,7 @@ def test_every_rejection_with_its_reason(tmp_path: Path, case: str) -> None:
             assert job.reason.endswith("are not allowed (numbers.allowed_countries: US, CA)")
         else:
             assert job.reason.startswith(REJECTIONS[case]), job.reason
-        assert job.document == name and job.id == job.meta["claim"]
+        assert job.document == name and job.id == claim_of_job(job)
         claimed = folder.claim_of(job) / name
         assert os.path.lexists(claimed) and not os.path.lexists(folder.root / name)
         if case.startswith("symlink"):

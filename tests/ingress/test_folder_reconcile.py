@@ -2,7 +2,7 @@
 
 Each test builds the exact files a daemon killed at one moment of a claim leaves behind, then runs
 start-up's reconciliation (and the normal rounds) and counts jobs. The end-to-end SIGKILL test is in
-test_watch_crash.py.
+test_folder_watch_crash.py.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from faxbridge.ingress import claims
-from faxbridge.ingress.folder import FolderIntake
+from faxbridge.ingress.folder import claims
+from faxbridge.ingress.folder.intake import FolderIntake
 from faxbridge.models import JobState
 from faxbridge.store import new_job_id
-from tests.ingress.folder_kit import Folder, open_folder, sha
+from tests.ingress.folder_kit import Folder, claim_of_job, open_folder, sha
 from tests.support import make_pdf
 
 
@@ -28,8 +28,7 @@ def folder(tmp_path: Path) -> Iterator[Folder]:
 
 def restart(folder: Folder) -> FolderIntake:
     """A fresh intake (nothing in memory), as after a restart."""
-    folder.intake = FolderIntake(folder.cfg.watch[0], folder.store, folder.clock, folder.cfg.numbers)
-    return folder.intake
+    return folder.new_intake()
 
 
 def test_killed_after_the_rename_before_the_job(folder: Folder) -> None:
@@ -39,7 +38,7 @@ def test_killed_after_the_rename_before_the_job(folder: Folder) -> None:
     intake = restart(folder)
     assert intake.reconcile() == 1
     [job] = folder.jobs()
-    assert (job.state, job.to, job.doc_sha256, job.meta["claim"]) == (JobState.QUEUED, "+15555551212", digest, claim_id)
+    assert (job.state, job.to, job.doc_sha256, claim_of_job(job)) == (JobState.QUEUED, "+15555551212", digest, claim_id)
     assert intake.reconcile() == 0                     # a second start makes nothing new
     assert restart(folder).reconcile() == 0
     intake.sweep()
@@ -111,7 +110,7 @@ def test_a_claim_that_cannot_be_made_a_job_yet_stays_and_is_retried(folder: Fold
     assert folder.settle(1) == 0                        # retried after a pause, not at once
     assert folder.settle(5) == 1
     [job] = folder.jobs()
-    assert job.meta["claim"] == claim.name and job.state is JobState.QUEUED
+    assert claim_of_job(job) == claim.name and job.state is JobState.QUEUED
 
 
 def test_claims_use_the_same_filesystem(folder: Folder) -> None:

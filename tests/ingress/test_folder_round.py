@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from faxbridge.ingress.folder import RETRY_S, FolderIntake
+from faxbridge.ingress.folder.claim import RETRY_S
 from faxbridge.models import JobState
-from tests.ingress.folder_kit import SAMPLES, Folder, engine_pool, open_folder, sha
+from tests.ingress.folder_kit import SAMPLES, Folder, claim_of_job, engine_pool, open_folder, sha
 from tests.support import make_pdf
 
 NO_NUMBER = ('no fax number for letter.pdf: name the file after the number (15555551212.pdf or '
@@ -25,9 +25,8 @@ def folder(tmp_path: Path) -> Iterator[Folder]:
 
 
 def test_a_round_in_worker_processes_gives_the_same_answers(folder: Folder) -> None:
-    with engine_pool(folder.cfg) as pool:
-        intake = folder.intake = FolderIntake(folder.cfg.watch[0], folder.store, folder.clock, folder.cfg.numbers,
-                                              pool=pool)
+    with engine_pool(folder.cfg, folder.loop) as pool:
+        intake = folder.new_intake(pool)
         good = [make_pdf(folder.root / f"1555555121{n}.pdf", pages=n + 1, text=f"doc {n}") for n in range(3)]
         digests = {f.name: sha(f) for f in good}
         shutil.copy(SAMPLES / "pdf/encrypted-user-password-libreoffice-rc4-128.pdf", folder.root / "15555551219.pdf")
@@ -75,5 +74,5 @@ def test_a_failed_commit_keeps_every_claim_and_each_becomes_one_job_later(folder
     assert folder.settle(RETRY_S / 2) == 4
     jobs = folder.jobs()
     assert sorted(j.doc_sha256 for j in jobs) == digests and {j.state for j in jobs} == {JobState.QUEUED}
-    assert len({j.meta["claim"] for j in jobs}) == 4
+    assert len({claim_of_job(j) for j in jobs}) == 4
     assert folder.settle(RETRY_S) == 0 and len(folder.jobs()) == 4

@@ -161,10 +161,10 @@ SAMPLE_CASES = {
     "pine-rfc2231-latin1-filename.eml": ([("HasenundFrösche.txt", "text")], [], []),
     "swiftmailer-pdf-docx-odt-rfc2231-png-base64-rfc822.eml": (
         [("Hello from SwiftMailer.pdf", "pdf"), ("Cours-Tutoriels-Serge-Tahé-1568x268.png", "png")], [], [
-            "Hello from SwiftMailer.docx is a Word document; only PDF, TIFF, JPEG, PNG, GIF and plain text "
-            "can be faxed",
-            "Hello from SwiftMailer.odt is an OpenDocument text; only PDF, TIFF, JPEG, PNG, GIF and plain text "
-            "can be faxed"]),
+            "Hello from SwiftMailer.docx is a Word document; this fax server cannot convert Office documents; "
+            "send it as PDF (only PDF, TIFF, JPEG, PNG, GIF and plain text can be faxed)",
+            "Hello from SwiftMailer.odt is an OpenDocument text; this fax server cannot convert Office documents; "
+            "send it as PDF (only PDF, TIFF, JPEG, PNG, GIF and plain text can be faxed)"]),
     "thunderbird-html-alternative-related-cid-inline-image.eml": ([], ["IntM6gnXFm00FEV5.png"], []),
 }
 
@@ -272,3 +272,58 @@ def test_fast_parse_token_cannot_be_forged(tmp_path: Path) -> None:
     assert len(stash) == 1 and "0123456789abcdef-0" not in stash
     content = mime.extract(parsed, stash)
     assert [(p.name, p.data) for p in content.parts] == [("small.pdf", b"%PDF-1.4 small"), ("big.pdf", big)]
+
+
+# ---- header values taken as they are (``mime._plain``) -------------------------------------------
+
+_PLAIN_VALUES = [
+    ("content-type", 'application/pdf; name="scan-0f3a.pdf"'),
+    ("content-type", "text/plain; charset=utf-8"),
+    ("content-type", 'multipart/mixed;\r\n\tboundary="=_b 1:2,3"'),
+    ("content-type", "Application/PDF ; Name=\"a;b=c.pdf\" ; format=flowed"),
+    ("content-disposition", 'attachment; filename="Invoice 42 (final).pdf"'),
+    ("content-disposition", "inline"),
+    ("message-id", "<0f3a.1@mail.example.com>"),
+]
+_PARSED_VALUES = [       # the parser has work to do: never taken as they are
+    ("content-type", 'application/pdf; name="=?utf-8?q?Rechnung_f=C3=BCr.pdf?="'),
+    ("content-disposition", "attachment; filename*=utf-8''Rechnung%20f%C3%BCr.pdf"),
+    ("content-disposition", 'attachment; filename="a.pdf"; FileName="b.pdf"'),
+    ("content-type", "text/plain (a comment); charset=utf-8"),
+    ("content-type", 'text/plain; name="a\\"b"'),
+    ("content-type", "text/plain; name=a'b"),
+    ("message-id", "<a b@x>"),
+    ("subject", "Scan 42"),
+]
+
+
+class _ParsedPolicy(mime._OncePolicy):
+    """The policy as it was before values were taken as they are: every one through the parser."""
+
+    def header_fetch_parse(self, name: str, value: str) -> str:
+        if hasattr(value, "name"):
+            return value
+        return mime._parsed_or_lenient(name, value)
+
+
+def _answers(raw: bytes, policy: mime._OncePolicy) -> list[object]:
+    import email
+
+    msg = email.message_from_bytes(raw, policy=policy)
+    out: list[object] = []
+    for part in msg.walk():
+        out += [part.get_content_type(), part.get_filename(), part.get_boundary(), part.get_content_charset(),
+                part.get_content_disposition(), part.get_param("name"), part.is_multipart(),
+                str(part.get("message-id"))]
+    return out
+
+
+@pytest.mark.parametrize(("name", "value"), _PLAIN_VALUES + _PARSED_VALUES,
+                         ids=[f"{n}-{i}" for i, (n, _) in enumerate(_PLAIN_VALUES + _PARSED_VALUES)])
+def test_a_plain_header_value_gets_the_answers_the_parser_gives(name: str, value: str) -> None:
+    taken = mime._plain(name, value)
+    assert (taken is not None) == ((name, value) in _PLAIN_VALUES)
+    header = f"{name}: {value}\r\n".encode()
+    raw = (b"From: a@example.com\r\n" + header + b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n" + header +
+           b"Content-Transfer-Encoding: base64\r\n\r\naGk=\r\n--b--\r\n")
+    assert _answers(raw, mime.PARSE_POLICY) == _answers(raw, _ParsedPolicy())

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from faxbridge.ingress.smtp import mime_slim
 from faxbridge.ingress.smtp.protocol import SPOOL_OVER
-from faxbridge.ingress.smtp.stream import DataSpool, Unstuffer
+from faxbridge.ingress.smtp.stream import _FEW_DOTS, DataSpool, Unstuffer, _unstuffed
 from tests.ingress.mailkit import asend, config_of, listening, scanner, smtp_settings
 from tests.support import big_pdf
 
@@ -46,6 +46,15 @@ def cut(data: bytes, points: list[int]) -> list[bytes]:
 def test_unstuffing_chunks_cut_anywhere_equals_the_whole(pieces: list[bytes], points: list[int]) -> None:
     data = b"".join(pieces)
     assert unstuff_chunks(cut(data, points)) == unstuff_whole(data)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from([b".", b"\r", b"\n", b"\r\n", b"\r\n.", b"..", b"a", b"QUJD" * 20]),
+                max_size=2 * _FEW_DOTS + 10))
+def test_removing_stuffed_dots_equals_the_replace(pieces: list[bytes]) -> None:
+    """Few dots (cut at each) or many (the replace): the same bytes as ``bytes.replace``."""
+    data = b"".join(pieces)
+    assert _unstuffed(data) == data.replace(b"\r\n.", b"\r\n")
 
 
 def test_unstuffing_known_cases() -> None:

@@ -23,7 +23,7 @@ from faxbridge.clock import SystemClock
 from faxbridge.config import Config, load
 from faxbridge.documents import prepare
 from faxbridge.errors import DocumentError, InputError
-from faxbridge.ingress.control import ControlError, parse_control, result_name, safe_component
+from faxbridge.ingress.folder.control import ControlError, parse_control, result_name, safe_component
 from faxbridge.ingress.smtp import mime
 from faxbridge.ingress.smtp.commit import MailIntake
 from faxbridge.ingress.smtp.data import mail_settings, stage_mail

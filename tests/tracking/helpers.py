@@ -4,6 +4,7 @@ build and post signed Phaxio callbacks exactly as Phaxio (and the simulator) wou
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,19 +12,33 @@ import httpx
 
 from faxbridge.app import Daemon
 from faxbridge.clock import SystemClock
+from faxbridge.component import Component
+from faxbridge.dispatcher import Dispatcher
 from faxbridge.intake import accept
 from faxbridge.models import InputFile, Job, NewJob, Source
 from faxbridge.simulator import phaxio_signature
 from faxbridge.simulator.phaxio_model import fax_json
 from faxbridge.simulator.webhooks import encode_multipart
 from faxbridge.store import JobStore
+from faxbridge.tracker import Tracker
 from tests.conftest import async_wait_until
 from tests.support import make_pdf
 
 
-def parts(daemon: Daemon) -> tuple[JobStore, Any]:
-    assert daemon.store is not None and daemon.runtime is not None
-    return daemon.store, daemon.runtime
+@dataclass
+class Parts:
+    """A running daemon's parts a test looks at (``components``: the daemon's own list)."""
+
+    dispatcher: Dispatcher
+    tracker: Tracker
+    simulator: Any                       # the built-in simulator (None with another provider)
+    components: list[Component]
+
+
+def parts(daemon: Daemon) -> tuple[JobStore, Parts]:
+    assert daemon.store is not None and daemon.dispatcher is not None and daemon.tracker is not None
+    assert daemon.handle is not None
+    return daemon.store, Parts(daemon.dispatcher, daemon.tracker, daemon.handle.simulator, daemon.components)
 
 
 def web_url(daemon: Daemon) -> str:

@@ -44,10 +44,10 @@ async def test_healthz_and_metrics(tmp_path: Path, start: Start) -> None:
         bad = await client.get(url + "/healthz")
         assert bad.status_code == 503 and bad.json()["problems"] == ["broken not healthy"]
         rt.components.remove(rt.components[-1])
-        rt.ready = False                      # what the daemon sets while it stops
+        daemon.ready.clear()                  # what the daemon does while it stops
         stopping = await client.get(url + "/healthz")
         assert stopping.status_code == 503 and "daemon not ready" in stopping.json()["problems"]
-        rt.ready = True
+        daemon.ready.set()
         assert (await client.post(url + "/healthz")).status_code == 405
         assert (await client.get(url + "/webhooks/phaxio")).status_code == 405
         assert (await client.get(url + "/nothing")).status_code == 404

@@ -38,16 +38,25 @@ import mmap
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from faxbridge import intake
+from faxbridge import options as fax_options
 from faxbridge.config import Config
-from faxbridge.documents import copy_prepared, join, prepare, text_pages_at_least, text_to_pdf
+from faxbridge.documents import (
+    OfficeSettings,
+    copy_prepared,
+    join,
+    move_prepared,
+    prepare,
+    text_pages_at_least,
+    text_to_pdf,
+)
 from faxbridge.errors import DocumentError
 from faxbridge.ingress.smtp import mime, mime_bounds, replies
 from faxbridge.ingress.smtp.mime_bounds import MailLimits
@@ -62,6 +71,7 @@ from faxbridge.ingress.smtp.replies import (
     unreadable_part,
 )
 from faxbridge.models import FaxOptions, InputFile, NewJob, Paper, PreparedDocument, Source
+from faxbridge.options import Asked, OptionError
 from faxbridge.store import DocumentSpool, Staged
 
 log = structlog.get_logger("faxbridge.smtp")
@@ -98,11 +108,14 @@ class MailSettings:
     max_decompressed: int
     header_limit: int | None             # None: the configuration fixes the header text
     domains: tuple[str, ...]
+    office: OfficeSettings | None = None   # documents.office: Office attachments converted (None: refused)
+    zone: tzinfo = UTC                     # time_zone: how an X-Fax-Send-At of local time is read
 
 
 def mail_settings(cfg: Config, header_limit: int | None) -> MailSettings:
     return MailSettings(cfg.smtp.cover_page, mail_limits(cfg), cfg.numbers.max_pages, cfg.limits.max_cover_pages,
-                        cfg.limits.max_decompressed, header_limit, tuple(cfg.smtp.domains))
+                        cfg.limits.max_decompressed, header_limit, tuple(cfg.smtp.domains),
+                        intake.office_settings(cfg), cfg.zone())
 
 
 @dataclass(frozen=True)
@@ -134,7 +147,7 @@ def mail_limits(cfg: Config) -> MailLimits:
                       max_parameters=lim.max_parameters)
 
 
-def _plan(raw: Raw, cover_mode: str, limits: MailLimits = DEFAULT_LIMITS) -> _Plan | str:
+def _plan(raw: Raw, cover_mode: str, limits: MailLimits = DEFAULT_LIMITS, office: bool = False) -> _Plan | str:
     """Parse and decide (pure work, in a worker). A reply string when the message is refused.
 
     Bounds first: the parsed tree's shape (parts, nesting, header and parameter counts) is checked
@@ -155,7 +168,7 @@ def _plan(raw: Raw, cover_mode: str, limits: MailLimits = DEFAULT_LIMITS) -> _Pl
       answered 451 4.3.0 (:func:`stage_mail`, ``commit.MailIntake``).
     """
     try:
-        content = _read(raw, limits)
+        content = _read(raw, limits, office)
     except RecursionError:
         return replies.too_deep(limits.max_nesting)
     except _UNREADABLE as exc:
@@ -179,13 +192,13 @@ def _plan(raw: Raw, cover_mode: str, limits: MailLimits = DEFAULT_LIMITS) -> _Pl
     return _Plan(content, cover, mime.content_hash(content, cover), message_key)
 
 
-def _read(raw: Raw, limits: MailLimits) -> mime.MailContent | str:
+def _read(raw: Raw, limits: MailLimits, office: bool = False) -> mime.MailContent | str:
     """The message parsed, its shape checked, its content extracted (or the refusal of its shape)."""
     msg, stash = mime.parse_fast(raw)
     refusal = mime_bounds.verdict(mime_bounds.measure(msg, limits), limits)
     if refusal is not None:
         return refusal
-    return mime.extract(msg, stash)
+    return mime.extract(msg, stash, office=office)
 
 
 def dedup_key(message_key: str, to: str, doc_hash: str) -> str:
@@ -217,13 +230,20 @@ def stage_mail(settings: MailSettings, spool: DocumentSpool, sender: str, recipi
         log.error("smtp.intake_failed", error=f"{type(exc).__name__}: {exc}", sender=sender)
         return OUR_TROUBLE
     try:
-        plan = _plan(message, settings.cover_mode, settings.limits)
+        plan = _plan(message, settings.cover_mode, settings.limits,
+                     office=settings.office is not None and settings.office.enabled)
         if isinstance(plan, str):
             log.info("smtp.refused", stage="data", reply=plan, sender=sender)
             return plan
         try:
+            asked = _asked(settings, plan, recipients)
+        except OptionError as exc:
+            reply = replies.bad_option(exc.reason)
+            log.info("smtp.refused", stage="data", reply=reply, sender=sender)
+            return reply
+        try:
             return MailPlan(tuple(_stage_all(spool, settings, sender, recipients, plan, extra_meta, job_ids,
-                                             work_id)))
+                                             work_id, asked)))
         except DocumentError as exc:
             reply = too_many_pages(exc.reason) if exc.too_many_pages else unreadable_part(exc.reason)
             log.info("smtp.refused", stage="data", reply=reply, sender=sender)
@@ -235,19 +255,50 @@ def stage_mail(settings: MailSettings, spool: DocumentSpool, sender: str, recipi
         done_with(message)
 
 
+def _asked(settings: MailSettings, plan: _Plan, recipients: Sequence[Recipient]) -> list[Asked]:
+    """Each recipient's options: the message's ``X-Fax-*`` headers and its address flags (a flag,
+    naming one recipient, wins over a header). OptionError names the header or flag."""
+    now = datetime.now(UTC)
+    headers = dict(plan.content.headers.fax)
+    return [fax_options.from_headers(headers, zone=settings.zone, now=now, header_limit=settings.header_limit,
+                                     flags=rcpt.flags) for rcpt in recipients]
+
+
+def _message_paper(asked: Sequence[Asked]) -> Paper | None:
+    """The paper images and text are set on, for the whole message: the one every recipient asked
+    for (by header, or by the same flag), else the default."""
+    papers = {a.paper for a in asked}
+    return papers.pop() if len(papers) == 1 else None
+
+
+def _with_cover(settings: MailSettings, plan: _Plan, asked: Asked) -> _Plan:
+    """The plan for one recipient whose ``X-Fax-Cover`` / ``+cover`` / ``+nocover`` decides the cover
+    page (a message with nothing attached keeps its text as the fax)."""
+    if asked.cover is None or not plan.content.parts:
+        return plan
+    cover = mime.wants_cover(asked.cover, plan.content)
+    if cover == plan.cover:
+        return plan
+    return replace(plan, cover=cover, doc_hash=mime.content_hash(plan.content, cover))
+
+
 def _stage_all(spool: DocumentSpool, settings: MailSettings, sender: str, recipients: Sequence[Recipient],
-               plan: _Plan, extra_meta: dict[str, Any], job_ids: Sequence[str], work_id: str) -> list[Staged]:
+               plan: _Plan, extra_meta: dict[str, Any], job_ids: Sequence[str], work_id: str,
+               asked: Sequence[Asked] | None = None) -> list[Staged]:
     """Every recipient's document staged, before any job is committed: the work that may be
     refused (pages, content, the job's CPU or memory cap) never leaves half the jobs made."""
     staged: list[Staged] = []
+    asked = list(asked) if asked is not None else [Asked()] * len(recipients)
     work = spool.stage(f"mail-{work_id}")
     try:
-        body = _prepare_once(settings, work, plan)
-        for rcpt, job_id in zip(recipients, job_ids, strict=True):
-            key = dedup_key(plan.message_key, rcpt.number.e164, plan.doc_hash)
-            make = functools.partial(_document, settings=settings, rcpt=rcpt, plan=plan, body=body, work=work)
+        body = _prepare_once(settings, work, plan, paper=_message_paper(asked))
+        for index, (rcpt, job_id, wants) in enumerate(zip(recipients, job_ids, asked, strict=True)):
+            mine = _with_cover(settings, plan, wants)
+            key = dedup_key(mine.message_key, rcpt.number.e164, mine.doc_hash)
+            make = functools.partial(_document, settings=settings, rcpt=rcpt, plan=mine, body=body, work=work,
+                                     last=index == len(recipients) - 1)
             doc = intake.stage_with(spool, job_id, make)
-            staged.append(Staged(job_id, _new_job(settings, sender, rcpt, key, plan, extra_meta), doc))
+            staged.append(Staged(job_id, _new_job(settings, sender, rcpt, key, mine, extra_meta, wants), doc))
     except BaseException:
         for item in staged:
             spool.discard_stage(item.job_id)
@@ -257,7 +308,8 @@ def _stage_all(spool: DocumentSpool, settings: MailSettings, sender: str, recipi
     return staged
 
 
-def _prepare_once(settings: MailSettings, work: Path, plan: _Plan) -> PreparedDocument | None:
+def _prepare_once(settings: MailSettings, work: Path, plan: _Plan,
+                  paper: Paper | None = None) -> PreparedDocument | None:
     """The message's attachments as one checked fax-ready PDF, made ONCE for all its recipients
     (only the cover page, which names each recipient, is made per job); None without any.
 
@@ -276,16 +328,17 @@ def _prepare_once(settings: MailSettings, work: Path, plan: _Plan) -> PreparedDo
     if not plan.content.parts:
         return None
     files = _write_parts(work, plan.content)
-    return prepare(files, work / "attachments.pdf", max_pages=max_pages,
-                   max_decompressed=settings.max_decompressed)
+    return prepare(files, work / "attachments.pdf", max_pages=max_pages, paper=paper,
+                   max_decompressed=settings.max_decompressed, office=settings.office)
 
 def _document(out: Path, *, settings: MailSettings, rcpt: Recipient, plan: _Plan,
-          body: PreparedDocument | None, work: Path) -> PreparedDocument:
-    """One recipient's document: its cover page and the message's prepared attachments."""
+          body: PreparedDocument | None, work: Path, last: bool = False) -> PreparedDocument:
+    """One recipient's document: its cover page and the message's prepared attachments (without a
+    cover page, the attachments as prepared: copied, or moved for the ``last`` recipient)."""
     max_pages = settings.max_pages
     if not plan.cover:
         assert body is not None    # _plan: a message without a cover page has parts
-        return copy_prepared(body, out)
+        return move_prepared(body, out) if last else copy_prepared(body, out)
     cover = work / f"cover-{out.parent.name}.pdf"
     text_to_pdf(plan.content.body, cover, name="the cover page",
                 heading=mime.cover_heading(plan.content, rcpt.number.e164))
@@ -295,7 +348,7 @@ def _document(out: Path, *, settings: MailSettings, rcpt: Recipient, plan: _Plan
 
 
 def _new_job(settings: MailSettings, sender: str, rcpt: Recipient, key: str, plan: _Plan,
-         extra_meta: dict[str, Any]) -> NewJob:
+         extra_meta: dict[str, Any], asked: Asked | None = None) -> NewJob:
     h = plan.content.headers
     names = [p.name for p in plan.content.parts]
     document = names[0] if names else "the mail text"
@@ -313,6 +366,7 @@ def _new_job(settings: MailSettings, sender: str, rcpt: Recipient, key: str, pla
         "no_reply": mime.no_reply_reason(sender, h, settings.domains),
         **extra_meta,
     }
+    options = (asked or Asked()).options(FaxOptions(header=header))
     return NewJob(source=Source.SMTP, to=rcpt.number.e164, document=document,
-                  options=FaxOptions(header=header), sender=normal_sender(sender) or None,
+                  options=options, sender=normal_sender(sender) or None,
                   subject=h.subject or None, meta=meta, dedup_key=key)

@@ -14,11 +14,12 @@
   mail goes only to a sender that passed (``notify.mail``).
 - Section 9: session caps and the per-read timeout (``protocol``, ``limits``); the hourly
   limit counts per sender and per client address; per-connection log lines stay within a budget.
-- :class:`SmtpListener` is the daemon component: ``start`` opens its store and returns once bound,
-  ``stop`` closes the listening socket (new connections are refused; sessions in progress go on),
-  ``close`` waits for messages being accepted, then drops the remaining sessions, stops its
-  worker engine and closes its store. :func:`make_listener` wires it; :func:`build` is what the
-  daemon calls (the one place here that names a provider module: ``providers.limits``).
+- :class:`SmtpListener` is the daemon component: ``start`` returns once bound, ``stop`` closes the
+  listening socket (new connections are refused; sessions in progress go on), ``close`` waits for
+  messages being accepted, then drops the remaining sessions. The store and the worker engine are
+  the daemon's (app.py closes them after every part); :func:`make_listener` wires the listener
+  from them and the callbacks app.py hands it: ``header_limit`` (the provider's, so ingress names
+  no provider), ``on_queued`` (wakes the dispatcher), ``on_reply`` and ``on_refused_work`` (metrics).
 """
 
 from __future__ import annotations
@@ -45,10 +46,7 @@ from faxbridge.ingress.smtp.commit import HeaderLimit, MailIntake
 from faxbridge.ingress.smtp.limits import AuthThrottle, LogBudget, SessionCaps, limit_logger
 from faxbridge.ingress.smtp.protocol import NULL_SENDER, FaxEnvelope, FaxSMTP, peer_host
 from faxbridge.ingress.smtp.replies import OUR_TROUBLE, QUEUED
-from faxbridge.notify.mail import notices_of
-from faxbridge.providers.limits import header_limit
-from faxbridge.runtime import Component, Runtime
-from faxbridge.store import FileSpool, JobStore, open_store
+from faxbridge.store import FileSpool, JobStore
 from faxbridge.workers import Engine
 
 log = structlog.get_logger("faxbridge.smtp")
@@ -72,10 +70,11 @@ def _login(session: Session) -> str | None:
 class FaxHandler:
     """aiosmtpd hooks: each returns the reply line the client hears."""
 
-    def __init__(self, cfg: Config, intake: MailIntake, auth: Authenticator | None) -> None:
+    def __init__(self, cfg: Config, store: JobStore, intake: MailIntake, auth: Authenticator | None, *,
+                 data_dir: Path) -> None:
         self.cfg = cfg
-        self.store: JobStore | None = None      # set by the listener's start: RCPT counts, DATA commits
-        self.data_dir = Path(".")                # where a big message is spooled (set by the listener)
+        self.store: JobStore | None = store     # RCPT counts, DATA commits; None once the listener closed
+        self.data_dir = data_dir                 # where a big message is spooled
         self.intake = intake
         self.auth = auth
         self.clock = intake.clock
@@ -257,29 +256,23 @@ def tls_context(cfg: Config) -> ssl.SSLContext | None:
 
 
 class SmtpListener:
-    """The SMTP listener as a daemon component (see :class:`faxbridge.runtime.Component`)."""
+    """The SMTP listener as a daemon component (see :class:`faxbridge.component.Component`)."""
 
     name = "smtp"
 
-    def __init__(self, cfg: Config, intake: MailIntake, *, state_dir: Path, provider: str,
-                 engine: Engine | None = None) -> None:
+    def __init__(self, cfg: Config, store: JobStore, intake: MailIntake) -> None:
         self.cfg = cfg
-        self.state_dir = state_dir
-        self.provider = provider
-        self.engine = engine        # closed here when given (the lead's app may share one and close it there)
         smtp = cfg.smtp
         users = read_users(smtp.users_file) if smtp.users_file else None
         auth = None if users is None else Authenticator(
             users.hashes, AuthThrottle(smtp.auth_lockout_failures, smtp.auth_lockout), smtp.auth_max_failures,
             users.senders)
-        self.handler = FaxHandler(cfg, intake, auth)
-        self.handler.data_dir = FileSpool(state_dir).staging
+        self.handler = FaxHandler(cfg, store, intake, auth, data_dir=FileSpool(cfg.state_dir).staging)
         self.tls = tls_context(cfg)
         self.hostname = socket.gethostname()
         self._server: asyncio.Server | None = None
         self._sessions: weakref.WeakSet[FaxSMTP] = weakref.WeakSet()
         self.address: tuple[str, int] | None = None
-        self.on_close: Callable[[], None] | None = None    # called last by close (the daemon's store)
 
     def _protocol(self) -> FaxSMTP:
         smtp = self.cfg.smtp
@@ -300,13 +293,7 @@ class SmtpListener:
         limit_logger("asyncio")             # accept errors (out of file descriptors) likewise
         listen = self.cfg.smtp.listen
         loop = asyncio.get_running_loop()
-        # Until the daemon hands every part its one shared store, the listener opens its own.
-        self.handler.store = await open_store(self.state_dir, self.provider, notices=notices_of(self.cfg))
-        try:
-            self._server = await loop.create_server(self._protocol, host=listen.host, port=listen.port)
-        except BaseException:
-            await self._close_parts()
-            raise
+        self._server = await loop.create_server(self._protocol, host=listen.host, port=listen.port)
         sockname = self._server.sockets[0].getsockname()
         self.address = (str(sockname[0]), int(sockname[1]))
         log.info("smtp.listening", listen=f"{self.address[0]}:{self.address[1]}",
@@ -330,14 +317,7 @@ class SmtpListener:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        await self._close_parts()
-
-    async def _close_parts(self) -> None:
-        if self.engine is not None:
-            await self.engine.close()
-        store, self.handler.store = self.handler.store, None
-        if store is not None:
-            await store.close()
+        self.handler.store = None           # the daemon's: it closes it after every part
 
     def healthy(self) -> bool:
         return self._server is not None and self._server.is_serving()
@@ -350,29 +330,20 @@ class SmtpListener:
         self.handler.sessions.total = cfg.smtp.max_sessions
         self.handler.sessions.per_client = cfg.smtp.max_sessions_per_client
         self.handler.intake.reconfigure(cfg)
-        if self.engine is not None:
-            self.engine.reconfigure(cfg)
 
 
-def make_listener(cfg: Config, state_dir: Path, provider: str, clock: Clock, *,
-                  limit: HeaderLimit = header_limit, engine: Engine | None = None) -> SmtpListener:
-    """The SMTP listener with its mail intake on the worker engine (its own, unless one is given)."""
-    own = engine or Engine(cfg)
-    return SmtpListener(cfg, MailIntake(cfg, own, clock, header_limit=limit), state_dir=state_dir, provider=provider,
-                        engine=own if engine is None else None)
-
-
-def build(runtime: Runtime) -> Component | None:
-    """The SMTP listener when ``smtp.enabled``."""
-    cfg = runtime.cfg
-    if not cfg.smtp.enabled:
-        return None
-    store = runtime.store
-    listener = make_listener(cfg, cfg.state_dir, store.provider, runtime.clock)
-    reply_codes = runtime.metrics.smtp_replies
-    listener.handler.on_reply = lambda code: reply_codes.labels(code).inc()
-    listener.handler.on_queued = runtime.dispatcher.wake
-    refused = runtime.metrics.counter("smtp_refused_work_total", "Mails refused for too much work or for an "
-                                      "error of ours while reading them, by kind", ["kind"])
-    listener.handler.intake.on_refused_work = lambda kind: refused.labels(kind).inc()
+def make_listener(cfg: Config, store: JobStore, clock: Clock, engine: Engine, *, header_limit: HeaderLimit,
+                  on_queued: Callable[[], None] = lambda: None,
+                  on_reply: Callable[[str], None] = lambda code: None,
+                  on_refused_work: Callable[[str], None] = lambda kind: None) -> SmtpListener:
+    """The SMTP listener with its mail intake on ``engine``, committing to ``store`` (both the
+    caller's, and closed by it). ``header_limit``: the provider's fax header length for a
+    configuration; ``on_queued``: called after a message made jobs; ``on_reply``: each reply's code;
+    ``on_refused_work``: each mail refused as a bug of ours or as too much work ("bug",
+    "too_much_work")."""
+    intake = MailIntake(cfg, engine, clock, header_limit=header_limit)
+    intake.on_refused_work = on_refused_work
+    listener = SmtpListener(cfg, store, intake)
+    listener.handler.on_reply = on_reply
+    listener.handler.on_queued = on_queued
     return listener

@@ -32,7 +32,7 @@ from email.headerregistry import BaseHeader, UnstructuredHeader
 from email.message import EmailMessage, Message
 from urllib.parse import unquote
 
-from faxbridge.documents import describe, sniff
+from faxbridge.documents import NO_CONVERTER, describe, office_kind, sniff
 from faxbridge.ingress.smtp.mime_slim import STASH_HEADER, Raw, slim
 from faxbridge.ingress.smtp.mime_text import clean, header, html_to_text, safe_name
 
@@ -83,6 +83,7 @@ class Headers:
     list_id: str = ""
     return_path: str | None = None
     content_type: str = ""
+    fax: tuple[tuple[str, str], ...] = ()      # the X-Fax-* headers (options, contract section 11), as written
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,9 @@ class _OncePolicy(email_policy.EmailPolicy):
     def header_fetch_parse(self, name: str, value: str) -> str:
         if hasattr(value, "name"):
             return value
+        plain = _plain(name, value)
+        if plain is not None:
+            return plain
         if len(value) > PARSED_VALUE_MAX:
             raw = _unfolded(value)
             return _COMMENT.sub(" ", raw) if name.lower().startswith("content-") else raw
@@ -130,6 +134,40 @@ PARSED_VALUE_MAX = 4096
 
 
 _COMMENT = re.compile(r"\([^()]*\)")     # an RFC 5322 comment (not nested): what the legacy methods do not skip
+
+# Values the stdlib's header parser has nothing to do for: a MIME type (or disposition) and plain
+# parameters (no RFC 2231 "*", no encoded word, no comment, no backslash, quoted strings of printable
+# ASCII without quotes, each name once), our own stash marker, a plain Message-ID. Every legacy
+# ``Message`` method we use (``get_content_type``, ``get_param``, ``get_filename``, ``get_boundary``,
+# ``get_content_charset``, ``get_content_disposition``) answers on the raw text what it answers on the
+# parsed header (``tests/ingress/test_mime.py`` holds the two to the same answers), and a Message-ID
+# like this is its own parse. Parsing them is most of the parser's time per mail: a new file name
+# in every Content-Type and Content-Disposition, which no cache can keep.
+_TOKEN = r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+"
+_PARAMS = r"(?:[ \t]*;[ \t]*[A-Za-z0-9_.-]+=(?:\"[ !#-\[\]-~]*\"|[A-Za-z0-9!#$+.^_`{|}~-]+))*[ \t]*"
+_PARAM_NAME = re.compile(r";[ \t]*([A-Za-z0-9_.-]+)=")
+_QUOTED = re.compile(r'"[^"]*"')
+_PLAIN = {
+    "content-type": re.compile(_TOKEN + "/" + _TOKEN + _PARAMS),
+    "content-disposition": re.compile(_TOKEN + _PARAMS),
+    STASH_HEADER.lower(): re.compile(r"[0-9a-f]+-[0-9]+"),
+    "message-id": re.compile(r"<[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+>"),
+}
+
+
+def _plain(name: str, value: str) -> str | None:
+    """The unfolded value when it is one the parser would only give back (see ``_PLAIN``); else None."""
+    shape = _PLAIN.get(name.lower())
+    if shape is None or len(value) > _CACHED_VALUE_MAX:
+        return None
+    flat = _unfolded(value)
+    if "=?" in flat or not shape.fullmatch(flat):
+        return None
+    if ";" in flat:
+        names = [n.lower() for n in _PARAM_NAME.findall(_QUOTED.sub('""', flat))]
+        if len(names) != len(set(names)):
+            return None
+    return flat
 
 
 def _unfolded(value: str) -> str:
@@ -229,8 +267,9 @@ def _content_id(part: Message) -> str:
 
 
 class _Walker:
-    def __init__(self, cids: frozenset[str], stash: Mapping[str, bytes]) -> None:
+    def __init__(self, cids: frozenset[str], stash: Mapping[str, bytes], *, office: bool = False) -> None:
         self.cids = cids
+        self.office = office          # documents.office: Office documents are converted, so taken
         self.stash = stash
         self.plain: list[str] = []
         self.html: list[str] = []
@@ -305,6 +344,11 @@ class _Walker:
         if not data or data.isspace():      # (not data.strip(): that copies a 40 MB PDF)
             self.refusals.append(Refusal(name, f"{name} is empty"))
             return
+        if self.office:
+            document = office_kind(bytes(data[:HEAD_SIZE]), data)     # the whole is read for a ZIP only
+            if document is not None and (document != "html" or disposition == "attachment" or has_name):
+                self.parts.append(Part(name, data, "doc" if document == "ole2" else document))
+                return
         kind = sniff(data[:HEAD_SIZE])
         said_pdf = ctype == "application/pdf" or name.lower().endswith(".pdf")
         if kind == "text" and said_pdf:
@@ -316,8 +360,12 @@ class _Walker:
                                                "plain text"))
             return
         if kind is None:
-            what = describe(data[:HEAD_SIZE])
-            self.refusals.append(Refusal(name, f"{name} is {what}; {FAXABLE}"))
+            head = bytes(data[:HEAD_SIZE])
+            what = describe(head)
+            if not self.office and office_kind(head, data) is not None:    # contract section 11
+                self.refusals.append(Refusal(name, f"{name} is {what}; {NO_CONVERTER} ({FAXABLE})"))
+            else:
+                self.refusals.append(Refusal(name, f"{name} is {what}; {FAXABLE}"))
             return
         if kind == "text":
             text = _text_of(part, self.stash)
@@ -360,17 +408,19 @@ def headers_of(msg: Message) -> Headers:
         list_id=header(msg, "List-Id"),
         return_path=" ".join(str(return_paths[0]).split()) if return_paths else None,
         content_type=msg.get_content_type(),
+        fax=tuple((k, " ".join(str(v).split())) for k, v in msg.raw_items() if k.lower().startswith("x-fax-")),
     )
 
 
-def extract(msg: Message, stash: Mapping[str, bytes] | None = None) -> MailContent:
-    """What to fax from a parsed message (see the module docstring); ``stash`` from ``parse_fast``."""
+def extract(msg: Message, stash: Mapping[str, bytes] | None = None, *, office: bool = False) -> MailContent:
+    """What to fax from a parsed message (see the module docstring); ``stash`` from ``parse_fast``;
+    ``office``: Office attachments (and HTML files attached) are taken, to be converted."""
     stash = stash or {}
     cids: set[str] = set()
     for leaf in _leaves(msg):
         if leaf.get_content_type() == "text/html":
             cids.update(unquote(m).strip("<>").lower() for m in _CID.findall(_text_of(leaf, stash)))
-    walker = _Walker(frozenset(cids), stash)
+    walker = _Walker(frozenset(cids), stash, office=office)
     walker.walk(msg, body=True)
     if walker.plain:
         body = "\n\n".join(t.strip("\n") for t in walker.plain if t.strip())

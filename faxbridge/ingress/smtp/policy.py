@@ -31,10 +31,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from faxbridge.config import NumbersConfig
-from faxbridge.errors import NumberError
-from faxbridge.ingress.smtp.replies import bad_number, forbidden_number, relay_denied
+from faxbridge.errors import FaxbridgeError, NumberError
+from faxbridge.ingress.smtp.replies import bad_flag, bad_number, forbidden_number, relay_denied
 from faxbridge.intake import destination
 from faxbridge.numbers import ParsedNumber
+from faxbridge.options import FLAGS, split_flags
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -107,10 +108,11 @@ def sender_allowed(address: str, patterns: Sequence[str]) -> bool:
 class Recipient:
     address: str          # as the client wrote it
     number: ParsedNumber
+    flags: tuple[str, ...] = ()    # NUMBER+FLAG@DOMAIN: this recipient's fax options (contract section 11)
 
 
-class Refused(Exception):
-    """A refusal in the SMTP dialogue; ``reply`` is the full reply line."""
+class Refused(FaxbridgeError):
+    """A refusal in the SMTP dialogue; ``reply`` is the full reply line (answered in the dialogue itself)."""
 
     def __init__(self, reply: str) -> None:
         self.reply = reply
@@ -129,11 +131,16 @@ def recipient(address: str, domains: Sequence[str], numbers: NumbersConfig) -> R
         raise Refused(relay_denied(domains))
     if local.startswith('"') and local.endswith('"') and len(local) >= 2:
         local = local[1:-1]
+    local, flags = split_flags(local)
+    unknown = [f for f in flags if f.lower() not in FLAGS]
+    if unknown:
+        raise Refused(bad_flag(f"+{unknown[0]} is not a fax option; the address flags are "
+                               + ", ".join(f"+{f}" for f in FLAGS)))
     try:
         number = destination(local, numbers)
     except NumberError as exc:
         raise Refused(forbidden_number(exc.reason) if exc.policy else bad_number(exc.reason)) from exc
-    return Recipient(address, number)
+    return Recipient(address, number, tuple(f.lower() for f in flags))
 
 
 def over_limit(sent_last_hour: int, accepted_now: int, limit: int) -> bool:

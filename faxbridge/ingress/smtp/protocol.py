@@ -252,7 +252,7 @@ class FaxSMTP(SMTP):
             while True:
                 try:
                     chunk = await reader.readuntil(b".\r\n")
-                    ends = (tail + chunk)[-5:-3] == b"\r\n"
+                    ends = (tail + chunk[-5:])[-5:-3] == b"\r\n"     # (the whole chunk not copied)
                 except asyncio.LimitOverrunError as exc:
                     chunk = await reader.read(exc.consumed)
                     ends = False
@@ -271,7 +271,7 @@ class FaxSMTP(SMTP):
                         await asyncio.to_thread(spool.write, data)
                 if ends:
                     break
-                tail = (tail + chunk)[-2:]
+                tail = (tail + chunk[-2:])[-2:]
             if too_much:
                 return b"", True
             spool.write(unstuff.end())

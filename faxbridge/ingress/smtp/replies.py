@@ -89,6 +89,16 @@ def bad_number(reason: str) -> str:
     return f"550 5.1.1 Bad fax number: {_line(reason)}"
 
 
+def bad_flag(reason: str) -> str:
+    """An address flag that is no fax option (``NUMBER+FLAG@DOMAIN``): 553 5.1.3 naming it."""
+    return f"553 5.1.3 Bad fax option in the address: {_line(reason)}"
+
+
+def bad_option(reason: str) -> str:
+    """An ``X-Fax-*`` header with a value it cannot take: 554 5.6.0 naming the header and its values."""
+    return f"554 5.6.0 Bad fax option: {_line(reason)}"
+
+
 def forbidden_number(reason: str) -> str:
     """A number the ``[numbers]`` policy forbids: 550 5.7.1 naming the reason."""
     return f"550 5.7.1 Fax number not allowed: {_line(reason)}"

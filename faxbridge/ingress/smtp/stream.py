@@ -28,22 +28,58 @@ class Unstuffer:
 
     def __init__(self) -> None:
         # The DATA command line ended with CRLF: the message starts at the start of a line. That
-        # CRLF is "virtual": it only lets a leading "." be seen, and is never given out.
-        self._pending = b"\r\n"
+        # CRLF is "virtual": it only lets a leading "." be seen (and removed), and is never given out.
+        self._pending = b""
         self._virtual = True
 
     def feed(self, chunk: bytes) -> bytes:
-        buf = self._pending + chunk
+        # A 300 KB message usually comes as one chunk: it is copied once by the replace (and once
+        # more only when a CR ends it), never for the bytes held back or the message's start.
+        if self._virtual:
+            if not chunk:
+                return b""
+            self._virtual = False
+            if chunk.startswith(b"."):
+                chunk = chunk[1:]
+        buf = self._pending + chunk if self._pending else chunk
         hold = 2 if buf.endswith(b"\r\n") else 1 if buf.endswith(b"\r") else 0
-        ready, self._pending = buf[:len(buf) - hold], buf[len(buf) - hold:]
-        out = ready.replace(_STUFFED, b"\r\n")
-        if self._virtual and len(ready) >= 2:
-            out, self._virtual = out[2:], False
-        return out
+        self._pending = buf[len(buf) - hold:]
+        # The held tail ("\r\n" or "\r") holds no ".", so no match of the replace reaches into it:
+        # replacing in the whole buffer and cutting the tail off gives what replacing in the rest would.
+        out = _unstuffed(buf)
+        return out[:len(out) - hold] if hold else out
 
     def end(self) -> bytes:
         rest, self._pending = (b"" if self._virtual else self._pending), b""
         return rest
+
+
+_FEW_DOTS = 64
+
+
+def _unstuffed(buf: bytes) -> bytes:
+    """``buf.replace(b"\\r\\n.", b"\\r\\n")``, fast for a buffer with few dots (base64 has none).
+
+    ``bytes.replace`` (and ``find``) of a 3-byte needle steps 3 bytes at a time through base64's CRLF
+    every 78 bytes: 300 us for a 280 KB message. ``find(b".")`` is ``memchr``: a buffer without a
+    dot is given back as it is, one with few dots is cut at each stuffed one; many dots (text): the
+    replace. The needle cannot overlap itself, so removing every "." that follows a CRLF is the replace.
+    """
+    at = buf.find(b".", 2)
+    pieces: list[bytes] = []
+    start = seen = 0
+    while at != -1:
+        seen += 1
+        if seen > _FEW_DOTS:
+            return buf.replace(_STUFFED, b"\r\n")
+        if buf[at - 2:at] == b"\r\n":
+            pieces.append(buf[start:at])
+            start = at + 1
+        at = buf.find(b".", at + 1)
+    if not pieces:
+        return buf
+    pieces.append(buf[start:])
+    return b"".join(pieces)
 
 
 class DataSpool:

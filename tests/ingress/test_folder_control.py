@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 import pytest
 
 from faxbridge.config import DEFAULT_PATTERN
-from faxbridge.ingress.control import (
+from faxbridge.ingress.folder.control import (
     Control,
     ControlError,
     choose_number,
@@ -63,10 +63,11 @@ def test_control_names_and_kind() -> None:
 
 def test_json_control_with_every_key() -> None:
     data = (b'{"to": "+1 555 555 1212", "header": "ACME", "resolution": "fine", "paper": "a4", '
-            b'"priority": "Low", "tags": {"ref": "42", "n": 7, "ok": true}}')
+            b'"priority": "Low", "tags": {"ref": "42", "n": 7, "ok": true}, "send_at": "2026-12-03 09:00"}')
     c = parse_json_control("letter.json", data)
     assert c == Control(to="+1 555 555 1212", header="ACME", resolution=Resolution.FINE, paper=Paper.A4,
-                        priority="Low", tags={"ref": "42", "n": "7", "ok": "true"})
+                        priority="Low", tags={"ref": "42", "n": "7", "ok": "true"}, send_at="2026-12-03 09:00")
+    assert c.name == "letter.json"
     o = c.options()
     assert (o.header, o.resolution, o.paper, o.priority, dict(o.tags)) == \
         ("ACME", Resolution.FINE, Paper.A4, "Low", {"ref": "42", "n": "7", "ok": "true"})
@@ -84,7 +85,7 @@ def test_json_control_minimal_and_bom() -> None:
                       "(char 7)"),
     (b'["+15555551212"]', 'letter.json must hold a JSON object, like {"to": "+15555551212"}'),
     (b'{"too": "+15555551212"}', "letter.json: unknown key 'too' (known: to, header, resolution, paper, "
-                                 "priority, tags)"),
+                                 "priority, tags, send_at)"),
     (b'{"resolution": "ultra"}', 'letter.json: resolution must be "standard" or "fine", not "ultra"'),
     (b'{"paper": "a3"}', 'letter.json: paper must be "letter" or "legal" or "a4", not "a3"'),
     (b'{"priority": "High"}', 'letter.json: priority must be "normal" or "low", not "High"'),
@@ -171,3 +172,12 @@ def test_numbered_names(name: str, n: int, want: str) -> None:
 
 def test_safe_component() -> None:
     assert safe_component(".") == "__" and safe_component("") == "_" and safe_component("a/b") == "a_b"
+
+
+@pytest.mark.parametrize("value", [42, ["2026-12-03"], "x" * 65])
+def test_a_send_at_that_is_no_time_string_is_refused_naming_the_key(value: object) -> None:
+    import json as json_module
+
+    with pytest.raises(ControlError) as caught:
+        parse_json_control("letter.json", json_module.dumps({"to": "15555551212", "send_at": value}).encode())
+    assert str(caught.value).startswith("letter.json: send_at must be a time in a string")

@@ -1,5 +1,5 @@
 """Reading what a claim holds: each file through ONE descriptor, opened without following links from
-the checked working area (:func:`faxbridge.ingress.claims.open_claimed`), checked with ``fstat``
+the checked working area (:func:`faxbridge.ingress.folder.claims.open_claimed`), checked with ``fstat``
 and used through that descriptor, never reopened by path.
 
 The document itself is copied through its descriptor into a staging folder of the store (under
@@ -15,9 +15,9 @@ import stat
 from pathlib import Path, PurePosixPath
 
 from faxbridge.errors import InputError
-from faxbridge.ingress import claims
-from faxbridge.ingress.control import MAX_CONTROL_SIZE, Control, ControlError, parse_control
-from faxbridge.ingress.safedir import write_all
+from faxbridge.ingress.folder import claims
+from faxbridge.ingress.folder.control import MAX_CONTROL_SIZE, Control, ControlError, parse_control
+from faxbridge.ingress.folder.safedir import write_all
 
 
 def size_words(n: int) -> str:

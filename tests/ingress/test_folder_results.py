@@ -1,24 +1,27 @@
-"""Result files and moving originals: real files, a real store, the real OutboxWorker."""
+"""Result files and moving originals (ingress/folder/results.py, through notify/sidecar.py): real files, a
+real store, the real OutboxWorker."""
 
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 
-from faxbridge.ingress import claims
+from faxbridge.ingress.folder import claims
+from faxbridge.ingress.folder.results import FolderOrigin, move_original, write_result
 from faxbridge.models import FaxOptions, FaxOutcome, Job, JobState, NewJob, Source, StatusUpdate
 from faxbridge.notify import sidecar
 from faxbridge.notify.outbox import NotifyRetry, OutboxWorker
 from faxbridge.states import Accepted, CancelRequested, Claimed, Policy, Status
 from faxbridge.store import JobStore, open_store
 from faxbridge.workflow import advance
-from tests.ingress.folder_kit import Folder, open_folder, sha
+from tests.ingress.folder_kit import Folder, claim_of_job, open_folder, sha
 from tests.support import make_pdf
 
 
@@ -128,7 +131,7 @@ async def test_redelivery_repeats_nothing(folder: Folder) -> None:
 
 async def test_crash_between_move_and_result(folder: Folder) -> None:
     job = take(folder, "memo.pdf")
-    moved = sidecar.move_original(folder.store.get(job.id))      # then the daemon died
+    moved = move_original(folder.store.get(job.id))      # then the daemon died
     assert moved == folder.cfg.watch[0].failed / "memo.pdf"
     assert not (folder.cfg.watch[0].results / "memo.result.json").exists()
     await deliver(folder, job)
@@ -195,7 +198,7 @@ def test_a_polling_reader_never_sees_a_partial_result(folder: Folder) -> None:
     try:
         big = [*events] * 200                     # a large file makes a torn read likely if writes were not atomic
         for _ in range(300):
-            sidecar.write_result(results_dir, job, big)
+            write_result(results_dir, job, big)
     finally:
         stop.set()
         thread.join()
@@ -210,8 +213,58 @@ def test_hostile_document_names_stay_in_the_results_folder(folder: Folder) -> No
     for name in ("../../escape.pdf", "..", "/etc/passwd", "a/../../b.pdf"):
         from dataclasses import replace
 
-        path = sidecar.write_result(results_dir, replace(job, document=name, id=job.id + name), [])
+        path = write_result(results_dir, replace(job, document=name, id=job.id + name), [])
         assert path.parent == results_dir
     assert not (folder.root.parent / "escape.result.json").exists()
     assert all(p.parent == results_dir for p in results_dir.iterdir())
     assert claims.processing_dir(folder.root).exists()
+
+
+# ---- the typed origin a folder job carries -------------------------------------------------------
+
+def _flat(origin: FolderOrigin) -> dict[str, str]:
+    """The meta an earlier version wrote: six flat strings."""
+    return {"watch": str(origin.watch), "claim": origin.claim, "file": str(origin.file),
+            "results": str(origin.results), "done": str(origin.done), "failed": str(origin.failed)}
+
+
+def test_the_origin_round_trips_through_the_job_row(folder: Folder) -> None:
+    job = take(folder, "15555551212_memo.pdf")
+    origin = FolderOrigin.of(job.meta)
+    w = folder.cfg.watch[0]
+    assert origin == FolderOrigin(w.path, claim_of_job(job), PurePosixPath("15555551212_memo.pdf"), w.results,
+                                  w.done, w.failed)
+    assert json.loads(json.dumps(origin.meta())) == dict(job.meta)       # what the row holds, and only that
+    assert FolderOrigin.of(origin.meta()) == origin == FolderOrigin.of(_flat(origin))
+
+
+@pytest.mark.parametrize("meta", [{}, {"message_id": "<m1@example.com>"}, {"folder": "x"},
+                                  {"folder": {"watch": "/w", "claim": "c"}},
+                                  {"watch": "/w", "claim": "c", "file": "f", "results": "r", "done": "d"},
+                                  {"watch": "/w", "claim": "", "file": "f", "results": "r", "done": "d", "failed": "x"},
+                                  {"watch": "/w", "claim": 7, "file": "f", "results": "r", "done": "d", "failed": "x"}],
+                         ids=["empty", "mail", "not-a-table", "part", "five-flat", "empty-claim", "not-a-string"])
+def test_a_job_without_a_whole_origin_has_none(meta: dict[str, Any]) -> None:
+    assert FolderOrigin.of(meta) is None
+
+
+async def test_a_row_from_the_previous_version_still_gets_its_result(folder: Folder, store: JobStore) -> None:
+    """A store written before the typed origin: the job's meta holds the six flat strings. Its
+    pending result file is delivered as before, and the original moved."""
+    (folder.root / "letter.json").write_text('{"to": "15555551212"}')
+    job = take(folder, "letter.pdf")
+    origin = FolderOrigin.of(job.meta)
+    assert origin is not None
+    db = sqlite3.connect(folder.store.db_path)
+    db.execute("UPDATE jobs SET meta = ? WHERE id = ?", (json.dumps(_flat(origin)), job.id))
+    db.commit()
+    db.close()
+    canceled, _ = await advance(store, job.id, CancelRequested(), folder.clock, Policy())
+    assert dict(canceled.meta) == _flat(origin) and FolderOrigin.of(canceled.meta) == origin
+    worker = OutboxWorker(store, folder.clock, "sidecar", sidecar.deliver)
+    assert await worker.run_once() == 1 and worker.delivered == 1
+    w = folder.cfg.watch[0]
+    assert sorted(os.listdir(w.failed)) == ["letter.json", "letter.pdf"]
+    result = results(folder)["letter.result.json"]
+    assert (result["id"], result["state"]) == (job.id, "canceled")
+    assert list(folder.area.iterdir()) == []

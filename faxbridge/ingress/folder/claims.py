@@ -17,11 +17,11 @@ crash can leave, and what start-up does with it:
 - control files without their document: given back to the watched folder (taken again later);
 - a document, no job: the job is made now (exactly once: the document is no longer in the
   watched folder);
-- a document and its job: left for the result writer (``notify.sidecar``).
+- a document and its job: left for the result-file step (:mod:`faxbridge.ingress.folder.results`).
 
 The working area is ours alone: made 0700 and checked at every use, and everything in it is
 reached through directory descriptors, never a path through ``.faxbridge``
-(:mod:`faxbridge.ingress.safedir` has the rules; the watched folder may be writable by others).
+(:mod:`faxbridge.ingress.folder.safedir` has the rules; the watched folder may be writable by others).
 Why there and not under ``state_dir``: claiming must be an atomic ``rename`` on the watched
 folder's filesystem, which ``state_dir`` need not share.
 
@@ -41,9 +41,9 @@ import stat
 from pathlib import Path, PurePosixPath
 
 from faxbridge.durable import fsync_dir
-from faxbridge.ingress import safedir
-from faxbridge.ingress.control import is_control, numbered
-from faxbridge.ingress.tree import walk
+from faxbridge.ingress.folder import safedir
+from faxbridge.ingress.folder.control import is_control, numbered
+from faxbridge.ingress.folder.tree import walk
 
 AREA = safedir.AREA
 QUARANTINE = "quarantine"
@@ -79,11 +79,11 @@ def claim(watch_path: Path, claim_id: str, document: PurePosixPath, controls: li
     """Rename the controls, then the document, into a new claim. False when the document vanished
     meanwhile (renamed or removed by someone else): nothing is claimed then.
 
-    Every step goes through directory descriptors (:mod:`faxbridge.ingress.safedir`): the
+    Every step goes through directory descriptors (:mod:`faxbridge.ingress.folder.safedir`): the
     working area is opened and checked now (a refused one is moved aside and made afresh), the
     claim folder is made in it by descriptor, and the folder the document sits in is opened from
     the watched folder component by component without following links, so a subfolder swapped
-    for a link claims nothing from elsewhere. Raises :class:`~faxbridge.ingress.safedir.UnsafeFolder`
+    for a link claims nothing from elsewhere. Raises :class:`~faxbridge.ingress.folder.safedir.UnsafeFolder`
     when no safe working area can be had.
 
     With ``sync=False`` the folders touched are not fsynced here: the caller claims a round of

@@ -1,7 +1,7 @@
 """The pure work of a folder round, apart so that worker processes can run it: is a file complete
 yet, and its fax-ready copy. Files in, answers out; no store, no clock, no logging.
 
-These run in the folder watcher's pool of worker processes (:mod:`faxbridge.ingress.watch`), or in
+These run in the folder watcher's pool of worker processes (:mod:`faxbridge.ingress.folder.watch`), or in
 the calling thread when there is no pool; their arguments and answers are plain, picklable values.
 """
 
@@ -15,7 +15,7 @@ from typing import BinaryIO, cast
 
 from PIL import Image, ImageSequence
 
-from faxbridge.documents import prepare, sniff
+from faxbridge.documents import OfficeSettings, prepare, sniff
 from faxbridge.documents._images import _tiff_pages as tiff_pages
 from faxbridge.documents._pdf import DEFAULT_MAX_DECOMPRESSED, count_pages, open_pdf
 from faxbridge.documents._sniff import HEAD_SIZE
@@ -31,13 +31,15 @@ def warm() -> int:
 
 
 def stage(path: Path, name: str, out: Path, max_pages: int, paper: Paper | None,
-          max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> PreparedDocument | str:
+          max_decompressed: int = DEFAULT_MAX_DECOMPRESSED, office: OfficeSettings | None = None,
+          ) -> PreparedDocument | str:
     """The fax-ready PDF of a claimed file at ``out`` (fsynced), or why it cannot be faxed.
     Pure work on files (no database): runs in a worker process when the intake has a pool.
-    ``max_decompressed``: ``limits.max_decompressed`` (a PDF inflating to more is refused)."""
+    ``max_decompressed``: ``limits.max_decompressed`` (a PDF inflating to more is refused);
+    ``office``: how Office documents are converted (``documents.office``; None: refused)."""
     try:
         return prepare([InputFile(name, path)], out, max_pages=max_pages, paper=paper,
-                       max_decompressed=max_decompressed)
+                       max_decompressed=max_decompressed, office=office)
     except DocumentError as exc:
         return exc.reason
 
@@ -80,6 +82,8 @@ def _image_incomplete(fh: BinaryIO, name: str, kind: str) -> str | None:
             return None                                   # complete; refused when prepared
         except DocumentError as exc:
             return exc.reason
+        except MemoryError:
+            raise             # the job's memory cap (limits.job_memory): the engine says so, not "not yet"
         except Exception as exc:  # Pillow raises many kinds for a file cut short; all mean "not yet"
             return f"{name} is an incomplete or damaged {_IMAGE_KINDS[kind]} image ({type(exc).__name__}: {exc})"
     return None

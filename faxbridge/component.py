@@ -1,46 +1,25 @@
-"""What the daemon's parts share at run time, and the shape of a pluggable part.
+"""The shape of one of the daemon's parts, and the two small protocols app.py wires them by.
 
-``app.Daemon`` builds one :class:`Runtime` and hands it to each component builder in
-``app.COMPONENTS`` (SMTP listener, folder watcher, web server, notifiers...). A builder
-returns None when its part is disabled by the configuration. The core's own loops (dispatcher,
-tracker) run under a :class:`faxbridge.loops.Supervisor` and join ``components`` as a
-:class:`SupervisedLoop`, so ``/healthz`` and the watchdog see them like any other part.
+``app.Daemon`` builds each part itself (SMTP listener, folder watcher, web server, notifiers...),
+handing it only what it uses: the store, the clock, the worker engine, wake callbacks, metric
+counters. No part can reach another; only app.py knows who talks to whom. Every part is a
+:class:`Component`; the ones that take the live keys of a SIGHUP are also :class:`Reconfigurable`.
+The core's own loops (dispatcher, tracker) run under a :class:`faxbridge.loops.Supervisor` and
+join the daemon's parts as a :class:`SupervisedLoop`, so ``/healthz`` and the watchdog see them
+like any other part.
+
+This module knows no part (an import-linter contract holds it to that), so it cannot turn into a
+service locator again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Protocol
 
-from faxbridge.clock import Clock
 from faxbridge.config import Config
-from faxbridge.dispatcher import Dispatcher
 from faxbridge.loops import Supervisor
-from faxbridge.metrics import Metrics
-from faxbridge.providers.base import Provider
-from faxbridge.simulator import Simulator
-from faxbridge.states import Policy
-from faxbridge.store import JobStore
-from faxbridge.tracker import Tracker
-
-
-@dataclass
-class Runtime:
-    cfg: Config
-    store: JobStore
-    clock: Clock
-    policy: Policy
-    provider: Provider
-    dispatcher: Dispatcher
-    tracker: Tracker
-    simulator: Simulator | None
-    owner: str
-    components: list[Component] = field(default_factory=list)   # started parts, in start order
-    metrics: Metrics = field(default_factory=Metrics)            # this daemon's Prometheus registry
-    ready: bool = False                # every component started, the loops running (until stopping)
 
 
 class Component(Protocol):
@@ -63,7 +42,12 @@ class Component(Protocol):
         ...
 
 
-Builder = Callable[[Runtime], Component | None]
+class Reconfigurable(Protocol):
+    """A part that applies the live keys of a reloaded configuration (SIGHUP, :mod:`faxbridge.reload`)."""
+
+    def reconfigure(self, cfg: Config) -> None:
+        """Apply what may change live (``reload.plan``'s config) to the next piece of work."""
+        ...
 
 
 class SupervisedLoop:

@@ -42,7 +42,7 @@ MAX_TAGS = 32
 MAX_TO_CHARS = 64
 MAX_TAG_CHARS = 256
 
-_JSON_KEYS = ("to", "header", "resolution", "paper", "priority", "tags")
+_JSON_KEYS = ("to", "header", "resolution", "paper", "priority", "tags", "send_at")
 _FAX_RESOLUTIONS = {"fine": Resolution.FINE, "high": Resolution.FINE, "standard": Resolution.STANDARD,
                     "normal": Resolution.STANDARD, "low": Resolution.STANDARD}
 
@@ -61,6 +61,8 @@ class Control:
     paper: Paper | None = None
     priority: str = "Normal"
     tags: Mapping[str, str] = field(default_factory=dict)
+    send_at: str | None = None       # as written: read when the job is made (faxbridge.options.send_at)
+    name: str = field(default="", compare=False)   # the control file's name, for the words of a refusal
 
     def options(self) -> FaxOptions:
         return FaxOptions(header=self.header, resolution=self.resolution, paper=self.paper,
@@ -137,6 +139,15 @@ def _to(name: str, value: Any) -> str | None:
     if len(value) > MAX_TO_CHARS:
         raise ControlError(f"{name}: to has {len(value):,} characters; a fax number has at most {MAX_TO_CHARS}")
     return value.strip() or None
+
+
+def _send_at(name: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > 64:
+        raise ControlError(f"{name}: send_at must be a time in a string, such as \"2026-12-03T09:00:00+01:00\" "
+                           "or \"2026-12-03 09:00\"")
+    return value
 
 
 def _tags(name: str, value: Any) -> dict[str, str]:
@@ -227,6 +238,7 @@ def parse_json_control(name: str, data: bytes) -> Control:
         priority=_choice(name, "priority", doc["priority"], {"normal": "Normal", "low": "Low"})
         if "priority" in doc else "Normal",
         tags=_tags(name, doc.get("tags")),
+        send_at=_send_at(name, doc.get("send_at")), name=name,
     )
 
 
@@ -247,7 +259,7 @@ def parse_fax_control(name: str, data: bytes) -> Control:
     if values.get("resolution"):
         resolution = _choice(name, "resolution", values["resolution"], _FAX_RESOLUTIONS)
     return Control(to=_to(name, values.get("to")) or None, header=_header(name, values.get("header")),
-                   resolution=resolution)
+                   resolution=resolution, send_at=_send_at(name, values.get("send_at")), name=name)
 
 
 def parse_control(name: str, data: bytes) -> Control:
@@ -279,15 +291,22 @@ def choose_number(rel: PurePosixPath, control: Control | None, pattern: re.Patte
 
 
 FAXABLE = frozenset({"pdf", "tif", "tiff", "png", "jpg", "jpeg", "gif", "txt"})
+# Office documents: converted by LibreOffice (documents.office), or refused by their content saying
+# the server cannot convert them; either way their name alone is not why they are refused.
 KINDS = {"doc": "a Word document", "docx": "a Word document", "xls": "an Excel workbook",
          "xlsx": "an Excel workbook", "ppt": "a PowerPoint file", "pptx": "a PowerPoint file",
          "odt": "an OpenDocument text", "ods": "an OpenDocument spreadsheet", "odp": "an OpenDocument presentation",
          "rtf": "an RTF document", "htm": "an HTML page", "html": "an HTML page"}
 
 
-def no_number_reason(name: str) -> str:
-    """Why a document got no number; a file of a type that is not faxed is told so, not "no number"."""
+def no_number_reason(name: str, *, office: bool = False) -> str:
+    """Why a document got no number; a file of a type that is not faxed is told so, not "no number".
+    ``office``: Office documents are converted here (``documents.office``)."""
     ext = name.rpartition(".")[2].lower() if "." in name else ""
+    if ext in KINDS and office:
+        return (f"no fax number for {name}: {KINDS[ext]} is converted and faxed, but watch.pattern does not "
+                f"take .{ext} names; put a {stem(name)}.json control file with \"to\" beside it, or add {ext} "
+                "to the extensions in watch.pattern")
     if ext and ext not in FAXABLE:
         what = KINDS.get(ext, f"a .{ext} file")
         return (f"{name} is {what}, which this server cannot fax: save it as PDF (or TIFF, PNG, JPEG, "

@@ -3,18 +3,20 @@
 One observer per ``[[watch]]``: inotify, or watchdog's PollingObserver with ``poll = true`` (SMB and
 NFS shares, where inotify hears nothing). Observer threads only forward the paths they hear about
 into the event loop (``loop.call_soon_threadsafe``); the loop hands them, in rounds, to ONE worker
-thread that owns every :class:`~faxbridge.ingress.folder.FolderIntake` and its own store connection
-(SQLite connections belong to one thread), so stat calls, content checks, PDF copies and fsyncs
-never block the event loop. The CPU-heavy pure part of a round (content checks, document copies)
-runs on the daemon's worker engine (:mod:`faxbridge.workers`: processes started when work comes,
-gone when idle, each job under the CPU and memory caps), so a burst of files uses every core.
+thread that owns every :class:`~faxbridge.ingress.folder.intake.FolderIntake`, so stat calls,
+content checks, PDF copies and fsyncs never block the event loop. The intakes commit through the
+daemon's own async :class:`~faxbridge.store.JobStore` (``store``), called from that thread
+(:class:`~faxbridge.ingress.folder.bridge.LoopStore`): the loop only schedules the call. The
+CPU-heavy pure part of a round (content checks, document copies) runs on the daemon's worker
+engine (:mod:`faxbridge.workers`: processes started when work comes, gone when idle, each job
+under the CPU and memory caps), so a burst of files uses every core.
 A file over a cap is rejected with :func:`too_costly`'s reason; a worker that died with a file in
 hand is our trouble, tried again. After a round that made jobs, the dispatcher and the result
 writer are woken.
 
 With ``recursive = true`` every folder (down to ``watch.max_depth``) gets a plain, non-recursive
-watch of its own (:class:`~faxbridge.ingress.tree.FolderWatches`), added as the intake's sweeps find
-folders, so that watchdog never walks a tree itself (its walk recursed, and a tree 1,100 levels deep
+watch of its own (:class:`~faxbridge.ingress.folder.tree.FolderWatches`), added as the intake's
+sweeps find folders, so that watchdog never walks a tree itself (its walk recursed, and a tree 1,100 levels deep
 killed it).
 
 Start-up: the processing area is reconciled with the store (claims a crash left behind), the
@@ -49,11 +51,11 @@ from watchdog.observers.polling import PollingObserver
 from faxbridge.clock import Clock
 from faxbridge.config import Config, WatchConfig
 from faxbridge.errors import StoreError
-from faxbridge.ingress.content import incomplete, stage
-from faxbridge.ingress.folder import FolderIntake, TickResult
-from faxbridge.ingress.tree import FolderWatches
-from faxbridge.runtime import Runtime
-from faxbridge.store import JobStore, Store
+from faxbridge.ingress.folder.content import incomplete, stage
+from faxbridge.ingress.folder.intake import FolderIntake, TickResult
+from faxbridge.ingress.folder.tree import FolderWatches
+from faxbridge.intake import office_settings
+from faxbridge.store import JobStore
 from faxbridge.workers import Engine, TooMuchWork, WorkerLost
 
 log = structlog.get_logger("faxbridge.watch")
@@ -131,7 +133,7 @@ class EnginePool(Executor):
 
 
 class FolderWatcher:
-    """A :class:`faxbridge.runtime.Component`: every ``[[watch]]`` folder of the configuration."""
+    """A :class:`faxbridge.component.Component`: every ``[[watch]]`` folder of the configuration."""
 
     name = "folder"
 
@@ -152,7 +154,6 @@ class FolderWatcher:
         self._own_engine = engine is None         # closed and reconfigured here when it is ours
         self.engine = engine or Engine(cfg)
         self._pool = EnginePool(self.engine, self.loop)
-        self._store: Store | None = None
         self._intakes: list[FolderIntake] = []
         self._changed: list[set[Path]] = [set() for _ in self.watches]
         self._observers: list[BaseObserver] = []
@@ -167,11 +168,11 @@ class FolderWatcher:
         return await self.loop.run_in_executor(self._executor, fn, *args)
 
     def _open(self) -> int:
-        store = self._store = Store(self.cfg.state_dir, self.store.provider)
         finished = 0
         for watch in self.watches:
-            intake = FolderIntake(watch, store, self.clock, self.cfg.numbers, pool=self._pool,
-                                  max_decompressed=self.cfg.limits.max_decompressed)
+            intake = FolderIntake(watch, self.store, self.clock, self.cfg.numbers, loop=self.loop, pool=self._pool,
+                                  max_decompressed=self.cfg.limits.max_decompressed,
+                                  office=office_settings(self.cfg), zone=self.cfg.zone())
             intake.on_result = self.on_file
             self._intakes.append(intake)
             try:
@@ -191,11 +192,6 @@ class FolderWatcher:
             except (OSError, RecursionError, ValueError) as exc:
                 log.error("folder.sweep_failed", watch=str(intake.root), error=f"{type(exc).__name__}: {exc}")
         return seen
-
-    def _close_store(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -294,7 +290,6 @@ class FolderWatcher:
                 log.warning("folder.stopped_mid_round")
             elif not self._task.cancelled() and self._task.exception() is not None:
                 log.error("folder.loop_crashed", error=repr(self._task.exception()))
-        await self._in_worker(self._close_store)
         self._executor.shutdown(wait=False)
         if self._own_engine:
             await self.engine.close()
@@ -304,19 +299,3 @@ def _join(observers: list[BaseObserver]) -> None:
     for observer in observers:
         observer.join(5.0)
 
-
-def build(runtime: Runtime) -> FolderWatcher | None:
-    """The folder watcher, when the configuration has at least one ``[[watch]]``."""
-    if not runtime.cfg.watch:
-        return None
-
-    def on_jobs() -> None:
-        for component in runtime.components:
-            if component.name == "notify.sidecar":
-                wake = getattr(component, "wake", None)
-                if wake is not None:
-                    wake()
-        runtime.dispatcher.wake()
-
-    return FolderWatcher(runtime.cfg, runtime.store, runtime.clock, on_jobs=on_jobs,
-                         on_file=lambda result: runtime.metrics.folder_files.labels(result).inc())
