@@ -61,6 +61,7 @@ from faxbridge.providers.base import Provider
 from faxbridge.providers.limits import header_limit
 from faxbridge.providers.openfax import LOOKUP_GRACE, OpenfaxProvider
 from faxbridge.providers.phaxio import PhaxioProvider, label_for
+from faxbridge.providers.sinch import SinchProvider
 from faxbridge.providers.transport import TimedTransport
 from faxbridge.reload import plan as reload_plan
 from faxbridge.sdnotify import Notifier
@@ -69,7 +70,7 @@ from faxbridge.statelock import LOCK_NAME, is_served
 from faxbridge.states import Policy, Recovered
 from faxbridge.store import JobStore, new_job_id, open_store
 from faxbridge.tracker import Tracker
-from faxbridge.webserver import build_webserver, phaxio_callback, phaxio_token
+from faxbridge.webserver import build_webserver, phaxio_callback, phaxio_token, sinch_callback
 from faxbridge.workers import Engine
 from faxbridge.workflow import advance
 
@@ -99,7 +100,7 @@ def no_callback(job: Job) -> None:
 def secrets_of(cfg: Config) -> list[str]:
     p = cfg.provider
     return [p.openfax.api_key, p.phaxio.api_key, p.phaxio.api_secret, p.phaxio.callback_token,
-            cfg.notify.password, cfg.webhook.token]
+            p.sinch.key_id, p.sinch.key_secret, p.sinch.callback_token, cfg.notify.password, cfg.webhook.token]
 
 
 def build_provider(cfg: Config, client: httpx.AsyncClient, simulator_url: str | None = None) -> Provider:
@@ -118,6 +119,10 @@ def build_provider(cfg: Config, client: httpx.AsyncClient, simulator_url: str | 
         return PhaxioProvider(client, base_url=x.base_url, api_key=x.api_key, api_secret=x.api_secret,
                               header_text=x.header_text, caller_id=x.caller_id or None, test_fail=x.test_fail or None,
                               cancel_timeout=None if x.cancel_timeout is None else round(x.cancel_timeout / 60))
+    if p.kind == "sinch":
+        s = p.sinch
+        return SinchProvider(client, base_url=s.base_url, project_id=s.project_id, key_id=s.key_id,
+                             key_secret=s.key_secret, header_text=s.header_text)
     if p.kind == "simulator":
         if simulator_url is None:
             raise FaxbridgeError("the built-in simulator is not running")
@@ -331,6 +336,7 @@ class Daemon:
                                      components=self.components, ready=self.ready.is_set)
             if token:                           # a callback we can check: the dispatcher sends its URL
                 callback_url = phaxio_callback(cfg, server)
+            callback_url = sinch_callback(cfg) or callback_url     # Sinch: the token is in the URL
             web = server
         dispatcher = self.dispatcher = Dispatcher(store, handle.provider, clock, self.policy,
                                                   max_in_flight=cfg.limits.max_in_flight, owner=self.owner,

@@ -92,7 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     cmd("retry", "send a failed or canceled job again").add_argument("id")
     cmd("balance", "the provider account balance")
     sim = sub.add_parser("simulate", help="run a standalone simulated fax network",
-                         description="A simulated fax network speaking the Openfax and Phaxio wire protocols.")
+                         description="A simulated fax network speaking the Openfax, Phaxio and Sinch "
+                                     "(Fax API v3) wire protocols.")
     sim.add_argument("--listen", default="127.0.0.1:8090", help="HOST:PORT (default 127.0.0.1:8090)")
     sim.add_argument("--speed", type=float, default=10.0, help="time compression (1.0 = real time)")
     sim.add_argument("--openfax-postback", metavar="URL", help="where to post Openfax postbacks")

@@ -31,6 +31,9 @@ Rules beyond the contract's table, decided here:
 - ``smtp.tls_cert``/``tls_key`` (both or neither), and ``users_file`` (required by ``require_auth``)
   must exist when SMTP is enabled, so ``check-config`` catches a wrong path before the daemon starts.
 - ``numbers.blocked_prefixes`` are digits; a leading ``+`` is dropped. Country codes are upper-cased.
+- ``provider.kind = "sinch"`` needs ``project_id``, ``key_id`` and ``key_secret``, and
+  ``callback_token`` while ``webhook.enabled`` (Sinch signs nothing: the token is the secret path
+  part of ``{public_url}/webhooks/sinch/{token}``).
 - ``provider.reconcile_grace`` left empty (the default) means each provider's own: 60 s for Phaxio
   and the simulator, 10 minutes plus 1 minute a page for Openfax (its report may list a fax only
   once its first call attempt is over); a value set decides for every provider.
@@ -95,7 +98,8 @@ from faxbridge.errors import ConfigError
 
 __all__ = [
     "Config", "ConfigError", "HostPort", "LimitsConfig", "LogConfig", "NotifyConfig", "NumbersConfig",
-    "OpenfaxConfig", "PhaxioConfig", "ProviderConfig", "SimulatorConfig", "SmtpConfig", "StoreConfig", "WatchConfig",
+    "OpenfaxConfig", "PhaxioConfig", "ProviderConfig", "SimulatorConfig", "SinchConfig", "SmtpConfig", "StoreConfig",
+    "WatchConfig",
     "WebhookConfig", "defaults", "load", "summary",
 ]
 
@@ -240,6 +244,16 @@ class PhaxioConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SinchConfig:
+    base_url: str
+    project_id: str
+    key_id: str = field(repr=False)
+    key_secret: str = field(repr=False)
+    callback_token: str = field(repr=False)
+    header_text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class SimulatorConfig:
     speed: float
 
@@ -257,6 +271,7 @@ class ProviderConfig:
     openfax: OpenfaxConfig
     phaxio: PhaxioConfig
     simulator: SimulatorConfig
+    sinch: SinchConfig
     unknown_grace: float = 3600.0   # extension: a fax the provider has no record of ends its job after this
 
 
@@ -410,7 +425,7 @@ SCHEMA: Schema = {
         "max_connections": integer(100, minimum=1),
     },
     "provider": {
-        "kind": string("simulator", choices=("simulator", "openfax", "phaxio")),
+        "kind": string("simulator", choices=("simulator", "openfax", "phaxio", "sinch")),
         "poll_interval": duration("30s", positive=True),
         "submit_retries": integer(5),
         "retry_initial": duration("2s", positive=True),
@@ -442,6 +457,14 @@ SCHEMA: Schema = {
             "test_fail": string("", choices=("", "documentConversionError", "lineError", "faxError",
                                              "fatalError", "generalError")),
         },
+        "sinch": {
+            "base_url": string("https://fax.api.sinch.com/v3", check=check_url),
+            "project_id": string("", check=url_token),
+            "key_id": string("", secret=True),
+            "key_secret": string("", secret=True),
+            "callback_token": string("", secret=True, check=url_token),
+            "header_text": string(""),
+        },
         "simulator": {
             "speed": number(10.0, positive=True),
         },
@@ -459,6 +482,7 @@ SECRET_KEYS = tuple(key for key, spec in SPECS.items() if spec.secret)
 _REQUIRED = {
     "openfax": ("provider.openfax.account_id", "provider.openfax.api_key"),
     "phaxio": ("provider.phaxio.api_key", "provider.phaxio.api_secret"),
+    "sinch": ("provider.sinch.project_id", "provider.sinch.key_id", "provider.sinch.key_secret"),
 }
 
 
@@ -548,11 +572,14 @@ def _cross_check(v: Mapping[str, Any], problems: list[str]) -> None:
         problems.append("provider.retry_max: must not be shorter than provider.retry_initial")
     kind = v.get("provider.kind")
     required = list(_REQUIRED.get(kind or "", ()))
-    if kind == "phaxio" and v.get("webhook.enabled"):
-        required.append("provider.phaxio.callback_token")
+    if kind in ("phaxio", "sinch") and v.get("webhook.enabled"):
+        required.append(f"provider.{kind}.callback_token")
     for name in required:
         if v.get(name, "x") == "":
-            why = " (needed to verify callbacks while webhook.enabled is true)" if "callback" in name else ""
+            why = ""
+            if "callback" in name:
+                why = (" (needed to verify callbacks while webhook.enabled is true)" if "phaxio" in name else
+                       " (the secret path part of the callback URL while webhook.enabled is true)")
             problems.append(f"{name}: missing{why}")
 
 
@@ -570,6 +597,7 @@ def _build(v: Mapping[str, Any], watches: tuple[WatchConfig, ...], source: Path 
         openfax=_section(OpenfaxConfig, v, "provider.openfax"),
         phaxio=_section(PhaxioConfig, v, "provider.phaxio"),
         simulator=_section(SimulatorConfig, v, "provider.simulator"),
+        sinch=_section(SinchConfig, v, "provider.sinch"),
     )
     return Config(
         state_dir=v["state_dir"], shutdown_grace=v["shutdown_grace"],
@@ -624,7 +652,8 @@ def _office_line(d: DocumentsConfig) -> str:
 def summary(cfg: Config) -> list[str]:
     """Lines for ``faxbridge check-config``: what the daemon would do. No secret values, ever."""
     p = cfg.provider
-    url = {"openfax": p.openfax.base_url, "phaxio": p.phaxio.base_url}.get(p.kind)
+    url = {"openfax": p.openfax.base_url, "phaxio": p.phaxio.base_url,
+           "sinch": f"{p.sinch.base_url.rstrip('/')}/projects/{p.sinch.project_id}"}.get(p.kind)
     lines = [
         f"config file: {cfg.source if cfg.source else 'none (built-in defaults)'}",
         f"state dir: {cfg.state_dir}",

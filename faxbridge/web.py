@@ -18,6 +18,14 @@ Routes (contract section 5):
   (the method is undocumented). The token is compared in constant time. Postbacks carry no
   signature: with ``provider.openfax.confirm_postbacks`` one is only a hint, and the job changes
   only when the report confirms it (a poll cycle runs before the answer).
+- ``POST /webhooks/sinch/{token}``: a Sinch Fax API v3 callback, JSON (``{"event", "eventTime",
+  "fax"}``, asked for with ``callbackUrlContentType``) or multipart with a ``fax`` JSON part (and
+  perhaps the PDF as ``file``). Sinch signs nothing: the token (``provider.sinch.callback_token``)
+  is compared in constant time *before* the body is read, and only then is a body up to
+  ``sinch_max_body`` taken (a callback may carry the fax's PDF, base64 in JSON). A callback is a
+  hint: the job changes only after ``GET /faxes/{id}`` confirms it; a fax we cannot tie to a job
+  answers 200 ("unknown fax"), one not final at Sinch 202; a confirmation that fails answers 503
+  so Sinch retries (polling goes on anyway).
 - ``GET /healthz``: 200 only when the daemon is ready, the store answers (awaited, within
   ``store_wait`` seconds: a commit waiting on the write lock never holds up the loop), its state
   folder is writable (a file system turned read-only after an error still answers reads) and every started
@@ -56,15 +64,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from faxbridge import crashpoints
-from faxbridge.errors import JobNotFound, ProviderError, StoreError
+from faxbridge.errors import JobNotFound, PermanentProviderError, ProviderError, StoreError
 from faxbridge.metrics import CONTENT_TYPE, Metrics
 from faxbridge.models import Hold, Job
-from faxbridge.providers import openfax, phaxio
+from faxbridge.providers import openfax, phaxio, sinch
 from faxbridge.providers.base import as_int
 from faxbridge.states import OVERDUE_S, Ignore
 from faxbridge.store import JobStore
 from faxbridge.tracker import Tracker
-from faxbridge.webform import BadRequest, TooLarge, read_form
+from faxbridge.webform import BadRequest, TooLarge, parse_form, read_capped, read_form
 
 log = structlog.get_logger("faxbridge.web")
 
@@ -87,6 +95,8 @@ class WebContext:
     ready: Callable[[], bool]
     state_dir: Path                                # /healthz checks that it is writable
     max_body: int = 1_000_000                      # webhook.max_body
+    sinch_token: str | None = None                 # None: no Sinch route
+    sinch_max_body: int = 80_000_000               # a Sinch callback may carry the PDF (after the token check)
     store_wait: float = 10.0                       # /healthz: the store must answer within this (s)
 
 
@@ -107,6 +117,18 @@ def _fax_object(fields: Mapping[str, str]) -> dict[str, Any] | None:
     except ValueError:
         return None
     return fax if isinstance(fax, dict) else None
+
+
+def _sinch_body(content_type: str, body: bytes) -> Mapping[str, Any]:
+    """A Sinch callback body (JSON, or a multipart form) as a mapping; off the event loop, since it
+    may carry a PDF. Raises BadRequest or what ``MALFORMED`` names."""
+    if content_type.split(";")[0].strip().lower() == "application/json":
+        data = json.loads(body.decode("utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("the callback body is not a JSON object")
+        return data
+    fields, _ = parse_form(content_type, body)
+    return fields
 
 
 def _loggable(value: object) -> str | int | None:
@@ -283,6 +305,72 @@ class Handlers:
             return answer(200, "confirmed", state=job.state.value)
         return answer(202, "noted", why="not final in the provider's report yet; polling goes on")
 
+    # ---- Sinch --------------------------------------------------------------------------
+
+    async def sinch(self, request: Request) -> Response:
+        ctx = self.ctx
+        expected = ctx.sinch_token
+        if expected is None:
+            return answer(404, "not found")
+        given = str(request.path_params.get("token", ""))
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            return self._reject("sinch", "wrong token")
+        try:
+            body = await read_capped(request, max(ctx.max_body, ctx.sinch_max_body))
+        except TooLarge:
+            return too_large()
+        except BadRequest as exc:
+            return self._malformed("sinch", str(exc))
+        try:
+            ctype = request.headers.get("content-type") or ""
+            data = await asyncio.get_running_loop().run_in_executor(None, _sinch_body, ctype, body)
+            parsed = sinch.parse_callback(data)
+        except BadRequest as exc:
+            return self._malformed("sinch", str(exc))
+        except MALFORMED as exc:
+            return self._malformed("sinch", str(exc) if isinstance(exc, ValueError) else type(exc).__name__)
+        if parsed is None:
+            self._count("sinch", "ignored")
+            return answer(200, "ignored", why="not about a sent fax")
+        fax_id, fax = parsed
+        job = await ctx.store.by_provider_id(fax_id)
+        label = sinch.job_label(fax)
+        if job is None and label:
+            try:
+                job = await ctx.store.get(label)
+            except JobNotFound:
+                job = None
+        if job is None:
+            self._count("sinch", "unknown")
+            log.info("webhook.unknown_fax", provider="sinch", provider_id=_loggable(fax_id))
+            return answer(200, "unknown fax")
+        if job.provider_id and job.provider_id != fax_id:
+            self._count("sinch", "ignored")
+            log.info("webhook.other_fax", provider="sinch", job_id=job.id, provider_id=_loggable(fax_id))
+            return answer(200, "ignored", why="about another fax of this job")
+        if not job.provider_id and job.hold is not Hold.RECONCILE:
+            self._count("sinch", "deferred")
+            return JSONResponse({"result": "retry later"}, status_code=503, headers={"Retry-After": "60"})
+        # Unsigned: a hint. What Sinch says when asked is what counts.
+        try:
+            update = await ctx.tracker.provider.status(fax_id)
+        except PermanentProviderError as exc:
+            self._count("sinch", "unknown")
+            log.warning("webhook.confirm_failed", provider="sinch", job_id=job.id, error=exc.reason)
+            return answer(200, "unknown fax")
+        except ProviderError as exc:
+            self._count("sinch", "error")
+            log.warning("webhook.confirm_failed", provider="sinch", job_id=job.id, error=exc.reason)
+            return JSONResponse({"result": "retry later"}, status_code=503, headers={"Retry-After": "60"})
+        if update.provider_id != fax_id or (update.job_id and update.job_id != job.id):
+            return self._reject("sinch", "fax of another job", job_id=job.id)
+        if not update.outcome.final:
+            self._count("sinch", "hint")
+            log.info("webhook.callback", provider="sinch", job_id=job.id, confirmed=False,
+                     status=update.raw_status)
+            return answer(202, "noted", why="not final at Sinch yet; polling goes on")
+        return await self._apply("sinch", replace(update, job_id=job.id))
+
     # ---- health and metrics -------------------------------------------------------------
 
     async def healthz(self, request: Request) -> Response:
@@ -345,7 +433,8 @@ def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Req
         try:
             return await handler(request)
         except Exception as exc:
-            log.exception("web.internal_error", path=request.url.path.split("/webhooks/openfax/")[0],
+            path = request.url.path.split("/webhooks/openfax/")[0].split("/webhooks/sinch/")[0]
+            log.exception("web.internal_error", path=path,
                           error=type(exc).__name__)
             return answer(500, "internal error")
 
@@ -357,6 +446,7 @@ def build_app(ctx: WebContext) -> Starlette:
     return Starlette(routes=[
         Route("/webhooks/phaxio", _guarded(h.phaxio), methods=["POST"]),
         Route("/webhooks/openfax/{token}", _guarded(h.openfax), methods=["GET", "POST"]),
+        Route("/webhooks/sinch/{token}", _guarded(h.sinch), methods=["POST"]),
         Route("/healthz", _guarded(h.healthz), methods=["GET"]),
         Route("/metrics", _guarded(h.metrics), methods=["GET"]),
     ])

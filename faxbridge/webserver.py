@@ -168,7 +168,8 @@ class WebServer:
                 raise FaxbridgeError("the web server stopped while starting")
             await asyncio.sleep(0.005)
         log.info("web.listening", url=self.local_url,
-                 routes=["/webhooks/phaxio", "/webhooks/openfax/<token>", "/healthz", "/metrics"])
+                 routes=["/webhooks/phaxio", "/webhooks/openfax/<token>", "/webhooks/sinch/<token>", "/healthz",
+                         "/metrics"])
 
     async def stop(self) -> None:
         """Close the listener; requests in progress get up to 2 s to finish."""
@@ -224,6 +225,22 @@ def phaxio_callback(cfg: Config, server: WebServer) -> Callable[[Job], str]:
     return callback_for
 
 
+def sinch_token(cfg: Config) -> str | None:
+    """``provider.sinch.callback_token`` when Sinch is the provider: the secret path part of its
+    callback URL (Sinch signs nothing); None: no Sinch route."""
+    return (cfg.provider.sinch.callback_token or None) if cfg.provider.kind == "sinch" else None
+
+
+def sinch_callback(cfg: Config) -> Callable[[Job], str] | None:
+    """The ``callbackUrl`` of a Sinch fax, ``{public_url}/webhooks/sinch/{token}`` (the same for
+    every job: a callback names its fax, confirmed by ``GET /faxes/{id}``); None without a token."""
+    token = sinch_token(cfg)
+    if token is None:
+        return None
+    url = f"{cfg.webhook.public_url.rstrip('/')}/webhooks/sinch/{token}"
+    return lambda job: url
+
+
 def build_webserver(cfg: Config, store: JobStore, tracker: Tracker, metrics: Metrics, *,
                     phaxio_token: str | None, components: Sequence[Component],
                     ready: Callable[[], bool]) -> WebServer:
@@ -245,6 +262,7 @@ def build_webserver(cfg: Config, store: JobStore, tracker: Tracker, metrics: Met
             confirm_postbacks=cfg.provider.openfax.confirm_postbacks,
             phaxio_token=phaxio_token, callback_for=callback_for,
             components=components, ready=ready, state_dir=cfg.state_dir, max_body=hook.max_body,
+            sinch_token=sinch_token(cfg),
         )
         server.app = build_app(ctx)
 

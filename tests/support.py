@@ -32,7 +32,8 @@ def secret(value: str) -> str:
 def _register_simulator_secrets() -> None:
     from faxbridge.simulator import credentials
 
-    for value in (credentials.PHAXIO_API_KEY, credentials.PHAXIO_API_SECRET, credentials.OPENFAX_API_KEY):
+    for value in (credentials.PHAXIO_API_KEY, credentials.PHAXIO_API_SECRET, credentials.OPENFAX_API_KEY,
+                  credentials.SINCH_KEY_ID, credentials.SINCH_KEY_SECRET):
         secret(value)
 
 
@@ -293,6 +294,15 @@ class SimProcess:
                                              "api_key": credentials.PHAXIO_API_KEY,
                                              "api_secret": credentials.PHAXIO_API_SECRET,
                                              "callback_token": self.callback_token}}
+
+    def sinch_settings(self, callback_token: str = "") -> dict[str, Any]:
+        from faxbridge.simulator import credentials
+
+        return {"kind": "sinch", "sinch": {"base_url": self.base + "/v3",
+                                           "project_id": credentials.SINCH_PROJECT_ID,
+                                           "key_id": credentials.SINCH_KEY_ID,
+                                           "key_secret": credentials.SINCH_KEY_SECRET,
+                                           "callback_token": callback_token}}
 
     def stop(self) -> None:
         try:

@@ -106,6 +106,12 @@ CONTRACT_DEFAULTS: list[tuple[str, Any]] = [
     ("provider.phaxio.api_secret", ""),
     ("provider.phaxio.callback_token", ""),
     ("provider.phaxio.header_text", ""),
+    ("provider.sinch.base_url", "https://fax.api.sinch.com/v3"),
+    ("provider.sinch.project_id", ""),
+    ("provider.sinch.key_id", ""),
+    ("provider.sinch.key_secret", ""),
+    ("provider.sinch.callback_token", ""),
+    ("provider.sinch.header_text", ""),
     ("provider.simulator.speed", 10.0),
     ("log.level", "info"),
     ("log.format", "auto"),
@@ -368,6 +374,19 @@ ERRORS = [
     ("phaxio-no-callback-token",
      "[provider]\nkind = 'phaxio'\n[provider.phaxio]\napi_key = 'k'\napi_secret = 's'",
      "provider.phaxio.callback_token: missing (needed to verify callbacks while webhook.enabled is true)"),
+    ("sinch-no-project",
+     "[provider]\nkind = 'sinch'\n[provider.sinch]\nkey_id = 'k'\nkey_secret = 's'\ncallback_token = 't'",
+     "provider.sinch.project_id: missing"),
+    ("sinch-no-secret",
+     "[provider]\nkind = 'sinch'\n[provider.sinch]\nproject_id = 'p'\nkey_id = 'k'\ncallback_token = 't'",
+     "provider.sinch.key_secret: missing"),
+    ("sinch-no-callback-token",
+     "[provider]\nkind = 'sinch'\n[provider.sinch]\nproject_id = 'p'\nkey_id = 'k'\nkey_secret = 's'",
+     "provider.sinch.callback_token: missing (the secret path part of the callback URL"),
+    ("sinch-bad-callback-token",
+     "[provider]\nkind = 'sinch'\n[provider.sinch]\nproject_id = 'p'\nkey_id = 'k'\nkey_secret = 's'\n"
+     "callback_token = 'a/b'",
+     "provider.sinch.callback_token: may hold only letters, digits"),
     ("key-and-key-file", "[webhook]\ntoken = 'a'\ntoken_file = 'b'",
      "webhook.token_file: give either token or"),
     ("file-for-non-secret", "[webhook]\nlisten_file = 'x'", "webhook.listen_file: unknown key"),
@@ -388,6 +407,19 @@ def test_phaxio_without_webhooks_needs_no_callback_token(tmp_path: Path) -> None
     text += "[webhook]\nenabled = false\n"
     cfg = load(write(tmp_path, text), {})
     assert cfg.provider.phaxio.callback_token == "" and not cfg.webhook.enabled
+
+
+def test_sinch_settings_summary_and_secrets_from_the_environment(tmp_path: Path) -> None:
+    text = ("[provider]\nkind = 'sinch'\n[provider.sinch]\nproject_id = 'proj-1'\nkey_id = 'k'\n"
+            "base_url = 'https://eu1.fax.api.sinch.com/v3/'\n[webhook]\nenabled = false\n")
+    cfg = load(write(tmp_path, text), {"FAXBRIDGE_PROVIDER_SINCH_KEY_SECRET": "from-env-secret"})
+    assert (cfg.provider.kind, cfg.provider.sinch.key_secret, cfg.provider.sinch.callback_token) == (
+        "sinch", "from-env-secret", "")
+    lines = summary(cfg)
+    assert "provider: sinch at https://eu1.fax.api.sinch.com/v3/projects/proj-1" in lines
+    assert ("secrets: provider.sinch.key_id set, provider.sinch.key_secret set, "
+            "provider.sinch.callback_token not set") in lines
+    assert not any("from-env-secret" in line for line in lines)
 
 
 def test_smtp_files_are_not_checked_when_smtp_is_off(tmp_path: Path) -> None:

@@ -20,12 +20,10 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 import httpx
-import structlog
 
 from faxbridge.clock import Clock, SystemClock, iso
 from faxbridge.errors import (
@@ -36,7 +34,6 @@ from faxbridge.errors import (
 )
 from faxbridge.models import (
     Balance,
-    FaxOutcome,
     PendingFax,
     PollResult,
     StatusUpdate,
@@ -46,9 +43,8 @@ from faxbridge.models import (
 )
 from faxbridge.providers import base
 from faxbridge.providers.base import FilePart, MultipartBody, as_float, as_int
+from faxbridge.providers.polling import PollPlan, poll_result
 from faxbridge.providers.reasons import phaxio_verdict
-
-log = structlog.get_logger("faxbridge.providers.phaxio")
 
 
 def label_for(provider: str) -> str:
@@ -232,11 +228,8 @@ class PhaxioProvider:
         self._caller_id = caller_id
         self._test_fail = test_fail
         self._clock = clock or SystemClock()
-        self._horizon = list_horizon_s
-        self._budget = single_budget
-        self._lag = list_lag_s
-        self._recheck = recheck_s
-        self._checked: dict[str, float] = {}   # provider id → when it was last asked for alone
+        self.plan = PollPlan(NAME, horizon_s=list_horizon_s, budget=single_budget, lag_s=list_lag_s,
+                             recheck_s=recheck_s)
 
     def _message(self, data: Any) -> str:
         message = data.get("message") if isinstance(data, Mapping) else None
@@ -365,21 +358,13 @@ class PhaxioProvider:
         return iso(pending_since - timedelta(minutes=1)) or ""
 
     async def poll(self, pending: Sequence[PendingFax], cursor: str | None) -> PollResult:
-        """The list endpoint for the bulk, ``GET /faxes/{id}`` for the few that are overdue.
-
-        The faxes created within ``list_horizon_s`` are read from ``GET /faxes`` (created_after the
-        oldest of them, 1,000 a page): 10,000 in flight cost 10 requests. Older ones (a fax found
-        again by reconciliation, one stuck at the provider) are asked for one by one, at most
-        ``single_budget`` a cycle and each at most every ``recheck_s``; when there are more of them
-        than that, the list window is widened to take them in too. A recent fax missing from the
-        list (list lag) is asked for alone once it is ``list_lag_s`` old.
-        """
+        """The list endpoint for the bulk (created_after the oldest fax listed, 1,000 a page),
+        ``GET /faxes/{id}`` for the few that are overdue: :class:`~faxbridge.providers.polling.PollPlan`."""
         if not pending:
             return PollResult([], cursor, 0)
         now = self._clock.now()
         by_id = {p.provider_id: p for p in pending}
-        old = [p for p in pending if (now - p.submitted_at).total_seconds() > self._horizon]
-        listed = [p for p in pending if p not in old] if len(old) <= self._budget else list(pending)
+        listed = self.plan.listed(pending, now)
         counter = [0]
         found: dict[str, StatusUpdate] = {}
         if listed:
@@ -389,39 +374,8 @@ class PhaxioProvider:
                 fax_id = str(as_int(row.get("id")))
                 if fax_id in by_id:
                     found[fax_id] = fax_update(row, self.label)
-        stamp = now.timestamp()
-        overdue = [
-            p for p in pending
-            if p.provider_id not in found
-            and ((now - p.submitted_at).total_seconds() >= self._lag or p in old)
-            and stamp - self._checked.get(p.provider_id, float("-inf")) >= self._recheck
-        ]
-        overdue.sort(key=lambda p: (self._checked.get(p.provider_id, float("-inf")), p.submitted_at))
-        unknown: list[str] = []
-        for p in overdue[: self._budget]:
-            counter[0] += 1
-            self._checked[p.provider_id] = stamp
-            # One fax's lookup failing (404, 429, a 5xx) must not throw away the cycle's list
-            # results: each is isolated. Only an account error (bad key) concerns every fax.
-            try:
-                found[p.provider_id] = await self.status(p.provider_id)
-            except AccountError:
-                raise
-            except (TransientProviderError, PermanentProviderError) as exc:
-                log.warning("provider.status_failed", provider=NAME, provider_id=p.provider_id,
-                            job_id=p.job_id, code=exc.code, error=exc.reason)
-                if exc.code == "404":
-                    unknown.append(p.provider_id)
-                if exc.code == "429":
-                    break                     # rate limited: ask the rest next cycle
-        for gone in self._checked.keys() - by_id.keys():
-            del self._checked[gone]
-        updates = [
-            u if u.job_id else _with_job(u, by_id[i].job_id)
-            for i, u in found.items()
-            if u.outcome is not FaxOutcome.PENDING
-        ]
-        return PollResult(updates, cursor, counter[0], unknown=tuple(unknown))
+        unknown = await self.plan.look_up(pending, found, now, self.status, counter)
+        return poll_result(pending, found, cursor, counter[0], unknown)
 
     async def find_submission(self, lookup: SubmissionLookup) -> str | None:
         params: dict[str, str | int] = {
@@ -456,6 +410,3 @@ class PhaxioProvider:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-
-def _with_job(update: StatusUpdate, job_id: str) -> StatusUpdate:
-    return replace(update, job_id=job_id)

@@ -290,3 +290,40 @@ def phaxio_verdict(
     if word in _PHAXIO_CANCELED:
         return Verdict(FaxOutcome.CANCELED, CANCELED)
     return Verdict(FaxOutcome.PENDING)
+
+
+# --- Sinch (Fax API v3) --------------------------------------------------------------------------
+
+# Sinch's ``errorType`` words → Phaxio's, whose error table Sinch keeps (its ``errorCode`` values
+# are Phaxio's error ids: 17 busy, 30 no answer, 6 far side, 4 conversion ...). CALL_ERROR is
+# Sinch's own name for what Phaxio called a lineError (the call failed).
+SINCH_ERROR_TYPES = {
+    "DOCUMENT_CONVERSION_ERROR": "documentConversionError",
+    "CALL_ERROR": "lineError",
+    "LINE_ERROR": "lineError",
+    "FAX_ERROR": "faxError",
+    "FATAL_ERROR": "fatalError",
+    "GENERAL_ERROR": "generalError",
+}
+SINCH_FINAL = frozenset({"COMPLETED", "FAILURE"})
+
+
+def sinch_verdict(
+    status: str | None,
+    error_type: str | None,
+    error_code: int | None,
+    message: str | None,
+    attempts: int | None,
+    label: str = "Sinch",
+) -> Verdict:
+    """Outcome of a Sinch fax: ``status`` QUEUED | IN_PROGRESS | COMPLETED | FAILURE (any other
+    word is not final); a failure's reason from Phaxio's table (:func:`phaxio_failure`)."""
+    word = (status or "").strip().upper()
+    if word == "COMPLETED":
+        return Verdict(FaxOutcome.DELIVERED)
+    if word in ("CANCELED", "CANCELLED"):         # not in the documented enum [U]
+        return Verdict(FaxOutcome.CANCELED, CANCELED)
+    if word == "FAILURE":
+        kind = SINCH_ERROR_TYPES.get((error_type or "").strip().upper(), error_type)
+        return phaxio_failure(kind, error_code, message, attempts, label)
+    return Verdict(FaxOutcome.PENDING)

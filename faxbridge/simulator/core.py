@@ -31,9 +31,10 @@ from faxbridge.simulator.openfax_model import (
 )
 from faxbridge.simulator.phaxio_model import callback_fields
 from faxbridge.simulator.records import Notification, PostbackTarget, SimFax, SimSend
+from faxbridge.simulator.sinch_routes import callback as sinch_callback
 from faxbridge.simulator.webhooks import RETRY_DELAYS_S, TIMEOUT_S, phaxio_signature, post_once
 
-FIRST_IDS = {"phaxio": 323034811, "openfax": 779029}
+FIRST_IDS = {"phaxio": 323034811, "openfax": 779029, "sinch": 1}
 log = structlog.get_logger("faxbridge.simulator")
 
 
@@ -95,8 +96,11 @@ class Simulator:
     # ---- records --------------------------------------------------------------------------
 
     def new_id(self, provider: str) -> str:
-        value = self._next_id[provider]
+        value = self._next_id.setdefault(provider, FIRST_IDS[provider])
         self._next_id[provider] = value + 1
+        if provider == "sinch":
+            # Sinch's ids are strings (ULID-like); fixed width, so they sort as they were made
+            return f"01SIMFAX{value:018d}"
         return str(value)
 
     def add(self, fax: SimFax) -> None:
@@ -233,6 +237,11 @@ class Simulator:
             fields = callback_fields(fax)
             signature = phaxio_signature(self.callback_token, fax.callback_url, fields)
             return Notification(key, fax.callback_url, "POST", fields, True, signature)
+        if fax.provider == "sinch":
+            if not fax.callback_url:
+                return None
+            fields, body = sinch_callback(fax)
+            return Notification(key, fax.callback_url, "POST", fields, True, json_body=body)
         target = self.openfax_postback
         if target is None:
             return None

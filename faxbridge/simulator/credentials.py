@@ -10,6 +10,11 @@ see :func:`callback_token`). The inactive key
 402 "Insufficient funds" and its balance is 0. The test key (``PHAXIO_TEST_KEY``) works like the
 normal one, but its faxes say ``is_test`` (a test key left in production).
 
+Sinch (Fax API v3): HTTP Basic ``SINCH_KEY_ID:SINCH_KEY_SECRET`` under
+``/v3/projects/SINCH_PROJECT_ID``; another project id answers 404. ``SINCH_INACTIVE_KEY_ID`` (same
+secret) authenticates, reads work, and every ``POST /faxes`` answers 402 (out of funds). Sinch
+signs no callbacks: the daemon's URL carries its own token, nothing is shared with the simulator.
+
 Openfax: ``AccountID`` + ``APIKey``. ``OPENFAX_INACTIVE_ACCOUNT_ID`` with the same API key
 answers ``AccountInactive`` on send and has no credit.
 """
@@ -26,6 +31,11 @@ PHAXIO_INACTIVE_KEY = "sim-phaxio-key-inactive"
 PHAXIO_INACTIVE_SECRET = PHAXIO_API_SECRET
 PHAXIO_TEST_KEY = "sim-phaxio-test-key-0001"    # a test key: its faxes say is_test (and are played as usual)
 PHAXIO_TEST_SECRET = PHAXIO_API_SECRET
+
+SINCH_PROJECT_ID = "sim-sinch-project-0001"
+SINCH_KEY_ID = "sim-sinch-key-0001"
+SINCH_KEY_SECRET = "sim-sinch-secret-0001"
+SINCH_INACTIVE_KEY_ID = "sim-sinch-key-inactive"
 
 OPENFAX_ACCOUNT_ID = "100200300"
 OPENFAX_API_KEY = "sim-openfax-key-0001"

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from faxbridge.simulator.documents import count_pages
-from faxbridge.simulator.forms import Form
+from faxbridge.simulator.forms import FilePart, Form
 from faxbridge.simulator.phaxio_model import ERROR_TYPES
 from faxbridge.simulator.records import SimFax, SimRecipient, SimSend
 from faxbridge.simulator.timing import CallResult, RenderError, Timeline, plan
@@ -95,6 +96,20 @@ class CreateRequest:
     test_fail: str | None = None
 
 
+def document_of(files: Sequence[FilePart]) -> Document:
+    """What the renderer would make of the uploaded files, in order (Sinch's endpoint too)."""
+    digest = hashlib.sha256()
+    size = pages = 0
+    error: RenderError | None = None
+    for part in files:
+        digest.update(part.data)
+        size += len(part.data)
+        counted = count_pages(part.data, part.filename or "", part.content_type)
+        pages += counted.pages
+        error = error or counted.error
+    return Document(digest.hexdigest(), size, pages, error, tuple(f.filename or "" for f in files))
+
+
 def _int_in(value: str | None, low: int, high: int, message: str) -> int | None:
     if value is None or value == "":
         return None
@@ -148,18 +163,9 @@ def parse_create(form: Form) -> CreateRequest:
     callback_url = form.get("callback_url") or None
     if callback_url is not None and not re.match(r"^(https?://[^/\s]+|mailto:\S+@\S+)", callback_url):
         raise Refused(MSG_CALLBACK)
-    digest = hashlib.sha256()
-    size = pages = 0
-    error: RenderError | None = None
-    for part in files:
-        digest.update(part.data)
-        size += len(part.data)
-        counted = count_pages(part.data, part.filename or "", part.content_type)
-        pages += counted.pages
-        error = error or counted.error
-    if pages > MAX_PAGES:
+    document = document_of(files)
+    if document.pages > MAX_PAGES:
         raise Refused(MSG_TOO_MANY_PAGES)
-    document = Document(digest.hexdigest(), size, pages, error, tuple(f.filename or "" for f in files))
     return CreateRequest(numbers, document, header, callback_url, caller_id, tags, batch_delay,
                          cancel_timeout, test_fail)
 

@@ -19,7 +19,7 @@ class SimSend:
     recipient; ``recipients`` has them all (Phaxio ``to[]``).
     """
 
-    provider: str                      # "phaxio" | "openfax"
+    provider: str                      # "phaxio" | "openfax" | "sinch"
     id: str
     to: str                            # E.164
     pdf_sha256: str
@@ -36,7 +36,7 @@ class SimSend:
     callback_url: str | None = None    # Phaxio callback_url, exactly as submitted
     filenames: tuple[str, ...] = ()
     recipients: tuple[str, ...] = ()
-    api_version: str | None = None     # Phaxio "v2" | "v2.1"
+    api_version: str | None = None     # Phaxio "v2" | "v2.1"; Sinch "v3"
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -79,6 +79,8 @@ class SimFax:
     cancel_reason: str | None = None
     cancel_timeout_s: float | None = None
     finalized: bool = False            # the scheduler has seen it final (notification queued)
+    callback_json: bool = False        # Sinch: callbackUrlContentType application/json
+    account_project: str | None = None  # Sinch: the project id it was sent under
     history: set[int] = field(default_factory=set)   # Openfax: attempt numbers already reported
 
     def elapsed(self, now: datetime) -> float:
@@ -113,7 +115,7 @@ class SimFax:
 
 @dataclass
 class Notification:
-    """A webhook the simulator owes: Phaxio callback or Openfax postback."""
+    """A webhook the simulator owes: Phaxio or Sinch callback, or Openfax postback."""
 
     key: tuple[str, str]               # (provider, fax id)
     url: str
@@ -122,3 +124,4 @@ class Notification:
     multipart: bool                    # Phaxio: multipart/form-data; Openfax: urlencoded
     signature: str | None = None       # X-Phaxio-Signature
     attempts: int = 0
+    json_body: str | None = None       # Sinch with callbackUrlContentType application/json: the body

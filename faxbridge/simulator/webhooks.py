@@ -1,4 +1,5 @@
-"""Posting webhooks: Phaxio callbacks (signed multipart) and Openfax postbacks (form or GET).
+"""Posting webhooks: Phaxio callbacks (signed multipart), Sinch callbacks (multipart or JSON,
+unsigned) and Openfax postbacks (form or GET).
 
 A delivery fails on a transport error, a timeout or a non-2xx answer, and is retried after
 the Phaxio schedule (5, 10, 20, 30 minutes), compressed by the simulator's speed, 5 tries
@@ -49,7 +50,11 @@ async def post_once(client: httpx.AsyncClient, note: Notification) -> int | None
     if note.signature is not None:
         headers["X-Phaxio-Signature"] = note.signature
     try:
-        if note.method == "GET":
+        json_body = getattr(note, "json_body", None)      # absent in notes restored from before Sinch
+        if json_body is not None:
+            headers["Content-Type"] = "application/json"
+            response = await client.post(note.url, content=json_body.encode(), headers=headers)
+        elif note.method == "GET":
             # keep the query the URL already has (a secret token, say) and add the fields
             query: list[tuple[str, str | int | float | bool | None]] = [
                 *httpx.URL(note.url).params.multi_items(), *note.fields]

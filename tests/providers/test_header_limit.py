@@ -11,7 +11,7 @@ import pytest
 
 from faxbridge.app import build_provider
 from faxbridge.config import defaults
-from faxbridge.providers import openfax, phaxio
+from faxbridge.providers import openfax, phaxio, sinch
 
 
 @pytest.fixture
@@ -24,6 +24,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
     ("openfax", openfax.HEADER_MAX),
     ("phaxio", phaxio.HEADER_MAX),
     ("simulator", phaxio.HEADER_MAX),     # the built-in simulator is reached through the Phaxio adapter
+    ("sinch", sinch.HEADER_MAX),
 ])
 async def test_the_built_provider_tells_its_header_limit(client: httpx.AsyncClient, tmp_path: Path,
                                                          kind: str, limit: int) -> None:
@@ -31,4 +32,4 @@ async def test_the_built_provider_tells_its_header_limit(client: httpx.AsyncClie
     cfg = replace(cfg, provider=replace(cfg.provider, kind=kind))
     provider = build_provider(cfg, client, "http://127.0.0.1:9")
     assert provider.header_limit == limit
-    assert (openfax.HEADER_MAX, phaxio.HEADER_MAX) == (15, 50)   # the providers' documented maxima
+    assert (openfax.HEADER_MAX, phaxio.HEADER_MAX, sinch.HEADER_MAX) == (15, 50, 50)   # documented maxima

@@ -162,7 +162,7 @@ async def test_jobs_overdue_at_the_provider_show_in_healthz_and_metrics(
     job = await wait_job(daemon, await queue(daemon, tmp_path, "+15555551212"), "submitted")
     assert job.provider_id
     sim.forget("phaxio", job.provider_id)              # the provider loses it
-    rt.tracker.provider._lag = 0.0                     # type: ignore[attr-defined]   (ask for it alone now)
+    rt.tracker.provider.plan.lag_s = 0.0               # type: ignore[attr-defined]   (ask for it alone now)
     await rt.tracker.poll_once()
     assert (await store.get(job.id)).hold == "unknown"
     async with httpx.AsyncClient(timeout=30) as client:
