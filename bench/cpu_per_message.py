@@ -5,7 +5,7 @@ Servers, each in processes of its own, one after the other (bare first, then fax
 - ``bare``: aiosmtpd's ``SMTP`` with a handler that only counts (``_kit.BareSmtp``): the least CPU
   a Python server that receives the mail at all must spend;
 - ``faxbridge``: the real daemon (``python -m faxbridge run -c CONFIG``) with its SMTP listener,
-  webhook listener and the defaults otherwise (sender and client hourly limits off: one client sends
+  webhook listener and the defaults otherwise (sender and client hourly limits and per_destination off: one client sends
   it all), submitting to a provider that answers at once. ``--provider``:
 
   - ``null`` (the default): ``null_provider.py``, a bare asyncio server speaking enough Phaxio v2.1
@@ -225,7 +225,7 @@ def daemon_config(root: Path, smtp_port: int, provider: dict[str, object]) -> Pa
     return write_config(root / "faxbridge.toml", {
         "state_dir": str(root / "var"),
         "smtp": {"enabled": True, "listen": f"127.0.0.1:{smtp_port}"},
-        "limits": {"per_sender_per_hour": 0, "per_client_per_hour": 0},
+        "limits": {"per_sender_per_hour": 0, "per_client_per_hour": 0, "per_destination": 0},
         "webhook": {"listen": f"127.0.0.1:{web_port}", "public_url": f"http://127.0.0.1:{web_port}"},
         "provider": provider,
     })

@@ -28,6 +28,9 @@ from faxbridge.providers.base import Provider
 log = structlog.get_logger("faxbridge.balance")
 
 
+NOT_OFFERED = "not_offered"     # the ProviderError code of a call the provider does not have
+
+
 def is_low(amount: float, threshold: float) -> bool:
     return threshold > 0 and amount < threshold
 
@@ -44,6 +47,7 @@ class BalanceWatch:
         self.first_delay = first_delay
         self.interval = interval
         self.last: Balance | None = None
+        self.offered = True                     # False once the provider says it has no balance call
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.supervisor = Supervisor(self.name, self._run, self._stop, on_restart=metrics.loop_restarted)
@@ -53,6 +57,10 @@ class BalanceWatch:
         try:
             balance = await self.provider.balance()
         except ProviderError as exc:
+            if exc.code == NOT_OFFERED:         # the provider has no balance call (Sinch): said once, not asked again
+                self.offered = False
+                log.info("provider.balance_not_offered", provider=self.label, why=exc.reason)
+                return None
             log.warning("provider.balance_failed", provider=self.label, error=exc.reason)
             return None
         except Exception as exc:        # not the provider saying no: our adapter, or an answer it cannot read
@@ -77,6 +85,9 @@ class BalanceWatch:
             if self._stop.is_set():
                 return
             await self.check()
+            if not self.offered:
+                await self._stop.wait()         # nothing more to ask; the part stays up (healthy)
+                return
             delay = self.interval
 
     async def start(self) -> None:
