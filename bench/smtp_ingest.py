@@ -73,7 +73,7 @@ async def serve(kind: str, port: int, state: Path, cover: bool) -> None:
         logs.setup(level="warning")
         settings = {"state_dir": str(state), "smtp": {"listen": f"127.0.0.1:{port}",
                                                     "cover_page": "if-body" if cover else "never"},
-                    "limits": {"per_sender_per_hour": 0}, "webhook": {"enabled": False},
+                    "limits": {"per_sender_per_hour": 0, "per_client_per_hour": 0}, "webhook": {"enabled": False},
                     "log": {"level": "warning"}}
         cfg = load(write_config(state.parent / "bench.toml", settings), {})
         store = Store(cfg.state_dir, "simulator")

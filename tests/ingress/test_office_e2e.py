@@ -225,3 +225,16 @@ def test_a_conversion_that_hangs_is_refused_at_the_timeout_and_other_mail_goes_o
         wait_until(lambda: job_of(config, "+15555551211")["state"] == "delivered", timeout=120, what="the other mail")
     finally:
         daemon.stop()
+
+
+def test_opendocument_and_rtf_by_folder_and_by_mail(folder: Path, tmp_path: Path) -> None:
+    """The other formats the contract names, through the real intake paths (the folder here; the
+    mail path is the same ``prepare``, exercised with .docx above)."""
+    from tests.test_documents_office import soffice_convert
+
+    odt = soffice_convert(make_docx(tmp_path / "two.docx", pages=2), "odt", tmp_path / "odt").read_bytes()
+    rtf = b"{\\rtf1\\ansi\\deff0 {\\fonttbl {\\f0 Times;}} \\f0 Hello from RTF\\par }"
+    drop(folder / "outbox" / "15555551212_two.odt", odt)
+    drop(folder / "outbox" / "15555551213_note.rtf", rtf)
+    assert (result(folder, "15555551212_two.result.json")["pages"], result(folder, "15555551213_note.result.json")[
+        "pages"]) == (2, 1)
