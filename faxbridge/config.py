@@ -679,6 +679,10 @@ def summary(cfg: Config) -> list[str]:
                  f"{lim.job_memory / 1e9:g}GB a mail; {lim.per_sender_per_hour} faxes/hour a sender, "
                  f"{lim.per_client_per_hour} a client address; worker processes leave after "
                  f"{lim.worker_idle:g}s idle")
+    per = lim.per_destination
+    lines.append(f"sending: {per if per else 'any number of'} fax{'es' if per != 1 else ''} at a time to one number "
+                 f"(limits.per_destination), {lim.max_in_flight} at the provider in all; send times read in "
+                 f"{cfg.time_zone or 'this host' + chr(39) + 's time zone'} (time_zone)")
     lines.append(_office_line(cfg.documents))
     c = cfg.console
     if c.enabled:
@@ -697,6 +701,8 @@ def summary(cfg: Config) -> list[str]:
     smarthost = cfg.notify.smarthost
     lines.append(f"reply mail: through {smarthost}" if smarthost else "reply mail: off (no notify.smarthost)")
     n = cfg.notify
+    if smarthost and n.receipt:
+        lines.append("receipts: a mail \"accepted\" to the sender right after the 250 (notify.receipt)")
     if smarthost and n.attach != "none":
         lines.append(f"replies carry: {'the first page as a PNG' if n.attach == 'preview' else 'the PDF sent'}")
     if n.copy_to:

@@ -707,6 +707,8 @@ def test_summary_of_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         "smtp limits: 100 sessions (10 per client), 300s without a byte drops one, AUTH closed after 3 failures",
         "work bounds: 100 parts, nesting 20, 200MB unpacked, 20 cover pages, 120s CPU and 2GB a mail; "
         "60 faxes/hour a sender, 60 a client address; worker processes leave after 5s idle",
+        "sending: 1 fax at a time to one number (limits.per_destination), 50 at the provider in all; send times "
+        "read in this host's time zone (time_zone)",
         "office documents: refused, no LibreOffice (soffice) on PATH (documents.office = auto)",
         "console: http://127.0.0.1:8026/ for this machine only (no console.users_file)",
         f"watch: {tmp_path / 'var/outbox'} (results in {tmp_path / 'var/results'})",
@@ -830,3 +832,12 @@ def test_a_store_url_that_is_not_postgresql_is_refused_without_repeating_it(tmp_
     assert any(p.startswith("store.url: expected empty (SQLite in state_dir) or a postgresql://") for p in problems)
     assert any(p.startswith("store.lease:") for p in problems)
     assert not any("hunter2" in p for p in problems)
+
+
+def test_summary_names_the_sending_limits_the_time_zone_and_receipts(tmp_path: Path) -> None:
+    text = ("time_zone = 'Europe/Berlin'\n[limits]\nper_destination = 0\n"
+            "[notify]\nsmarthost = 'mail.example.com:25'\nreceipt = true\n")
+    lines = summary(load(write(tmp_path, text), {}))
+    assert ("sending: any number of faxes at a time to one number (limits.per_destination), 50 at the provider in "
+            "all; send times read in Europe/Berlin (time_zone)") in lines
+    assert 'receipts: a mail "accepted" to the sender right after the 250 (notify.receipt)' in lines
