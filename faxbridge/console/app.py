@@ -33,6 +33,8 @@ from faxbridge.console.access import (
     same_token,
 )
 from faxbridge.errors import JobNotFound, StoreError
+from faxbridge.ingress.folder.control import result_name
+from faxbridge.ingress.folder.results import FolderOrigin
 from faxbridge.jobview import job_object, waiting
 from faxbridge.models import Job, JobState, Source
 from faxbridge.states import OVERDUE_S, CancelRequested, Ignore, Outcome, Policy, RetryRequested, SendNow
@@ -365,6 +367,7 @@ def _result(job: Job) -> str | None:
     if job.source is Source.SMTP:
         return f"a reply mail to {job.sender}" if job.sender else "no reply (the mail had no sender to answer)"
     if job.source is Source.FOLDER:
-        name = job.meta.get("result_name") or (job.document + ".result.json")
-        return f"the result file {name}"
+        origin = FolderOrigin.of(job.meta)
+        where = f" in {origin.results}" if origin is not None else ""
+        return f"the result file {result_name(job.document)}{where}"
     return "shown by faxbridge job (sent from the command line)"

@@ -196,6 +196,7 @@ async def test_the_queue_filters_and_pages(console: Console) -> None:
         assert odd.status_code == 200 and "No job matches." in odd.text
         fragment = (await client.get("/fragments/queue", params={"state": "failed"})).text
         assert "<html" not in fragment and f'data-job="{other}"' in fragment
+        assert "the result file invoice.result.json" in (await client.get(f"/jobs/{other}")).text
 
 
 async def test_values_are_escaped(console: Console) -> None:
