@@ -376,6 +376,31 @@ async def _no_render(pdf: Path) -> bytes:
     raise NotifyRetry("no renderer for previews was given")
 
 
+def _may_answer(cfg: Config, job: Job, what: str) -> bool:
+    """Whether ``job``'s sender may get a ``what`` ("mail": the reply, or "receipt"): a smarthost,
+    no reason not to answer (RFC 3834), an address that can receive mail (else NotifyGiveUp)."""
+    if cfg.notify.smarthost is None:
+        log.info(f"notify.{what}_not_sent", job_id=job.id, why="notify.smarthost is empty")
+        return False
+    why = no_reply_reason(job, cfg.smtp.allowed_senders)
+    if why is not None:
+        log.info(f"notify.{what}_suppressed", job_id=job.id, why=why)
+        return False
+    assert job.sender is not None
+    bad = sender_problem(job.sender)
+    if bad is not None:
+        raise NotifyGiveUp(f"the sender address cannot receive a {'reply' if what == 'mail' else what}: {bad}")
+    return True
+
+
+async def _hand_over(notify: NotifyConfig, msg: EmailMessage, to: str | Sequence[str]) -> None:
+    """One mail through the smarthost (in a thread); smtplib's errors as NotifyRetry / NotifyGiveUp."""
+    try:
+        await asyncio.to_thread(_send, notify, msg, to)
+    except (smtplib.SMTPException, OSError) as exc:
+        raise _translate(exc) from exc
+
+
 def make_deliver(cfg: Config, clock: Clock, *, document: Callable[[str], Path] | None = None,
                  render: Render = _no_render) -> Deliver:
     """The "mail" rows' delivery; ``document`` (the spool's ``document_path``) and ``render`` give
@@ -383,25 +408,14 @@ def make_deliver(cfg: Config, clock: Clock, *, document: Callable[[str], Path] |
     notify = cfg.notify
 
     async def deliver(job: Job, events: Sequence[JobEvent], item: OutboxItem) -> None:
-        if notify.smarthost is None:
-            log.info("notify.mail_not_sent", job_id=job.id, why="notify.smarthost is empty")
-            return
-        why = no_reply_reason(job, cfg.smtp.allowed_senders)
-        if why is not None:
-            log.info("notify.mail_suppressed", job_id=job.id, why=why)
+        if not _may_answer(cfg, job, "mail"):
             return
         assert job.sender is not None
-        bad = sender_problem(job.sender)
-        if bad is not None:
-            raise NotifyGiveUp(f"the sender address cannot receive a reply: {bad}")
         extra = None if document is None else await attachment(job, notify.attach, document(job.id), render)
         msg = compose(job, events, from_address=notify.from_address, now=clock.now(), outbox_id=item.id,
                       extra=extra)
         crashpoints.hit("mail.before_send")
-        try:
-            await asyncio.to_thread(_send, notify, msg, job.sender)
-        except (smtplib.SMTPException, OSError) as exc:
-            raise _translate(exc) from exc
+        await _hand_over(notify, msg, job.sender)
         crashpoints.hit("mail.sent")
         log.info("notify.mail_sent", job_id=job.id, state=job.state.value, to=job.to,
                  smarthost=str(notify.smarthost))
@@ -474,22 +488,10 @@ def make_receipt_deliver(cfg: Config, clock: Clock) -> Deliver:
     notify = cfg.notify
 
     async def deliver(job: Job, events: Sequence[JobEvent], item: OutboxItem) -> None:
-        if notify.smarthost is None:
-            log.info("notify.receipt_not_sent", job_id=job.id, why="notify.smarthost is empty")
-            return
-        why = no_reply_reason(job, cfg.smtp.allowed_senders)
-        if why is not None:
-            log.info("notify.receipt_suppressed", job_id=job.id, why=why)
+        if not _may_answer(cfg, job, "receipt"):
             return
         assert job.sender is not None
-        bad = sender_problem(job.sender)
-        if bad is not None:
-            raise NotifyGiveUp(f"the sender address cannot receive a receipt: {bad}")
-        msg = compose_receipt(job, from_address=notify.from_address, now=clock.now())
-        try:
-            await asyncio.to_thread(_send, notify, msg, job.sender)
-        except (smtplib.SMTPException, OSError) as exc:
-            raise _translate(exc) from exc
+        await _hand_over(notify, compose_receipt(job, from_address=notify.from_address, now=clock.now()), job.sender)
         log.info("notify.receipt_sent", job_id=job.id, to=job.to)
 
     return deliver
@@ -511,10 +513,7 @@ def make_copy_deliver(cfg: Config, clock: Clock, *, document: Callable[[str], Pa
         extra = await attachment(job, notify.copy_attach, document(job.id), render)
         msg = compose_copy(job, events, to, from_address=notify.from_address, now=clock.now(), outbox_id=item.id,
                            extra=extra)
-        try:
-            await asyncio.to_thread(_send, notify, msg, to)
-        except (smtplib.SMTPException, OSError) as exc:
-            raise _translate(exc) from exc
+        await _hand_over(notify, msg, to)
         log.info("notify.copy_sent", job_id=job.id, state=job.state.value, copies=len(to))
 
     return deliver
