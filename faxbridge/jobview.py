@@ -71,6 +71,7 @@ def job_object(job: Job, events: Sequence[JobEvent] | None = None) -> dict[str, 
         "created_at": iso(job.created_at),
         "updated_at": iso(job.updated_at),
         "finished_at": iso(job.finished_at),
+        "node": job.node,
     }
     if events is not None:
         obj["events"] = [event_object(e) for e in events]

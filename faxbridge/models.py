@@ -265,6 +265,7 @@ class Job:
     recoveries: int = 0                 # times a restart found this job mid-work
     cancel_requested: bool = False
     version: int = 0
+    node: str | None = None             # the daemon that handled it (a shared store, contract 10); None: SQLite
 
     @property
     def final(self) -> bool:

@@ -90,6 +90,7 @@ def test_send_prints_the_job_id_and_queues_it(capsys: pytest.CaptureFixture[str]
     job_id = send(capsys, config, "555-555-1212", doc, note)
     data = job(capsys, config, job_id)
     assert data["state"] == "queued" and data["to"] == "+15555551212" and data["source"] == "cli"
+    assert data["node"] is None                     # one daemon on SQLite: no node to name
     assert data["pages"] == 4 and data["document"] == "letter.pdf, note.txt"
     assert [e["event"] for e in data["events"]] == ["job.queued"]
     code, out, _ = run(capsys, "jobs", "-c", str(config), "--json")

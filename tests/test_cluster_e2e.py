@@ -86,6 +86,7 @@ def test_two_daemons_share_one_queue_and_send_each_fax_once(tmp_path: Path, sim:
         codes = [daemon.stop() for daemon in daemons]
     assert codes == [0, 0]
     states = {j["id"]: j["state"] for j in jobs(shell)}
+    assert {j["node"] for j in jobs(shell)} <= {"left", "right"}          # the job object names the daemon
     assert len(states) == len(ids) + 6 + 4 and set(states.values()) == {"delivered"}
     counts = Counter(s["job_tag"] for s in sim.sends())
     assert {i: counts[i] for i in states} == dict.fromkeys(states, 1)               # each reached it once

@@ -511,7 +511,7 @@ class PostgresStore:
             next_attempt_at=_utc(r["next_attempt_at"]), submit_started_at=_utc(r["submit_started_at"]),
             submitted_at=_utc(r["submitted_at"]), hold=Hold(r["hold"]) if r["hold"] else None,
             callback_url=r["callback_url"], recoveries=r["recoveries"],
-            cancel_requested=bool(r["cancel_requested"]), version=r["version"],
+            cancel_requested=bool(r["cancel_requested"]), version=r["version"], node=r.get("node"),
         )
 
     async def _get(self, job_id: str) -> Job:
