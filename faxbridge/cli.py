@@ -36,7 +36,7 @@ from faxbridge.errors import (
     ProviderError,
     UsageError,
 )
-from faxbridge.jobview import JOBS_HEADER, job_line, job_object, job_text, shown, waiting
+from faxbridge.jobview import JOBS_HEADER, JOBS_HEADER_NODES, job_line, job_object, job_text, shown, waiting
 from faxbridge.models import InputFile, Job, JobEvent, JobState, NewJob, Source
 from faxbridge.notify.mail import notices_of
 from faxbridge.statelock import has_store, is_served
@@ -262,9 +262,10 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         for job in jobs:
             print(json.dumps(job_object(job)))
     else:
-        print(JOBS_HEADER)
+        nodes = any(job.node for job in jobs)          # a shared store: which daemon handled each
+        print(JOBS_HEADER_NODES if nodes else JOBS_HEADER)
         for job in jobs:
-            print(job_line(job))
+            print(job_line(job, nodes=nodes))
     return EXIT_OK
 
 

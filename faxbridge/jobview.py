@@ -116,16 +116,19 @@ def _who(job: Job) -> str:
     return who
 
 
-def job_line(job: Job) -> str:
+def job_line(job: Job, *, nodes: bool = False) -> str:
+    """One row of ``faxbridge jobs``; ``nodes``: with the NODE column (a shared store)."""
     finished = shown_time(job.finished_at) if job.finished_at else "-"
     to = job.to or "(no number)"
+    node = f"{shown(job.node or '-')[:12]:<12}  " if nodes else ""
     return (f"{job.id}  {shown_time(job.created_at):<23}  {job.state.value:<10}  {shown(to):<16}  "
             f"{job.pages:>5}  {job.source.value:<6}  {finished:<23}  {shown(_who(job))[:40]:<40}  "
-            f"{shown(_note(job))}").rstrip()
+            f"{node}{shown(_note(job))}").rstrip()
 
 
 JOBS_HEADER = (f"{'ID':<26}  {'CREATED':<23}  {'STATE':<10}  {'TO':<16}  {'PAGES':>5}  SOURCE  "
                f"{'FINISHED':<23}  {'FROM / SUBJECT':<40}  NOTE")
+JOBS_HEADER_NODES = JOBS_HEADER.removesuffix("NOTE") + f"{'NODE':<12}  NOTE"   # a shared store (contract 10)
 
 
 def waiting(job: Job, now: datetime, *, at_provider: int = 0, per_destination: int = 0) -> str | None:

@@ -87,6 +87,8 @@ def test_two_daemons_share_one_queue_and_send_each_fax_once(tmp_path: Path, sim:
     assert codes == [0, 0]
     states = {j["id"]: j["state"] for j in jobs(shell)}
     assert {j["node"] for j in jobs(shell)} <= {"left", "right"}          # the job object names the daemon
+    table = cli("jobs", config=shell).stdout.splitlines()
+    assert "NODE" in table[0] and all({"left", "right"} & set(row.split()) for row in table[1:])
     assert len(states) == len(ids) + 6 + 4 and set(states.values()) == {"delivered"}
     counts = Counter(s["job_tag"] for s in sim.sends())
     assert {i: counts[i] for i in states} == dict.fromkeys(states, 1)               # each reached it once
