@@ -32,7 +32,7 @@ import structlog
 from faxbridge.clock import Clock
 from faxbridge.errors import JobNotFound, PermanentProviderError, ProviderError, StoreError
 from faxbridge.loops import nap
-from faxbridge.models import Job, PendingFax, StatusUpdate
+from faxbridge.models import FaxOutcome, Job, PendingFax, StatusUpdate
 from faxbridge.providers.base import Provider
 from faxbridge.states import CancelFailed, Decision, Ignore, Policy, Status, Unknown
 from faxbridge.store import JobStore, UnreadableJob
@@ -125,14 +125,17 @@ class Tracker:
         async with self._lock:
             if self._started >= wanted:
                 return          # a cycle started after we asked, and has finished
-            await self._poll_locked()
+            await self._poll_locked(hinted=True)
 
     async def poll_once(self) -> int:
         """One poll cycle. Returns the number of jobs whose state changed."""
         async with self._lock:
             return await self._poll_locked()
 
-    async def _poll_locked(self) -> int:
+    async def _poll_locked(self, *, hinted: bool = False) -> int:
+        """``hinted``: a cycle run to confirm webhooks' hints (:meth:`refresh`). It leaves a fax the
+        report calls failed without saying why, and that no hint is in for yet, to its own postback
+        (on its way, or lost: then the next cycle, which reads from the same cursor, ends it)."""
         self._started += 1
         await self._send_cancels()
         jobs = await self.store.submitted()
@@ -151,7 +154,12 @@ class Tracker:
         self.last_requests = result.requests
         self.last_pending = len(pending)
         changed = 0
+        left = 0
         for update in result.updates:
+            if (hinted and update.outcome is FaxOutcome.FAILED and update.status_code is None
+                    and update.provider_id not in self._hints):
+                left += 1
+                continue
             try:
                 applied = await self.apply(update)
             except UnreadableJob as exc:    # that job's row does not decode: this update only
@@ -168,7 +176,7 @@ class Tracker:
                 changed += 1
         for provider_id in result.unknown:
             changed += await self._unknown(provider_id)
-        if result.cursor is not None:
+        if result.cursor is not None and not left:
             await self.store.kv_set(self.cursor_key, result.cursor)
         self.last_cpu_s = time.process_time() - cpu
         log.debug("tracker.poll", pending=len(pending), updates=len(result.updates), changed=changed,
