@@ -99,10 +99,11 @@ FINISHED = {JobState.DELIVERED: "Delivered", JobState.FAILED: "Ended", JobState.
             JobState.CANCELED: "Canceled"}
 
 
-def subject(job: Job) -> str:
+def subject(job: Job, outcome: str | None = None) -> str:
     """``Re: Invoice 42 - fax to +1 555-555-1212 delivered`` (contract section 12), so the reply
-    threads with the mail it answers; without a Subject, ``Fax to +1 555-555-1212 delivered``."""
-    what = f"fax to {pretty_number(job.to)} {job.state.value}"
+    threads with the mail it answers; without a Subject, ``Fax to +1 555-555-1212 delivered``.
+    ``outcome``: the last word instead of the job's state (a receipt: "accepted")."""
+    what = f"fax to {pretty_number(job.to)} {outcome or job.state.value}"
     original = _one_line(job.subject or "")
     while original[:3].lower() == "re:":
         original = original[3:].lstrip()
@@ -268,6 +269,14 @@ def _with_note(text: str, extra: Attachment | None) -> str:
     return f"{head}\n\n{extra.note}{sep}{tail}" if sep else f"{text}\n{extra.note}\n"
 
 
+def _in_reply_to(msg: EmailMessage, job: Job) -> None:
+    """``In-Reply-To`` and ``References``: the original's Message-ID, so the answer threads with it."""
+    original = message_id(job.meta.get("message_id"))
+    if original:
+        msg["In-Reply-To"] = original
+        msg["References"] = original
+
+
 def compose(job: Job, events: Sequence[JobEvent], *, from_address: str, now: datetime,
             outbox_id: int | None = None, extra: Attachment | None = None) -> EmailMessage:
     """The reply for a final job of source smtp (see the module docstring); ``outbox_id`` (the
@@ -280,10 +289,7 @@ def compose(job: Job, events: Sequence[JobEvent], *, from_address: str, now: dat
     msg["Subject"] = subject(job)
     msg["Date"] = format_datetime(now)
     msg["Message-ID"] = reply_message_id(job, from_address, outbox_id)
-    original = message_id(job.meta.get("message_id"))
-    if original:
-        msg["In-Reply-To"] = original
-        msg["References"] = original
+    _in_reply_to(msg, job)
     msg["Auto-Submitted"] = "auto-replied"
     msg["X-Faxbridge-Job"] = job.id
     msg["X-Faxbridge-State"] = job.state.value
@@ -463,19 +469,10 @@ def compose_receipt(job: Job, *, from_address: str, now: datetime) -> EmailMessa
     msg = EmailMessage()
     msg["From"] = f"faxbridge <{from_address}>"
     msg["To"] = job.sender
-    what = f"fax to {pretty_number(job.to)} accepted"
-    original = _one_line(job.subject or "")
-    while original[:3].lower() == "re:":
-        original = original[3:].lstrip()
-    if len(original) > SUBJECT_MAX:
-        original = original[: SUBJECT_MAX - 1] + "…"
-    msg["Subject"] = f"Re: {original} - {what}" if original else what[0].upper() + what[1:]
+    msg["Subject"] = subject(job, "accepted")
     msg["Date"] = format_datetime(now)
     msg["Message-ID"] = reply_message_id(job, from_address).replace("<faxbridge.", "<faxbridge.receipt.", 1)
-    original_id = message_id(job.meta.get("message_id"))
-    if original_id:
-        msg["In-Reply-To"] = original_id
-        msg["References"] = original_id
+    _in_reply_to(msg, job)
     msg["Auto-Submitted"] = "auto-replied"
     msg["X-Faxbridge-Job"] = job.id
     msg["X-Faxbridge-Receipt"] = "accepted"

@@ -56,6 +56,7 @@ from faxbridge.states import Transition
 from faxbridge.store import pg_documents as documents
 from faxbridge.store.pg_schema import MIGRATIONS, migrate, schema_version
 from faxbridge.store.protocol import DOC_NAME, JobFilter, Observer, OutboxItem, Staged
+from faxbridge.store.search import where_of
 from faxbridge.store.spool import FileSpool
 from faxbridge.store.sqlite import (
     _JOB_FIELDS,
@@ -63,7 +64,6 @@ from faxbridge.store.sqlite import (
     OUTBOX_KINDS,
     RECEIPT_KIND,
     _first_try,
-    _like,
     _private_dirs,
 )
 
@@ -555,23 +555,7 @@ class PostgresStore:
     @_chokepoint
     async def search(self, wanted: JobFilter, offset: int = 0, limit: int = 50) -> tuple[list[Job], int]:
         """Jobs matching ``wanted`` (substrings case-insensitive), newest first; and how many match."""
-        where: list[str] = []
-        args: list[Any] = []
-        if wanted.state is not None:
-            where.append("state = %s")
-            args.append(wanted.state.value)
-        if wanted.source is not None:
-            where.append("source = %s")
-            args.append(wanted.source.value)
-        for column, value in (("to_number", wanted.number), ("sender", wanted.sender)):
-            if value:
-                where.append(f"{column} ILIKE %s ESCAPE '\\'")
-                args.append(f"%{_like(value)}%")
-        if wanted.text:
-            columns = ("id", "to_number", "sender", "subject", "document", "reason")
-            where.append("(" + " OR ".join(f"{c} ILIKE %s ESCAPE '\\'" for c in columns) + ")")
-            args += [f"%{_like(wanted.text)}%"] * len(columns)
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        clause, args = where_of(wanted, "%s", "ILIKE")
         total = await self._count(f"SELECT COUNT(*) FROM jobs{clause}", args)
         rows = await self._rows(f"SELECT * FROM jobs{clause} ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s",
                                 [*args, limit, offset])

@@ -51,6 +51,7 @@ from faxbridge.models import (
 )
 from faxbridge.states import Transition
 from faxbridge.store.protocol import DOC_NAME, JobFilter, OutboxItem, Staged
+from faxbridge.store.search import where_of
 from faxbridge.store.spool import FileSpool
 
 log = structlog.get_logger("faxbridge.store")
@@ -226,11 +227,6 @@ def _private_spooled(folder: Path) -> None:
         for entry in entries:
             if entry.is_file(follow_symlinks=False):
                 _private_file(Path(entry.path), create=False)
-
-
-def _like(text: str) -> str:
-    """``text`` as a literal inside a LIKE pattern (``ESCAPE '\\'``)."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _first_try(new: NewJob, now: datetime) -> datetime:
@@ -752,23 +748,7 @@ class SqliteStore:
         return self._jobs(rows)
 
     def search(self, wanted: JobFilter, offset: int = 0, limit: int = 50) -> tuple[list[Job], int]:
-        where: list[str] = []
-        args: list[Any] = []
-        if wanted.state is not None:
-            where.append("state = ?")
-            args.append(wanted.state.value)
-        if wanted.source is not None:
-            where.append("source = ?")
-            args.append(wanted.source.value)
-        for column, value in (("to_number", wanted.number), ("sender", wanted.sender)):
-            if value:
-                where.append(f"{column} LIKE ? ESCAPE '\\'")
-                args.append(f"%{_like(value)}%")
-        if wanted.text:
-            columns = ("id", "to_number", "sender", "subject", "document", "reason")
-            where.append("(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in columns) + ")")
-            args += [f"%{_like(wanted.text)}%"] * len(columns)
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        clause, args = where_of(wanted, "?", "LIKE")
         with _translate():
             total = int(self._db.execute(f"SELECT COUNT(*) FROM jobs{clause}", args).fetchone()[0])
             rows = self._db.execute(f"SELECT * FROM jobs{clause} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
