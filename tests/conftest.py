@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 
 from faxbridge import logs
 from tests.pg import pg_server, pg_url
@@ -18,6 +19,11 @@ from tests.stores import backend, jobstore
 from tests.support import LOG_FILES, SECRETS, make_pdf, write_config
 
 __all__ = ["backend", "jobstore", "make_pdf", "pg_server", "pg_url", "write_config"]
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """The async tests run on the event loop the daemon runs on (``faxbridge run``: uvloop)."""
+    return {"uvloop": uvloop.new_event_loop}
+
 
 # Fields every log line carries, and those a state change adds (contract section 8; issue 6).
 LINE_FIELDS = {"event", "level", "timestamp"}

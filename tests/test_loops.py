@@ -60,3 +60,10 @@ async def test_cancel_is_not_swallowed() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_the_async_tests_run_on_the_daemons_event_loop() -> None:
+    """``faxbridge run`` runs on uvloop (cli.cmd_run); conftest gives the tests the same loop."""
+    import uvloop
+
+    assert isinstance(asyncio.get_running_loop(), uvloop.Loop)

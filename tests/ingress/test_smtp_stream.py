@@ -94,6 +94,39 @@ def test_blockwise_decoding_of_a_broken_body_raises_as_one_call_does() -> None:
         mime_slim._decode(encoded, memoryview(encoded), 0)
 
 
+def _reference(encoded: bytes) -> bytes | type[binascii.Error]:
+    try:
+        return binascii.a2b_base64(encoded)
+    except binascii.Error:
+        return binascii.Error
+
+
+def _ours(encoded: bytes) -> bytes | type[binascii.Error]:
+    try:
+        return mime_slim._decode(encoded, memoryview(encoded), 0)
+    except binascii.Error:
+        return binascii.Error
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.binary(max_size=300), st.lists(st.sampled_from([b"=", b"==", b"A", b"\r\n", b"\n", b"Zm9v", b"A="]),
+                                         max_size=6),
+       st.integers(min_value=0, max_value=400))
+def test_the_fast_decoder_gives_what_binascii_gives_or_its_error(data: bytes, junk: list[bytes], at: int) -> None:
+    """pybase64 takes the ordinary case; any body (bad padding, "=" inside, a stray quad) decodes to the
+    same bytes as binascii, or fails as binascii fails."""
+    encoded = base64.encodebytes(data).replace(b"\n", b"\r\n")
+    at %= len(encoded) + 1
+    encoded = encoded[:at] + b"".join(junk) + encoded[at:]
+    assert _ours(encoded) == _reference(encoded)
+
+
+def test_an_ordinary_attachment_takes_the_fast_decoder() -> None:
+    encoded = base64.encodebytes(os.urandom(200_000)).replace(b"\n", b"\r\n")
+    assert mime_slim._fast(memoryview(encoded)) == binascii.a2b_base64(encoded)
+    assert mime_slim._fast(memoryview(encoded[:-3] + b"=" + encoded[-3:])) is None   # "=" inside: binascii decides
+
+
 def test_slimming_a_mapped_file_equals_slimming_its_bytes(tmp_path: Path) -> None:
     pdf = b"%PDF-1.4\n" + os.urandom(3 * mime_slim.BLOCK) + b"\n%%EOF\n"
     message = scanner(pdf, message_id=True)

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AnyStr
+from typing import TYPE_CHECKING, Any, AnyStr, cast
 
 import structlog
 from aiosmtpd.smtp import MISSING, SMTP, Envelope
@@ -112,9 +112,9 @@ class FaxSMTP(SMTP):
                 self.refused = True
                 self.fax_handler.log_limited("smtp.session_refused", peer=self.host, reply=refusal)
                 self.fax_handler.on_reply(refusal[:3])
-                assert isinstance(transport, asyncio.WriteTransport)
-                transport.write(refusal.encode("ascii") + b"\r\n")
-                transport.close()
+                stream = cast(asyncio.WriteTransport, transport)   # uvloop's is one, not by subclass
+                stream.write(refusal.encode("ascii") + b"\r\n")
+                stream.close()
                 return
             self._admitted = True
         self._last_read = self.loop.time()
@@ -161,8 +161,8 @@ class FaxSMTP(SMTP):
         self.fax_handler.log_limited("smtp.timeout", peer=self.host, idle_s=round(idle, 1))
         reply = replies.TIMED_OUT.format(seconds=limit)
         self.fax_handler.on_reply(reply[:3])
-        transport = self.transport
-        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+        transport = cast(asyncio.WriteTransport, self.transport)   # never an isinstance: uvloop's does not
+        if not transport.is_closing():                              # subclass asyncio's (it writes all the same)
             transport.write(reply.encode("ascii") + b"\r\n")
         transport.close()
 
