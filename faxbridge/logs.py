@@ -7,12 +7,14 @@ Phone numbers are shown as their last 4 digits unless ``show_numbers``.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
+import orjson
 import structlog
 
 SECRET_KEYS = re.compile(r"(api_?key|secret|password|passwd|token|signature|authorization|credential)",
@@ -107,10 +109,23 @@ class _StderrHandler(logging.Handler):
             self.handleError(record)
 
 
+_ORJSON = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _dumps(event: Any, **kw: Any) -> str:
+    """A log line's JSON by orjson (about 4x json's speed); what orjson leaves to ``default`` (dates,
+    dataclasses, objects) is rendered as the stdlib renderer renders it. Anything orjson refuses (an
+    int past 64 bits) falls back to :func:`json.dumps`: a log line is never lost to its encoder."""
+    try:
+        return orjson.dumps(event, default=kw.get("default"), option=_ORJSON).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(event, **kw)
+
+
 def setup(level: str = "info", fmt: str = "auto", show_numbers: bool = False) -> None:
     _masker.show_numbers = show_numbers
     console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
-    renderer: Any = structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
+    renderer: Any = structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer(serializer=_dumps)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -8,8 +8,8 @@ the tracker directly, with no locks between threads.
 
 Partial requests cannot hold the listener (contract section 9): the request line and headers must
 be complete within ``webhook.header_timeout`` (16 KiB at most), a body must not stall longer than
-``webhook.read_timeout`` between reads (:class:`_GuardedH11`; uvicorn itself only times idle
-keep-alive connections), and a request that arrives while ``webhook.max_connections`` connections
+``webhook.read_timeout`` between reads (:class:`_Guarded`, on uvicorn's httptools protocol; uvicorn
+itself only times idle keep-alive connections), and a request that arrives while ``webhook.max_connections`` connections
 are open (its own included) is answered 503 by uvicorn's ``limit_concurrency``.
 
 :func:`build_webserver` is what app.py calls: at start the server resolves the Openfax postback
@@ -28,11 +28,10 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
-import h11
 import structlog
 import uvicorn
 from starlette.types import ASGIApp
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from faxbridge.component import Component
 from faxbridge.config import Config
@@ -50,7 +49,7 @@ log = structlog.get_logger("faxbridge.web")
 KV_TOKEN = "webhook_token"
 
 
-MAX_HEADER_BYTES = 16 * 1024      # request line and headers together (h11's incomplete-event cap)
+MAX_HEADER_BYTES = 16 * 1024      # request line and headers together
 
 
 class _Server(uvicorn.Server):
@@ -59,12 +58,13 @@ class _Server(uvicorn.Server):
         yield
 
 
-class _GuardedH11(H11Protocol):
-    """uvicorn's h11 protocol with the two clocks uvicorn lacks (its only timer is the idle
-    keep-alive one, armed after a response): the request line and headers must be complete
-    ``header_timeout`` seconds after the connection (or the request) began, however slowly
-    they trickle in, and a body must not stall longer than ``read_timeout`` between reads.
-    A request that misses either is dropped (the connection closed, nothing answered)."""
+class _Guarded(HttpToolsProtocol):
+    """uvicorn's httptools protocol (llhttp, in C) with the two clocks and the cap uvicorn lacks (its
+    only timer is the idle keep-alive one, armed after a response): the request line and headers must
+    be complete ``header_timeout`` seconds after the connection (or the request) began, however
+    slowly they trickle in, and be at most :data:`MAX_HEADER_BYTES` (400 past it, as for any request
+    that is not HTTP); a body must not stall longer than ``read_timeout`` between reads. A request
+    that misses a clock is dropped (the connection closed, nothing answered)."""
 
     header_timeout = 10.0
     read_timeout = 30.0
@@ -72,30 +72,48 @@ class _GuardedH11(H11Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
         self._clock: asyncio.TimerHandle | None = None
-        self._clock_for: object = None
-        self._watch()
+        self._clock_for: str | None = None
+        self._phase = "head"           # head: reading a request's head; body: its body; app: answering
+        self._head_bytes = 0
+        self._start_clock("headers", self.header_timeout)
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        self._watch()
+        super().data_received(data)            # the parser's callbacks below move the phase
+        if self.transport.is_closing():
+            return
+        if self._phase == "head":
+            self._head_bytes += len(data)      # what arrived while no head was complete
+            if self._head_bytes > MAX_HEADER_BYTES:
+                self._stop_clock()
+                self.send_400_response("Invalid HTTP request received.")
+        elif self._phase == "body":
+            self._start_clock("body", self.read_timeout)   # per read: restarted by every chunk
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._phase, self._head_bytes = "head", 0
+        if self._clock_for != "headers":                   # one deadline for the whole head, not per read
+            self._start_clock("headers", self.header_timeout)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._phase = "body"
+        self._start_clock("body", self.read_timeout)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._phase = "app"
+        self._stop_clock()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._watch()
+        if self._phase == "app":                           # the next request's head, from now
+            self._phase, self._head_bytes = "head", 0
+            self._start_clock("headers", self.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_clock()
         super().connection_lost(exc)
-
-    def _watch(self) -> None:
-        state = self.conn.their_state
-        if state is h11.IDLE and self.conn.our_state is h11.IDLE:
-            if self._clock_for != "headers":          # one deadline for the whole head, not per read
-                self._start_clock("headers", self.header_timeout)
-        elif state is h11.SEND_BODY:
-            self._start_clock("body", self.read_timeout)  # per read: restarted by every chunk
-        else:
-            self._stop_clock()
 
     def _start_clock(self, what: str, seconds: float) -> None:
         self._stop_clock()
@@ -154,11 +172,11 @@ class WebServer:
                 f"webhook.listen: cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from exc
         self._sock = sock
         self.port = sock.getsockname()[1]
-        protocol = type("GuardedH11", (_GuardedH11,), {"header_timeout": self.header_timeout,
-                                                       "read_timeout": self.read_timeout})
+        protocol = type("Guarded", (_Guarded,), {"header_timeout": self.header_timeout,
+                                                 "read_timeout": self.read_timeout})
         config = uvicorn.Config(self.app, lifespan="off", log_config=None, access_log=False,
                                 server_header=False, timeout_graceful_shutdown=2, timeout_keep_alive=5,
-                                http=protocol, h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+                                http=protocol,
                                 limit_concurrency=self.max_connections)
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="faxbridge-web")
