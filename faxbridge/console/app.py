@@ -16,7 +16,7 @@ import structlog
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -32,6 +32,7 @@ from faxbridge.console.access import (
     is_loopback,
     same_token,
 )
+from faxbridge.console.live import SLOW_POLL_S, Changes, events
 from faxbridge.errors import JobNotFound, StoreError
 from faxbridge.ingress.folder.control import result_name
 from faxbridge.ingress.folder.results import FolderOrigin
@@ -75,6 +76,7 @@ class ConsoleContext:
     check_password: Callable[[bytes, bytes], bool] = lambda hashed, password: False
     sessions: Sessions = field(default_factory=Sessions)
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    changes: Changes = field(default_factory=Changes)       # fed by store.observe (app.py wires it)
 
 
 def _env() -> Environment:
@@ -94,6 +96,7 @@ def build_app(ctx: ConsoleContext) -> Starlette:
         values.setdefault("user", session.user if session is not None else None)
         values.setdefault("csrf", request.state.csrf)
         values.setdefault("refresh_s", REFRESH_S)
+        values.setdefault("slow_poll_s", SLOW_POLL_S)
         response = HTMLResponse(env.get_template(name).render(**values), status_code=status)
         if request.state.new_csrf:
             response.set_cookie(CSRF_COOKIE, request.state.csrf, httponly=True, samesite="strict",
@@ -244,6 +247,21 @@ def build_app(ctx: ConsoleContext) -> Starlette:
                     balance=ctx.balance(), health=dict(ctx.health()),
                     reply_mail=bool(ctx.cfg.notify.smarthost), configuration=config_module.summary(ctx.cfg))
 
+    # ---- live updates -----------------------------------------------------------------------------
+
+    async def live(request: Request) -> Response:
+        stream = ctx.changes.open()
+        if stream is None:
+            return Response("too many open pages; this one polls", status_code=503, media_type="text/plain",
+                            headers={"Retry-After": "60"})
+        token = request.cookies.get(SESSION_COOKIE)
+
+        def alive() -> bool:
+            return ctx.users is None or ctx.sessions.get(token) is not None
+
+        return StreamingResponse(events(ctx.changes, stream, alive), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
     # ---- logging in -------------------------------------------------------------------------------
 
     async def login_form(request: Request) -> Response:
@@ -291,7 +309,7 @@ def build_app(ctx: ConsoleContext) -> Starlette:
         Route("/jobs/{job_id}", job_page), Route("/fragments/jobs/{job_id}", job_fragment),
         Route("/jobs/{job_id}/pages/{n:int}.png", page_image), Route("/jobs/{job_id}/fax.pdf", pdf),
         Route("/jobs/{job_id}/confirm/{action}", confirm), Route("/jobs/{job_id}/{action}", act, methods=["POST"]),
-        Route("/overview", overview),
+        Route("/overview", overview), Route("/events", live),
         Route("/login", login_form, methods=["GET"]), Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
@@ -333,7 +351,7 @@ class _Gate:
             return
         if ctx.users is not None and session is None and path not in ("/login",) \
                 and not path.startswith("/static/"):
-            if path.startswith("/fragments/") or request.method != "GET":
+            if path.startswith("/fragments/") or path == "/events" or request.method != "GET":
                 await Response("log in first", status_code=401, media_type="text/plain")(scope, receive, send)
             else:
                 await RedirectResponse("/login", status_code=303)(scope, receive, send)

@@ -40,6 +40,7 @@ class Console:
     app: Any
     cfg: Config
     pdf: Path
+    ctx: ConsoleContext
 
     def client(self, host: str = "127.0.0.1") -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app, client=(host, 40000)),
@@ -69,7 +70,8 @@ async def make_console(tmp_path: Path, users: dict[str, bytes] | None = None) ->
     clock = FakeClock()
     ctx = ConsoleContext(cfg, store, clock, Policy(), render=_render, health=lambda: {"smtp": True, "folder": False},
                          balance=lambda: 12.5, users=users, check_password=check_password)
-    return Console(store, clock, build_app(ctx), cfg, tmp_path / "a.pdf")
+    store.observe(ctx.changes.observe)                  # as app.py does: /events follows the store
+    return Console(store, clock, build_app(ctx), cfg, tmp_path / "a.pdf", ctx)
 
 
 @pytest.fixture
