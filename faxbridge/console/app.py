@@ -33,6 +33,7 @@ from faxbridge.console.access import (
     same_token,
 )
 from faxbridge.console.live import SLOW_POLL_S, Changes, events
+from faxbridge.console.settings import effective
 from faxbridge.errors import JobNotFound, StoreError
 from faxbridge.ingress.folder.control import result_name
 from faxbridge.ingress.folder.results import FolderOrigin
@@ -231,7 +232,7 @@ def build_app(ctx: ConsoleContext) -> Starlette:
 
     # ---- the overview ---------------------------------------------------------------------------
 
-    async def overview(request: Request) -> Response:
+    async def overview_values() -> dict[str, Any]:
         now = ctx.clock.now()
         midnight = now.astimezone(ctx.cfg.zone()).replace(hour=0, minute=0, second=0, microsecond=0)
         recent, _ = await ctx.store.search(JobFilter(), limit=5000)
@@ -240,12 +241,19 @@ def build_app(ctx: ConsoleContext) -> Starlette:
         in_flight = [j for j in recent if j.state in (JobState.SUBMITTING, JobState.SUBMITTED)]
         overdue = [j for j in in_flight if j.submitted_at is not None
                    and now - j.submitted_at > timedelta(seconds=OVERDUE_S)]
-        return page("overview.html", request, counts=await ctx.store.counts(),
-                    sent=len(delivered), failed=sum(1 for j in today if j.state is JobState.FAILED),
-                    pages=sum(j.pages for j in delivered), cost=sum(j.cost or 0.0 for j in today),
-                    in_flight=[_row(j) for j in in_flight], overdue=[_row(j) for j in overdue],
-                    balance=ctx.balance(), health=dict(ctx.health()),
-                    reply_mail=bool(ctx.cfg.notify.smarthost), configuration=config_module.summary(ctx.cfg))
+        return {"counts": await ctx.store.counts(),
+                "sent": len(delivered), "failed": sum(1 for j in today if j.state is JobState.FAILED),
+                "pages": sum(j.pages for j in delivered), "cost": sum(j.cost or 0.0 for j in today),
+                "in_flight": [_row(j) for j in in_flight], "overdue": [_row(j) for j in overdue],
+                "balance": ctx.balance(), "health": dict(ctx.health()),
+                "reply_mail": ctx.cfg.notify.smarthost or "", "backlog": await ctx.store.outbox_backlog(),
+                "configuration": config_module.summary(ctx.cfg), "settings": effective(ctx.cfg)}
+
+    async def overview(request: Request) -> Response:
+        return page("overview.html", request, **await overview_values())
+
+    async def overview_fragment(request: Request) -> Response:
+        return page("_overview.html", request, **await overview_values())
 
     # ---- live updates -----------------------------------------------------------------------------
 
@@ -309,7 +317,7 @@ def build_app(ctx: ConsoleContext) -> Starlette:
         Route("/jobs/{job_id}", job_page), Route("/fragments/jobs/{job_id}", job_fragment),
         Route("/jobs/{job_id}/pages/{n:int}.png", page_image), Route("/jobs/{job_id}/fax.pdf", pdf),
         Route("/jobs/{job_id}/confirm/{action}", confirm), Route("/jobs/{job_id}/{action}", act, methods=["POST"]),
-        Route("/overview", overview), Route("/events", live),
+        Route("/overview", overview), Route("/fragments/overview", overview_fragment), Route("/events", live),
         Route("/login", login_form, methods=["GET"]), Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),

@@ -64,8 +64,9 @@ async def _render(pdf: Path, index: int) -> bytes:
     return await asyncio.to_thread(render_page, pdf, index)
 
 
-async def make_console(tmp_path: Path, users: dict[str, bytes] | None = None) -> Console:
-    cfg = config_of(tmp_path, base_settings(tmp_path))
+async def make_console(tmp_path: Path, users: dict[str, bytes] | None = None,
+                       settings: dict[str, Any] | None = None) -> Console:
+    cfg = config_of(tmp_path, settings or base_settings(tmp_path))
     store = await open_store(cfg.state_dir, "simulator")
     clock = FakeClock()
     ctx = ConsoleContext(cfg, store, clock, Policy(), render=_render, health=lambda: {"smtp": True, "folder": False},
@@ -287,4 +288,33 @@ async def test_the_overview(console: Console) -> None:
     assert 'id="cost">$0.28<' in text and 'id="balance">$12.50<' in text
     assert "smtp: up" in text and "folder: DOWN" in text
     assert "provider: simulator" in text                            # the effective configuration
-    assert "reply mail: off (no notify.smarthost)" in text
+    assert "reply mail: off (no notify.smarthost); 0 notifications waiting to go out" in text
+    assert "<th>provider.simulator.speed</th><td>2000.0</td>" in text    # every setting, as run with
+    assert "<th>limits.per_destination</th><td>1</td>" in text           # ... defaults included
+
+
+async def test_the_overview_shows_every_setting_but_never_a_secret(tmp_path: Path) -> None:
+    settings = base_settings(tmp_path)
+    settings["provider"] = {"kind": "phaxio", "poll_interval": "100ms",
+                            "phaxio": {"api_key": "KEY-d0n7-5h0w", "api_secret": "SECRET-d0n7-5h0w",
+                                       "callback_token": "TOKEN-d0n7-5h0w"}}
+    settings["notify"] = {"smarthost": "127.0.0.1:2526", "username": "USER-d0n7-5h0w",
+                          "password": "PASS-d0n7-5h0w"}
+    settings["store"] = {"url": "postgresql://bridge:PGPASS-d0n7-5h0w@db.example/fax"}
+    c = await make_console(tmp_path, settings=settings)
+    try:
+        mail = await c.job(source=Source.SMTP, sender="alice@example.com")
+        await c.finish(mail, FaxOutcome.DELIVERED)                 # owes a reply: one row in the outbox
+        async with c.client() as client:
+            text = (await client.get("/overview")).text
+            fragment = (await client.get("/fragments/overview")).text
+    finally:
+        await c.store.close()
+    assert "d0n7-5h0w" not in text and "d0n7-5h0w" not in fragment
+    for key in ("provider.phaxio.api_key", "provider.phaxio.api_secret", "provider.phaxio.callback_token",
+                "notify.username", "notify.password", "store.url"):
+        assert f"<th>{key}</th><td>(set, not shown)</td>" in text, key
+    assert "<th>provider.openfax.api_key</th><td>(not set)</td>" in text
+    assert "<th>notify.smarthost</th><td>&#34;127.0.0.1:2526&#34;</td>" in text       # (quotes escaped)
+    assert "reply mail: through 127.0.0.1:2526; 1 notification waiting to go out" in text
+    assert "<html" not in fragment and 'id="sent">1<' in fragment          # the part that refreshes itself
