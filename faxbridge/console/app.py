@@ -33,10 +33,9 @@ from faxbridge.console.access import (
     same_token,
 )
 from faxbridge.console.live import SLOW_POLL_S, Changes, events
+from faxbridge.console.produced import produced, received
 from faxbridge.console.settings import effective
 from faxbridge.errors import JobNotFound, StoreError
-from faxbridge.ingress.folder.control import result_name
-from faxbridge.ingress.folder.results import FolderOrigin
 from faxbridge.jobview import job_object, waiting
 from faxbridge.models import Job, JobState, Source
 from faxbridge.states import OVERDUE_S, CancelRequested, Ignore, Outcome, Policy, RetryRequested, SendNow
@@ -86,6 +85,7 @@ def _env() -> Environment:
     env.filters["when"] = lambda dt: shown_time(dt) if dt else ""
     env.filters["iso"] = iso
     env.filters["money"] = lambda v: "" if v is None else f"${v:.2f}"
+    env.filters["size"] = _size
     return env
 
 
@@ -159,7 +159,9 @@ def build_app(ctx: ConsoleContext) -> Starlette:
         return {"job": job, "obj": obj, "events": events, "actions": actions,
                 "waiting": waiting(job, now, at_provider=busy, per_destination=ctx.cfg.limits.per_destination),
                 "has_document": job.pages > 0 and await asyncio.to_thread(document.is_file),
-                "result": _result(job), "done": DONE.get(request.query_params.get("done", ""))}
+                "received": await asyncio.to_thread(received, ctx.store.spool, job),
+                "produced": await asyncio.to_thread(produced, ctx.cfg, job, events),
+                "done": DONE.get(request.query_params.get("done", ""))}
 
     async def job_page(request: Request) -> Response:
         try:
@@ -199,6 +201,20 @@ def build_app(ctx: ConsoleContext) -> Starlette:
             return Response(status_code=404)
         return FileResponse(document, media_type="application/pdf", filename=f"fax-{job.id}.pdf",
                             content_disposition_type="inline")
+
+    async def as_received(request: Request) -> Response:
+        try:
+            job = await ctx.store.get(request.path_params["job_id"])
+        except JobNotFound:
+            return Response(status_code=404)
+        n = int(request.path_params["n"])
+        found = [r for r in await asyncio.to_thread(received, ctx.store.spool, job) if r.index == n]
+        if not found:
+            return Response(status_code=404)
+        # always a download, never shown by the browser: what a stranger mailed in is not our page
+        return FileResponse(found[0].path, media_type="application/octet-stream", filename=found[0].name,
+                            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-store",
+                                     "Content-Security-Policy": "sandbox"})
 
     async def confirm(request: Request) -> Response:
         action = request.path_params["action"]
@@ -316,6 +332,7 @@ def build_app(ctx: ConsoleContext) -> Starlette:
         Route("/", queue), Route("/fragments/queue", queue_fragment),
         Route("/jobs/{job_id}", job_page), Route("/fragments/jobs/{job_id}", job_fragment),
         Route("/jobs/{job_id}/pages/{n:int}.png", page_image), Route("/jobs/{job_id}/fax.pdf", pdf),
+        Route("/jobs/{job_id}/received/{n:int}", as_received),
         Route("/jobs/{job_id}/confirm/{action}", confirm), Route("/jobs/{job_id}/{action}", act, methods=["POST"]),
         Route("/overview", overview), Route("/fragments/overview", overview_fragment), Route("/events", live),
         Route("/login", login_form, methods=["GET"]), Route("/login", login, methods=["POST"]),
@@ -386,14 +403,7 @@ def _row(job: Job) -> dict[str, Any]:
             "finished": job.finished_at}
 
 
-def _result(job: Job) -> str | None:
-    """What the job produced for its sender, in words."""
-    if not job.final:
-        return None
-    if job.source is Source.SMTP:
-        return f"a reply mail to {job.sender}" if job.sender else "no reply (the mail had no sender to answer)"
-    if job.source is Source.FOLDER:
-        origin = FolderOrigin.of(job.meta)
-        where = f" in {origin.results}" if origin is not None else ""
-        return f"the result file {result_name(job.document)}{where}"
-    return "shown by faxbridge job (sent from the command line)"
+def _size(n: int) -> str:
+    if n < 1000:
+        return f"{n} bytes"
+    return f"{n / 1000:.1f} kB" if n < 1_000_000 else f"{n / 1_000_000:.1f} MB"

@@ -26,6 +26,12 @@ from faxbridge.states import Transition
 DOC_NAME = "fax.pdf"
 """The file name of a job's fax-ready document in its staging folder (and in the spool)."""
 
+RECEIVED_DIR = "received"
+"""Beside ``DOC_NAME``: the documents as received (a mail's attachments, the dropped file, the files
+given to ``faxbridge send``), ``N-name`` in the order given (:func:`faxbridge.intake.keep_received`).
+They move into the spool with the document; a PostgreSQL store keeps them on the node that took the
+job only (its database holds the fax-ready PDF)."""
+
 Observer = Callable[[Job | None, Job, str], None]
 """Told (before, after, event name) after each committed change; must not raise or block."""
 
@@ -77,6 +83,11 @@ class DocumentSpool(Protocol):
         """The committed document of a job, as a file the provider adapter can upload. (With
         PostgreSQL the document lives in the database and this is its local cache, filled for the
         jobs that ``claim_due`` and ``outbox_due`` hand out.)"""
+        ...
+
+    def received_path(self, job_id: str) -> Path:
+        """The folder of a committed job's documents as received (:data:`RECEIVED_DIR`); it may
+        not exist (a job from before they were kept, a rejected one, another node's)."""
         ...
 
 

@@ -382,6 +382,9 @@ class SqliteStore:
     def document_path(self, job_id: str) -> Path:
         return self.files.document_path(job_id)
 
+    def received_path(self, job_id: str) -> Path:
+        return self.files.received_path(job_id)
+
     def discard_stage(self, job_id: str) -> None:
         self.files.discard_stage(job_id)
 

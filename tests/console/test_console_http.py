@@ -199,7 +199,7 @@ async def test_the_queue_filters_and_pages(console: Console) -> None:
         assert odd.status_code == 200 and "No job matches." in odd.text
         fragment = (await client.get("/fragments/queue", params={"state": "failed"})).text
         assert "<html" not in fragment and f'data-job="{other}"' in fragment
-        assert "the result file invoice.result.json" in (await client.get(f"/jobs/{other}")).text
+        assert "The result file invoice.result.json is not there" in (await client.get(f"/jobs/{other}")).text
 
 
 async def test_values_are_escaped(console: Console) -> None:
@@ -226,6 +226,11 @@ async def test_a_job_page_shows_its_history_and_pages(console: Console) -> None:
         assert (await client.get(f"/jobs/{job_id}/pages/3.png")).status_code == 404
         pdf = await client.get(f"/jobs/{job_id}/fax.pdf")
         assert pdf.status_code == 200 and pdf.content == console.store.spool.document_path(job_id).read_bytes()
+        assert f'<a href="/jobs/{job_id}/received/0" download>invoice.pdf</a>' in page     # as given to send
+        original = await client.get(f"/jobs/{job_id}/received/0")
+        assert original.content == (console.pdf.parent / "doc2.pdf").read_bytes()
+        assert original.headers["content-disposition"] == 'attachment; filename="invoice.pdf"'
+        assert "Sent from the command line: no reply" in page
         assert (await client.get("/jobs/01NOSUCHJOB")).status_code == 404
 
 
