@@ -2,8 +2,9 @@
 (``chromium``, ``chromium-driver``; ``.ci/run`` installs them) driven by Selenium against the real
 daemon and its built-in simulator. A mail's job appears in the queue and turns delivered without a
 reload; its page shows the first page; a queued job is canceled and a failed one retried through the
-confirmation. A screenshot of each page is saved (``$FAXBRIDGE_TEST_ARTIFACTS``, default a folder
-in the test's temporary directory)."""
+confirmation. The page follows the server's events (``GET /events``), which its header says ("live").
+A screenshot of each page is saved in ``$TEST_ARTIFACTS`` (not a ``FAXBRIDGE_`` name: the daemon would
+read that as a setting), by default in a folder of the test's temporary directory."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ WAIT_S = 60.0      # a loaded 2-core machine
 
 @pytest.fixture
 def artifacts(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("FAXBRIDGE_TEST_ARTIFACTS", tmp_path / "artifacts"))
+    folder = Path(os.environ.get("TEST_ARTIFACTS", tmp_path / "artifacts"))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -112,6 +113,10 @@ def test_the_console_in_a_browser(daemon: dict[str, Any], browser: WebDriver, ar
     browser.find_element(By.NAME, "password").send_keys("s3cret")
     browser.find_element(By.CSS_SELECTOR, "form.login button").click()
     until(browser, "the queue after logging in", lambda d: d.title == "Queue - faxbridge")
+    # the page follows the server's events (GET /events), not a timer
+    until(browser, "the event stream open", lambda d: d.execute_script(
+        "return document.documentElement.getAttribute('data-live');") == "live")
+    assert text_of(browser, "live") == "live"
     browser.save_screenshot(str(artifacts / "queue-empty.png"))
 
     # a mail comes in while the queue is open: its job appears, and turns delivered, without a reload
@@ -133,6 +138,14 @@ def test_the_console_in_a_browser(daemon: dict[str, Any], browser: WebDriver, ar
     until(browser, "the first page drawn", lambda d: d.execute_script(
         "var i = document.getElementById('first-page'); return i.complete && i.naturalWidth > 0;"))
     assert browser.execute_script("return document.getElementById('first-page').naturalWidth;") == 850
+    # the other page on demand, the documents as received, the reply it produced
+    second = browser.execute_async_script(
+        "var done = arguments[arguments.length - 1], a = document.querySelector('a.page-link[data-page=\"2\"]');"
+        "if (!a) { done(-1); return; } var i = new Image(); i.onload = function () { done(i.naturalWidth); };"
+        "i.onerror = function () { done(0); }; i.src = a.href;")
+    assert second == 850
+    assert (text_of(browser, "received") or "").startswith("invoice.pdf (")
+    assert (text_of(browser, "produced") or "").startswith("No reply mail: notify.smarthost is empty")
     browser.save_screenshot(str(artifacts / "job.png"))
 
     # cancel a queued job (one to go tomorrow) through the confirmation
@@ -155,10 +168,16 @@ def test_the_console_in_a_browser(daemon: dict[str, Any], browser: WebDriver, ar
     click(browser, "#action-retry")
     browser.find_element(By.ID, "confirm").click()
     until(browser, "sent again", lambda d: "job.retry" in (text_of(d, "history") or ""))
+    until(browser, "failed again, on the same page", lambda d: (text_of(d, "history") or "").count("job.failed") == 2)
+    browser.save_screenshot(str(artifacts / "job-retried.png"))
+    browser.get(url + "/")
+    until(browser, "the three jobs in the queue", lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr[data-job]")) == 3)
+    browser.save_screenshot(str(artifacts / "queue-later.png"))
     browser.get(url + "/overview")
+    assert text_of(browser, "sent") == "1" and text_of(browser, "failed") == "1"     # today's figures
     browser.save_screenshot(str(artifacts / "overview.png"))
-    assert "Delivered" in browser.page_source
-    wait_until(lambda: all((artifacts / n).stat().st_size > 5000 for n in ("queue.png", "job.png", "overview.png")),
+    shots = ("login.png", "queue.png", "job.png", "confirm.png", "job-retried.png", "queue-later.png", "overview.png")
+    wait_until(lambda: all((artifacts / n).is_file() and (artifacts / n).stat().st_size > 5000 for n in shots),
                timeout=5, what="screenshots written")
 
 
