@@ -67,13 +67,16 @@ def daemon(tmp_path: Path) -> Iterator[dict[str, Any]]:
     users.write_text("alice:" + bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode() + "\n")
     settings["console"] = {"enabled": True, "listen": f"127.0.0.1:{console_port}", "users_file": str(users)}
     settings["provider"]["simulator"] = {"speed": 5.0}      # slow enough to see a job move
-    config = write_config(tmp_path / "faxbridge.toml", settings)
-    process = DaemonProcess(config, tmp_path / "daemon.log").start()
-    try:
-        process.wait_ready(timeout=60)
-        yield {"config": config, "smtp": ("127.0.0.1", smtp_port), "url": f"http://127.0.0.1:{console_port}"}
-    finally:
-        process.stop()
+    with mailkit.mail_sink() as sink:                       # the smarthost: reply mail goes out
+        settings["notify"] = {"smarthost": f"127.0.0.1:{sink.port}"}
+        config = write_config(tmp_path / "faxbridge.toml", settings)
+        process = DaemonProcess(config, tmp_path / "daemon.log").start()
+        try:
+            process.wait_ready(timeout=60)
+            yield {"config": config, "smtp": ("127.0.0.1", smtp_port), "url": f"http://127.0.0.1:{console_port}",
+                   "sink": sink}
+        finally:
+            process.stop()
 
 
 def until(driver: WebDriver, what: str, test: Any) -> Any:
@@ -145,7 +148,11 @@ def test_the_console_in_a_browser(daemon: dict[str, Any], browser: WebDriver, ar
         "i.onerror = function () { done(0); }; i.src = a.href;")
     assert second == 850
     assert (text_of(browser, "received") or "").startswith("invoice.pdf (")
-    assert (text_of(browser, "produced") or "").startswith("No reply mail: notify.smarthost is empty")
+    wait_until(lambda: daemon["sink"].received, timeout=WAIT_S, what="the reply mail")
+    assert text_of(browser, "produced") == "The reply mail to alice@example.com:"
+    reply = daemon["sink"].received[0].message
+    shown = text_of(browser, "produced-text") or ""
+    assert f"Subject: {reply['Subject']}" in shown and "Your fax to +1 555-555-1212 was delivered." in shown
     browser.save_screenshot(str(artifacts / "job.png"))
 
     # cancel a queued job (one to go tomorrow) through the confirmation
@@ -175,6 +182,7 @@ def test_the_console_in_a_browser(daemon: dict[str, Any], browser: WebDriver, ar
     browser.save_screenshot(str(artifacts / "queue-later.png"))
     browser.get(url + "/overview")
     assert text_of(browser, "sent") == "1" and text_of(browser, "failed") == "1"     # today's figures
+    assert (text_of(browser, "reply-mail") or "").startswith(f"reply mail: through 127.0.0.1:{daemon['sink'].port}, up")
     browser.save_screenshot(str(artifacts / "overview.png"))
     shots = ("login.png", "queue.png", "job.png", "confirm.png", "job-retried.png", "queue-later.png", "overview.png")
     wait_until(lambda: all((artifacts / n).is_file() and (artifacts / n).stat().st_size > 5000 for n in shots),
