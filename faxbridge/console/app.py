@@ -33,7 +33,7 @@ from faxbridge.console.access import (
     same_token,
 )
 from faxbridge.console.live import SLOW_POLL_S, Changes, events
-from faxbridge.console.produced import produced, received
+from faxbridge.console.produced import notices_in_words, produced, received
 from faxbridge.console.settings import effective
 from faxbridge.errors import JobNotFound, StoreError
 from faxbridge.jobview import job_object, waiting
@@ -161,6 +161,7 @@ def build_app(ctx: ConsoleContext) -> Starlette:
                 "has_document": job.pages > 0 and await asyncio.to_thread(document.is_file),
                 "received": await asyncio.to_thread(received, ctx.store.spool, job),
                 "produced": await asyncio.to_thread(produced, ctx.cfg, job, events),
+                "notices": notices_in_words(await ctx.store.notices(job.id)),
                 "done": DONE.get(request.query_params.get("done", ""))}
 
     async def job_page(request: Request) -> Response:

@@ -19,12 +19,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from faxbridge.clock import shown_time
 from faxbridge.config import Config
 from faxbridge.ingress.folder.control import result_name
 from faxbridge.ingress.folder.results import FolderOrigin, read_result
 from faxbridge.models import Job, JobEvent, Source
 from faxbridge.notify import mail
 from faxbridge.store import DocumentSpool
+from faxbridge.store.protocol import Notice
+
+NOTICE_WORDS = {"mail": "the reply mail", "sidecar": "the result file", "copy": "the copy for notify.copy_to",
+                "receipt": "the receipt"}
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,23 @@ def received(spool: DocumentSpool, job: Job) -> list[Received]:
     if isinstance(names, list) and len(names) == len(found) and all(isinstance(n, str) for n in names):
         found = [Received(r.index, n, r.path, r.size) for r, n in zip(found, names, strict=True)]
     return found
+
+
+def notice_state(n: Notice) -> str:
+    """Where a notification stands, in words: ``sent 2026-12-03 09:10:06 UTC``."""
+    done = "written" if n.kind == "sidecar" else "sent"
+    if n.delivered_at is not None:
+        if n.last_error and n.last_error.startswith("undeliverable"):
+            return f"given up {shown_time(n.delivered_at)}: {n.last_error}"
+        return f"{done} {shown_time(n.delivered_at)}"
+    if n.attempts:
+        return (f"not {done} yet: {n.attempts} tr{'y' if n.attempts == 1 else 'ies'} failed, the last with "
+                f"{n.last_error or 'no error recorded'}; next try {shown_time(n.next_at)}")
+    return f"to be {done}"
+
+
+def notices_in_words(notices: Sequence[Notice]) -> list[str]:
+    return [f"{NOTICE_WORDS.get(n.kind, n.kind)}: {notice_state(n)}" for n in notices]
 
 
 def reply_mail(cfg: Config, job: Job, events: Sequence[JobEvent]) -> Produced:

@@ -47,6 +47,19 @@ class OutboxItem:
     attempts: int
 
 
+@dataclass(frozen=True)
+class Notice:
+    """Where one of a job's outbox rows stands (the console's job page): owed, tried, delivered or
+    given up (``delivered_at`` with ``last_error``)."""
+
+    kind: str
+    created_at: datetime
+    attempts: int
+    next_at: datetime
+    delivered_at: datetime | None
+    last_error: str | None
+
+
 class JobFilter(NamedTuple):
     """Which jobs a search wants (the console's queue); each given field narrows it, text is a
     case-insensitive substring of the id, number, sender, subject, document or reason."""
@@ -170,6 +183,9 @@ class JobStore(Protocol):
     async def outbox_delivered(self, item_id: int, now: datetime, error: str | None = None) -> None: ...
     async def outbox_failed(self, item_id: int, error: str, next_at: datetime) -> None: ...
     async def outbox_backlog(self) -> int: ...
+    async def notices(self, job_id: str) -> list[Notice]:
+        """The job's outbox rows, oldest first: what it owes or owed its sender (reply, result file)."""
+        ...
 
     # ---- small durable settings (poll cursors, the webhook token)
     async def kv_get(self, key: str) -> str | None: ...

@@ -5,6 +5,7 @@ CSRF, every action, filters, paging, the pages as sent, the overview."""
 from __future__ import annotations
 
 import asyncio
+import html
 import io
 import re
 from collections.abc import AsyncIterator
@@ -232,6 +233,31 @@ async def test_a_job_page_shows_its_history_and_pages(console: Console) -> None:
         assert original.headers["content-disposition"] == 'attachment; filename="invoice.pdf"'
         assert "Sent from the command line: no reply" in page
         assert (await client.get("/jobs/01NOSUCHJOB")).status_code == 404
+
+
+async def test_a_job_page_says_where_its_reply_stands(tmp_path: Path) -> None:
+    settings = base_settings(tmp_path)
+    settings["notify"] = {"smarthost": "127.0.0.1:2526"}
+    c = await make_console(tmp_path, settings=settings)
+    try:
+        job_id = await c.job(source=Source.SMTP, sender="alice@example.com", subject="Invoice 42")
+        async with c.client() as client:
+            assert "A reply mail goes to alice@example.com when the fax is done." in \
+                (await client.get(f"/jobs/{job_id}")).text
+            await c.finish(job_id, FaxOutcome.FAILED)
+            assert "<li>the reply mail: to be sent</li>" in (await client.get(f"/jobs/{job_id}")).text
+            [item] = await c.store.outbox_due(c.clock.now(), ["mail"])
+            await c.store.outbox_failed(item.id, "smarthost down", c.clock.now() + timedelta(minutes=5))
+            page = (await client.get(f"/jobs/{job_id}")).text
+            assert "<li>the reply mail: not sent yet: 1 try failed, the last with smarthost down; next try " in page
+            await c.store.outbox_delivered(item.id, c.clock.now(), error="undeliverable: 550 no such user")
+            page = (await client.get(f"/jobs/{job_id}")).text
+            assert "the reply mail: given up " in page and "undeliverable: 550 no such user" in page
+            text = html.unescape(page)
+            assert "Subject: Re: Invoice 42 - fax to +1 555-555-1212 failed" in text
+            assert "Reason: Busy: the line was busy on all 3 attempts" in text
+    finally:
+        await c.store.close()
 
 
 async def act(client: httpx.AsyncClient, job_id: str, action: str) -> httpx.Response:

@@ -37,6 +37,10 @@ def pre(page: str, element_id: str) -> str:
     return html.unescape(match.group(1))
 
 
+async def backlog_is(store: JobStore, n: int) -> bool:
+    return await store.outbox_backlog() == n
+
+
 async def all_final(store: JobStore, n: int) -> bool:
     jobs = await store.jobs()
     return len(jobs) == n and all(j.final for j in jobs)
@@ -57,6 +61,7 @@ async def test_a_mail_job_shows_its_attachments_and_its_reply(tmp_path: Path) ->
             assert answers[-1].code == 250
             await async_wait_until(lambda: all_final(store, 2), timeout=WAIT_S, what="both faxes done")
             await async_wait_until(lambda: len(sink.received) == 2, timeout=WAIT_S, what="both replies")
+            await async_wait_until(lambda: backlog_is(store, 0), timeout=WAIT_S, what="both replies marked sent")
             jobs = await store.jobs()
             async with httpx.AsyncClient(base_url=console_url(daemon), timeout=WAIT_S) as client:
                 pages = {j.id: (await client.get(f"/jobs/{j.id}")).text for j in jobs}
@@ -73,6 +78,7 @@ async def test_a_mail_job_shows_its_attachments_and_its_reply(tmp_path: Path) ->
         assert "To: alice@example.com" in head.splitlines()
         assert body == reply.get_content().replace("\r\n", "\n")  # the text the sender got
         assert "The reply mail to alice@example.com:" in page
+        assert re.search(r"<li>the reply mail: sent \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", page), page
     for r in downloads:
         assert r.status_code == 200 and r.content == pdf             # byte for byte, as mailed
         assert r.headers["content-type"] == "application/octet-stream"
@@ -99,6 +105,7 @@ async def test_a_folder_job_shows_the_dropped_file_and_its_result_file(tmp_path:
         (outbox / "15555551212 letter.pdf").write_bytes(dropped)
         result = results / "15555551212 letter.result.json"
         await async_wait_until(result.exists, timeout=WAIT_S, what="the result file")
+        await async_wait_until(lambda: backlog_is(store, 0), timeout=WAIT_S, what="the result marked written")
         [job] = await store.jobs()
         async with httpx.AsyncClient(base_url=console_url(daemon), timeout=WAIT_S) as client:
             page = (await client.get(f"/jobs/{job.id}")).text
@@ -108,6 +115,7 @@ async def test_a_folder_job_shows_the_dropped_file_and_its_result_file(tmp_path:
             gone = (await client.get(f"/jobs/{job.id}")).text
     assert download.status_code == 200 and download.content == dropped
     assert f"The result file {result}:" in page
+    assert re.search(r"<li>the result file: written \d{4}-", page), page
     assert pre(page, "produced-text") == written                      # the file as it lies there
     assert '"state": "delivered"' in written and f'"id": "{job.id}"' in written
     assert "is not there (not written yet, or taken away by whoever reads the results)" in gone
