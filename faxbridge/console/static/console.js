@@ -15,7 +15,7 @@
       if (!isNaN(when)) { el.textContent = when.toLocaleString(); el.title = el.getAttribute("datetime"); }
     });
   }
-  var live = false;
+  var live = false, GAP_MS = 400;                       // at most a fetch per part every GAP_MS
   function show(mode) {
     live = mode === "live";
     document.documentElement.setAttribute("data-live", mode);
@@ -35,6 +35,8 @@
     this.again = false;
     this.last = null;
     this.timer = null;
+    this.soon = null;
+    this.started = 0;
     this.arm();
   }
   Part.prototype.arm = function () {
@@ -42,10 +44,15 @@
     clearTimeout(this.timer);
     this.timer = setTimeout(function () { self.fetch(); }, live ? this.slow : this.fast);
   };
-  Part.prototype.fetch = function () {
-    var self = this;
-    if (this.busy) { this.again = true; return; }      // one request at a time; one more after it
+  Part.prototype.fetch = function () {               // now, or as soon as the last one is done
+    var self = this, wait = this.started + GAP_MS - Date.now();
+    if (this.busy) { this.again = true; return; }       // one request at a time; one more after it
+    if (wait > 0) {                                     // a burst of changes: one fetch for all of it
+      if (!this.soon) { this.soon = setTimeout(function () { self.soon = null; self.fetch(); }, wait); }
+      return;
+    }
     this.busy = true;
+    this.started = Date.now();
     fetch(this.url, { credentials: "same-origin", headers: { "Accept": "text/html" } })
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
