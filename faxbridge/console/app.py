@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -29,9 +28,9 @@ from faxbridge.console.access import (
     SESSION_S,
     LoginThrottle,
     Sessions,
-    is_loopback,
     same_token,
 )
+from faxbridge.console.gate import Gate, behind_tls, client_of
 from faxbridge.console.live import SLOW_POLL_S, Changes, events
 from faxbridge.console.produced import notices_in_words, produced, received
 from faxbridge.console.settings import effective
@@ -101,7 +100,7 @@ def build_app(ctx: ConsoleContext) -> Starlette:
         response = HTMLResponse(env.get_template(name).render(**values), status_code=status)
         if request.state.new_csrf:
             response.set_cookie(CSRF_COOKIE, request.state.csrf, httponly=True, samesite="strict",
-                                secure=_tls(request), path="/")
+                                secure=behind_tls(request), path="/")
         response.headers["Cache-Control"] = "no-store"
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["Content-Security-Policy"] = ("default-src 'self'; img-src 'self' data:; "
@@ -232,12 +231,12 @@ def build_app(ctx: ConsoleContext) -> Starlette:
         job_id = request.path_params["job_id"]
         form = await request.form()
         if not same_token(str(form.get("csrf", "")), request.state.csrf):
-            log.warning("console.csrf_refused", client=_client(request), action=action)
+            log.warning("console.csrf_refused", client=client_of(request), action=action)
             return page("error.html", request, 403, message="The form was stale or did not come from this "
                                                             "console; go back, reload the page and try again.")
         if action not in ACTIONS:
             return page("error.html", request, 404, message="There is no such action.")
-        who = request.state.session.user if request.state.session else f"the console at {_client(request)}"
+        who = request.state.session.user if request.state.session else f"the console at {client_of(request)}"
         try:
             _, decision = await advance(ctx.store, job_id, ACTIONS[action][1](who), ctx.clock, ctx.policy)
         except JobNotFound:
@@ -297,7 +296,7 @@ def build_app(ctx: ConsoleContext) -> Starlette:
     async def login(request: Request) -> Response:
         if ctx.users is None:
             return RedirectResponse("/", status_code=303)
-        client = _client(request)
+        client = client_of(request)
         form = await request.form()
         if not same_token(str(form.get("csrf", "")), request.state.csrf):
             return page("login.html", request, 403, error="The form was stale; please try again.")
@@ -318,7 +317,7 @@ def build_app(ctx: ConsoleContext) -> Starlette:
         log.info("console.login", client=client, user=user)
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(SESSION_COOKIE, token, max_age=int(SESSION_S), httponly=True, samesite="strict",
-                            secure=_tls(request), path="/")
+                            secure=behind_tls(request), path="/")
         return response
 
     async def logout(request: Request) -> Response:
@@ -341,60 +340,8 @@ def build_app(ctx: ConsoleContext) -> Starlette:
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes)
-    app.add_middleware(_Gate, ctx=ctx, env=env)
+    app.add_middleware(Gate, sessions=ctx.sessions, users=ctx.users, env=env)
     return app
-
-
-class _Gate:
-    """Every request: who it is (session or loopback), its CSRF token; refused before any route."""
-
-    def __init__(self, app: Any, ctx: ConsoleContext, env: Environment) -> None:
-        self.app = app
-        self.ctx = ctx
-        self.env = env
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope, receive)
-        ctx = self.ctx
-        client = _client(request)
-        path = request.url.path
-        session = ctx.sessions.get(request.cookies.get(SESSION_COOKIE)) if ctx.users is not None else None
-        scope.setdefault("state", {})
-        request.state.session = session
-        csrf = session.csrf if session is not None else request.cookies.get(CSRF_COOKIE, "")
-        request.state.new_csrf = session is None and not csrf
-        request.state.csrf = csrf or _fresh_token()
-        if ctx.users is None and not is_loopback(client):
-            log.warning("console.refused", client=client, path=path, why="not a loopback client")
-            response: Response = HTMLResponse(
-                self.env.get_template("error.html").render(
-                    message="This console serves only this machine (there is no console.users_file).",
-                    user=None, csrf="", refresh_s=0), status_code=403)
-            await response(scope, receive, send)
-            return
-        if ctx.users is not None and session is None and path not in ("/login",) \
-                and not path.startswith("/static/"):
-            if path.startswith("/fragments/") or path == "/events" or request.method != "GET":
-                await Response("log in first", status_code=401, media_type="text/plain")(scope, receive, send)
-            else:
-                await RedirectResponse("/login", status_code=303)(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
-def _fresh_token() -> str:
-    return secrets.token_urlsafe(24)
-
-
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
-def _tls(request: Request) -> bool:
-    return request.url.scheme == "https" or request.headers.get("x-forwarded-proto", "").lower() == "https"
 
 
 def _row(job: Job) -> dict[str, Any]:
