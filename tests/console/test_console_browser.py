@@ -193,3 +193,24 @@ def _tomorrow() -> str:
     from datetime import UTC, datetime, timedelta
 
     return (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_without_server_sent_events_the_pages_poll(daemon: dict[str, Any], browser: WebDriver, artifacts: Path,
+                                                   tmp_path: Path) -> None:
+    """A browser (or a proxy) without EventSource: the same pages follow the jobs by asking every
+    few seconds, and say so."""
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": "delete window.EventSource;"})
+    url = daemon["url"]
+    browser.get(url + "/login")
+    browser.find_element(By.NAME, "user").send_keys("alice")
+    browser.find_element(By.NAME, "password").send_keys("s3cret")
+    browser.find_element(By.CSS_SELECTOR, "form.login button").click()
+    until(browser, "the queue after logging in", lambda d: d.title == "Queue - faxbridge")
+    assert browser.execute_script("return typeof window.EventSource;") == "undefined"
+    until(browser, "the polling badge", lambda d: text_of(d, "live") == "polling")
+    browser.execute_script("window.faxbridgeNoReload = 1;")
+    job_id = cli("send", "--to", "+15555551212", str(make_pdf(tmp_path / "a.pdf")),
+                 config=daemon["config"]).stdout.strip()
+    until(browser, "the job in the queue, delivered", lambda d: row_state(d, job_id) == "delivered")
+    assert browser.execute_script("return window.faxbridgeNoReload;") == 1
+    browser.save_screenshot(str(artifacts / "queue-polling.png"))
