@@ -121,6 +121,7 @@ def keep_received(staged: Path, originals: Sequence[InputFile]) -> None:
                 os.link(original.path, target)
             except OSError:
                 shutil.copyfile(original.path, target)
+            os.chmod(target, 0o600)                     # private whatever the umask (as the spool)
     except OSError as exc:
         log.warning("intake.received_not_kept", folder=str(staged), error=exc.strerror or str(exc))
         shutil.rmtree(folder, ignore_errors=True)
