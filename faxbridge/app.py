@@ -407,6 +407,7 @@ class Daemon:
             None if balance.last is None else float(balance.last.amount)),
             health=lambda: {c.name: c.healthy() for c in self.components})
         if console is not None:
+            store.observe(console.changes.observe)      # /events: the pages follow the jobs
             parts.append(console)
         return parts
 

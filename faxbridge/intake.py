@@ -12,6 +12,8 @@ files and commits their jobs together (``JobStore.enqueue_many``, one transactio
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +27,7 @@ from faxbridge.documents._pdf import DEFAULT_MAX_DECOMPRESSED
 from faxbridge.models import InputFile, Job, NewJob, Paper, PreparedDocument
 from faxbridge.numbers import ParsedNumber, check_policy, parse
 from faxbridge.store import DOC_NAME, DocumentSpool, JobStore, Staged, new_job_id
+from faxbridge.store.protocol import RECEIVED_DIR
 
 log = structlog.get_logger("faxbridge.intake")
 
@@ -48,6 +51,7 @@ async def accept(store: JobStore, clock: Clock, new: NewJob, files: Sequence[Inp
     StoreError and leaves no trace then."""
     job_id = new_job_id()
     doc = stage_document(store.spool, job_id, files, max_pages=max_pages, paper=new.options.paper)
+    keep_received(doc.path.parent, files)
     return await commit_staged(store, clock, Staged(job_id, new, doc))
 
 
@@ -85,3 +89,39 @@ async def commit_staged(store: JobStore, clock: Clock, item: Staged, *,
     log.info("job.enqueued", job_id=job.id, source=job.source.value, to=job.to, pages=job.pages,
              document=job.document)
     return job
+
+
+NAME_BYTES = 120          # of a received document's own name kept in its file name
+
+
+def received_name(index: int, name: str) -> str:
+    """``3-Rechnung März.pdf``: the position, then the name as given with anything that is not a
+    letter, digit, space, dot, dash or underscore made ``_`` (no path, no control character), at
+    most ``NAME_BYTES`` bytes of it, never hidden."""
+    kept = "".join(ch if ch.isalnum() or ch in " ._-" else "_" for ch in name.rsplit("/", 1)[-1]).strip(" .")
+    while len(kept.encode()) > NAME_BYTES:
+        kept = kept[:-1]
+    return f"{index}-{kept or 'document'}"
+
+
+def keep_received(staged: Path, originals: Sequence[InputFile]) -> None:
+    """Keep the documents as received beside a staged job's document (``RECEIVED_DIR`` in its
+    staging folder ``staged``; the store moves it into the spool with the document), so the console
+    can give them back. A hard link where the original is a file of ours in the staging area (a
+    mail's parts, shared by its recipients' jobs), else a copy. Keeping them is a courtesy: a
+    failure (a full disk) is logged and the job goes on without them."""
+    if not originals:
+        return
+    folder = staged / RECEIVED_DIR
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        for index, original in enumerate(originals):
+            target = folder / received_name(index, original.name)
+            try:
+                os.link(original.path, target)
+            except OSError:
+                shutil.copyfile(original.path, target)
+            os.chmod(target, 0o600)                     # private whatever the umask (as the spool)
+    except OSError as exc:
+        log.warning("intake.received_not_kept", folder=str(staged), error=exc.strerror or str(exc))
+        shutil.rmtree(folder, ignore_errors=True)

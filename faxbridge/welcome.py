@@ -29,7 +29,13 @@ def ready_lines(cfg: Config) -> list[str]:
                      "status reports come here too")
     if cfg.console.enabled:
         who = "log in with a user of console.users_file" if cfg.console.users_file else "from this machine only"
-        lines.append(f"  Console: open http://{cfg.console.listen}/ in a browser ({who})")
+        listen = cfg.console.listen
+        if listen.host in ("0.0.0.0", "::", ""):       # every address: name one a browser can open
+            local = "[::1]" if listen.host == "::" else "127.0.0.1"
+            where = f"http://{local}:{listen.port}/ here, or http://THIS-MACHINE:{listen.port}/ from elsewhere,"
+        else:
+            where = f"http://{listen}/"
+        lines.append(f"  Console: open {where} in a browser ({who})")
     if cfg.notify.smarthost:
         lines.append(f"  Replies: a reply mail for each fax goes to its sender through {cfg.notify.smarthost}")
     else:

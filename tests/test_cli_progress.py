@@ -96,6 +96,19 @@ def test_wait_on_a_terminal_keeps_one_line_current(daemon: Path, tmp_path: Path)
     assert "job.delivered" in text and "faxbridge: delivered: 1 page to +15555551212" in text
 
 
+def test_wait_on_a_terminal_ends_1_with_the_reason_on_its_own_line(daemon: Path, tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "faxbridge", "send", "-c", str(daemon), "--wait", "--to", "+15555551219",
+            str(make_pdf(tmp_path / "a.pdf"))]
+    code, output = run_on_pty(argv, until=b"faxbridge: failed")
+    assert code == 1
+    text = output.decode()
+    lines = text.replace("\r\n", "\n").split("\n")
+    final = [line for line in lines if "faxbridge: failed" in line]
+    # the status line was erased before the reason: it starts the line, nothing of the status before it
+    assert final == ["\r\x1b[Kfaxbridge: failed: Busy: the line was busy on all 3 attempts"]
+    assert "job.failed  Busy: the line was busy on all 3 attempts" in text     # the change, kept above
+
+
 def test_jobs_watch_redraws_the_table_until_ctrl_c(daemon: Path, tmp_path: Path) -> None:
     job = cli("send", "--to", "+15555551212", str(make_pdf(tmp_path / "a.pdf")), config=daemon).stdout.strip()
     argv = [sys.executable, "-m", "faxbridge", "jobs", "-c", str(daemon), "--watch"]

@@ -96,6 +96,25 @@ async def test_outbox_failure_backs_off_and_given_up_shows_in_the_history(jobsto
     assert await jobstore.outbox_backlog() == 0
 
 
+async def test_notices_say_where_each_outbox_row_of_a_job_stands(jobstore: JobStore) -> None:
+    job_id = await enqueue(jobstore, Source.SMTP)
+    assert await jobstore.notices(job_id) == []                      # nothing owed before it is final
+    await step(jobstore, job_id, Claimed())
+    await step(jobstore, job_id, Accepted("42"))
+    await step(jobstore, job_id, Status(StatusUpdate("simulator", "42", FaxOutcome.DELIVERED, pages=2)))
+    [owed] = await jobstore.notices(job_id)
+    assert (owed.kind, owed.attempts, owed.delivered_at, owed.last_error) == ("mail", 0, None, None)
+    assert owed.created_at == NOW and owed.next_at == NOW
+    [item] = await jobstore.outbox_due(NOW, ["mail"])
+    await jobstore.outbox_failed(item.id, "smarthost down", NOW + timedelta(minutes=1))
+    [tried] = await jobstore.notices(job_id)
+    assert (tried.attempts, tried.last_error, tried.next_at) == (1, "smarthost down", NOW + timedelta(minutes=1))
+    await jobstore.outbox_delivered(item.id, NOW + timedelta(minutes=2))
+    [sent] = await jobstore.notices(job_id)
+    assert sent.delivered_at == NOW + timedelta(minutes=2) and sent.attempts == 1
+    assert await jobstore.notices(await enqueue(jobstore, Source.CLI)) == []
+
+
 async def test_a_leased_job_is_not_claimed_twice(backend: Backend) -> None:
     a, b = await backend.open("a"), await backend.open("b")      # two connections, as two processes
     ids = {await enqueue(a) for _ in range(5)}

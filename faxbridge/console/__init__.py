@@ -1,10 +1,12 @@
 """The web console (CONTRACT §13): a Starlette app served in the daemon's event loop on ``console.listen``.
 
 Server-rendered (Jinja2 templates in ``templates/``, autoescaped); a few lines of plain JavaScript
-(``static/console.js``) refresh the queue and a job's page every ``REFRESH_S`` seconds by fetching
-the same HTML fragments the server renders, and show times in the viewer's time zone. No build step
-and no CDN: every asset is served by faxbridge itself. Everything is read through the
-:class:`~faxbridge.store.JobStore` protocol, so the console works on any store.
+(``static/console.js``) keep the queue, a job's page and the overview current by fetching again the
+HTML fragments the server renders when the server-sent events of ``/events`` say a job they show
+changed (:mod:`faxbridge.console.live`; polling every ``REFRESH_S`` seconds where events cannot
+work), and show times in the viewer's time zone. No build step and no CDN: every asset is served by
+faxbridge itself. Everything is read through the :class:`~faxbridge.store.JobStore` protocol, so the
+console works on any store.
 
 ::
 
@@ -14,10 +16,13 @@ and no CDN: every asset is served by faxbridge itself. Everything is read throug
                                                                            (fragment: /fragments/jobs/{id})
     GET  /jobs/{id}/pages/{n}.png  page n of the fax as sent (rendered in the worker engine)
     GET  /jobs/{id}/fax.pdf      the PDF as sent
+    GET  /jobs/{id}/received/{n} document n as received (always a download; :mod:`.produced`)
     GET  /jobs/{id}/confirm/{action}   asks "cancel / retry / send now?", with the POST form
     POST /jobs/{id}/{action}     cancel | retry | send-now (CSRF token); back to the job, saying what happened
     GET  /overview               today's figures, what is in flight and overdue, the balance, which parts
-                                 are up, the effective configuration (no secrets)
+                                 are up, the effective configuration (no secrets; :mod:`.settings`)
+                                                                           (fragment: /fragments/overview)
+    GET  /events                 server-sent events: the ids of the jobs that changed (:mod:`.live`)
     GET|POST /login, POST /logout   with console.users_file (see :mod:`faxbridge.console.access`)
     GET  /static/{file}
 

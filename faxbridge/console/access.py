@@ -7,6 +7,12 @@
   address: after ``MAX_FAILURES`` within ``FAILURE_WINDOW_S`` that address is refused for the
   rest of the window (and each failure is logged with the address, never the password).
 - Without a users file only loopback clients are served; everyone else gets 403.
+- Behind a reverse proxy on this machine (TLS, say) the address that counts (for "loopback only",
+  the login throttle and the logs) is the browser's, not the proxy's: uvicorn, which serves the
+  console, takes it from ``X-Forwarded-For`` (and the scheme from ``X-Forwarded-Proto``) when the
+  peer is ``127.0.0.1`` or ``::1`` (``FORWARDED_ALLOW_IPS`` in the environment widens that), and
+  believes those headers from no one else. So without a users file a proxied request from
+  elsewhere is refused like a direct one, and one address's failed logins lock out no other.
 - Every POST carries a CSRF token, compared in constant time: the session's own, or (without
   logins) a random per-browser token in a ``SameSite=Strict`` cookie that the form must repeat.
 """

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -16,7 +15,7 @@ import structlog
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -29,12 +28,13 @@ from faxbridge.console.access import (
     SESSION_S,
     LoginThrottle,
     Sessions,
-    is_loopback,
     same_token,
 )
+from faxbridge.console.gate import Gate, behind_tls, client_of
+from faxbridge.console.live import SLOW_POLL_S, Changes, events
+from faxbridge.console.produced import notices_in_words, produced, received
+from faxbridge.console.settings import effective
 from faxbridge.errors import JobNotFound, StoreError
-from faxbridge.ingress.folder.control import result_name
-from faxbridge.ingress.folder.results import FolderOrigin
 from faxbridge.jobview import job_object, waiting
 from faxbridge.models import Job, JobState, Source
 from faxbridge.states import OVERDUE_S, CancelRequested, Ignore, Outcome, Policy, RetryRequested, SendNow
@@ -75,6 +75,7 @@ class ConsoleContext:
     check_password: Callable[[bytes, bytes], bool] = lambda hashed, password: False
     sessions: Sessions = field(default_factory=Sessions)
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    changes: Changes = field(default_factory=Changes)       # fed by store.observe (app.py wires it)
 
 
 def _env() -> Environment:
@@ -83,6 +84,7 @@ def _env() -> Environment:
     env.filters["when"] = lambda dt: shown_time(dt) if dt else ""
     env.filters["iso"] = iso
     env.filters["money"] = lambda v: "" if v is None else f"${v:.2f}"
+    env.filters["size"] = _size
     return env
 
 
@@ -94,10 +96,11 @@ def build_app(ctx: ConsoleContext) -> Starlette:
         values.setdefault("user", session.user if session is not None else None)
         values.setdefault("csrf", request.state.csrf)
         values.setdefault("refresh_s", REFRESH_S)
+        values.setdefault("slow_poll_s", SLOW_POLL_S)
         response = HTMLResponse(env.get_template(name).render(**values), status_code=status)
         if request.state.new_csrf:
             response.set_cookie(CSRF_COOKIE, request.state.csrf, httponly=True, samesite="strict",
-                                secure=_tls(request), path="/")
+                                secure=behind_tls(request), path="/")
         response.headers["Cache-Control"] = "no-store"
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["Content-Security-Policy"] = ("default-src 'self'; img-src 'self' data:; "
@@ -155,7 +158,10 @@ def build_app(ctx: ConsoleContext) -> Starlette:
         return {"job": job, "obj": obj, "events": events, "actions": actions,
                 "waiting": waiting(job, now, at_provider=busy, per_destination=ctx.cfg.limits.per_destination),
                 "has_document": job.pages > 0 and await asyncio.to_thread(document.is_file),
-                "result": _result(job), "done": DONE.get(request.query_params.get("done", ""))}
+                "received": await asyncio.to_thread(received, ctx.store.spool, job),
+                "produced": await asyncio.to_thread(produced, ctx.cfg, job, events),
+                "notices": notices_in_words(await ctx.store.notices(job.id)),
+                "done": DONE.get(request.query_params.get("done", ""))}
 
     async def job_page(request: Request) -> Response:
         try:
@@ -196,6 +202,20 @@ def build_app(ctx: ConsoleContext) -> Starlette:
         return FileResponse(document, media_type="application/pdf", filename=f"fax-{job.id}.pdf",
                             content_disposition_type="inline")
 
+    async def as_received(request: Request) -> Response:
+        try:
+            job = await ctx.store.get(request.path_params["job_id"])
+        except JobNotFound:
+            return Response(status_code=404)
+        n = int(request.path_params["n"])
+        found = [r for r in await asyncio.to_thread(received, ctx.store.spool, job) if r.index == n]
+        if not found:
+            return Response(status_code=404)
+        # always a download, never shown by the browser: what a stranger mailed in is not our page
+        return FileResponse(found[0].path, media_type="application/octet-stream", filename=found[0].name,
+                            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-store",
+                                     "Content-Security-Policy": "sandbox"})
+
     async def confirm(request: Request) -> Response:
         action = request.path_params["action"]
         if action not in ACTIONS:
@@ -211,12 +231,12 @@ def build_app(ctx: ConsoleContext) -> Starlette:
         job_id = request.path_params["job_id"]
         form = await request.form()
         if not same_token(str(form.get("csrf", "")), request.state.csrf):
-            log.warning("console.csrf_refused", client=_client(request), action=action)
+            log.warning("console.csrf_refused", client=client_of(request), action=action)
             return page("error.html", request, 403, message="The form was stale or did not come from this "
                                                             "console; go back, reload the page and try again.")
         if action not in ACTIONS:
             return page("error.html", request, 404, message="There is no such action.")
-        who = request.state.session.user if request.state.session else f"the console at {_client(request)}"
+        who = request.state.session.user if request.state.session else f"the console at {client_of(request)}"
         try:
             _, decision = await advance(ctx.store, job_id, ACTIONS[action][1](who), ctx.clock, ctx.policy)
         except JobNotFound:
@@ -228,7 +248,7 @@ def build_app(ctx: ConsoleContext) -> Starlette:
 
     # ---- the overview ---------------------------------------------------------------------------
 
-    async def overview(request: Request) -> Response:
+    async def overview_values() -> dict[str, Any]:
         now = ctx.clock.now()
         midnight = now.astimezone(ctx.cfg.zone()).replace(hour=0, minute=0, second=0, microsecond=0)
         recent, _ = await ctx.store.search(JobFilter(), limit=5000)
@@ -237,12 +257,34 @@ def build_app(ctx: ConsoleContext) -> Starlette:
         in_flight = [j for j in recent if j.state in (JobState.SUBMITTING, JobState.SUBMITTED)]
         overdue = [j for j in in_flight if j.submitted_at is not None
                    and now - j.submitted_at > timedelta(seconds=OVERDUE_S)]
-        return page("overview.html", request, counts=await ctx.store.counts(),
-                    sent=len(delivered), failed=sum(1 for j in today if j.state is JobState.FAILED),
-                    pages=sum(j.pages for j in delivered), cost=sum(j.cost or 0.0 for j in today),
-                    in_flight=[_row(j) for j in in_flight], overdue=[_row(j) for j in overdue],
-                    balance=ctx.balance(), health=dict(ctx.health()),
-                    reply_mail=bool(ctx.cfg.notify.smarthost), configuration=config_module.summary(ctx.cfg))
+        return {"counts": await ctx.store.counts(),
+                "sent": len(delivered), "failed": sum(1 for j in today if j.state is JobState.FAILED),
+                "pages": sum(j.pages for j in delivered), "cost": sum(j.cost or 0.0 for j in today),
+                "in_flight": [_row(j) for j in in_flight], "overdue": [_row(j) for j in overdue],
+                "balance": ctx.balance(), "health": dict(ctx.health()),
+                "reply_mail": ctx.cfg.notify.smarthost or "", "backlog": await ctx.store.outbox_backlog(),
+                "configuration": config_module.summary(ctx.cfg), "settings": effective(ctx.cfg)}
+
+    async def overview(request: Request) -> Response:
+        return page("overview.html", request, **await overview_values())
+
+    async def overview_fragment(request: Request) -> Response:
+        return page("_overview.html", request, **await overview_values())
+
+    # ---- live updates -----------------------------------------------------------------------------
+
+    async def live(request: Request) -> Response:
+        stream = ctx.changes.open()
+        if stream is None:
+            return Response("too many open pages; this one polls", status_code=503, media_type="text/plain",
+                            headers={"Retry-After": "60"})
+        token = request.cookies.get(SESSION_COOKIE)
+
+        def alive() -> bool:
+            return ctx.users is None or ctx.sessions.get(token) is not None
+
+        return StreamingResponse(events(ctx.changes, stream, alive), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     # ---- logging in -------------------------------------------------------------------------------
 
@@ -254,7 +296,7 @@ def build_app(ctx: ConsoleContext) -> Starlette:
     async def login(request: Request) -> Response:
         if ctx.users is None:
             return RedirectResponse("/", status_code=303)
-        client = _client(request)
+        client = client_of(request)
         form = await request.form()
         if not same_token(str(form.get("csrf", "")), request.state.csrf):
             return page("login.html", request, 403, error="The form was stale; please try again.")
@@ -275,7 +317,7 @@ def build_app(ctx: ConsoleContext) -> Starlette:
         log.info("console.login", client=client, user=user)
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(SESSION_COOKIE, token, max_age=int(SESSION_S), httponly=True, samesite="strict",
-                            secure=_tls(request), path="/")
+                            secure=behind_tls(request), path="/")
         return response
 
     async def logout(request: Request) -> Response:
@@ -290,67 +332,16 @@ def build_app(ctx: ConsoleContext) -> Starlette:
         Route("/", queue), Route("/fragments/queue", queue_fragment),
         Route("/jobs/{job_id}", job_page), Route("/fragments/jobs/{job_id}", job_fragment),
         Route("/jobs/{job_id}/pages/{n:int}.png", page_image), Route("/jobs/{job_id}/fax.pdf", pdf),
+        Route("/jobs/{job_id}/received/{n:int}", as_received),
         Route("/jobs/{job_id}/confirm/{action}", confirm), Route("/jobs/{job_id}/{action}", act, methods=["POST"]),
-        Route("/overview", overview),
+        Route("/overview", overview), Route("/fragments/overview", overview_fragment), Route("/events", live),
         Route("/login", login_form, methods=["GET"]), Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes)
-    app.add_middleware(_Gate, ctx=ctx, env=env)
+    app.add_middleware(Gate, sessions=ctx.sessions, users=ctx.users, env=env)
     return app
-
-
-class _Gate:
-    """Every request: who it is (session or loopback), its CSRF token; refused before any route."""
-
-    def __init__(self, app: Any, ctx: ConsoleContext, env: Environment) -> None:
-        self.app = app
-        self.ctx = ctx
-        self.env = env
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope, receive)
-        ctx = self.ctx
-        client = _client(request)
-        path = request.url.path
-        session = ctx.sessions.get(request.cookies.get(SESSION_COOKIE)) if ctx.users is not None else None
-        scope.setdefault("state", {})
-        request.state.session = session
-        csrf = session.csrf if session is not None else request.cookies.get(CSRF_COOKIE, "")
-        request.state.new_csrf = session is None and not csrf
-        request.state.csrf = csrf or _fresh_token()
-        if ctx.users is None and not is_loopback(client):
-            log.warning("console.refused", client=client, path=path, why="not a loopback client")
-            response: Response = HTMLResponse(
-                self.env.get_template("error.html").render(
-                    message="This console serves only this machine (there is no console.users_file).",
-                    user=None, csrf="", refresh_s=0), status_code=403)
-            await response(scope, receive, send)
-            return
-        if ctx.users is not None and session is None and path not in ("/login",) \
-                and not path.startswith("/static/"):
-            if path.startswith("/fragments/") or request.method != "GET":
-                await Response("log in first", status_code=401, media_type="text/plain")(scope, receive, send)
-            else:
-                await RedirectResponse("/login", status_code=303)(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
-def _fresh_token() -> str:
-    return secrets.token_urlsafe(24)
-
-
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
-def _tls(request: Request) -> bool:
-    return request.url.scheme == "https" or request.headers.get("x-forwarded-proto", "").lower() == "https"
 
 
 def _row(job: Job) -> dict[str, Any]:
@@ -360,14 +351,7 @@ def _row(job: Job) -> dict[str, Any]:
             "finished": job.finished_at}
 
 
-def _result(job: Job) -> str | None:
-    """What the job produced for its sender, in words."""
-    if not job.final:
-        return None
-    if job.source is Source.SMTP:
-        return f"a reply mail to {job.sender}" if job.sender else "no reply (the mail had no sender to answer)"
-    if job.source is Source.FOLDER:
-        origin = FolderOrigin.of(job.meta)
-        where = f" in {origin.results}" if origin is not None else ""
-        return f"the result file {result_name(job.document)}{where}"
-    return "shown by faxbridge job (sent from the command line)"
+def _size(n: int) -> str:
+    if n < 1000:
+        return f"{n} bytes"
+    return f"{n / 1000:.1f} kB" if n < 1_000_000 else f"{n / 1_000_000:.1f} MB"

@@ -55,7 +55,7 @@ from faxbridge.models import FaxOptions, Hold, Job, JobEvent, JobState, NewJob, 
 from faxbridge.states import Transition
 from faxbridge.store import pg_documents as documents
 from faxbridge.store.pg_schema import MIGRATIONS, migrate, schema_version
-from faxbridge.store.protocol import DOC_NAME, JobFilter, Observer, OutboxItem, Staged
+from faxbridge.store.protocol import DOC_NAME, JobFilter, Notice, Observer, OutboxItem, Staged
 from faxbridge.store.search import where_of
 from faxbridge.store.spool import FileSpool
 from faxbridge.store.sqlite import (
@@ -681,6 +681,13 @@ class PostgresStore:
     @_chokepoint
     async def outbox_backlog(self) -> int:
         return await self._count("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")
+
+    @_chokepoint
+    async def notices(self, job_id: str) -> list[Notice]:
+        rows = await self._rows("SELECT kind, created_at, attempts, next_at, delivered_at, last_error "
+                                "FROM outbox WHERE job_id = %s ORDER BY id", (job_id,))
+        return [Notice(r["kind"], r["created_at"], r["attempts"], r["next_at"], r["delivered_at"], r["last_error"])
+                for r in rows]
 
     # ---- kv -------------------------------------------------------------------------------
 

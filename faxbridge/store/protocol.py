@@ -26,6 +26,12 @@ from faxbridge.states import Transition
 DOC_NAME = "fax.pdf"
 """The file name of a job's fax-ready document in its staging folder (and in the spool)."""
 
+RECEIVED_DIR = "received"
+"""Beside ``DOC_NAME``: the documents as received (a mail's attachments, the dropped file, the files
+given to ``faxbridge send``), ``N-name`` in the order given (:func:`faxbridge.intake.keep_received`).
+They move into the spool with the document; a PostgreSQL store keeps them on the node that took the
+job only (its database holds the fax-ready PDF)."""
+
 Observer = Callable[[Job | None, Job, str], None]
 """Told (before, after, event name) after each committed change; must not raise or block."""
 
@@ -39,6 +45,19 @@ class OutboxItem:
     kind: str
     payload: dict[str, Any]
     attempts: int
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Where one of a job's outbox rows stands (the console's job page): owed, tried, delivered or
+    given up (``delivered_at`` with ``last_error``)."""
+
+    kind: str
+    created_at: datetime
+    attempts: int
+    next_at: datetime
+    delivered_at: datetime | None
+    last_error: str | None
 
 
 class JobFilter(NamedTuple):
@@ -77,6 +96,11 @@ class DocumentSpool(Protocol):
         """The committed document of a job, as a file the provider adapter can upload. (With
         PostgreSQL the document lives in the database and this is its local cache, filled for the
         jobs that ``claim_due`` and ``outbox_due`` hand out.)"""
+        ...
+
+    def received_path(self, job_id: str) -> Path:
+        """The folder of a committed job's documents as received (:data:`RECEIVED_DIR`); it may
+        not exist (a job from before they were kept, a rejected one, another node's)."""
         ...
 
 
@@ -159,6 +183,9 @@ class JobStore(Protocol):
     async def outbox_delivered(self, item_id: int, now: datetime, error: str | None = None) -> None: ...
     async def outbox_failed(self, item_id: int, error: str, next_at: datetime) -> None: ...
     async def outbox_backlog(self) -> int: ...
+    async def notices(self, job_id: str) -> list[Notice]:
+        """The job's outbox rows, oldest first: what it owes or owed its sender (reply, result file)."""
+        ...
 
     # ---- small durable settings (poll cursors, the webhook token)
     async def kv_get(self, key: str) -> str | None: ...

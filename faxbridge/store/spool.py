@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from faxbridge.store.protocol import DOC_NAME
+from faxbridge.store.protocol import DOC_NAME, RECEIVED_DIR
 
 
 class FileSpool:
@@ -36,6 +36,9 @@ class FileSpool:
 
     def document_path(self, job_id: str) -> Path:
         return self.root / job_id / DOC_NAME
+
+    def received_path(self, job_id: str) -> Path:
+        return self.root / job_id / RECEIVED_DIR
 
     def __repr__(self) -> str:
         return f"FileSpool({str(self.root)!r})"

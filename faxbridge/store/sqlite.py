@@ -50,7 +50,7 @@ from faxbridge.models import (
     Source,
 )
 from faxbridge.states import Transition
-from faxbridge.store.protocol import DOC_NAME, JobFilter, OutboxItem, Staged
+from faxbridge.store.protocol import DOC_NAME, JobFilter, Notice, OutboxItem, Staged
 from faxbridge.store.search import where_of
 from faxbridge.store.spool import FileSpool
 
@@ -229,6 +229,13 @@ def _private_spooled(folder: Path) -> None:
                 _private_file(Path(entry.path), create=False)
 
 
+def _notice(r: sqlite3.Row) -> Notice:
+    created, next_at = _dt(r["created_at"]), _dt(r["next_at"])
+    if created is None or next_at is None:            # NOT NULL columns
+        raise StoreError(f"outbox row of {r['kind']} without its times")
+    return Notice(r["kind"], created, r["attempts"], next_at, _dt(r["delivered_at"]), r["last_error"])
+
+
 def _first_try(new: NewJob, now: datetime) -> datetime:
     """When a new queued job is first due: now, or its ``send_at`` (contract section 11)."""
     at = new.options.send_at
@@ -381,6 +388,9 @@ class SqliteStore:
 
     def document_path(self, job_id: str) -> Path:
         return self.files.document_path(job_id)
+
+    def received_path(self, job_id: str) -> Path:
+        return self.files.received_path(job_id)
 
     def discard_stage(self, job_id: str) -> None:
         self.files.discard_stage(job_id)
@@ -909,6 +919,12 @@ class SqliteStore:
         with _translate():
             return int(self._db.execute(
                 "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0])
+
+    def notices(self, job_id: str) -> list[Notice]:
+        with _translate():
+            rows = self._db.execute("SELECT kind, created_at, attempts, next_at, delivered_at, last_error "
+                                    "FROM outbox WHERE job_id = ? ORDER BY id", (job_id,)).fetchall()
+        return [_notice(r) for r in rows]
 
     # ---- kv -------------------------------------------------------------------------------
 

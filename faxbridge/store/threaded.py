@@ -38,7 +38,7 @@ import structlog
 from faxbridge.errors import FaxbridgeError, StoreBusy, StoreError
 from faxbridge.models import Job, JobEvent, JobState, NewJob, PreparedDocument
 from faxbridge.states import Transition
-from faxbridge.store.protocol import JobFilter, Observer, OutboxItem, Staged
+from faxbridge.store.protocol import JobFilter, Notice, Observer, OutboxItem, Staged
 from faxbridge.store.spool import FileSpool
 from faxbridge.store.sqlite import SqliteStore
 
@@ -294,6 +294,9 @@ class ThreadedStore:
 
     async def outbox_backlog(self) -> int:
         return await self._run(self._db.outbox_backlog)
+
+    async def notices(self, job_id: str) -> list[Notice]:
+        return await self._run(self._db.notices, job_id)
 
     # ---- kv
     async def kv_get(self, key: str) -> str | None:

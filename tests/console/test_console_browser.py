@@ -2,8 +2,9 @@
 (``chromium``, ``chromium-driver``; ``.ci/run`` installs them) driven by Selenium against the real
 daemon and its built-in simulator. A mail's job appears in the queue and turns delivered without a
 reload; its page shows the first page; a queued job is canceled and a failed one retried through the
-confirmation. A screenshot of each page is saved (``$FAXBRIDGE_TEST_ARTIFACTS``, default a folder
-in the test's temporary directory)."""
+confirmation. The page follows the server's events (``GET /events``), which its header says ("live").
+A screenshot of each page is saved in ``$TEST_ARTIFACTS`` (not a ``FAXBRIDGE_`` name: the daemon would
+read that as a setting), by default in a folder of the test's temporary directory."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ WAIT_S = 60.0      # a loaded 2-core machine
 
 @pytest.fixture
 def artifacts(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("FAXBRIDGE_TEST_ARTIFACTS", tmp_path / "artifacts"))
+    folder = Path(os.environ.get("TEST_ARTIFACTS", tmp_path / "artifacts"))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -66,13 +67,16 @@ def daemon(tmp_path: Path) -> Iterator[dict[str, Any]]:
     users.write_text("alice:" + bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode() + "\n")
     settings["console"] = {"enabled": True, "listen": f"127.0.0.1:{console_port}", "users_file": str(users)}
     settings["provider"]["simulator"] = {"speed": 5.0}      # slow enough to see a job move
-    config = write_config(tmp_path / "faxbridge.toml", settings)
-    process = DaemonProcess(config, tmp_path / "daemon.log").start()
-    try:
-        process.wait_ready(timeout=60)
-        yield {"config": config, "smtp": ("127.0.0.1", smtp_port), "url": f"http://127.0.0.1:{console_port}"}
-    finally:
-        process.stop()
+    with mailkit.mail_sink() as sink:                       # the smarthost: reply mail goes out
+        settings["notify"] = {"smarthost": f"127.0.0.1:{sink.port}"}
+        config = write_config(tmp_path / "faxbridge.toml", settings)
+        process = DaemonProcess(config, tmp_path / "daemon.log").start()
+        try:
+            process.wait_ready(timeout=60)
+            yield {"config": config, "smtp": ("127.0.0.1", smtp_port), "url": f"http://127.0.0.1:{console_port}",
+                   "sink": sink}
+        finally:
+            process.stop()
 
 
 def until(driver: WebDriver, what: str, test: Any) -> Any:
@@ -112,6 +116,10 @@ def test_the_console_in_a_browser(daemon: dict[str, Any], browser: WebDriver, ar
     browser.find_element(By.NAME, "password").send_keys("s3cret")
     browser.find_element(By.CSS_SELECTOR, "form.login button").click()
     until(browser, "the queue after logging in", lambda d: d.title == "Queue - faxbridge")
+    # the page follows the server's events (GET /events), not a timer
+    until(browser, "the event stream open", lambda d: d.execute_script(
+        "return document.documentElement.getAttribute('data-live');") == "live")
+    assert text_of(browser, "live") == "live"
     browser.save_screenshot(str(artifacts / "queue-empty.png"))
 
     # a mail comes in while the queue is open: its job appears, and turns delivered, without a reload
@@ -133,6 +141,18 @@ def test_the_console_in_a_browser(daemon: dict[str, Any], browser: WebDriver, ar
     until(browser, "the first page drawn", lambda d: d.execute_script(
         "var i = document.getElementById('first-page'); return i.complete && i.naturalWidth > 0;"))
     assert browser.execute_script("return document.getElementById('first-page').naturalWidth;") == 850
+    # the other page on demand, the documents as received, the reply it produced
+    second = browser.execute_async_script(
+        "var done = arguments[arguments.length - 1], a = document.querySelector('a.page-link[data-page=\"2\"]');"
+        "if (!a) { done(-1); return; } var i = new Image(); i.onload = function () { done(i.naturalWidth); };"
+        "i.onerror = function () { done(0); }; i.src = a.href;")
+    assert second == 850
+    assert (text_of(browser, "received") or "").startswith("invoice.pdf (")
+    wait_until(lambda: daemon["sink"].received, timeout=WAIT_S, what="the reply mail")
+    assert text_of(browser, "produced") == "The reply mail to alice@example.com:"
+    reply = daemon["sink"].received[0].message
+    shown = text_of(browser, "produced-text") or ""
+    assert f"Subject: {reply['Subject']}" in shown and "Your fax to +1 555-555-1212 was delivered." in shown
     browser.save_screenshot(str(artifacts / "job.png"))
 
     # cancel a queued job (one to go tomorrow) through the confirmation
@@ -155,10 +175,17 @@ def test_the_console_in_a_browser(daemon: dict[str, Any], browser: WebDriver, ar
     click(browser, "#action-retry")
     browser.find_element(By.ID, "confirm").click()
     until(browser, "sent again", lambda d: "job.retry" in (text_of(d, "history") or ""))
+    until(browser, "failed again, on the same page", lambda d: (text_of(d, "history") or "").count("job.failed") == 2)
+    browser.save_screenshot(str(artifacts / "job-retried.png"))
+    browser.get(url + "/")
+    until(browser, "the three jobs in the queue", lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr[data-job]")) == 3)
+    browser.save_screenshot(str(artifacts / "queue-later.png"))
     browser.get(url + "/overview")
+    assert text_of(browser, "sent") == "1" and text_of(browser, "failed") == "1"     # today's figures
+    assert (text_of(browser, "reply-mail") or "").startswith(f"reply mail: through 127.0.0.1:{daemon['sink'].port}, up")
     browser.save_screenshot(str(artifacts / "overview.png"))
-    assert "Delivered" in browser.page_source
-    wait_until(lambda: all((artifacts / n).stat().st_size > 5000 for n in ("queue.png", "job.png", "overview.png")),
+    shots = ("login.png", "queue.png", "job.png", "confirm.png", "job-retried.png", "queue-later.png", "overview.png")
+    wait_until(lambda: all((artifacts / n).is_file() and (artifacts / n).stat().st_size > 5000 for n in shots),
                timeout=5, what="screenshots written")
 
 
@@ -166,3 +193,24 @@ def _tomorrow() -> str:
     from datetime import UTC, datetime, timedelta
 
     return (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_without_server_sent_events_the_pages_poll(daemon: dict[str, Any], browser: WebDriver, artifacts: Path,
+                                                   tmp_path: Path) -> None:
+    """A browser (or a proxy) without EventSource: the same pages follow the jobs by asking every
+    few seconds, and say so."""
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": "delete window.EventSource;"})
+    url = daemon["url"]
+    browser.get(url + "/login")
+    browser.find_element(By.NAME, "user").send_keys("alice")
+    browser.find_element(By.NAME, "password").send_keys("s3cret")
+    browser.find_element(By.CSS_SELECTOR, "form.login button").click()
+    until(browser, "the queue after logging in", lambda d: d.title == "Queue - faxbridge")
+    assert browser.execute_script("return typeof window.EventSource;") == "undefined"
+    until(browser, "the polling badge", lambda d: text_of(d, "live") == "polling")
+    browser.execute_script("window.faxbridgeNoReload = 1;")
+    job_id = cli("send", "--to", "+15555551212", str(make_pdf(tmp_path / "a.pdf")),
+                 config=daemon["config"]).stdout.strip()
+    until(browser, "the job in the queue, delivered", lambda d: row_state(d, job_id) == "delivered")
+    assert browser.execute_script("return window.faxbridgeNoReload;") == 1
+    browser.save_screenshot(str(artifacts / "queue-polling.png"))

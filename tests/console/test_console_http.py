@@ -5,6 +5,7 @@ CSRF, every action, filters, paging, the pages as sent, the overview."""
 from __future__ import annotations
 
 import asyncio
+import html
 import io
 import re
 from collections.abc import AsyncIterator
@@ -40,6 +41,7 @@ class Console:
     app: Any
     cfg: Config
     pdf: Path
+    ctx: ConsoleContext
 
     def client(self, host: str = "127.0.0.1") -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app, client=(host, 40000)),
@@ -63,13 +65,15 @@ async def _render(pdf: Path, index: int) -> bytes:
     return await asyncio.to_thread(render_page, pdf, index)
 
 
-async def make_console(tmp_path: Path, users: dict[str, bytes] | None = None) -> Console:
-    cfg = config_of(tmp_path, base_settings(tmp_path))
+async def make_console(tmp_path: Path, users: dict[str, bytes] | None = None,
+                       settings: dict[str, Any] | None = None) -> Console:
+    cfg = config_of(tmp_path, settings or base_settings(tmp_path))
     store = await open_store(cfg.state_dir, "simulator")
     clock = FakeClock()
     ctx = ConsoleContext(cfg, store, clock, Policy(), render=_render, health=lambda: {"smtp": True, "folder": False},
                          balance=lambda: 12.5, users=users, check_password=check_password)
-    return Console(store, clock, build_app(ctx), cfg, tmp_path / "a.pdf")
+    store.observe(ctx.changes.observe)                  # as app.py does: /events follows the store
+    return Console(store, clock, build_app(ctx), cfg, tmp_path / "a.pdf", ctx)
 
 
 @pytest.fixture
@@ -196,7 +200,7 @@ async def test_the_queue_filters_and_pages(console: Console) -> None:
         assert odd.status_code == 200 and "No job matches." in odd.text
         fragment = (await client.get("/fragments/queue", params={"state": "failed"})).text
         assert "<html" not in fragment and f'data-job="{other}"' in fragment
-        assert "the result file invoice.result.json" in (await client.get(f"/jobs/{other}")).text
+        assert "The result file invoice.result.json is not there" in (await client.get(f"/jobs/{other}")).text
 
 
 async def test_values_are_escaped(console: Console) -> None:
@@ -223,7 +227,37 @@ async def test_a_job_page_shows_its_history_and_pages(console: Console) -> None:
         assert (await client.get(f"/jobs/{job_id}/pages/3.png")).status_code == 404
         pdf = await client.get(f"/jobs/{job_id}/fax.pdf")
         assert pdf.status_code == 200 and pdf.content == console.store.spool.document_path(job_id).read_bytes()
+        assert f'<a href="/jobs/{job_id}/received/0" download>invoice.pdf</a>' in page     # as given to send
+        original = await client.get(f"/jobs/{job_id}/received/0")
+        assert original.content == (console.pdf.parent / "doc2.pdf").read_bytes()
+        assert original.headers["content-disposition"] == 'attachment; filename="invoice.pdf"'
+        assert "Sent from the command line: no reply" in page
         assert (await client.get("/jobs/01NOSUCHJOB")).status_code == 404
+
+
+async def test_a_job_page_says_where_its_reply_stands(tmp_path: Path) -> None:
+    settings = base_settings(tmp_path)
+    settings["notify"] = {"smarthost": "127.0.0.1:2526"}
+    c = await make_console(tmp_path, settings=settings)
+    try:
+        job_id = await c.job(source=Source.SMTP, sender="alice@example.com", subject="Invoice 42")
+        async with c.client() as client:
+            assert "A reply mail goes to alice@example.com when the fax is done." in \
+                (await client.get(f"/jobs/{job_id}")).text
+            await c.finish(job_id, FaxOutcome.FAILED)
+            assert "<li>the reply mail: to be sent</li>" in (await client.get(f"/jobs/{job_id}")).text
+            [item] = await c.store.outbox_due(c.clock.now(), ["mail"])
+            await c.store.outbox_failed(item.id, "smarthost down", c.clock.now() + timedelta(minutes=5))
+            page = (await client.get(f"/jobs/{job_id}")).text
+            assert "<li>the reply mail: not sent yet: 1 try failed, the last with smarthost down; next try " in page
+            await c.store.outbox_delivered(item.id, c.clock.now(), error="undeliverable: 550 no such user")
+            page = (await client.get(f"/jobs/{job_id}")).text
+            assert "the reply mail: given up " in page and "undeliverable: 550 no such user" in page
+            text = html.unescape(page)
+            assert "Subject: Re: Invoice 42 - fax to +1 555-555-1212 failed" in text
+            assert "Reason: Busy: the line was busy on all 3 attempts" in text
+    finally:
+        await c.store.close()
 
 
 async def act(client: httpx.AsyncClient, job_id: str, action: str) -> httpx.Response:
@@ -285,4 +319,33 @@ async def test_the_overview(console: Console) -> None:
     assert 'id="cost">$0.28<' in text and 'id="balance">$12.50<' in text
     assert "smtp: up" in text and "folder: DOWN" in text
     assert "provider: simulator" in text                            # the effective configuration
-    assert "reply mail: off (no notify.smarthost)" in text
+    assert "reply mail: off (no notify.smarthost); 0 notifications waiting to go out" in text
+    assert "<th>provider.simulator.speed</th><td>2000.0</td>" in text    # every setting, as run with
+    assert "<th>limits.per_destination</th><td>1</td>" in text           # ... defaults included
+
+
+async def test_the_overview_shows_every_setting_but_never_a_secret(tmp_path: Path) -> None:
+    settings = base_settings(tmp_path)
+    settings["provider"] = {"kind": "phaxio", "poll_interval": "100ms",
+                            "phaxio": {"api_key": "KEY-d0n7-5h0w", "api_secret": "SECRET-d0n7-5h0w",
+                                       "callback_token": "TOKEN-d0n7-5h0w"}}
+    settings["notify"] = {"smarthost": "127.0.0.1:2526", "username": "USER-d0n7-5h0w",
+                          "password": "PASS-d0n7-5h0w"}
+    settings["store"] = {"url": "postgresql://bridge:PGPASS-d0n7-5h0w@db.example/fax"}
+    c = await make_console(tmp_path, settings=settings)
+    try:
+        mail = await c.job(source=Source.SMTP, sender="alice@example.com")
+        await c.finish(mail, FaxOutcome.DELIVERED)                 # owes a reply: one row in the outbox
+        async with c.client() as client:
+            text = (await client.get("/overview")).text
+            fragment = (await client.get("/fragments/overview")).text
+    finally:
+        await c.store.close()
+    assert "d0n7-5h0w" not in text and "d0n7-5h0w" not in fragment
+    for key in ("provider.phaxio.api_key", "provider.phaxio.api_secret", "provider.phaxio.callback_token",
+                "notify.username", "notify.password", "store.url"):
+        assert f"<th>{key}</th><td>(set, not shown)</td>" in text, key
+    assert "<th>provider.openfax.api_key</th><td>(not set)</td>" in text
+    assert "<th>notify.smarthost</th><td>&#34;127.0.0.1:2526&#34;</td>" in text       # (quotes escaped)
+    assert "reply mail: through 127.0.0.1:2526; 1 notification waiting to go out" in text
+    assert "<html" not in fragment and 'id="sent">1<' in fragment          # the part that refreshes itself

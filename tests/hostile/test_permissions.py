@@ -43,6 +43,8 @@ def _spool_modes(state: Path) -> dict[str, int]:
         out[folder.name] = mode(folder)
         for doc in folder.iterdir():
             out[f"{folder.name}/{doc.name}"] = mode(doc)
+            if doc.is_dir():                      # received/: the documents as received
+                out.update({f"{folder.name}/{doc.name}/{f.name}": mode(f) for f in doc.iterdir()})
     return out
 
 
@@ -61,8 +63,10 @@ def test_state_dir_database_and_spool_are_private_under_umask_zero(tmp_path: Pat
             assert (state / name).exists() and mode(state / name) == 0o600, name
         assert mode(state / "spool") == 0o700 and mode(state / "spool" / ".staging") == 0o700
         spooled = _spool_modes(state)
-        assert set(spooled.values()) == {0o700, 0o600} and len(spooled) == 2
+        assert set(spooled.values()) == {0o700, 0o600} and len(spooled) == 4
         assert [m for name, m in spooled.items() if name.endswith("/fax.pdf")] == [0o600]
+        assert [m for name, m in spooled.items() if name.endswith("/received/0-15555551212.pdf")] == [0o600]
+        assert [m for name, m in spooled.items() if name.endswith("/received")] == [0o700]
         wait_until(lambda: (tmp_path / "results" / "15555551212.result.json").exists(), timeout=60,
                    what="the job's result")
     finally:

@@ -36,6 +36,15 @@ def test_the_defaults_in_words(tmp_path: Path) -> None:
     assert not any("kv" in line or "token" in line for line in lines)
 
 
+def test_a_console_on_every_address_is_named_by_one_a_browser_can_open(tmp_path: Path) -> None:
+    settings = base_settings(tmp_path)
+    settings["console"] = {"enabled": True, "listen": "0.0.0.0:8026", "users_file": str(tmp_path / "users")}
+    (tmp_path / "users").write_text("")
+    lines = ready_lines(config.load(write_config(tmp_path / "faxbridge.toml", settings), {}))
+    assert ("  Console: open http://127.0.0.1:8026/ here, or http://THIS-MACHINE:8026/ from elsewhere, in a "
+            "browser (log in with a user of console.users_file)") in lines
+
+
 def test_printed_on_a_terminal(tmp_path: Path) -> None:
     settings = base_settings(tmp_path)
     settings["smtp"] = {"enabled": True, "listen": f"127.0.0.1:{free_port()}"}

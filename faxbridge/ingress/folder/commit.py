@@ -42,8 +42,8 @@ from faxbridge.ingress.folder.claimed import size_words
 from faxbridge.ingress.folder.content import stage
 from faxbridge.ingress.folder.control import choose_number, no_number_reason
 from faxbridge.ingress.folder.results import FolderOrigin
-from faxbridge.intake import destination
-from faxbridge.models import FaxOptions, Job, NewJob, PreparedDocument, Source
+from faxbridge.intake import destination, keep_received
+from faxbridge.models import FaxOptions, InputFile, Job, NewJob, PreparedDocument, Source
 from faxbridge.store import DOC_NAME, Staged, new_job_id
 
 log = structlog.get_logger("faxbridge.folder")
@@ -115,6 +115,7 @@ class Started:
     error: BaseException | None = None
     job_id: str | None = None
     staging: Work[PreparedDocument | str] | None = None
+    copy: Path | None = None       # the file as taken (kept with the job as received, then removed)
 
 
 class Committer:
@@ -174,7 +175,7 @@ class Committer:
             return self._unexpected(claim_id, exc)
         staging = self.offload.submit(stage, copy, document.name, out, self.numbers.max_pages, new.options.paper,
                                       self.max_decompressed, self.office)
-        return Started(claim_id, new, document, job_id=job_id, staging=staging)
+        return Started(claim_id, new, document, job_id=job_id, staging=staging, copy=copy)
 
     def discard(self, started: Sequence[Started]) -> None:
         """A round given up before its commit (its claims are not durable): wait for each staging
@@ -253,6 +254,8 @@ class Committer:
             outcome: PreparedDocument | str | BaseException | None = item.error or item.reject
             if item.staging is not None:
                 outcome = self.offload.outcome(item.staging)
+            if isinstance(outcome, PreparedDocument) and item.copy is not None and item.document is not None:
+                keep_received(outcome.path.parent, [InputFile(item.document.name, item.copy)])
             if item.job_id is not None:
                 self.store.spool.discard_stage(item.job_id + ".in")
             if isinstance(outcome, PreparedDocument) and item.new is not None and item.job_id is not None:

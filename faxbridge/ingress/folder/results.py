@@ -141,6 +141,44 @@ def _holds_job(dir_fd: int, name: str, job_id: str) -> bool:
         os.close(fd)
 
 
+def read_result(job: Job) -> tuple[Path, str] | None:
+    """The result file written for ``job`` and its text (at most ``MAX_RESULT_READ`` bytes), or
+    None: not written yet, removed by whoever reads the results, or not a folder job. Found the way
+    :func:`_write_result_at` picks its name (the first ``NAME[-n].result.json`` that is missing or
+    holds this job's id), read without following a link."""
+    origin = FolderOrigin.of(job.meta)
+    if origin is None:
+        return None
+    try:
+        fd = os.open(origin.results, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        for n in range(1, 10_000):
+            name = result_name(job.document, n)
+            try:
+                file = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+            except FileNotFoundError:
+                return None                        # the writer would have taken this name
+            except OSError:
+                continue
+            try:
+                if not stat.S_ISREG(os.fstat(file).st_mode):
+                    continue
+                with os.fdopen(os.dup(file), "rb") as fh:
+                    data = fh.read(MAX_RESULT_READ)
+            finally:
+                os.close(file)
+            try:
+                if json.loads(data).get("id") == job.id:
+                    return origin.results / name, data.decode("utf-8", "replace")
+            except (ValueError, AttributeError):
+                continue
+        return None
+    finally:
+        os.close(fd)
+
+
 def write_result(folder: Path, job: Job, events: Sequence[JobEvent], *, folder_fd: int | None = None) -> Path:
     """Write (or write again) this job's result file; returns its path. The folder is opened
     without following a link and must be ours or root's (:func:`safedir.open_target`; else

@@ -205,13 +205,16 @@ def dedup_key(message_key: str, to: str, doc_hash: str) -> str:
     return hashlib.sha256(f"smtp\0{message_key}\0{to}\0{doc_hash}".encode()).hexdigest()
 
 
+def _part_files(work: Path, content: mime.MailContent) -> list[InputFile]:
+    """Each part's file (named by its position: a part's own name never becomes a path)."""
+    return [InputFile(part.name, work / f"part-{index}.{part.kind}") for index, part in enumerate(content.parts)]
+
+
 def _write_parts(work: Path, content: mime.MailContent) -> list[InputFile]:
-    """Each part in a file named by its position: a part's own name never becomes a path."""
-    files = []
-    for index, part in enumerate(content.parts):
-        path = work / f"part-{index}.{part.kind}"
-        path.write_bytes(part.data)
-        files.append(InputFile(part.name, path))
+    """Each part written to its :func:`_part_files` file (kept as received by each job)."""
+    files = _part_files(work, content)
+    for part, file in zip(content.parts, files, strict=True):
+        file.path.write_bytes(part.data)
     return files
 
 
@@ -298,6 +301,7 @@ def _stage_all(spool: DocumentSpool, settings: MailSettings, sender: str, recipi
             make = functools.partial(_document, settings=settings, rcpt=rcpt, plan=mine, body=body, work=work,
                                      last=index == len(recipients) - 1)
             doc = intake.stage_with(spool, job_id, make)
+            intake.keep_received(doc.path.parent, _part_files(work, plan.content))
             staged.append(Staged(job_id, _new_job(settings, sender, rcpt, key, mine, extra_meta, wants), doc))
     except BaseException:
         for item in staged:
