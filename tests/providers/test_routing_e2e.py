@@ -7,6 +7,7 @@ job: one fax per job throughout."""
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,6 +93,11 @@ def test_routing_by_prefix_across_three_providers(tmp_path: Path, sim: SimProces
     check = cli("check-config", config=config)
     assert check.returncode == 0, check.stderr
     assert "route 1: +44 to sinch" in check.stdout and "route 2: +1212, +49 to openfax" in check.stdout
+    balance = cli("balance", config=config)          # each provider's, provider.kind's first
+    lines = balance.stdout.splitlines()
+    assert balance.returncode == 0 and lines[0].startswith("balance: ") and len(lines) == 3, balance
+    assert lines[1].startswith("balance sinch: ") and "no account balance" in lines[1], lines
+    assert re.fullmatch(r"balance openfax: \d+\.\d\d", lines[2]), lines
     doc = make_pdf(tmp_path / "letter.pdf", pages=2)
     expected = {"+15555551212": "phaxio", "+15555551213": "phaxio", "+442079460951": "sinch",
                 "+442079460952": "sinch", "+12125551231": "openfax", "+4930123456780": "openfax"}
