@@ -34,12 +34,19 @@ Rules beyond the contract's table, decided here:
 - ``provider.kind = "sinch"`` needs ``project_id``, ``key_id`` and ``key_secret``, and
   ``callback_token`` while ``webhook.enabled`` (Sinch signs nothing: the token is the secret path
   part of ``{public_url}/webhooks/sinch/{token}``).
+- ``[[route]]`` tables (section 14) each need ``prefixes`` (starts of E.164 numbers; a missing ``+``
+  is added) and ``provider``; like ``[[watch]]`` they cannot be set from the environment. Every
+  provider a route or ``provider.fallback`` names must be configured as ``provider.kind`` would
+  need it: ``route[0].provider: sinch is not configured (provider.sinch.key_id, ...: missing)``.
+  The built-in simulator is started only for ``provider.kind = "simulator"``, so it may not be a
+  route's or a fallback's provider.
 - ``provider.reconcile_grace`` left empty (the default) means each provider's own: 60 s for Phaxio
   and the simulator, 10 minutes plus 1 minute a page for Openfax (its report may list a fax only
   once its first call attempt is over); a value set decides for every provider.
 - ``provider.phaxio.caller_id``, ``cancel_timeout`` (whole minutes are sent) and ``test_fail`` (test
   keys only) are Phaxio's own send parameters, sent only when set.
-- Extension keys: ``provider.reconcile_grace``, ``provider.low_balance``, ``provider.openfax.confirm_postbacks``,
+- Extension keys: ``provider.circuit_failures``, ``provider.circuit_open``, ``provider.reconcile_grace``,
+  ``provider.low_balance``, ``provider.openfax.confirm_postbacks``,
   ``[log]``, and the bounds in ``[limits]`` (``max_parts``, ``max_nesting``, ``max_headers``,
   ``max_parameters``, ``max_decompressed``, ``max_cover_pages``, ``job_cpu``, ``job_memory``).
 """
