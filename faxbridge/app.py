@@ -6,6 +6,12 @@ mail and folder intake, wake callbacks, metric counters, the Phaxio callback URL
 started ones (:class:`~faxbridge.component.Component`) for ``/healthz`` and the stop order, and
 the ones that take a reload (:class:`~faxbridge.component.Reconfigurable`) for SIGHUP.
 
+Several providers (contract section 14): :func:`open_provider` builds one adapter per provider
+the configuration names (``provider.kind``, the ``[[route]]`` tables, ``provider.fallback``), each
+with its own HTTP client (its requests timed under its own name); :meth:`Daemon._serve` puts them
+in one :class:`~faxbridge.providers.router.ProviderSet` (the routes and a circuit per provider)
+for the dispatcher, and gives each provider its own tracker (polling, webhooks) and balance watch.
+
 Start order: take the state-dir lock, open the store (``open_store``: every
 store call is awaited, the event loop never waits on a commit), recover jobs a crash left
 mid-work, start the provider (and the built-in simulator when ``provider.kind = "simulator"``),
@@ -32,7 +38,8 @@ import os
 import resource
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -41,6 +48,7 @@ import structlog
 
 from faxbridge import config, logs
 from faxbridge.balance import build_balance_watch
+from faxbridge.circuit import CircuitState
 from faxbridge.clock import Clock, SystemClock
 from faxbridge.component import Component, Reconfigurable, SupervisedLoop
 from faxbridge.config import Config
@@ -61,6 +69,7 @@ from faxbridge.providers.base import Provider
 from faxbridge.providers.limits import header_limit
 from faxbridge.providers.openfax import LOOKUP_GRACE, OpenfaxProvider
 from faxbridge.providers.phaxio import PhaxioProvider, label_for
+from faxbridge.providers.router import ProviderSet
 from faxbridge.providers.sinch import SinchProvider
 from faxbridge.providers.transport import TimedTransport
 from faxbridge.reload import plan as reload_plan
@@ -141,11 +150,25 @@ ProviderBuilder = Callable[[Config, httpx.AsyncClient, "str | None"], Provider]
 
 @dataclass
 class ProviderHandle:
-    provider: Provider
+    provider: Provider                   # provider.kind's adapter
     client: httpx.AsyncClient
     simulator: Simulator | None = None
     server: SimulatorServer | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    providers: dict[str, Provider] = field(default_factory=dict)   # every configured one, by name, kind first
+
+
+def for_provider(cfg: Config, name: str) -> Config:
+    """``cfg`` as if ``provider.kind`` were ``name``: how a provider builder makes another adapter."""
+    return cfg if cfg.provider.kind == name else replace(cfg, provider=replace(cfg.provider, kind=name))
+
+
+def provider_set(cfg: Config, providers: dict[str, Provider], clock: Clock) -> ProviderSet:
+    """The configured adapters with the routes, ``provider.fallback`` and a circuit each."""
+    p = cfg.provider
+    return ProviderSet(providers, default=p.kind, routes=cfg.routes, fallback=p.fallback,
+                       monotonic=clock.monotonic, circuit_failures=p.circuit_failures,
+                       circuit_open=p.circuit_open, circuit_open_max=max(p.circuit_open, p.retry_max))
 
 
 SIMULATOR_URL_FILE = "simulator.url"
@@ -159,6 +182,11 @@ def running_simulator_url(state_dir: Path) -> str | None:
         return (state_dir / SIMULATOR_URL_FILE).read_text().strip() or None
     except FileNotFoundError:
         return None
+
+
+def _timer(latency: Any, name: str) -> Callable[[str, float], None]:
+    """Observes one provider's request times (``faxbridge_provider_request_seconds{provider, result}``)."""
+    return lambda result, seconds: latency.labels(name, result).observe(seconds)
 
 
 @asynccontextmanager
@@ -183,15 +211,20 @@ async def open_provider(cfg: Config, metrics: Metrics | None = None, *,
         if serve_simulator:
             url_file.write_text(url + "\n")
         log.info("simulator.started", url=url, speed=cfg.provider.simulator.speed)
-    transport: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport()
-    if metrics is not None:
-        latency = metrics.provider_request_seconds
-        transport = TimedTransport(transport, lambda result, s: latency.labels(cfg.provider.kind, result).observe(s))
-    client = httpx.AsyncClient(timeout=httpx.Timeout(cfg.provider.request_timeout), transport=transport)
+    clients: dict[str, httpx.AsyncClient] = {}
+    latency = metrics.provider_request_seconds if metrics is not None else None
+    for name in cfg.providers():              # one client each: its requests timed under its name
+        transport: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport()
+        if latency is not None:
+            transport = TimedTransport(transport, _timer(latency, name))
+        clients[name] = httpx.AsyncClient(timeout=httpx.Timeout(cfg.provider.request_timeout), transport=transport)
     try:
-        yield ProviderHandle(build(cfg, client, url), client, simulator, server)
+        providers = {name: build(for_provider(cfg, name), client, url) for name, client in clients.items()}
+        primary = providers[cfg.provider.kind]
+        yield ProviderHandle(primary, clients[cfg.provider.kind], simulator, server, providers=providers)
     finally:
-        await client.aclose()
+        for client in clients.values():
+            await client.aclose()
         if server is not None:
             if serve_simulator:
                 url_file.unlink(missing_ok=True)
@@ -245,7 +278,9 @@ class Daemon:
         self.store_ok = False                      # the store probe's last word (see healthy)
         self.handle: ProviderHandle | None = None
         self.dispatcher: Dispatcher | None = None
-        self.tracker: Tracker | None = None
+        self.tracker: Tracker | None = None         # provider.kind's
+        self.trackers: dict[str, Tracker] = {}       # one per configured provider (section 14)
+        self.providers: ProviderSet | None = None
         self.engine: Engine | None = None          # the one worker engine (mail and folder intake)
         self.components: list[Component] = []     # started parts and core loops, in start order
         self.reconfigurable: list[Reconfigurable] = []   # what a reload reconfigures, in order
@@ -326,40 +361,58 @@ class Daemon:
         metrics, clock = self.metrics, self.clock
         self.components.clear()
         self.reconfigurable.clear()
-        tracker = self.tracker = Tracker(store, handle.provider, clock, self.policy,
-                                         interval=cfg.provider.poll_interval)
+        providers = self.providers = provider_set(cfg, handle.providers or {cfg.provider.kind: handle.provider},
+                                                  clock)
+        trackers = self.trackers = {name: Tracker(store, provider, clock, self.policy,
+                                                  interval=cfg.provider.poll_interval)
+                                    for name, provider in providers.providers.items()}
+        tracker = self.tracker = trackers[cfg.provider.kind]
         web: Component | None = None
-        callback_url: Callable[[Job], str | None] = no_callback
+        callbacks: dict[str, Callable[[Job], str | None]] = {}     # by the provider a job is sent to
         if cfg.webhook.enabled:
             token = phaxio_token(cfg, handle.simulator.callback_token if handle.simulator is not None else None)
             server = build_webserver(cfg, store, tracker, metrics, phaxio_token=token,
-                                     components=self.components, ready=self.ready.is_set)
+                                     components=self.components, ready=self.ready.is_set, trackers=trackers,
+                                     circuits=providers.states)
             if token:                           # a callback we can check: the dispatcher sends its URL
-                callback_url = phaxio_callback(cfg, server)
-            callback_url = sinch_callback(cfg) or callback_url     # Sinch: the token is in the URL
+                phaxio_url = phaxio_callback(cfg, server)
+                callbacks.update(phaxio=phaxio_url, simulator=phaxio_url)
+            sinch_url = sinch_callback(cfg)     # Sinch: the token is in the URL
+            if sinch_url is not None:
+                callbacks["sinch"] = sinch_url
             web = server
-        dispatcher = self.dispatcher = Dispatcher(store, handle.provider, clock, self.policy,
+
+        def callback_url(job: Job) -> str | None:       # the job records the provider it is sent to
+            return callbacks.get(job.provider, no_callback)(job)
+
+        dispatcher = self.dispatcher = Dispatcher(store, providers, clock, self.policy,
                                                   max_in_flight=cfg.limits.max_in_flight, owner=self.owner,
                                                   per_destination=cfg.limits.per_destination,
                                                   callback_url=callback_url)
-        watch_core(metrics, store, tracker, cfg.provider.kind)
+        watch_core(metrics, store, tracker, cfg.provider.kind, trackers=trackers)
+        metrics.on_scrape(
+            "provider_circuit", "1 for the state each provider's circuit is in (closed: sending; open: failing, "
+            "new faxes go to the next provider; half-open: one probe fax allowed)", ["provider", "state"],
+            lambda: [((name, state.value), 1.0 if state.value == now else 0.0)
+                     for name, now in providers.states().items() for state in CircuitState])
         metrics.on_scrape(
             "provider_account_problem", "1 while sending is paused by an account problem (bad credentials, "
             "an inactive account), else 0", ["provider"],
             lambda: [((cfg.provider.kind,), 1.0 if dispatcher.account_problem else 0.0)])
         metrics.on_scrape(
             "provider_test_fax_updates", "Status updates about faxes the provider marked is_test (a test key "
-            "in use), since start", ["provider"], lambda: [((cfg.provider.kind,), float(tracker.test_faxes))])
+            "in use), since start", ["provider"],
+            lambda: [((name,), float(t.test_faxes)) for name, t in trackers.items()])
         store.observe(transition_observer(metrics))
         engine = self.engine = Engine(cfg)      # started when work comes; closed after every part
         self.reconfigurable.append(engine)
         try:
-            components = self._parts(store, handle.provider, dispatcher, engine, web)
-            await self._run_parts(components, store, dispatcher, tracker, stop)
+            components = self._parts(store, providers, dispatcher, engine, web)
+            await self._run_parts(components, store, dispatcher, trackers, stop)
         finally:
             await engine.close()
 
-    def _parts(self, store: JobStore, provider: Provider, dispatcher: Dispatcher, engine: Engine,
+    def _parts(self, store: JobStore, providers: ProviderSet, dispatcher: Dispatcher, engine: Engine,
                web: Component | None) -> list[Component]:
         """The daemon's parts, in start order, each with only what it uses."""
         cfg, clock, metrics = self.cfg, self.clock, self.metrics
@@ -394,8 +447,9 @@ class Daemon:
                                    on_file=lambda result: files.labels(result).inc())
             parts.append(folder)
             self.reconfigurable.append(folder)
-        balance = build_balance_watch(cfg, provider, metrics)
-        parts.append(balance)
+        balances = [build_balance_watch(cfg, provider, metrics) for provider in providers.providers.values()]
+        balance = balances[0]                   # provider.kind's (the console shows it)
+        parts += balances
         if web is not None:
             parts.append(web)
 
@@ -412,12 +466,14 @@ class Daemon:
         return parts
 
     async def _run_parts(self, components: list[Component], store: JobStore, dispatcher: Dispatcher,
-                         tracker: Tracker, stop: asyncio.Event) -> None:
+                         trackers: dict[str, Tracker], stop: asyncio.Event) -> None:
         cfg = self.cfg
         started: list[Component] = []
         work_stop = asyncio.Event()
-        loops = [SupervisedLoop(self._supervise("dispatcher", lambda: dispatcher.run(work_stop), work_stop)),
-                 SupervisedLoop(self._supervise("tracker", lambda: tracker.run(work_stop), work_stop))]
+        loops = [SupervisedLoop(self._supervise("dispatcher", lambda: dispatcher.run(work_stop), work_stop))]
+        for name, tracker in trackers.items():      # one poller per provider: "tracker" is provider.kind's
+            loop_name = "tracker" if name == cfg.provider.kind else f"tracker:{name}"
+            loops.append(SupervisedLoop(self._supervise(loop_name, partial(tracker.run, work_stop), work_stop)))
         tasks: list[asyncio.Task[None]] = []
         background: list[asyncio.Task[None]] = [
             asyncio.create_task(self._probe_store(store, work_stop), name="store-probe")]
@@ -437,6 +493,7 @@ class Daemon:
             self.ready.set()
             self.notifier.ready(f"serving: {', '.join(c.name for c in started) or 'queue only'}")
             log.info("daemon.ready", state_dir=str(cfg.state_dir), provider=cfg.provider.kind,
+                     providers=list(trackers),
                      components=[c.name for c in started], jobs=await store.counts(), pid=os.getpid())
             await stop.wait()            # a core loop that dies is restarted by its supervisor
         finally:

@@ -39,7 +39,8 @@ class BalanceWatch:
     name = "balance"
 
     def __init__(self, provider: Provider, metrics: Metrics, threshold: float, *, label: str,
-                 first_delay: float = 60.0, interval: float = 900.0) -> None:
+                 first_delay: float = 60.0, interval: float = 900.0, name: str = "balance") -> None:
+        self.name = name                        # "balance", or "balance:<provider>" for another provider's
         self.provider = provider
         self.metrics = metrics
         self.threshold = threshold
@@ -110,5 +111,8 @@ class BalanceWatch:
 
 
 def build_balance_watch(cfg: Config, provider: Provider, metrics: Metrics) -> BalanceWatch:
-    """The balance watch of the configured provider (``provider.low_balance``: its threshold)."""
-    return BalanceWatch(provider, metrics, cfg.provider.low_balance, label=cfg.provider.kind)
+    """The balance watch of one configured provider (``provider.low_balance``: its threshold),
+    labelled with the provider's name (one watch per provider, contract section 14); the component
+    of ``provider.kind``'s is "balance", another's "balance:NAME"."""
+    name = "balance" if provider.name == cfg.provider.kind else f"balance:{provider.name}"
+    return BalanceWatch(provider, metrics, cfg.provider.low_balance, label=provider.name, name=name)

@@ -333,17 +333,32 @@ def cmd_retry(args: argparse.Namespace) -> int:
 def cmd_balance(args: argparse.Namespace) -> int:
     cfg = _load(args)
 
-    async def main() -> float:
+    async def main() -> tuple[float, list[tuple[str, float | str]]]:
         from faxbridge.app import open_provider
 
         async with open_provider(cfg, serve_simulator=False) as handle:
-            return (await handle.provider.balance()).amount
+            amount = (await handle.provider.balance()).amount       # provider.kind's: its error is the command's
+            others: list[tuple[str, float | str]] = []
+            for name, provider in handle.providers.items():        # the routes' and fallbacks' (section 14)
+                if name == cfg.provider.kind:
+                    continue
+                try:
+                    others.append((name, (await provider.balance()).amount))
+                except ProviderError as exc:
+                    others.append((name, exc.reason))
+            return amount, others
 
-    amount = asyncio.run(main())
+    amount, others = asyncio.run(main())
     print(f"balance: {amount:.2f}")
+    for name, other in others:
+        print(f"balance {name}: {other:.2f}" if isinstance(other, float) else f"balance {name}: {other}")
     threshold = cfg.provider.low_balance
-    if threshold > 0 and amount < threshold:
-        print(f"faxbridge: warning: the balance is below provider.low_balance ({threshold:.2f})", file=sys.stderr)
+    low = [name for name, value in [(cfg.provider.kind, amount), *others]
+           if isinstance(value, float) and threshold > 0 and value < threshold]
+    for name in low:
+        print(f"faxbridge: warning: the {name} balance is below provider.low_balance ({threshold:.2f})"
+              if others else f"faxbridge: warning: the balance is below provider.low_balance ({threshold:.2f})",
+              file=sys.stderr)
     return EXIT_OK
 
 

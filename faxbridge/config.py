@@ -34,12 +34,19 @@ Rules beyond the contract's table, decided here:
 - ``provider.kind = "sinch"`` needs ``project_id``, ``key_id`` and ``key_secret``, and
   ``callback_token`` while ``webhook.enabled`` (Sinch signs nothing: the token is the secret path
   part of ``{public_url}/webhooks/sinch/{token}``).
+- ``[[route]]`` tables (section 14) each need ``prefixes`` (starts of E.164 numbers; a missing ``+``
+  is added) and ``provider``; like ``[[watch]]`` they cannot be set from the environment. Every
+  provider a route or ``provider.fallback`` names must be configured as ``provider.kind`` would
+  need it: ``route[0].provider: sinch is not configured (provider.sinch.key_id, ...: missing)``.
+  The built-in simulator is started only for ``provider.kind = "simulator"``, so it may not be a
+  route's or a fallback's provider.
 - ``provider.reconcile_grace`` left empty (the default) means each provider's own: 60 s for Phaxio
   and the simulator, 10 minutes plus 1 minute a page for Openfax (its report may list a fax only
   once its first call attempt is over); a value set decides for every provider.
 - ``provider.phaxio.caller_id``, ``cancel_timeout`` (whole minutes are sent) and ``test_fail`` (test
   keys only) are Phaxio's own send parameters, sent only when set.
-- Extension keys: ``provider.reconcile_grace``, ``provider.low_balance``, ``provider.openfax.confirm_postbacks``,
+- Extension keys: ``provider.circuit_failures``, ``provider.circuit_open``, ``provider.reconcile_grace``,
+  ``provider.low_balance``, ``provider.openfax.confirm_postbacks``,
   ``[log]``, and the bounds in ``[limits]`` (``max_parts``, ``max_nesting``, ``max_headers``,
   ``max_parameters``, ``max_decompressed``, ``max_cover_pages``, ``job_cpu``, ``job_memory``).
 """
@@ -52,7 +59,7 @@ import re
 import shutil
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, TypeVar
@@ -62,6 +69,7 @@ from zoneinfo import ZoneInfo
 from faxbridge.config_parse import (
     Collected,
     HostPort,
+    Invalid,
     Schema,
     apply_credentials,
     apply_env,
@@ -84,6 +92,7 @@ from faxbridge.config_parse import (
     path,
     regex,
     region,
+    route_prefix,
     sender,
     size,
     store_url,
@@ -95,6 +104,7 @@ from faxbridge.config_parse import (
     walk,
 )
 from faxbridge.errors import ConfigError
+from faxbridge.routing import Route, used
 
 __all__ = [
     "Config", "ConfigError", "HostPort", "LimitsConfig", "LogConfig", "NotifyConfig", "NumbersConfig",
@@ -273,6 +283,9 @@ class ProviderConfig:
     simulator: SimulatorConfig
     sinch: SinchConfig
     unknown_grace: float = 3600.0   # extension: a fax the provider has no record of ends its job after this
+    fallback: tuple[str, ...] = ()  # section 14: tried in order while the chosen provider's circuit is open
+    circuit_failures: int = 3       # extension: transient failures in a row that open a provider's circuit
+    circuit_open: float = 30.0      # extension: the first wait before a probe (doubling, up to retry_max)
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,7 +324,13 @@ class Config:
     documents: DocumentsConfig = field(default_factory=DocumentsConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    routes: tuple[Route, ...] = ()   # section 14: [[route]] tables, first match wins
     time_zone: str = ""      # section 11: how "YYYY-MM-DD HH:MM" send times are read (IANA; empty: the host's)
+
+    def providers(self) -> tuple[str, ...]:
+        """Every provider this configuration may send to, each once, ``provider.kind`` first
+        (then the routes' and the fallbacks', section 14)."""
+        return used(self.provider.kind, self.routes, self.provider.fallback)
 
     def zone(self) -> tzinfo:
         """``time_zone`` as a tzinfo: the named zone, or the host's local zone."""
@@ -328,6 +347,20 @@ DEFAULT_PATTERN = r"^(?P<number>\+?[0-9(][0-9().\- ]{6,}[0-9])(?:[_ ].*)?\.(?i:p
 # file, a subfolder, or a pattern that names their extensions too (the example file shows one).
 
 ATTACH = ("none", "preview", "document")   # notify.attach, notify.copy_attach
+KINDS = ("simulator", "openfax", "phaxio", "sinch")   # provider.kind, provider.fallback, route.provider
+
+
+def provider_kind(value: str) -> str:
+    """A provider's name (``route.provider`` may be left empty: then it is named as missing)."""
+    if value and value not in KINDS:
+        raise Invalid(f"expected one of {', '.join(KINDS)}; got {value!r}")
+    return value
+
+
+ROUTE_SCHEMA: Schema = {
+    "prefixes": strings([], item=route_prefix),
+    "provider": string("", check=provider_kind),
+}
 
 WATCH_SCHEMA: Schema = {
     "path": path("var/outbox"),
@@ -425,7 +458,10 @@ SCHEMA: Schema = {
         "max_connections": integer(100, minimum=1),
     },
     "provider": {
-        "kind": string("simulator", choices=("simulator", "openfax", "phaxio", "sinch")),
+        "kind": string("simulator", choices=KINDS),
+        "fallback": strings([], item=provider_kind),
+        "circuit_failures": integer(3, minimum=1),
+        "circuit_open": duration("30s", positive=True),
         "poll_interval": duration("30s", positive=True),
         "submit_retries": integer(5),
         "retry_initial": duration("2s", positive=True),
@@ -478,6 +514,7 @@ SCHEMA: Schema = {
 
 SPECS = flat_specs(SCHEMA)
 WATCH_SPECS = flat_specs(WATCH_SCHEMA)
+ROUTE_SPECS = flat_specs(ROUTE_SCHEMA)
 SECRET_KEYS = tuple(key for key, spec in SPECS.items() if spec.secret)
 _REQUIRED = {
     "openfax": ("provider.openfax.account_id", "provider.openfax.api_key"),
@@ -504,16 +541,18 @@ def load(path: Path | None, environ: Mapping[str, str], *, base_dir: Path | None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
     out = Collected(problems=[], raw={}, origin={})
-    walk({k: v for k, v in data.items() if k != "watch"}, SCHEMA, "", base, out)
+    walk({k: v for k, v in data.items() if k not in ("watch", "route")}, SCHEMA, "", base, out)
     apply_credentials(environ, SPECS, out)
     apply_env(environ, SPECS, base, out, ignore=frozenset({"FAXBRIDGE_CONFIG", "FAXBRIDGE_CRASHPOINT"}),
               file_only={"FAXBRIDGE_WATCH_": "unknown setting ([[watch]] folders are set in the file only)"})
     values = convert_all(SPECS, base, out)
     watches = _watches(data.get("watch") if path is not None else [{}], base, out.problems)
+    routes = _routes(data.get("route"), base, out.problems)
     _cross_check(values, out.problems)
+    _check_providers(values, routes, out.problems)
     if out.problems:
         raise ConfigError(out.problems)
-    return _build(values, tuple(watches), source)
+    return replace(_build(values, tuple(watches), source), routes=tuple(routes))
 
 
 def defaults(base_dir: Path) -> Config:
@@ -547,6 +586,58 @@ def _watches(entries: Any, base: Path, problems: list[str]) -> list[WatchConfig]
     return watches
 
 
+def _routes(entries: Any, base: Path, problems: list[str]) -> list[Route]:
+    """``[[route]]`` tables (section 14), in file order; each needs ``prefixes`` and ``provider``."""
+    if entries is None:
+        return []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        problems.append("route: expected [[route]] tables (an array of tables)")
+        return []
+    routes: list[Route] = []
+    for i, entry in enumerate(entries):
+        prefix = f"route[{i}]"
+        out = Collected(problems=problems, raw={}, origin={})
+        walk(entry, ROUTE_SCHEMA, prefix, base, out)
+        values = convert_all({f"{prefix}.{k}": s for k, s in ROUTE_SPECS.items()}, base, out)
+        if len(values) < len(ROUTE_SPECS):
+            continue                    # a key failed; already reported
+        prefixes, provider = values[f"{prefix}.prefixes"], values[f"{prefix}.provider"]
+        if not prefixes:
+            problems.append(f"{prefix}.prefixes: missing (e.g. prefixes = [\"+44\", \"+49\"])")
+        if not provider:
+            problems.append(f"{prefix}.provider: missing (one of {', '.join(KINDS)})")
+        if prefixes and provider:
+            routes.append(Route(prefixes, provider))
+    return routes
+
+
+def _missing(v: Mapping[str, Any], kind: str) -> list[str]:
+    """The keys provider ``kind`` needs that are empty (a key that failed on its own is not named)."""
+    required = list(_REQUIRED.get(kind, ()))
+    if kind in ("phaxio", "sinch") and v.get("webhook.enabled"):
+        required.append(f"provider.{kind}.callback_token")
+    return [name for name in required if v.get(name, "x") == ""]
+
+
+def _check_providers(v: Mapping[str, Any], routes: list[Route], problems: list[str]) -> None:
+    """Every provider a route or ``provider.fallback`` names must be configured (section 14); the
+    missing keys of ``provider.kind`` itself are named by :func:`_cross_check`."""
+    kind = v.get("provider.kind")
+    if kind is None:
+        return
+    named = [(f"route[{i}].provider", r.provider) for i, r in enumerate(routes)]
+    named += [("provider.fallback", name) for name in v.get("provider.fallback", ())]
+    for key, name in named:
+        if name == kind:
+            continue
+        missing = _missing(v, name)
+        if missing:
+            problems.append(f"{key}: {name} is not configured ({', '.join(missing)}: missing)")
+    if "simulator" in used(kind, routes, v.get("provider.fallback", ())) and kind != "simulator":
+        problems.append("provider.kind: the built-in simulator runs only with provider.kind = \"simulator\"; "
+                        "route to a provider section instead (e.g. [provider.phaxio] at `faxbridge simulate`)")
+
+
 def _cross_check(v: Mapping[str, Any], problems: list[str]) -> None:
     """Checks between keys. A key that failed on its own is absent from ``v`` and skipped here."""
     cert, key = v.get("smtp.tls_cert"), v.get("smtp.tls_key")
@@ -571,16 +662,12 @@ def _cross_check(v: Mapping[str, Any], problems: list[str]) -> None:
     if initial is not None and most is not None and most < initial:
         problems.append("provider.retry_max: must not be shorter than provider.retry_initial")
     kind = v.get("provider.kind")
-    required = list(_REQUIRED.get(kind or "", ()))
-    if kind in ("phaxio", "sinch") and v.get("webhook.enabled"):
-        required.append(f"provider.{kind}.callback_token")
-    for name in required:
-        if v.get(name, "x") == "":
-            why = ""
-            if "callback" in name:
-                why = (" (needed to verify callbacks while webhook.enabled is true)" if "phaxio" in name else
-                       " (the secret path part of the callback URL while webhook.enabled is true)")
-            problems.append(f"{name}: missing{why}")
+    for name in _missing(v, kind or ""):
+        why = ""
+        if "callback" in name:
+            why = (" (needed to verify callbacks while webhook.enabled is true)" if "phaxio" in name else
+                   " (the secret path part of the callback URL while webhook.enabled is true)")
+        problems.append(f"{name}: missing{why}")
 
 
 _T = TypeVar("_T")
@@ -652,14 +739,21 @@ def _office_line(d: DocumentsConfig) -> str:
 def summary(cfg: Config) -> list[str]:
     """Lines for ``faxbridge check-config``: what the daemon would do. No secret values, ever."""
     p = cfg.provider
-    url = {"openfax": p.openfax.base_url, "phaxio": p.phaxio.base_url,
-           "sinch": f"{p.sinch.base_url.rstrip('/')}/projects/{p.sinch.project_id}"}.get(p.kind)
+    urls = {"openfax": p.openfax.base_url, "phaxio": p.phaxio.base_url,
+            "sinch": f"{p.sinch.base_url.rstrip('/')}/projects/{p.sinch.project_id}"}
+    url = urls.get(p.kind)
+    providers = used(p.kind, cfg.routes, p.fallback)
     lines = [
         f"config file: {cfg.source if cfg.source else 'none (built-in defaults)'}",
         f"state dir: {cfg.state_dir}",
         *_store_lines(cfg.store),
         f"provider: {p.kind}" + (f" at {_no_userinfo(url)}" if url else f" (speed {p.simulator.speed:g})"),
+        *[f"provider {name}: at {_no_userinfo(urls[name])}" for name in providers[1:] if name in urls],
+        *[f"route {i + 1}: {', '.join(r.prefixes)} to {r.provider}" for i, r in enumerate(cfg.routes)],
     ]
+    if p.fallback:
+        lines.append(f"failover: to {', '.join(p.fallback)} while a provider fails ({p.circuit_failures} "
+                     f"failures in a row open its circuit; a probe after {p.circuit_open:g}s)")
     if cfg.smtp.enabled:
         auth = ", AUTH required" if cfg.smtp.require_auth else ""
         tls = ", STARTTLS" if cfg.smtp.tls_cert else ""
@@ -710,7 +804,7 @@ def summary(cfg: Config) -> list[str]:
         which = "every final job" if n.copy_on == "final" else "failed, rejected and canceled jobs"
         lines.append(f"copies: of {which} to {', '.join(n.copy_to)}{carry}"
                      + ("" if smarthost else " (not sent: no notify.smarthost)"))
-    shown = [k for k in SECRET_KEYS if k.startswith(f"provider.{p.kind}.")]
+    shown = [k for name in providers for k in SECRET_KEYS if k.startswith(f"provider.{name}.")]
     shown += ["webhook.token"] if cfg.webhook.enabled else []
     shown += ["notify.username", "notify.password"] if smarthost else []
     if shown:

@@ -157,6 +157,14 @@ def blocked_prefix(value: str) -> str:
     return digits
 
 
+def route_prefix(value: str) -> str:
+    """A ``[[route]]`` prefix: the start of an E.164 number (``+44``, ``+1212``); a missing ``+`` is added."""
+    digits = value.removeprefix("+")
+    if not re.fullmatch(r"[1-9][0-9]{0,14}", digits):
+        raise Invalid(f"expected the start of a number in E.164 form such as +44, got {value!r}")
+    return "+" + digits
+
+
 def url_path(value: str) -> str:
     if not value.startswith("/"):
         raise Invalid(f"expected a path starting with /, got {value!r}")

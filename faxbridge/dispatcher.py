@@ -20,6 +20,12 @@
   up to ``PAUSE_MAX_S``, with a ``provider.account_problem`` error logged each time and
   ``account_problem`` set (a metric); the job waits ``queued`` saying why. The first fax the
   provider takes again ends the pause (``provider.account_ok``).
+- Several providers (contract section 14): the dispatcher is handed a
+  :class:`~faxbridge.providers.router.ProviderSet` (or one adapter, which becomes a set of one).
+  Each new submission goes where :meth:`ProviderSet.choose` says (the route, or a fallback while
+  the routed provider's circuit is open), and the job records that provider *before* the call
+  (``Claimed``); the call's verdict goes back to that provider's circuit. A job held for
+  reconciliation is asked about at the provider it records, never another one.
 - ``run_until_idle`` drains the due work and returns: tests call it instead of sleeping.
 - Per step, only what changes per step: abandoned submissions (``JobStore.abandoned``, which reads
   every job in flight) are looked for after one of our calls ended in an error, and otherwise
@@ -48,6 +54,7 @@ from faxbridge.errors import (
 from faxbridge.loops import nap
 from faxbridge.models import Job, JobState, SubmissionLookup, SubmitRequest
 from faxbridge.providers.base import Provider
+from faxbridge.providers.router import ProviderSet
 from faxbridge.states import (
     Accepted,
     Claimed,
@@ -80,7 +87,7 @@ class Dispatcher:
     def __init__(
         self,
         store: JobStore,
-        provider: Provider,
+        provider: Provider | ProviderSet,
         clock: Clock,
         policy: Policy,
         *,
@@ -91,8 +98,9 @@ class Dispatcher:
         pause_s: float = PAUSE_S,
     ) -> None:
         self.store = store
-        self.provider = provider
         self.clock = clock
+        self.providers = provider if isinstance(provider, ProviderSet) else ProviderSet.single(provider,
+                                                                                             clock.monotonic)
         self.policy = policy
         self.max_in_flight = max_in_flight
         self.per_destination = per_destination    # limits.per_destination (0: no limit)
@@ -110,6 +118,15 @@ class Dispatcher:
         # a running dispatcher leaves one), and otherwise at most every IDLE_POLL_S of loop time.
         self._suspect_abandoned = True
         self._abandoned_next = 0.0
+
+    @property
+    def provider(self) -> Provider:
+        """``provider.kind``'s adapter; setting one makes it the only provider (no routes, no fallback)."""
+        return self.providers.primary
+
+    @provider.setter
+    def provider(self, provider: Provider) -> None:
+        self.providers = ProviderSet.single(provider, self.clock.monotonic)
 
     def wake(self) -> None:
         self._wake.set()
@@ -220,9 +237,20 @@ class Dispatcher:
             self._wake.set()
 
     async def _submit(self, job: Job) -> None:
-        job, decision = await advance(self.store, job.id, Claimed(), self.clock, self.policy, job=job)
+        choice = self.providers.choose(job.to)
+        verdict: Callable[[str], None] = self.providers.released   # what the call says of the provider
+        try:
+            verdict = await self._submit_to(job, choice.provider, choice.routed)
+        finally:
+            verdict(choice.provider.name)
+
+    async def _submit_to(self, job: Job, provider: Provider, routed: str) -> Callable[[str], None]:
+        """Submit ``job`` to ``provider``; returns the circuit verdict on the provider."""
+        job, decision = await advance(self.store, job.id, Claimed(provider.name), self.clock, self.policy, job=job)
         if isinstance(decision, Ignore):
-            return
+            return self.providers.released
+        if provider.name != routed:
+            log.info("provider.failover", job_id=job.id, provider=provider.name, routed=routed)
         req = SubmitRequest(
             job_id=job.id,
             to=job.to,
@@ -234,16 +262,18 @@ class Dispatcher:
             callback_url=self.callback_url(job),
         )
         crashpoints.hit("dispatch.submitting")
+        verdict: Callable[[str], None] = self.providers.succeeded   # it answered (took, refused, account)
         try:
-            receipt = await self.provider.submit(req)
+            receipt = await provider.submit(req)
         except TransientProviderError as exc:
+            verdict = self.providers.failed
             outcome = SubmitFailed(FailureKind.TRANSIENT, exc.reason, exc.retry_after, exc.maybe_sent)
-            log.warning("provider.submit_transient", job_id=job.id, provider=self.provider.name,
+            log.warning("provider.submit_transient", job_id=job.id, provider=provider.name,
                         error=exc.reason, code=exc.code, maybe_sent=exc.maybe_sent)
         except AccountError as exc:
             pause = self._pause(exc.reason)
             outcome = SubmitFailed(FailureKind.ACCOUNT, exc.reason, retry_after=pause)
-            log.error("provider.account_problem", job_id=job.id, provider=self.provider.name,
+            log.error("provider.account_problem", job_id=job.id, provider=provider.name,
                       kind=exc.kind, error=exc.reason, paused_s=pause)
         except ProviderError as exc:
             outcome = SubmitFailed(FailureKind.REFUSED, exc.reason)
@@ -252,8 +282,9 @@ class Dispatcher:
             crashpoints.hit("dispatch.accepted")
             await advance(self.store, job.id, Accepted(receipt.provider_id, receipt.callback_url),
                     self.clock, self.policy, {"provider_id": receipt.provider_id}, job=job)
-            return
+            return verdict
         await advance(self.store, job.id, outcome, self.clock, self.policy, job=job)
+        return verdict
 
     async def _reconcile(self, job: Job) -> None:
         # One at a time: two held jobs to the same number must not both adopt the same fax.
@@ -266,12 +297,13 @@ class Dispatcher:
             to=job.to,
             pages=job.pages,
             since=job.submit_started_at or job.created_at,
-            known_ids=await self.store.known_provider_ids(),
+            known_ids=await self.store.known_provider_ids(job.provider),
         )
         try:
-            provider_id = await self.provider.find_submission(lookup)
+            # the provider the job records: the one that may have the fax (never a fallback)
+            provider_id = await self.providers.get(job.provider).find_submission(lookup)
         except ProviderError as exc:
-            log.warning("provider.reconcile_failed", job_id=job.id, error=exc.reason)
+            log.warning("provider.reconcile_failed", job_id=job.id, provider=job.provider, error=exc.reason)
             await self.store.defer(job.id, self.clock.now() + timedelta(seconds=self.policy.retry_initial * 5))
             return
         log.info("provider.reconcile_result", job_id=job.id, found=provider_id is not None,

@@ -20,7 +20,7 @@ process (tests) never share or clash. Two kinds of metric live here:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -159,8 +159,11 @@ class _Tracker(Protocol):
     last_cpu_s: float
 
 
-def watch_core(metrics: Metrics, store: _Store, tracker: _Tracker, provider: str) -> None:
-    """Register the gauges read from the store (refreshed before each scrape) and the poller."""
+def watch_core(metrics: Metrics, store: _Store, tracker: _Tracker, provider: str, *,
+               trackers: Mapping[str, _Tracker] | None = None) -> None:
+    """Register the gauges read from the store (refreshed before each scrape) and the pollers: the
+    one ``tracker`` of ``provider``, or with ``trackers`` one per provider (by name)."""
+    polled = dict(trackers) if trackers else {provider: tracker}
     read = _StoreNumbers(store)
     metrics.on_refresh(read.refresh)
 
@@ -175,15 +178,15 @@ def watch_core(metrics: Metrics, store: _Store, tracker: _Tracker, provider: str
     metrics.on_scrape("outbox_backlog", "Notifications (reply mail, result files) not delivered yet", [],
                       lambda: [((), float(read.outbox_backlog))])
     metrics.on_scrape("poll_requests_last_cycle", "Provider requests the last status poll cycle cost",
-                      ["provider"], lambda: [((provider,), float(tracker.last_requests))])
+                      ["provider"], lambda: [((p,), float(t.last_requests)) for p, t in polled.items()])
     metrics.on_scrape("poll_pending_last_cycle", "Faxes the last status poll cycle asked about",
-                      ["provider"], lambda: [((provider,), float(tracker.last_pending))])
+                      ["provider"], lambda: [((p,), float(t.last_pending)) for p, t in polled.items()])
     metrics.on_scrape("poll_cpu_seconds_last_cycle", "Process CPU seconds the last status poll cycle used",
-                      ["provider"], lambda: [((provider,), tracker.last_cpu_s)])
+                      ["provider"], lambda: [((p,), t.last_cpu_s) for p, t in polled.items()])
     metrics.on_scrape("poll_cycles", "Status poll cycles run since start (a counter)", ["provider"],
-                      lambda: [((provider,), float(tracker.cycles))])
+                      lambda: [((p,), float(t.cycles)) for p, t in polled.items()])
     metrics.on_scrape("poll_requests", "Provider requests made by status polling since start (a counter)",
-                      ["provider"], lambda: [((provider,), float(tracker.requests))])
+                      ["provider"], lambda: [((p,), float(t.requests)) for p, t in polled.items()])
 
 
 class _StoreNumbers:

@@ -64,7 +64,11 @@ class FailureKind(StrEnum):
 
 @dataclass(frozen=True)
 class Claimed:
-    """The dispatcher is about to call the provider."""
+    """The dispatcher is about to call the provider; ``provider`` names the one it calls (routing
+    and failover, contract section 14), recorded on the job before the call so that an outcome
+    never known is reconciled with that provider. None: the job keeps the provider it has."""
+
+    provider: str | None = None
 
 
 @dataclass(frozen=True)
@@ -226,12 +230,12 @@ def last_error(reason: str | None) -> str | None:
 def decide(job: Job, outcome: Outcome, now: datetime, policy: Policy) -> Decision:
     s = job.state
     match outcome:
-        case Claimed():
+        case Claimed(provider=provider):
             if s is JobState.QUEUED:
-                return Transition(
-                    JobState.SUBMITTING, "job.submitting", None,
-                    {"submit_started_at": now, "next_attempt_at": None, "hold": None},
-                )
+                claim: dict[str, Any] = {"submit_started_at": now, "next_attempt_at": None, "hold": None}
+                if provider is not None:
+                    claim["provider"] = provider
+                return Transition(JobState.SUBMITTING, "job.submitting", None, claim)
             return Ignore(f"job is {s.value}, not queued")
 
         case Accepted(provider_id=pid, callback_url=cb):

@@ -15,6 +15,10 @@ Each fax is handed to the provider with the time its submission *started*
 (``submit_started_at``): a fax found again by reconciliation was created at the provider then,
 not when we learned its id, and the provider's lists are filtered by creation time.
 
+One tracker follows one provider (app.py starts one per configured provider, contract section
+14): it asks only about the jobs that name its provider, and a fax id it hears of is looked up
+among those jobs only (two providers may well use the same ids).
+
 One update never stops the others: an unexpected error applying one status update (or sending
 one cancel) is logged with the job and the cycle goes on. A provider or store failure fails the
 cycle (tried again at the next interval); anything else ends :meth:`Tracker.run`, and the
@@ -88,7 +92,7 @@ class Tracker:
     async def apply(self, update: StatusUpdate) -> tuple[Job, Decision] | None:
         """Apply one status update (from a poll or a webhook). None when it matches no job."""
         update = self._with_hint(update)
-        job = await self.store.by_provider_id(update.provider_id)
+        job = await self.store.by_provider_id(update.provider_id, self.provider.name)
         if job is not None and update.job_id and update.job_id != job.id:
             # The fax carries another job's tag: its id was given to a new fax (a provider that
             # lost its records, the simulator before it kept them); never adopt its outcome.
@@ -100,6 +104,10 @@ class Tracker:
                 job = await self.store.get(update.job_id)
             except JobNotFound:
                 job = None
+            if job is not None and job.provider != self.provider.name:
+                log.warning("tracker.fax_of_another_provider", provider=self.provider.name, job_id=job.id,
+                            job_provider=job.provider, provider_id=update.provider_id)
+                return None
         if job is None:
             log.info("tracker.unknown_fax", provider=update.provider, provider_id=update.provider_id)
             return None
@@ -113,7 +121,7 @@ class Tracker:
 
     async def _unknown(self, provider_id: str) -> int:
         """The provider says it has no record of this fax: hold the job, end it after the grace."""
-        job = await self.store.by_provider_id(provider_id)
+        job = await self.store.by_provider_id(provider_id, self.provider.name)
         if job is None:
             return 0
         _, decision = await advance(self.store, job.id, Unknown(provider_id), self.clock, self.policy, job=job)
@@ -138,7 +146,7 @@ class Tracker:
         (on its way, or lost: then the next cycle, which reads from the same cursor, ends it)."""
         self._started += 1
         await self._send_cancels()
-        jobs = await self.store.submitted()
+        jobs = await self.store.submitted(self.provider.name)
         if not jobs:
             self.last_pending = self.last_requests = 0
             return 0
@@ -185,7 +193,7 @@ class Tracker:
 
     async def _send_cancels(self) -> None:
         for job in await self.store.cancel_requested():
-            if not job.provider_id or job.provider_id in self._cancel_sent:
+            if job.provider != self.provider.name or not job.provider_id or job.provider_id in self._cancel_sent:
                 continue
             try:
                 await self.provider.cancel(job.provider_id)

@@ -26,6 +26,9 @@ Routes (contract section 5):
   hint: the job changes only after ``GET /faxes/{id}`` confirms it; a fax we cannot tie to a job
   answers 200 ("unknown fax"), one not final at Sinch 202; a confirmation that fails answers 503
   so Sinch retries (polling goes on anyway).
+- Several providers (contract section 14): each webhook route belongs to one provider, and a fax id
+  it names is looked up among that provider's jobs only; what it confirms or applies goes through
+  that provider's tracker (``trackers``; ``tracker`` is ``provider.kind``'s).
 - ``GET /healthz``: 200 only when the daemon is ready, the store answers (awaited, within
   ``store_wait`` seconds: a commit waiting on the write lock never holds up the loop), its state
   folder is writable (a file system turned read-only after an error still answers reads) and every started
@@ -51,7 +54,7 @@ import hmac
 import json
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -98,6 +101,17 @@ class WebContext:
     sinch_token: str | None = None                 # None: no Sinch route
     sinch_max_body: int = 80_000_000               # a Sinch callback may carry the PDF (after the token check)
     store_wait: float = 10.0                       # /healthz: the store must answer within this (s)
+    trackers: Mapping[str, Tracker] = field(default_factory=dict)   # by provider name (section 14)
+    circuits: Callable[[], Mapping[str, str]] | None = None        # each provider's circuit, for /healthz
+
+    @property
+    def phaxio_name(self) -> str:
+        """The name jobs sent with the Phaxio protocol record: the built-in simulator's are "simulator"."""
+        return "simulator" if self.provider == "simulator" else "phaxio"
+
+    def tracker_for(self, name: str) -> Tracker:
+        """The tracker of provider ``name`` (``provider.kind``'s when it has none of its own)."""
+        return self.trackers.get(name, self.tracker)
 
 
 def answer(status: int, result: str, **extra: Any) -> JSONResponse:
@@ -173,7 +187,7 @@ class Handlers:
             except JobNotFound:
                 return None
         if fax_id is not None:
-            job = await store.by_provider_id(str(fax_id))
+            job = await store.by_provider_id(str(fax_id), self.ctx.phaxio_name)
             if job is not None:
                 return job
         tags = fax.get("tags") if fax else None
@@ -202,7 +216,7 @@ class Handlers:
             job = await self._job_of(request, fax)
         except MALFORMED as exc:
             return self._malformed("phaxio", f"cannot read the fax field: {type(exc).__name__}")
-        if job is None:
+        if job is None or job.provider != ctx.phaxio_name:
             return self._reject("phaxio", "unknown fax", fax_id=_loggable(fax.get("id")) if fax else None)
         url = job.callback_url or ctx.callback_for(job)
         given = request.headers.get("x-phaxio-signature")
@@ -235,11 +249,12 @@ class Handlers:
             self._count("phaxio", "deferred")
             return JSONResponse({"result": "retry later"}, status_code=503, headers={"Retry-After": "60"})
         crashpoints.hit("webhook.parsed")
-        return await self._apply("phaxio", replace(update, job_id=job.id))
+        return await self._apply("phaxio", replace(update, job_id=job.id), ctx.phaxio_name)
 
-    async def _apply(self, provider: str, update: Any) -> Response:
+    async def _apply(self, provider: str, update: Any, name: str | None = None) -> Response:
+        """Apply a checked update through the tracker of provider ``name`` (default ``provider``)."""
         try:
-            applied = await self.ctx.tracker.apply(update)
+            applied = await self.ctx.tracker_for(name or provider).apply(update)
         except StoreError as exc:
             self._count(provider, "error")
             log.error("webhook.store_error", provider=provider, error=str(exc))
@@ -282,7 +297,7 @@ class Handlers:
             update = openfax.parse_postback(fields)
         except MALFORMED as exc:
             return self._malformed("openfax", str(exc) if isinstance(exc, ValueError) else type(exc).__name__)
-        job = await ctx.store.by_provider_id(update.provider_id)
+        job = await ctx.store.by_provider_id(update.provider_id, "openfax")
         if job is None:
             self._count("openfax", "unknown")
             log.info("webhook.unknown_fax", provider="openfax", provider_id=update.provider_id)
@@ -291,9 +306,10 @@ class Handlers:
             return await self._apply("openfax", replace(update, job_id=job.id))
         # A hint: confirm from the report (one poll cycle, shared with other postbacks). The
         # postback's LastStatus words are kept for a report row that has none.
-        ctx.tracker.hint(update)
+        tracker = ctx.tracker_for("openfax")
+        tracker.hint(update)
         try:
-            await ctx.tracker.refresh()
+            await tracker.refresh()
         except (ProviderError, StoreError) as exc:
             log.warning("webhook.confirm_failed", provider="openfax", job_id=job.id,
                         error=getattr(exc, "reason", str(exc)))
@@ -333,14 +349,14 @@ class Handlers:
             self._count("sinch", "ignored")
             return answer(200, "ignored", why="not about a sent fax")
         fax_id, fax = parsed
-        job = await ctx.store.by_provider_id(fax_id)
+        job = await ctx.store.by_provider_id(fax_id, "sinch")
         label = sinch.job_label(fax)
         if job is None and label:
             try:
                 job = await ctx.store.get(label)
             except JobNotFound:
                 job = None
-        if job is None:
+        if job is None or job.provider != "sinch":
             self._count("sinch", "unknown")
             log.info("webhook.unknown_fax", provider="sinch", provider_id=_loggable(fax_id))
             return answer(200, "unknown fax")
@@ -353,7 +369,7 @@ class Handlers:
             return JSONResponse({"result": "retry later"}, status_code=503, headers={"Retry-After": "60"})
         # Unsigned: a hint. What Sinch says when asked is what counts.
         try:
-            update = await ctx.tracker.provider.status(fax_id)
+            update = await ctx.tracker_for("sinch").provider.status(fax_id)
         except PermanentProviderError as exc:
             self._count("sinch", "unknown")
             log.warning("webhook.confirm_failed", provider="sinch", job_id=job.id, error=exc.reason)
@@ -409,8 +425,13 @@ class Handlers:
         if overdue:
             warnings.append(f"{overdue} job(s) overdue at the provider (accepted over {OVERDUE_S // 3600:.0f} h ago, "
                             "or unknown to it): see `faxbridge jobs --state submitted`")
+        circuits = dict(ctx.circuits()) if ctx.circuits is not None else {}
+        for name, state in circuits.items():
+            if state != "closed":          # failing over (or waiting), not a reason to restart the daemon
+                warnings.append(f"provider {name}: circuit {state} (failing; new faxes go to the next provider)")
         return JSONResponse({"status": "ok" if not problems else "unhealthy", "components": parts,
-                             "problems": problems, "warnings": warnings}, status_code=status)
+                             "problems": problems, "warnings": warnings, "circuits": circuits},
+                            status_code=status)
 
     async def metrics(self, request: Request) -> Response:
         await self.ctx.metrics.refresh()

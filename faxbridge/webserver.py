@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 
 import structlog
 import uvicorn
@@ -227,7 +227,9 @@ def phaxio_token(cfg: Config, simulator_token: str | None) -> str | None:
     built-in simulator, its own (``simulator_token``, learnt in-process); None: no Phaxio route."""
     if simulator_token:
         register_secrets([simulator_token])
-    return {"phaxio": cfg.provider.phaxio.callback_token, "simulator": simulator_token}.get(cfg.provider.kind) or None
+    if cfg.provider.kind == "simulator":
+        return simulator_token or None
+    return (cfg.provider.phaxio.callback_token or None) if "phaxio" in cfg.providers() else None
 
 
 def phaxio_callback(cfg: Config, server: WebServer) -> Callable[[Job], str]:
@@ -244,9 +246,9 @@ def phaxio_callback(cfg: Config, server: WebServer) -> Callable[[Job], str]:
 
 
 def sinch_token(cfg: Config) -> str | None:
-    """``provider.sinch.callback_token`` when Sinch is the provider: the secret path part of its
-    callback URL (Sinch signs nothing); None: no Sinch route."""
-    return (cfg.provider.sinch.callback_token or None) if cfg.provider.kind == "sinch" else None
+    """``provider.sinch.callback_token`` when Sinch is one of the providers: the secret path part of
+    its callback URL (Sinch signs nothing); None: no Sinch route."""
+    return (cfg.provider.sinch.callback_token or None) if "sinch" in cfg.providers() else None
 
 
 def sinch_callback(cfg: Config) -> Callable[[Job], str] | None:
@@ -261,10 +263,12 @@ def sinch_callback(cfg: Config) -> Callable[[Job], str] | None:
 
 def build_webserver(cfg: Config, store: JobStore, tracker: Tracker, metrics: Metrics, *,
                     phaxio_token: str | None, components: Sequence[Component],
-                    ready: Callable[[], bool]) -> WebServer:
-    """The web server on ``webhook.listen``: webhooks for the store and the tracker, ``/metrics``
-    from ``metrics``, ``/healthz`` asking ``ready`` and each of ``components`` (the daemon's
-    started parts, a list it keeps filling)."""
+                    ready: Callable[[], bool], trackers: Mapping[str, Tracker] | None = None,
+                    circuits: Callable[[], Mapping[str, str]] | None = None) -> WebServer:
+    """The web server on ``webhook.listen``: webhooks for the store and the trackers (``tracker``:
+    ``provider.kind``'s; ``trackers``: one per configured provider, by name), ``/metrics`` from
+    ``metrics``, ``/healthz`` asking ``ready`` and each of ``components`` (the daemon's started
+    parts, a list it keeps filling) and showing ``circuits`` (each provider's circuit state)."""
     hook = cfg.webhook
     kind = cfg.provider.kind
     server = WebServer(None, hook.listen.host, hook.listen.port, header_timeout=hook.header_timeout,
@@ -275,12 +279,12 @@ def build_webserver(cfg: Config, store: JobStore, tracker: Tracker, metrics: Met
         token = await webhook_token(cfg, store)
         ctx = WebContext(
             store=store, tracker=tracker, metrics=metrics, provider=kind,
-            openfax_token=token if kind == "openfax" else None,
+            openfax_token=token if "openfax" in cfg.providers() else None,
             openfax_account=cfg.provider.openfax.account_id or None,
             confirm_postbacks=cfg.provider.openfax.confirm_postbacks,
             phaxio_token=phaxio_token, callback_for=callback_for,
             components=components, ready=ready, state_dir=cfg.state_dir, max_body=hook.max_body,
-            sinch_token=sinch_token(cfg),
+            sinch_token=sinch_token(cfg), trackers=dict(trackers or {}), circuits=circuits,
         )
         server.app = build_app(ctx)
 

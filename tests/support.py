@@ -287,6 +287,18 @@ class SimProcess:
 
         httpx.post(self.base + "/_sim/faults", json=fault, timeout=5).raise_for_status()
 
+    def clear_faults(self) -> None:
+        """The simulated outage ends: every pending fault is dropped."""
+        import httpx
+
+        httpx.delete(self.base + "/_sim/faults", timeout=5).raise_for_status()
+
+    def openfax_settings(self) -> dict[str, Any]:
+        from faxbridge.simulator import credentials
+
+        return {"kind": "openfax", "openfax": {"base_url": self.base, "account_id": credentials.OPENFAX_ACCOUNT_ID,
+                                               "api_key": credentials.OPENFAX_API_KEY}}
+
     def phaxio_settings(self) -> dict[str, Any]:
         from faxbridge.simulator import credentials
 

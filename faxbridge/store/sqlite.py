@@ -149,7 +149,7 @@ RECEIPT_KIND = "receipt"  # notify.receipt: owed by every mail job when it is co
 _JOB_FIELDS = {
     "reason", "pages", "paper", "attempts", "provider_id", "status_code", "duration_s", "cost",
     "finished_at", "submit_tries", "next_attempt_at", "submit_started_at", "submitted_at", "hold",
-    "callback_url", "recoveries", "cancel_requested", "options",
+    "callback_url", "recoveries", "cancel_requested", "options", "provider",
 }
 
 
