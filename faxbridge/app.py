@@ -341,7 +341,7 @@ class Daemon:
         dispatcher = self.dispatcher = Dispatcher(store, handle.provider, clock, self.policy,
                                                   max_in_flight=cfg.limits.max_in_flight, owner=self.owner,
                                                   per_destination=cfg.limits.per_destination,
-                                                  callback_url=callback_url)
+                                                  callback_url=callback_url, lease_s=cfg.store.lease)
         watch_core(metrics, store, tracker, cfg.provider.kind)
         metrics.on_scrape(
             "provider_account_problem", "1 while sending is paused by an account problem (bad credentials, "
@@ -394,7 +394,7 @@ class Daemon:
                                    on_file=lambda result: files.labels(result).inc())
             parts.append(folder)
             self.reconfigurable.append(folder)
-        balance = build_balance_watch(cfg, provider, metrics)
+        balance = build_balance_watch(cfg, provider, metrics, lead=lambda: store.lead("balance"))
         parts.append(balance)
         if web is not None:
             parts.append(web)
