@@ -178,7 +178,10 @@ class Dispatcher:
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         """Every ``lease_s / 3``; after ``stop``, on while calls in progress finish (the drain)."""
         while not stop.is_set() or self._tasks:
-            await nap(self.lease_s / 3, *(() if stop.is_set() else (stop,)))
+            if stop.is_set():
+                await asyncio.sleep(self.lease_s / 3)
+            else:
+                await nap(self.lease_s / 3, stop)
             try:
                 await self.renew_leases()
             except StoreError as exc:       # tried again at the next beat (the lease has two more)
