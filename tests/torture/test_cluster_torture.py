@@ -58,7 +58,7 @@ def side_config(root: Path, side: str, url: str, sim: SimProcess, sink: MailSink
     s["provider"].update(sim.phaxio_settings(), request_timeout="2s", reconcile_grace="1s")
     s["store"] = {"url": url, "node": side, "lease": f"{LEASE_S:g}s"}
     s["smtp"] = {"enabled": True, "listen": f"127.0.0.1:{free_port()}", "cover_page": "never"}
-    s["limits"] = {"per_sender_per_hour": 0}
+    s["limits"] = {"per_sender_per_hour": 0, "per_client_per_hour": 0}   # one client sends it all
     s["notify"] = {"smarthost": f"127.0.0.1:{sink.port}"}
     s["watch"] = [{"path": str(folder / "outbox"), "results": str(folder / "results"),
                    "done": str(folder / "done"), "failed": str(folder / "failed"), "settle": "300ms"}]
