@@ -135,6 +135,17 @@ class JobNotFound(StoreError):
             super().__init__(f"no job with id {job_id}")
 
 
+class SenderOverLimit(FaxbridgeError):
+    """The job was not made: its sender already has ``limit`` jobs in the window
+    (``limits.per_sender_per_hour``). Counted inside the committing transaction, under a lock on the
+    sender, so daemons sharing a store cannot each let one more through."""
+
+    def __init__(self, sender: str, limit: int) -> None:
+        super().__init__(f"{sender} has reached its limit of {limit} jobs")
+        self.sender = sender
+        self.limit = limit
+
+
 class DuplicateJob(FaxbridgeError):
     """The job was not made: a job from the same input (its dedup key) was made within the window.
     Found inside the committing transaction, so two copies sent at the same moment make one job."""

@@ -375,3 +375,17 @@ async def test_an_outbox_row_taken_over_after_its_lease_is_not_kept_by_the_first
     assert again.id == item.id
     assert not await a.outbox_keep(item.id, NOW + timedelta(seconds=52))   # a leaves it to b
     assert await b.outbox_keep(item.id, NOW + timedelta(seconds=52))
+
+
+async def test_the_sender_limit_holds_across_daemons_committing_at_once(pg: Backend) -> None:
+    from faxbridge.errors import SenderOverLimit
+
+    stores = [await pg.open(f"n{i}") for i in range(4)]
+    new = NewJob(source=Source.SMTP, to="+15555551212", document="a.pdf", sender="bob@example.com")
+    ids = [new_job_id() for _ in stores * 2]
+    outcomes = await asyncio.gather(
+        *(s.enqueue(i, new, stage_doc(s, i), NOW, sender_limit=(NOW - timedelta(hours=1), 3))
+          for s, i in zip(stores * 2, ids, strict=True)), return_exceptions=True)
+    assert sum(1 for o in outcomes if not isinstance(o, BaseException)) == 3
+    assert sum(1 for o in outcomes if isinstance(o, SenderOverLimit)) == 5
+    assert len(await stores[0].jobs()) == 3

@@ -345,3 +345,20 @@ async def test_one_daemon_alone_leads_every_role_and_keeps_its_outbox_rows(jobst
     await step(jobstore, job_id, Status(StatusUpdate("simulator", "5", FaxOutcome.DELIVERED, pages=2, attempts=1)))
     [item] = await jobstore.outbox_due(NOW, ["mail"])
     assert await jobstore.outbox_keep(item.id, NOW + timedelta(seconds=40))
+
+
+async def test_the_sender_limit_is_counted_as_the_job_commits(jobstore: JobStore) -> None:
+    from faxbridge.errors import SenderOverLimit
+
+    await enqueue(jobstore)
+    await enqueue(jobstore)                                  # alice@example.com: two jobs
+    new = NewJob(source=Source.SMTP, to="+15555551212", document="a.pdf", sender="alice@example.com")
+    job_id = new_job_id()
+    with pytest.raises(SenderOverLimit):
+        await jobstore.enqueue(job_id, new, stage_doc(jobstore, job_id), NOW,
+                               sender_limit=(NOW - timedelta(hours=1), 2))
+    jobstore.spool.discard_stage(job_id)
+    assert len(await jobstore.jobs()) == 2
+    made = await jobstore.enqueue(job_id, new, stage_doc(jobstore, job_id), NOW,
+                                  sender_limit=(NOW - timedelta(hours=1), 3))
+    assert made.sender == "alice@example.com" and len(await jobstore.jobs()) == 3

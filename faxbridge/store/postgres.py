@@ -57,7 +57,16 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from faxbridge.errors import Conflict, DuplicateJob, FaxbridgeError, JobNotFound, StoreBusy, StoreError, UnreadableJob
+from faxbridge.errors import (
+    Conflict,
+    DuplicateJob,
+    FaxbridgeError,
+    JobNotFound,
+    SenderOverLimit,
+    StoreBusy,
+    StoreError,
+    UnreadableJob,
+)
 from faxbridge.models import FaxOptions, Hold, Job, JobEvent, JobState, NewJob, Paper, PreparedDocument, Source
 from faxbridge.states import Transition
 from faxbridge.store import pg_documents as documents
@@ -253,9 +262,10 @@ class PostgresStore:
     @_chokepoint
     async def enqueue(self, job_id: str, new: NewJob, doc: PreparedDocument, now: datetime, *,
                       state: JobState = JobState.QUEUED, reason: str | None = None,
-                      dedup_since: datetime | None = None) -> Job:
+                      dedup_since: datetime | None = None, sender_limit: tuple[datetime, int] | None = None) -> Job:
         """Commit one job and its document (streamed into the database in the same transaction).
-        With ``dedup_since``, the dedup key is locked across daemons before it is looked for."""
+        With ``dedup_since``, the dedup key is locked across daemons before it is looked for; with
+        ``sender_limit``, the sender, before its jobs are counted."""
         staged = self._check_staged(job_id, doc)
         try:
             async with self._db.connection() as conn, conn.transaction():
@@ -267,6 +277,14 @@ class PostgresStore:
                         "ORDER BY created_at DESC LIMIT 1", (new.dedup_key, dedup_since))).fetchone()
                     if earlier is not None:
                         raise DuplicateJob(earlier["id"])
+                if sender_limit is not None and new.sender:
+                    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                                       (_lock_key("sender", new.sender),))
+                    row = await (await conn.execute(
+                        "SELECT COUNT(*) AS n FROM jobs WHERE sender = %s AND created_at >= %s",
+                        (new.sender, sender_limit[0]))).fetchone()
+                    if row is not None and int(row["n"]) >= sender_limit[1]:
+                        raise SenderOverLimit(new.sender, sender_limit[1])
                 await self._insert_job(conn, job_id, new, doc, now, state, reason)
                 await documents.write(conn, job_id, staged)
                 await self._event(conn, job_id, now, state, f"job.{state.value}", reason,

@@ -99,9 +99,11 @@ class JobStore(Protocol):
     # ---- writes
     async def enqueue(self, job_id: str, new: NewJob, doc: PreparedDocument, now: datetime, *,
                       state: JobState = JobState.QUEUED, reason: str | None = None,
-                      dedup_since: datetime | None = None) -> Job:
+                      dedup_since: datetime | None = None, sender_limit: tuple[datetime, int] | None = None) -> Job:
         """Commit one job whose document is staged; with ``dedup_since``, a job with the same
-        ``dedup_key`` made since then raises :class:`~faxbridge.errors.DuplicateJob` instead."""
+        ``dedup_key`` made since then raises :class:`~faxbridge.errors.DuplicateJob` instead; with
+        ``sender_limit`` (since, limit), a sender with ``limit`` jobs made since then raises
+        :class:`~faxbridge.errors.SenderOverLimit` (both counted in the committing transaction)."""
         ...
 
     async def enqueue_many(self, items: Sequence[Staged], now: datetime) -> list[Job]:

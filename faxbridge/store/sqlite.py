@@ -37,7 +37,15 @@ import structlog
 from faxbridge.clock import parse_iso as _dt
 from faxbridge.clock import stamp as ts
 from faxbridge.durable import fsync_dir
-from faxbridge.errors import Conflict, DuplicateJob, JobNotFound, StoreBusy, StoreError, UnreadableJob
+from faxbridge.errors import (
+    Conflict,
+    DuplicateJob,
+    JobNotFound,
+    SenderOverLimit,
+    StoreBusy,
+    StoreError,
+    UnreadableJob,
+)
 from faxbridge.models import (
     FaxOptions,
     Hold,
@@ -389,7 +397,7 @@ class SqliteStore:
 
     def enqueue(self, job_id: str, new: NewJob, doc: PreparedDocument, now: datetime,
                 *, state: JobState = JobState.QUEUED, reason: str | None = None,
-                dedup_since: datetime | None = None) -> Job:
+                dedup_since: datetime | None = None, sender_limit: tuple[datetime, int] | None = None) -> Job:
         """Commit a job whose document is staged at ``stage(job_id)/fax.pdf``.
 
         The document is moved into the spool and fsynced before the row is committed, so a
@@ -412,6 +420,10 @@ class SqliteStore:
                     earlier = _newest_with_key(db, new.dedup_key, dedup_since)
                     if earlier is not None:
                         raise DuplicateJob(earlier["id"])
+                if sender_limit is not None and new.sender and int(db.execute(
+                        "SELECT COUNT(*) FROM jobs WHERE sender = ? AND created_at >= ?",
+                        (new.sender, ts(sender_limit[0]))).fetchone()[0]) >= sender_limit[1]:
+                    raise SenderOverLimit(new.sender, sender_limit[1])
                 db.execute(
                     """INSERT INTO jobs (id, source, to_number, state, reason, pages, paper, provider,
                        sender, subject, document, options, meta, created_at, updated_at, doc_sha256,

@@ -199,9 +199,9 @@ class ThreadedStore:
     # ---- writes
     async def enqueue(self, job_id: str, new: NewJob, doc: PreparedDocument, now: datetime, *,
                       state: JobState = JobState.QUEUED, reason: str | None = None,
-                      dedup_since: datetime | None = None) -> Job:
+                      dedup_since: datetime | None = None, sender_limit: tuple[datetime, int] | None = None) -> Job:
         return await self._write(self._db.enqueue, job_id, new, doc, now, state=state, reason=reason,
-                               dedup_since=dedup_since)
+                                 dedup_since=dedup_since, sender_limit=sender_limit)
 
     async def enqueue_many(self, items: Sequence[Staged], now: datetime) -> list[Job]:
         return await self._write(self._db.enqueue_many, list(items), now)

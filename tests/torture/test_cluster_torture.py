@@ -121,7 +121,7 @@ def test_two_daemons_killed_at_random(tmp_path: Path, request: pytest.FixtureReq
             for _ in range(world.rng.randint(0, 2)):
                 sim.fault(**world.rng.choice(FAULTS))
                 world.faults += 1
-            sim.fault(kind="hang", seconds=2.5)     # one submission of the round is under way for 2 s
+            sim.fault(kind="hang", seconds=2.5, method="POST")     # a submission of the round under way 2 s
             world.faults += 1
             pending = [m for m in world.mails if needs_resend(m)]
             new = [world.new_mail(len(world.mails) + n) for n in range(world.rng.randint(2, 5))]
