@@ -186,6 +186,8 @@ class Dispatcher:
                 await self.renew_leases()
             except StoreError as exc:       # tried again at the next beat (the lease has two more)
                 log.error("dispatcher.renew_failed", error=str(exc))
+            except Exception as exc:        # a bug of ours: logged, and the heartbeat goes on
+                log.error("dispatcher.renew_failed", error=repr(exc), exc_info=exc)
 
     async def _abandoned(self, now: datetime) -> None:
         """Hold our ``submitting`` jobs that no call is working on any more (a store failure after
