@@ -2,6 +2,7 @@
 store (node) and a short ``store.lease``, the simulator over real HTTP. A live daemon's slow provider
 call is never taken over (its lease is renewed); a dead daemon's work is: a queued job is sent by
 the other daemon, a job it left in ``submitting`` is reconciled with the provider, never sent again.
+And a status update (a webhook) reaching two daemons at once is applied once.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import pytest
 from faxbridge.clock import SystemClock
 from faxbridge.dispatcher import Dispatcher
 from faxbridge.intake import accept
-from faxbridge.models import InputFile, JobState, NewJob, Source, SubmitRequest
+from faxbridge.models import FaxOutcome, InputFile, JobState, NewJob, Source, StatusUpdate, SubmitRequest
 from faxbridge.simulator import Fault, Simulator, SimulatorServer
 from faxbridge.states import Claimed, Policy
 from faxbridge.store import JobStore, open_store
+from faxbridge.tracker import Tracker
 from faxbridge.workflow import advance
 from tests.conftest import async_wait_until
 from tests.support import sim_provider
@@ -133,3 +135,20 @@ async def test_a_dead_daemons_jobs_are_taken_over_and_its_cut_off_submission_rec
     assert "job.outcome_unknown" in events and "job.reconciled" in events, events
     assert "job.resend" not in events
     assert (await alive.store.get(queued)).node == "alive"
+
+
+async def test_a_status_update_reaching_two_daemons_at_once_is_applied_once(
+        cluster: Cluster, tmp_path: Path, pg_url: str, pdf: Callable[..., Path]) -> None:
+    a = await cluster.dispatcher("a", tmp_path, pg_url)
+    b = await cluster.dispatcher("b", tmp_path, pg_url)
+    new = NewJob(source=Source.SMTP, to="+15555551211", document="doc.pdf", sender="alice@example.com")
+    job_id = (await accept(a.store, SystemClock(), new, [InputFile("doc.pdf", pdf("doc.pdf"))], max_pages=200)).id
+    await a.run_until_idle()
+    job = await a.store.get(job_id)
+    assert job.state is JobState.SUBMITTED and job.provider_id
+    update = StatusUpdate("phaxio", job.provider_id, FaxOutcome.DELIVERED, pages=1, attempts=1)
+    trackers = [Tracker(d.store, d.provider, SystemClock(), POLICY, interval=60) for d in (a, b, a, b)]
+    await asyncio.gather(*(t.apply(update) for t in trackers))      # a webhook and its retry, at two daemons
+    events = [e.event for e in await b.store.events(job_id)]
+    assert events.count("job.delivered") == 1, events
+    assert await b.store.outbox_backlog() == 1                        # one reply owed
