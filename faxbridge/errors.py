@@ -17,6 +17,8 @@ same, so this is the whole tree::
     │                                used; .reason names the file and what is wrong
     ├── DuplicateJob                 the job was not made: the same input made one within the window
     │                                (.job_id is that job: the input is answered as that job's)
+    ├── SenderOverLimit              the job was not made: its sender reached limits.per_sender_per_hour
+    │                                (counted as the job commits; SMTP answers 451 4.7.1)
     ├── StoreError                   the job store failed (disk full, database locked, corrupt)
     │   ├── StoreBusy                transient: try again (SMTP answers 451 4.3.0)
     │   ├── UnreadableJob            a job's row does not decode (lists skip it; get names it)
