@@ -31,6 +31,7 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [   # script, full args, quick
     ("footprint.py", [], []),
     ("cpu_per_message.py", ["--seconds", "20"], ["--seconds", "8"]),
     ("office_convert.py", [], ["--runs", "2"]),
+    ("cluster.py", [], ["--jobs", "100", "--seconds", "4", "--daemons", "1,2"]),
 ]
 
 

@@ -388,7 +388,7 @@ class Daemon:
         dispatcher = self.dispatcher = Dispatcher(store, providers, clock, self.policy,
                                                   max_in_flight=cfg.limits.max_in_flight, owner=self.owner,
                                                   per_destination=cfg.limits.per_destination,
-                                                  callback_url=callback_url)
+                                                  callback_url=callback_url, lease_s=cfg.store.lease)
         watch_core(metrics, store, tracker, cfg.provider.kind, trackers=trackers)
         metrics.on_scrape(
             "provider_circuit", "1 for the state each provider's circuit is in (closed: sending; open: failing, "
@@ -447,7 +447,8 @@ class Daemon:
                                    on_file=lambda result: files.labels(result).inc())
             parts.append(folder)
             self.reconfigurable.append(folder)
-        balances = [build_balance_watch(cfg, provider, metrics) for provider in providers.providers.values()]
+        balances = [build_balance_watch(cfg, provider, metrics, lead=lambda: store.lead("balance"))
+                    for provider in providers.providers.values()]    # one daemon asks, for every provider
         balance = balances[0]                   # provider.kind's (the console shows it)
         parts += balances
         if web is not None:

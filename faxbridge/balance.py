@@ -6,7 +6,9 @@ only the requests the test expects) and then every ``interval``. Below
 ``provider.low_balance`` (0: never) each reading logs ``provider.balance_low`` and sets
 ``faxbridge_provider_balance_low`` to 1. A failed reading (a provider error, or any other
 error, e.g. a bug in the adapter or an answer it cannot read) is logged and tried again at the
-next interval; it never affects jobs. The loop runs under a :class:`faxbridge.loops.Supervisor`
+next interval; it never affects jobs. With ``lead`` (a shared store: ``JobStore.lead("balance")``)
+only the daemon leading that role asks the provider; the others ask again at the next interval
+whether it is theirs now. The loop runs under a :class:`faxbridge.loops.Supervisor`
 (restarted with back-off and counted in ``faxbridge_loop_restarts_total{loop="balance"}`` if it
 still dies); ``healthy()`` is False while it waits to be restarted.
 """
@@ -15,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 import structlog
 
 from faxbridge.config import Config
-from faxbridge.errors import ProviderError
+from faxbridge.errors import FaxbridgeError, ProviderError
 from faxbridge.loops import Supervisor
 from faxbridge.metrics import Metrics
 from faxbridge.models import Balance
@@ -39,7 +42,8 @@ class BalanceWatch:
     name = "balance"
 
     def __init__(self, provider: Provider, metrics: Metrics, threshold: float, *, label: str,
-                 first_delay: float = 60.0, interval: float = 900.0, name: str = "balance") -> None:
+                 first_delay: float = 60.0, interval: float = 900.0, name: str = "balance",
+                 lead: Callable[[], Awaitable[bool]] | None = None) -> None:
         self.name = name                        # "balance", or "balance:<provider>" for another provider's
         self.provider = provider
         self.metrics = metrics
@@ -47,6 +51,7 @@ class BalanceWatch:
         self.label = label
         self.first_delay = first_delay
         self.interval = interval
+        self.lead = lead
         self.last: Balance | None = None
         self.offered = True                     # False once the provider says it has no balance call
         self._stop = asyncio.Event()
@@ -85,11 +90,23 @@ class BalanceWatch:
                 await asyncio.wait_for(self._stop.wait(), timeout=delay)
             if self._stop.is_set():
                 return
+            delay = self.interval
+            if not await self._leads():
+                continue
             await self.check()
             if not self.offered:
                 await self._stop.wait()         # nothing more to ask; the part stays up (healthy)
                 return
-            delay = self.interval
+
+    async def _leads(self) -> bool:
+        """Whether this daemon checks the balance now (always, unless the store is shared)."""
+        if self.lead is None:
+            return True
+        try:
+            return await self.lead()
+        except FaxbridgeError as exc:           # the store is down: asked again at the next interval
+            log.warning("provider.balance_skipped", provider=self.label, error=str(exc))
+            return False
 
     async def start(self) -> None:
         if self._task is None:
@@ -110,9 +127,11 @@ class BalanceWatch:
         return self._task is not None and not self._task.done() and self.supervisor.healthy()
 
 
-def build_balance_watch(cfg: Config, provider: Provider, metrics: Metrics) -> BalanceWatch:
+def build_balance_watch(cfg: Config, provider: Provider, metrics: Metrics,
+                        lead: Callable[[], Awaitable[bool]] | None = None) -> BalanceWatch:
     """The balance watch of one configured provider (``provider.low_balance``: its threshold),
     labelled with the provider's name (one watch per provider, contract section 14); the component
-    of ``provider.kind``'s is "balance", another's "balance:NAME"."""
+    of ``provider.kind``'s is "balance", another's "balance:NAME". ``lead``: whether this daemon is
+    the one to ask (several daemons on one store)."""
     name = "balance" if provider.name == cfg.provider.kind else f"balance:{provider.name}"
-    return BalanceWatch(provider, metrics, cfg.provider.low_balance, label=provider.name, name=name)
+    return BalanceWatch(provider, metrics, cfg.provider.low_balance, label=provider.name, name=name, lead=lead)

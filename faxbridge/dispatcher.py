@@ -1,6 +1,13 @@
 """The submit loop: claim due jobs, call the provider, record what happened.
 
-- At most ``max_in_flight`` jobs are submitting or submitted at once.
+- At most ``max_in_flight`` jobs are submitting or submitted at once, counted by the store in the
+  claiming transaction (across every daemon on a shared store).
+- Claims are leases of ``lease_s`` (``store.lease``). While a job is worked on, a heartbeat
+  (:meth:`Dispatcher._heartbeat`, every ``lease_s / 3``) renews its lease, so a slow provider call
+  of a live daemon is never taken over; a daemon that dies stops renewing, and another daemon
+  takes its jobs over once their leases run out: a queued one is claimed again, one caught in
+  ``submitting`` is found abandoned, held and reconciled with the provider (outcome unknown),
+  never sent again blindly: the invariant SQLite's start-up recovery keeps, across daemons.
 - A job is committed as ``submitting`` *before* the provider call, so a crash during the
   call leaves a trace; the next start holds it for reconciliation instead of resending.
 - Transient errors go back to ``queued`` with capped, jittered backoff (``states.backoff``);
@@ -11,7 +18,7 @@
   provider adapter, a raw database error) holds that job for reconciliation like a cut-off
   submission (``job.outcome_unknown``, then the usual back-off and ``submit_retries``), and a
   row that cannot even be read is skipped by the store (``store.bad_row``): it stays leased for
-  ``LEASE_S`` while every other job goes on.
+  ``lease_s`` while every other job goes on.
 - Every store call is awaited (:class:`faxbridge.store.JobStore`): a commit waiting on the
   write lock never holds up the event loop.
   An error outside any one job ends :meth:`Dispatcher.run`; the daemon's supervisor restarts it.
@@ -72,7 +79,7 @@ log = structlog.get_logger("faxbridge.dispatcher")
 
 PAUSE_S = 60.0           # sending paused this long after an account problem, at first
 PAUSE_MAX_S = 900.0      # ... doubling up to this
-LEASE_S = 600.0          # longer than any provider call (request_timeout is capped below it)
+LEASE_S = 30.0           # a claim's lease when none is given (store.lease's default); renewed while worked on
 IDLE_POLL_S = 1.0        # jobs enqueued by another process (faxbridge send) are seen this fast
 
 
@@ -96,6 +103,7 @@ class Dispatcher:
         per_destination: int = 0,
         callback_url: Callable[[Job], str | None] = lambda job: None,
         pause_s: float = PAUSE_S,
+        lease_s: float = LEASE_S,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -106,6 +114,7 @@ class Dispatcher:
         self.per_destination = per_destination    # limits.per_destination (0: no limit)
         self._full = False                        # the last round found max_in_flight reached
         self.owner = owner
+        self.lease_s = lease_s                    # store.lease: claims run out after this unless renewed
         self.callback_url = callback_url
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -161,15 +170,41 @@ class Dispatcher:
         if self.paused(now):
             return 0
         await self._abandoned(now)
-        for job in await self.store.claim_due(self.owner, now, 100, LEASE_S, reconcile=True):
+        for job in await self.store.claim_due(self.owner, now, 100, self.lease_s, reconcile=True):
             started += self._start(job)
         room = self.max_in_flight - await self.store.in_flight()
         self._full = room <= 0
-        # a row that does not decode is left leased by the store (it costs only itself)
-        for job in await self.store.claim_due(self.owner, now, room, LEASE_S, reconcile=False,
-                                              per_destination=self.per_destination):
+        # a row that does not decode is left leased by the store (it costs only itself); the store
+        # counts max_in_flight again in the claiming transaction (other daemons claim meanwhile)
+        for job in await self.store.claim_due(self.owner, now, room, self.lease_s, reconcile=False,
+                                              per_destination=self.per_destination,
+                                              max_in_flight=self.max_in_flight):
             started += self._start(job)
         return started
+
+    async def renew_leases(self) -> None:
+        """Renew the leases of the jobs this dispatcher works on (the heartbeat's one beat)."""
+        working = set(self._working)
+        if not working:
+            return
+        kept = await self.store.renew(self.owner, working, self.clock.now(), self.lease_s)
+        for job_id in sorted(working - kept):
+            if job_id in self._working:     # (not finished meanwhile): another daemon took it over
+                log.warning("dispatcher.lease_lost", job_id=job_id, lease_s=self.lease_s)
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        """Every ``lease_s / 3``; after ``stop``, on while calls in progress finish (the drain)."""
+        while not stop.is_set() or self._tasks:
+            if stop.is_set():
+                await asyncio.sleep(self.lease_s / 3)
+            else:
+                await nap(self.lease_s / 3, stop)
+            try:
+                await self.renew_leases()
+            except StoreError as exc:       # tried again at the next beat (the lease has two more)
+                log.error("dispatcher.renew_failed", error=str(exc))
+            except Exception as exc:        # a bug of ours: logged, and the heartbeat goes on
+                log.error("dispatcher.renew_failed", error=repr(exc), exc_info=exc)
 
     async def _abandoned(self, now: datetime) -> None:
         """Hold our ``submitting`` jobs that no call is working on any more (a store failure after
@@ -313,6 +348,16 @@ class Dispatcher:
     # ---- loops ----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(stop), name="lease-heartbeat")
+        try:
+            await self._run(stop)
+            await heartbeat
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             timeout = IDLE_POLL_S
             try:

@@ -17,6 +17,8 @@ same, so this is the whole tree::
     │                                used; .reason names the file and what is wrong
     ├── DuplicateJob                 the job was not made: the same input made one within the window
     │                                (.job_id is that job: the input is answered as that job's)
+    ├── SenderOverLimit              the job was not made: its sender reached limits.per_sender_per_hour
+    │                                (counted as the job commits; SMTP answers 451 4.7.1)
     ├── StoreError                   the job store failed (disk full, database locked, corrupt)
     │   ├── StoreBusy                transient: try again (SMTP answers 451 4.3.0)
     │   ├── UnreadableJob            a job's row does not decode (lists skip it; get names it)
@@ -133,6 +135,17 @@ class JobNotFound(StoreError):
             super().__init__(f"{job_id} is ambiguous: {matches} jobs start with it; give more of the id")
         else:
             super().__init__(f"no job with id {job_id}")
+
+
+class SenderOverLimit(FaxbridgeError):
+    """The job was not made: its sender already has ``limit`` jobs in the window
+    (``limits.per_sender_per_hour``). Counted inside the committing transaction, under a lock on the
+    sender, so daemons sharing a store cannot each let one more through."""
+
+    def __init__(self, sender: str, limit: int) -> None:
+        super().__init__(f"{sender} has reached its limit of {limit} jobs")
+        self.sender = sender
+        self.limit = limit
 
 
 class DuplicateJob(FaxbridgeError):

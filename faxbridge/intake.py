@@ -75,14 +75,17 @@ def stage_with(store: DocumentSpool, job_id: str, make: Callable[[Path], Prepare
 
 
 async def commit_staged(store: JobStore, clock: Clock, item: Staged, *,
-                        dedup_window: timedelta | None = None) -> Job:
+                        dedup_window: timedelta | None = None, sender_limit: int = 0) -> Job:
     """Commit a staged document's job through the :class:`~faxbridge.store.JobStore` (the
     second half of :func:`accept`; the daemon's side of a document staged in a worker
-    process). On any failure, a :class:`DuplicateJob` too, the staging folder is removed."""
+    process). On any failure, a :class:`DuplicateJob` too, the staging folder is removed.
+    ``sender_limit`` (``limits.per_sender_per_hour``; 0: none): jobs of the sender in the last hour,
+    counted by the store as it commits (:class:`~faxbridge.errors.SenderOverLimit`)."""
     now = clock.now()
     try:
         job = await store.enqueue(item.job_id, item.new, item.doc, now,
-                                  dedup_since=None if dedup_window is None else now - dedup_window)
+                                  dedup_since=None if dedup_window is None else now - dedup_window,
+                                  sender_limit=(now - timedelta(hours=1), sender_limit) if sender_limit > 0 else None)
     except BaseException:
         store.spool.discard_stage(item.job_id)
         raise

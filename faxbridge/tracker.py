@@ -6,7 +6,12 @@ provider's news, not with the number of jobs in flight). Webhooks (:mod:`faxbrid
 :meth:`Tracker.apply` with the same :class:`StatusUpdate` values. Whichever arrives first
 finalizes the job; the state machine ignores the rest.
 
-Poll cycles never overlap (a lock): the cursor a cycle stores is always the newest.
+Poll cycles never overlap (a lock): the cursor a cycle stores is always the newest. On a store
+shared by several daemons, :meth:`Tracker.run` polls only while this daemon leads the role
+"poller" (:meth:`JobStore.lead`, one daemon at a time; another takes it over at its next interval
+when that one dies); the cursor is in the store (``kv``), so whoever polls next reads on from it.
+A webhook may reach any daemon: it is applied through the store's version check and the state
+machine, so a repeat (or the poller's own news of the same fax) changes nothing.
 :meth:`Tracker.refresh` asks for a cycle from a webhook handler (an Openfax postback is only
 a hint, confirmed from the report): callers that arrive while a cycle runs share the next one,
 so a burst of postbacks costs one or two cycles, not one each.
@@ -212,7 +217,8 @@ class Tracker:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                await self.poll_once()
+                if await self.store.lead("poller"):
+                    await self.poll_once()
             except ProviderError as exc:
                 log.warning("tracker.poll_failed", provider=self.provider.name, error=exc.reason)
             except StoreError as exc:

@@ -114,3 +114,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.name == "test_crash_and_fault_torture" and rounds > 4:
             item.add_marker(pytest.mark.timeout(120 + 40 * rounds))
+        if item.name == "test_two_daemons_killed_at_random":
+            item.add_marker(pytest.mark.timeout(240 + 60 * rounds))

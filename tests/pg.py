@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,11 +73,21 @@ def _run(argv: list[str], what: str) -> None:
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
+    if _binary("initdb") is None or _binary("pg_ctl") is None:
+        pytest.skip("PostgreSQL is not installed (initdb not on PATH; .ci/run installs the postgresql package)")
+    with local_server() as server:
+        yield server
+
+
+@contextmanager
+def local_server() -> Iterator[PgServer]:
+    """A PostgreSQL server of its own in a temporary folder (the tests' and the benchmarks'),
+    stopped and removed on exit."""
     from tests.conftest import free_port
 
     initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
     if initdb is None or pg_ctl is None:
-        pytest.skip("PostgreSQL is not installed (initdb not on PATH; .ci/run installs the postgresql package)")
+        raise RuntimeError("PostgreSQL is not installed (initdb not on PATH)")
     folder = Path(tempfile.mkdtemp(prefix="faxbridge-pg-"))
     if os.geteuid() == 0:
         nobody = pwd.getpwnam("nobody")

@@ -336,3 +336,56 @@ async def test_a_row_that_does_not_decode_neither_waits_its_turn_nor_holds_its_n
         assert await store.submitted() == []                          # seen (and logged) by a list read
     assert await store.next_due(per_destination=1) == NOW
     assert [j.id for j in await store.claim_due("x", NOW, 10, 60, per_destination=1)] == [good]
+
+
+async def test_max_in_flight_holds_across_daemons_claiming_at_once(pg: Backend) -> None:
+    stores = [await pg.open(f"n{i}") for i in range(4)]
+    for n in range(20):
+        await enqueue(stores[0], to=f"+1555555{n:04d}")
+    for per in (0, 5):           # with and without per_destination (its own claiming query)
+        got = await asyncio.gather(*(s.claim_due(f"o{i}", NOW, 10, 600, max_in_flight=3, per_destination=per)
+                                     for i, s in enumerate(stores * 2)))
+        assert sum(len(jobs) for jobs in got) == 3, per
+        for i, jobs in enumerate(got):
+            for job in jobs:
+                await stores[0].release(job.id, f"o{i}")
+
+
+async def test_one_daemon_leads_a_role_until_its_connection_ends(pg: Backend) -> None:
+    a, b, c = await pg.open("a"), await pg.open("b"), await pg.open("c")
+    assert await a.lead("poller")
+    assert not await b.lead("poller") and not await c.lead("poller")
+    assert await b.lead("balance")                       # another role, another lock
+    assert await a.lead("poller")                        # kept while alive
+    await a.close()                                      # (a daemon killed: its connections end too)
+    taken = [await b.lead("poller"), await c.lead("poller")]
+    assert taken == [True, False]
+
+
+async def test_an_outbox_row_taken_over_after_its_lease_is_not_kept_by_the_first_daemon(pg: Backend) -> None:
+    a, b = await pg.open("a", lease=30), await pg.open("b", lease=30)
+    job_id = await enqueue(a, Source.SMTP)
+    await step(a, job_id, Claimed())
+    await step(a, job_id, Accepted("5"))
+    await step(a, job_id, Status(StatusUpdate("simulator", "5", FaxOutcome.DELIVERED, pages=2, attempts=1)))
+    [item] = await a.outbox_due(NOW, ["mail"])
+    assert await a.outbox_keep(item.id, NOW + timedelta(seconds=20))       # renewed to 50 s
+    assert await b.outbox_due(NOW + timedelta(seconds=40), ["mail"]) == []
+    [again] = await b.outbox_due(NOW + timedelta(seconds=51), ["mail"])    # a slow past its lease
+    assert again.id == item.id
+    assert not await a.outbox_keep(item.id, NOW + timedelta(seconds=52))   # a leaves it to b
+    assert await b.outbox_keep(item.id, NOW + timedelta(seconds=52))
+
+
+async def test_the_sender_limit_holds_across_daemons_committing_at_once(pg: Backend) -> None:
+    from faxbridge.errors import SenderOverLimit
+
+    stores = [await pg.open(f"n{i}") for i in range(4)]
+    new = NewJob(source=Source.SMTP, to="+15555551212", document="a.pdf", sender="bob@example.com")
+    ids = [new_job_id() for _ in stores * 2]
+    outcomes = await asyncio.gather(
+        *(s.enqueue(i, new, stage_doc(s, i), NOW, sender_limit=(NOW - timedelta(hours=1), 3))
+          for s, i in zip(stores * 2, ids, strict=True)), return_exceptions=True)
+    assert sum(1 for o in outcomes if not isinstance(o, BaseException)) == 3
+    assert sum(1 for o in outcomes if isinstance(o, SenderOverLimit)) == 5
+    assert len(await stores[0].jobs()) == 3

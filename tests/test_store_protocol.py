@@ -331,3 +331,53 @@ async def test_search_filters_counts_and_pages_newest_first(jobstore: JobStore) 
     assert await ids(JobFilter(text="_2%")) == ([made[2]], 1)                       # LIKE signs are literal
     assert await ids(JobFilter(state=JobState.QUEUED, source=Source.CLI, sender="alice")) == ([made[2]], 1)
     assert await ids(JobFilter(state=JobState.DELIVERED)) == ([], 0)
+
+
+async def test_a_renewed_lease_holds_past_its_first_end_and_only_for_its_owner(jobstore: JobStore) -> None:
+    a, b = await enqueue(jobstore), await enqueue(jobstore)
+    assert {j.id for j in await jobstore.claim_due("one", NOW, 10, 30)} == {a, b}
+    assert await jobstore.renew("one", {a}, NOW + timedelta(seconds=20), 30) == {a}
+    assert await jobstore.renew("two", {b}, NOW + timedelta(seconds=20), 30) == set()   # not two's
+    # at 40 s: b's first lease ran out, a's renewed one (to 50 s) holds
+    assert [j.id for j in await jobstore.claim_due("two", NOW + timedelta(seconds=40), 10, 30)] == [b]
+    assert await jobstore.renew("one", {a, b}, NOW + timedelta(seconds=45), 30) == {a}   # b is two's now
+    assert await jobstore.claim_due("two", NOW + timedelta(seconds=60), 10, 30) == []
+    assert [j.id for j in await jobstore.claim_due("two", NOW + timedelta(seconds=76), 1, 30)] == [a]   # past 75 s
+
+
+async def test_max_in_flight_counts_jobs_at_the_provider_and_those_leased_to_be_sent(jobstore: JobStore) -> None:
+    ids = [await enqueue(jobstore, to=f"+1555555{n:04d}") for n in range(5)]
+    await jobstore.claim_due("one", NOW, 1, 30)
+    await step(jobstore, ids[0], Claimed())                   # at the provider (submitting)
+    await jobstore.release(ids[0], "one")
+    assert len(await jobstore.claim_due("one", NOW, 10, 30, max_in_flight=3)) == 2   # 1 + 2 leased
+    assert await jobstore.claim_due("two", NOW, 10, 30, max_in_flight=3) == []
+    assert len(await jobstore.claim_due("two", NOW, 10, 30, max_in_flight=4)) == 1
+    assert len(await jobstore.claim_due("two", NOW, 10, 30)) == 1                       # 0: no limit
+
+
+async def test_one_daemon_alone_leads_every_role_and_keeps_its_outbox_rows(jobstore: JobStore) -> None:
+    assert await jobstore.lead("poller") and await jobstore.lead("poller") and await jobstore.lead("balance")
+    job_id = await enqueue(jobstore, Source.SMTP)
+    await step(jobstore, job_id, Claimed())
+    await step(jobstore, job_id, Accepted("5"))
+    await step(jobstore, job_id, Status(StatusUpdate("simulator", "5", FaxOutcome.DELIVERED, pages=2, attempts=1)))
+    [item] = await jobstore.outbox_due(NOW, ["mail"])
+    assert await jobstore.outbox_keep(item.id, NOW + timedelta(seconds=40))
+
+
+async def test_the_sender_limit_is_counted_as_the_job_commits(jobstore: JobStore) -> None:
+    from faxbridge.errors import SenderOverLimit
+
+    await enqueue(jobstore)
+    await enqueue(jobstore)                                  # alice@example.com: two jobs
+    new = NewJob(source=Source.SMTP, to="+15555551212", document="a.pdf", sender="alice@example.com")
+    job_id = new_job_id()
+    with pytest.raises(SenderOverLimit):
+        await jobstore.enqueue(job_id, new, stage_doc(jobstore, job_id), NOW,
+                               sender_limit=(NOW - timedelta(hours=1), 2))
+    jobstore.spool.discard_stage(job_id)
+    assert len(await jobstore.jobs()) == 2
+    made = await jobstore.enqueue(job_id, new, stage_doc(jobstore, job_id), NOW,
+                                  sender_limit=(NOW - timedelta(hours=1), 3))
+    assert made.sender == "alice@example.com" and len(await jobstore.jobs()) == 3

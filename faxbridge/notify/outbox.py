@@ -20,6 +20,10 @@ row's trouble: it is retried later with back-off, like :class:`NotifyRetry` (not
 an operator may repair the row), and the other rows go on. Under all that the loop runs in a
 :class:`faxbridge.loops.Supervisor`, which restarts it with back-off should it still raise;
 ``healthy()`` is False while it is down.
+
+On a store shared by several daemons, rows are leased to the daemon they were handed to; each
+row's lease is renewed (:meth:`JobStore.outbox_keep`) just before it is delivered, and a row whose
+lease ran out and went to another daemon is left to that one: each reply is sent once.
 """
 
 from __future__ import annotations
@@ -105,6 +109,10 @@ class OutboxWorker:
         if item.id in self._unmarked:
             await self._mark(item, self._unmarked[item.id])
             return 1
+        if not await self.store.outbox_keep(item.id, self.clock.now()):
+            # a shared store: its lease ran out while earlier rows went, and another daemon has it
+            log.info("notify.taken_over", kind=self.kind, job_id=item.job_id)
+            return 0
         try:
             job = await self.store.get(item.job_id)
             events = await self.store.events(item.job_id)

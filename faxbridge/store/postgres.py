@@ -10,8 +10,15 @@ what differs because several daemons share the database:
   ``per_destination`` holds across daemons inside the claiming transaction: the numbers with room
   are locked (``pg_advisory_xact_lock`` per number, in sorted order so claimers never deadlock)
   before their busy jobs are counted, so two claimers cannot both fill the last place.
+- ``max_in_flight`` holds across daemons the same way: one advisory lock for it, taken before any
+  number's, under which the jobs at the provider or leased to be sent are counted.
 - **Leases** carry the node (``store.node``) beside the owner. :meth:`recover` drops only this
-  node's leases and expired ones: another daemon's live claims are never wiped by a start-up.
+  node's leases and expired ones: another daemon's live claims are never wiped by a start-up. A
+  live daemon renews the leases of the jobs it works on (:meth:`renew`, the dispatcher's
+  heartbeat), so only a dead one's run out (``store.lease``) and are taken over.
+- **One daemon at a time** (:meth:`lead`): the poller and the balance check run where a
+  session-level advisory lock is held, on a connection of its own; it goes when that connection
+  does (the daemon died, or the database restarted) and the next daemon to ask takes it.
 - **Dedup**: ``enqueue(..., dedup_since=)`` takes ``pg_advisory_xact_lock`` on the dedup key before
   it looks, so two daemons given the same mail at once make one job (what ``BEGIN IMMEDIATE`` gave
   SQLite; READ COMMITTED alone does not).
@@ -50,7 +57,16 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from faxbridge.errors import Conflict, DuplicateJob, FaxbridgeError, JobNotFound, StoreBusy, StoreError, UnreadableJob
+from faxbridge.errors import (
+    Conflict,
+    DuplicateJob,
+    FaxbridgeError,
+    JobNotFound,
+    SenderOverLimit,
+    StoreBusy,
+    StoreError,
+    UnreadableJob,
+)
 from faxbridge.models import FaxOptions, Hold, Job, JobEvent, JobState, NewJob, Paper, PreparedDocument, Source
 from faxbridge.states import Transition
 from faxbridge.store import pg_documents as documents
@@ -132,7 +148,7 @@ class PostgresStore:
     """A :class:`JobStore` on PostgreSQL; open it with :meth:`open` (or :func:`faxbridge.store.open_store`)."""
 
     def __init__(self, pool: AsyncConnectionPool[Any], state_dir: Path, provider: str, *, node: str,
-                 lease_s: float, notices: Collection[str]) -> None:
+                 lease_s: float, notices: Collection[str], url: str = "") -> None:
         unknown = set(notices) - {COPY_KIND, RECEIPT_KIND}
         if unknown:
             raise StoreError(f"unknown notices {sorted(unknown)}")
@@ -145,6 +161,9 @@ class PostgresStore:
         self._spool = FileSpool(state_dir)
         self._observers: list[Observer] = []
         self._bad_rows: set[str] = set()
+        self._url = url
+        self._leads: dict[str, psycopg.AsyncConnection[Any]] = {}   # role -> the connection holding it
+        self._closed = False
 
     @classmethod
     async def open(cls, url: str, state_dir: Path, provider: str, *, node: str, lease_s: float = 30.0,
@@ -153,6 +172,7 @@ class PostgresStore:
         """Connect, and create or migrate the schema (waiting while another daemon does)."""
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             url, min_size=1, max_size=max_size, timeout=timeout, open=False, configure=_configure,
+            check=AsyncConnectionPool.check_connection,     # a connection a database restart broke is replaced
             kwargs={"autocommit": True, "row_factory": dict_row}, name="faxbridge-store")
         try:
             await pool.open(wait=True, timeout=timeout)
@@ -173,7 +193,7 @@ class PostgresStore:
             if mapped is exc:
                 raise
             raise mapped from exc
-        return cls(pool, state_dir, provider, node=node, lease_s=lease_s, notices=notices)
+        return cls(pool, state_dir, provider, node=node, lease_s=lease_s, notices=notices, url=url)
 
     @property
     def _db(self) -> AsyncConnectionPool[Any]:
@@ -196,6 +216,10 @@ class PostgresStore:
                 log.error("store.observer_failed", error=repr(exc), event_name=event)
 
     async def close(self) -> None:
+        self._closed = True
+        leads, self._leads = list(self._leads.values()), {}
+        for conn in leads:
+            await conn.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -238,9 +262,10 @@ class PostgresStore:
     @_chokepoint
     async def enqueue(self, job_id: str, new: NewJob, doc: PreparedDocument, now: datetime, *,
                       state: JobState = JobState.QUEUED, reason: str | None = None,
-                      dedup_since: datetime | None = None) -> Job:
+                      dedup_since: datetime | None = None, sender_limit: tuple[datetime, int] | None = None) -> Job:
         """Commit one job and its document (streamed into the database in the same transaction).
-        With ``dedup_since``, the dedup key is locked across daemons before it is looked for."""
+        With ``dedup_since``, the dedup key is locked across daemons before it is looked for; with
+        ``sender_limit``, the sender, before its jobs are counted."""
         staged = self._check_staged(job_id, doc)
         try:
             async with self._db.connection() as conn, conn.transaction():
@@ -252,6 +277,14 @@ class PostgresStore:
                         "ORDER BY created_at DESC LIMIT 1", (new.dedup_key, dedup_since))).fetchone()
                     if earlier is not None:
                         raise DuplicateJob(earlier["id"])
+                if sender_limit is not None and new.sender:
+                    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                                       (_lock_key("sender", new.sender),))
+                    row = await (await conn.execute(
+                        "SELECT COUNT(*) AS n FROM jobs WHERE sender = %s AND created_at >= %s",
+                        (new.sender, sender_limit[0]))).fetchone()
+                    if row is not None and int(row["n"]) >= sender_limit[1]:
+                        raise SenderOverLimit(new.sender, sender_limit[1])
                 await self._insert_job(conn, job_id, new, doc, now, state, reason)
                 await documents.write(conn, job_id, staged)
                 await self._event(conn, job_id, now, state, f"job.{state.value}", reason,
@@ -350,7 +383,7 @@ class PostgresStore:
 
     @_chokepoint
     async def claim_due(self, owner: str, now: datetime, limit: int, lease_s: float, *,
-                        reconcile: bool = False, per_destination: int = 0) -> list[Job]:
+                        reconcile: bool = False, per_destination: int = 0, max_in_flight: int = 0) -> list[Job]:
         """Lease up to ``limit`` due jobs (see the module docstring), their documents fetched into
         the local cache before they are returned."""
         if limit <= 0:
@@ -362,6 +395,17 @@ class PostgresStore:
         lease = ("UPDATE jobs SET lease_owner = %(owner)s, lease_until = %(until)s, lease_node = %(node)s, "
                  "node = %(node)s")
         async with self._db.connection() as conn, conn.transaction():
+            if max_in_flight > 0 and not reconcile:
+                # every claimer counts under one lock (taken before any number's): two daemons
+                # cannot both fill the last place; jobs leased to be sent count as in flight
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                                   (_lock_key("in_flight", "all"),))
+                row = await (await conn.execute(
+                    f"SELECT COUNT(*) AS n FROM jobs WHERE ({AT_PROVIDER} OR (state = 'queued' AND lease_until >= "
+                    "%(now)s)) AND NOT (id = ANY(%(bad)s::text[]))", args)).fetchone()
+                args["limit"] = limit = min(limit, max_in_flight - (int(row["n"]) if row else 0))
+                if limit <= 0:
+                    return []
             if reconcile or per_destination <= 0:
                 where = ("state = 'submitting' AND hold = %(reconcile)s" if reconcile else "state = 'queued'")
                 cur = await conn.execute(
@@ -442,6 +486,14 @@ class PostgresStore:
         async with self._db.connection() as conn:
             await conn.execute("UPDATE jobs SET lease_owner = NULL, lease_until = NULL, lease_node = NULL "
                                "WHERE id = %s AND lease_owner = %s", (job_id, owner))
+
+    @_chokepoint
+    async def renew(self, owner: str, job_ids: Collection[str], now: datetime, lease_s: float) -> set[str]:
+        if not job_ids:
+            return set()
+        rows = await self._rows("UPDATE jobs SET lease_until = %s WHERE lease_owner = %s AND id = ANY(%s) "
+                                "RETURNING id", (now + timedelta(seconds=lease_s), owner, sorted(job_ids)))
+        return {r["id"] for r in rows}
 
     @_chokepoint
     async def defer(self, job_id: str, until: datetime) -> None:
@@ -688,6 +740,44 @@ class PostgresStore:
                                 "FROM outbox WHERE job_id = %s ORDER BY id", (job_id,))
         return [Notice(r["kind"], r["created_at"], r["attempts"], r["next_at"], r["delivered_at"], r["last_error"])
                 for r in rows]
+
+    @_chokepoint
+    async def outbox_keep(self, item_id: int, now: datetime) -> bool:
+        row = await self._row("UPDATE outbox SET lease_until = %s WHERE id = %s AND lease_node = %s "
+                              "AND delivered_at IS NULL RETURNING id",
+                              (now + timedelta(seconds=self.lease_s), item_id, self.node))
+        return row is not None
+
+    # ---- one daemon at a time -------------------------------------------------------------
+
+    @_chokepoint
+    async def lead(self, role: str) -> bool:
+        """A session-level advisory lock per role, held on a connection of its own (outside the
+        pool) for as long as this daemon lives: the first daemon to ask takes it, the others get
+        False until its connection ends (the daemon died or stopped, or the database restarted)."""
+        conn = self._leads.get(role)
+        if conn is not None:
+            try:
+                await conn.execute("SELECT 1")
+                return True
+            except psycopg.Error:                   # the connection (and the lock with it) is gone
+                del self._leads[role]
+                await conn.close()
+        if self._closed:
+            return False
+        conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True, connect_timeout=10)
+        try:
+            row = await (await conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
+                                            (_lock_key("lead", role),))).fetchone()
+        except BaseException:
+            await conn.close()
+            raise
+        if row is None or not row[0]:
+            await conn.close()
+            return False
+        self._leads[role] = conn
+        log.info("store.lead_taken", role=role, node=self.node)
+        return True
 
     # ---- kv -------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ and :meth:`JobStore.enqueue` takes it from there into the store before the job r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -123,9 +123,11 @@ class JobStore(Protocol):
     # ---- writes
     async def enqueue(self, job_id: str, new: NewJob, doc: PreparedDocument, now: datetime, *,
                       state: JobState = JobState.QUEUED, reason: str | None = None,
-                      dedup_since: datetime | None = None) -> Job:
+                      dedup_since: datetime | None = None, sender_limit: tuple[datetime, int] | None = None) -> Job:
         """Commit one job whose document is staged; with ``dedup_since``, a job with the same
-        ``dedup_key`` made since then raises :class:`~faxbridge.errors.DuplicateJob` instead."""
+        ``dedup_key`` made since then raises :class:`~faxbridge.errors.DuplicateJob` instead; with
+        ``sender_limit`` (since, limit), a sender with ``limit`` jobs made since then raises
+        :class:`~faxbridge.errors.SenderOverLimit` (both counted in the committing transaction)."""
         ...
 
     async def enqueue_many(self, items: Sequence[Staged], now: datetime) -> list[Job]:
@@ -142,9 +144,15 @@ class JobStore(Protocol):
 
     # ---- claims and leases
     async def claim_due(self, owner: str, now: datetime, limit: int, lease_s: float, *,
-                        reconcile: bool = False, per_destination: int = 0) -> list[Job]:
+                        reconcile: bool = False, per_destination: int = 0, max_in_flight: int = 0) -> list[Job]:
         """Lease up to ``limit`` due jobs (``reconcile``: held submissions); ``per_destination``
-        (0: none): no more than that many jobs to one number at the provider, oldest first."""
+        (0: none): no more than that many jobs to one number at the provider, oldest first;
+        ``max_in_flight`` (0: none): no more than that many jobs at the provider or leased to be
+        sent, counted in the claiming transaction (across every daemon sharing the store)."""
+        ...
+    async def renew(self, owner: str, job_ids: Collection[str], now: datetime, lease_s: float) -> set[str]:
+        """Extend ``owner``'s leases of these jobs to ``now + lease_s``; the ids still leased to it
+        (a lease another daemon took over after it ran out is not renewed)."""
         ...
     async def abandoned(self, now: datetime, owner: str) -> list[Job]: ...
     async def release(self, job_id: str, owner: str) -> None: ...
@@ -185,6 +193,19 @@ class JobStore(Protocol):
     async def outbox_backlog(self) -> int: ...
     async def notices(self, job_id: str) -> list[Notice]:
         """The job's outbox rows, oldest first: what it owes or owed its sender (reply, result file)."""
+        ...
+
+    async def outbox_keep(self, item_id: int, now: datetime) -> bool:
+        """Just before delivering a row handed out by ``outbox_due``: renew its lease; False when it
+        is not this daemon's any more (its lease ran out and another daemon took it, or it was
+        delivered meanwhile), so it is not delivered twice."""
+        ...
+
+    # ---- one daemon at a time
+    async def lead(self, role: str) -> bool:
+        """Whether this daemon does ``role`` ("poller", "balance") now: True for the one daemon
+        holding it among those sharing the store (taken when free, kept while alive; one daemon
+        alone always holds it)."""
         ...
 
     # ---- small durable settings (poll cursors, the webhook token)

@@ -37,7 +37,15 @@ import structlog
 from faxbridge.clock import parse_iso as _dt
 from faxbridge.clock import stamp as ts
 from faxbridge.durable import fsync_dir
-from faxbridge.errors import Conflict, DuplicateJob, JobNotFound, StoreBusy, StoreError, UnreadableJob
+from faxbridge.errors import (
+    Conflict,
+    DuplicateJob,
+    JobNotFound,
+    SenderOverLimit,
+    StoreBusy,
+    StoreError,
+    UnreadableJob,
+)
 from faxbridge.models import (
     FaxOptions,
     Hold,
@@ -399,7 +407,7 @@ class SqliteStore:
 
     def enqueue(self, job_id: str, new: NewJob, doc: PreparedDocument, now: datetime,
                 *, state: JobState = JobState.QUEUED, reason: str | None = None,
-                dedup_since: datetime | None = None) -> Job:
+                dedup_since: datetime | None = None, sender_limit: tuple[datetime, int] | None = None) -> Job:
         """Commit a job whose document is staged at ``stage(job_id)/fax.pdf``.
 
         The document is moved into the spool and fsynced before the row is committed, so a
@@ -422,6 +430,10 @@ class SqliteStore:
                     earlier = _newest_with_key(db, new.dedup_key, dedup_since)
                     if earlier is not None:
                         raise DuplicateJob(earlier["id"])
+                if sender_limit is not None and new.sender and int(db.execute(
+                        "SELECT COUNT(*) FROM jobs WHERE sender = ? AND created_at >= ?",
+                        (new.sender, ts(sender_limit[0]))).fetchone()[0]) >= sender_limit[1]:
+                    raise SenderOverLimit(new.sender, sender_limit[1])
                 db.execute(
                     """INSERT INTO jobs (id, source, to_number, state, reason, pages, paper, provider,
                        sender, subject, document, options, meta, created_at, updated_at, doc_sha256,
@@ -585,16 +597,23 @@ class SqliteStore:
     # ---- claims and leases ----------------------------------------------------------------
 
     def claim_due(self, owner: str, now: datetime, limit: int, lease_s: float, *,
-                  reconcile: bool = False, per_destination: int = 0) -> list[Job]:
+                  reconcile: bool = False, per_destination: int = 0, max_in_flight: int = 0) -> list[Job]:
         """Lease up to ``limit`` due jobs: queued ones, or (``reconcile``) held submissions.
 
         ``per_destination`` (``limits.per_destination``; 0: no limit): a queued job is taken only
         while fewer than that many jobs to its number are at the provider or being sent, the
-        oldest first (first in, first out per number; other numbers never wait for it)."""
+        oldest first (first in, first out per number; other numbers never wait for it).
+        ``max_in_flight`` (0: no limit): at most that many jobs at the provider or leased to be sent."""
         if limit <= 0:
             return []
         until = ts(now + timedelta(seconds=lease_s))
         with self._write() as db:
+            if max_in_flight > 0 and not reconcile:
+                busy = int(db.execute(f"SELECT COUNT(*) FROM jobs WHERE {AT_PROVIDER} OR (state = 'queued' "
+                                      "AND lease_until >= ?)", (ts(now),)).fetchone()[0])
+                limit = min(limit, max_in_flight - busy)
+                if limit <= 0:
+                    return []
             if reconcile:
                 rows = db.execute(
                     f"""SELECT id FROM jobs
@@ -657,6 +676,14 @@ class SqliteStore:
                 "UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",
                 (job_id, owner),
             )
+
+    def renew(self, owner: str, job_ids: Sequence[str], now: datetime, lease_s: float) -> set[str]:
+        """Extend ``owner``'s leases of ``job_ids``; the ids still leased to it."""
+        marks = ",".join("?" for _ in job_ids)
+        with self._write() as db:
+            rows = db.execute(f"UPDATE jobs SET lease_until = ? WHERE lease_owner = ? AND id IN ({marks}) "
+                              "RETURNING id", (ts(now + timedelta(seconds=lease_s)), owner, *job_ids)).fetchall()
+        return {r["id"] for r in rows}
 
     def defer(self, job_id: str, until: datetime) -> None:
         """Push a due job's next attempt later without changing its state (no event)."""

@@ -199,9 +199,9 @@ class ThreadedStore:
     # ---- writes
     async def enqueue(self, job_id: str, new: NewJob, doc: PreparedDocument, now: datetime, *,
                       state: JobState = JobState.QUEUED, reason: str | None = None,
-                      dedup_since: datetime | None = None) -> Job:
+                      dedup_since: datetime | None = None, sender_limit: tuple[datetime, int] | None = None) -> Job:
         return await self._write(self._db.enqueue, job_id, new, doc, now, state=state, reason=reason,
-                               dedup_since=dedup_since)
+                                 dedup_since=dedup_since, sender_limit=sender_limit)
 
     async def enqueue_many(self, items: Sequence[Staged], now: datetime) -> list[Job]:
         return await self._write(self._db.enqueue_many, list(items), now)
@@ -214,9 +214,14 @@ class ThreadedStore:
 
     # ---- claims and leases
     async def claim_due(self, owner: str, now: datetime, limit: int, lease_s: float, *,
-                        reconcile: bool = False, per_destination: int = 0) -> list[Job]:
+                        reconcile: bool = False, per_destination: int = 0, max_in_flight: int = 0) -> list[Job]:
         return await self._write(self._db.claim_due, owner, now, limit, lease_s, reconcile=reconcile,
-                                 per_destination=per_destination)
+                                 per_destination=per_destination, max_in_flight=max_in_flight)
+
+    async def renew(self, owner: str, job_ids: Collection[str], now: datetime, lease_s: float) -> set[str]:
+        if not job_ids:
+            return set()
+        return await self._write(self._db.renew, owner, sorted(job_ids), now, lease_s)
 
     async def abandoned(self, now: datetime, owner: str) -> list[Job]:
         return await self._run(self._db.abandoned, now, owner)
@@ -304,6 +309,12 @@ class ThreadedStore:
 
     async def kv_set(self, key: str, value: str) -> None:
         await self._write(self._db.kv_set, key, value)
+
+    async def outbox_keep(self, item_id: int, now: datetime) -> bool:
+        return True             # one daemon per SQLite store (the state-dir lock): nobody else takes it
+
+    async def lead(self, role: str) -> bool:
+        return True             # one daemon per SQLite store: it does every role
 
     async def integrity_check(self) -> str:
         return await self._run(self._db.integrity_check)

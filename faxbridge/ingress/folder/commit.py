@@ -14,7 +14,9 @@ round.
 
 Trouble on our side (disk full, database busy, a worker process lost) leaves the claim where it
 is: counted (:data:`MAX_TRIES`, then it is rejected), and tried again after ``RETRY_S`` by the
-intake's reconcile (:class:`~faxbridge.ingress.folder.claim.Retry`).
+intake's reconcile (:class:`~faxbridge.ingress.folder.claim.Retry`). A job store that does not
+answer (:class:`~faxbridge.errors.StoreBusy`: a database restarting) is not counted against the
+file: its claim waits, however long the outage, and goes once the store is back.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from faxbridge import options as fax_options
 from faxbridge.clock import Clock
 from faxbridge.config import NumbersConfig, WatchConfig
 from faxbridge.documents import DEFAULT_MAX_DECOMPRESSED, OfficeSettings
-from faxbridge.errors import InputError, NumberError, StoreError
+from faxbridge.errors import InputError, NumberError, StoreBusy, StoreError
 from faxbridge.ingress.folder import claims
 from faxbridge.ingress.folder.bridge import LoopStore
 from faxbridge.ingress.folder.claim import Claimer, Retry
@@ -310,7 +312,8 @@ class Committer:
         return jobs
 
     def _failed(self, claim_id: str, exc: BaseException) -> None:
-        tries = self._tries[claim_id] = self._tries.get(claim_id, 0) + 1
+        tries = self._tries.get(claim_id, 0) + (0 if isinstance(exc, StoreBusy) else 1)
+        self._tries[claim_id] = tries
         log.error("folder.intake_failed", claim=claim_id, watch=str(self.root), error=str(exc), tries=tries)
         self.retry.soon()
 

@@ -249,6 +249,8 @@ class FolderWatcher:
                     await self._in_worker(self._sweep)
             except (OSError, StoreError) as exc:
                 log.error("folder.round_failed", error=str(exc))
+                for intake in self._intakes:      # claims the round left are taken again later
+                    intake.retry_soon()
                 result = TickResult(0, False, ERROR_PAUSE_S)
             except Exception as exc:      # our bug: logged, and the watcher goes on after a pause
                 log.error("folder.round_crashed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)

@@ -17,10 +17,10 @@ import structlog
 from faxbridge import crashpoints, intake
 from faxbridge.clock import Clock
 from faxbridge.config import Config
-from faxbridge.errors import DuplicateJob, StoreError
+from faxbridge.errors import DuplicateJob, SenderOverLimit, StoreError
 from faxbridge.ingress.smtp.data import DEDUP_WINDOW, MailPlan, mail_settings, stage_mail
 from faxbridge.ingress.smtp.policy import Recipient
-from faxbridge.ingress.smtp.replies import INTERNAL_ERROR, OUR_TROUBLE, TOO_MUCH_WORK, queued
+from faxbridge.ingress.smtp.replies import INTERNAL_ERROR, OUR_TROUBLE, TOO_MUCH_WORK, queued, rate_limited
 from faxbridge.store import JobStore, new_job_id
 from faxbridge.workers import Engine, TooMuchWork, WorkerLost
 
@@ -103,7 +103,11 @@ class MailIntake:
             while pending:
                 item = pending.pop(0)
                 try:
-                    job = await intake.commit_staged(store, self.clock, item, dedup_window=DEDUP_WINDOW)
+                    job = await intake.commit_staged(store, self.clock, item, dedup_window=DEDUP_WINDOW,
+                                                     sender_limit=self.cfg.limits.per_sender_per_hour)
+                except SenderOverLimit as over:   # another daemon (or session) took this sender's last place
+                    log.info("smtp.rate_limited", sender=sender, limit=over.limit, jobs=made)
+                    return rate_limited(over.limit)
                 except DuplicateJob as dup:   # sent before, or the same mail on another connection just now
                     duplicates.append(dup.job_id)
                     log.info("smtp.duplicate", job_id=dup.job_id, to=item.new.to,
