@@ -111,7 +111,10 @@ def test_a_timed_out_send_is_found_by_its_label_not_resent(tmp_path: Path, sim: 
     counts = Counter(s["job_tag"] for s in sim.sends())
     assert {i: counts[i] for i in ids} == dict.fromkeys(ids, 1)
     events = [e.get("event") for e in daemon.events()]
-    assert events.count("job.reconciled") >= 2
+    # both timed-out sends were held as outcome unknown and never sent again; each is then found
+    # either by the label lookup (job.reconciled) or, on a slow machine, by Sinch's callback saying
+    # COMPLETED first (straight to delivered): one fax per job either way (asserted above)
+    assert events.count("job.outcome_unknown") >= 2 and "job.resend" not in events, events
 
 
 async def test_the_balance_watch_asks_sinch_once_and_stays_up() -> None:
