@@ -189,7 +189,9 @@ class Tracker:
                 changed += 1
         for provider_id in result.unknown:
             changed += await self._unknown(provider_id)
-        if result.cursor is not None and not left:
+        # the cursor moves with the lead poller's cycles only: a cycle run on another daemon to
+        # confirm a postback it received must not move it back under the poller's (several daemons)
+        if result.cursor is not None and not left and (not hinted or await self.store.lead("poller")):
             await self.store.kv_set(self.cursor_key, result.cursor)
         self.last_cpu_s = time.process_time() - cpu
         log.debug("tracker.poll", pending=len(pending), updates=len(result.updates), changed=changed,

@@ -70,6 +70,34 @@ async def test_ten_thousand_in_flight_cost_at_most_ten_requests_a_cycle(
         await store.close()
 
 
+async def test_a_postbacks_cycle_on_a_daemon_not_polling_leaves_the_cursor(
+        tmp_path: Path, real_time_sim: tuple[Simulator, str]) -> None:
+    """Several daemons on one store: a cycle run to confirm a postback (``refresh``) on a daemon that
+    is not the lead poller applies what it reads but leaves the shared cursor to the poller."""
+    sim, base = real_time_sim
+    store = await open_store(tmp_path / "var", "openfax")
+    try:
+        fill(sim, store, "openfax", 200, now=sim.clock.now(), spread_s=240)
+        leads: list[str] = []
+
+        async def not_leading(role: str) -> bool:
+            leads.append(role)
+            return False
+
+        store.lead = not_leading  # type: ignore[method-assign]   # another daemon holds "poller"
+        async with httpx.AsyncClient(timeout=60) as client:
+            tracker = Tracker(store, sim_provider("openfax", client, base, clock=sim.clock), SystemClock(), Policy(),
+                              interval=30)
+            before = await store.in_flight()
+            await tracker.refresh()
+            assert await store.in_flight() < before                 # what it read was applied
+            assert leads == ["poller"] and await store.kv_get(tracker.cursor_key) is None
+            await tracker.poll_once()                               # the poller's own cycle moves it
+            assert await store.kv_get(tracker.cursor_key) is not None
+    finally:
+        await store.close()
+
+
 async def test_phaxio_asks_for_the_overdue_few_alone(tmp_path: Path,
                                                       real_time_sim: tuple[Simulator, str]) -> None:
     sim, base = real_time_sim
