@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sqlite3
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from faxbridge.clock import FakeClock
@@ -44,6 +45,36 @@ async def test_delivers_once_and_marks_done(tmp_path: Path) -> None:
     # a restart (a new worker on the same store) repeats nothing
     assert await OutboxWorker(store, clock, "sidecar", deliver).run_once() == 0
     assert await store.outbox_backlog() == 0
+    await store.close()
+
+
+async def test_a_row_s_lease_is_renewed_while_a_slow_delivery_goes_on(tmp_path: Path) -> None:
+    """A slow smarthost: the row's lease is renewed every ``keep_every`` during the send (on a shared
+    store another daemon would otherwise take it and send the reply too), and no more once it is sent."""
+    clock = FakeClock()
+    store = await open_store(tmp_path, "simulator")
+    kept: list[int] = []
+    real_keep = store.outbox_keep
+
+    async def counting_keep(item_id: int, now: datetime) -> bool:
+        kept.append(item_id)
+        return await real_keep(item_id, now)
+
+    store.outbox_keep = counting_keep  # type: ignore[method-assign]
+    renewed_during = asyncio.Event()
+
+    async def deliver(job: Job, events: Sequence[JobEvent], item: OutboxItem) -> None:
+        while len(kept) < 3:                          # one before the send, two while it goes on
+            await asyncio.sleep(0.01)
+        renewed_during.set()
+
+    await final_job(store, clock)
+    worker = OutboxWorker(store, clock, "sidecar", deliver, keep_every=0.02)
+    assert await asyncio.wait_for(worker.run_once(), 60) == 1
+    assert renewed_during.is_set() and len(set(kept)) == 1
+    after = len(kept)
+    await asyncio.sleep(0.1)                          # five beats later: nothing renews it now
+    assert len(kept) == after
     await store.close()
 
 

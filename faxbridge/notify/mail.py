@@ -525,14 +525,14 @@ def build(cfg: Config, store: JobStore, clock: Clock, render: Render = _no_rende
     """The reply-mail worker (always built: without a smarthost it marks rows done unsent);
     ``render``: the first page as a PNG (the daemon runs it in its worker engine)."""
     return OutboxWorker(store, clock, "mail", make_deliver(cfg, clock, document=store.spool.document_path,
-                                                           render=render))
+                                                           render=render), keep_every=cfg.store.lease / 3)
 
 
 def build_receipts(cfg: Config, store: JobStore, clock: Clock) -> OutboxWorker | None:
     """The receipts worker, with ``notify.receipt = true`` (the store then owes "receipt" rows)."""
     if not cfg.notify.receipt:
         return None
-    return OutboxWorker(store, clock, RECEIPT_KIND, make_receipt_deliver(cfg, clock))
+    return OutboxWorker(store, clock, RECEIPT_KIND, make_receipt_deliver(cfg, clock), keep_every=cfg.store.lease / 3)
 
 
 def build_copies(cfg: Config, store: JobStore, clock: Clock, render: Render = _no_render) -> OutboxWorker | None:
@@ -540,4 +540,4 @@ def build_copies(cfg: Config, store: JobStore, clock: Clock, render: Render = _n
     if not cfg.notify.copy_to:
         return None
     return OutboxWorker(store, clock, COPY_KIND, make_copy_deliver(cfg, clock, document=store.spool.document_path,
-                                                                   render=render))
+                                                                   render=render), keep_every=cfg.store.lease / 3)

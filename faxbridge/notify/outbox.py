@@ -29,6 +29,7 @@ lease ran out and went to another daemon is left to that one: each reply is sent
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
@@ -73,8 +74,9 @@ class OutboxWorker:
 
     def __init__(self, store: JobStore, clock: Clock, kind: str, deliver: Deliver, *, interval: float = 0.5,
                  retry_initial: float = 5.0, retry_max: float = 600.0,
-                 on_restart: OnRestart | None = None) -> None:
+                 on_restart: OnRestart | None = None, keep_every: float = 10.0) -> None:
         self.name = f"notify.{kind}"
+        self.keep_every = keep_every    # the row's lease renewed this often while it is delivered
         self.store = store
         self.clock = clock
         self.kind = kind
@@ -105,6 +107,27 @@ class OutboxWorker:
             done += await self._one(item)
         return done
 
+    async def _delivering(self, job: Job, events: Sequence[JobEvent], item: OutboxItem) -> None:
+        """``deliver``, with the row's lease renewed every ``keep_every`` meanwhile (a slow smarthost
+        must not let another daemon sharing the store take the row and send it too)."""
+        keep = asyncio.create_task(self._keep_leased(item), name=f"{self.name}-lease")
+        try:
+            await self.deliver(job, events, item)
+        finally:
+            keep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keep
+
+    async def _keep_leased(self, item: OutboxItem) -> None:
+        while True:
+            await asyncio.sleep(self.keep_every)
+            try:
+                if not await self.store.outbox_keep(item.id, self.clock.now()):
+                    log.warning("notify.lease_lost", kind=self.kind, job_id=item.job_id)
+                    return
+            except StoreError as exc:       # tried again at the next beat
+                log.warning("notify.lease_renew_failed", kind=self.kind, job_id=item.job_id, error=str(exc))
+
     async def _one(self, item: OutboxItem) -> int:
         if item.id in self._unmarked:
             await self._mark(item, self._unmarked[item.id])
@@ -116,7 +139,7 @@ class OutboxWorker:
         try:
             job = await self.store.get(item.job_id)
             events = await self.store.events(item.job_id)
-            await self.deliver(job, events, item)
+            await self._delivering(job, events, item)
         except (NotifyRetry, UnreadableJob) as exc:
             delay = retry_delay(item, self.retry_initial, self.retry_max)
             log.warning("notify.retry", kind=self.kind, job_id=item.job_id, attempts=item.attempts + 1,
