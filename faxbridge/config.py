@@ -560,12 +560,18 @@ def defaults(base_dir: Path) -> Config:
     return load(None, {}, base_dir=base_dir)
 
 
-def _watches(entries: Any, base: Path, problems: list[str]) -> list[WatchConfig]:
+def _tables(entries: Any, name: str, problems: list[str]) -> list[dict[str, Any]]:
+    """``[[name]]``: the array of tables, or none (and the problem said) when it is something else."""
     if entries is None:
         return []
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        problems.append("watch: expected [[watch]] tables (an array of tables)")
+        problems.append(f"{name}: expected [[{name}]] tables (an array of tables)")
         return []
+    return entries
+
+
+def _watches(entries: Any, base: Path, problems: list[str]) -> list[WatchConfig]:
+    entries = _tables(entries, "watch", problems)
     watches: list[WatchConfig] = []
     seen: dict[Path, str] = {}
     for i, entry in enumerate(entries):
@@ -588,11 +594,7 @@ def _watches(entries: Any, base: Path, problems: list[str]) -> list[WatchConfig]
 
 def _routes(entries: Any, base: Path, problems: list[str]) -> list[Route]:
     """``[[route]]`` tables (section 14), in file order; each needs ``prefixes`` and ``provider``."""
-    if entries is None:
-        return []
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        problems.append("route: expected [[route]] tables (an array of tables)")
-        return []
+    entries = _tables(entries, "route", problems)
     routes: list[Route] = []
     for i, entry in enumerate(entries):
         prefix = f"route[{i}]"
