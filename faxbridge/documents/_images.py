@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-import img2pdf
 from PIL import Image, ImageOps, ImageSequence
 
 from faxbridge.documents._common import PAPER_SIZES, translated
@@ -127,6 +126,8 @@ def _encode(frame: Image.Image) -> bytes:
 
 def image_to_pdf(path: Path, out_path: Path, *, name: str, kind: str, paper: Paper) -> None:
     """Decode every frame (refusing damaged ones), then write one PDF page per frame fitted onto paper."""
+    import img2pdf  # (and pikepdf with it) loaded when an image is first converted: the daemon starts without
+
     layout = img2pdf.get_layout_fun(PAPER_SIZES[paper], fit=img2pdf.FitMode.into, auto_orient=True)
     options = {"layout_fun": layout, "rotation": img2pdf.Rotation.ifvalid}
     direct = True

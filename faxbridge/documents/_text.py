@@ -14,12 +14,16 @@ import os
 import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-
-from fpdf import FPDF
+from typing import TYPE_CHECKING
 
 from faxbridge.documents._common import PAPER_SIZES, discard, publish, staging_path, translated
 from faxbridge.durable import fsync_file
 from faxbridge.models import Paper
+
+# fpdf2 and its fontTools take half a second to import: loaded when text is first set (text_to_pdf),
+# so the daemon, its workers and the CLI start without them.
+if TYPE_CHECKING:
+    from fpdf import FPDF
 
 FONT_SIZE = 10.0      # points; DejaVu Sans Mono at 10 pt sets 89 columns across Letter
 LINE_HEIGHT = 12.0
@@ -202,6 +206,8 @@ def text_to_pdf(
 
     Written to a temporary name beside out_path, fsynced and renamed. Returns the page count.
     """
+    from fpdf import FPDF
+
     pdf = FPDF(unit="pt", format=PAPER_SIZES[paper])
     pdf.set_margins(MARGIN, MARGIN, MARGIN)
     pdf.set_auto_page_break(True, MARGIN)
