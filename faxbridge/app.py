@@ -65,6 +65,7 @@ from faxbridge.notify import mail as mail_notify
 from faxbridge.notify import sidecar as sidecar_notify
 from faxbridge.notify.mail import notices_of
 from faxbridge.notify.preview import render_first_page, render_page
+from faxbridge.providers import netio
 from faxbridge.providers.base import Provider
 from faxbridge.providers.limits import header_limit
 from faxbridge.providers.openfax import LOOKUP_GRACE, OpenfaxProvider
@@ -214,7 +215,7 @@ async def open_provider(cfg: Config, metrics: Metrics | None = None, *,
     clients: dict[str, httpx.AsyncClient] = {}
     latency = metrics.provider_request_seconds if metrics is not None else None
     for name in cfg.providers():              # one client each: its requests timed under its name
-        transport: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport()
+        transport: httpx.AsyncBaseTransport = netio.transport()    # httpcore on asyncio, not anyio
         if latency is not None:
             transport = TimedTransport(transport, _timer(latency, name))
         clients[name] = httpx.AsyncClient(timeout=httpx.Timeout(cfg.provider.request_timeout), transport=transport)
