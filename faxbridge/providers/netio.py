@@ -27,7 +27,8 @@ from typing import Any
 import httpcore
 import httpx
 
-READ_MAX = 1 << 16
+# httpcore's names for a stream's details, and asyncio's for the same
+_EXTRA = {"client_addr": "sockname", "server_addr": "peername", "ssl_object": "ssl_object", "socket": "socket"}
 
 # httpcore's errors as httpx's, most specific first (what httpx's own transport does).
 _ERRORS: tuple[tuple[type[Exception], type[httpx.HTTPError]], ...] = (
@@ -191,11 +192,8 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         wire = self._wire
         if info == "is_readable":            # an idle pooled connection the server closed, or that has
             return wire.eof or bool(wire.buffer)   # bytes nobody asked for, is not used again
-        if wire.transport is None:
-            return None
-        key = {"client_addr": "sockname", "server_addr": "peername", "ssl_object": "ssl_object",
-               "socket": "socket"}.get(info)
-        return wire.transport.get_extra_info(key) if key else None
+        key = _EXTRA.get(info)
+        return wire.transport.get_extra_info(key) if key and wire.transport is not None else None
 
 
 class AsyncioBackend(httpcore.AsyncNetworkBackend):

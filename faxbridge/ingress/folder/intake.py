@@ -128,6 +128,10 @@ class FolderIntake:
 
     def tick(self, changed: Iterable[Path] = (), limit: int = 100) -> TickResult:
         """Take the files that are due, as one round: scan, claim, commit."""
+        with safedir.one_check_per_round(self.root):
+            return self._tick(changed, limit)
+
+    def _tick(self, changed: Iterable[Path], limit: int) -> TickResult:
         self.observe(changed)
         now = self.clock.monotonic()
         self.scan.refresh(now)

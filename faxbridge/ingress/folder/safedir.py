@@ -31,6 +31,8 @@ import errno
 import os
 import secrets
 import stat
+import threading
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import structlog
@@ -108,8 +110,40 @@ def _own_dir(parent_fd: int, name: str, where: Path, *, repair: bool) -> int:
     raise AssertionError("unreachable")
 
 
+_round = threading.local()      # .areas: watch path -> the checked area's descriptor, in one_check_per_round
+
+
+@contextlib.contextmanager
+def one_check_per_round(watch_path: Path) -> Iterator[None]:
+    """Within the block (on this thread), :func:`open_area` of ``watch_path`` opens and checks the
+    working area once, at its first use, and answers a duplicate of that descriptor afterwards: a
+    round of a burst took it several times a file, each an ``open`` per component, ``fstat``s and
+    a ``mkdir`` (the metadata operations a burst's fsyncs hold up). The descriptor is the checked
+    folder itself, so a name swapped meanwhile changes nothing for the round; the next round checks
+    again."""
+    areas: dict[Path, int] = {}
+    outer = getattr(_round, "areas", None)
+    _round.areas = areas
+    try:
+        yield
+    finally:
+        _round.areas = outer
+        for fd in areas.values():
+            os.close(fd)
+
+
 def open_area(watch_path: Path, *, repair: bool = False) -> int:
-    """The descriptor of ``<watch>/.faxbridge/processing``, checked (see the module's rules)."""
+    """The descriptor of ``<watch>/.faxbridge/processing``, checked (see the module's rules); the
+    caller closes it."""
+    areas: dict[Path, int] | None = getattr(_round, "areas", None)
+    if areas is None:
+        return _open_area(watch_path, repair=repair)
+    if watch_path not in areas:
+        areas[watch_path] = _open_area(watch_path, repair=repair)
+    return os.dup(areas[watch_path])
+
+
+def _open_area(watch_path: Path, *, repair: bool) -> int:
     root = os.open(watch_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         area = _own_dir(root, AREA, watch_path / AREA, repair=repair)
