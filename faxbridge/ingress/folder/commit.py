@@ -2,8 +2,9 @@
 
 For each claim, :meth:`Committer.start` plans the job (the number from the control file, the file
 name or the subfolder, through the number policy; the control file's options) and copies the
-claimed document out through one checked descriptor into a staging folder of the job store's
-spool; then the document's fax-ready copy is started on the ``pool`` (the worker engine,
+claimed document out through one checked descriptor into the job's staging folder in the job
+store's spool (as ``received/0-NAME``: the copy kept as received, for the console); then the
+document's fax-ready copy is started on the ``pool`` (the worker engine,
 :class:`Offload`: a ``concurrent.futures.Future`` per document, so a round's documents are staged
 in parallel while the next file is claimed). :meth:`Committer.complete` waits for each future, then
 commits: rejections one by one (``store.reject``: a final ``rejected`` job owing its result file),
@@ -44,9 +45,10 @@ from faxbridge.ingress.folder.claimed import size_words
 from faxbridge.ingress.folder.content import stage
 from faxbridge.ingress.folder.control import choose_number, no_number_reason
 from faxbridge.ingress.folder.results import FolderOrigin
-from faxbridge.intake import destination, keep_received
-from faxbridge.models import FaxOptions, InputFile, Job, NewJob, PreparedDocument, Source
+from faxbridge.intake import destination, received_name
+from faxbridge.models import FaxOptions, Job, NewJob, PreparedDocument, Source
 from faxbridge.store import DOC_NAME, Staged, new_job_id
+from faxbridge.store.protocol import RECEIVED_DIR
 
 log = structlog.get_logger("faxbridge.folder")
 
@@ -117,7 +119,6 @@ class Started:
     error: BaseException | None = None
     job_id: str | None = None
     staging: Work[PreparedDocument | str] | None = None
-    copy: Path | None = None       # the file as taken (kept with the job as received, then removed)
 
 
 class Committer:
@@ -162,12 +163,16 @@ class Committer:
                 return Started(claim_id, new, document, reject=reject)
             job_id = new_job_id()
             try:
-                out = spool.stage(job_id) / DOC_NAME
-                copy = spool.stage(job_id + ".in") / "document"
+                folder = spool.stage(job_id)
+                out = folder / DOC_NAME
+                # The copy the document is made from is the one kept as received (console): it is
+                # written where it is kept, in the job's own staging folder, which moves into the
+                # spool with the document (a folder of its own and a link per file was slower).
+                (folder / RECEIVED_DIR).mkdir(mode=0o700)
+                copy = folder / RECEIVED_DIR / received_name(0, document.name)
                 self.claimer.copy_out(claim_id, document, copy, self.watch.max_size)
             except BaseException as exc:
                 spool.discard_stage(job_id)
-                spool.discard_stage(job_id + ".in")
                 if isinstance(exc, InputError):
                     return Started(claim_id, new, document, reject=exc.reason)
                 raise
@@ -177,7 +182,7 @@ class Committer:
             return self._unexpected(claim_id, exc)
         staging = self.offload.submit(stage, copy, document.name, out, self.numbers.max_pages, new.options.paper,
                                       self.max_decompressed, self.office)
-        return Started(claim_id, new, document, job_id=job_id, staging=staging, copy=copy)
+        return Started(claim_id, new, document, job_id=job_id, staging=staging)
 
     def discard(self, started: Sequence[Started]) -> None:
         """A round given up before its commit (its claims are not durable): wait for each staging
@@ -187,7 +192,6 @@ class Committer:
                 self.offload.outcome(item.staging)
             if item.job_id is not None:
                 self.store.spool.discard_stage(item.job_id)
-                self.store.spool.discard_stage(item.job_id + ".in")
 
     def _plan(self, claim_id: str, reject: str | None) -> tuple[NewJob, PurePosixPath, str | None]:
         """Everything about a claim but its document: (the job, the document, why it is rejected
@@ -256,10 +260,6 @@ class Committer:
             outcome: PreparedDocument | str | BaseException | None = item.error or item.reject
             if item.staging is not None:
                 outcome = self.offload.outcome(item.staging)
-            if isinstance(outcome, PreparedDocument) and item.copy is not None and item.document is not None:
-                keep_received(outcome.path.parent, [InputFile(item.document.name, item.copy)])
-            if item.job_id is not None:
-                self.store.spool.discard_stage(item.job_id + ".in")
             if isinstance(outcome, PreparedDocument) and item.new is not None and item.job_id is not None:
                 staged.append((item, item.new, item.job_id, outcome))
                 continue
