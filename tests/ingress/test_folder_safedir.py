@@ -20,7 +20,7 @@ def test_one_check_a_round_then_the_next_use_checks_again(tmp_path: Path) -> Non
     watch.mkdir()
     os.close(safedir.open_area(watch, repair=True))       # made, 0700
     before = open_fds()
-    with safedir.one_check_per_round(watch):
+    with safedir.one_check_per_round():
         first = safedir.open_area(watch)
         checked = os.fstat(first)
         os.rename(watch / ".faxbridge", watch / ".moved")  # swapped for a link to a folder of the same shape
@@ -34,7 +34,7 @@ def test_one_check_a_round_then_the_next_use_checks_again(tmp_path: Path) -> Non
     assert open_fds() == before                           # the round's own descriptor is closed with it
     with pytest.raises(safedir.UnsafeFolder, match="a symbolic link"):
         safedir.open_area(watch)                          # outside a round: checked at every use
-    with safedir.one_check_per_round(watch), pytest.raises(safedir.UnsafeFolder, match="a symbolic link"):
+    with safedir.one_check_per_round(), pytest.raises(safedir.UnsafeFolder, match="a symbolic link"):
         safedir.open_area(watch)                          # a new round: checked again
     fresh = safedir.open_area(watch, repair=True)         # the intake moves the link aside, makes its own
     try:
@@ -48,7 +48,7 @@ def test_rounds_of_two_folders_keep_each_its_own(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     for watch in (a, b):
         watch.mkdir()
-    with safedir.one_check_per_round(a):
+    with safedir.one_check_per_round():
         fa = safedir.open_area(a, repair=True)
         fb = safedir.open_area(b, repair=True)
         try:

@@ -128,7 +128,7 @@ class FolderIntake:
 
     def tick(self, changed: Iterable[Path] = (), limit: int = 100) -> TickResult:
         """Take the files that are due, as one round: scan, claim, commit."""
-        with safedir.one_check_per_round(self.root):
+        with safedir.one_check_per_round():
             return self._tick(changed, limit)
 
     def _tick(self, changed: Iterable[Path], limit: int) -> TickResult:

@@ -114,8 +114,8 @@ _round = threading.local()      # .areas: watch path -> the checked area's descr
 
 
 @contextlib.contextmanager
-def one_check_per_round(watch_path: Path) -> Iterator[None]:
-    """Within the block (on this thread), :func:`open_area` of ``watch_path`` opens and checks the
+def one_check_per_round() -> Iterator[None]:
+    """Within the block (on this thread), :func:`open_area` opens and checks each watched folder's
     working area once, at its first use, and answers a duplicate of that descriptor afterwards: a
     round of a burst took it several times a file, each an ``open`` per component, ``fstat``s and
     a ``mkdir`` (the metadata operations a burst's fsyncs hold up). The descriptor is the checked
