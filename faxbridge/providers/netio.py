@@ -58,52 +58,30 @@ def _as_httpx(exc: Exception) -> Exception:
     return exc
 
 
-class _Wire(asyncio.Protocol):
-    """One connection's bytes: what arrived, whether it ended, and the one reader or writer waiting."""
+class _Waiter:
+    """One task at a time waiting for something the protocol tells (bytes came, the buffer drained)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.eof = False
-        self.error: Exception | None = None
-        self.paused = False
-        self.reader: asyncio.Future[None] | None = None
-        self.drained: asyncio.Future[None] | None = None
+        self._future: asyncio.Future[None] | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def wake(self) -> None:
+        if self._future is not None and not self._future.done():
+            self._future.set_result(None)
 
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        self._wake_reader()
-
-    def eof_received(self) -> bool | None:
-        self.eof = True
-        self._wake_reader()
-        return None            # the transport closes itself
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.eof = True
-        self.error = exc
-        self._wake_reader()
-        self.paused = False
-        self._wake_writer()
-
-    def pause_writing(self) -> None:
-        self.paused = True
-
-    def resume_writing(self) -> None:
-        self.paused = False
-        self._wake_writer()
-
-    def _wake_reader(self) -> None:
-        if self.reader is not None and not self.reader.done():
-            self.reader.set_result(None)
-
-    def _wake_writer(self) -> None:
-        if self.drained is not None and not self.drained.done():
-            self.drained.set_result(None)
+    async def wait(self, timeout: float | None) -> bool:
+        """Whether it was woken within ``timeout`` seconds (None: no limit). One timer, no task."""
+        future = self._future = self.loop.create_future()
+        timer = None if timeout is None else self.loop.call_later(timeout, _expire, future)
+        try:
+            await future
+        except TimeoutError:
+            return False
+        finally:
+            self._future = None
+            if timer is not None:
+                timer.cancel()
+        return True
 
 
 def _expire(future: asyncio.Future[None]) -> None:
@@ -111,19 +89,43 @@ def _expire(future: asyncio.Future[None]) -> None:
         future.set_exception(TimeoutError())
 
 
-async def _wait(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None], timeout: float | None) -> bool:
-    """Whether ``future`` was done within ``timeout`` seconds (None: no limit). One timer, no task."""
-    if timeout is None:
-        await future
-        return True
-    timer = loop.call_later(timeout, _expire, future)
-    try:
-        await future
-    except TimeoutError:
-        return False
-    finally:
-        timer.cancel()
-    return True
+class _Wire(asyncio.Protocol):
+    """One connection's bytes: what arrived, whether it ended, and the one reader or writer waiting."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.eof = False
+        self.error: Exception | None = None
+        self.paused = False
+        self.readable = _Waiter(loop)
+        self.drained = _Waiter(loop)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self.readable.wake()
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        self.readable.wake()
+        return None            # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self.error = exc
+        self.readable.wake()
+        self.paused = False
+        self.drained.wake()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self.drained.wake()
 
 
 class AsyncioStream(httpcore.AsyncNetworkStream):
@@ -132,13 +134,8 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         wire = self._wire
-        if not wire.buffer and not wire.eof:
-            wire.reader = wire.loop.create_future()
-            try:
-                if not await _wait(wire.loop, wire.reader, timeout):
-                    raise httpcore.ReadTimeout("timed out reading the answer")
-            finally:
-                wire.reader = None
+        if not wire.buffer and not wire.eof and not await wire.readable.wait(timeout):
+            raise httpcore.ReadTimeout("timed out reading the answer")
         if wire.buffer:
             data = bytes(wire.buffer[:max_bytes])
             del wire.buffer[:max_bytes]
@@ -156,12 +153,8 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             raise httpcore.WriteError("the connection is closed")
         transport.write(buffer)
         if wire.paused:                      # the kernel's buffer is full: wait until it drains
-            wire.drained = wire.loop.create_future()
-            try:
-                if not await _wait(wire.loop, wire.drained, timeout):
-                    raise httpcore.WriteTimeout("timed out sending the request")
-            finally:
-                wire.drained = None
+            if not await wire.drained.wait(timeout):
+                raise httpcore.WriteTimeout("timed out sending the request")
             if wire.error is not None or (wire.transport is not None and wire.transport.is_closing()):
                 raise httpcore.WriteError("the connection closed while sending")
 
@@ -175,7 +168,8 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         assert wire.transport is not None
         try:
             tls = await asyncio.wait_for(
-                wire.loop.start_tls(wire.transport, wire, ssl_context, server_hostname=server_hostname),
+                asyncio.get_running_loop().start_tls(wire.transport, wire, ssl_context,
+                                                     server_hostname=server_hostname),
                 timeout)
         except TimeoutError as exc:
             await self.aclose()
