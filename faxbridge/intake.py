@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -59,18 +59,11 @@ def stage_document(spool: DocumentSpool, job_id: str, files: Sequence[InputFile]
                    paper: Paper | None = None, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> PreparedDocument:
     """The first half of :func:`accept`: the fax-ready PDF in the job's staging folder, fsynced.
     Touches no database. On failure the staging folder is removed."""
-    return stage_with(spool, job_id, lambda out: prepare(files, out, max_pages=max_pages, paper=paper,
-                                                         max_decompressed=max_decompressed))
-
-
-def stage_with(store: DocumentSpool, job_id: str, make: Callable[[Path], PreparedDocument]) -> PreparedDocument:
-    """:func:`stage_document` for a document made by ``make(path)`` (a mail's document prepared
-    once for all its recipients, copied or joined to each one's cover page)."""
-    staged = store.stage(job_id)
+    staged = spool.stage(job_id)
     try:
-        return make(staged / DOC_NAME)
+        return prepare(files, staged / DOC_NAME, max_pages=max_pages, paper=paper, max_decompressed=max_decompressed)
     except BaseException:
-        store.discard_stage(job_id)
+        spool.discard_stage(job_id)
         raise
 
 
@@ -105,6 +98,27 @@ def received_name(index: int, name: str) -> str:
     while len(kept.encode()) > NAME_BYTES:
         kept = kept[:-1]
     return f"{index}-{kept or 'document'}"
+
+
+def write_received(staged: Path, documents: Sequence[tuple[str, bytes]]) -> list[InputFile]:
+    """Documents received as bytes (a mail's parts) written where a job keeps them as received
+    (``RECEIVED_DIR`` in its staging folder ``staged``, named by :func:`received_name`, 0600): the
+    files its document is then made from, and that other recipients' jobs link to
+    (:func:`keep_received`). Not fsynced: the document made from them is. A failure (a full disk)
+    is raised: without them there is nothing to make the document from."""
+    if not documents:
+        return []
+    folder = staged / RECEIVED_DIR
+    folder.mkdir(mode=0o700)
+    files: list[InputFile] = []
+    for index, (name, data) in enumerate(documents):
+        path = folder / received_name(index, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with open(fd, "wb") as fh:
+            os.fchmod(fd, 0o600)                      # private whatever the umask (as the spool)
+            fh.write(data)
+        files.append(InputFile(name, path))
+    return files
 
 
 def keep_received(staged: Path, originals: Sequence[InputFile]) -> None:

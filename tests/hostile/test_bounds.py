@@ -421,7 +421,7 @@ def test_a_mail_to_three_numbers_prepares_its_documents_once(tmp_path: Path, mon
                        subtype="pdf", filename="a.pdf")
     msg.add_attachment(big_png(200, 100), maintype="image", subtype="png", filename="logo.png")
     plan = smtp_data.stage_mail(smtp_data.mail_settings(cfg, 50), FileSpool(cfg.state_dir), "alice@example.com",
-                                recipients, msg.as_bytes(), {}, [new_job_id() for _ in recipients], new_job_id())
+                                recipients, msg.as_bytes(), {}, [new_job_id() for _ in recipients])
     assert isinstance(plan, smtp_data.MailPlan), plan      # what the worker answers: all staged
     assert sorted(s.new.to for s in plan.staged) == ["+15555551212", "+15555551213", "+15555551214"]
     assert [s.doc.pages for s in plan.staged] == [4, 4, 4]   # cover + 2 PDF pages + the image
@@ -450,14 +450,20 @@ def test_a_mail_without_a_cover_to_three_numbers_gets_the_pdf_byte_for_byte_each
     msg.add_attachment(pdf, maintype="application", subtype="pdf", filename="a.pdf")
     job_ids = [new_job_id() for _ in recipients]
     plan = smtp_data.stage_mail(smtp_data.mail_settings(cfg, 50), FileSpool(cfg.state_dir), "alice@example.com",
-                                recipients, msg.as_bytes(), {}, job_ids, new_job_id())
+                                recipients, msg.as_bytes(), {}, job_ids)
     assert isinstance(plan, smtp_data.MailPlan), plan
     assert [s.job_id for s in plan.staged] == job_ids
     assert len({s.doc.path for s in plan.staged}) == 3
     assert all(s.doc.path.read_bytes() == pdf for s in plan.staged)
     assert {s.doc.sha256 for s in plan.staged} == {hashlib.sha256(pdf).hexdigest()}
     assert [(s.doc.pages, s.doc.size) for s in plan.staged] == [(2, len(pdf))] * 3
-    assert not list(FileSpool(cfg.state_dir).staging.glob("mail-*"))    # the scratch folder is gone
+    # nothing but the three staged jobs, each its document and the part as received (a link to one file)
+    staging = FileSpool(cfg.state_dir).staging
+    assert sorted(p.name for p in staging.iterdir()) == sorted(job_ids)
+    for job_id in job_ids:
+        assert sorted(str(p.relative_to(staging / job_id)) for p in (staging / job_id).rglob("*")) == [
+            "fax.pdf", "received", "received/0-a.pdf"]
+    assert len({(staging / j / "received" / "0-a.pdf").stat().st_ino for j in job_ids}) == 1
 
 
 # --- documents: bounds from the structure, before the pages are read ---------------------------------------

@@ -170,7 +170,7 @@ async def through_data(cfg: Config, raw: bytes) -> str:
     store = await open_store(cfg.state_dir, "simulator")
     try:
         plan = stage_mail(mail_settings(cfg, header_limit(cfg)), store.spool, "alice@example.com", [rcpt], raw, {},
-                          [new_job_id()], new_job_id())
+                          [new_job_id()])
         if isinstance(plan, str):
             return plan
         intake = MailIntake(cfg, Engine(cfg), SystemClock(), header_limit=header_limit)   # no worker started

@@ -69,12 +69,11 @@ class MailIntake:
                       extra_meta: dict[str, Any]) -> str:
         spool = store.spool
         job_ids = [new_job_id() for _ in recipients]
-        work_id = new_job_id()
         message: Path | pickle.PickleBuffer = raw if isinstance(raw, Path) else pickle.PickleBuffer(raw)
         answered = False
         try:
             plan = await self.engine.run(self.work, self.settings, spool, sender, list(recipients), message,
-                                         extra_meta, job_ids, work_id)
+                                         extra_meta, job_ids)
             answered = True
         except TooMuchWork as exc:
             log.warning("smtp.too_much_work", error=f"{type(exc).__name__}: {exc}", sender=sender)
@@ -87,8 +86,8 @@ class MailIntake:
             return OUR_TROUBLE
         finally:
             if not answered:       # the worker may have left staged documents behind: not kept
-                for name in (*job_ids, f"mail-{work_id}"):
-                    spool.discard_stage(name)
+                for job_id in job_ids:
+                    spool.discard_stage(job_id)
         if isinstance(plan, str):
             return plan
         return await self.commit(store, sender, plan)

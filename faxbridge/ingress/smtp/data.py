@@ -32,11 +32,9 @@ from __future__ import annotations
 import binascii
 import contextlib
 import email.errors
-import functools
 import hashlib
 import mmap
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -72,7 +70,7 @@ from faxbridge.ingress.smtp.replies import (
 )
 from faxbridge.models import FaxOptions, InputFile, NewJob, Paper, PreparedDocument, Source
 from faxbridge.options import Asked, OptionError
-from faxbridge.store import DocumentSpool, Staged
+from faxbridge.store import DOC_NAME, DocumentSpool, Staged
 
 log = structlog.get_logger("faxbridge.smtp")
 
@@ -205,28 +203,14 @@ def dedup_key(message_key: str, to: str, doc_hash: str) -> str:
     return hashlib.sha256(f"smtp\0{message_key}\0{to}\0{doc_hash}".encode()).hexdigest()
 
 
-def _part_files(work: Path, content: mime.MailContent) -> list[InputFile]:
-    """Each part's file (named by its position: a part's own name never becomes a path)."""
-    return [InputFile(part.name, work / f"part-{index}.{part.kind}") for index, part in enumerate(content.parts)]
-
-
-def _write_parts(work: Path, content: mime.MailContent) -> list[InputFile]:
-    """Each part written to its :func:`_part_files` file (kept as received by each job)."""
-    files = _part_files(work, content)
-    for part, file in zip(content.parts, files, strict=True):
-        file.path.write_bytes(part.data)
-    return files
-
-
-
 # --- the worker half: a message in, a plan (or a refusal) out ----------------------------------------------
 
 
 def stage_mail(settings: MailSettings, spool: DocumentSpool, sender: str, recipients: Sequence[Recipient],
-               raw: bytes | Path, extra_meta: dict[str, Any], job_ids: Sequence[str], work_id: str) -> MailPlan | str:
+               raw: bytes | Path, extra_meta: dict[str, Any], job_ids: Sequence[str]) -> MailPlan | str:
     """Everything of DATA but the commit (in a worker process): the plan with each recipient's
-    document staged as ``job_ids[i]``, or the reply that refuses the message. ``work_id`` names
-    the scratch folder in the staging area (the daemon removes both if the worker dies)."""
+    document staged as ``job_ids[i]``, or the reply that refuses the message (the daemon removes
+    the staging folders if the worker dies)."""
     try:
         message = message_bytes(raw)
     except OSError as exc:
@@ -246,7 +230,7 @@ def stage_mail(settings: MailSettings, spool: DocumentSpool, sender: str, recipi
             return reply
         try:
             return MailPlan(tuple(_stage_all(spool, settings, sender, recipients, plan, extra_meta, job_ids,
-                                             work_id, asked)))
+                                             asked)))
         except DocumentError as exc:
             reply = too_many_pages(exc.reason) if exc.too_many_pages else unreadable_part(exc.reason)
             log.info("smtp.refused", stage="data", reply=reply, sender=sender)
@@ -286,36 +270,55 @@ def _with_cover(settings: MailSettings, plan: _Plan, asked: Asked) -> _Plan:
 
 
 def _stage_all(spool: DocumentSpool, settings: MailSettings, sender: str, recipients: Sequence[Recipient],
-               plan: _Plan, extra_meta: dict[str, Any], job_ids: Sequence[str], work_id: str,
+               plan: _Plan, extra_meta: dict[str, Any], job_ids: Sequence[str],
                asked: Sequence[Asked] | None = None) -> list[Staged]:
     """Every recipient's document staged, before any job is committed: the work that may be
-    refused (pages, content, the job's CPU or memory cap) never leaves half the jobs made."""
+    refused (pages, content, the job's CPU or memory cap) never leaves half the jobs made.
+
+    The first recipient's staging folder is the message's work folder: the parts are written
+    there once, as that job keeps them as received (the other jobs link to them), and the
+    attachments are prepared there (straight into its document when it is the only job and has
+    no cover page: nothing copied or renamed). Scratch files made there are removed before the
+    plan goes back."""
     staged: list[Staged] = []
     asked = list(asked) if asked is not None else [Asked()] * len(recipients)
-    work = spool.stage(f"mail-{work_id}")
+    plans = [_with_cover(settings, plan, wants) for wants in asked]
+    first = spool.stage(job_ids[0])
+    scratch = first / ".attachments.pdf"
     try:
-        body = _prepare_once(settings, work, plan, paper=_message_paper(asked))
-        for index, (rcpt, job_id, wants) in enumerate(zip(recipients, job_ids, asked, strict=True)):
-            mine = _with_cover(settings, plan, wants)
+        originals = intake.write_received(first, [(part.name, part.data) for part in plan.content.parts])
+        direct = len(recipients) == 1 and not plans[0].cover
+        body = _prepare_once(settings, originals, first / DOC_NAME if direct else scratch, plan,
+                             paper=_message_paper(asked))
+        for index, (rcpt, job_id, wants, mine) in enumerate(zip(recipients, job_ids, asked, plans, strict=True)):
             key = dedup_key(mine.message_key, rcpt.number.e164, mine.doc_hash)
-            make = functools.partial(_document, settings=settings, rcpt=rcpt, plan=mine, body=body, work=work,
-                                     last=index == len(recipients) - 1)
-            doc = intake.stage_with(spool, job_id, make)
-            intake.keep_received(doc.path.parent, _part_files(work, plan.content))
-            staged.append(Staged(job_id, _new_job(settings, sender, rcpt, key, mine, extra_meta, wants), doc))
+            folder = first if index == 0 else spool.stage(job_id)
+            try:
+                if index:
+                    intake.keep_received(folder, originals)
+                doc = _document(folder / DOC_NAME, settings=settings, rcpt=rcpt, plan=mine, body=body,
+                                last=index == len(recipients) - 1)
+                staged.append(Staged(job_id, _new_job(settings, sender, rcpt, key, mine, extra_meta, wants), doc))
+            except BaseException:
+                if index:
+                    spool.discard_stage(job_id)
+                raise
     except BaseException:
-        for item in staged:
+        spool.discard_stage(job_ids[0])
+        for item in staged[1:]:
             spool.discard_stage(item.job_id)
         raise
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            scratch.unlink()
     return staged
 
 
-def _prepare_once(settings: MailSettings, work: Path, plan: _Plan,
+def _prepare_once(settings: MailSettings, files: Sequence[InputFile], out: Path, plan: _Plan,
                   paper: Paper | None = None) -> PreparedDocument | None:
-    """The message's attachments as one checked fax-ready PDF, made ONCE for all its recipients
-    (only the cover page, which names each recipient, is made per job); None without any.
+    """The message's attachments (``files``) as one checked fax-ready PDF at ``out``, made ONCE
+    for all its recipients (only the cover page, which names each recipient, is made per job);
+    None without any.
 
     Bounds first: a cover page text that would fill more than ``limits.max_cover_pages`` pages
     (or, with the attachments, more than ``numbers.max_pages``) is refused (554 5.3.4) before
@@ -329,26 +332,32 @@ def _prepare_once(settings: MailSettings, work: Path, plan: _Plan,
     if cover_pages > max_pages:
         raise DocumentError(f"the mail text would fill more than {max_pages} pages; the limit is {max_pages}",
                             too_many_pages=True)
-    if not plan.content.parts:
+    if not files:
         return None
-    files = _write_parts(work, plan.content)
-    return prepare(files, work / "attachments.pdf", max_pages=max_pages, paper=paper,
-                   max_decompressed=settings.max_decompressed, office=settings.office)
+    return prepare(files, out, max_pages=max_pages, paper=paper, max_decompressed=settings.max_decompressed,
+                   office=settings.office)
 
 def _document(out: Path, *, settings: MailSettings, rcpt: Recipient, plan: _Plan,
-          body: PreparedDocument | None, work: Path, last: bool = False) -> PreparedDocument:
+          body: PreparedDocument | None, last: bool = False) -> PreparedDocument:
     """One recipient's document: its cover page and the message's prepared attachments (without a
-    cover page, the attachments as prepared: copied, or moved for the ``last`` recipient)."""
+    cover page, the attachments as prepared: kept where they were prepared, copied, or moved for
+    the ``last`` recipient). The cover page is made beside ``out`` and removed once joined."""
     max_pages = settings.max_pages
     if not plan.cover:
         assert body is not None    # _plan: a message without a cover page has parts
+        if body.path == out:
+            return body
         return move_prepared(body, out) if last else copy_prepared(body, out)
-    cover = work / f"cover-{out.parent.name}.pdf"
-    text_to_pdf(plan.content.body, cover, name="the cover page",
-                heading=mime.cover_heading(plan.content, rcpt.number.e164))
-    if body is None:
-        return prepare([InputFile("the cover page", cover)], out, max_pages=max_pages)
-    return join(cover, body, out, max_pages=max_pages)
+    cover = out.parent / ".cover.pdf"
+    try:
+        text_to_pdf(plan.content.body, cover, name="the cover page",
+                    heading=mime.cover_heading(plan.content, rcpt.number.e164))
+        if body is None:
+            return prepare([InputFile("the cover page", cover)], out, max_pages=max_pages)
+        return join(cover, body, out, max_pages=max_pages)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            cover.unlink()
 
 
 def _new_job(settings: MailSettings, sender: str, rcpt: Recipient, key: str, plan: _Plan,
