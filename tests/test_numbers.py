@@ -137,3 +137,19 @@ def test_simulator_numbers_of_every_last_digit_are_readable(policy: NumbersConfi
         num = parse(f"+1555555121{last}", policy.default_country, strict=policy.strict)
         check_policy(num, policy)
         assert num.e164 == f"+1555555121{last}"
+
+
+def test_a_destination_read_once_is_remembered_per_policy_and_a_refusal_is_not(policy: NumbersConfig) -> None:
+    """intake.destination keeps what it read for the same text and policy; another policy reads again."""
+    from faxbridge.intake import destination
+
+    destination.cache_clear()
+    first = destination("15555551212", policy)
+    assert destination("15555551212", policy) is first
+    assert destination.cache_info().hits == 1
+    closed = dataclasses.replace(policy, allowed_countries=("GB",))
+    with pytest.raises(NumberError, match="calls to US are not allowed"):
+        destination("15555551212", closed)
+    with pytest.raises(NumberError, match="calls to US are not allowed"):     # refused again, not remembered
+        destination("15555551212", closed)
+    assert destination.cache_info().currsize == 1
