@@ -215,7 +215,7 @@ async def open_provider(cfg: Config, metrics: Metrics | None = None, *,
     clients: dict[str, httpx.AsyncClient] = {}
     latency = metrics.provider_request_seconds if metrics is not None else None
     for name in cfg.providers():              # one client each: its requests timed under its name
-        transport: httpx.AsyncBaseTransport = netio.transport()    # httpcore on asyncio, not anyio
+        transport: httpx.AsyncBaseTransport = netio.transport()    # HTTP/1.1 on asyncio with llhttp
         if latency is not None:
             transport = TimedTransport(transport, _timer(latency, name))
         clients[name] = httpx.AsyncClient(timeout=httpx.Timeout(cfg.provider.request_timeout), transport=transport)

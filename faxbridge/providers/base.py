@@ -212,7 +212,7 @@ class MultipartBody:
     async def __aiter__(self) -> AsyncIterator[bytes]:
         """The body in few pieces: the small ones (field heads and values, a part's head, the
         closing boundary) are joined to the bytes next to them, since every piece handed to httpx
-        costs a trip through httpcore, h11 and anyio. A file up to ``_INLINE`` is read at once on
+        costs a write to the connection (providers.netio). A file up to ``_INLINE`` is read at once on
         the loop (it was just written: the page cache has it); a bigger one a chunk at a time on a
         thread, so the loop never waits on the disk for long."""
         pending: list[bytes] = [self._field_head(name) + value.encode() + b"\r\n" for name, value in self._fields]

@@ -1,61 +1,44 @@
-"""The provider clients' sockets on asyncio itself: httpcore's connection pool with a network backend
-of our own instead of its anyio one.
+"""The provider clients' HTTP/1.1 connections, on asyncio itself, with llhttp (httptools) reading
+the answers: the httpx transport every provider client is built on (:func:`transport`).
 
-httpx's default transport runs httpcore over anyio: every read and write opens an anyio cancel scope
-(``fail_after``) and goes through anyio's socket stream, which on a 200 KB upload and its answer was
-about a tenth of the daemon's CPU per fax (bench/PROFILE.md). httpcore lets a pool be given any
-``AsyncNetworkBackend`` (its public interface); :class:`AsyncioBackend` is one on an asyncio
-:class:`asyncio.Protocol`: received bytes are kept in a buffer, a read waits on one future with
-one timer for its timeout, a write hands the bytes to the transport and waits only when the
-transport asks us to pause (flow control).
+Why not httpx's own transport: it runs httpcore over anyio, and httpcore reads answers with h11
+(pure Python) through several layers of streams, locks and events per request. On a 200 KB upload
+and its answer that was about a sixth of the daemon's CPU per fax (bench/PROFILE.md). The
+requests faxbridge sends are simple: HTTP/1.1 to one or two hosts, a body of known length (or
+chunked), an answer read whole. So the connection is an :class:`asyncio.Protocol` of our own:
+the request is handed to the transport in one or a few writes (waiting only when the transport
+asks us to pause), and each arriving block of the answer is fed to httptools' C parser (the one
+uvicorn uses for our webhook listener), whose callbacks collect the status, headers and body.
 
-:func:`transport` is the httpx transport over such a pool: what ``httpx.AsyncHTTPTransport()`` does
-(HTTP/1.1, the same default limits and TLS context, httpcore's errors as httpx's), through public
-API only. The adapters see no difference: the same ``httpx.AsyncClient``, requests, responses and
-exceptions (``ConnectError``, ``ReadTimeout``... that ``providers.base.send`` turns into "maybe
-sent" or not).
+What the adapters see is unchanged: the same ``httpx.AsyncClient``, requests, responses and the
+httpx errors ``providers.base.send`` tells apart:
+
+- ``ConnectError`` / ``ConnectTimeout``: the request never left (refused, no route, TLS refused
+  or not trusted, the handshake too slow);
+- ``PoolTimeout``: every connection busy for the pool timeout;
+- ``WriteTimeout`` / ``ReadTimeout``: no progress for that long while sending or waiting;
+- ``WriteError`` / ``ReadError`` / ``RemoteProtocolError``: the connection broke, or the answer
+  was cut short or is not HTTP; the request may have reached the provider.
+
+Connections are kept alive (at most ``max_keepalive_connections`` idle, each for
+``keepalive_expiry`` seconds) unless the answer says otherwise. An idle connection the server
+closed, or that received bytes nobody asked for, is never used again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import socket
 import ssl
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
-import httpcore
+import httptools
 import httpx
 
-# httpcore's names for a stream's details, and asyncio's for the same
-_EXTRA = {"client_addr": "sockname", "server_addr": "peername", "ssl_object": "ssl_object", "socket": "socket"}
-
-# httpcore's errors as httpx's, most specific first (what httpx's own transport does).
-_ERRORS: tuple[tuple[type[Exception], type[httpx.HTTPError]], ...] = (
-    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
-    (httpcore.ReadTimeout, httpx.ReadTimeout),
-    (httpcore.WriteTimeout, httpx.WriteTimeout),
-    (httpcore.PoolTimeout, httpx.PoolTimeout),
-    (httpcore.TimeoutException, httpx.TimeoutException),
-    (httpcore.ConnectError, httpx.ConnectError),
-    (httpcore.ReadError, httpx.ReadError),
-    (httpcore.WriteError, httpx.WriteError),
-    (httpcore.NetworkError, httpx.NetworkError),
-    (httpcore.ProxyError, httpx.ProxyError),
-    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
-    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
-    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
-    (httpcore.ProtocolError, httpx.ProtocolError),
-)
-
-
-def _as_httpx(exc: Exception) -> Exception:
-    for ours, theirs in _ERRORS:
-        if isinstance(exc, ours):
-            mapped = theirs(str(exc))
-            mapped.__cause__ = exc
-            return mapped
-    return exc
+_Key = tuple[bytes, bytes, int]            # scheme, host, port
 
 
 class _Waiter:
@@ -89,36 +72,114 @@ def _expire(future: asyncio.Future[None]) -> None:
         future.set_exception(TimeoutError())
 
 
-class _Wire(asyncio.Protocol):
-    """One connection's bytes: what arrived, whether it ended, and the one reader or writer waiting."""
+class _Answer:
+    """httptools' callbacks for one answer: status line, headers, body as it comes. An interim
+    answer (1xx: 100 Continue, 103 Early Hints) is read past: only the final one is kept."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, head_only: bool) -> None:
+        self.parser: Any = httptools.HttpResponseParser(self)
+        self.head_only = head_only          # the answer to HEAD: no body follows its headers
+        self.reason = bytearray()
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_done = False
+        self.done = False
+        self.interim = False
+        self.sized = False                  # Content-Length or chunked: the end is in the message
+        self.extra = False                  # more came after its end: the connection is not used again
+        self.keep_alive = False             # HTTP/1.1 without "Connection: close"
+        self.body: collections.deque[bytes] = collections.deque()
+
+    def on_message_begin(self) -> None:
+        if self.done:
+            self.extra = True
+            return
+        self.reason.clear()
+        self.headers.clear()
+        self.sized = False
+
+    def on_status(self, status: bytes) -> None:
+        if not self.done:
+            self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.done:
+            return
+        self.headers.append((name, value))
+        lower = name.lower()
+        if lower == b"content-length" or (lower == b"transfer-encoding" and b"chunked" in value.lower()):
+            self.sized = True
+
+    def on_headers_complete(self) -> None:
+        if self.done:
+            return
+        self.interim = 100 <= self.parser.get_status_code() < 200
+        if not self.interim:
+            self.keep_alive = self.parser.should_keep_alive()   # (llhttp forgets it at the message's end)
+            self.head_done = True
+            self.done = self.head_only
+
+    def on_body(self, body: bytes) -> None:
+        if not self.head_only and not self.done:
+            self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.done:
+            return
+        if self.interim:
+            self.interim = False
+        else:
+            self.done = True
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection: one request and its answer at a time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, key: _Key) -> None:
+        self.key = key
         self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.eof = False
+        self.closed = False                 # the other side ended it, or it broke
         self.error: Exception | None = None
+        self.stray = False                  # bytes came while no answer was awaited
         self.paused = False
+        self.idle_since = 0.0
         self.readable = _Waiter(loop)
         self.drained = _Waiter(loop)
+        self.answer: _Answer | None = None  # the answer awaited (None while idle)
 
+    # -- asyncio's side ----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
+        answer = self.answer
+        if answer is None or answer.done:
+            self.stray = True
+            return
+        try:
+            answer.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.error = httpx.RemoteProtocolError(f"the answer is not HTTP/1.1: {exc}")
+        except httptools.HttpParserUpgrade:
+            self.error = httpx.RemoteProtocolError("the server switched protocols")
         self.readable.wake()
 
     def eof_received(self) -> bool | None:
-        self.eof = True
-        self.readable.wake()
-        return None            # the transport closes itself
+        self._ended(None)
+        return None                         # the transport closes itself
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.eof = True
-        self.error = exc
-        self.readable.wake()
+        self._ended(exc)
         self.paused = False
         self.drained.wake()
+
+    def _ended(self, exc: Exception | None) -> None:
+        self.closed = True
+        answer = self.answer
+        if answer is not None and answer.head_done and not answer.sized and not answer.done:
+            answer.done = True              # a body read until the server closes (no length given)
+        elif exc is not None and self.error is None:
+            self.error = exc
+        self.readable.wake()
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -127,152 +188,223 @@ class _Wire(asyncio.Protocol):
         self.paused = False
         self.drained.wake()
 
+    # -- the transport's side ----------------------------------------------------------------------
+    def usable(self) -> bool:
+        return not self.closed and not self.stray and self.transport is not None and not self.transport.is_closing()
 
-class AsyncioStream(httpcore.AsyncNetworkStream):
-    def __init__(self, wire: _Wire) -> None:
-        self._wire = wire
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
 
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        wire = self._wire
-        if not wire.buffer and not wire.eof and not await wire.readable.wait(timeout):
-            raise httpcore.ReadTimeout("timed out reading the answer")
-        if wire.buffer:
-            data = bytes(wire.buffer[:max_bytes])
-            del wire.buffer[:max_bytes]
-            return data
-        if wire.error is not None:
-            raise httpcore.ReadError(f"{type(wire.error).__name__}: {wire.error}")
-        return b""                 # the other side closed
+    async def write(self, timeout: float | None, *data: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.closed:
+            raise httpx.WriteError(f"the connection is closed{_why(self.error)}")
+        transport.writelines(data)
+        if self.paused:                     # the kernel's buffer is full: wait until it drains
+            if not await self.drained.wait(timeout):
+                raise httpx.WriteTimeout("timed out sending the request")
+            if self.closed or transport.is_closing():
+                raise httpx.WriteError(f"the connection closed while sending{_why(self.error)}")
 
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        wire = self._wire
-        if not buffer:
-            return
-        transport = wire.transport
-        if transport is None or transport.is_closing() or wire.error is not None:
-            raise httpcore.WriteError("the connection is closed")
-        transport.write(buffer)
-        if wire.paused:                      # the kernel's buffer is full: wait until it drains
-            if not await wire.drained.wait(timeout):
-                raise httpcore.WriteTimeout("timed out sending the request")
-            if wire.error is not None or (wire.transport is not None and wire.transport.is_closing()):
-                raise httpcore.WriteError("the connection closed while sending")
-
-    async def aclose(self) -> None:
-        if self._wire.transport is not None:
-            self._wire.transport.close()
-
-    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
-        wire = self._wire
-        assert wire.transport is not None
-        try:
-            tls = await asyncio.wait_for(
-                asyncio.get_running_loop().start_tls(wire.transport, wire, ssl_context,
-                                                     server_hostname=server_hostname),
-                timeout)
-        except TimeoutError as exc:
-            await self.aclose()
-            raise httpcore.ConnectTimeout("timed out in the TLS handshake") from exc
-        except (OSError, ssl.SSLError, ConnectionError) as exc:
-            await self.aclose()
-            raise httpcore.ConnectError(f"TLS: {type(exc).__name__}: {exc}") from exc
-        if tls is None:
-            raise httpcore.ConnectError("TLS: the connection closed in the handshake")
-        wire.transport = tls
-        return self
-
-    def get_extra_info(self, info: str) -> Any:
-        wire = self._wire
-        if info == "is_readable":            # an idle pooled connection the server closed, or that has
-            return wire.eof or bool(wire.buffer)   # bytes nobody asked for, is not used again
-        key = _EXTRA.get(info)
-        return wire.transport.get_extra_info(key) if key and wire.transport is not None else None
+    async def wait_for(self, ready: Any, timeout: float | None) -> None:
+        """Until ``ready()`` (something of the answer arrived), or the error that ends the wait."""
+        while not ready():
+            if self.error is not None:
+                raise self.error if isinstance(self.error, httpx.HTTPError) else httpx.ReadError(
+                    f"{type(self.error).__name__}: {self.error}")
+            if self.closed:
+                raise httpx.RemoteProtocolError("the server closed the connection before its answer was complete")
+            if not await self.readable.wait(timeout):
+                raise httpx.ReadTimeout("timed out waiting for the answer")
 
 
-class AsyncioBackend(httpcore.AsyncNetworkBackend):
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None,
-                          socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None) -> AsyncioStream:
-        loop = asyncio.get_running_loop()
-        local = (local_address, 0) if local_address else None
-        return await self._connect(loop.create_connection(lambda: _Wire(loop), host, port, local_addr=local),
-                                   timeout, socket_options)
+def _why(error: Exception | None) -> str:
+    return f" ({type(error).__name__}: {error})" if error is not None else ""
 
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None) -> AsyncioStream:
-        loop = asyncio.get_running_loop()
-        return await self._connect(loop.create_unix_connection(lambda: _Wire(loop), path), timeout, socket_options)
 
-    @staticmethod
-    async def _connect(connecting: Any, timeout: float | None,
-                       socket_options: Iterable[httpcore.SOCKET_OPTION] | None) -> AsyncioStream:
-        try:
-            transport, wire = await asyncio.wait_for(connecting, timeout)
-        except TimeoutError as exc:
-            raise httpcore.ConnectTimeout("timed out connecting") from exc
-        except OSError as exc:
-            raise httpcore.ConnectError(f"{type(exc).__name__}: {exc}") from exc
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for option in socket_options or ():
-                sock.setsockopt(*option)
-        return AsyncioStream(wire)
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+def _head(request: httpx.Request) -> bytes:
+    url = request.url
+    lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), url.raw_path)]
+    lines += [b"%s: %s" % pair for pair in request.headers.raw]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
 class _Body(httpx.AsyncByteStream):
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
+    """The answer's body as it arrives; the connection goes back to the pool once it is read whole."""
+
+    def __init__(self, pool: PoolTransport, conn: _Connection, timeout: float | None) -> None:
+        self._pool, self._conn, self._timeout = pool, conn, timeout
+        self._finished = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        conn = self._conn
+        answer = conn.answer
+        assert answer is not None
         try:
-            async for part in self._stream:
-                yield part
-        except Exception as exc:
-            raise _as_httpx(exc) from exc
+            while True:
+                while answer.body:
+                    yield answer.body.popleft()
+                if answer.done:
+                    break
+                await conn.wait_for(lambda: bool(answer.body) or answer.done, self._timeout)
+        except BaseException:
+            self._finish(reuse=False)
+            raise
+        self._finish(reuse=True)
+
+    def _finish(self, *, reuse: bool) -> None:
+        if not self._finished:
+            self._finished = True
+            self._pool.release(self._conn, reuse=reuse)
 
     async def aclose(self) -> None:
-        if hasattr(self._stream, "aclose"):
-            await self._stream.aclose()
+        self._finish(reuse=False)           # not read to its end (or already released: nothing)
 
 
 class PoolTransport(httpx.AsyncBaseTransport):
-    """httpx's transport over an httpcore pool on :class:`AsyncioBackend` (see the module docstring)."""
+    """httpx's transport over our own HTTP/1.1 connections (see the module docstring)."""
 
     def __init__(self, *, ssl_context: ssl.SSLContext | None = None, limits: httpx.Limits | None = None) -> None:
         limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context or httpx.create_ssl_context(),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=AsyncioBackend(),
-        )
+        self._ssl = ssl_context or httpx.create_ssl_context()
+        self._max = limits.max_connections or 1 << 30
+        self._max_idle = limits.max_keepalive_connections if limits.max_keepalive_connections is not None else 1 << 30
+        self._expiry = limits.keepalive_expiry
+        self._idle: collections.deque[_Connection] = collections.deque()     # the most recently used last
+        self._open = 0                                                        # connections in use or idle
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         assert isinstance(request.stream, httpx.AsyncByteStream)
+        timeouts = request.extensions.get("timeout", {})
         url = request.url
-        core = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
+        scheme = url.raw_scheme
+        if scheme not in (b"http", b"https"):
+            raise httpx.UnsupportedProtocol(f"{scheme.decode(errors='replace')!r} is not HTTP")
+        key = (scheme, url.raw_host, url.port or (443 if scheme == b"https" else 80))
+        conn = await self._connection(key, timeouts)
+        answer = conn.answer = _Answer(head_only=request.method == "HEAD")
         try:
-            answer = await self._pool.handle_async_request(core)
-        except Exception as exc:
-            raise _as_httpx(exc) from exc
-        return httpx.Response(status_code=answer.status, headers=answer.headers, stream=_Body(answer.stream),
-                              extensions=answer.extensions)
+            try:
+                await self._send(conn, request, timeouts.get("write"))
+            except httpx.WriteError:
+                # The server may have answered and closed before it read everything (413, 401):
+                # its answer is the one to give; without one, the write error stands.
+                if not answer.head_done:
+                    raise
+            await conn.wait_for(lambda: answer.head_done, timeouts.get("read"))
+        except BaseException:
+            self.release(conn, reuse=False)
+            raise
+        status = answer.parser.get_status_code()
+        extensions = {"http_version": b"HTTP/1.1", "reason_phrase": bytes(answer.reason)}
+        return httpx.Response(status_code=status, headers=answer.headers, extensions=extensions,
+                              stream=_Body(self, conn, timeouts.get("read")))
+
+    async def _send(self, conn: _Connection, request: httpx.Request, timeout: float | None) -> None:
+        head = _head(request)
+        chunked = request.headers.get("transfer-encoding", "").lower() == "chunked"
+        async for part in request.stream:       # type: ignore[union-attr]
+            if not part:
+                continue
+            if chunked:
+                part = b"%x\r\n%s\r\n" % (len(part), part)
+            if head:
+                await conn.write(timeout, head, part)
+                head = b""
+            else:
+                await conn.write(timeout, part)
+        if chunked:
+            head += b"0\r\n\r\n"
+        if head:
+            await conn.write(timeout, head)
+
+    # -- the pool ----------------------------------------------------------------------------------
+    async def _connection(self, key: _Key, timeouts: dict[str, float | None]) -> _Connection:
+        now = time.monotonic()
+        while (conn := next((c for c in reversed(self._idle) if c.key == key), None)) is not None:
+            self._idle.remove(conn)
+            if conn.usable() and (self._expiry is None or now - conn.idle_since < self._expiry):
+                return conn
+            self._drop(conn)
+        self._expire(now)
+        while self._open >= self._max:
+            if self._idle:                      # an idle connection to another host makes room
+                self._drop(self._idle.popleft())
+                continue
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, timeouts.get("pool"))
+            except TimeoutError:
+                raise httpx.PoolTimeout("every connection stayed busy") from None
+            finally:
+                if waiter in self._waiting:
+                    self._waiting.remove(waiter)
+            return await self._connection(key, timeouts)
+        self._open += 1
+        try:
+            return await self._connect(key, timeouts.get("connect"))
+        except BaseException:
+            self._open -= 1
+            self._wake()
+            raise
+
+    async def _connect(self, key: _Key, timeout: float | None) -> _Connection:
+        scheme, raw_host, port = key
+        host = raw_host.decode("ascii")
+        loop = asyncio.get_running_loop()
+        tls = self._ssl if scheme == b"https" else None
+        try:
+            transport, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: _Connection(loop, key), host, port, ssl=tls,
+                                       server_hostname=host if tls is not None else None),
+                timeout)
+        except TimeoutError:
+            raise httpx.ConnectTimeout(f"timed out connecting to {host}:{port}") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise httpx.ConnectError(f"{type(exc).__name__}: {exc}") from exc
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
+
+    def release(self, conn: _Connection, *, reuse: bool) -> None:
+        """A request is over: its connection kept for the next one, or closed."""
+        answer = conn.answer
+        keep = (reuse and answer is not None and answer.done and not answer.head_only and answer.sized
+                and not answer.extra and answer.keep_alive and conn.usable())
+        if answer is not None:
+            answer.parser = None            # (the parser refers back to the answer: no cycle left)
+        conn.answer = None
+        if keep and len(self._idle) < self._max_idle:
+            conn.idle_since = time.monotonic()
+            self._idle.append(conn)
+            self._wake()
+        else:
+            self._drop(conn)
+
+    def _drop(self, conn: _Connection) -> None:
+        conn.close()
+        self._open -= 1
+        self._wake()
+
+    def _expire(self, now: float) -> None:
+        while self._idle and self._expiry is not None and now - self._idle[0].idle_since >= self._expiry:
+            self._drop(self._idle.popleft())
+
+    def _wake(self) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     async def aclose(self) -> None:
-        await self._pool.aclose()
+        while self._idle:
+            self._drop(self._idle.popleft())
 
 
 def transport() -> httpx.AsyncBaseTransport:

@@ -156,3 +156,141 @@ async def test_an_answer_cut_short_is_a_protocol_error_maybe_sent() -> None:
             await send(c, "phaxio", c.build_request("POST", base + "/faxes", content=b"x"))
     assert caught.value.code == "transport" and caught.value.maybe_sent
     assert isinstance(caught.value.__cause__, httpx.RemoteProtocolError)
+
+
+def raw_server(reply: bytes, *, close: bool = False) -> Handler:
+    """Answers each request with ``reply`` as it is (closing the connection after it with ``close``)."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(reply)
+            await writer.drain()
+            if close:
+                return
+    return handler
+
+
+async def test_a_chunked_answer_is_read_whole_and_the_connection_kept() -> None:
+    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\n{\"a\":\r\n3\r\n 1}\r\n0\r\n\r\n")
+    async with serving(raw_server(chunked)) as (base, connections), client() as c:
+        for _ in range(2):
+            assert (await c.get(base + "/")).json() == {"a": 1}
+    assert len(connections) == 1
+
+
+async def test_an_answer_without_a_length_ends_with_the_connection_and_it_is_not_reused() -> None:
+    async with serving(raw_server(b"HTTP/1.1 200 OK\r\n\r\n" + ANSWER, close=True)) as (base, connections), \
+            client() as c:
+        for _ in range(2):
+            assert (await c.get(base + "/")).content == ANSWER
+    assert len(connections) == 2
+
+
+async def test_connection_close_and_http_1_0_answers_are_not_kept() -> None:
+    http10 = b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(ANSWER), ANSWER)
+    for reply in (answer(close=True), http10):
+        async with serving(raw_server(reply)) as (base, connections), client() as c:
+            for _ in range(2):
+                assert (await c.get(base + "/")).json()["success"] is True
+        assert len(connections) == 2, reply
+
+
+async def test_an_interim_answer_is_read_past() -> None:
+    reply = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + answer()
+    async with serving(raw_server(reply)) as (base, connections), client() as c:
+        for _ in range(2):
+            response = await c.post(base + "/faxes", content=b"x")
+            assert response.status_code == 200 and response.json()["data"] == {"id": 7}
+            assert "link" not in response.headers and response.reason_phrase == "OK"
+    assert len(connections) == 1
+
+
+async def test_bytes_after_the_answer_mean_the_connection_is_not_used_again() -> None:
+    async with serving(raw_server(answer() + b"HTTP/1.1 200 OK\r\n")) as (base, connections), client() as c:
+        for _ in range(2):
+            assert (await c.get(base + "/")).json()["success"] is True
+    assert len(connections) == 2
+
+
+async def test_an_answer_that_is_not_http_is_a_protocol_error_maybe_sent() -> None:
+    async with serving(raw_server(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")) as (base, _), client() as c:
+        with pytest.raises(TransientProviderError) as caught:
+            await send(c, "phaxio", c.build_request("POST", base + "/faxes", content=b"x"))
+    assert caught.value.maybe_sent and isinstance(caught.value.__cause__, httpx.RemoteProtocolError)
+
+
+async def test_an_early_answer_from_a_server_that_stops_reading_is_the_answer() -> None:
+    async def refuses_big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 2\r\nConnection: close\r\n\r\nno")
+        await writer.drain()
+        writer.transport.abort()       # closed with most of the body unread (a reset, not a FIN)
+
+    async with serving(refuses_big) as (base, _), client() as c:
+        try:
+            response = await c.post(base + "/faxes", content=b"x" * (64 << 20))
+        except httpx.WriteError:       # the reset reached us before the answer did: also "maybe sent"
+            return
+        assert response.status_code == 413 and response.text == "no"
+
+
+async def test_a_kept_connection_closed_as_the_request_goes_is_a_protocol_error_maybe_sent() -> None:
+    served = asyncio.Event()
+
+    async def answer_then_close_on_the_next(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer())
+        await writer.drain()
+        served.set()
+        await reader.readuntil(b"\r\n\r\n")    # the next request's head arrives, then the server goes
+        writer.transport.abort()
+
+    async with serving(answer_then_close_on_the_next) as (base, connections), client() as c:
+        assert (await c.get(base + "/")).status_code == 200
+        await served.wait()
+        with pytest.raises(TransientProviderError) as caught:
+            await send(c, "phaxio", c.build_request("POST", base + "/faxes", content=b"x"))
+    assert caught.value.code == "transport" and caught.value.maybe_sent
+    assert len(connections) == 1
+
+
+async def test_with_every_connection_busy_a_request_waits_then_is_a_pool_timeout() -> None:
+    release, busy = asyncio.Event(), asyncio.Event()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            busy.set()
+            await release.wait()
+            writer.write(answer())
+            await writer.drain()
+
+    one = netio.PoolTransport(limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
+    async with serving(slow) as (base, connections), \
+            httpx.AsyncClient(transport=one, timeout=httpx.Timeout(10, pool=0.3)) as c:
+        first = asyncio.create_task(c.get(base + "/first"))
+        await busy.wait()                                         # the one connection is in use
+        with pytest.raises(TransientProviderError) as caught:
+            await send(c, "phaxio", c.build_request("GET", base + "/second"))
+        assert caught.value.code == "pool" and not caught.value.maybe_sent
+        second = asyncio.create_task(c.get(base + "/third"))    # waits for the first one's connection
+        release.set()
+        assert [(await t).status_code for t in (first, second)] == [200, 200]
+    assert len(connections) == 1
+
+
+async def test_a_head_request_ends_at_the_headers() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"     # the length a GET would have
+
+    async def heads(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(head)
+            await writer.drain()
+
+    async with serving(heads) as (base, _), client(timeout=5) as c:
+        for _ in range(2):
+            response = await c.head(base + "/")
+            assert response.status_code == 200 and response.content == b""
+            assert response.headers["content-length"] == "1000"
