@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import pickle
 import socket
@@ -25,6 +26,7 @@ log = structlog.get_logger("faxbridge.workers")
 
 T = TypeVar("T")
 RETIRE_WAIT_S = 5.0
+SOCKET_BUFFER = 4 << 20      # the daemon's send buffer toward a worker (the kernel caps it at net.core.wmem_max)
 
 
 class WorkerError(FaxbridgeError):
@@ -186,6 +188,11 @@ class Engine:
 
     async def _spawn(self) -> _Worker:
         ours, theirs = socket.socketpair()
+        # Room for a whole mail (up to smtp.SPOOL_OVER, 4 MiB; bigger ones go as a file name) in
+        # the kernel's buffer: one write hands it over, instead of a partial write, a wait for the
+        # socket to drain and more writes while the worker reads it in pieces.
+        with contextlib.suppress(OSError):
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
         # This interpreter's import path, so the worker runs the very code the daemon runs.
         code = f"import sys; sys.path[:] = {sys.path!r}; from faxbridge.workers.child import main; main()"
         try:

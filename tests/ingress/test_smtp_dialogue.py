@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import socket
+import types
 from pathlib import Path
+
+import pytest
 
 from faxbridge.ingress.smtp import replies
 from faxbridge.ingress.smtp.replies import NO_CONTENT
@@ -233,3 +236,28 @@ async def test_stop_refuses_new_connections_and_healthy_follows(tmp_path: Path) 
         else:
             refused = False
         assert refused
+
+
+PATHS = [
+    "<alice@example.com>", "<alice@example.com> SIZE=1000 BODY=8BITMIME", " <a.b+c@mail.example.org>",
+    "<O'Brien@Example.COM>", "<15555551212+cover@fax.local>", "<x@localhost>",
+    # the shapes the fast path leaves to aiosmtpd: each must come out as aiosmtpd reads it
+    '<"john doe"@example.com>', "<a..b@example.com>", "<.a@example.com>", "<a.@example.com>",
+    "<a@[192.0.2.1]>", "<@relay.example:a@example.com>", "alice@example.com", "<a@-bad.example>",
+    "<a@example.com.>", "<a@b>rest", "<>", "<a@example.com", "< a@example.com >", "<a(comment)@example.com>",
+    "<ä@example.com>", "\t<alice@example.com>", "<a@example.com> (a comment) SIZE=1", "<a@example.com>\t SIZE=1",
+]
+
+
+@pytest.mark.parametrize("arg", PATHS)
+@pytest.mark.parametrize("limit", [0, 4])
+def test_a_path_is_read_as_aiosmtpd_reads_it(arg: str, limit: int) -> None:
+    """FaxSMTP._getaddr's fast path gives what aiosmtpd's own (the email header parser) gives."""
+    from aiosmtpd.smtp import SMTP
+
+    from faxbridge.ingress.smtp.protocol import _PLAIN_PATH, FaxSMTP
+
+    if PATHS.index(arg) < 6:           # the common shapes: these are read by the fast path
+        assert _PLAIN_PATH.match(arg) is not None
+    session = types.SimpleNamespace(local_part_limit=limit)
+    assert FaxSMTP._getaddr(session, arg) == SMTP._getaddr(session, arg)  # type: ignore[arg-type]
