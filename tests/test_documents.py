@@ -627,3 +627,42 @@ def test_latin1_text_is_set_in_core_courier_other_text_in_a_unicode_font(tmp_pat
     for name, text in (("a.pdf", "x" * 3 * columns), ("b.pdf", "é" * 3 * columns)):
         text_to_pdf(text, tmp_path / name)
         assert [len(line) for line in page_texts(tmp_path / name)[0].splitlines()] == [columns] * 3
+
+
+def test_a_lone_pdf_of_ours_becomes_the_document_by_a_link_and_is_fsynced(tmp_path: Path) -> None:
+    """prepare(inputs_ours=True): a PDF faxed as it is is the same file as the input kept as
+    received (no copy); the digest and size are the file's; nothing else is left beside it."""
+    kept = tmp_path / "received"
+    kept.mkdir()
+    source = make_pdf(kept / "0-scan.pdf", [LETTER, LETTER])
+    doc = prepare([InputFile("scan.pdf", source)], tmp_path / "fax.pdf", max_pages=10, inputs_ours=True)
+    assert doc.path.stat().st_ino == source.stat().st_ino and source.stat().st_nlink == 2
+    data = source.read_bytes()
+    assert (doc.pages, doc.size, doc.sha256) == (2, len(data), hashlib.sha256(data).hexdigest())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fax.pdf", "received"]
+
+
+def test_a_damaged_pdf_of_ours_is_refused_and_only_its_link_goes(tmp_path: Path) -> None:
+    source = tmp_path / "0-cut.pdf"
+    source.write_bytes(make_pdf(tmp_path / "whole.pdf", [LETTER]).read_bytes()[:-200])
+    with pytest.raises(DocumentError, match="cut.pdf is incomplete"):
+        prepare([InputFile("cut.pdf", source)], tmp_path / "fax.pdf", max_pages=10, inputs_ours=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0-cut.pdf", "whole.pdf"]
+    assert source.stat().st_nlink == 1
+
+
+def test_inputs_of_ours_that_are_not_a_lone_pdf_are_made_as_before(tmp_path: Path) -> None:
+    """An image (converted) and a PDF on another file system (no link across: copied)."""
+    png = tmp_path / "0-logo.png"
+    Image.new("L", (200, 100), 255).save(png)
+    doc = prepare([InputFile("logo.png", png)], tmp_path / "fax.pdf", max_pages=10, inputs_ours=True)
+    assert doc.pages == 1 and doc.path.stat().st_ino != png.stat().st_ino
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second file system here to link across")
+    elsewhere = make_pdf(shm / f"faxbridge-test-{tmp_path.name}.pdf", [LETTER])
+    try:
+        copied = prepare([InputFile("a.pdf", elsewhere)], tmp_path / "other.pdf", max_pages=10, inputs_ours=True)
+        assert copied.path.read_bytes() == elsewhere.read_bytes() and elsewhere.stat().st_nlink == 1
+    finally:
+        elsewhere.unlink()

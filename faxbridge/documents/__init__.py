@@ -27,8 +27,10 @@ Split into a package because sniffing, PDF checks, images and text setting are s
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import secrets
 import tempfile
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -93,9 +95,30 @@ def _copy(source: Path, target: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _digest(path: Path) -> tuple[str, int]:
+def _digest(path: Path, *, sync: bool = False) -> tuple[str, int]:
+    """The sha256 and size of a file (with ``sync``, its data fsynced too)."""
     with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest(), os.fstat(fh.fileno()).st_size
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        if sync:
+            os.fsync(fh.fileno())
+        return digest, os.fstat(fh.fileno()).st_size
+
+
+def _linked(source: Path, out_path: Path) -> Path | None:
+    """A fresh hidden name beside ``out_path`` hard-linked to ``source``; None where a link cannot
+    be made (another file system, one without links): then the file is copied."""
+    for _ in range(100):
+        candidate = out_path.with_name(f".{out_path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.link(source, candidate, follow_symlinks=False)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
+                return None
+            raise
+        return candidate
+    raise FileExistsError(f"no free temporary name beside {out_path}")
 
 
 def _measure(path: Path, *, name: str, max_pages: int, budget: Inflation | None) -> tuple[int, Paper]:
@@ -171,8 +194,13 @@ def _merge(
 def prepare(
     files: Sequence[InputFile], out_path: Path, *, max_pages: int, paper: Paper | None = None,
     max_decompressed: int = DEFAULT_MAX_DECOMPRESSED, office: OfficeSettings | None = None,
+    inputs_ours: bool = False,
 ) -> PreparedDocument:
     """Make one fax-ready PDF at out_path (written to a temp name beside it, fsynced, renamed).
+
+    ``inputs_ours``: the files are private copies of ours on the file system of ``out_path``,
+    never changed afterwards (a job's documents as received): a lone PDF, faxed as it is, then
+    becomes the document by a hard link instead of a copy (no new file, nothing written twice).
 
     ``office``: how Office documents are converted (``documents.office``); None or no converter:
     they are refused saying this server cannot convert them.
@@ -187,6 +215,15 @@ def prepare(
         raise DocumentError("there is nothing to fax")
     kinds = [_kind(file, office) for file in files]
     name = files[0].name if len(files) == 1 else "the combined document"
+    linked = _linked(files[0].path, out_path) if inputs_ours and kinds == ["pdf"] else None
+    if linked is not None:
+        try:
+            sha256, size = _digest(linked, sync=True)
+            pages, measured = _measure(linked, name=name, max_pages=max_pages, budget=budget)
+            publish(linked, out_path)
+        finally:
+            discard(linked)
+        return PreparedDocument(path=out_path, pages=pages, paper=measured, sha256=sha256, size=size)
     tmp = staging_path(out_path)
     try:
         if kinds == ["pdf"]:

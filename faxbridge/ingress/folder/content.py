@@ -34,12 +34,14 @@ def stage(path: Path, name: str, out: Path, max_pages: int, paper: Paper | None,
           max_decompressed: int = DEFAULT_MAX_DECOMPRESSED, office: OfficeSettings | None = None,
           ) -> PreparedDocument | str:
     """The fax-ready PDF of a claimed file at ``out`` (fsynced), or why it cannot be faxed.
+    ``path`` is our private copy of the file, kept as received beside ``out`` (a PDF faxed as it
+    is becomes the document by a hard link to it).
     Pure work on files (no database): runs in a worker process when the intake has a pool.
     ``max_decompressed``: ``limits.max_decompressed`` (a PDF inflating to more is refused);
     ``office``: how Office documents are converted (``documents.office``; None: refused)."""
     try:
         return prepare([InputFile(name, path)], out, max_pages=max_pages, paper=paper,
-                       max_decompressed=max_decompressed, office=office)
+                       max_decompressed=max_decompressed, office=office, inputs_ours=True)
     except DocumentError as exc:
         return exc.reason
 

@@ -335,7 +335,7 @@ def _prepare_once(settings: MailSettings, files: Sequence[InputFile], out: Path,
     if not files:
         return None
     return prepare(files, out, max_pages=max_pages, paper=paper, max_decompressed=settings.max_decompressed,
-                   office=settings.office)
+                   office=settings.office, inputs_ours=True)     # (files: the parts as received, ours)
 
 def _document(out: Path, *, settings: MailSettings, rcpt: Recipient, plan: _Plan,
           body: PreparedDocument | None, last: bool = False) -> PreparedDocument:
