@@ -645,7 +645,7 @@ def test_a_lone_pdf_of_ours_becomes_the_document_by_a_link_and_is_fsynced(tmp_pa
 def test_a_damaged_pdf_of_ours_is_refused_and_only_its_link_goes(tmp_path: Path) -> None:
     source = tmp_path / "0-cut.pdf"
     source.write_bytes(make_pdf(tmp_path / "whole.pdf", [LETTER]).read_bytes()[:-200])
-    with pytest.raises(DocumentError, match="cut.pdf is incomplete"):
+    with pytest.raises(DocumentError, match=r"cut\.pdf is incomplete"):
         prepare([InputFile("cut.pdf", source)], tmp_path / "fax.pdf", max_pages=10, inputs_ours=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0-cut.pdf", "whole.pdf"]
     assert source.stat().st_nlink == 1
