@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import uvloop
 
 from faxbridge import logs
@@ -58,6 +60,21 @@ def every_log_line_is_checked() -> Iterator[None]:
             for line in path.read_text(errors="replace").splitlines():
                 problems += check_log_line(line, path.name)
     assert not problems, "\n".join(problems[:20])
+
+
+@pytest.fixture(autouse=True)
+def log_setup_is_undone() -> Iterator[None]:
+    """A test that runs a CLI command in this process (``cli.main`` calls ``logs.setup``, at level
+    warning for most commands) leaves structlog and the root logger as they were before it: else a
+    later test in the same process captures no info lines (``structlog.testing.capture_logs`` only
+    swaps the processors, not the level filter), and what fails depends on the order tests run in."""
+    config = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.configure(**config)
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def free_port() -> int:

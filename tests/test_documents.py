@@ -191,6 +191,7 @@ def test_inspect_pdf_refuses_zero_pages(tmp_path: Path) -> None:
 
 PDF_SAMPLES: dict[str, tuple[int, Paper] | str] = {
     "broken-xref-table.pdf": "is damaged",
+    "damaged-offset-seeks-before-the-start.pdf": "is damaged",   # pypdf's OSError EINVAL: the file's fault
     "encrypted-aes256-user-and-owner-password.pdf": "is password-protected; send it without a password",
     "encrypted-owner-only-empty-user-password-acrobat-aes256.pdf": (1, Paper.LETTER),
     "encrypted-user-password-libreoffice-rc4-128.pdf": "is password-protected; send it without a password",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -41,13 +42,14 @@ def translated(reason: str, *, name: str | None) -> Iterator[None]:
 
     Real I/O trouble (an OSError carrying an errno: disk full, permission denied) passes through;
     the libraries' own OSErrors ("image file is truncated", "cannot identify image file") carry none.
+    EINVAL is the file's fault too: a damaged offset makes pypdf seek before the start of the file.
     """
     try:
         yield
     except (DocumentError, MemoryError):
         raise        # MemoryError: the job's memory cap (``limits.job_memory``), not a damaged file
     except OSError as exc:
-        if exc.errno is not None:
+        if exc.errno is not None and exc.errno != errno.EINVAL:
             raise
         raise DocumentError(reason, name=name) from exc
     except Exception as exc:  # foreign parsers raise anything on malformed input
