@@ -128,6 +128,23 @@ def test_still_incomplete_after_the_bound_is_rejected(tmp_path: Path, sample: st
         assert [i.kind for i in folder.store.outbox_due(folder.clock.now(), ["sidecar"])] == ["sidecar"]
 
 
+def test_a_pdf_that_makes_the_reader_seek_before_its_start_is_rejected_as_damaged(tmp_path: Path) -> None:
+    """pypdf's OSError EINVAL is the file's fault (it was taken for our I/O trouble): the file waits
+    like any damaged PDF (it may still be being written), is rejected after the bound, and a file
+    dropped beside it meanwhile is faxed."""
+    for folder in open_folder(tmp_path, incomplete_after=5.0):
+        shutil.copy(SAMPLES / "pdf/damaged-offset-seeks-before-the-start.pdf", folder.root / "15555551212.pdf")
+        drop_pdf(folder, "15555551213.pdf")
+        folder.intake.sweep()
+        assert folder.settle(2) == 1
+        assert folder.settle(4.5) == 1
+        by_number = {job.document: job for job in folder.jobs()}
+        assert by_number["15555551213.pdf"].state is JobState.QUEUED
+        damaged = by_number["15555551212.pdf"]
+        assert damaged.state is JobState.REJECTED and damaged.reason == (
+            "15555551212.pdf is damaged and cannot be read as a PDF; save or export it again and send it again")
+
+
 def test_truncated_jpeg_waits(folder: Folder) -> None:
     from PIL import Image
 

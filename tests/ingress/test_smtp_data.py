@@ -100,6 +100,10 @@ async def test_refusals_at_data(tmp_path: Path) -> None:
         "encrypted": (mailkit.with_attachment((SAMPLES / "pdf" / "encrypted-aes256-user-and-owner-password.pdf")
                                               .read_bytes(), name="secret.pdf", ctype="application/pdf"),
                       "554 5.6.1 secret.pdf is password-protected; send it without a password"),
+        "seeks-before-the-start": (mailkit.with_attachment(
+            (SAMPLES / "pdf" / "damaged-offset-seeks-before-the-start.pdf").read_bytes(), name="offsets.pdf",
+            ctype="application/pdf"),
+            "554 5.6.1 offsets.pdf is damaged and cannot be read as a PDF; save or export it again and send it again"),
         "too-many-pages": (mailkit.scanner(mailkit.pdf_bytes(tmp_path, pages=3), message_id=True),
                            "554 5.3.4 Too many pages: the documents together have 4 pages; the limit is 3"),
         "docx": ((samples / "swiftmailer-pdf-docx-odt-rfc2231-png-base64-rfc822.eml").read_bytes(),
@@ -113,6 +117,9 @@ async def test_refusals_at_data(tmp_path: Path) -> None:
             assert answers[-1].line == reply, name
         assert bench.store.jobs() == []
         assert list(bench.store.staging.iterdir()) == []          # nothing left behind
+        good = await mailkit.asend(bench.address, "alice@example.com", RCPT,
+                                   mailkit.scanner(mailkit.pdf_bytes(tmp_path, pages=1), message_id=True))
+        assert good[-1].line.startswith("250 ") and len(bench.store.jobs()) == 1    # the next mail goes on
 
 
 @pytest.mark.parametrize("sample", sorted(p.name for p in (SAMPLES / "mime").glob("*.eml")))
