@@ -4,6 +4,7 @@ exactly what the whole-message form gives."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -17,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from faxbridge.ingress.smtp import mime_slim
-from faxbridge.ingress.smtp.protocol import SPOOL_OVER
+from faxbridge.ingress.smtp.protocol import SPOOL_OVER, _CommandReader, find_dot_line_end
 from faxbridge.ingress.smtp.stream import _FEW_DOTS, DataSpool, Unstuffer, _unstuffed
 from tests.ingress.mailkit import asend, config_of, listening, scanner, smtp_settings
 from tests.support import big_pdf
@@ -55,6 +56,62 @@ def test_removing_stuffed_dots_equals_the_replace(pieces: list[bytes]) -> None:
     """Few dots (cut at each) or many (the replace): the same bytes as ``bytes.replace``."""
     data = b"".join(pieces)
     assert _unstuffed(data) == data.replace(b"\r\n.", b"\r\n")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b".", b"\r", b"\n", b"\r\n", b".\r\n", b"..", b"QUJD" * 5, b"-"]), max_size=40),
+       st.integers(min_value=0, max_value=200))
+def test_the_dot_search_finds_what_the_three_byte_find_finds(pieces: list[bytes], offset: int) -> None:
+    buf = b"".join(pieces)
+    assert find_dot_line_end(buf, offset) == buf.find(b".\r\n", offset)
+    assert find_dot_line_end(bytearray(buf), offset) == bytearray(buf).find(b".\r\n", offset)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"-", b"--", b"\r", b"\n", b"\r\n", b"\r\n--", b"QUJD" * 5, b"."]), max_size=40),
+       st.integers(min_value=0, max_value=200))
+def test_the_dash_search_finds_what_the_four_byte_find_finds(pieces: list[bytes], start: int) -> None:
+    raw = b"".join(pieces)
+    assert mime_slim._next_dash_line(raw, start) == raw.find(b"\r\n--", start)
+
+
+async def _chunks_read(reader_class: type[asyncio.StreamReader], parts: list[bytes], limit: int) -> list[object]:
+    """What DATA's loop gets from a reader fed ``parts`` one at a time: each chunk up to ".\r\n",
+    a limit overrun as ("over", consumed) followed by that many bytes read, the EOF's partial."""
+    reader = reader_class(limit=limit)
+    got: list[object] = []
+
+    async def feed() -> None:
+        for part in parts:
+            reader.feed_data(part)
+            await asyncio.sleep(0)
+        reader.feed_eof()
+
+    feeding = asyncio.create_task(feed())
+    while True:
+        try:
+            got.append(await reader.readuntil(b".\r\n"))
+        except asyncio.LimitOverrunError as exc:
+            got.append(("over", exc.consumed))
+            got.append(await reader.read(exc.consumed))
+        except asyncio.IncompleteReadError as exc:
+            got.append(("eof", exc.partial))
+            break
+    await feeding
+    return got
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b".", b"\r", b"\n", b"\r\n", b".\r\n", b"\r\n.\r\n", b"QUJD" * 7]),
+                max_size=50),
+       st.lists(st.integers(min_value=0, max_value=2000), max_size=8), st.sampled_from([8, 16, 64, 1 << 16]))
+def test_the_data_reader_gives_the_chunks_and_errors_asyncio_gives(pieces: list[bytes], points: list[int],
+                                                                    limit: int) -> None:
+    data = b"".join(pieces)
+    parts = cut(data, points)
+    ours = asyncio.run(_chunks_read(_CommandReader, parts, limit))
+    theirs = asyncio.run(_chunks_read(asyncio.StreamReader, parts, limit))
+    assert ours == theirs
 
 
 def test_unstuffing_known_cases() -> None:

@@ -56,7 +56,7 @@ def slim(raw: Raw) -> tuple[bytes, dict[str, bytes]]:
         head = raw[start:blank]
         if b"\r\n\r\n" in head or not _CTE_BASE64.search(head):
             continue
-        end = raw.find(b"\r\n--", search)
+        end = _next_dash_line(raw, search)
         if end == -1:
             end = len(raw)
         body = view[search:end]            # a view: a 50 MB body is not copied to be checked
@@ -74,6 +74,17 @@ def slim(raw: Raw) -> tuple[bytes, dict[str, bytes]]:
         return bytes(raw), {}
     out.append(raw[done:])
     return b"".join(out), stash
+
+
+def _next_dash_line(raw: Raw, start: int) -> int:
+    """``raw.find(b"\r\n--", start)``, by ``memchr`` for the dash: the 4-byte needle's search stops at
+    every line end of a base64 body (150 us for a 200 KB attachment), which holds no dash at all."""
+    at = raw.find(b"-", start + 2)
+    while at != -1:
+        if raw[at - 2:at + 2] == b"\r\n--":
+            return at - 2
+        at = raw.find(b"-", at + 1)
+    return -1
 
 
 def _only_base64(raw: Raw, body: memoryview, offset: int) -> bool:
