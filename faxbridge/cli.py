@@ -26,7 +26,7 @@ from typing import TypeVar
 import structlog
 import uvloop
 
-from faxbridge import __version__, config, crashpoints, logs
+from faxbridge import __version__, config, crashpoints, heap, logs
 from faxbridge.clock import SystemClock, shown_time
 from faxbridge.config import Config
 from faxbridge.errors import (
@@ -168,15 +168,23 @@ def cmd_run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, daemon.reload)
         greet = asyncio.create_task(_greet(daemon.ready, cfg)) if sys.stderr.isatty() else None
+        settle = asyncio.create_task(_settle_heap(daemon.ready))
         try:
             await daemon.run(stop)
         finally:
+            settle.cancel()
             if greet is not None:
                 greet.cancel()
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:   # libuv's loop: a third less CPU
         runner.run(main())                                              # per mail than asyncio's own
     return EXIT_OK
+
+
+async def _settle_heap(ready: asyncio.Event) -> None:
+    """Once the daemon serves: start-up's objects out of the collector's way (faxbridge.heap)."""
+    await ready.wait()
+    heap.settle()
 
 
 async def _greet(ready: asyncio.Event, cfg: Config) -> None:

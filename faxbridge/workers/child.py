@@ -22,7 +22,7 @@ from typing import Any, cast
 
 import structlog
 
-from faxbridge import crashpoints, lifeline, logs
+from faxbridge import crashpoints, heap, lifeline, logs
 from faxbridge.workers import caps, wire
 
 log = structlog.get_logger("faxbridge.workers")
@@ -44,6 +44,7 @@ def main() -> None:
     lifeline.hold(daemon_pid)                  # the daemon killed: this worker goes too
     crashpoints.also_kill(daemon_pid)          # a test's crash point in here is the daemon's crash
     stream = sock.makefile("rb")
+    heap.settle()
     try:
         _serve(sock, stream)
     except OSError as exc:        # the daemon went away while we worked: nothing of ours to keep
