@@ -378,6 +378,9 @@ def _translate(exc: Exception) -> Exception:
     return NotifyRetry(f"the smarthost cannot be reached: {type(exc).__name__}: {exc}")
 
 
+NO_SMARTHOST = "notify.smarthost is empty"
+
+
 async def _no_render(pdf: Path) -> bytes:
     raise NotifyRetry("no renderer for previews was given")
 
@@ -386,7 +389,7 @@ def _may_answer(cfg: Config, job: Job, what: str) -> bool:
     """Whether ``job``'s sender may get a ``what`` ("mail": the reply, or "receipt"): a smarthost,
     no reason not to answer (RFC 3834), an address that can receive mail (else NotifyGiveUp)."""
     if cfg.notify.smarthost is None:
-        log.info(f"notify.{what}_not_sent", job_id=job.id, why="notify.smarthost is empty")
+        log.info(f"notify.{what}_not_sent", job_id=job.id, why=NO_SMARTHOST)
         return False
     why = no_reply_reason(job, cfg.smtp.allowed_senders)
     if why is not None:
@@ -521,18 +524,25 @@ def notices_of(cfg: Config) -> frozenset[str]:
     return frozenset({*((COPY_KIND,) if cfg.notify.copy_to else ()), *((RECEIPT_KIND,) if cfg.notify.receipt else ())})
 
 
+def _unsent(cfg: Config) -> str | None:
+    """Why no reply or receipt can go under ``cfg`` (the words ``_may_answer`` logs), or None."""
+    return NO_SMARTHOST if cfg.notify.smarthost is None else None
+
+
 def build(cfg: Config, store: JobStore, clock: Clock, render: Render = _no_render) -> OutboxWorker:
     """The reply-mail worker (always built: without a smarthost it marks rows done unsent);
     ``render``: the first page as a PNG (the daemon runs it in its worker engine)."""
     return OutboxWorker(store, clock, "mail", make_deliver(cfg, clock, document=store.spool.document_path,
-                                                           render=render), keep_every=cfg.store.lease / 3)
+                                                           render=render), keep_every=cfg.store.lease / 3,
+                        unsent=_unsent(cfg))
 
 
 def build_receipts(cfg: Config, store: JobStore, clock: Clock) -> OutboxWorker | None:
     """The receipts worker, with ``notify.receipt = true`` (the store then owes "receipt" rows)."""
     if not cfg.notify.receipt:
         return None
-    return OutboxWorker(store, clock, RECEIPT_KIND, make_receipt_deliver(cfg, clock), keep_every=cfg.store.lease / 3)
+    return OutboxWorker(store, clock, RECEIPT_KIND, make_receipt_deliver(cfg, clock), keep_every=cfg.store.lease / 3,
+                        unsent=_unsent(cfg))
 
 
 def build_copies(cfg: Config, store: JobStore, clock: Clock, render: Render = _no_render) -> OutboxWorker | None:

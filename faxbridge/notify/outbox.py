@@ -21,6 +21,12 @@ an operator may repair the row), and the other rows go on. Under all that the lo
 :class:`faxbridge.loops.Supervisor`, which restarts it with back-off should it still raise;
 ``healthy()`` is False while it is down.
 
+A kind this configuration never delivers (reply mail and receipts without ``notify.smarthost``:
+``unsent`` gives the reason) is not composed at all: each due row is logged
+``notify.<kind>_not_sent`` with the reason and marked done, the round's marks committed together,
+without reading its job (what deliver would have said for every row, at a store write a row
+instead of four calls).
+
 On a store shared by several daemons, rows are leased to the daemon they were handed to; each
 row's lease is renewed (:meth:`JobStore.outbox_keep`) just before it is delivered, and a row whose
 lease ran out and went to another daemon is left to that one: each reply is sent once.
@@ -74,8 +80,9 @@ class OutboxWorker:
 
     def __init__(self, store: JobStore, clock: Clock, kind: str, deliver: Deliver, *, interval: float = 0.5,
                  retry_initial: float = 5.0, retry_max: float = 600.0,
-                 on_restart: OnRestart | None = None, keep_every: float = 10.0) -> None:
+                 on_restart: OnRestart | None = None, keep_every: float = 10.0, unsent: str | None = None) -> None:
         self.name = f"notify.{kind}"
+        self.unsent = unsent            # why this kind is never delivered under this configuration (or None)
         self.keep_every = keep_every    # the row's lease renewed this often while it is delivered
         self.store = store
         self.clock = clock
@@ -101,11 +108,25 @@ class OutboxWorker:
     async def run_once(self) -> int:
         """Deliver every due row of this kind. Returns how many were finished (delivered or given up)."""
         done = 0
-        for item in await self.store.outbox_due(self.clock.now(), [self.kind]):
+        due = await self.store.outbox_due(self.clock.now(), [self.kind])
+        if self.unsent is not None:
+            return await self._not_sent(due, self.unsent)
+        for item in due:
             if self._stop.is_set():
                 break
             done += await self._one(item)
         return done
+
+    async def _not_sent(self, due: Sequence[OutboxItem], why: str) -> int:
+        """Rows never delivered under this configuration: each logged and marked done, the marks
+        under way together (one transaction). A store error ends the round (the rows stay due)."""
+        for item in due:
+            log.info(f"notify.{self.kind}_not_sent", job_id=item.job_id, why=why)
+        marked = await asyncio.gather(*(self._mark(item, None) for item in due), return_exceptions=True)
+        for outcome in marked:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return len(due)
 
     async def _delivering(self, job: Job, events: Sequence[JobEvent], item: OutboxItem) -> None:
         """``deliver``, with the row's lease renewed every ``keep_every`` meanwhile (a slow smarthost

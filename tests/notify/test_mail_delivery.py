@@ -13,7 +13,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from faxbridge.clock import FakeClock
 from faxbridge.config import Config
 from faxbridge.models import FaxOutcome, NewJob, Paper, PreparedDocument, Source, StatusUpdate
-from faxbridge.notify.mail import make_deliver
+from faxbridge.notify.mail import build, make_deliver
 from faxbridge.notify.outbox import OutboxWorker
 from faxbridge.states import Accepted, Claimed, Policy, Status
 from faxbridge.store import DOC_NAME, JobStore, new_job_id, open_store
@@ -110,6 +110,40 @@ async def test_without_smarthost_reply_mail_is_not_sent(tmp_path: Path) -> None:
     await store.close()
     assert [(e["event"], e.get("job_id")) for e in logs if e["event"].startswith("notify.")] == [
         ("notify.mail_not_sent", job_id), ("notify.delivered", job_id)]
+
+
+async def test_without_smarthost_the_daemons_mail_worker_marks_every_row_unsent_in_one_round(tmp_path: Path) -> None:
+    """The worker the daemon builds (mail.build) knows no reply can go: the rows are marked done with
+    the same log lines, without composing anything."""
+    clock = FakeClock()
+    store = await open_store(tmp_path / "var", "simulator")
+    cfg = cfg_for(tmp_path, None)
+    job_ids = [await final_smtp_job(store, clock) for _ in range(3)]
+    worker = build(cfg, store, clock)
+    assert worker.unsent == "notify.smarthost is empty"
+    with structlog.testing.capture_logs() as logs:
+        assert await worker.run_once() == 3
+        assert await worker.run_once() == 0
+    assert await store.outbox_backlog() == 0
+    await store.close()
+    unsent = [(e["job_id"], e["why"]) for e in logs if e["event"] == "notify.mail_not_sent"]
+    assert sorted(unsent) == sorted((job_id, "notify.smarthost is empty") for job_id in job_ids)
+    assert sorted(e["job_id"] for e in logs if e["event"] == "notify.delivered") == sorted(job_ids)
+    assert worker.delivered == 3 and worker.given_up == 0
+
+
+async def test_with_a_smarthost_the_daemons_mail_worker_delivers(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = await open_store(tmp_path / "var", "simulator")
+    with mail_sink() as sink:
+        cfg = cfg_for(tmp_path, sink.port)
+        await final_smtp_job(store, clock)
+        worker = build(cfg, store, clock)
+        assert worker.unsent is None
+        assert await worker.run_once() == 1
+        received = sink.received
+    await store.close()
+    assert len(received) == 1 and received[0].rcpt_tos == ["alice@example.com"]
 
 
 class _Refusing:
