@@ -667,3 +667,26 @@ def test_inputs_of_ours_that_are_not_a_lone_pdf_are_made_as_before(tmp_path: Pat
         assert copied.path.read_bytes() == elsewhere.read_bytes() and elsewhere.stat().st_nlink == 1
     finally:
         elsewhere.unlink()
+
+
+def test_a_small_pdf_is_parsed_from_memory_and_a_big_one_from_the_file(tmp_path: Path) -> None:
+    """open_pdf reads a PDF up to IN_MEMORY whole (one read, no seeks about the file); a bigger one
+    is read as pypdf goes. Both give the same pages, and a cut-off small one is still refused."""
+    from faxbridge.documents._pdf import IN_MEMORY, count_pages, open_pdf
+    from tests.support import big_pdf
+
+    small = make_pdf(tmp_path / "small.pdf", [LETTER] * 3)
+    big = big_pdf(tmp_path / "big.pdf", IN_MEMORY // 1_000_000 + 1)
+    assert small.stat().st_size <= IN_MEMORY < big.stat().st_size
+    with small.open("rb") as fh:
+        reader = open_pdf(fh, name="small.pdf")
+        assert isinstance(reader.stream, io.BytesIO)
+        assert count_pages(reader, name="small.pdf") == 3
+    with big.open("rb") as fh:
+        reader = open_pdf(fh, name="big.pdf")
+        assert reader.stream is fh
+        assert count_pages(reader, name="big.pdf") == 1
+    cut = tmp_path / "cut.pdf"
+    cut.write_bytes(small.read_bytes()[: small.stat().st_size // 2])
+    with cut.open("rb") as fh, pytest.raises(DocumentError, match="incomplete"):
+        open_pdf(fh, name="cut.pdf")

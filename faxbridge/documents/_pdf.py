@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import zlib
@@ -22,6 +23,7 @@ from faxbridge.models import Paper
 # attachment), even when pypdf could guess its way through the rest.
 _OBJECT = re.compile(rb"\d+\s+\d+\s+obj\b")
 _BLOCK = 1 << 16
+IN_MEMORY = 4 << 20      # a PDF up to this size is read whole and parsed from memory (open_pdf)
 _OVERLAP = 64
 
 
@@ -45,11 +47,35 @@ def _ends_complete(fh: BinaryIO) -> bool:
     return False
 
 
+def _in_memory(fh: BinaryIO) -> BinaryIO:
+    """A file of at most :data:`IN_MEMORY` bytes read whole, as a ``BytesIO``; anything else as it is.
+
+    pypdf seeks about the file for every object it reads (the cross-reference table, the page
+    tree): some 50 ``lseek`` and ``read`` system calls for a one-page scan; one ``read`` instead."""
+    try:
+        size = os.fstat(fh.fileno()).st_size
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        return fh                                    # not a file of the file system
+    if size > IN_MEMORY:
+        return fh
+    position = fh.tell()
+    fh.seek(0)
+    data = fh.read(IN_MEMORY + 1)
+    if len(data) > IN_MEMORY:                        # it grew meanwhile: read as it comes
+        fh.seek(position)
+        return fh
+    memory = io.BytesIO(data)
+    memory.seek(position)
+    return memory
+
+
 def open_pdf(fh: BinaryIO, *, name: str) -> PdfReader:
     """A reader over an open PDF, decrypted with the empty password when encrypted, or DocumentError.
 
-    pypdf reads from the open file as it goes (given a path it would load the whole file in memory).
+    pypdf reads from the open file as it goes (given a path it would load the whole file in memory);
+    a small file (:data:`IN_MEMORY`) is read once and parsed from memory (:func:`_in_memory`).
     """
+    fh = _in_memory(fh)
     if not _ends_complete(fh):
         raise DocumentError(
             f"{name} is incomplete (the PDF is cut off before its end); send the whole file again", name=name
