@@ -94,10 +94,19 @@ class Tracker:
             return replace(update, reason=hint.reason, status_code=hint.status_code, retryable=hint.retryable)
         return update
 
-    async def apply(self, update: StatusUpdate) -> tuple[Job, Decision] | None:
-        """Apply one status update (from a poll or a webhook). None when it matches no job."""
+    async def apply(self, update: StatusUpdate, *, known: Job | None = None) -> tuple[Job, Decision] | None:
+        """Apply one status update (from a poll or a webhook). None when it matches no job.
+
+        ``known``: the job as the caller just read it (a webhook found it to check the
+        signature). When it is this provider's job for this very fax, it is the job the lookup by
+        fax id would find, so it is not looked up again; a copy gone stale meanwhile is caught by
+        the store's version check (``advance`` then reads it afresh)."""
         update = self._with_hint(update)
-        job = await self.store.by_provider_id(update.provider_id, self.provider.name)
+        if (known is not None and known.provider == self.provider.name and known.provider_id is not None
+                and known.provider_id == update.provider_id):
+            job: Job | None = known
+        else:
+            job = await self.store.by_provider_id(update.provider_id, self.provider.name)
         if job is not None and update.job_id and update.job_id != job.id:
             # The fax carries another job's tag: its id was given to a new fax (a provider that
             # lost its records, the simulator before it kept them); never adopt its outcome.

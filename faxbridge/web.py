@@ -249,12 +249,13 @@ class Handlers:
             self._count("phaxio", "deferred")
             return JSONResponse({"result": "retry later"}, status_code=503, headers={"Retry-After": "60"})
         crashpoints.hit("webhook.parsed")
-        return await self._apply("phaxio", replace(update, job_id=job.id), ctx.phaxio_name)
+        return await self._apply("phaxio", replace(update, job_id=job.id), ctx.phaxio_name, job=job)
 
-    async def _apply(self, provider: str, update: Any, name: str | None = None) -> Response:
-        """Apply a checked update through the tracker of provider ``name`` (default ``provider``)."""
+    async def _apply(self, provider: str, update: Any, name: str | None = None, *, job: Job | None = None) -> Response:
+        """Apply a checked update through the tracker of provider ``name`` (default ``provider``);
+        ``job``: the job the request was checked against, as just read (not read again)."""
         try:
-            applied = await self.ctx.tracker_for(name or provider).apply(update)
+            applied = await self.ctx.tracker_for(name or provider).apply(update, known=job)
         except StoreError as exc:
             self._count(provider, "error")
             log.error("webhook.store_error", provider=provider, error=str(exc))
@@ -303,7 +304,7 @@ class Handlers:
             log.info("webhook.unknown_fax", provider="openfax", provider_id=update.provider_id)
             return answer(200, "unknown fax")
         if not ctx.confirm_postbacks:
-            return await self._apply("openfax", replace(update, job_id=job.id))
+            return await self._apply("openfax", replace(update, job_id=job.id), job=job)
         # A hint: confirm from the report (one poll cycle, shared with other postbacks). The
         # postback's LastStatus words are kept for a report row that has none.
         tracker = ctx.tracker_for("openfax")
@@ -385,7 +386,7 @@ class Handlers:
             log.info("webhook.callback", provider="sinch", job_id=job.id, confirmed=False,
                      status=update.raw_status)
             return answer(202, "noted", why="not final at Sinch yet; polling goes on")
-        return await self._apply("sinch", replace(update, job_id=job.id))
+        return await self._apply("sinch", replace(update, job_id=job.id), job=job)
 
     # ---- health and metrics -------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -479,6 +480,33 @@ async def test_a_fax_tagged_with_another_job_is_never_adopted(tmp_path: Path, pd
                             job_id=job_id)
         applied = await e.tracker.apply(mine)
         assert applied is not None and applied[0].state is JobState.DELIVERED
+    finally:
+        await _close_env(e)
+
+
+async def test_a_job_the_webhook_already_read_is_used_only_when_it_is_the_faxs_own(tmp_path: Path,
+                                                                                    pdf: Callable[..., Path]) -> None:
+    """tracker.apply(known=...): the job read by the webhook stands in for the lookup by fax id only when
+    it is this provider's job for this fax; a stale copy is caught by the version check; a job of
+    another fax is not taken for this one."""
+    e = await _make_env("phaxio", tmp_path, pdf, speed=1.0)
+    try:
+        first, second = await e.enqueue("+15555551212"), await e.enqueue("+15555551213")
+        await e.dispatcher.run_until_idle()
+        one, two = await e.store.get(first), await e.store.get(second)
+        assert one.provider_id and two.provider_id and one.provider_id != two.provider_id
+        # the update is about the second fax; the copy handed in is the first job: looked up instead
+        about_two = StatusUpdate(provider="phaxio", provider_id=two.provider_id, outcome=FaxOutcome.DELIVERED)
+        applied = await e.tracker.apply(about_two, known=one)
+        assert applied is not None and applied[0].id == second and applied[0].state is JobState.DELIVERED
+        assert (await e.store.get(first)).state is JobState.SUBMITTED
+        # a stale copy of the first job (the store has changed it since): applied on the store's own copy
+        stale = dataclasses.replace(one, version=one.version - 1)
+        about_one = StatusUpdate(provider="phaxio", provider_id=one.provider_id, outcome=FaxOutcome.FAILED,
+                                 reason="Busy: the line was busy on all 3 attempts")
+        applied = await e.tracker.apply(about_one, known=stale)
+        assert applied is not None and applied[0].id == first and applied[0].state is JobState.FAILED
+        assert applied[0].version == one.version + 1
     finally:
         await _close_env(e)
 
