@@ -4,9 +4,9 @@
 with the contract's 552 5.3.4 (at MAIL for a SIZE parameter, after DATA otherwise); the null
 sender ``MAIL FROM:<>`` is accepted (RFC 5321 requires it; aiosmtpd refuses it); DATA is read in
 large chunks (``readuntil(b".\\r\\n")``, the dot found by ``memchr``) instead of line by line,
-which is what limits aiosmtpd's throughput for mail with attachments; and a big message goes to a file as it arrives
-(``stream``) instead of into memory. Lines are not limited to 1000 octets here: clients that
-send longer lines are common, and nothing downstream needs the limit.
+which is what limits aiosmtpd's throughput for mail with attachments; and a big message goes to
+a file as it arrives (``stream``) instead of into memory. Lines are not limited to 1000 octets
+here: clients that send longer lines are common, and nothing downstream needs the limit.
 
 A command line ends with CRLF only (RFC 5321 section 2.3.8): a bare LF inside a command is part of
 the line (:class:`_CommandReader`), so ``MAIL FROM:<a\nb@example.com>`` is one command, refused
