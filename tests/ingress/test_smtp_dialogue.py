@@ -261,3 +261,80 @@ def test_a_path_is_read_as_aiosmtpd_reads_it(arg: str, limit: int) -> None:
         assert _PLAIN_PATH.match(arg) is not None
     session = types.SimpleNamespace(local_part_limit=limit)
     assert FaxSMTP._getaddr(session, arg) == SMTP._getaddr(session, arg)  # type: ignore[arg-type]
+
+
+# ---- clients that pipeline (RFC 2920): the replies to a group go out together ----------------------
+
+
+async def _client(address: tuple[str, int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection(*address)
+    assert (await reader.readline()).startswith(b"220 ")
+    writer.write(b"EHLO client.test\r\n")
+    await writer.drain()
+    while not (line := await reader.readline()).startswith(b"250 "):
+        assert line.startswith(b"250-")
+    return reader, writer
+
+
+async def _replies(reader: asyncio.StreamReader, count: int) -> tuple[list[bytes], int]:
+    """``count`` reply lines, and how many reads of the socket brought them."""
+    data, reads = b"", 0
+    while data.count(b"\r\n") < count:
+        chunk = await asyncio.wait_for(reader.read(65536), 30)
+        assert chunk, f"closed after {data!r}"
+        data, reads = data + chunk, reads + 1
+    return data.split(b"\r\n")[:count], reads
+
+
+async def test_a_pipelined_group_is_answered_in_order_in_one_write(tmp_path: Path) -> None:
+    cfg = config_of(tmp_path, smtp_settings(tmp_path))
+    async with listening(cfg) as bench:
+        reader, writer = await _client(bench.address)
+        writer.write(b"MAIL FROM:<scanner@office.example>\r\nRCPT TO:<15555551212@fax.local>\r\n"
+                     b"RCPT TO:<15555551213@fax.local>\r\nDATA\r\n")
+        replies_, reads = await _replies(reader, 4)
+        assert [r[:3] for r in replies_] == [b"250", b"250", b"250", b"354"]
+        assert reads == 1                    # held while the next command waited, then sent at once
+        message = mailkit.scanner(mailkit.pdf_bytes(tmp_path)).replace(b"\n", b"\r\n")
+        writer.write(message + b"\r\n.\r\nQUIT\r\n")
+        replies_, _ = await _replies(reader, 2)
+        assert replies_[0].startswith(b"250 ") and replies_[1].startswith(b"221 ")
+        assert await asyncio.wait_for(reader.read(), 30) == b""
+        writer.close()
+        assert sorted(j.to for j in bench.store.jobs()) == ["+15555551212", "+15555551213"]
+        # a refusal in the group is answered in its place, and sends what was held with it
+        reader, writer = await _client(bench.address)
+        writer.write(b"MAIL FROM:<scanner@office.example>\r\nRCPT TO:<nobody@elsewhere.example>\r\n"
+                     b"RCPT TO:<15555551212@fax.local>\r\nRSET\r\nQUIT\r\n")
+        replies_, _ = await _replies(reader, 5)
+        assert [r[:3] for r in replies_] == [b"250", b"550", b"250", b"250", b"221"]
+        writer.close()
+
+
+async def test_a_command_alone_is_answered_at_once(tmp_path: Path) -> None:
+    """Nothing is held when no further command waits: a client that does not pipeline gets each reply."""
+    cfg = config_of(tmp_path, smtp_settings(tmp_path))
+    async with listening(cfg) as bench:
+        reader, writer = await _client(bench.address)
+        for command in (b"MAIL FROM:<scanner@office.example>\r\n", b"RCPT TO:<15555551212@fax.local>\r\n",
+                        b"NOOP\r\n", b"RSET\r\n"):
+            writer.write(command)
+            replies_, _ = await _replies(reader, 1)
+            assert replies_[0].startswith(b"250 ")
+        writer.close()
+
+
+async def test_a_flood_of_pipelined_commands_is_answered_whole_and_in_order(tmp_path: Path) -> None:
+    cfg = config_of(tmp_path, smtp_settings(tmp_path))
+    async with listening(cfg) as bench:
+        reader, writer = await _client(bench.address)
+        writer.write(b"NOOP\r\n" * 200 + b"VRFY x\r\nNOOP\r\nQUIT\r\n")
+        replies_, _ = await _replies(reader, 203)
+        assert all(r.startswith(b"250 ") for r in replies_[:200])
+        assert replies_[200][:3] == b"252" and replies_[201].startswith(b"250 ")
+        assert replies_[202].startswith(b"221 ")
+        writer.close()
+        # and the listener goes on: the next client's mail is taken
+        answers = await mailkit.asend(bench.address, "scanner@office.example", ["15555551212@fax.local"],
+                                      mailkit.scanner(mailkit.pdf_bytes(tmp_path)))
+        assert [a.code for a in answers] == [250, 250, 250]

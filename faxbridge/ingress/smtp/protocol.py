@@ -1,12 +1,14 @@
 """aiosmtpd's SMTP protocol as faxbridge speaks it (the hooks are ``smtp.FaxHandler``).
 
-:class:`FaxSMTP` is aiosmtpd's ``SMTP`` protocol with four changes: the size limit is answered
+:class:`FaxSMTP` is aiosmtpd's ``SMTP`` protocol with five changes: the size limit is answered
 with the contract's 552 5.3.4 (at MAIL for a SIZE parameter, after DATA otherwise); the null
 sender ``MAIL FROM:<>`` is accepted (RFC 5321 requires it; aiosmtpd refuses it); DATA is read in
 large chunks (``readuntil(b".\\r\\n")``, the dot found by ``memchr``) instead of line by line,
-which is what limits aiosmtpd's throughput for mail with attachments; and a big message goes to
-a file as it arrives (``stream``) instead of into memory. Lines are not limited to 1000 octets
-here: clients that send longer lines are common, and nothing downstream needs the limit.
+which is what limits aiosmtpd's throughput for mail with attachments; a big message goes to a
+file as it arrives (``stream``) instead of into memory; and the replies to a client that pipelines
+(sends its next commands before the replies, as RFC 2920 allows) go out together, one write for
+the group (:meth:`FaxSMTP.push`). Lines are not limited to 1000 octets here: clients that send
+longer lines are common, and nothing downstream needs the limit.
 
 A command line ends with CRLF only (RFC 5321 section 2.3.8): a bare LF inside a command is part of
 the line (:class:`_CommandReader`), so ``MAIL FROM:<a\nb@example.com>`` is one command, refused
@@ -46,6 +48,7 @@ DATA_CHUNK_LIMIT = 1 << 20     # StreamReader limit while reading DATA: up to 1 
 
 
 SPOOL_OVER = 4 << 20           # a message bigger than this goes to a file as it arrives, not to memory
+HOLD_MAX = 32                  # replies to pipelined commands held at most (then sent: push)
 COMMAND_MAX = 64 << 10         # a command line joined across bare LFs stops growing here (then: 500 too long)
 
 
@@ -80,6 +83,10 @@ class _CommandReader(asyncio.StreamReader):
         while not line.endswith(b"\r\n") and len(line) < COMMAND_MAX:
             line += await super().readuntil(separator)
         return line
+
+    def has_line(self) -> bool:
+        """Whether a whole line (ended by LF) is read and waiting: the client's next command."""
+        return b"\n" in self._buffer                             # type: ignore[attr-defined]
 
     async def _until_dot_line_end(self) -> bytes:
         """``StreamReader.readuntil(b".\r\n")`` (the same chunks, limit and errors: its own loop over
@@ -148,14 +155,33 @@ class FaxSMTP(SMTP):
         self.auth_failures = 0          # failed AUTH attempts on this connection (``smtp_auth``)
         self._working = 0               # commands the server is working on (no read timeout then)
         self._last_read = self.loop.time()
+        self._held: list[bytes] = []    # replies to pipelined commands, sent with the next (push)
 
     def _create_envelope(self) -> FaxEnvelope:
         return FaxEnvelope()
 
     async def push(self, status: AnyStr) -> None:
+        """A reply, sent as aiosmtpd sends it; a "250 " while the client's next command is already
+        here (it pipelines, RFC 2920) is held and goes out with the next reply in one write
+        (RFC 2920 section 4: a server should not send a reply while more commands wait to be
+        read). Any other reply sends what was held with it, so nothing waits for more input."""
         text = status if isinstance(status, str) else status.decode("ascii", "replace")
         self.fax_handler.on_reply(text[:3])
-        await super().push(status)
+        if not self._held and not self._may_hold(text):
+            await super().push(status)
+            return
+        self._held.append(text.encode("utf-8" if self.enable_SMTPUTF8 else "ascii") + b"\r\n")
+        if self._may_hold(text):
+            return
+        held, self._held = b"".join(self._held), []
+        self._writer.write(held)
+        await self._writer.drain()
+
+    def _may_hold(self, text: str) -> bool:
+        """A positive reply, fewer than HOLD_MAX held, and a whole command line already read."""
+        reader = getattr(self, "_stream_reader", None)
+        return (text.startswith("250 ") and len(self._held) < HOLD_MAX and isinstance(reader, _CommandReader)
+                and reader.has_line())
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
