@@ -324,6 +324,21 @@ async def test_a_command_alone_is_answered_at_once(tmp_path: Path) -> None:
         writer.close()
 
 
+async def test_a_reply_is_not_held_behind_a_command_line_that_is_not_whole_yet(tmp_path: Path) -> None:
+    """A bare LF does not end a command (the reader joins it with what follows): a reply is never
+    held for it, so a client that sent one gets its reply without sending more."""
+    cfg = config_of(tmp_path, smtp_settings(tmp_path))
+    async with listening(cfg) as bench:
+        reader, writer = await _client(bench.address)
+        writer.write(b"NOOP\r\nNOOP\n")
+        replies_, _ = await _replies(reader, 1)
+        assert replies_[0].startswith(b"250 ")
+        writer.write(b"\r\n")                   # the joined line ends now: answered too
+        replies_, _ = await _replies(reader, 1)
+        assert replies_[0] == b"250 OK"
+        writer.close()
+
+
 async def test_a_flood_of_pipelined_commands_is_answered_whole_and_in_order(tmp_path: Path) -> None:
     cfg = config_of(tmp_path, smtp_settings(tmp_path))
     async with listening(cfg) as bench:

@@ -85,8 +85,10 @@ class _CommandReader(asyncio.StreamReader):
         return line
 
     def has_line(self) -> bool:
-        """Whether a whole line (ended by LF) is read and waiting: the client's next command."""
-        return b"\n" in self._buffer                             # type: ignore[attr-defined]
+        """Whether a whole command line is read and waiting, so that reading it waits for nothing:
+        a CRLF is in the buffer (a part ended by a bare LF is joined with what follows, up to the
+        next LF, which the CRLF's is at the latest)."""
+        return b"\r\n" in self._buffer                           # type: ignore[attr-defined]
 
     async def _until_dot_line_end(self) -> bytes:
         """``StreamReader.readuntil(b".\r\n")`` (the same chunks, limit and errors: its own loop over
