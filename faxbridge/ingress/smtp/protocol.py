@@ -169,11 +169,12 @@ class FaxSMTP(SMTP):
         read). Any other reply sends what was held with it, so nothing waits for more input."""
         text = status if isinstance(status, str) else status.decode("ascii", "replace")
         self.fax_handler.on_reply(text[:3])
-        if not self._held and not self._may_hold(text):
+        hold = self._may_hold(text)
+        if not self._held and not hold:
             await super().push(status)
             return
         self._held.append(text.encode("utf-8" if self.enable_SMTPUTF8 else "ascii") + b"\r\n")
-        if self._may_hold(text):
+        if hold:
             return
         held, self._held = b"".join(self._held), []
         self._writer.write(held)
