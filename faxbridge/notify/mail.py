@@ -416,9 +416,9 @@ def make_deliver(cfg: Config, clock: Clock, *, document: Callable[[str], Path] |
     what ``notify.attach`` asks the reply to carry."""
     notify = cfg.notify
 
-    async def deliver(job: Job, events: Sequence[JobEvent], item: OutboxItem) -> None:
+    async def deliver(job: Job, events: Sequence[JobEvent], item: OutboxItem) -> bool:
         if not _may_answer(cfg, job, "mail"):
-            return
+            return False
         assert job.sender is not None
         extra = None if document is None else await attachment(job, notify.attach, document(job.id), render)
         msg = compose(job, events, from_address=notify.from_address, now=clock.now(), outbox_id=item.id,
@@ -428,6 +428,7 @@ def make_deliver(cfg: Config, clock: Clock, *, document: Callable[[str], Path] |
         crashpoints.hit("mail.sent")
         log.info("notify.mail_sent", job_id=job.id, state=job.state.value, to=job.to,
                  smarthost=str(notify.smarthost))
+        return True
 
     return deliver
 
@@ -487,12 +488,13 @@ def make_receipt_deliver(cfg: Config, clock: Clock) -> Deliver:
     """The "receipt" rows' delivery: to the sender, under the same rules as the final reply."""
     notify = cfg.notify
 
-    async def deliver(job: Job, events: Sequence[JobEvent], item: OutboxItem) -> None:
+    async def deliver(job: Job, events: Sequence[JobEvent], item: OutboxItem) -> bool:
         if not _may_answer(cfg, job, "receipt"):
-            return
+            return False
         assert job.sender is not None
         await _hand_over(notify, compose_receipt(job, from_address=notify.from_address, now=clock.now()), job.sender)
         log.info("notify.receipt_sent", job_id=job.id, to=job.to)
+        return True
 
     return deliver
 
@@ -503,18 +505,19 @@ def make_copy_deliver(cfg: Config, clock: Clock, *, document: Callable[[str], Pa
     every copy address, with the null envelope sender; a row whose job needs no copy is done."""
     notify = cfg.notify
 
-    async def deliver(job: Job, events: Sequence[JobEvent], item: OutboxItem) -> None:
+    async def deliver(job: Job, events: Sequence[JobEvent], item: OutboxItem) -> bool:
         to = copy_recipients(job, notify)
         if not to:
-            return
+            return False
         if notify.smarthost is None:
-            log.info("notify.copy_not_sent", job_id=job.id, why="notify.smarthost is empty")
-            return
+            log.info("notify.copy_not_sent", job_id=job.id, why=NO_SMARTHOST)
+            return False
         extra = await attachment(job, notify.copy_attach, document(job.id), render)
         msg = compose_copy(job, events, to, from_address=notify.from_address, now=clock.now(), outbox_id=item.id,
                            extra=extra)
         await _hand_over(notify, msg, to)
         log.info("notify.copy_sent", job_id=job.id, state=job.state.value, copies=len(to))
+        return True
 
     return deliver
 

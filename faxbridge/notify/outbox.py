@@ -23,9 +23,9 @@ an operator may repair the row), and the other rows go on. Under all that the lo
 
 A kind this configuration never delivers (reply mail and receipts without ``notify.smarthost``:
 ``unsent`` gives the reason) is not composed at all: each due row is logged
-``notify.<kind>_not_sent`` with the reason and marked done, the round's marks committed together,
-without reading its job (what deliver would have said for every row, at a store write a row
-instead of four calls).
+``notify.<kind>_not_sent`` with the reason and marked done (never ``notify.delivered``: nothing
+was sent; ``not_sent`` counts them), the round's marks committed together, without reading its
+job (what deliver would have said for every row, at a store write a row instead of four calls).
 
 On a store shared by several daemons, rows are leased to the daemon they were handed to; each
 row's lease is renewed (:meth:`JobStore.outbox_keep`) just before it is delivered, and a row whose
@@ -59,7 +59,10 @@ class NotifyGiveUp(FaxbridgeError):
     """Delivery can never succeed (e.g. the recipient address is refused for good)."""
 
 
-Deliver = Callable[[Job, Sequence[JobEvent], OutboxItem], Awaitable[None]]
+# What ``deliver`` returns: None when it delivered the notification, False when it handled the row
+# without sending anything (no smarthost, a reply RFC 3834 forbids; it logged why): either way the
+# row is marked done, but only a delivery is logged ``notify.delivered`` and counted in ``delivered``.
+Deliver = Callable[[Job, Sequence[JobEvent], OutboxItem], Awaitable[bool | None]]
 
 
 def printable(text: str) -> str:
@@ -93,12 +96,14 @@ class OutboxWorker:
         self.retry_max = retry_max
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
-        # Rows delivered whose mark failed (the store turned read-only, say): id -> the error to
-        # record. Retried as marks only, so a reply mail is not sent again every round meanwhile.
-        self._unmarked: dict[int, str | None] = {}
+        # Rows delivered whose mark failed (the store turned read-only, say): id -> (the error to
+        # record, whether anything was sent). Retried as marks only, so a reply mail is not sent
+        # again every round meanwhile.
+        self._unmarked: dict[int, tuple[str | None, bool]] = {}
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.delivered = 0
+        self.not_sent = 0          # rows handled without sending (``deliver`` returned False, or ``unsent``)
         self.given_up = 0
         self.supervisor = Supervisor(self.name, self._run, self._stop, on_restart=on_restart)
 
@@ -122,18 +127,18 @@ class OutboxWorker:
         under way together (one transaction). A store error ends the round (the rows stay due)."""
         for item in due:
             log.info(f"notify.{self.kind}_not_sent", job_id=item.job_id, why=why)
-        marked = await asyncio.gather(*(self._mark(item, None) for item in due), return_exceptions=True)
+        marked = await asyncio.gather(*(self._mark(item, None, sent=False) for item in due), return_exceptions=True)
         for outcome in marked:
             if isinstance(outcome, BaseException):
                 raise outcome
         return len(due)
 
-    async def _delivering(self, job: Job, events: Sequence[JobEvent], item: OutboxItem) -> None:
+    async def _delivering(self, job: Job, events: Sequence[JobEvent], item: OutboxItem) -> bool:
         """``deliver``, with the row's lease renewed every ``keep_every`` meanwhile (a slow smarthost
         must not let another daemon sharing the store take the row and send it too)."""
         keep = asyncio.create_task(self._keep_leased(item), name=f"{self.name}-lease")
         try:
-            await self.deliver(job, events, item)
+            return await self.deliver(job, events, item) is not False
         finally:
             keep.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -151,7 +156,8 @@ class OutboxWorker:
 
     async def _one(self, item: OutboxItem) -> int:
         if item.id in self._unmarked:
-            await self._mark(item, self._unmarked[item.id])
+            error, sent = self._unmarked[item.id]
+            await self._mark(item, error, sent=sent)
             return 1
         if not await self.store.outbox_keep(item.id, self.clock.now()):
             # a shared store: its lease ran out while earlier rows went, and another daemon has it
@@ -160,7 +166,7 @@ class OutboxWorker:
         try:
             job = await self.store.get(item.job_id)
             events = await self.store.events(item.job_id)
-            await self._delivering(job, events, item)
+            sent = await self._delivering(job, events, item)
         except (NotifyRetry, UnreadableJob) as exc:
             delay = retry_delay(item, self.retry_initial, self.retry_max)
             log.warning("notify.retry", kind=self.kind, job_id=item.job_id, attempts=item.attempts + 1,
@@ -179,16 +185,18 @@ class OutboxWorker:
                       error=f"internal error: {error}", exc_info=exc)
             await self._mark(item, f"undeliverable: internal error: {error}")
             return 1
-        await self._mark(item, None)
+        await self._mark(item, None, sent=sent)
         return 1
 
-    async def _mark(self, item: OutboxItem, error: str | None) -> None:
-        self._unmarked[item.id] = error
+    async def _mark(self, item: OutboxItem, error: str | None, *, sent: bool = True) -> None:
+        self._unmarked[item.id] = (error, sent)
         await self.store.outbox_delivered(item.id, self.clock.now(), error=error)
         del self._unmarked[item.id]
         if error is not None:
             self.given_up += 1
-        if error is None:
+        elif not sent:
+            self.not_sent += 1
+        else:
             self.delivered += 1
             log.info("notify.delivered", kind=self.kind, job_id=item.job_id)
 
