@@ -23,18 +23,34 @@ NUMBER_KEYS = frozenset({"to", "number", "to_number", "fax_number", "recipient"}
 MASK = "***"
 
 
+_PLAIN, _SECRET, _NUMBER = 0, 1, 2
+
+
+def _key_kind(key: str) -> int:
+    if key != "event" and SECRET_KEYS.search(key):
+        return _SECRET
+    return _NUMBER if key in NUMBER_KEYS else _PLAIN
+
+
 class _Masker:
     def __init__(self) -> None:
         self.secrets: set[str] = set()
         self.show_numbers = False
+        self._kinds: dict[str, int] = {}     # a key's kind, worked out once (the keys are the code's)
 
     def __call__(self, logger: Any, name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        kinds, secrets = self._kinds, self.secrets
         for key, value in list(event.items()):
-            if key != "event" and SECRET_KEYS.search(key) and value not in (None, "", False):
+            kind = kinds.get(key)
+            if kind is None:
+                kind = _key_kind(key)
+                if len(kinds) < 4096:
+                    kinds[key] = kind
+            if kind == _SECRET and value not in (None, "", False):
                 event[key] = MASK
-            elif key in NUMBER_KEYS and isinstance(value, str) and not self.show_numbers:
+            elif kind == _NUMBER and isinstance(value, str) and not self.show_numbers:
                 event[key] = mask_number(value)
-            elif isinstance(value, str) and self.secrets:
+            elif secrets and isinstance(value, str):
                 event[key] = self.scrub(value)
         return event
 

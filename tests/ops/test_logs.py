@@ -41,6 +41,19 @@ def test_secrets_are_masked_by_key_and_by_value(captured: list[str]) -> None:
     assert {"event", "level", "timestamp"} <= line.keys()
 
 
+def test_masking_holds_for_every_line_not_only_the_first(captured: list[str]) -> None:
+    """The masker works out each key's kind once: the second line with the same keys (and a key
+    first seen empty) is masked like the first; a key named like a secret only when non-empty."""
+    logs.register_secrets(["s3cr3t-value-43"])
+    log = structlog.get_logger("test")
+    for value in ("", "one-token", "two-token"):
+        log.info("test.repeat", token=value, to="+15555551212", note="url/s3cr3t-value-43")
+    empty, first, second = parsed(captured)
+    assert empty["token"] == "" and first["token"] == second["token"] == "***"
+    assert empty["to"] == first["to"] == second["to"] == "…1212"
+    assert empty["note"] == first["note"] == second["note"] == "url/***"
+
+
 def test_numbers_show_their_last_four_digits_unless_asked(captured: list[str]) -> None:
     log = structlog.get_logger("test")
     log.info("test.numbers", to="+15555551212", number="555-555-1234")
