@@ -106,7 +106,10 @@ def test_a_raw_error_inside_a_call_reaches_the_caller_as_a_store_error(tmp_path:
     "UPDATE jobs SET state = 'no-such-state' WHERE id = ?",
     "UPDATE jobs SET meta = '{not json' WHERE id = ?",
     "UPDATE jobs SET created_at = 'yesterday' WHERE id = ?",
-], ids=["state", "meta", "time"])
+    "UPDATE jobs SET paper = 'a0' WHERE id = ?",
+    "UPDATE jobs SET hold = 'no-such-hold' WHERE id = ?",
+    "UPDATE jobs SET options = '[1, 2' WHERE id = ?",
+], ids=["state", "meta", "time", "paper", "hold", "options"])
 def test_a_row_that_does_not_decode_is_skipped_by_lists_and_named_by_get(tmp_path: Path, corruption: str) -> None:
     import structlog
 

@@ -29,9 +29,11 @@ import stat
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import orjson
 import structlog
 
 from faxbridge.clock import parse_iso as _dt
@@ -248,6 +250,17 @@ def _first_try(new: NewJob, now: datetime) -> datetime:
     """When a new queued job is first due: now, or its ``send_at`` (contract section 11)."""
     at = new.options.send_at
     return now if at is None or at <= now else at
+
+
+E = TypeVar("E", bound=Enum)
+_MEMBERS: dict[type[Any], dict[Any, Any]] = {cls: {m.value: m for m in cls} for cls in (Source, JobState, Paper, Hold)}
+
+
+def _member(cls: type[E], value: Any) -> E:
+    """``cls(value)`` for a stored enum value, by a dict lookup (an Enum call is ten times slower);
+    a value that is no member raises the Enum's own ValueError."""
+    member = _MEMBERS[cls].get(value)
+    return member if member is not None else cls(value)
 
 
 class SqliteStore:
@@ -732,18 +745,20 @@ class SqliteStore:
         jobs = self._jobs([row]) if row is not None else []
         return jobs[0] if jobs else None
 
-    def _job(self, r: sqlite3.Row) -> Job:
+    def _job(self, row: sqlite3.Row) -> Job:
+        r = dict(zip(row.keys(), row, strict=True))     # a dict's lookups by name are a few times a Row's
+        hold = r["hold"]
         return Job(
-            id=r["id"], source=Source(r["source"]), to=r["to_number"], state=JobState(r["state"]),
-            reason=r["reason"], pages=r["pages"], paper=Paper(r["paper"]), attempts=r["attempts"],
+            id=r["id"], source=_member(Source, r["source"]), to=r["to_number"], state=_member(JobState, r["state"]),
+            reason=r["reason"], pages=r["pages"], paper=_member(Paper, r["paper"]), attempts=r["attempts"],
             provider=r["provider"], provider_id=r["provider_id"], status_code=r["status_code"],
             duration_s=r["duration_s"], cost=r["cost"], sender=r["sender"], subject=r["subject"],
-            document=r["document"], options=FaxOptions.from_json(json.loads(r["options"])),
-            meta=json.loads(r["meta"]), created_at=_dt(r["created_at"]) or datetime.now(UTC),
+            document=r["document"], options=FaxOptions.from_json(orjson.loads(r["options"])),
+            meta=orjson.loads(r["meta"]), created_at=_dt(r["created_at"]) or datetime.now(UTC),
             updated_at=_dt(r["updated_at"]) or datetime.now(UTC), finished_at=_dt(r["finished_at"]),
             doc_sha256=r["doc_sha256"], submit_tries=r["submit_tries"],
             next_attempt_at=_dt(r["next_attempt_at"]), submit_started_at=_dt(r["submit_started_at"]),
-            submitted_at=_dt(r["submitted_at"]), hold=Hold(r["hold"]) if r["hold"] else None,
+            submitted_at=_dt(r["submitted_at"]), hold=_member(Hold, hold) if hold else None,
             callback_url=r["callback_url"],
             recoveries=r["recoveries"], cancel_requested=bool(r["cancel_requested"]), version=r["version"],
         )
