@@ -47,6 +47,7 @@ import contextlib
 import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -67,6 +68,7 @@ from faxbridge.states import (
     Claimed,
     FailureKind,
     Ignore,
+    Outcome,
     Policy,
     Reconciled,
     Recovered,
@@ -119,6 +121,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._working: set[str] = set()
+        self._released: set[str] = set()    # working jobs whose lease ended with their last change
         self._reconcile_lock = asyncio.Lock()
         self.account_problem: str | None = None      # why sending is paused (the provider's words)
         self.paused_until: datetime | None = None
@@ -267,8 +270,11 @@ class Dispatcher:
                               self.clock, self.policy)
         finally:
             self._working.discard(job.id)
-            with contextlib.suppress(StoreError):
-                await self.store.release(job.id, self.owner)
+            if job.id in self._released:
+                self._released.discard(job.id)
+            else:
+                with contextlib.suppress(StoreError):
+                    await self.store.release(job.id, self.owner)
             self._wake.set()
 
     async def _submit(self, job: Job) -> None:
@@ -298,6 +304,8 @@ class Dispatcher:
         )
         crashpoints.hit("dispatch.submitting")
         verdict: Callable[[str], None] = self.providers.succeeded   # it answered (took, refused, account)
+        outcome: Outcome
+        detail: dict[str, Any] | None = None
         try:
             receipt = await provider.submit(req)
         except TransientProviderError as exc:
@@ -315,10 +323,11 @@ class Dispatcher:
         else:
             self._resume()
             crashpoints.hit("dispatch.accepted")
-            await advance(self.store, job.id, Accepted(receipt.provider_id, receipt.callback_url),
-                    self.clock, self.policy, {"provider_id": receipt.provider_id}, job=job)
-            return verdict
-        await advance(self.store, job.id, outcome, self.clock, self.policy, job=job)
+            outcome, detail = Accepted(receipt.provider_id, receipt.callback_url), {"provider_id": receipt.provider_id}
+        _, decision = await advance(self.store, job.id, outcome, self.clock, self.policy, detail, job=job,
+                                    release=self.owner)
+        if not isinstance(decision, Ignore):
+            self._released.add(job.id)      # the lease ended with that change: no release of its own
         return verdict
 
     async def _reconcile(self, job: Job) -> None:

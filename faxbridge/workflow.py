@@ -35,7 +35,8 @@ def log_transition(job: Job, t: Transition) -> None:
 
 
 async def advance(store: JobStore, job_id: str, outcome: Outcome, clock: Clock, policy: Policy,
-                  detail: dict[str, Any] | None = None, *, job: Job | None = None) -> tuple[Job, Decision]:
+                  detail: dict[str, Any] | None = None, *, job: Job | None = None,
+                  release: str | None = None) -> tuple[Job, Decision]:
     """Apply ``outcome`` to the job; returns the job as it is now and what was decided.
 
     ``job``: the job as the caller just had it from the store (claimed, found by its fax id, or
@@ -43,6 +44,9 @@ async def advance(store: JobStore, job_id: str, outcome: Outcome, clock: Clock, 
     as the store's version check lets it: a change decided on a stale copy is refused
     (:class:`Conflict`, then the job is read again), and an ``Ignore`` decided on it is decided
     again on the store's own copy before it is believed.
+
+    ``release``: the owner whose lease of the job ends with the change, in the same write
+    (:meth:`JobStore.apply`); an ``Ignore`` changes nothing and releases nothing.
     """
     known = job if job is not None and job.id == job_id else None
     for _ in range(5 if known is None else 6):     # the copy handed in is one more try
@@ -56,7 +60,7 @@ async def advance(store: JobStore, job_id: str, outcome: Outcome, clock: Clock, 
                 continue
             return job, decision
         try:
-            job = await store.apply(job, decision, clock.now(), detail)
+            job = await store.apply(job, decision, clock.now(), detail, release=release)
         except Conflict:
             continue
         log_transition(job, decision)

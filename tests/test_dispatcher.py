@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,27 @@ async def test_transient_errors_are_retried_then_sent_once(env: Env) -> None:
     # a 503 may have been taken: reconciled (no record) before the resend; a 429 was not: retried
     assert events.count("job.outcome_unknown") == 2 and events.count("job.resend") == 2, events
     assert events.count("job.retry_scheduled") == 1, events
+
+
+async def test_a_submissions_last_change_ends_its_lease_without_a_release_call(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Accepted, or refused for now and retried: the change that ends each try also ends the
+    dispatcher's lease (one store write a try fewer), so the retry is claimed as soon as it is due."""
+    released: list[str] = []
+    real = env.store.release
+
+    async def spy(job_id: str, owner: str) -> None:
+        released.append(job_id)
+        await real(job_id, owner)
+
+    monkeypatch.setattr(env.store, "release", spy)
+    env.sim.inject(on_send(env, kind="status", status=429, retry_after=0.2, count=1))
+    ids = [await env.enqueue("+15555551212"), await env.enqueue("+15555551213")]
+    await env.finish()
+    assert [(await env.store.get(i)).state for i in ids] == [JobState.DELIVERED] * 2
+    assert [await env.sends(i) for i in ids] == [1, 1]
+    assert released == []
+    assert await env.store.renew("test", set(ids), datetime.now(UTC), 600) == set()   # no lease left
 
 
 async def test_too_many_transient_errors_fail_with_the_reason(env: Env) -> None:

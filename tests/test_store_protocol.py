@@ -345,6 +345,22 @@ async def test_a_renewed_lease_holds_past_its_first_end_and_only_for_its_owner(j
     assert [j.id for j in await jobstore.claim_due("two", NOW + timedelta(seconds=76), 1, 30)] == [a]   # past 75 s
 
 
+async def test_apply_with_release_ends_that_owners_lease_in_the_same_write(jobstore: JobStore) -> None:
+    """The dispatcher's last change of a submission ends its lease with it (one write a fax fewer
+    than apply + release); a lease another owner holds is left, and without ``release`` nothing
+    changes."""
+    ours, theirs, kept = [await enqueue(jobstore) for _ in range(3)]
+    assert {j.id for j in await jobstore.claim_due("one", NOW, 10, 600)} == {ours, theirs, kept}
+    for job_id, release in ((ours, "one"), (theirs, "two"), (kept, None)):
+        job = await jobstore.get(job_id)
+        t = decide(job, Claimed(), NOW, POLICY)
+        assert isinstance(t, Transition)
+        after = await jobstore.apply(job, t, NOW, release=release)
+        assert after.state is JobState.SUBMITTING and after.version == job.version + 1
+    assert await jobstore.renew("one", {ours, theirs, kept}, NOW, 600) == {theirs, kept}
+    assert [e.event for e in await jobstore.events(ours)] == ["job.queued", "job.submitting"]
+
+
 async def test_max_in_flight_counts_jobs_at_the_provider_and_those_leased_to_be_sent(jobstore: JobStore) -> None:
     ids = [await enqueue(jobstore, to=f"+1555555{n:04d}") for n in range(5)]
     await jobstore.claim_due("one", NOW, 1, 30)

@@ -336,8 +336,10 @@ class PostgresStore:
         return job
 
     @_chokepoint
-    async def apply(self, job: Job, t: Transition, now: datetime, detail: dict[str, Any] | None = None) -> Job:
-        """Apply a transition decided on ``job`` (optimistic: Conflict if the job changed)."""
+    async def apply(self, job: Job, t: Transition, now: datetime, detail: dict[str, Any] | None = None, *,
+                    release: str | None = None) -> Job:
+        """Apply a transition decided on ``job`` (optimistic: Conflict if the job changed);
+        ``release``: that owner's lease ends in the same UPDATE (see :meth:`release`)."""
         unknown = set(t.changes) - _JOB_FIELDS
         if unknown:
             raise StoreError(f"cannot change {sorted(unknown)}")
@@ -346,6 +348,10 @@ class PostgresStore:
         for key, value in t.changes.items():
             cols.append(f"{key} = %s")
             vals.append(_sql_value(value))
+        if release is not None:     # every SET expression reads the row as it was before the UPDATE
+            cols += [f"lease_{name} = CASE WHEN lease_owner = %s THEN NULL ELSE lease_{name} END"
+                     for name in ("until", "node", "owner")]
+            vals += [release, release, release]
         async with self._db.connection() as conn, conn.transaction():
             cur = await conn.execute(f"UPDATE jobs SET {', '.join(cols)} WHERE id = %s AND version = %s",
                                      [*vals, job.id, job.version])

@@ -138,8 +138,11 @@ class JobStore(Protocol):
         """Record input refused at intake: a final ``rejected`` job owing its result."""
         ...
 
-    async def apply(self, job: Job, t: Transition, now: datetime, detail: dict[str, Any] | None = None) -> Job:
-        """Apply a transition decided on ``job``; :class:`Conflict` if the job changed meanwhile."""
+    async def apply(self, job: Job, t: Transition, now: datetime, detail: dict[str, Any] | None = None, *,
+                    release: str | None = None) -> Job:
+        """Apply a transition decided on ``job``; :class:`Conflict` if the job changed meanwhile.
+        ``release``: the owner whose lease of the job ends with this change, in the same write
+        (what :meth:`release` would do after it; a lease another owner holds is left as it is)."""
         ...
 
     # ---- claims and leases

@@ -548,8 +548,10 @@ class SqliteStore:
             except Exception as exc:  # an observer (metrics) must never undo or break the work
                 log.error("store.observer_failed", error=repr(exc), event_name=event)
 
-    def apply(self, job: Job, t: Transition, now: datetime, detail: dict[str, Any] | None = None) -> Job:
-        """Apply a transition decided on ``job`` (optimistic: Conflict if the job changed)."""
+    def apply(self, job: Job, t: Transition, now: datetime, detail: dict[str, Any] | None = None, *,
+              release: str | None = None) -> Job:
+        """Apply a transition decided on ``job`` (optimistic: Conflict if the job changed);
+        ``release``: that owner's lease ends in the same UPDATE (see :meth:`release`)."""
         unknown = set(t.changes) - _JOB_FIELDS
         if unknown:
             raise StoreError(f"cannot change {sorted(unknown)}")
@@ -566,6 +568,10 @@ class SqliteStore:
             elif isinstance(value, FaxOptions):
                 value = json.dumps(value.to_json())
             vals.append(value)
+        if release is not None:
+            cols += ["lease_until = CASE WHEN lease_owner = ? THEN NULL ELSE lease_until END",
+                     "lease_owner = CASE WHEN lease_owner = ? THEN NULL ELSE lease_owner END"]
+            vals += [release, release]
         with self._write() as db:
             rows = db.execute(
                 f"UPDATE jobs SET {', '.join(cols)} WHERE id = ? AND version = ? RETURNING *",

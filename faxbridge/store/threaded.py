@@ -209,8 +209,9 @@ class ThreadedStore:
     async def reject(self, job_id: str, new: NewJob, reason: str, now: datetime) -> Job:
         return await self._write(self._db.reject, job_id, new, reason, now)
 
-    async def apply(self, job: Job, t: Transition, now: datetime, detail: dict[str, Any] | None = None) -> Job:
-        return await self._write(self._db.apply, job, t, now, detail)
+    async def apply(self, job: Job, t: Transition, now: datetime, detail: dict[str, Any] | None = None, *,
+                    release: str | None = None) -> Job:
+        return await self._write(self._db.apply, job, t, now, detail, release=release)
 
     # ---- claims and leases
     async def claim_due(self, owner: str, now: datetime, limit: int, lease_s: float, *,
