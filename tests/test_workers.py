@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from faxbridge.config import Config, load
-from faxbridge.workers import Engine, TooMuchWork, WorkerLost
+from faxbridge.workers import Engine, Shared, TooMuchWork, WorkerLost
 from tests.conftest import async_wait_until
 from tests.support import base_settings, running, write_config
 
@@ -49,6 +49,27 @@ def refuse(why: str) -> None:
     raise ValueError(why)
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    name: str
+    limits: tuple[int, ...]
+
+
+PICKLED: list[str] = []      # in this process: each time a Settings is pickled
+
+
+def _pickled(settings: Settings) -> tuple[type[Settings], tuple[str, tuple[int, ...]]]:
+    PICKLED.append(settings.name)
+    return Settings, (settings.name, settings.limits)
+
+
+Settings.__reduce__ = _pickled  # type: ignore[assignment,method-assign]
+
+
+def identity_of(settings: Settings) -> tuple[Settings, int]:
+    return settings, id(settings)
+
+
 def config(tmp: Path, **limits: object) -> Config:
     tmp.mkdir(parents=True, exist_ok=True)
     cfg = load(write_config(tmp / "faxbridge.toml", base_settings(tmp)), {})
@@ -73,6 +94,22 @@ async def test_answers_exceptions_and_big_bytes_come_back_from_another_process(e
     with pytest.raises(ValueError, match="no such thing"):
         await engine.run(refuse, "no such thing")
     assert await engine.run(os.getpid) == pid                    # the same worker all along
+
+
+async def test_a_shared_argument_is_pickled_once_and_unpickled_once_per_worker(engine: Engine) -> None:
+    """``Shared``: the settings every job carries are pickled when wrapped, not for each frame, and
+    the worker keeps the object it made of them; new settings (a SIGHUP) are a new object."""
+    PICKLED.clear()
+    first = Shared(Settings("first", (1, 2)))
+    answers = [await engine.run(identity_of, first) for _ in range(3)]
+    assert PICKLED == ["first"]                                 # when wrapped; never per job
+    assert [value for value, _ in answers] == [Settings("first", (1, 2))] * 3
+    assert len({ident for _, ident in answers}) == 1            # one object in the worker, reused
+    again, ident = await engine.run(identity_of, Shared(Settings("first", (1, 2))))
+    assert again == Settings("first", (1, 2)) and ident == answers[0][1]   # same bytes, same object
+    second, other = await engine.run(identity_of, Shared(Settings("second", (3,))))
+    assert second == Settings("second", (3,)) and other != ident
+    assert PICKLED == ["first", "first", "second"]
 
 
 async def test_a_job_over_its_cpu_time_is_too_much_work_and_a_new_worker_takes_the_next(engine: Engine) -> None:

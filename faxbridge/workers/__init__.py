@@ -24,5 +24,6 @@ in the spool's staging area); the daemon commits (``faxbridge.ingress.smtp.liste
 from __future__ import annotations
 
 from faxbridge.workers.engine import Engine, TooMuchWork, WorkerError, WorkerLost, default_size
+from faxbridge.workers.wire import Shared
 
-__all__ = ["Engine", "TooMuchWork", "WorkerError", "WorkerLost", "default_size"]
+__all__ = ["Engine", "Shared", "TooMuchWork", "WorkerError", "WorkerLost", "default_size"]

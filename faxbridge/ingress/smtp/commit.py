@@ -22,7 +22,7 @@ from faxbridge.ingress.smtp.data import DEDUP_WINDOW, MailPlan, mail_settings, s
 from faxbridge.ingress.smtp.policy import Recipient
 from faxbridge.ingress.smtp.replies import INTERNAL_ERROR, OUR_TROUBLE, TOO_MUCH_WORK, queued, rate_limited
 from faxbridge.store import JobStore, new_job_id
-from faxbridge.workers import Engine, TooMuchWork, WorkerLost
+from faxbridge.workers import Engine, Shared, TooMuchWork, WorkerLost
 
 log = structlog.get_logger("faxbridge.smtp")
 
@@ -47,7 +47,7 @@ class MailIntake:
         self.engine = engine
         self.clock = clock
         self.header_limit = header_limit
-        self.settings = mail_settings(cfg, header_limit(cfg))
+        self.settings = Shared(mail_settings(cfg, header_limit(cfg)))   # pickled once, not per message
         self.work: Callable[..., MailPlan | str] = stage_mail     # what a worker runs for each message
         # Called with "bug" (INTERNAL_ERROR) or "too_much_work" (TOO_MUCH_WORK) for each such reply,
         # in the daemon's process whichever worker made it: the daemon counts them in a metric.
@@ -55,7 +55,7 @@ class MailIntake:
 
     def reconfigure(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.settings = mail_settings(cfg, self.header_limit(cfg))
+        self.settings = Shared(mail_settings(cfg, self.header_limit(cfg)))
 
     async def accept(self, store: JobStore, sender: str, recipients: Sequence[Recipient], raw: bytes | Path,
                      extra_meta: dict[str, Any] | None = None) -> str:
