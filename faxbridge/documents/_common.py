@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from faxbridge.durable import fsync_dir
 from faxbridge.errors import DocumentError
 from faxbridge.models import Paper
 
@@ -63,14 +64,9 @@ def staging_path(out_path: Path) -> Path:
 
 
 def publish(tmp: Path, out_path: Path) -> None:
-    """Rename a written and fsynced temporary file into place.
-
-    The rename is made durable by whoever commits the document: every document made here lands
-    in a job's staging folder, and the job store fsyncs that folder (then the spool) before it
-    commits the job (``SqliteStore._spooled``; PostgreSQL copies the bytes into the database).
-    One fsync a round of documents instead of one each: on a journaling file system the first
-    folder's fsync commits the journal for all of them."""
+    """Rename a written and fsynced temporary file into place, and make the rename durable."""
     os.replace(tmp, out_path)
+    fsync_dir(out_path.parent)
 
 
 def discard(path: Path) -> None:

@@ -13,9 +13,8 @@ Synchronous, and bound to the thread that opened it: the daemon and the CLI reac
 - ``kv``: small durable settings (provider poll cursors, the generated webhook token).
 - leases (``lease_owner``/``lease_until``) so no job is worked twice.
 Schema migrations run by ``PRAGMA user_version``. Documents live in ``spool/<job id>/``;
-intake writes them into a staging folder first (each file fsynced, the folder not), and
-:meth:`Store.enqueue` moves them into place (rename, then the job's folder, the spool and the
-staging folder fsynced) before the job row is committed.
+intake writes them into a staging folder first, and :meth:`Store.enqueue` moves them into
+place (rename + fsync) before the job row is committed.
 """
 
 from __future__ import annotations
@@ -356,8 +355,8 @@ class SqliteStore:
         and nothing is reported done before it: if the COMMIT fails (or SQLite gives up the whole
         transaction on the way, disk full), every call reports that error, and nothing of the group
         is in the database, nor in the spool: the documents its enqueues moved there are removed.
-        The group's job folders, then the spool and staging folders, are fsynced once for the
-        group's documents, before its COMMIT (so, as ever, a committed job has its document on disk).
+        The spool and staging folders are fsynced once for the group's documents, before its COMMIT
+        (so, as ever, a committed job has its document on disk).
         """
         results: list[tuple[bool, Any]] = []
         with _translate():
@@ -374,7 +373,8 @@ class SqliteStore:
                         results[-1][1] if not results[-1][0] else None)
             with _translate():
                 if self._moved:
-                    self._sync_spooled(self._moved)
+                    fsync_dir(self.spool)
+                    fsync_dir(self.staging)
                 self._db.execute("COMMIT")
         except BaseException as exc:
             if self._db.in_transaction:
@@ -399,14 +399,6 @@ class SqliteStore:
         if self._grouped:
             self._moved.extend(moved)
             return
-        self._sync_spooled(moved)
-
-    def _sync_spooled(self, moved: Sequence[Path]) -> None:
-        """Each moved job folder (its document was renamed into it without an fsync: documents
-        ``publish``), then the spool (the folders' new names) and the staging folder (their old
-        names gone). On a journaling file system the first fsync commits the journal for all."""
-        for folder in moved:
-            fsync_dir(folder)
         fsync_dir(self.spool)
         fsync_dir(self.staging)
 
