@@ -91,6 +91,17 @@ def test_enqueue_many_fsyncs_the_spool_before_it_commits(store: Store, monkeypat
     reader.close()
 
 
+def test_enqueue_gives_the_job_as_a_fresh_read_gives_it(store: Store) -> None:
+    """enqueue and enqueue_many hand back the rows their INSERTs returned, not a read after them:
+    the same jobs, field for field, as reading them again."""
+    many = store.enqueue_many(new_jobs(store, 2), NOW)
+    (job_id, new, doc), = new_jobs(store, 1)
+    one = store.enqueue(job_id, new, doc, NOW)
+    assert [*many, one] == [store.get(job.id) for job in [*many, one]]
+    assert [(j.state, j.to, j.document, j.version) for j in many] == [
+        (JobState.QUEUED, "+15555551210", "0.pdf", 0), (JobState.QUEUED, "+15555551211", "1.pdf", 0)]
+
+
 def test_enqueue_many_is_all_or_none_when_the_transaction_fails(store: Store) -> None:
     items = new_jobs(store, 3)
     db = sqlite3.connect(store.db_path)

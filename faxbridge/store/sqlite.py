@@ -447,18 +447,18 @@ class SqliteStore:
                         "SELECT COUNT(*) FROM jobs WHERE sender = ? AND created_at >= ?",
                         (new.sender, ts(sender_limit[0]))).fetchone()[0]) >= sender_limit[1]:
                     raise SenderOverLimit(new.sender, sender_limit[1])
-                db.execute(
+                row = db.execute(
                     """INSERT INTO jobs (id, source, to_number, state, reason, pages, paper, provider,
                        sender, subject, document, options, meta, created_at, updated_at, doc_sha256,
                        next_attempt_at, finished_at, dedup_key)
-                       VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+                       VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING *""",
                     (job_id, new.source.value, new.to, state.value, reason, doc.pages,
                      (new.options.paper or doc.paper).value,
                      self.provider, new.sender, new.subject, new.document,
                      json.dumps(new.options.to_json()), json.dumps(dict(new.meta)), ts(now), ts(now),
                      doc.sha256, ts(_first_try(new, now)) if state is JobState.QUEUED else None,
                      ts(now) if state.final else None, new.dedup_key),
-                )
+                ).fetchall()[0]      # (all: the statement done before the COMMIT)
                 self._event(db, job_id, now, state, f"job.{state.value}", reason,
                             {"source": new.source.value, "pages": doc.pages})
                 if state.final:
@@ -468,7 +468,7 @@ class SqliteStore:
         except BaseException:
             shutil.rmtree(final_dir, ignore_errors=True)
             raise
-        job = self.get(job_id)
+        job = self._decoded(row)         # the row as the INSERT made it: not read again
         self._observe(None, job, f"job.{state.value}")
         return job
 
@@ -494,19 +494,20 @@ class SqliteStore:
                     os.replace(self.staging / job_id, self.spool / job_id)
                     moved.append(self.spool / job_id)
                 self._spooled(moved)
+            rows = []
             with self._write() as db:
                 for job_id, new, doc in items:
-                    db.execute(
+                    rows.append(db.execute(
                         """INSERT INTO jobs (id, source, to_number, state, pages, paper, provider, sender,
                            subject, document, options, meta, created_at, updated_at, doc_sha256,
                            next_attempt_at, dedup_key)
-                           VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+                           VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING *""",
                         (job_id, new.source.value, new.to, JobState.QUEUED.value, doc.pages,
                          (new.options.paper or doc.paper).value,
                          self.provider, new.sender, new.subject, new.document,
                          json.dumps(new.options.to_json()), json.dumps(dict(new.meta)), ts(now), ts(now),
                          doc.sha256, ts(_first_try(new, now)), new.dedup_key),
-                    )
+                    ).fetchall()[0])
                     self._event(db, job_id, now, JobState.QUEUED, "job.queued", None,
                                 {"source": new.source.value, "pages": doc.pages})
                     self._receipt(db, job_id, new.source, now)
@@ -514,7 +515,7 @@ class SqliteStore:
             for final_dir in moved:
                 shutil.rmtree(final_dir, ignore_errors=True)
             raise
-        jobs = [self.get(job_id) for job_id, _, _ in items]
+        jobs = [self._decoded(row) for row in rows]     # as the INSERTs made them: not read again
         for job in jobs:
             self._observe(None, job, "job.queued")
         return jobs
