@@ -42,13 +42,12 @@ from faxbridge.ingress.folder import claims
 from faxbridge.ingress.folder.bridge import LoopStore
 from faxbridge.ingress.folder.claim import Claimer, Retry
 from faxbridge.ingress.folder.claimed import size_words
-from faxbridge.ingress.folder.content import stage
+from faxbridge.ingress.folder.content import stage_claimed
 from faxbridge.ingress.folder.control import choose_number, no_number_reason
 from faxbridge.ingress.folder.results import FolderOrigin
-from faxbridge.intake import destination, received_name
+from faxbridge.intake import destination
 from faxbridge.models import FaxOptions, Job, NewJob, PreparedDocument, Source
-from faxbridge.store import DOC_NAME, Staged, new_job_id
-from faxbridge.store.protocol import RECEIVED_DIR
+from faxbridge.store import Staged, new_job_id
 
 log = structlog.get_logger("faxbridge.folder")
 
@@ -156,31 +155,17 @@ class Committer:
         """Plan a claim and start staging its document; commits nothing. Whatever the claim
         holds, this returns: a claim our own code fails on is rejected (or, when not even that
         is possible, quarantined), never raised past the round."""
-        spool = self.store.spool
         try:
             new, document, reject = self._plan(claim_id, reject)
             if reject is not None:
                 return Started(claim_id, new, document, reject=reject)
             job_id = new_job_id()
-            try:
-                folder = spool.stage(job_id)
-                out = folder / DOC_NAME
-                # The copy the document is made from is the one kept as received (console): it is
-                # written where it is kept, in the job's own staging folder, which moves into the
-                # spool with the document (a folder of its own and a link per file was slower).
-                (folder / RECEIVED_DIR).mkdir(mode=0o700)
-                copy = folder / RECEIVED_DIR / received_name(0, document.name)
-                self.claimer.copy_out(claim_id, document, copy, self.watch.max_size)
-            except BaseException as exc:
-                spool.discard_stage(job_id)
-                if isinstance(exc, InputError):
-                    return Started(claim_id, new, document, reject=exc.reason)
-                raise
         except (StoreError, OSError) as exc:
             return Started(claim_id, None, None, error=exc)
         except Exception as exc:
             return self._unexpected(claim_id, exc)
-        staging = self.offload.submit(stage, copy, document.name, out, self.numbers.max_pages, new.options.paper,
+        staging = self.offload.submit(stage_claimed, self.store.spool, self.root, claim_id, document, job_id,
+                                      self.watch.max_size, self.numbers.max_pages, new.options.paper,
                                       self.max_decompressed, self.office)
         return Started(claim_id, new, document, job_id=job_id, staging=staging)
 

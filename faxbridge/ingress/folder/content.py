@@ -1,5 +1,6 @@
 """The pure work of a folder round, apart so that worker processes can run it: is a file complete
-yet, and its fax-ready copy. Files in, answers out; no store, no clock, no logging.
+yet, and its fax-ready copy (made from our private copy of the claimed file, which is taken here
+too). Files in, answers out; no store, no clock, no logging.
 
 These run in the folder watcher's pool of worker processes (:mod:`faxbridge.ingress.folder.watch`), or in
 the calling thread when there is no pool; their arguments and answers are plain, picklable values.
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 import stat
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO, cast
 
 from PIL import Image, ImageSequence
@@ -19,8 +20,11 @@ from faxbridge.documents import OfficeSettings, prepare, sniff
 from faxbridge.documents._images import _tiff_pages as tiff_pages
 from faxbridge.documents._pdf import DEFAULT_MAX_DECOMPRESSED, count_pages, open_pdf
 from faxbridge.documents._sniff import HEAD_SIZE
-from faxbridge.errors import DocumentError
+from faxbridge.errors import DocumentError, InputError
+from faxbridge.ingress.folder.claimed import copy_out
+from faxbridge.intake import received_name
 from faxbridge.models import InputFile, Paper, PreparedDocument
+from faxbridge.store.protocol import DOC_NAME, RECEIVED_DIR, DocumentSpool
 
 _IMAGE_KINDS = {"tiff": "TIFF", "jpeg": "JPEG", "png": "PNG", "gif": "GIF"}
 
@@ -44,6 +48,32 @@ def stage(path: Path, name: str, out: Path, max_pages: int, paper: Paper | None,
                        max_decompressed=max_decompressed, office=office, inputs_ours=True)
     except DocumentError as exc:
         return exc.reason
+
+
+def stage_claimed(spool: DocumentSpool, root: Path, claim_id: str, document: PurePosixPath, job_id: str,
+                  max_size: int, max_pages: int, paper: Paper | None,
+                  max_decompressed: int = DEFAULT_MAX_DECOMPRESSED, office: OfficeSettings | None = None,
+                  ) -> PreparedDocument | str:
+    """A claimed document (``document`` in claim ``claim_id`` of the watched folder ``root``) made
+    job ``job_id``'s staged, fax-ready PDF; or why it cannot be faxed. ``spool``: the job store's
+    (a plain, picklable :class:`~faxbridge.store.spool.FileSpool` for every backend).
+
+    The job's staging folder is made in the spool and the document copied into it through one
+    checked descriptor (:func:`~faxbridge.ingress.folder.claimed.copy_out`), as
+    ``received/0-NAME``: the copy kept as received (console), written where it is kept, in the
+    job's own staging folder, which moves into the spool with the document; then :func:`stage`
+    makes the fax-ready copy from it. Done here rather than on the folder thread, so that a
+    round's copies run in the worker processes while the next file is claimed. Trouble on our
+    side is raised (a staging folder that cannot be made: the spool's StoreBusy/StoreError; an
+    ``OSError``): the caller discards the staging folder and tries the claim again later."""
+    folder = spool.stage(job_id)
+    (folder / RECEIVED_DIR).mkdir(mode=0o700)
+    copy = folder / RECEIVED_DIR / received_name(0, document.name)
+    try:
+        copy_out(root, claim_id, document, copy, max_size)
+    except InputError as exc:
+        return exc.reason
+    return stage(copy, document.name, folder / DOC_NAME, max_pages, paper, max_decompressed, office)
 
 
 def incomplete(path: Path, name: str) -> str | None:

@@ -51,7 +51,7 @@ from watchdog.observers.polling import PollingObserver
 from faxbridge.clock import Clock
 from faxbridge.config import Config, WatchConfig
 from faxbridge.errors import StoreError
-from faxbridge.ingress.folder.content import incomplete, stage
+from faxbridge.ingress.folder.content import incomplete, stage, stage_claimed
 from faxbridge.ingress.folder.intake import FolderIntake, TickResult
 from faxbridge.ingress.folder.tree import FolderWatches
 from faxbridge.intake import office_settings
@@ -102,6 +102,7 @@ def too_costly(name: str) -> str:
 # staging, which does the same work, is then refused).
 _OVER_CAP: dict[Callable[..., Any], Callable[[tuple[Any, ...]], Any]] = {
     stage: lambda args: too_costly(args[1]),
+    stage_claimed: lambda args: too_costly(args[3].name),      # (spool, root, claim id, document, ...)
     incomplete: lambda args: None,
 }
 
